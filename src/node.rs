@@ -1,0 +1,215 @@
+//! The node: what every thread shares, and [`run`], which starts the threads,
+//! runs the router until the node stops, and takes everything down again.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::frame::{Hello, NodeId};
+use crate::peer::{ConnId, Inbound};
+use crate::router::{Event, Router};
+use crate::shutdown::{Cause, Never, Shutdown};
+use crate::threads::Threads;
+use crate::{acceptor, dialer, stdio};
+
+/// Batches of received messages waiting for the router. Readers block when
+/// it is full, which is how a slow stdout pushes back on the peers.
+const INBOUND_QUEUE: usize = 16;
+/// Chunks of stdin lines waiting for the router.
+const STDIN_QUEUE: usize = 4;
+/// Batches waiting to be printed.
+const STDOUT_QUEUE: usize = 16;
+/// How long the end of `run` waits for threads after the router is done.
+const JOIN_DEADLINE: Duration = Duration::from_millis(500);
+
+/// What every thread of a node shares.
+pub struct Node {
+    pub config: Config,
+    pub id: NodeId,
+    /// The port we accept peers on (0 with `--no-listen`), for our HELLO.
+    pub listen_port: u16,
+    pub started: Instant,
+    pub shutdown: Arc<Shutdown>,
+    pub threads: Arc<Threads>,
+    /// Control events for the router; unbounded, because they are few and
+    /// small and a reader must never block on announcing a peer's end.
+    pub events: Sender<Event>,
+    /// Received messages for the router; bounded, see [`INBOUND_QUEUE`].
+    pub inbound: Sender<Inbound>,
+    next_conn: AtomicU64,
+    handshakes: AtomicUsize,
+    /// Every open socket, so that the end of `run` can shut them all down
+    /// whatever their threads are blocked in. Mutex: connection threads add
+    /// and remove themselves while the main thread may be reading it.
+    streams: Mutex<HashMap<ConnId, TcpStream>>,
+}
+
+impl Node {
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Our HELLO.
+    pub fn hello(&self) -> Hello {
+        Hello {
+            node_id: self.id,
+            listen_port: self.listen_port,
+            max_frame: self.config.max_frame as u32,
+            name: self.config.name.clone(),
+        }
+    }
+
+    /// Keeps a handle on `stream` until the returned guard is dropped.
+    pub fn register(&self, conn: ConnId, stream: &TcpStream) -> Registered<'_> {
+        if let Ok(clone) = stream.try_clone() {
+            self.streams.lock().insert(conn, clone);
+        }
+        Registered { node: self, conn }
+    }
+
+    /// Counts a connection as "in handshake" until the guard is dropped.
+    pub fn pending_handshake(self: &Arc<Self>) -> PendingHandshake {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        PendingHandshake(self.clone())
+    }
+
+    pub fn pending_handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Shuts down every socket still open, waking every thread blocked on one.
+    fn shut_all_streams(&self) {
+        let streams = self.streams.lock();
+        if !streams.is_empty() {
+            log::debug!("shutting down {} remaining connections", streams.len());
+        }
+        for stream in streams.values() {
+            let _ = stream.shutdown(SocketShutdown::Both);
+        }
+    }
+}
+
+pub struct Registered<'a> {
+    node: &'a Node,
+    conn: ConnId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.node.streams.lock().remove(&self.conn);
+    }
+}
+
+/// A connection in handshake; moves into the connection's thread.
+pub struct PendingHandshake(Arc<Node>);
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A random 64-bit number from the OS-seeded keys of std's `RandomState`,
+/// mixed with the time: enough for node ids and jitter, with no dependency.
+pub fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or
+/// stdout closed. Returns once everything has been flushed and closed.
+pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
+    let listener = match config.listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).map_err(|source| Error::Listen { addr, source })?)
+        }
+        None => None,
+    };
+    let local = match &listener {
+        Some(l) => Some(l.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen.expect("listening"),
+            source,
+        })?),
+        None => None,
+    };
+    match local {
+        Some(addr) => log::info!("listening on {addr}"),
+        None => log::info!("not listening (--no-listen)"),
+    }
+    let id = random_u64();
+    log::info!("this is node {} ({id:016x})", config.name);
+
+    let (events_tx, events_rx) = unbounded();
+    let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE);
+    let (stdin_tx, stdin_rx) = bounded(STDIN_QUEUE);
+    let (stdout_tx, stdout_rx) = bounded(STDOUT_QUEUE);
+    let (ready_tx, ready_rx) = bounded::<Never>(0);
+    let threads = Threads::new(shutdown.clone());
+    let node = Arc::new(Node {
+        listen_port: local.map_or(0, |addr| addr.port()),
+        id,
+        started: Instant::now(),
+        shutdown: shutdown.clone(),
+        threads: threads.clone(),
+        events: events_tx,
+        inbound: inbound_tx,
+        next_conn: AtomicU64::new(1),
+        handshakes: AtomicUsize::new(0),
+        streams: Mutex::new(HashMap::new()),
+        config,
+    });
+
+    let started = (|| {
+        stdio::spawn_stdout(&node, stdout_rx)?;
+        stdio::spawn_stdin(&node, stdin_tx, ready_rx)?;
+        if let Some(listener) = listener {
+            acceptor::spawn(&node, listener)?;
+        }
+        for peer in &node.config.peers {
+            dialer::spawn(&node, peer.clone())?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        shutdown.trigger(Cause::Fatal);
+        return Err(Error::Spawn(e));
+    }
+
+    Router::new(
+        node.clone(),
+        events_rx,
+        inbound_rx,
+        stdin_rx,
+        stdout_tx,
+        ready_tx,
+    )
+    .run();
+
+    node.shut_all_streams();
+    if let Some(addr) = local {
+        acceptor::wake(addr);
+    }
+    let (running, panicked) = threads.join_all(Instant::now() + JOIN_DEADLINE);
+    if !running.is_empty() {
+        log::debug!("leaving threads blocked at exit: {}", running.join(", "));
+    }
+    if panicked || shutdown.cause() == Some(Cause::Fatal) {
+        return Err(Error::Internal);
+    }
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! How received messages and peer events look on stdout: `plain`, `tagged`
+//! or `json` (one object per line).
+
+use std::io::{self, Write};
+
+use crate::config::Format;
+use crate::peer::{Direction, PeerInfo};
+use crate::router::Output;
+
+pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Result<()> {
+    match (output, format) {
+        (Output::Msgs(batch), _) => {
+            for msg in &batch.msgs {
+                let payload = msg.payload(&batch.buf);
+                match format {
+                    Format::Plain => {}
+                    Format::Tagged => {
+                        out.write_all(batch.from.as_bytes())?;
+                        out.write_all(b"> ")?;
+                    }
+                    Format::Json => {
+                        out.write_all(b"{\"type\":\"msg\",\"from\":")?;
+                        json_string(out, &batch.from)?;
+                        write!(
+                            out,
+                            ",\"origin\":\"{:016x}\",\"seq\":{},\"text\":",
+                            msg.origin, msg.seq
+                        )?;
+                        json_text(out, payload)?;
+                        out.write_all(b"}\n")?;
+                        continue;
+                    }
+                }
+                out.write_all(payload)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+        (Output::PeerUp(info), Format::Json) => {
+            peer_event(out, "peer_up", info)?;
+            out.write_all(b"}\n")
+        }
+        (Output::PeerDown(info, ending), Format::Json) => {
+            peer_event(out, "peer_down", info)?;
+            out.write_all(b",\"reason\":")?;
+            json_string(out, &ending.to_string())?;
+            writeln!(out, ",\"polite\":{}}}", ending.is_polite())
+        }
+        // Only JSON output carries peer events.
+        (Output::PeerUp(_) | Output::PeerDown(..), _) => Ok(()),
+    }
+}
+
+fn peer_event(out: &mut impl Write, kind: &str, info: &PeerInfo) -> io::Result<()> {
+    write!(out, "{{\"type\":\"{kind}\",\"name\":")?;
+    json_string(out, &info.name)?;
+    write!(
+        out,
+        ",\"id\":\"{:016x}\",\"addr\":\"{}\",\"direction\":\"{}\",\"listen_port\":{}",
+        info.node_id,
+        info.addr,
+        match info.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        },
+        info.listen_port
+    )
+}
+
+/// A payload as JSON. JSON strings hold text only, so bytes that are not
+/// UTF-8 come as lossy `text` plus the exact bytes in `base64`.
+fn json_text(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => json_string(out, text),
+        Err(_) => {
+            json_string(out, &String::from_utf8_lossy(payload))?;
+            out.write_all(b",\"base64\":\"")?;
+            out.write_all(base64(payload).as_bytes())?;
+            out.write_all(b"\"")
+        }
+    }
+}
+
+/// `s` as a quoted JSON string.
+pub fn json_string(out: &mut impl Write, s: &str) -> io::Result<()> {
+    out.write_all(b"\"")?;
+    let bytes = s.as_bytes();
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.write_all(&bytes[plain_from..i])?;
+        if escaped.is_empty() {
+            write!(out, "\\u{b:04x}")?;
+        } else {
+            out.write_all(escaped)?;
+        }
+        plain_from = i + 1;
+    }
+    out.write_all(&bytes[plain_from..])?;
+    out.write_all(b"\"")
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::peer::{Ending, Inbound, MsgMeta};
+
+    fn batch(payloads: &[&[u8]]) -> Output {
+        let mut buf = Vec::new();
+        let mut msgs = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            let start = buf.len();
+            Frame::Msg {
+                origin: 0xab,
+                seq: i as u64 + 1,
+                payload: p,
+            }
+            .encode(&mut buf);
+            msgs.push(MsgMeta {
+                origin: 0xab,
+                seq: i as u64 + 1,
+                start,
+                end: buf.len(),
+            });
+        }
+        Output::Msgs(Inbound {
+            conn: 1,
+            from: "bob".into(),
+            buf,
+            msgs,
+        })
+    }
+
+    fn render(format: Format, output: &Output) -> String {
+        let mut out = Vec::new();
+        write(&mut out, format, output).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn info() -> PeerInfo {
+        PeerInfo {
+            conn: 1,
+            node_id: 0xab,
+            name: "bob".into(),
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            direction: Direction::In,
+            listen_port: 7117,
+            max_frame: 100,
+        }
+    }
+
+    #[test]
+    fn each_format_looks_as_documented() {
+        let b = batch(&[b"Hello", b"", b"say \"hi\"\t\x01"]);
+        assert_eq!(render(Format::Plain, &b), "Hello\n\nsay \"hi\"\t\x01\n");
+        assert_eq!(
+            render(Format::Tagged, &b),
+            "bob> Hello\nbob> \nbob> say \"hi\"\t\x01\n"
+        );
+        assert_eq!(
+            render(Format::Json, &b),
+            "{\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"seq\":1,\"text\":\"Hello\"}\n\
+             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"seq\":2,\"text\":\"\"}\n\
+             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"seq\":3,\"text\":\"say \\\"hi\\\"\\t\\u0001\"}\n"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_keep_their_exact_value_in_json() {
+        let out = render(Format::Json, &batch(&[b"a\xffb"]));
+        assert!(
+            out.contains("\"text\":\"a\u{fffd}b\",\"base64\":\"Yf9i\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn peer_events_are_json_only() {
+        let up = Output::PeerUp(info());
+        assert_eq!(
+            render(Format::Json, &up),
+            "{\"type\":\"peer_up\",\"name\":\"bob\",\"id\":\"00000000000000ab\",\
+             \"addr\":\"127.0.0.1:5000\",\"direction\":\"in\",\"listen_port\":7117}\n"
+        );
+        let down = Output::PeerDown(info(), Ending::Reset);
+        assert!(render(Format::Json, &down)
+            .ends_with(",\"reason\":\"connection reset by peer\",\"polite\":false}\n"));
+        assert_eq!(render(Format::Plain, &up), "");
+        assert_eq!(render(Format::Tagged, &down), "");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+}

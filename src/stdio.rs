@@ -1,0 +1,373 @@
+//! stdin lines in, stdout messages out.
+//!
+//! The stdin thread reads large blocks and frames every line as a message as
+//! soon as its newline arrives; each block's lines become one [`Chunk`] of
+//! encoded frames that every peer's outbox shares. The stdout thread prints
+//! what the router hands it through a large buffer, flushed whenever nothing
+//! more is waiting.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::sync::Arc;
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use crate::frame::{self, msg_header, Frame, NodeId};
+use crate::node::Node;
+use crate::outbox::Bytes;
+use crate::output;
+use crate::peer::PeerInfo;
+use crate::router::Output;
+use crate::shutdown::{Cause, Never};
+use crate::wire::describe;
+
+/// Bytes asked of stdin per read: a pipe gives at most 64 KiB at a time, a
+/// file or socket more.
+const READ_SIZE: usize = 128 * 1024;
+/// Bytes of output gathered before a write to stdout.
+const WRITE_SIZE: usize = 64 * 1024;
+
+/// Encoded message frames, ready to be queued for any number of peers.
+pub struct Chunk {
+    pub bytes: Bytes,
+    pub frames: usize,
+    /// The largest payload in the chunk, to compare with a peer's limit.
+    pub largest: usize,
+}
+
+impl Chunk {
+    /// This chunk without the messages over `limit` bytes, for a peer whose
+    /// HELLO announced a smaller `--max-frame` than ours.
+    pub fn for_smaller_limit(&self, limit: usize, peer: &PeerInfo) -> Bytes {
+        let mut kept = Vec::with_capacity(self.bytes.len());
+        let mut rest = &self.bytes[..];
+        while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
+            match frame {
+                Frame::Msg { seq, payload, .. } if payload.len() > limit => log::warn!(
+                    "message {seq} ({} bytes) is over the --max-frame of {peer} ({limit} bytes); not sent to it",
+                    payload.len()
+                ),
+                _ => kept.extend_from_slice(&rest[..used]),
+            }
+            rest = &rest[used..];
+        }
+        Arc::new(kept)
+    }
+}
+
+/// Turns a byte stream into message frames, one per line.
+///
+/// A line is everything up to `\n` (not included): any other bytes, `\r`
+/// and NUL among them, belong to the message, and an empty line is an empty
+/// message. A line longer than `max_frame` is reported and skipped without
+/// being buffered. A last line without a newline is still a message.
+pub struct LineFramer {
+    origin: NodeId,
+    max_frame: usize,
+    next_seq: u64,
+    /// Lines ended so far.
+    lines: u64,
+    chunk: Vec<u8>,
+    frames: usize,
+    largest: usize,
+    /// The start of a line whose newline has not arrived yet.
+    partial: Vec<u8>,
+    /// The current line is too long: drop bytes until its newline.
+    skipping: bool,
+    pub skipped: u64,
+}
+
+impl LineFramer {
+    pub fn new(origin: NodeId, max_frame: usize) -> Self {
+        LineFramer {
+            origin,
+            max_frame,
+            next_seq: 1,
+            lines: 0,
+            chunk: Vec::new(),
+            frames: 0,
+            largest: 0,
+            partial: Vec::new(),
+            skipping: false,
+            skipped: 0,
+        }
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) {
+        while let Some(newline) = data.iter().position(|&b| b == b'\n') {
+            self.end_line(&data[..newline]);
+            data = &data[newline + 1..];
+        }
+        if !data.is_empty() && !self.skipping {
+            if self.partial.len() + data.len() > self.max_frame {
+                self.skip_line(self.partial.len() + data.len());
+            } else {
+                self.partial.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// stdin has ended: an unterminated last line is still a message.
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            self.end_line(&[]);
+        }
+    }
+
+    /// The messages framed so far, if any.
+    pub fn take(&mut self) -> Option<Chunk> {
+        if self.frames == 0 {
+            return None;
+        }
+        let capacity = self.chunk.len();
+        let bytes = std::mem::replace(&mut self.chunk, Vec::with_capacity(capacity));
+        let chunk = Chunk {
+            bytes: Arc::new(bytes),
+            frames: self.frames,
+            largest: self.largest,
+        };
+        self.frames = 0;
+        self.largest = 0;
+        Some(chunk)
+    }
+
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    fn end_line(&mut self, tail: &[u8]) {
+        if self.skipping {
+            self.skipping = false;
+        } else if self.partial.len() + tail.len() > self.max_frame {
+            self.skip_line(self.partial.len() + tail.len());
+            self.skipping = false;
+        } else if self.partial.is_empty() {
+            self.emit(tail);
+        } else {
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(tail);
+            self.emit(&line);
+            line.clear();
+            self.partial = line;
+        }
+        self.lines += 1;
+    }
+
+    fn skip_line(&mut self, at_least: usize) {
+        log::warn!(
+            "stdin line {} is longer than --max-frame ({at_least}+ bytes, limit {}); skipped",
+            self.lines + 1,
+            self.max_frame
+        );
+        self.skipping = true;
+        self.skipped += 1;
+        self.partial = Vec::new();
+    }
+
+    fn emit(&mut self, payload: &[u8]) {
+        self.chunk
+            .extend_from_slice(&msg_header(self.origin, self.next_seq, payload.len()));
+        self.chunk.extend_from_slice(payload);
+        self.next_seq += 1;
+        self.frames += 1;
+        self.largest = self.largest.max(payload.len());
+    }
+}
+
+pub fn spawn_stdin(
+    node: &Arc<Node>,
+    chunks: Sender<Chunk>,
+    ready: Receiver<Never>,
+) -> io::Result<()> {
+    let node_ = node.clone();
+    node.threads.spawn_detached("stdin".to_owned(), move || {
+        read_stdin(&node_, &chunks, &ready)
+    })
+}
+
+fn read_stdin(node: &Node, chunks: &Sender<Chunk>, ready: &Receiver<Never>) {
+    let stopping = node.shutdown.stopping();
+    if node.config.wait_peers > 0 {
+        log::info!(
+            "waiting for peers before reading stdin (--wait-peers {})",
+            node.config.wait_peers
+        );
+    }
+    select! {
+        recv(ready) -> _ => {}
+        recv(stopping) -> _ => return,
+    }
+    let mut framer = LineFramer::new(node.id, node.config.max_frame);
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; READ_SIZE];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("cannot read stdin: {}", describe(&e));
+                break;
+            }
+        };
+        if node.shutdown.is_triggered() {
+            return;
+        }
+        framer.push(&buf[..n]);
+        if let Some(chunk) = framer.take() {
+            if chunks.send(chunk).is_err() {
+                return;
+            }
+        }
+    }
+    framer.finish();
+    if let Some(chunk) = framer.take() {
+        let _ = chunks.send(chunk);
+    }
+    log::debug!(
+        "stdin: {} lines, {} skipped as too long",
+        framer.lines(),
+        framer.skipped
+    );
+    // Dropping `chunks` now tells the router that stdin has ended.
+}
+
+pub fn spawn_stdout(node: &Arc<Node>, outputs: Receiver<Output>) -> io::Result<()> {
+    let node_ = node.clone();
+    node.threads
+        .spawn("stdout".to_owned(), move || write_stdout(&node_, &outputs))
+}
+
+fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(WRITE_SIZE, stdout.lock());
+    let mut print = || -> io::Result<()> {
+        // Ends when the router, the only sender, is done.
+        for item in outputs.iter() {
+            output::write(&mut out, node.config.format, &item)?;
+            if outputs.is_empty() {
+                out.flush()?;
+            }
+        }
+        out.flush()
+    };
+    if let Err(e) = print() {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            log::info!("stdout was closed: stopping");
+        } else {
+            log::error!("cannot write to stdout: {}; stopping", describe(&e));
+        }
+        node.shutdown.trigger(Cause::StdoutClosed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payloads(chunk: &Chunk) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut rest = &chunk.bytes[..];
+        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
+            let Frame::Msg {
+                origin,
+                seq,
+                payload,
+            } = frame
+            else {
+                panic!()
+            };
+            assert_eq!(origin, 42);
+            out.push((seq, payload.to_vec()));
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        out
+    }
+
+    fn frame_all(input: &[u8], max_frame: usize, step: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut framer = LineFramer::new(42, max_frame);
+        let mut out = Vec::new();
+        for part in input.chunks(step.max(1)) {
+            framer.push(part);
+            if let Some(chunk) = framer.take() {
+                out.extend(payloads(&chunk));
+            }
+        }
+        framer.finish();
+        if let Some(chunk) = framer.take() {
+            out.extend(payloads(&chunk));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_become_messages_byte_for_byte() {
+        let input = b"Hello\nWorld!\n\n\r\n\xff\xfe\0\nlast";
+        let expected: Vec<(u64, Vec<u8>)> =
+            [&b"Hello"[..], b"World!", b"", b"\r", b"\xff\xfe\0", b"last"]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as u64 + 1, p.to_vec()))
+                .collect();
+        for step in 1..=input.len() {
+            assert_eq!(frame_all(input, 100, step), expected, "read size {step}");
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_and_nothing_else_is_lost() {
+        let mut input = b"before\n".to_vec();
+        input.extend(vec![b'x'; 11]);
+        input.extend(b"\nexactly10!\nafter\n");
+        for step in [1, 3, 5, 100] {
+            let got = frame_all(&input, 10, step);
+            let texts: Vec<&[u8]> = got.iter().map(|(_, p)| &p[..]).collect();
+            assert_eq!(
+                texts,
+                [&b"before"[..], b"exactly10!", b"after"],
+                "read size {step}"
+            );
+            let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, [1, 2, 3], "sequence numbers have no gaps");
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_never_buffered_past_the_limit() {
+        let mut framer = LineFramer::new(42, 1000);
+        for _ in 0..1000 {
+            framer.push(&[b'y'; 1000]);
+            assert!(framer.partial.capacity() <= 2000);
+        }
+        framer.push(b"\nok\n");
+        let chunk = framer.take().unwrap();
+        assert_eq!(payloads(&chunk), [(1, b"ok".to_vec())]);
+        assert_eq!(framer.skipped, 1);
+    }
+
+    #[test]
+    fn a_chunk_can_leave_out_what_a_peer_cannot_take() {
+        let mut framer = LineFramer::new(42, 100);
+        framer.push(b"short\nthis one is long\nok\n");
+        let chunk = framer.take().unwrap();
+        assert_eq!(chunk.largest, 16);
+        let peer = PeerInfo {
+            conn: 1,
+            node_id: 2,
+            name: "small".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            direction: crate::peer::Direction::In,
+            listen_port: 0,
+            max_frame: 5,
+        };
+        let kept = Chunk {
+            bytes: chunk.for_smaller_limit(5, &peer),
+            frames: 0,
+            largest: 0,
+        };
+        assert_eq!(
+            payloads(&kept),
+            [(1, b"short".to_vec()), (3, b"ok".to_vec())]
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Moving frames between sockets and memory: a read buffer that hands whole
+//! frames over without copying them, a vectored `write_all`, and the one place
+//! where socket errors are sorted into what they mean.
+
+use std::io::{self, IoSlice, Read, Write};
+
+use crate::frame::{self, LEN_PREFIX};
+
+/// A reader starts small, so an idle peer costs little memory...
+const INITIAL_CAPACITY: usize = 4 * 1024;
+/// ...and grows to this when the peer is busy, so a flood costs few syscalls.
+const BUSY_CAPACITY: usize = 64 * 1024;
+
+/// Bytes read from a socket, of which `buf[..pos]` have been decoded.
+///
+/// The buffer is always fully initialised (`buf.len()` is its usable size);
+/// `filled` marks how much of it holds data. Decoded frames can be taken out
+/// whole with [`ReadBuf::take_decoded`], which swaps in a fresh buffer rather
+/// than copying the frames.
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    filled: usize,
+    pos: usize,
+}
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        ReadBuf {
+            buf: vec![0; INITIAL_CAPACITY],
+            filled: 0,
+            pos: 0,
+        }
+    }
+}
+
+impl ReadBuf {
+    /// The undecoded bytes.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..self.filled]
+    }
+
+    /// Offset of `pending()` within the buffer `take_decoded` will return.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Marks `n` more bytes as decoded.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(self.pos + n <= self.filled);
+        self.pos += n;
+    }
+
+    /// Takes the buffer holding every decoded byte (`[..pos]` of the result),
+    /// leaving the undecoded tail at the start of a fresh buffer.
+    pub fn take_decoded(&mut self) -> Vec<u8> {
+        let tail = self.filled - self.pos;
+        // One huge frame should not leave every later buffer huge.
+        let mut fresh = vec![0; tail.max(self.buf.len().min(BUSY_CAPACITY))];
+        fresh[..tail].copy_from_slice(&self.buf[self.pos..self.filled]);
+        let mut taken = std::mem::replace(&mut self.buf, fresh);
+        taken.truncate(self.pos);
+        self.pos = 0;
+        self.filled = tail;
+        taken
+    }
+
+    /// Makes room for the next read, then reads once from `r`.
+    ///
+    /// `limit` bounds the frame length; a frame whose length prefix is over it
+    /// is an error before any room is made for it (so a hostile 0xFFFFFFFF
+    /// allocates nothing).
+    pub fn read_from(&mut self, r: &mut impl Read, limit: usize) -> io::Result<usize> {
+        self.make_room(limit)?;
+        let n = r.read(&mut self.buf[self.filled..])?;
+        self.filled += n;
+        Ok(n)
+    }
+
+    fn make_room(&mut self, limit: usize) -> io::Result<()> {
+        // A frame whose length is known must fit in the buffer whole.
+        let frame_len = frame::peek_len(self.pending(), limit)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            .map_or(0, |len| LEN_PREFIX + len);
+        // The last read filled the buffer: the peer is busy, so read more at once.
+        let was_full = self.filled == self.buf.len();
+        if was_full || self.pos + frame_len > self.buf.len() {
+            self.compact();
+        }
+        let mut size = self.buf.len().max(frame_len);
+        if was_full {
+            size = size.max((self.buf.len() * 2).min(BUSY_CAPACITY));
+        }
+        if self.filled == size {
+            size += INITIAL_CAPACITY;
+        }
+        if size > self.buf.len() {
+            self.buf.resize(size, 0);
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.filled, 0);
+            self.filled -= self.pos;
+            self.pos = 0;
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, in as few `write` calls as the OS allows.
+pub fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    // Drops leading empty slices, so the loop ends when all are written.
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What a socket error means for the connection, decided in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoFailure {
+    /// A socket timeout expired. Unix says `WouldBlock`, Windows `TimedOut`.
+    Timeout,
+    /// A signal interrupted the call: just try again.
+    Interrupted,
+    /// The peer reset the connection (the seed article's WSAECONNRESET).
+    Reset,
+    /// Anything else: the connection is broken.
+    Broken,
+}
+
+pub fn classify(e: &io::Error) -> IoFailure {
+    use io::ErrorKind::*;
+    match e.kind() {
+        WouldBlock | TimedOut => IoFailure::Timeout,
+        Interrupted => IoFailure::Interrupted,
+        ConnectionReset | ConnectionAborted | BrokenPipe => IoFailure::Reset,
+        _ => IoFailure::Broken,
+    }
+}
+
+/// An I/O error as a short lower-case phrase, without the "(os error N)"
+/// suffix: "connection reset by peer", "address already in use".
+pub fn describe(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    /// A reader that returns at most `step` bytes per call.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn messages(count: usize, size: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for seq in 0..count {
+            let payload = vec![(seq % 251) as u8; size + seq % 7];
+            Frame::Msg {
+                origin: 1,
+                seq: seq as u64,
+                payload: &payload,
+            }
+            .encode(&mut bytes);
+        }
+        bytes
+    }
+
+    /// Reads everything through a ReadBuf, taking decoded frames out as the
+    /// peer reader does, and returns the sequence numbers seen.
+    fn read_all(data: &[u8], step: usize, limit: usize) -> Vec<u64> {
+        let mut src = Trickle { data, step };
+        let mut rb = ReadBuf::default();
+        let mut seqs = Vec::new();
+        loop {
+            let mut any = false;
+            while let Some((frame, used)) = frame::decode(rb.pending(), limit).unwrap() {
+                let Frame::Msg { seq, payload, .. } = frame else {
+                    panic!()
+                };
+                assert!(payload.iter().all(|&b| b == (seq % 251) as u8));
+                seqs.push(seq);
+                rb.consume(used);
+                any = true;
+            }
+            if any {
+                let taken = rb.take_decoded();
+                assert!(frame::decode(&taken, limit).unwrap().is_some());
+            }
+            if rb.read_from(&mut src, limit).unwrap() == 0 {
+                assert!(rb.pending().is_empty());
+                return seqs;
+            }
+        }
+    }
+
+    #[test]
+    fn frames_survive_any_read_size() {
+        let data = messages(200, 100);
+        for step in [1, 2, 3, 7, 64, 1000, 4096, 100_000] {
+            assert_eq!(read_all(&data, step, 1 << 20), (0..200).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn the_buffer_grows_for_a_frame_bigger_than_itself() {
+        let data = messages(3, 300_000);
+        assert_eq!(read_all(&data, 8192, 1 << 20), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn an_oversized_length_allocates_nothing() {
+        let mut rb = ReadBuf::default();
+        let mut src = Trickle {
+            data: &[0xff, 0xff, 0xff, 0xff, 0],
+            step: 4,
+        };
+        rb.read_from(&mut src, 1000).unwrap();
+        let err = rb.read_from(&mut src, 1000).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(rb.buf.len(), INITIAL_CAPACITY);
+    }
+
+    #[test]
+    fn vectored_writes_send_everything() {
+        struct Slow(Vec<u8>);
+        impl Write for Slow {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let n = b.len().min(3);
+                self.0.extend_from_slice(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Slow(Vec::new());
+        let mut slices = [
+            IoSlice::new(b"hello "),
+            IoSlice::new(b""),
+            IoSlice::new(b"world"),
+        ];
+        write_all_vectored(&mut out, &mut slices).unwrap();
+        assert_eq!(out.0, b"hello world");
+    }
+
+    #[test]
+    fn errors_are_described_without_os_codes() {
+        let e = io::Error::from_raw_os_error(98);
+        if cfg!(target_os = "linux") {
+            assert_eq!(describe(&e), "address already in use");
+        }
+        assert_eq!(
+            classify(&io::ErrorKind::ConnectionReset.into()),
+            IoFailure::Reset
+        );
+        assert_eq!(
+            classify(&io::ErrorKind::WouldBlock.into()),
+            IoFailure::Timeout
+        );
+    }
+}
