@@ -1,1 +1,16 @@
-//! Integration tests: real peercat processes on 127.0.0.1.
+//! Integration tests: real `peercat` processes talking over 127.0.0.1.
+//!
+//! One module per group of behaviours in the README; each test names the
+//! behaviour it proves. Process-level signal tests are unix-only.
+
+mod support;
+
+mod bad_input;
+mod connections;
+#[cfg(unix)]
+mod flow;
+#[cfg(unix)]
+mod liveness;
+mod messages;
+mod shutdown;
+mod usage;

@@ -1,0 +1,135 @@
+//! Bad input from the network: each kind gets a clear log line naming the
+//! peer and the reason, that peer is closed, and nobody else notices.
+
+use std::net::Shutdown;
+use std::time::Duration;
+
+use peercat::frame::Frame;
+
+use crate::support::{hello, node, texts, Node, RawPeer};
+
+/// A node `a` with a well-behaved peer `b`, to check that bad input from a
+/// third party does not disturb it.
+fn pair() -> (Node, Node) {
+    let a = node("a").start();
+    let b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    b.wait_peer("a");
+    (a, b)
+}
+
+/// Sends `bytes` from a fresh connection (after a handshake if `greet`),
+/// then checks the node's log line and that the connection was closed and
+/// `b` still gets messages from `a`.
+fn rejects(bytes: &[u8], greet: bool, reason: &str) {
+    let (mut a, b) = pair();
+    let mut bad = if greet {
+        RawPeer::handshake(&a, "mallory")
+    } else {
+        RawPeer::connect(&a)
+    };
+    bad.send(bytes);
+    let line = a.wait_log(reason);
+    assert!(
+        line.contains(&bad.local_addr()),
+        "the log names the peer: {line}"
+    );
+    assert!(
+        bad.read_until_closed(Duration::from_secs(10)),
+        "the bad peer was not closed"
+    );
+    a.send(b"still fine\n");
+    assert_eq!(texts(&b.wait_lines(1)), ["still fine"]);
+    assert_eq!(b.count_log("peer down"), 0);
+}
+
+#[test]
+fn garbage_bytes_are_rejected() {
+    rejects(
+        b"\x00\x00\x00\x05\x09\xde\xad\xbe\xef",
+        false,
+        "unknown frame type 0x09",
+    );
+}
+
+#[test]
+fn an_http_request_is_rejected_and_named_as_text() {
+    rejects(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        false,
+        "frame length 1195725856 exceeds the limit of 277 bytes; the bytes look like text",
+    );
+}
+
+#[test]
+fn a_huge_length_prefix_is_rejected_before_any_allocation() {
+    rejects(
+        &[0xff; 4],
+        false,
+        "frame length 4294967295 exceeds the limit of 277 bytes",
+    );
+}
+
+#[test]
+fn a_huge_length_prefix_after_the_handshake_is_rejected() {
+    rejects(
+        &[0xff; 4],
+        true,
+        "frame length 4294967295 exceeds the limit of 1048593 bytes",
+    );
+}
+
+#[test]
+fn an_unknown_frame_type_is_rejected() {
+    rejects(&[0, 0, 0, 1, 0x7f], true, "unknown frame type 0x7f");
+}
+
+#[test]
+fn an_unknown_protocol_version_is_rejected() {
+    let mut frame = hello("future", 99);
+    frame[9..11].copy_from_slice(&7u16.to_be_bytes());
+    rejects(&frame, false, "unsupported protocol version 7");
+}
+
+#[test]
+fn a_second_hello_is_rejected() {
+    rejects(&hello("again", 98), true, "protocol error: a second HELLO");
+}
+
+#[test]
+fn a_frame_cut_short_by_the_peer_closing_is_reported() {
+    let (mut a, b) = pair();
+    let mut bad = RawPeer::handshake(&a, "mallory");
+    let msg = Frame::Msg {
+        origin: 1,
+        seq: 1,
+        payload: b"Hello",
+    }
+    .to_bytes();
+    bad.send(&msg[..10]);
+    bad.stream.shutdown(Shutdown::Write).unwrap();
+    let line = a.wait_log("closed the connection in the middle of a frame (10 of 26 bytes)");
+    assert!(line.contains("mallory"), "{line}");
+    a.send(b"still fine\n");
+    assert_eq!(texts(&b.wait_lines(1)), ["still fine"]);
+}
+
+#[test]
+#[cfg(unix)]
+fn a_reset_is_told_apart_from_a_polite_close() {
+    let (a, b) = pair();
+    // Closing a socket with unread data (the PONG) makes the kernel send a reset.
+    let mut rude = RawPeer::handshake(&a, "rude");
+    rude.send(&Frame::Ping(1).to_bytes());
+    let mut peek = [0u8; 1];
+    rude.stream.peek(&mut peek).unwrap();
+    drop(rude);
+    let line = a.wait_log("peer down: rude");
+    assert!(line.contains("connection reset by peer"), "{line}");
+    assert!(line.contains("WARN"), "{line}");
+    // A polite close is logged as such.
+    b.signal("INT");
+    let line = a.wait_log("peer down: b");
+    assert!(line.contains("said goodbye: shutting down"), "{line}");
+    assert!(line.contains("INFO"), "{line}");
+}

@@ -1,0 +1,183 @@
+//! Messages: boundaries, bytes, order, and the output formats.
+
+use std::io::Write;
+use std::thread;
+
+use crate::support::{node, texts};
+
+#[test]
+fn hello_and_world_arrive_as_two_messages_both_ways() {
+    let mut b = node("b").start();
+    let mut a = node("a").dial(&b).start();
+    a.wait_peer("b");
+    b.wait_peer("a");
+    a.send(b"Hello\nWorld!\n");
+    assert_eq!(texts(&b.wait_lines(2)), ["Hello", "World!"]);
+    b.send(b"Hel");
+    b.send(b"lo\nWor");
+    b.send(b"ld!\n");
+    assert_eq!(texts(&a.wait_lines(2)), ["Hello", "World!"]);
+    // A node never prints its own messages.
+    assert_eq!(a.out.len(), 2);
+    assert_eq!(b.out.len(), 2);
+}
+
+#[test]
+fn messages_are_byte_exact_and_an_overlong_line_is_skipped_alone() {
+    let b = node("b").args(&["--max-frame", "1000"]).start();
+    let mut a = node("a").args(&["--max-frame", "1000"]).dial(&b).start();
+    a.wait_peer("b");
+    let exact = vec![b'x'; 1000];
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\xff\xfe not utf-8\n");
+    input.extend_from_slice(b"carriage\r\n");
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"nul\0byte\n");
+    input.extend_from_slice(&exact);
+    input.push(b'\n');
+    input.extend_from_slice(&[b'y'; 1001]);
+    input.push(b'\n');
+    input.extend_from_slice(b"after the long one\n");
+    a.send(&input);
+    let got = b.wait_lines(6);
+    let expected: Vec<Vec<u8>> = vec![
+        b"\xff\xfe not utf-8".to_vec(),
+        b"carriage\r".to_vec(),
+        b"".to_vec(),
+        b"nul\0byte".to_vec(),
+        exact,
+        b"after the long one".to_vec(),
+    ];
+    assert_eq!(got, expected);
+    let warning = a.wait_log("stdin line 6 is longer than --max-frame");
+    assert!(warning.contains("limit 1000"), "{warning}");
+}
+
+#[test]
+fn a_peer_with_a_smaller_limit_is_spared_messages_it_cannot_take() {
+    let small = node("small").args(&["--max-frame", "10"]).start();
+    let big = node("big").start();
+    let mut a = node("a").dial(&small).dial(&big).start();
+    a.wait_peer("small");
+    a.wait_peer("big");
+    a.send(b"short\nthis line is too long for small\nend\n");
+    assert_eq!(
+        texts(&big.wait_lines(3)),
+        ["short", "this line is too long for small", "end"]
+    );
+    assert_eq!(texts(&small.wait_lines(2)), ["short", "end"]);
+    a.wait_log("not sent to it");
+    // The connection survived.
+    assert_eq!(small.count_log("peer down"), 0);
+}
+
+#[test]
+fn per_sender_order_is_kept_and_concurrent_senders_never_interleave() {
+    const LINES: usize = 20_000;
+    let sink = node("sink").start();
+    let mut senders: Vec<_> = (0..3)
+        .map(|i| node(&format!("s{i}")).dial(&sink).start())
+        .collect();
+    for s in &senders {
+        s.wait_peer("sink");
+    }
+    let feeders: Vec<_> = senders
+        .iter_mut()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut stdin = s.take_stdin();
+            thread::spawn(move || {
+                let mut text = Vec::new();
+                for n in 0..LINES {
+                    writeln!(text, "s{i} {n:06} {}", "z".repeat(n % 50)).unwrap();
+                }
+                // Odd-sized writes, so lines are split across reads.
+                for part in text.chunks(777 + i * 1000) {
+                    stdin.write_all(part).unwrap();
+                }
+            })
+        })
+        .collect();
+    for f in feeders {
+        f.join().unwrap();
+    }
+    let lines = sink.wait_lines(3 * LINES);
+    let mut next = [0usize; 3];
+    for line in texts(&lines) {
+        let mut parts = line.split(' ');
+        let who: usize = parts.next().unwrap()[1..].parse().unwrap();
+        let n: usize = parts.next().unwrap().parse().unwrap();
+        assert_eq!(n, next[who], "sender {who} out of order");
+        assert_eq!(
+            parts.next().unwrap_or(""),
+            "z".repeat(n % 50),
+            "line {line:?} mangled"
+        );
+        next[who] += 1;
+    }
+    assert_eq!(next, [LINES; 3]);
+}
+
+#[test]
+fn tagged_and_json_formats_name_the_sender() {
+    let tagged = node("t").args(&["--format", "tagged"]).start();
+    let json = node("j").args(&["--format", "json"]).start();
+    let mut alice = node("alice").dial(&tagged).dial(&json).start();
+    alice.wait_peer("t");
+    alice.wait_peer("j");
+    alice.send(b"hi there\n\"quoted\"\n");
+    assert_eq!(
+        texts(&tagged.wait_lines(2)),
+        ["alice> hi there", "alice> \"quoted\""]
+    );
+    let lines = texts(&json.wait_lines(3));
+    assert!(
+        lines[0].starts_with("{\"type\":\"peer_up\",\"name\":\"alice\",\"id\":\""),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("\"direction\":\"in\""), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with("{\"type\":\"msg\",\"from\":\"alice\",\"origin\":\""),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].ends_with("\"seq\":1,\"text\":\"hi there\"}"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].ends_with("\"seq\":2,\"text\":\"\\\"quoted\\\"\"}"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn wait_peers_holds_stdin_until_enough_peers_are_connected() {
+    let mut a = node("a").args(&["--wait-peers", "2"]).start();
+    a.send(b"sent before anyone was there\n");
+    a.wait_log("waiting for peers");
+    let b = node("b").dial(&a).start();
+    b.wait_peer("a");
+    let c = node("c").dial(&a).start();
+    c.wait_peer("a");
+    assert_eq!(texts(&b.wait_lines(1)), ["sent before anyone was there"]);
+    assert_eq!(texts(&c.wait_lines(1)), ["sent before anyone was there"]);
+}
+
+#[test]
+fn three_nodes_each_hear_their_direct_peers() {
+    let mut b = node("b").start();
+    let c = node("c").start();
+    let mut a = node("a").dial(&b).dial(&c).start();
+    a.wait_peer("b");
+    a.wait_peer("c");
+    c.wait_peer("a");
+    a.send(b"from a\n");
+    assert_eq!(texts(&b.wait_lines(1)), ["from a"]);
+    assert_eq!(texts(&c.wait_lines(1)), ["from a"]);
+    b.send(b"from b\n");
+    assert_eq!(texts(&a.wait_lines(1)), ["from b"]);
+}

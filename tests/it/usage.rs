@@ -1,0 +1,83 @@
+//! The command line and start-up errors: clear messages, documented exit codes.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::node;
+
+fn peercat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peercat"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_busy_port_is_an_error_naming_the_address_with_exit_1() {
+    let a = node("a").start();
+    let busy = a.addr();
+    let out = peercat(&["-l", &busy]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot listen on {busy}: Address already in use"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_was_wrong() {
+    for (args, says) in [
+        (&["host2"][..], "missing port"),
+        (&["--max-frame", "0"][..], "--max-frame"),
+        (&["--format", "xml"][..], "xml"),
+        (&["--no-listen"][..], "nothing to do"),
+        (&["--bogus"][..], "--bogus"),
+    ] {
+        let out = peercat(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_lists_every_flag_and_exits_0() {
+    let out = peercat(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--no-listen",
+        "--name",
+        "--format",
+        "--wait-peers",
+        "--exit-on-eof",
+        "--max-peers",
+        "--max-frame",
+        "--keepalive",
+        "--stall-timeout",
+        "--verbose",
+        "--quiet",
+        "--log-file",
+        "[PEER]...",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn log_file_takes_the_log_and_stderr_stays_quiet() {
+    let path = std::env::temp_dir().join(format!("peercat-log-{}.txt", std::process::id()));
+    let mut a = node("a")
+        .args(&["--log-file", path.to_str().unwrap(), "--exit-on-eof"])
+        .start_quiet();
+    a.close_stdin();
+    assert!(a.expect_exit(Duration::from_secs(10)).success());
+    let log = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(log.contains("listening on 127.0.0.1:"), "{log}");
+    assert!(a.log_text().is_empty(), "stderr: {}", a.log_text());
+}
