@@ -10,7 +10,9 @@ use std::sync::Arc;
 use log::LevelFilter;
 use peercat::shutdown::{Cause, Shutdown};
 use peercat::{Config, Error};
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{
+    ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger,
+};
 
 fn main() -> ExitCode {
     let config = match peercat::config::parse(std::env::args_os()) {
@@ -37,12 +39,33 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) -> Result<(), Error> {
-    let format = ConfigBuilder::new()
+    let mut loggers = vec![logger(config, config.log_level, false)?];
+    if config.log_level < LevelFilter::Info {
+        // Scripts find a node's port in the log, so even -q says it.
+        loggers.push(logger(config, LevelFilter::Info, true)?);
+    }
+    // Fails only if a logger is already set, which main never does twice.
+    CombinedLogger::init(loggers).expect("the logger is set once");
+    Ok(())
+}
+
+/// A logger for the log file or stderr; `announcements_only` lets through
+/// nothing but the `listening on` line.
+fn logger(
+    config: &Config,
+    level: LevelFilter,
+    announcements_only: bool,
+) -> Result<Box<dyn SharedLogger>, Error> {
+    let mut format = ConfigBuilder::new();
+    format
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .build();
-    let result = match &config.log_file {
+        .set_location_level(LevelFilter::Off);
+    if announcements_only {
+        format.add_filter_allow_str(peercat::node::ANNOUNCE);
+    }
+    let format = format.build();
+    Ok(match &config.log_file {
         Some(path) => {
             let file = OpenOptions::new()
                 .create(true)
@@ -52,7 +75,7 @@ fn init_logging(config: &Config) -> Result<(), Error> {
                     path: path.clone(),
                     source,
                 })?;
-            WriteLogger::init(config.log_level, format, file)
+            WriteLogger::new(level, format, file)
         }
         None => {
             // termcolor's Auto looks at TERM only; a pipe or file wants no colours.
@@ -61,12 +84,9 @@ fn init_logging(config: &Config) -> Result<(), Error> {
             } else {
                 ColorChoice::Never
             };
-            TermLogger::init(config.log_level, format, TerminalMode::Stderr, color)
+            TermLogger::new(level, format, TerminalMode::Stderr, color)
         }
-    };
-    // Fails only if a logger is already set, which main never does twice.
-    result.expect("the logger is set once");
-    Ok(())
+    })
 }
 
 /// First Ctrl-C (or SIGTERM): a polite shutdown. Second: exit at once.

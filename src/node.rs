@@ -31,6 +31,9 @@ const STDOUT_QUEUE: usize = 16;
 /// How long the end of `run` waits for threads after the router is done.
 const JOIN_DEADLINE: Duration = Duration::from_millis(500);
 
+/// Log target of the lines a node always logs, even under `-q`.
+pub const ANNOUNCE: &str = "peercat::announce";
+
 /// What every thread of a node shares.
 pub struct Node {
     pub config: Config,
@@ -147,8 +150,8 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
         None => None,
     };
     match local {
-        Some(addr) => log::info!("listening on {addr}"),
-        None => log::info!("not listening (--no-listen)"),
+        Some(addr) => log::info!(target: ANNOUNCE, "listening on {addr}"),
+        None => log::info!(target: ANNOUNCE, "not listening (--no-listen)"),
     }
     let id = random_u64();
     log::info!("this is node {} ({id:016x})", config.name);

@@ -241,18 +241,20 @@ fn connection(
         bye: None,
     };
     let mut ending = reader.run();
-    if matches!(ending, Ending::Goodbye(_) | Ending::Eof) {
-        // The peer has closed its side. Let our writer finish its own polite
-        // close (what is queued, BYE, FIN) before the socket goes.
-        outbox.close(Close::Graceful("answering your goodbye".to_owned()));
-        let _ = writer_done.recv_timeout(node.config.stall_timeout);
-    }
     if let Some(writers) = fault.lock().take() {
-        // Our writer gave up and shut the socket, which is what ended the
-        // read: its reason is the real one, unless the peer had said goodbye.
+        // Our writer gave up first and shut the socket, which is what ended
+        // the read: its reason is the real one, unless the peer had said
+        // goodbye.
         if !ending.is_polite() {
             ending = writers;
         }
+    }
+    if matches!(ending, Ending::Goodbye(_) | Ending::Eof) {
+        // The peer has closed its side. Let our writer finish its own polite
+        // close (what is queued, BYE, FIN) before the socket goes. A write
+        // error now (the peer is gone entirely) does not change the ending.
+        outbox.close(Close::Graceful("answering your goodbye".to_owned()));
+        let _ = writer_done.recv_timeout(node.config.stall_timeout);
     }
     outbox.close(Close::Abort);
     let _ = stream.shutdown(SocketShutdown::Both);

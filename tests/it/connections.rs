@@ -137,3 +137,18 @@ fn dialed_peers_are_redialed_with_growing_delays_until_they_answer() {
     b.wait_peer("a");
     a.wait_log_count("peer up: b", 2);
 }
+
+#[test]
+fn silent_connections_beyond_max_peers_are_closed_at_once() {
+    let a = node("a").args(&["-v", "--max-peers", "2"]).start();
+    let _first = RawPeer::connect(&a);
+    let _second = RawPeer::connect(&a);
+    a.wait_log_count("accepted a connection", 2);
+    let mut third = RawPeer::connect(&a);
+    assert!(
+        third.read_until_closed(Duration::from_secs(3)),
+        "a third silent connection was kept"
+    );
+    let line = a.wait_log("connections are already in handshake; closing this one");
+    assert!(line.contains(&third.local_addr()), "{line}");
+}

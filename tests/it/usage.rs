@@ -81,3 +81,14 @@ fn log_file_takes_the_log_and_stderr_stays_quiet() {
     assert!(log.contains("listening on 127.0.0.1:"), "{log}");
     assert!(a.log_text().is_empty(), "stderr: {}", a.log_text());
 }
+
+#[test]
+fn quiet_logs_only_where_it_listens_and_warnings() {
+    let a = node("a").args(&["-q"]).start();
+    let b = node("b").dial(&a).start();
+    b.wait_peer("a");
+    assert!(a.port > 0);
+    // One announcement, no info chatter about b.
+    assert_eq!(a.count_log("INFO"), 1, "{}", a.log_text());
+    assert_eq!(a.count_log("peer up"), 0);
+}
