@@ -317,6 +317,7 @@ impl Node {
         self.stdin = None;
     }
 
+    #[cfg(unix)]
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{signal}"), &self.pid.to_string()])
@@ -361,10 +362,17 @@ impl Drop for Node {
     fn drop(&mut self) {
         if self.wait_exit(Duration::ZERO).is_none() {
             // It may have exited since; then kill has nothing to say.
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+            let pid = self.pid.to_string();
+            let mut kill = if cfg!(windows) {
+                let mut c = Command::new("taskkill");
+                c.args(["/F", "/PID", &pid]);
+                c
+            } else {
+                let mut c = Command::new("kill");
+                c.args(["-KILL", &pid]);
+                c
+            };
+            let _ = kill.stdout(Stdio::null()).stderr(Stdio::null()).status();
             let _ = self.wait_exit(Duration::from_secs(5));
         }
     }
