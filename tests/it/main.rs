@@ -12,5 +12,7 @@ mod flow;
 #[cfg(unix)]
 mod liveness;
 mod messages;
+#[cfg(target_os = "linux")]
+mod netns;
 mod shutdown;
 mod usage;

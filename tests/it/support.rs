@@ -84,6 +84,7 @@ pub struct Builder {
     listen: bool,
     stdin: Option<Stdio>,
     raw_stdout: bool,
+    netns: Option<String>,
 }
 
 /// A node called `name`, listening on 127.0.0.1 at a free port unless the
@@ -95,6 +96,7 @@ pub fn node(name: &str) -> Builder {
         listen: true,
         stdin: None,
         raw_stdout: false,
+        netns: None,
     }
 }
 
@@ -123,6 +125,13 @@ impl Builder {
         self
     }
 
+    /// Runs the node in a network namespace (`ip netns exec`, which execs
+    /// peercat in place, so the pid is still peercat's).
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_owned());
+        self
+    }
+
     /// Leaves stdout to the test (`Node::take_stdout`) instead of collecting it.
     pub fn raw_stdout(mut self) -> Self {
         self.raw_stdout = true;
@@ -138,7 +147,15 @@ impl Builder {
 
     /// Starts the node without waiting for its log (which may go elsewhere).
     pub fn start_quiet(self) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peercat"));
+        let bin = env!("CARGO_BIN_EXE_peercat");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
         if self.listen {
             cmd.args(["-l", "127.0.0.1:0"]);
         }
