@@ -1,0 +1,452 @@
+//! The six scenarios, each as a peercat run and a run of the tool a user
+//! would pick instead. Every run checks its output against its input and
+//! panics on any difference: a fast wrong answer is not a result.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::unbounded;
+use peercat::frame::{self, Frame, Hello};
+
+use crate::procs::{finish, free_port, sink, timed_lines, Input, Proc, STEP_DEADLINE};
+
+/// Sizes for one run of the suite.
+pub struct Sizes {
+    pub lines: usize,
+    pub latency_msgs: usize,
+    pub big_msgs: usize,
+    pub many_peers: usize,
+}
+
+/// The payload of every ordinary line: 64 bytes, numbered.
+pub const LINE_LEN: usize = 64;
+/// The payload of a big message: 1 MiB.
+pub const BIG_LEN: usize = 1 << 20;
+
+/// Input files, made once per suite run.
+pub struct Inputs {
+    pub lines: Vec<u8>,
+    pub lines_path: PathBuf,
+    pub big: Vec<u8>,
+    pub big_path: PathBuf,
+}
+
+fn numbered(n: usize, len: usize) -> Vec<u8> {
+    let mut line = format!("{n:08} ").into_bytes();
+    line.extend((0..len - line.len()).map(|i| b'a' + (i % 26) as u8));
+    line.push(b'\n');
+    line
+}
+
+impl Inputs {
+    pub fn make(sizes: &Sizes, dir: &std::path::Path) -> Inputs {
+        let lines: Vec<u8> = (0..sizes.lines)
+            .flat_map(|n| numbered(n, LINE_LEN))
+            .collect();
+        let big: Vec<u8> = (0..sizes.big_msgs)
+            .flat_map(|n| numbered(n, BIG_LEN))
+            .collect();
+        let lines_path = dir.join("lines.txt");
+        let big_path = dir.join("big.txt");
+        std::fs::write(&lines_path, &lines).unwrap();
+        std::fs::write(&big_path, &big).unwrap();
+        Inputs {
+            lines,
+            lines_path,
+            big,
+            big_path,
+        }
+    }
+}
+
+/// Output must be the input, byte for byte.
+fn check_same(what: &str, got: &[u8], want: &[u8]) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: output differs from input at byte {at} (got {} bytes, want {})",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+fn secs(from: Instant, to: Instant) -> f64 {
+    to.duration_since(from).as_secs_f64()
+}
+
+/// Scenario 1 and 4: everything in `input` from one node's stdin to
+/// another's stdout. Returns seconds until the last line was printed.
+pub fn one_hop_peercat(input: &[u8], path: &std::path::Path, lines: usize, extra: &[&str]) -> f64 {
+    let mut args = vec!["-q", "-l", "127.0.0.1:0"];
+    args.extend(extra);
+    let mut b = Proc::peercat("b", &args, Input::Null);
+    let port = b.listening_port();
+    let out = sink(b.take_stdout(), lines, input.len());
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "-q",
+        "--no-listen",
+        "--wait-peers",
+        "1",
+        "--exit-on-eof",
+        &addr,
+    ];
+    args.extend(extra);
+    let start = Instant::now();
+    let mut a = Proc::peercat("a", &args, Input::File(path));
+    let got = finish(&out, "peercat one hop");
+    a.wait_success();
+    check_same("peercat one hop", &got.bytes, input);
+    secs(start, got.done)
+}
+
+pub fn one_hop_ncat(input: &[u8], path: &std::path::Path, lines: usize) -> f64 {
+    let port = free_port().to_string();
+    let mut b = Proc::ncat(
+        "b",
+        &["-v", "-l", "127.0.0.1", &port, "--recv-only"],
+        Input::Null,
+    );
+    b.wait_stderr("Listening on");
+    let out = sink(b.take_stdout(), lines, input.len());
+    let start = Instant::now();
+    let _a = Proc::ncat("a", &["--send-only", "127.0.0.1", &port], Input::File(path));
+    let got = finish(&out, "ncat pipe");
+    check_same("ncat pipe", &got.bytes, input);
+    secs(start, got.done)
+}
+
+/// Scenario 2: one sender, four receivers. Returns seconds until every
+/// receiver has every line.
+pub fn fan_out_peercat(inputs: &Inputs, lines: usize) -> f64 {
+    let mut receivers = Vec::new();
+    let mut sinks = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..4 {
+        let mut r = Proc::peercat(&format!("r{i}"), &["-q", "-l", "127.0.0.1:0"], Input::Null);
+        addrs.push(format!("127.0.0.1:{}", r.listening_port()));
+        sinks.push(sink(r.take_stdout(), lines, inputs.lines.len()));
+        receivers.push(r);
+    }
+    let mut args = vec!["-q", "--no-listen", "--wait-peers", "4", "--exit-on-eof"];
+    args.extend(addrs.iter().map(String::as_str));
+    let start = Instant::now();
+    let mut s = Proc::peercat("s", &args, Input::File(&inputs.lines_path));
+    let done = sinks
+        .iter()
+        .map(|out| {
+            let got = finish(out, "peercat fan-out");
+            check_same("peercat fan-out", &got.bytes, &inputs.lines);
+            got.done
+        })
+        .max()
+        .unwrap();
+    s.wait_success();
+    secs(start, done)
+}
+
+pub fn fan_out_ncat(inputs: &Inputs, lines: usize) -> f64 {
+    let port = free_port().to_string();
+    let mut broker = Proc::ncat(
+        "broker",
+        &["-v", "-l", "--broker", "127.0.0.1", &port],
+        Input::Null,
+    );
+    broker.wait_stderr("Listening on");
+    let mut receivers = Vec::new();
+    let mut sinks = Vec::new();
+    for i in 0..4 {
+        let mut r = Proc::ncat(
+            &format!("r{i}"),
+            &["--recv-only", "127.0.0.1", &port],
+            Input::Null,
+        );
+        sinks.push(sink(r.take_stdout(), lines, inputs.lines.len()));
+        receivers.push(r);
+    }
+    broker.wait_stderr_count("Connection from 127.0.0.1:", 4);
+    let start = Instant::now();
+    let _s = Proc::ncat(
+        "s",
+        &["--send-only", "127.0.0.1", &port],
+        Input::File(&inputs.lines_path),
+    );
+    let done = sinks
+        .iter()
+        .map(|out| {
+            let got = finish(out, "ncat --broker fan-out");
+            check_same("ncat --broker fan-out", &got.bytes, &inputs.lines);
+            got.done
+        })
+        .max()
+        .unwrap();
+    secs(start, done)
+}
+
+/// Scenario 3: one line per millisecond into `stdin`, arrivals read from
+/// `stdout`. Returns the latencies in microseconds, sorted.
+fn latencies(mut stdin: impl Write, stdout: impl Read + Send + 'static, count: usize) -> Vec<f64> {
+    let (arrivals_tx, arrivals) = unbounded();
+    let reader = timed_lines(stdout, arrivals_tx);
+    let start = Instant::now() + Duration::from_millis(10);
+    let mut sent = Vec::with_capacity(count);
+    for n in 0..count {
+        let at = start + Duration::from_millis(n as u64);
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        let line = numbered(n, LINE_LEN);
+        sent.push(Instant::now());
+        stdin.write_all(&line).unwrap();
+    }
+    let deadline = Instant::now() + STEP_DEADLINE;
+    let mut got = vec![None; count];
+    for _ in 0..count {
+        let (seq, at) = arrivals
+            .recv_deadline(deadline)
+            .expect("every latency probe arrives");
+        let slot = got.get_mut(seq as usize).expect("a probe we sent");
+        assert!(slot.is_none(), "probe {seq} arrived twice");
+        *slot = Some(at);
+    }
+    drop(reader);
+    let mut micros: Vec<f64> = got
+        .iter()
+        .zip(&sent)
+        .map(|(at, sent)| at.unwrap().duration_since(*sent).as_secs_f64() * 1e6)
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    micros
+}
+
+pub fn latency_peercat(count: usize) -> Vec<f64> {
+    let mut b = Proc::peercat("b", &["-q", "-l", "127.0.0.1:0"], Input::Null);
+    let addr = format!("127.0.0.1:{}", b.listening_port());
+    let mut a = Proc::peercat("a", &["--no-listen", &addr], Input::Pipe);
+    a.wait_stderr("peer up");
+    let stdin = a.stdin.take().unwrap();
+    latencies(stdin, b.take_stdout(), count)
+}
+
+pub fn latency_ncat(count: usize) -> Vec<f64> {
+    let port = free_port().to_string();
+    let mut b = Proc::ncat(
+        "b",
+        &["-v", "-l", "127.0.0.1", &port, "--recv-only"],
+        Input::Null,
+    );
+    b.wait_stderr("Listening on");
+    let mut a = Proc::ncat("a", &["--send-only", "127.0.0.1", &port], Input::Pipe);
+    b.wait_stderr("Connection from 127.0.0.1:");
+    let stdin = a.stdin.take().unwrap();
+    latencies(stdin, b.take_stdout(), count)
+}
+
+/// Scenario 4's yardstick: one raw TCP stream over loopback moving `total`
+/// bytes in 1 MiB writes. Returns seconds.
+pub fn tcp_limit(total: usize) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < total {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "raw copy ended early");
+            got += n;
+        }
+        Instant::now()
+    });
+    let start = Instant::now();
+    let mut w = TcpStream::connect(addr).unwrap();
+    let buf = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    while sent < total {
+        let n = buf.len().min(total - sent);
+        w.write_all(&buf[..n]).unwrap();
+        sent += n;
+    }
+    let done = reader.join().unwrap();
+    secs(start, done)
+}
+
+/// Scenario 5's result.
+pub struct Crowd {
+    pub rss_per_peer_kib: f64,
+    pub threads_per_peer: f64,
+    pub reach_ms: f64,
+}
+
+/// Scenario 5: a node with `count` idle peers (hand-made connections that
+/// handshake and then only listen). Measures the node's memory and threads
+/// per peer, and the time for one line to reach them all.
+pub fn crowd_peercat(count: usize) -> Crowd {
+    let max = (count + 8).to_string();
+    let mut node = Proc::peercat(
+        "hub",
+        &["-l", "127.0.0.1:0", "--max-peers", &max],
+        Input::Pipe,
+    );
+    let port = node.listening_port();
+    node.wait_stderr("this is node");
+    let before = node.rss_and_threads();
+    let (arrived_tx, arrived) = unbounded();
+    let mut peers = Vec::new();
+    for i in 0..count {
+        let arrived = arrived_tx.clone();
+        // One at a time: a burst of connects can overflow the accept queue.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        peers.push(thread::spawn(move || {
+            let hello = Hello {
+                node_id: 0x1000 + i as u64,
+                listen_port: 0,
+                max_frame: 1 << 20,
+                name: format!("idle{i}"),
+            };
+            s.write_all(&Frame::Hello(hello).to_bytes()).unwrap();
+            s.set_read_timeout(Some(STEP_DEADLINE)).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                while let Some((frame, used)) = frame::decode(&buf, 1 << 21).unwrap() {
+                    if let Frame::Msg { payload, .. } = frame {
+                        assert_eq!(payload, b"to everyone");
+                        let _ = arrived.send(Instant::now());
+                        return;
+                    }
+                    buf.drain(..used);
+                }
+                let n = s.read(&mut chunk).expect("the hub's message");
+                assert!(n > 0, "the hub closed idle peer {i}");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }));
+    }
+    node.wait_stderr(&format!("; {count} connected"));
+    let after = node.rss_and_threads();
+    let start = Instant::now();
+    node.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"to everyone\n")
+        .unwrap();
+    let last = (0..count)
+        .map(|_| {
+            arrived
+                .recv_timeout(STEP_DEADLINE)
+                .expect("the line reaches every peer")
+        })
+        .max()
+        .unwrap();
+    for p in peers {
+        p.join().unwrap();
+    }
+    Crowd {
+        rss_per_peer_kib: (after.0 as f64 - before.0 as f64) / count as f64,
+        threads_per_peer: (after.1 as f64 - before.1 as f64) / count as f64,
+        reach_ms: secs(start, last) * 1e3,
+    }
+}
+
+pub fn crowd_ncat(count: usize) -> Crowd {
+    let port = free_port();
+    let mut broker = Proc::ncat(
+        "broker",
+        &["-v", "-l", "--broker", "127.0.0.1", &port.to_string()],
+        Input::Null,
+    );
+    broker.wait_stderr("Listening on");
+    let before = broker.rss_and_threads();
+    let (arrived_tx, arrived) = unbounded();
+    let mut peers = Vec::new();
+    for i in 0..count {
+        let arrived = arrived_tx.clone();
+        // One at a time: ncat's accept queue is short.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        broker.wait_stderr_count("Connection from 127.0.0.1:", i + 1);
+        peers.push(thread::spawn(move || {
+            s.set_read_timeout(Some(STEP_DEADLINE)).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 64];
+            while !got.ends_with(b"\n") {
+                let n = s.read(&mut chunk).expect("the broker's message");
+                assert!(n > 0, "the broker closed an idle client");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(got, b"to everyone\n");
+            let _ = arrived.send(Instant::now());
+        }));
+    }
+    broker.wait_stderr_count("Connection from 127.0.0.1:", count);
+    let after = broker.rss_and_threads();
+    let mut sender = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    broker.wait_stderr_count("Connection from 127.0.0.1:", count + 1);
+    let start = Instant::now();
+    sender.write_all(b"to everyone\n").unwrap();
+    let last = (0..count)
+        .map(|_| {
+            arrived
+                .recv_timeout(STEP_DEADLINE)
+                .expect("the line reaches every client")
+        })
+        .max()
+        .unwrap();
+    for p in peers {
+        p.join().unwrap();
+    }
+    Crowd {
+        rss_per_peer_kib: (after.0 as f64 - before.0 as f64) / count as f64,
+        threads_per_peer: (after.1 as f64 - before.1 as f64) / count as f64,
+        reach_ms: secs(start, last) * 1e3,
+    }
+}
+
+/// Scenario 6: two nodes each sending the whole input to the other at
+/// once. Returns seconds until both have printed everything.
+pub fn flood_peercat(inputs: &Inputs, lines: usize) -> f64 {
+    let path = &inputs.lines_path;
+    let mut a = Proc::peercat(
+        "a",
+        &["-q", "-l", "127.0.0.1:0", "--wait-peers", "1"],
+        Input::File(path),
+    );
+    let addr = format!("127.0.0.1:{}", a.listening_port());
+    let out_a = sink(a.take_stdout(), lines, inputs.lines.len());
+    let start = Instant::now();
+    let mut b = Proc::peercat(
+        "b",
+        &["-q", "--no-listen", "--wait-peers", "1", &addr],
+        Input::File(path),
+    );
+    let out_b = sink(b.take_stdout(), lines, inputs.lines.len());
+    let got_a = finish(&out_a, "peercat flood, a");
+    let got_b = finish(&out_b, "peercat flood, b");
+    check_same("peercat flood, a", &got_a.bytes, &inputs.lines);
+    check_same("peercat flood, b", &got_b.bytes, &inputs.lines);
+    secs(start, got_a.done.max(got_b.done))
+}
+
+pub fn flood_ncat(inputs: &Inputs, lines: usize) -> f64 {
+    let path = &inputs.lines_path;
+    let port = free_port().to_string();
+    let mut a = Proc::ncat("a", &["-v", "-l", "127.0.0.1", &port], Input::File(path));
+    a.wait_stderr("Listening on");
+    let out_a = sink(a.take_stdout(), lines, inputs.lines.len());
+    let start = Instant::now();
+    let mut b = Proc::ncat("b", &["127.0.0.1", &port], Input::File(path));
+    let out_b = sink(b.take_stdout(), lines, inputs.lines.len());
+    let got_a = finish(&out_a, "ncat both ways, a");
+    let got_b = finish(&out_b, "ncat both ways, b");
+    check_same("ncat both ways, a", &got_a.bytes, &inputs.lines);
+    check_same("ncat both ways, b", &got_b.bytes, &inputs.lines);
+    secs(start, got_a.done.max(got_b.done))
+}

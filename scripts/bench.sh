@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The benchmark suite: peercat side by side with ncat on this machine.
+#   scripts/bench.sh            full run (a few minutes), markdown table on stdout
+#   scripts/bench.sh --quick    30-second smoke run (CI runs this)
+#   scripts/bench.sh --runs 9   more runs per scenario
+# Installs ncat when it is missing; builds peercat in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v ncat >/dev/null 2>&1; then
+  echo "ncat is missing: installing it" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ncat
+fi
+
+# `cargo bench` builds peercat and the suite with the release profile.
+exec cargo bench --bench suite -- "$@"
