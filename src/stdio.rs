@@ -93,7 +93,7 @@ impl LineFramer {
     }
 
     pub fn push(&mut self, mut data: &[u8]) {
-        while let Some(newline) = data.iter().position(|&b| b == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', data) {
             self.end_line(&data[..newline]);
             data = &data[newline + 1..];
         }

@@ -21,6 +21,8 @@ pub struct ReadBuf {
     buf: Vec<u8>,
     filled: usize,
     pos: usize,
+    /// The last read filled all the room it had: the peer is busy.
+    busy: bool,
 }
 
 impl Default for ReadBuf {
@@ -29,6 +31,7 @@ impl Default for ReadBuf {
             buf: vec![0; INITIAL_CAPACITY],
             filled: 0,
             pos: 0,
+            busy: false,
         }
     }
 }
@@ -71,8 +74,10 @@ impl ReadBuf {
     /// allocates nothing).
     pub fn read_from(&mut self, r: &mut impl Read, limit: usize) -> io::Result<usize> {
         self.make_room(limit)?;
+        let room = self.buf.len() - self.filled;
         let n = r.read(&mut self.buf[self.filled..])?;
         self.filled += n;
+        self.busy = n == room;
         Ok(n)
     }
 
@@ -81,13 +86,13 @@ impl ReadBuf {
         let frame_len = frame::peek_len(self.pending(), limit)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
             .map_or(0, |len| LEN_PREFIX + len);
-        // The last read filled the buffer: the peer is busy, so read more at once.
-        let was_full = self.filled == self.buf.len();
-        if was_full || self.pos + frame_len > self.buf.len() {
+        let full = self.filled == self.buf.len();
+        if full || self.pos + frame_len > self.buf.len() {
             self.compact();
         }
         let mut size = self.buf.len().max(frame_len);
-        if was_full {
+        if self.busy {
+            // More was waiting than fitted: read more at once next time.
             size = size.max((self.buf.len() * 2).min(BUSY_CAPACITY));
         }
         if self.filled == size {
@@ -229,6 +234,25 @@ mod tests {
         for step in [1, 2, 3, 7, 64, 1000, 4096, 100_000] {
             assert_eq!(read_all(&data, step, 1 << 20), (0..200).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_busy_peer_gets_bigger_reads_even_as_batches_are_taken() {
+        let data = messages(5000, 50);
+        let mut src = Trickle {
+            data: &data,
+            step: usize::MAX,
+        };
+        let mut rb = ReadBuf::default();
+        let mut largest = 0;
+        for _ in 0..20 {
+            largest = largest.max(rb.read_from(&mut src, 1 << 20).unwrap());
+            while let Some((_, used)) = frame::decode(rb.pending(), 1 << 20).unwrap() {
+                rb.consume(used);
+            }
+            rb.take_decoded();
+        }
+        assert!(largest > BUSY_CAPACITY / 2, "largest read {largest}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use scenarios::*;
 
-const USAGE: &str = "usage: bench [--quick] [--runs N]";
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only 1,3,...]";
 
 struct Row {
     scenario: &'static str,
@@ -96,11 +96,19 @@ fn machine() -> String {
 fn main() {
     let mut quick = false;
     let mut runs = None;
+    let mut only: Vec<u32> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()),
+            "--only" => {
+                let list = args.next().unwrap_or_default();
+                only = list
+                    .split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect();
+            }
             "--bench" => {} // added by `cargo bench`
             _ => {
                 eprintln!("unknown argument {arg:?}\n{USAGE}");
@@ -130,200 +138,229 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("peercat-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let inputs = Inputs::make(&sizes, &dir);
-    let n = sizes.lines;
-    let line_bytes = (LINE_LEN + 1) as f64;
+    let suite = Suite {
+        inputs: &inputs,
+        sizes: &sizes,
+        runs,
+    };
 
+    let want = |scenario: u32| only.is_empty() || only.contains(&scenario);
     let mut rows = Vec::new();
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
-
-    // 1. One hop.
-    for run in 1..=runs {
-        ours.push(one_hop_peercat(&inputs.lines, &inputs.lines_path, n, &[]));
-        peer.push(one_hop_ncat(&inputs.lines, &inputs.lines_path, n));
-        eprintln!(
-            "one hop {run}/{runs}: peercat {:.3}s, ncat {:.3}s",
-            ours[run - 1],
-            peer[run - 1]
-        );
+    let mut hop_secs = None;
+    if want(1) {
+        let (hop_rows, secs) = suite.one_hop();
+        rows.extend(hop_rows);
+        hop_secs = Some(secs);
     }
-    let (hop_ours, hop_peer) = (median(ours.clone()), median(peer.clone()));
-    let rate = |secs: f64| n as f64 / secs;
-    rows.push(Row {
-        scenario: "1. one hop",
-        metric: "lines/s",
-        ours: rate(hop_ours),
-        peer: Some(("ncat pipe", rate(hop_peer))),
-        target: Some(("≥ 1.0 × ncat".into(), hop_peer / hop_ours >= 1.0)),
-    });
-    rows.push(Row {
-        scenario: "1. one hop",
-        metric: "MB/s",
-        ours: rate(hop_ours) * line_bytes / 1e6,
-        peer: Some(("ncat pipe", rate(hop_peer) * line_bytes / 1e6)),
-        target: None,
-    });
-
-    // 2. Fan-out to four.
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
-    for run in 1..=runs {
-        ours.push(fan_out_peercat(&inputs, n));
-        peer.push(fan_out_ncat(&inputs, n));
-        eprintln!(
-            "fan-out {run}/{runs}: peercat {:.3}s, ncat --broker {:.3}s",
-            ours[run - 1],
-            peer[run - 1]
-        );
+    if want(2) {
+        rows.extend(suite.fan_out());
     }
-    let (o, p) = (median(ours), median(peer));
-    rows.push(Row {
-        scenario: "2. fan-out to 4",
-        metric: "deliveries/s",
-        ours: 4.0 * n as f64 / o,
-        peer: Some(("ncat --broker", 4.0 * n as f64 / p)),
-        target: Some(("≥ 1.0 × (stretch 1.5 ×)".into(), p / o >= 1.0)),
-    });
-
-    // 3. Latency.
-    let mut ours: Vec<[f64; 3]> = Vec::new();
-    let mut peer: Vec<[f64; 3]> = Vec::new();
-    let stats = |v: Vec<f64>| {
-        [
-            percentile(&v, 0.5),
-            percentile(&v, 0.99),
-            *v.last().unwrap(),
-        ]
-    };
-    for run in 1..=runs {
-        ours.push(stats(latency_peercat(sizes.latency_msgs)));
-        peer.push(stats(latency_ncat(sizes.latency_msgs)));
-        eprintln!(
-            "latency {run}/{runs}: peercat p50 {:.0}µs p99 {:.0}µs, ncat p50 {:.0}µs p99 {:.0}µs",
-            ours[run - 1][0],
-            ours[run - 1][1],
-            peer[run - 1][0],
-            peer[run - 1][1]
-        );
+    if want(3) {
+        rows.extend(suite.latency());
     }
-    let pick = |v: &[[f64; 3]], i: usize| median(v.iter().map(|s| s[i]).collect());
-    let (p50, p50_peer) = (pick(&ours, 0), pick(&peer, 0));
-    let p99 = pick(&ours, 1);
-    rows.push(Row {
-        scenario: "3. latency, 1 line/ms",
-        metric: "p50 µs",
-        ours: p50,
-        peer: Some(("ncat pipe", p50_peer)),
-        target: Some(("≤ 1.2 × ncat".into(), p50 <= 1.2 * p50_peer)),
-    });
-    rows.push(Row {
-        scenario: "3. latency, 1 line/ms",
-        metric: "p99 µs",
-        ours: p99,
-        peer: Some(("ncat pipe", pick(&peer, 1))),
-        target: Some(("≤ 2000 µs".into(), p99 <= 2000.0)),
-    });
-    rows.push(Row {
-        scenario: "3. latency, 1 line/ms",
-        metric: "max µs",
-        ours: pick(&ours, 2),
-        peer: Some(("ncat pipe", pick(&peer, 2))),
-        target: None,
-    });
-
-    // 4. Big messages.
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
-    let big_args = ["--max-frame", "2097152"];
-    for run in 1..=runs {
-        ours.push(one_hop_peercat(
-            &inputs.big,
-            &inputs.big_path,
-            sizes.big_msgs,
-            &big_args,
-        ));
-        peer.push(tcp_limit(inputs.big.len()));
-        eprintln!(
-            "1 MiB messages {run}/{runs}: peercat {:.3}s, raw TCP {:.3}s",
-            ours[run - 1],
-            peer[run - 1]
-        );
+    if want(4) {
+        rows.extend(suite.big_messages());
     }
-    let mbps = |secs: f64| inputs.big.len() as f64 / secs / 1e6;
-    let (o, p) = (mbps(median(ours)), mbps(median(peer)));
-    rows.push(Row {
-        scenario: "4. 1 MiB messages",
-        metric: "MB/s",
-        ours: o,
-        peer: Some(("loopback TCP, 1 stream", p)),
-        target: Some(("≥ 0.3 × TCP".into(), o >= 0.3 * p)),
-    });
-
-    // 5. Many idle peers.
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
-    for run in 1..=runs {
-        ours.push(crowd_peercat(sizes.many_peers));
-        peer.push(crowd_ncat(sizes.many_peers));
-        let (o, p) = (&ours[run - 1], &peer[run - 1]);
-        eprintln!(
-            "{} idle peers {run}/{runs}: peercat {:.1} KiB {:.1} threads per peer, reached in {:.2} ms; \
-             ncat --broker {:.1} KiB, {:.2} ms",
-            sizes.many_peers, o.rss_per_peer_kib, o.threads_per_peer, o.reach_ms, p.rss_per_peer_kib, p.reach_ms
-        );
+    if want(5) {
+        rows.extend(suite.idle_peers(quick));
     }
-    let field = |v: &[Crowd], f: fn(&Crowd) -> f64| median(v.iter().map(f).collect());
-    let scenario: &'static str = if quick {
-        "5. 64 idle peers"
-    } else {
-        "5. 256 idle peers"
-    };
-    let kib = field(&ours, |c| c.rss_per_peer_kib);
-    rows.push(Row {
-        scenario,
-        metric: "KiB RSS per peer",
-        ours: kib,
-        peer: Some(("ncat --broker", field(&peer, |c| c.rss_per_peer_kib))),
-        target: Some(("≤ 64 KiB".into(), kib <= 64.0)),
-    });
-    rows.push(Row {
-        scenario,
-        metric: "threads per peer",
-        ours: field(&ours, |c| c.threads_per_peer),
-        peer: Some(("ncat --broker", field(&peer, |c| c.threads_per_peer))),
-        target: None,
-    });
-    let reach = field(&ours, |c| c.reach_ms);
-    rows.push(Row {
-        scenario,
-        metric: "ms to reach all",
-        ours: reach,
-        peer: Some(("ncat --broker", field(&peer, |c| c.reach_ms))),
-        target: Some(("≤ 50 ms".into(), reach <= 50.0)),
-    });
-
-    // 6. Flood both ways.
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
-    for run in 1..=runs {
-        ours.push(flood_peercat(&inputs, n));
-        peer.push(flood_ncat(&inputs, n));
-        eprintln!(
-            "both ways {run}/{runs}: peercat {:.3}s, ncat {:.3}s",
-            ours[run - 1],
-            peer[run - 1]
-        );
+    if want(6) {
+        rows.extend(suite.flood(hop_secs));
     }
-    let (o, p) = (median(ours), median(peer));
-    rows.push(Row {
-        scenario: "6. flood both ways",
-        metric: "seconds",
-        ours: o,
-        peer: Some(("ncat, both ways", p)),
-        target: Some((
-            format!("≤ 2 × peercat one hop ({hop_ours:.3} s)"),
-            o <= 2.0 * hop_ours,
-        )),
-    });
-
     std::fs::remove_dir_all(&dir).unwrap();
     print_table(&rows, &machine, &sizes, runs, quick);
     eprintln!("suite took {:.0}s", started.elapsed().as_secs_f64());
+}
+
+struct Suite<'a> {
+    inputs: &'a Inputs,
+    sizes: &'a Sizes,
+    runs: usize,
+}
+
+impl Suite<'_> {
+    /// Runs `ours` and `peer` alternately, `runs` times each.
+    fn alternate<T>(
+        &self,
+        what: &str,
+        mut ours: impl FnMut() -> T,
+        mut peer: impl FnMut() -> T,
+    ) -> (Vec<T>, Vec<T>)
+    where
+        T: std::fmt::Debug,
+    {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for run in 1..=self.runs {
+            a.push(ours());
+            b.push(peer());
+            eprintln!(
+                "{what} {run}/{}: peercat {:.3?}, peer {:.3?}",
+                self.runs,
+                a[run - 1],
+                b[run - 1]
+            );
+        }
+        (a, b)
+    }
+
+    fn one_hop(&self) -> (Vec<Row>, f64) {
+        let (inputs, n) = (self.inputs, self.sizes.lines);
+        let (ours, peer) = self.alternate(
+            "one hop (s)",
+            || one_hop_peercat(&inputs.lines, &inputs.lines_path, n, &[]),
+            || one_hop_ncat(&inputs.lines, &inputs.lines_path, n),
+        );
+        let (ours, peer) = (median(ours), median(peer));
+        let rate = |secs: f64| n as f64 / secs;
+        let mbps = |secs: f64| rate(secs) * (LINE_LEN + 1) as f64 / 1e6;
+        let rows = vec![
+            Row {
+                scenario: "1. one hop",
+                metric: "lines/s",
+                ours: rate(ours),
+                peer: Some(("ncat pipe", rate(peer))),
+                target: Some(("≥ 1.0 × ncat".into(), peer / ours >= 1.0)),
+            },
+            Row {
+                scenario: "1. one hop",
+                metric: "MB/s",
+                ours: mbps(ours),
+                peer: Some(("ncat pipe", mbps(peer))),
+                target: None,
+            },
+        ];
+        (rows, ours)
+    }
+
+    fn fan_out(&self) -> Vec<Row> {
+        let (inputs, n) = (self.inputs, self.sizes.lines);
+        let (ours, peer) = self.alternate(
+            "fan-out (s)",
+            || fan_out_peercat(inputs, n),
+            || fan_out_ncat(inputs, n),
+        );
+        let rate = |secs: f64| 4.0 * n as f64 / secs;
+        let (ours, peer) = (median(ours), median(peer));
+        vec![Row {
+            scenario: "2. fan-out to 4",
+            metric: "deliveries/s",
+            ours: rate(ours),
+            peer: Some(("ncat --broker", rate(peer))),
+            target: Some(("≥ 1.0 × (stretch 1.5 ×)".into(), peer / ours >= 1.0)),
+        }]
+    }
+
+    fn latency(&self) -> Vec<Row> {
+        let count = self.sizes.latency_msgs;
+        let stats = |v: Vec<f64>| {
+            [
+                percentile(&v, 0.5),
+                percentile(&v, 0.99),
+                *v.last().unwrap(),
+            ]
+        };
+        let (ours, peer) = self.alternate(
+            "latency p50/p99/max (µs)",
+            || stats(latency_peercat(count)),
+            || stats(latency_ncat(count)),
+        );
+        let pick = |v: &[[f64; 3]], i: usize| median(v.iter().map(|s| s[i]).collect());
+        let row = |metric, i, target| Row {
+            scenario: "3. latency, 1 line/ms",
+            metric,
+            ours: pick(&ours, i),
+            peer: Some(("ncat pipe", pick(&peer, i))),
+            target,
+        };
+        let (p50, p50_peer, p99) = (pick(&ours, 0), pick(&peer, 0), pick(&ours, 1));
+        vec![
+            row(
+                "p50 µs",
+                0,
+                Some(("≤ 1.2 × ncat".into(), p50 <= 1.2 * p50_peer)),
+            ),
+            row("p99 µs", 1, Some(("≤ 2000 µs".into(), p99 <= 2000.0))),
+            row("max µs", 2, None),
+        ]
+    }
+
+    fn big_messages(&self) -> Vec<Row> {
+        let (inputs, count) = (self.inputs, self.sizes.big_msgs);
+        let (ours, peer) = self.alternate(
+            "1 MiB messages (s), peer = raw TCP",
+            || {
+                one_hop_peercat(
+                    &inputs.big,
+                    &inputs.big_path,
+                    count,
+                    &["--max-frame", "2097152"],
+                )
+            },
+            || tcp_limit(inputs.big.len()),
+        );
+        let mbps = |secs: f64| inputs.big.len() as f64 / secs / 1e6;
+        let (ours, peer) = (mbps(median(ours)), mbps(median(peer)));
+        vec![Row {
+            scenario: "4. 1 MiB messages",
+            metric: "MB/s",
+            ours,
+            peer: Some(("loopback TCP, 1 stream", peer)),
+            target: Some(("≥ 0.3 × TCP".into(), ours >= 0.3 * peer)),
+        }]
+    }
+
+    fn idle_peers(&self, quick: bool) -> Vec<Row> {
+        let count = self.sizes.many_peers;
+        let (ours, peer) =
+            self.alternate("idle peers", || crowd_peercat(count), || crowd_ncat(count));
+        let field = |v: &[Crowd], f: fn(&Crowd) -> f64| median(v.iter().map(f).collect());
+        let scenario: &'static str = if quick {
+            "5. 64 idle peers"
+        } else {
+            "5. 256 idle peers"
+        };
+        let row = |metric, f: fn(&Crowd) -> f64, target: Option<(&str, f64)>| {
+            let value = field(&ours, f);
+            Row {
+                scenario,
+                metric,
+                ours: value,
+                peer: Some(("ncat --broker", field(&peer, f))),
+                target: target.map(|(text, limit)| (text.to_owned(), value <= limit)),
+            }
+        };
+        vec![
+            row(
+                "KiB RSS per peer",
+                |c| c.rss_per_peer_kib,
+                Some(("≤ 64 KiB", 64.0)),
+            ),
+            row("threads per peer", |c| c.threads_per_peer, None),
+            row("ms to reach all", |c| c.reach_ms, Some(("≤ 50 ms", 50.0))),
+        ]
+    }
+
+    fn flood(&self, hop_secs: Option<f64>) -> Vec<Row> {
+        let (inputs, n) = (self.inputs, self.sizes.lines);
+        let (ours, peer) = self.alternate(
+            "both ways (s)",
+            || flood_peercat(inputs, n),
+            || flood_ncat(inputs, n),
+        );
+        let (ours, peer) = (median(ours), median(peer));
+        vec![Row {
+            scenario: "6. flood both ways",
+            metric: "seconds",
+            ours,
+            peer: Some(("ncat, both ways", peer)),
+            target: hop_secs.map(|hop| {
+                (
+                    format!("≤ 2 × peercat one hop ({hop:.3} s)"),
+                    ours <= 2.0 * hop,
+                )
+            }),
+        }]
+    }
 }
 
 fn print_table(rows: &[Row], machine: &str, sizes: &Sizes, runs: usize, quick: bool) {

@@ -280,6 +280,7 @@ pub fn tcp_limit(total: usize) -> f64 {
 }
 
 /// Scenario 5's result.
+#[derive(Debug)]
 pub struct Crowd {
     pub rss_per_peer_kib: f64,
     pub threads_per_peer: f64,
