@@ -42,12 +42,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn number(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2} M", x / 1e6)
-    } else if x >= 1e4 {
-        format!("{:.0}", x)
     } else if x >= 100.0 {
-        format!("{:.0}", x)
+        format!("{x:.0}")
     } else {
-        format!("{:.2}", x)
+        format!("{x:.2}")
     }
 }
 
