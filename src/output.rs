@@ -1,11 +1,16 @@
 //! How received messages and peer events look on stdout: `plain`, `tagged`
 //! or `json` (one object per line).
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 
 use crate::config::Format;
 use crate::peer::{Direction, PeerInfo};
 use crate::router::Output;
+use crate::wire::write_all_vectored;
+
+/// A payload this long is written straight through rather than copied
+/// into the output buffer first.
+const LARGE: usize = 32 * 1024;
 
 pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Result<()> {
     match (output, format) {
@@ -31,8 +36,14 @@ pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Resul
                         continue;
                     }
                 }
-                out.write_all(payload)?;
-                out.write_all(b"\n")?;
+                if payload.len() >= LARGE {
+                    // One writev for payload and newline, past the buffer.
+                    let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
+                    write_all_vectored(out, &mut slices)?;
+                } else {
+                    out.write_all(payload)?;
+                    out.write_all(b"\n")?;
+                }
             }
             Ok(())
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use crate::frame::{self, msg_header, Frame, NodeId};
+use crate::frame::{self, msg_header, Frame, NodeId, MSG_HEADER_LEN};
 use crate::node::Node;
 use crate::outbox::Bytes;
 use crate::output;
@@ -60,6 +60,10 @@ impl Chunk {
 /// and NUL among them, belong to the message, and an empty line is an empty
 /// message. A line longer than `max_frame` is reported and skipped without
 /// being buffered. A last line without a newline is still a message.
+///
+/// Lines that arrive whole are framed straight into the current chunk. A
+/// line split across reads is gathered behind room for its header, so a
+/// long one becomes a chunk of its own without being copied again.
 pub struct LineFramer {
     origin: NodeId,
     max_frame: usize,
@@ -69,12 +73,18 @@ pub struct LineFramer {
     chunk: Vec<u8>,
     frames: usize,
     largest: usize,
-    /// The start of a line whose newline has not arrived yet.
+    /// Chunks finished before `chunk`, in order.
+    ready: Vec<Chunk>,
+    /// A line whose newline has not arrived yet: header room, then payload.
+    /// Empty when there is none.
     partial: Vec<u8>,
     /// The current line is too long: drop bytes until its newline.
     skipping: bool,
     pub skipped: u64,
 }
+
+/// A line at least this long goes out as a chunk of its own.
+const OWN_CHUNK: usize = 64 * 1024;
 
 impl LineFramer {
     pub fn new(origin: NodeId, max_frame: usize) -> Self {
@@ -86,6 +96,7 @@ impl LineFramer {
             chunk: Vec::new(),
             frames: 0,
             largest: 0,
+            ready: Vec::new(),
             partial: Vec::new(),
             skipping: false,
             skipped: 0,
@@ -98,9 +109,13 @@ impl LineFramer {
             data = &data[newline + 1..];
         }
         if !data.is_empty() && !self.skipping {
-            if self.partial.len() + data.len() > self.max_frame {
-                self.skip_line(self.partial.len() + data.len());
+            let have = self.partial_len();
+            if have + data.len() > self.max_frame {
+                self.skip_line(have + data.len());
             } else {
+                if self.partial.is_empty() {
+                    self.partial.extend_from_slice(&[0; MSG_HEADER_LEN]);
+                }
                 self.partial.extend_from_slice(data);
             }
         }
@@ -113,41 +128,48 @@ impl LineFramer {
         }
     }
 
-    /// The messages framed so far, if any.
-    pub fn take(&mut self) -> Option<Chunk> {
-        if self.frames == 0 {
-            return None;
-        }
-        let capacity = self.chunk.len();
-        let bytes = std::mem::replace(&mut self.chunk, Vec::with_capacity(capacity));
-        let chunk = Chunk {
-            bytes: Arc::new(bytes),
-            frames: self.frames,
-            largest: self.largest,
-        };
-        self.frames = 0;
-        self.largest = 0;
-        Some(chunk)
+    /// The chunks framed so far, in order.
+    pub fn take(&mut self) -> Vec<Chunk> {
+        self.seal_chunk();
+        std::mem::take(&mut self.ready)
     }
 
     pub fn lines(&self) -> u64 {
         self.lines
     }
 
+    fn partial_len(&self) -> usize {
+        self.partial.len().saturating_sub(MSG_HEADER_LEN)
+    }
+
     fn end_line(&mut self, tail: &[u8]) {
+        let len = self.partial_len() + tail.len();
         if self.skipping {
             self.skipping = false;
-        } else if self.partial.len() + tail.len() > self.max_frame {
-            self.skip_line(self.partial.len() + tail.len());
+        } else if len > self.max_frame {
+            self.skip_line(len);
             self.skipping = false;
         } else if self.partial.is_empty() {
             self.emit(tail);
         } else {
-            let mut line = std::mem::take(&mut self.partial);
-            line.extend_from_slice(tail);
-            self.emit(&line);
-            line.clear();
-            self.partial = line;
+            let mut frame = std::mem::take(&mut self.partial);
+            frame.extend_from_slice(tail);
+            frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(self.origin, self.next_seq, len));
+            self.next_seq += 1;
+            if len >= OWN_CHUNK {
+                self.seal_chunk();
+                self.ready.push(Chunk {
+                    bytes: Arc::new(frame),
+                    frames: 1,
+                    largest: len,
+                });
+            } else {
+                self.chunk.extend_from_slice(&frame);
+                self.frames += 1;
+                self.largest = self.largest.max(len);
+                frame.clear();
+                self.partial = frame;
+            }
         }
         self.lines += 1;
     }
@@ -170,6 +192,22 @@ impl LineFramer {
         self.next_seq += 1;
         self.frames += 1;
         self.largest = self.largest.max(payload.len());
+    }
+
+    /// Moves the frames gathered in `chunk` to `ready`.
+    fn seal_chunk(&mut self) {
+        if self.frames == 0 {
+            return;
+        }
+        let capacity = self.chunk.len();
+        let bytes = std::mem::replace(&mut self.chunk, Vec::with_capacity(capacity));
+        self.ready.push(Chunk {
+            bytes: Arc::new(bytes),
+            frames: self.frames,
+            largest: self.largest,
+        });
+        self.frames = 0;
+        self.largest = 0;
     }
 }
 
@@ -213,14 +251,14 @@ fn read_stdin(node: &Node, chunks: &Sender<Chunk>, ready: &Receiver<Never>) {
             return;
         }
         framer.push(&buf[..n]);
-        if let Some(chunk) = framer.take() {
+        for chunk in framer.take() {
             if chunks.send(chunk).is_err() {
                 return;
             }
         }
     }
     framer.finish();
-    if let Some(chunk) = framer.take() {
+    for chunk in framer.take() {
         let _ = chunks.send(chunk);
     }
     log::debug!(
@@ -238,8 +276,7 @@ pub fn spawn_stdout(node: &Arc<Node>, outputs: Receiver<Output>) -> io::Result<(
 }
 
 fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(WRITE_SIZE, stdout.lock());
+    let mut out = BufWriter::with_capacity(WRITE_SIZE, raw_stdout());
     let mut print = || -> io::Result<()> {
         // Ends when the router, the only sender, is done.
         for item in outputs.iter() {
@@ -258,6 +295,25 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
         }
         node.shutdown.trigger(Cause::StdoutClosed);
     }
+}
+
+/// stdout without std's line buffering. `io::Stdout` is a `LineWriter`
+/// that searches every write for its last newline, which costs as much as
+/// the write itself for a large message; our own buffer already writes in
+/// large blocks. On unix this is a duplicate of fd 1.
+#[cfg(unix)]
+fn raw_stdout() -> Box<dyn Write> {
+    use std::os::fd::AsFd;
+    match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(io::stdout()),
+    }
+}
+
+/// Elsewhere std's stdout, which also handles the console's encoding.
+#[cfg(not(unix))]
+fn raw_stdout() -> Box<dyn Write> {
+    Box::new(io::stdout())
 }
 
 #[cfg(test)]
@@ -289,12 +345,12 @@ mod tests {
         let mut out = Vec::new();
         for part in input.chunks(step.max(1)) {
             framer.push(part);
-            if let Some(chunk) = framer.take() {
+            for chunk in framer.take() {
                 out.extend(payloads(&chunk));
             }
         }
         framer.finish();
-        if let Some(chunk) = framer.take() {
+        for chunk in framer.take() {
             out.extend(payloads(&chunk));
         }
         out
@@ -337,19 +393,44 @@ mod tests {
         let mut framer = LineFramer::new(42, 1000);
         for _ in 0..1000 {
             framer.push(&[b'y'; 1000]);
-            assert!(framer.partial.capacity() <= 2000);
+            assert!(framer.partial.capacity() <= 2000 + MSG_HEADER_LEN);
         }
         framer.push(b"\nok\n");
-        let chunk = framer.take().unwrap();
-        assert_eq!(payloads(&chunk), [(1, b"ok".to_vec())]);
+        let chunks = framer.take();
+        assert_eq!(payloads(&chunks[0]), [(1, b"ok".to_vec())]);
         assert_eq!(framer.skipped, 1);
+    }
+
+    #[test]
+    fn a_long_split_line_becomes_its_own_chunk_between_its_neighbours() {
+        let long = vec![b'L'; OWN_CHUNK + 10];
+        let mut input = b"one\ntwo\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nthree\n");
+        let mut framer = LineFramer::new(42, 1 << 20);
+        framer.push(&input[..20]);
+        framer.push(&input[20..]);
+        let chunks = framer.take();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.frames).collect();
+        assert_eq!(sizes, [2, 1, 1]);
+        assert_eq!(chunks[1].largest, long.len());
+        let all: Vec<(u64, Vec<u8>)> = chunks.iter().flat_map(payloads).collect();
+        assert_eq!(
+            all,
+            [
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec()),
+                (3, long),
+                (4, b"three".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn a_chunk_can_leave_out_what_a_peer_cannot_take() {
         let mut framer = LineFramer::new(42, 100);
         framer.push(b"short\nthis one is long\nok\n");
-        let chunk = framer.take().unwrap();
+        let chunk = framer.take().remove(0);
         assert_eq!(chunk.largest, 16);
         let peer = PeerInfo {
             conn: 1,

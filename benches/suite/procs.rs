@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use std::time::{Duration, Instant};
@@ -152,47 +153,55 @@ impl Drop for Proc {
     }
 }
 
-/// What a sink saw.
-pub struct Sunk {
-    pub bytes: Vec<u8>,
-    /// When the expected number of lines was complete.
-    pub done: Instant,
-}
-
-/// Reads `stdout` until `lines` newlines have arrived, on a thread.
+/// Reads `stdout` on a thread until it has delivered exactly `expected`,
+/// comparing each block as it arrives (so a gigabyte costs no memory).
+/// Sends the instant the last byte arrived, or what went wrong.
 pub fn sink(
     mut stdout: impl Read + Send + 'static,
-    lines: usize,
-    expect_bytes: usize,
-) -> Receiver<Sunk> {
+    expected: Arc<[u8]>,
+) -> Receiver<Result<Instant, String>> {
     let (tx, rx) = unbounded();
     thread::spawn(move || {
-        let mut bytes = Vec::with_capacity(expect_bytes);
         let mut buf = vec![0u8; 1 << 20];
-        let mut seen = 0;
-        while seen < lines {
+        let mut at = 0;
+        let result = loop {
+            if at == expected.len() {
+                break Ok(Instant::now());
+            }
             let n = match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => {
+                    break Err(format!(
+                        "output ended after {at} of {} bytes",
+                        expected.len()
+                    ))
+                }
+                Err(e) => break Err(format!("reading output: {e}")),
                 Ok(n) => n,
             };
-            seen += buf[..n].iter().filter(|&&b| b == b'\n').count();
-            bytes.extend_from_slice(&buf[..n]);
-        }
-        let done = Instant::now();
-        // A short count is reported by `finish`, which then gets nothing.
-        if seen >= lines {
-            let _ = tx.send(Sunk { bytes, done });
-        } else {
-            eprintln!("stdout ended after {seen} of {lines} lines");
-        }
+            let want = &expected[at..(at + n).min(expected.len())];
+            if &buf[..n] != want {
+                let diff = buf[..n]
+                    .iter()
+                    .zip(want)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(want.len());
+                break Err(format!("output differs from input at byte {}", at + diff));
+            }
+            at += n;
+        };
+        let _ = tx.send(result);
     });
     rx
 }
 
-/// Waits for a sink's result, bounded by [`STEP_DEADLINE`].
-pub fn finish(sink: &Receiver<Sunk>, what: &str) -> Sunk {
-    sink.recv_timeout(STEP_DEADLINE)
-        .unwrap_or_else(|_| panic!("{what}: not all lines arrived within {STEP_DEADLINE:?}"))
+/// Waits for a sink's verdict, bounded by [`STEP_DEADLINE`]; panics on any
+/// difference: a fast wrong answer is not a result.
+pub fn finish(sink: &Receiver<Result<Instant, String>>, what: &str) -> Instant {
+    match sink.recv_timeout(STEP_DEADLINE) {
+        Ok(Ok(done)) => done,
+        Ok(Err(problem)) => panic!("{what}: {problem}"),
+        Err(_) => panic!("{what}: not all output arrived within {STEP_DEADLINE:?}"),
+    }
 }
 
 /// Reads lines from `stdout` on a thread and sends each line's number (its
