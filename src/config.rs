@@ -74,7 +74,7 @@ struct Cli {
 
     /// Ping idle peers every SECS; drop a peer silent for 3x this
     #[arg(long, value_name = "SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
     keepalive: u64,
 
     /// Drop a peer that accepts no data for SECS while data waits for it

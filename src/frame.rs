@@ -28,7 +28,10 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_BYE_REASON: usize = 255;
 /// Length field of the largest HELLO. It is the only frame accepted before
 /// the handshake, so a stranger can never make us buffer more than this.
-pub const MAX_HELLO_LEN: usize = 1 + 4 + 2 + 8 + 2 + 4 + 1 + MAX_NAME_LEN;
+pub const MAX_HELLO_LEN: usize = 1 + HELLO_FIXED + MAX_NAME_LEN;
+/// HELLO body bytes before the name: magic, version, node id, listen port,
+/// max frame, keepalive, name length.
+const HELLO_FIXED: usize = 4 + 2 + 8 + 2 + 4 + 2 + 1;
 
 /// Frame type bytes.
 pub mod kind {
@@ -54,6 +57,9 @@ pub struct Hello {
     /// The largest message payload this node accepts, so that senders can
     /// skip a message for this peer instead of breaking the connection.
     pub max_frame: u32,
+    /// How often this node pings an idle connection, in seconds, so that
+    /// the other side knows how long a healthy silence can last.
+    pub keepalive_secs: u16,
     /// Display name; UTF-8 without control characters, at most 255 bytes.
     pub name: String,
 }
@@ -201,17 +207,17 @@ fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
     if version != VERSION {
         return Err(FrameError::UnsupportedVersion(version));
     }
-    if body.len() < 21 {
+    if body.len() < HELLO_FIXED {
         return Err(malformed("hello", "too short"));
     }
-    let name_len = body[20] as usize;
-    if body.len() != 21 + name_len {
+    let name_len = body[HELLO_FIXED - 1] as usize;
+    if body.len() != HELLO_FIXED + name_len {
         return Err(malformed(
             "hello",
             "name length does not match the frame length",
         ));
     }
-    let name = std::str::from_utf8(&body[21..])
+    let name = std::str::from_utf8(&body[HELLO_FIXED..])
         .map_err(|_| malformed("hello", "name is not valid UTF-8"))?;
     if name.chars().any(char::is_control) {
         return Err(malformed("hello", "name contains control characters"));
@@ -220,6 +226,7 @@ fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
         node_id: BigEndian::read_u64(&body[6..14]),
         listen_port: BigEndian::read_u16(&body[14..16]),
         max_frame: BigEndian::read_u32(&body[16..20]),
+        keepalive_secs: BigEndian::read_u16(&body[20..22]),
         name: name.to_owned(),
     })
 }
@@ -233,12 +240,13 @@ impl Frame<'_> {
         match self {
             Frame::Hello(hello) => {
                 let name = truncate_utf8(&hello.name, MAX_NAME_LEN);
-                put_header(out, kind::HELLO, 4 + 2 + 8 + 2 + 4 + 1 + name.len());
+                put_header(out, kind::HELLO, HELLO_FIXED + name.len());
                 out.extend_from_slice(&MAGIC);
                 out.extend_from_slice(&VERSION.to_be_bytes());
                 out.extend_from_slice(&hello.node_id.to_be_bytes());
                 out.extend_from_slice(&hello.listen_port.to_be_bytes());
                 out.extend_from_slice(&hello.max_frame.to_be_bytes());
+                out.extend_from_slice(&hello.keepalive_secs.to_be_bytes());
                 out.push(name.len() as u8);
                 out.extend_from_slice(name.as_bytes());
             }
@@ -328,6 +336,7 @@ mod tests {
             node_id: 0x0123_4567_89ab_cdef,
             listen_port: 7117,
             max_frame: 1_048_576,
+            keepalive_secs: 5,
             name: "alice".into(),
         }
     }
@@ -337,7 +346,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001b 01 50434154 0001 0123456789abcdef 1bcd 00100000 05 616c696365",
+                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -547,23 +556,33 @@ mod tests {
                 malformed("message", "shorter than its 16-byte header"),
             ),
             (
-                unhex("0000001b 01 47455420 0001 0123456789abcdef 1bcd 00100000 05 616c696365"),
+                unhex(
+                    "0000001d 01 47455420 0001 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                ),
                 FrameError::BadMagic(*b"GET "),
             ),
             (
-                unhex("0000001b 01 50434154 0007 0123456789abcdef 1bcd 00100000 05 616c696365"),
+                unhex(
+                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                ),
                 FrameError::UnsupportedVersion(7),
             ),
             (
-                unhex("0000001b 01 50434154 0001 0123456789abcdef 1bcd 00100000 06 616c696365"),
+                unhex(
+                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
-                unhex("0000001b 01 50434154 0001 0123456789abcdef 1bcd 00100000 05 616c69ff65"),
+                unhex(
+                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
-                unhex("0000001b 01 50434154 0001 0123456789abcdef 1bcd 00100000 05 616c690a65"),
+                unhex(
+                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                ),
                 malformed("hello", "name contains control characters"),
             ),
         ];

@@ -149,7 +149,7 @@ mod tests {
         let text = explain_stranger(&e, bytes);
         assert_eq!(
             text,
-            "frame length 1195725856 exceeds the limit of 277 bytes; \
+            "frame length 1195725856 exceeds the limit of 279 bytes; \
              the bytes look like text (\"GET / HTTP/1.1\\r\\n\"), not peercat"
         );
     }
@@ -160,7 +160,7 @@ mod tests {
         let e = frame::decode(&bytes, MAX_HELLO_LEN).unwrap_err();
         assert_eq!(
             explain_stranger(&e, &bytes),
-            "frame length 4294967295 exceeds the limit of 277 bytes"
+            "frame length 4294967295 exceeds the limit of 279 bytes"
         );
     }
 }

@@ -186,6 +186,7 @@ mod tests {
             direction: Direction::In,
             listen_port: 7117,
             max_frame: 100,
+            keepalive: std::time::Duration::from_secs(5),
         }
     }
 

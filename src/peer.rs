@@ -49,6 +49,8 @@ pub struct PeerInfo {
     pub direction: Direction,
     pub listen_port: u16,
     pub max_frame: usize,
+    /// How often the peer pings when it has nothing to send (from its HELLO).
+    pub keepalive: Duration,
 }
 
 impl fmt::Display for PeerInfo {
@@ -132,7 +134,7 @@ impl fmt::Display for Ending {
             Ending::Reset => write!(f, "connection reset by peer"),
             Ending::Silent(d) => write!(
                 f,
-                "no data for {}s (3 x --keepalive): presumed dead",
+                "no data for {}s (3 x keepalive): presumed dead",
                 d.as_secs()
             ),
             Ending::Stalled(d) => write!(
@@ -215,6 +217,7 @@ fn connection(
         direction,
         listen_port: hello.listen_port,
         max_frame: hello.max_frame as usize,
+        keepalive: Duration::from_secs(hello.keepalive_secs.into()),
     };
     log::debug!("handshake with {info} done: node {:016x}", info.node_id);
     let outbox = Outbox::new(conn, node.events.clone());
@@ -311,8 +314,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn run(&mut self) -> Ending {
+        // The peer pings us at least every one of its keepalive periods, and
+        // answers our pings; a healthy connection is never silent for long.
         let keepalive = self.node.config.keepalive;
-        let silence_limit = keepalive * 3;
+        let silence_limit = keepalive.max(self.info.keepalive) * 3;
         // Wake up often enough to notice silence close to the limit.
         let tick = (keepalive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         if let Err(e) = self.stream.set_read_timeout(Some(tick)) {

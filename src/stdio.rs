@@ -440,6 +440,7 @@ mod tests {
             direction: crate::peer::Direction::In,
             listen_port: 0,
             max_frame: 5,
+            keepalive: std::time::Duration::from_secs(5),
         };
         let kept = Chunk {
             bytes: chunk.for_smaller_limit(5, &peer),

@@ -84,11 +84,11 @@ fn machine() -> String {
         .next()
         .unwrap_or("ncat ?")
         .replace(" ( https://nmap.org/ncat )", "");
-    format!(
-        "{} · {cores} cores (nproc) · {kernel} · peercat {} · {ncat}",
-        cpu,
-        env!("CARGO_PKG_VERSION")
-    )
+    let peercat = match std::env::var("PEERCAT_BIN") {
+        Ok(path) => format!("peercat from PEERCAT_BIN={path}"),
+        Err(_) => format!("peercat {}", env!("CARGO_PKG_VERSION")),
+    };
+    format!("{cpu} · {cores} cores (nproc) · {kernel} · {peercat} · {ncat}")
 }
 
 fn main() {
@@ -133,9 +133,8 @@ fn main() {
     let started = Instant::now();
     let machine = machine();
     eprintln!("machine: {machine}");
-    let dir = std::env::temp_dir().join(format!("peercat-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let inputs = Inputs::make(&sizes, &dir);
+    let dir = TempDir::new();
+    let inputs = Inputs::make(&sizes, &dir.0);
     let suite = Suite {
         inputs: &inputs,
         sizes: &sizes,
@@ -165,9 +164,25 @@ fn main() {
     if want(6) {
         rows.extend(suite.flood(hop_secs));
     }
-    std::fs::remove_dir_all(&dir).unwrap();
     print_table(&rows, &machine, &sizes, runs, quick);
     eprintln!("suite took {:.0}s", started.elapsed().as_secs_f64());
+}
+
+/// The input files' folder, removed however the run ends.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("peercat-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 struct Suite<'a> {

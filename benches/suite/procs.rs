@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-pub const PEERCAT: &str = env!("CARGO_BIN_EXE_peercat");
+/// The peercat under test: this build, or `PEERCAT_BIN` to measure another
+/// (an older commit, say) with the same harness.
+pub fn peercat_bin() -> String {
+    std::env::var("PEERCAT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_peercat").to_owned())
+}
 /// No scenario step should take longer than this; past it, the run failed.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -80,7 +84,7 @@ impl Proc {
     pub fn peercat(name: &str, args: &[&str], input: Input<'_>) -> Proc {
         let mut all: Vec<String> = vec!["-n".into(), name.into()];
         all.extend(args.iter().map(|a| a.to_string()));
-        Proc::spawn(name, PEERCAT, &all, input)
+        Proc::spawn(name, &peercat_bin(), &all, input)
     }
 
     pub fn ncat(name: &str, args: &[&str], input: Input<'_>) -> Proc {

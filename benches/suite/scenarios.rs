@@ -285,6 +285,7 @@ pub fn crowd_peercat(count: usize) -> Crowd {
                 node_id: 0x1000 + i as u64,
                 listen_port: 0,
                 max_frame: 1 << 20,
+                keepalive_secs: 5,
                 name: format!("idle{i}"),
             };
             s.write_all(&Frame::Hello(hello).to_bytes()).unwrap();

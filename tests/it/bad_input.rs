@@ -57,7 +57,7 @@ fn an_http_request_is_rejected_and_named_as_text() {
     rejects(
         b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
         false,
-        "frame length 1195725856 exceeds the limit of 277 bytes; the bytes look like text",
+        "frame length 1195725856 exceeds the limit of 279 bytes; the bytes look like text",
     );
 }
 
@@ -66,7 +66,7 @@ fn a_huge_length_prefix_is_rejected_before_any_allocation() {
     rejects(
         &[0xff; 4],
         false,
-        "frame length 4294967295 exceeds the limit of 277 bytes",
+        "frame length 4294967295 exceeds the limit of 279 bytes",
     );
 }
 

@@ -1,6 +1,9 @@
 //! Dead peers: a peer that stops answering (a frozen host, a pulled cable)
-//! is dropped by keepalive within 3 x --keepalive.
+//! is dropped by keepalive within 3 x --keepalive; a healthy peer that
+//! pings less often than we do is not.
 
+use std::io::Write;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::node;
@@ -16,7 +19,7 @@ fn a_frozen_peer_is_dropped_within_three_keepalive_periods() {
     let took = frozen.elapsed();
     b.signal("CONT");
     assert!(
-        line.contains("no data for 3s (3 x --keepalive): presumed dead"),
+        line.contains("no data for 3s (3 x keepalive): presumed dead"),
         "{line}"
     );
     assert!(
@@ -27,4 +30,29 @@ fn a_frozen_peer_is_dropped_within_three_keepalive_periods() {
         took >= Duration::from_millis(1900),
         "detected too early: {took:?}"
     );
+}
+
+#[test]
+fn a_healthy_peer_with_a_longer_keepalive_is_not_taken_for_dead() {
+    // a pings after 1s of sending nothing, b after 4s. While a streams lines
+    // to b, a never pings, so all a hears from b are b's pings, 4s apart:
+    // longer than 3 x a's keepalive, well within 3 x b's.
+    let mut a = node("a").args(&["--keepalive", "1"]).start();
+    let b = node("b").args(&["--keepalive", "4"]).dial(&a).start();
+    a.wait_peer("b");
+    let mut stdin = a.take_stdin();
+    let feeder = thread::spawn(move || {
+        for n in 0..30 {
+            if writeln!(stdin, "line {n}").is_err() {
+                return;
+            }
+            // Pacing the load, not waiting for an event.
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let lines = b.wait_lines(30);
+    feeder.join().unwrap();
+    assert_eq!(lines.len(), 30);
+    assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
+    assert_eq!(b.count_log("peer down"), 0, "{}", b.log_text());
 }

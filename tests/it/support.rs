@@ -477,6 +477,7 @@ pub fn hello(name: &str, node_id: u64) -> Vec<u8> {
         node_id,
         listen_port: 0,
         max_frame: 1 << 20,
+        keepalive_secs: 5,
         name: name.to_owned(),
     })
     .to_bytes()
