@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 
 /// Median and 99th percentile, in microseconds, of sending a token through
-/// `hops` threads and back to the caller (`hops + 1` wake-ups).
+/// `hops` threads and back to the caller (`hops + 1` wake-ups; none when
+/// `hops` is 0 and the caller receives its own token).
 fn chain(hops: usize, rounds: usize) -> (f64, f64) {
     let (first, mut rx) = bounded::<Instant>(1);
     let mut threads = Vec::new();
@@ -51,10 +52,13 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|");
     for hops in [0, 1, 2, 4] {
         let (p50, p99) = chain(hops, rounds);
-        let wakeups = hops + 1;
-        println!(
-            "| {hops} | {wakeups} | {p50:.1} | {p99:.1} | {:.1} |",
-            p50 / wakeups as f64
-        );
+        // With no hops the caller sends to itself: no thread wakes up.
+        let wakeups = if hops == 0 { 0 } else { hops + 1 };
+        let per = if hops == 0 {
+            "—".to_owned()
+        } else {
+            format!("{:.1}", p50 / wakeups as f64)
+        };
+        println!("| {hops} | {wakeups} | {p50:.1} | {p99:.1} | {per} |");
     }
 }

@@ -335,9 +335,19 @@ pub fn crowd_peercat(count: usize) -> Crowd {
 
 pub fn crowd_ncat(count: usize) -> Crowd {
     let port = free_port();
+    // ncat accepts 100 connections unless told otherwise.
+    let max = (count + 8).to_string();
     let mut broker = Proc::ncat(
         "broker",
-        &["-v", "-l", "--broker", "127.0.0.1", &port.to_string()],
+        &[
+            "-v",
+            "-l",
+            "--broker",
+            "-m",
+            &max,
+            "127.0.0.1",
+            &port.to_string(),
+        ],
         Input::Null,
     );
     broker.wait_stderr("Listening on");
