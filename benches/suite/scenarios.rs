@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{unbounded, Receiver};
 use peercat::frame::{self, Frame, Hello};
 
 use crate::procs::{finish, free_port, sink, timed_lines, Input, Proc, STEP_DEADLINE};
@@ -261,6 +261,37 @@ pub struct Crowd {
     pub reach_ms: f64,
 }
 
+impl Crowd {
+    /// Waits until every peer thread has reported its message's arrival;
+    /// `before` and `after` are (KiB, threads) without and with the peers.
+    fn tally(
+        before: (u64, u64),
+        after: (u64, u64),
+        start: Instant,
+        arrived: &Receiver<Instant>,
+        peers: Vec<JoinHandle<()>>,
+    ) -> Crowd {
+        let count = peers.len();
+        let last = (0..count)
+            .map(|_| {
+                arrived
+                    .recv_timeout(STEP_DEADLINE)
+                    .expect("the line reaches every peer")
+            })
+            .max()
+            .unwrap();
+        for p in peers {
+            p.join().unwrap();
+        }
+        let per_peer = |before: u64, after: u64| (after as f64 - before as f64) / count as f64;
+        Crowd {
+            rss_per_peer_kib: per_peer(before.0, after.0),
+            threads_per_peer: per_peer(before.1, after.1),
+            reach_ms: secs(start, last) * 1e3,
+        }
+    }
+}
+
 /// Scenario 5: a node with `count` idle peers (hand-made connections that
 /// handshake and then only listen). Measures the node's memory and threads
 /// per peer, and the time for one line to reach them all.
@@ -315,22 +346,7 @@ pub fn crowd_peercat(count: usize) -> Crowd {
         .unwrap()
         .write_all(b"to everyone\n")
         .unwrap();
-    let last = (0..count)
-        .map(|_| {
-            arrived
-                .recv_timeout(STEP_DEADLINE)
-                .expect("the line reaches every peer")
-        })
-        .max()
-        .unwrap();
-    for p in peers {
-        p.join().unwrap();
-    }
-    Crowd {
-        rss_per_peer_kib: (after.0 as f64 - before.0 as f64) / count as f64,
-        threads_per_peer: (after.1 as f64 - before.1 as f64) / count as f64,
-        reach_ms: secs(start, last) * 1e3,
-    }
+    Crowd::tally(before, after, start, &arrived, peers)
 }
 
 pub fn crowd_ncat(count: usize) -> Crowd {
@@ -372,28 +388,12 @@ pub fn crowd_ncat(count: usize) -> Crowd {
             let _ = arrived.send(Instant::now());
         }));
     }
-    broker.wait_stderr_count("Connection from 127.0.0.1:", count);
     let after = broker.rss_and_threads();
     let mut sender = TcpStream::connect(("127.0.0.1", port)).unwrap();
     broker.wait_stderr_count("Connection from 127.0.0.1:", count + 1);
     let start = Instant::now();
     sender.write_all(b"to everyone\n").unwrap();
-    let last = (0..count)
-        .map(|_| {
-            arrived
-                .recv_timeout(STEP_DEADLINE)
-                .expect("the line reaches every client")
-        })
-        .max()
-        .unwrap();
-    for p in peers {
-        p.join().unwrap();
-    }
-    Crowd {
-        rss_per_peer_kib: (after.0 as f64 - before.0 as f64) / count as f64,
-        threads_per_peer: (after.1 as f64 - before.1 as f64) / count as f64,
-        reach_ms: secs(start, last) * 1e3,
-    }
+    Crowd::tally(before, after, start, &arrived, peers)
 }
 
 /// Scenario 6: two nodes each sending the whole input to the other at
