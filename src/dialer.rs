@@ -62,7 +62,10 @@ fn dial_loop(node: &Arc<Node>, target: &PeerAddr) {
                     recv(stopping) -> _ => return,
                 };
                 match outcome {
-                    Err(_) => return, // the router has gone: the node is stopping
+                    // Dropped unanswered: the router is gone, or the
+                    // connection's threads could not start.
+                    Err(_) if node.shutdown.is_triggered() => return,
+                    Err(_) => format!("{target}: the connection could not be set up"),
                     Ok(DialOutcome::ItsMe) => {
                         log::info!("{target} is this node itself; not dialing it again");
                         return;
