@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::config::Config;
@@ -28,6 +28,10 @@ const INBOUND_QUEUE: usize = 16;
 const STDIN_QUEUE: usize = 4;
 /// Batches waiting to be printed.
 const STDOUT_QUEUE: usize = 16;
+/// Spare read buffers kept for reuse, and the largest one worth keeping:
+/// together they bound what the pool can hold (16 MiB).
+const SPARE_BUFFERS: usize = 8;
+pub const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
 /// How long the end of `run` waits for threads after the router is done.
 const JOIN_DEADLINE: Duration = Duration::from_millis(500);
 
@@ -48,6 +52,10 @@ pub struct Node {
     pub events: Sender<Event>,
     /// Received messages for the router; bounded, see [`INBOUND_QUEUE`].
     pub inbound: Sender<Inbound>,
+    /// Read buffers whose messages have been printed, for readers to reuse
+    /// instead of allocating and zeroing new ones.
+    pub spare_buffers: Receiver<Vec<u8>>,
+    pub recycle: Sender<Vec<u8>>,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
     /// Every open socket, so that the end of `run` can shut them all down
@@ -162,6 +170,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
     let (stdin_tx, stdin_rx) = bounded(STDIN_QUEUE);
     let (stdout_tx, stdout_rx) = bounded(STDOUT_QUEUE);
     let (ready_tx, ready_rx) = bounded::<Never>(0);
+    let (recycle, spare_buffers) = bounded(SPARE_BUFFERS);
     let threads = Threads::new(shutdown.clone());
     let node = Arc::new(Node {
         listen_port: local.map_or(0, |addr| addr.port()),
@@ -171,6 +180,8 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
         threads: threads.clone(),
         events: events_tx,
         inbound: inbound_tx,
+        spare_buffers,
+        recycle,
         next_conn: AtomicU64::new(1),
         handshakes: AtomicUsize::new(0),
         streams: Mutex::new(HashMap::new()),

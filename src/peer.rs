@@ -408,7 +408,9 @@ impl Reader<'_> {
             let batch = Inbound {
                 conn: self.info.conn,
                 from: self.info.name.clone(),
-                buf: self.rb.take_decoded(),
+                buf: self
+                    .rb
+                    .take_decoded(self.node.spare_buffers.try_recv().ok(), limit),
                 msgs,
             };
             if self.node.inbound.send(batch).is_err() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::frame::{self, msg_header, Frame, NodeId, MSG_HEADER_LEN};
-use crate::node::Node;
+use crate::node::{Node, SPARE_BUFFER_MAX};
 use crate::outbox::Bytes;
 use crate::output;
 use crate::peer::PeerInfo;
@@ -281,6 +281,12 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
         // Ends when the router, the only sender, is done.
         for item in outputs.iter() {
             output::write(&mut out, node.config.format, &item)?;
+            if let Output::Msgs(batch) = item {
+                if batch.buf.len() <= SPARE_BUFFER_MAX {
+                    // Back to the readers; dropped if the pool is full.
+                    let _ = node.recycle.try_send(batch.buf);
+                }
+            }
             if outputs.is_empty() {
                 out.flush()?;
             }

@@ -53,15 +53,31 @@ impl ReadBuf {
         self.pos += n;
     }
 
-    /// Takes the buffer holding every decoded byte (`[..pos]` of the result),
-    /// leaving the undecoded tail at the start of a fresh buffer.
-    pub fn take_decoded(&mut self) -> Vec<u8> {
+    /// Takes the buffer holding every decoded byte (`[..pos]` of the result;
+    /// the rest is stale), leaving the undecoded tail at the start of a
+    /// fresh buffer: `spare` if it is big enough, else a new one.
+    ///
+    /// The taken buffer keeps its full length, so once its frames have been
+    /// used it can come back as someone's `spare` without being zeroed again.
+    pub fn take_decoded(&mut self, spare: Option<Vec<u8>>, limit: usize) -> Vec<u8> {
         let tail = self.filled - self.pos;
-        // One huge frame should not leave every later buffer huge.
-        let mut fresh = vec![0; tail.max(self.buf.len().min(BUSY_CAPACITY))];
+        // Room for the frame that has begun, if its header says how big it
+        // is; otherwise the usual size (one huge frame should not leave
+        // every later buffer huge).
+        let next_frame = frame::peek_len(self.pending(), limit)
+            .ok()
+            .flatten()
+            .map_or(0, |len| LEN_PREFIX + len);
+        let wanted = tail.max(next_frame).max(self.buf.len().min(BUSY_CAPACITY));
+        // A spare much bigger than needed would sit idle in a quiet reader.
+        let fits =
+            |spare: &Vec<u8>| (wanted..=2 * wanted.max(BUSY_CAPACITY)).contains(&spare.len());
+        let mut fresh = match spare {
+            Some(spare) if fits(&spare) => spare,
+            _ => vec![0; wanted],
+        };
         fresh[..tail].copy_from_slice(&self.buf[self.pos..self.filled]);
-        let mut taken = std::mem::replace(&mut self.buf, fresh);
-        taken.truncate(self.pos);
+        let taken = std::mem::replace(&mut self.buf, fresh);
         self.pos = 0;
         self.filled = tail;
         taken
@@ -218,7 +234,7 @@ mod tests {
                 any = true;
             }
             if any {
-                let taken = rb.take_decoded();
+                let taken = rb.take_decoded(None, 1 << 20);
                 assert!(frame::decode(&taken, limit).unwrap().is_some());
             }
             if rb.read_from(&mut src, limit).unwrap() == 0 {
@@ -250,9 +266,54 @@ mod tests {
             while let Some((_, used)) = frame::decode(rb.pending(), 1 << 20).unwrap() {
                 rb.consume(used);
             }
-            rb.take_decoded();
+            rb.take_decoded(None, 1 << 20);
         }
         assert!(largest > BUSY_CAPACITY / 2, "largest read {largest}");
+    }
+
+    #[test]
+    fn a_spare_buffer_is_reused_only_if_big_enough() {
+        let data = messages(10, 20);
+        let mut rb = ReadBuf::default();
+        rb.read_from(
+            &mut Trickle {
+                data: &data,
+                step: 100,
+            },
+            1 << 20,
+        )
+        .unwrap();
+        let (_, used) = frame::decode(rb.pending(), 1 << 20).unwrap().unwrap();
+        rb.consume(used);
+        let spare = vec![7u8; 2 * INITIAL_CAPACITY];
+        let spare_at = spare.as_ptr();
+        let taken = rb.take_decoded(Some(spare), 1 << 20);
+        assert_eq!(
+            taken.len(),
+            INITIAL_CAPACITY,
+            "the taken buffer keeps its length"
+        );
+        assert_eq!(rb.buf.as_ptr(), spare_at, "a big enough spare is used");
+        assert_eq!(rb.pending(), &data[used..100]);
+        rb.consume(rb.pending().len());
+        rb.take_decoded(Some(vec![0u8; 16]), 1 << 20);
+        assert_eq!(rb.buf.len(), 2 * INITIAL_CAPACITY, "a small spare is not");
+        rb.take_decoded(Some(vec![0u8; 4 * BUSY_CAPACITY]), 1 << 20);
+        assert_eq!(rb.buf.len(), 2 * INITIAL_CAPACITY, "nor a far bigger one");
+    }
+
+    #[test]
+    fn a_big_frame_that_has_begun_gets_a_buffer_it_fits_in() {
+        let data = messages(2, 200_000);
+        let mut rb = ReadBuf::default();
+        let mut src = Trickle {
+            data: &data,
+            step: 1000,
+        };
+        rb.read_from(&mut src, 1 << 20).unwrap();
+        let taken = rb.take_decoded(None, 1 << 20);
+        assert_eq!(taken.len(), INITIAL_CAPACITY);
+        assert!(rb.buf.len() >= 200_000 + frame::MSG_HEADER_LEN);
     }
 
     #[test]
