@@ -152,10 +152,6 @@ impl Outbox {
             });
         }
     }
-
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.state.lock().queued_bytes
-    }
 }
 
 #[cfg(test)]
@@ -204,6 +200,6 @@ mod tests {
             !outbox.push(Arc::new(vec![1])),
             "closed outboxes take nothing"
         );
-        assert_eq!(outbox.queued_bytes(), 0);
+        assert_eq!(outbox.shared.state.lock().queued_bytes, 0);
     }
 }
