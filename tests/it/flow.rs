@@ -1,13 +1,14 @@
 //! Flow control: nothing is lost to a live peer, stdin slows to the slowest
-//! peer, a stopped peer is dropped after --stall-timeout, memory stays
-//! bounded, and two nodes flooding each other do not deadlock.
+//! peer, a stopped peer is dropped after --stall-timeout, a slow stdout
+//! slows the senders, memory stays bounded, and two nodes flooding each
+//! other do not deadlock.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::ChildStdin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
 
 use crate::support::{node, Node};
 
@@ -16,19 +17,22 @@ fn line(n: usize) -> String {
     format!("{n:08} {}\n", "f".repeat(100))
 }
 
-/// Feeds `count` lines to `stdin` from a thread, counting bytes written.
-fn feed(mut stdin: ChildStdin, count: usize, written: Arc<AtomicU64>) -> JoinHandle<()> {
-    thread::spawn(move || {
+/// Feeds `count` lines to `stdin` from a thread; the receiver hears how
+/// many bytes each write took in.
+fn feed(mut stdin: ChildStdin, count: usize) -> (JoinHandle<()>, Receiver<usize>) {
+    let (progress, taken) = unbounded();
+    let feeder = thread::spawn(move || {
         let mut block = String::new();
         for n in 0..count {
             block.push_str(&line(n));
             if block.len() > 64 * 1024 || n + 1 == count {
                 stdin.write_all(block.as_bytes()).expect("feed stdin");
-                written.fetch_add(block.len() as u64, Ordering::SeqCst);
+                let _ = progress.send(block.len());
                 block.clear();
             }
         }
-    })
+    });
+    (feeder, taken)
 }
 
 /// Checks that `node` printed exactly lines 0..count, in order.
@@ -60,8 +64,7 @@ fn a_paused_peer_slows_stdin_without_losing_anything_and_memory_stays_bounded() 
     a.wait_peer("c");
     let rss_before = a.rss_kib();
     c.signal("STOP");
-    let written = Arc::new(AtomicU64::new(0));
-    let feeder = feed(a.take_stdin(), LINES, written.clone());
+    let (feeder, progress) = feed(a.take_stdin(), LINES);
     // While c is stopped, a takes from stdin only what fits in the kernel's
     // buffers and its outbox, so b (which gets everything a takes) must
     // never see more than that. Wait for b to pass the bound: it must not.
@@ -72,13 +75,13 @@ fn a_paused_peer_slows_stdin_without_losing_anything_and_memory_stays_bounded() 
     let passed = b
         .out
         .wait_until(Duration::from_secs(3), |l| l.len() > bound_lines);
-    let taken = written.load(Ordering::SeqCst);
+    let taken: usize = progress.try_iter().sum();
     assert!(
         !passed,
         "b got more than {bound_bytes} bytes while c was stopped"
     );
     assert!(
-        taken < bound_bytes as u64,
+        taken < bound_bytes,
         "{taken} bytes of stdin taken with c stopped"
     );
     let rss_growth = a.rss_kib().saturating_sub(rss_before);
@@ -106,7 +109,7 @@ fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
     a.wait_peer("b");
     a.wait_peer("c");
     c.signal("STOP");
-    let feeder = feed(a.take_stdin(), LINES, Arc::default());
+    let (feeder, _) = feed(a.take_stdin(), LINES);
     let line = a.wait_log("peer down: c");
     assert!(line.contains("stalled: accepted no data for 2s"), "{line}");
     feeder.join().unwrap();
@@ -121,10 +124,52 @@ fn two_nodes_flooding_each_other_do_not_deadlock() {
     let mut a = node("a").dial(&b).start();
     a.wait_peer("b");
     b.wait_peer("a");
-    let fa = feed(a.take_stdin(), LINES, Arc::default());
-    let fb = feed(b.take_stdin(), LINES, Arc::default());
+    let (fa, _) = feed(a.take_stdin(), LINES);
+    let (fb, _) = feed(b.take_stdin(), LINES);
     fa.join().unwrap();
     fb.join().unwrap();
     assert_all_lines(&a, LINES);
     assert_all_lines(&b, LINES);
+}
+
+#[test]
+fn a_slow_stdout_pushes_back_on_the_sender_without_loss_or_unbounded_memory() {
+    const LINES: usize = 500_000; // about 55 MB
+                                  // Nobody reads b's stdout at first.
+    let mut b = node("b").raw_stdout().start();
+    let mut a = node("a").args(&["--stall-timeout", "60"]).dial(&b).start();
+    a.wait_peer("b");
+    let rss_before = b.rss_kib();
+    let (feeder, progress) = feed(a.take_stdin(), LINES);
+    // b stops reading its socket when its stdout backs up, so TCP stops a,
+    // which stops taking stdin once the buffers on the way are full.
+    let bound = 30 * 1024 * 1024;
+    let mut taken = 0;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while let Ok(n) = progress.recv_deadline(deadline) {
+        taken += n;
+        assert!(
+            taken < bound,
+            "a took {taken} bytes of stdin while b's stdout was blocked"
+        );
+    }
+    assert!(taken > 0, "a took nothing at all");
+    let growth = b.rss_kib().saturating_sub(rss_before);
+    assert!(
+        growth < 24 * 1024,
+        "b grew by {growth} KiB with its stdout blocked"
+    );
+    // Now read b's stdout: every line arrives, in order.
+    let stdout = BufReader::new(b.take_stdout());
+    let reader = thread::spawn(move || {
+        let mut count = 0;
+        for (n, got) in stdout.lines().take(LINES).enumerate() {
+            assert_eq!(got.unwrap() + "\n", line(n), "line {n}");
+            count += 1;
+        }
+        count
+    });
+    feeder.join().unwrap();
+    assert_eq!(reader.join().unwrap(), LINES);
+    assert_eq!(a.count_log("peer down"), 0);
 }
