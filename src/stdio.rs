@@ -9,7 +9,7 @@
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::Arc;
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 
 use crate::frame::{self, msg_header, Frame, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
@@ -224,7 +224,9 @@ pub fn spawn_stdin(
 
 fn read_stdin(node: &Node, chunks: &Sender<Chunk>, ready: &Receiver<Never>) {
     let stopping = node.shutdown.stopping();
-    if node.config.wait_peers > 0 {
+    // The router may have seen enough peers already.
+    let already_ready = matches!(ready.try_recv(), Err(TryRecvError::Disconnected));
+    if node.config.wait_peers > 0 && !already_ready {
         log::info!(
             "waiting for peers before reading stdin (--wait-peers {})",
             node.config.wait_peers
