@@ -119,10 +119,14 @@ fn per_sender_order_is_kept_and_concurrent_senders_never_interleave() {
 }
 
 #[test]
-fn tagged_and_json_formats_name_the_sender() {
+fn tagged_and_json_formats_name_the_sender_and_json_tells_of_peers() {
     let tagged = node("t").args(&["--format", "tagged"]).start();
     let json = node("j").args(&["--format", "json"]).start();
-    let mut alice = node("alice").dial(&tagged).dial(&json).start();
+    let mut alice = node("alice")
+        .arg("--exit-on-eof")
+        .dial(&tagged)
+        .dial(&json)
+        .start();
     alice.wait_peer("t");
     alice.wait_peer("j");
     alice.send(b"hi there\n\"quoted\"\n");
@@ -151,6 +155,19 @@ fn tagged_and_json_formats_name_the_sender() {
         lines[2].ends_with("\"seq\":2,\"text\":\"\\\"quoted\\\"\"}"),
         "{}",
         lines[2]
+    );
+    // Its peer events too: alice leaves politely.
+    alice.close_stdin();
+    let lines = texts(&json.wait_lines(4));
+    assert!(
+        lines[3].starts_with("{\"type\":\"peer_down\",\"name\":\"alice\""),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[3].ends_with(",\"reason\":\"said goodbye: shutting down\",\"polite\":true}"),
+        "{}",
+        lines[3]
     );
 }
 
