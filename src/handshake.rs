@@ -55,7 +55,7 @@ impl fmt::Display for HandshakeError {
 /// Sends our HELLO and returns the peer's. Frames that arrive right after the
 /// peer's HELLO stay in `rb` for the reader.
 pub fn exchange(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     rb: &mut ReadBuf,
     ours: &Hello,
     timeout: Duration,
@@ -64,7 +64,7 @@ pub fn exchange(
     stream
         .set_write_timeout(Some(timeout))
         .map_err(HandshakeError::Io)?;
-    stream
+    (&mut &*stream)
         .write_all(&Frame::Hello(ours.clone()).to_bytes())
         .map_err(|e| match classify(&e) {
             IoFailure::Timeout => HandshakeError::Timeout(timeout),
@@ -95,7 +95,7 @@ pub fn exchange(
         stream
             .set_read_timeout(Some(left))
             .map_err(HandshakeError::Io)?;
-        match rb.read_from(stream, MAX_HELLO_LEN) {
+        match rb.read_from(&mut &*stream, MAX_HELLO_LEN) {
             Ok(0) => {
                 return Err(HandshakeError::Closed {
                     got: rb.pending().len(),

@@ -61,7 +61,7 @@ pub struct Node {
     /// Every open socket, so that the end of `run` can shut them all down
     /// whatever their threads are blocked in. Mutex: connection threads add
     /// and remove themselves while the main thread may be reading it.
-    streams: Mutex<HashMap<ConnId, TcpStream>>,
+    streams: Mutex<HashMap<ConnId, Arc<TcpStream>>>,
 }
 
 impl Node {
@@ -81,10 +81,8 @@ impl Node {
     }
 
     /// Keeps a handle on `stream` until the returned guard is dropped.
-    pub fn register(&self, conn: ConnId, stream: &TcpStream) -> Registered<'_> {
-        if let Ok(clone) = stream.try_clone() {
-            self.streams.lock().insert(conn, clone);
-        }
+    pub fn register(&self, conn: ConnId, stream: &Arc<TcpStream>) -> Registered<'_> {
+        self.streams.lock().insert(conn, stream.clone());
         Registered { node: self, conn }
     }
 

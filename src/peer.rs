@@ -184,21 +184,25 @@ pub fn start(
 fn connection(
     node: Arc<Node>,
     conn: ConnId,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     direction: Direction,
     ticket: Option<DialTicket>,
     pending: PendingHandshake,
 ) {
+    // One socket, one descriptor, shared: std reads and writes through a
+    // `&TcpStream`, so the reader, the writer and the node's registry need
+    // no clones.
+    let stream = Arc::new(stream);
     let _registered = node.register(conn, &stream);
     let _ = stream.set_nodelay(true);
     let mut rb = ReadBuf::default();
-    let handshake = handshake::exchange(&mut stream, &mut rb, &node.hello(), HANDSHAKE_TIMEOUT);
+    let handshake = handshake::exchange(&stream, &mut rb, &node.hello(), HANDSHAKE_TIMEOUT);
     drop(pending);
     let hello = match handshake {
         Ok(hello) => hello,
         Err(e) => {
-            handshake_failed(&mut stream, addr, &e);
+            handshake_failed(&stream, addr, &e);
             if let Some(ticket) = ticket {
                 let outcome = match e {
                     HandshakeError::ItsMe => DialOutcome::ItsMe,
@@ -238,7 +242,7 @@ fn connection(
     let mut reader = Reader {
         node: &node,
         info: &info,
-        stream: &mut stream,
+        stream: &stream,
         rb,
         outbox: &outbox,
         bye: None,
@@ -264,14 +268,14 @@ fn connection(
     let _ = node.events.send(Event::Down { conn, ending });
 }
 
-fn handshake_failed(stream: &mut TcpStream, addr: SocketAddr, e: &HandshakeError) {
+fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError) {
     match e {
         HandshakeError::ItsMe => log::info!("{addr}: {e}; closing that connection"),
         HandshakeError::Protocol(reason) => {
             log::warn!("{addr}: {e}; closing");
             // Tell a peercat peer why; a stranger will not mind the bytes.
             let bye = Frame::Bye(reason.as_bytes()).to_bytes();
-            let _ = std::io::Write::write_all(stream, &bye);
+            let _ = std::io::Write::write_all(&mut &*stream, &bye);
         }
         _ => log::warn!("{addr}: {e}; closing"),
     }
@@ -280,14 +284,14 @@ fn handshake_failed(stream: &mut TcpStream, addr: SocketAddr, e: &HandshakeError
 
 fn start_writer(
     node: &Arc<Node>,
-    stream: &TcpStream,
+    stream: &Arc<TcpStream>,
     info: &PeerInfo,
     outbox: &Outbox,
     fault: &Fault,
 ) -> std::io::Result<Receiver<Never>> {
     let (done_tx, done_rx) = bounded(0);
     let writer = Writer {
-        stream: stream.try_clone()?,
+        stream: stream.clone(),
         outbox: outbox.clone(),
         fault: fault.clone(),
         keepalive: node.config.keepalive,
@@ -305,7 +309,7 @@ fn start_writer(
 struct Reader<'a> {
     node: &'a Node,
     info: &'a PeerInfo,
-    stream: &'a mut TcpStream,
+    stream: &'a TcpStream,
     rb: ReadBuf,
     outbox: &'a Outbox,
     /// The reason in the peer's BYE, once it has sent one.
@@ -329,7 +333,7 @@ impl Reader<'_> {
             if let Err(ending) = self.decode_buffered(limit) {
                 return ending;
             }
-            match self.rb.read_from(self.stream, limit) {
+            match self.rb.read_from(&mut &*self.stream, limit) {
                 Ok(0) => return self.at_eof(limit),
                 Ok(_) => last_heard = Instant::now(),
                 Err(e) => match classify(&e) {
@@ -437,7 +441,7 @@ impl Reader<'_> {
 }
 
 struct Writer {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     outbox: Outbox,
     fault: Fault,
     keepalive: Duration,
@@ -447,7 +451,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self) {
+    fn run(self) {
         // A send that moves no byte for this long means the peer stopped
         // reading: the kernel buffers are full and so is its outbox.
         if let Err(e) = self.stream.set_write_timeout(Some(self.stall)) {
@@ -474,7 +478,7 @@ impl Writer {
             slices.push(IoSlice::new(&control));
             slices.extend(work.chunks.iter().map(|chunk| IoSlice::new(chunk)));
             slices.push(IoSlice::new(&bye));
-            if let Err(e) = write_all_vectored(&mut self.stream, &mut slices) {
+            if let Err(e) = write_all_vectored(&mut &*self.stream, &mut slices) {
                 let ending = match classify(&e) {
                     IoFailure::Timeout => Ending::Stalled(self.stall),
                     IoFailure::Reset => Ending::Reset,

@@ -358,6 +358,7 @@ impl Suite<'_> {
                 Some(("≤ 64 KiB", 64.0)),
             ),
             row("threads per peer", |c| c.threads_per_peer, None),
+            row("descriptors per peer", |c| c.fds_per_peer, None),
             row("ms to reach all", |c| c.reach_ms, Some(("≤ 50 ms", 50.0))),
         ]
     }

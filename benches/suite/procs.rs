@@ -136,6 +136,17 @@ impl Proc {
         assert!(status.success(), "{} failed: {status}", self.name);
     }
 
+    /// (resident KiB, threads, open descriptors).
+    pub fn footprint(&self) -> (u64, u64, u64) {
+        let (rss, threads) = self.rss_and_threads();
+        (rss, threads, self.fds())
+    }
+
+    /// Open file descriptors, from /proc.
+    pub fn fds(&self) -> u64 {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count() as u64)
+    }
+
     /// (resident KiB, threads) from /proc.
     pub fn rss_and_threads(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();

@@ -258,15 +258,17 @@ pub fn tcp_limit(total: usize) -> f64 {
 pub struct Crowd {
     pub rss_per_peer_kib: f64,
     pub threads_per_peer: f64,
+    pub fds_per_peer: f64,
     pub reach_ms: f64,
 }
 
 impl Crowd {
     /// Waits until every peer thread has reported its message's arrival;
-    /// `before` and `after` are (KiB, threads) without and with the peers.
+    /// `before` and `after` are (KiB, threads, descriptors) without and with
+    /// the peers.
     fn tally(
-        before: (u64, u64),
-        after: (u64, u64),
+        before: (u64, u64, u64),
+        after: (u64, u64, u64),
         start: Instant,
         arrived: &Receiver<Instant>,
         peers: Vec<JoinHandle<()>>,
@@ -287,6 +289,7 @@ impl Crowd {
         Crowd {
             rss_per_peer_kib: per_peer(before.0, after.0),
             threads_per_peer: per_peer(before.1, after.1),
+            fds_per_peer: per_peer(before.2, after.2),
             reach_ms: secs(start, last) * 1e3,
         }
     }
@@ -304,7 +307,7 @@ pub fn crowd_peercat(count: usize) -> Crowd {
     );
     let port = node.listening_port();
     node.wait_stderr("this is node");
-    let before = node.rss_and_threads();
+    let before = node.footprint();
     let (arrived_tx, arrived) = unbounded();
     let mut peers = Vec::new();
     for i in 0..count {
@@ -339,7 +342,7 @@ pub fn crowd_peercat(count: usize) -> Crowd {
         }));
     }
     node.wait_stderr(&format!("; {count} connected"));
-    let after = node.rss_and_threads();
+    let after = node.footprint();
     let start = Instant::now();
     node.stdin
         .as_mut()
@@ -367,7 +370,7 @@ pub fn crowd_ncat(count: usize) -> Crowd {
         Input::Null,
     );
     broker.wait_stderr("Listening on");
-    let before = broker.rss_and_threads();
+    let before = broker.footprint();
     let (arrived_tx, arrived) = unbounded();
     let mut peers = Vec::new();
     for i in 0..count {
@@ -388,7 +391,7 @@ pub fn crowd_ncat(count: usize) -> Crowd {
             let _ = arrived.send(Instant::now());
         }));
     }
-    let after = broker.rss_and_threads();
+    let after = broker.footprint();
     let mut sender = TcpStream::connect(("127.0.0.1", port)).unwrap();
     broker.wait_stderr_count("Connection from 127.0.0.1:", count + 1);
     let start = Instant::now();

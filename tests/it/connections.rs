@@ -152,3 +152,25 @@ fn silent_connections_beyond_max_peers_are_closed_at_once() {
     let line = a.wait_log("connections are already in handshake; closing this one");
     assert!(line.contains(&third.local_addr()), "{line}");
 }
+
+/// Each peer costs one file descriptor (its socket, shared by its reader and
+/// writer threads), so a node with the usual limit of 1024 can hold hundreds.
+#[test]
+#[cfg(target_os = "linux")]
+fn each_peer_costs_one_file_descriptor() {
+    let a = node("a").args(&["--max-peers", "100"]).start();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", a.pid))
+            .unwrap()
+            .count()
+    };
+    // Counted once the node is fully up (its stdout thread has its own
+    // descriptor by then).
+    let _first = RawPeer::handshake(&a, "first");
+    let before = fds();
+    let peers: Vec<RawPeer> = (0..20)
+        .map(|i| RawPeer::handshake(&a, &format!("p{i}")))
+        .collect();
+    a.wait_log("; 21 connected");
+    assert_eq!(fds() - before, peers.len());
+}

@@ -419,7 +419,11 @@ impl RawPeer {
     /// Connects and completes a handshake as node `name`.
     pub fn handshake(node: &Node, name: &str) -> RawPeer {
         let mut peer = RawPeer::connect(node);
-        peer.send(&hello(name, 0x5eed));
+        // An id of its own per name, or the node would see duplicates.
+        let id = name.bytes().fold(0x5eed_u64, |id, b| {
+            id.wrapping_mul(31).wrapping_add(b.into())
+        });
+        peer.send(&hello(name, id));
         peer.read_hello();
         node.wait_peer(name);
         peer
