@@ -134,14 +134,14 @@ fn main() {
     let machine = machine();
     eprintln!("machine: {machine}");
     let dir = TempDir::new();
-    let inputs = Inputs::make(&sizes, &dir.0);
+    let want = |scenario: u32| only.is_empty() || only.contains(&scenario);
+    let inputs = Inputs::make(&sizes, &dir.0, want(4));
     let suite = Suite {
         inputs: &inputs,
         sizes: &sizes,
         runs,
     };
 
-    let want = |scenario: u32| only.is_empty() || only.contains(&scenario);
     let mut rows = Vec::new();
     let mut hop_secs = None;
     if want(1) {

@@ -35,29 +35,46 @@ pub struct Inputs {
     pub big_path: PathBuf,
 }
 
+/// Line `n` of an input: its number, then letters up to `len` bytes, then
+/// a newline, appended to `out`.
+fn push_numbered(out: &mut Vec<u8>, n: usize, len: usize) {
+    let start = out.len();
+    out.extend_from_slice(format!("{n:08} ").as_bytes());
+    let mut letters = len - (out.len() - start);
+    while letters > 0 {
+        let take = letters.min(26);
+        out.extend_from_slice(&b"abcdefghijklmnopqrstuvwxyz"[..take]);
+        letters -= take;
+    }
+    out.push(b'\n');
+}
+
 fn numbered(n: usize, len: usize) -> Vec<u8> {
-    let mut line = format!("{n:08} ").into_bytes();
-    line.extend((0..len - line.len()).map(|i| b'a' + (i % 26) as u8));
-    line.push(b'\n');
+    let mut line = Vec::with_capacity(len + 1);
+    push_numbered(&mut line, n, len);
     line
 }
 
+/// `count` numbered lines of `len` bytes, written to `path` too.
+fn input(count: usize, len: usize, path: &Path) -> Arc<[u8]> {
+    let mut all = Vec::with_capacity(count * (len + 1));
+    for n in 0..count {
+        push_numbered(&mut all, n, len);
+    }
+    std::fs::write(path, &all).unwrap();
+    all.into()
+}
+
 impl Inputs {
-    pub fn make(sizes: &Sizes, dir: &std::path::Path) -> Inputs {
-        let lines: Vec<u8> = (0..sizes.lines)
-            .flat_map(|n| numbered(n, LINE_LEN))
-            .collect();
-        let big: Vec<u8> = (0..sizes.big_msgs)
-            .flat_map(|n| numbered(n, BIG_LEN))
-            .collect();
+    /// Makes the ordinary lines, and the 1 MiB lines only if `big` is set
+    /// (a gigabyte is not worth making for nothing).
+    pub fn make(sizes: &Sizes, dir: &Path, big: bool) -> Inputs {
         let lines_path = dir.join("lines.txt");
         let big_path = dir.join("big.txt");
-        std::fs::write(&lines_path, &lines).unwrap();
-        std::fs::write(&big_path, &big).unwrap();
         Inputs {
-            lines: lines.into(),
+            lines: input(sizes.lines, LINE_LEN, &lines_path),
             lines_path,
-            big: big.into(),
+            big: input(if big { sizes.big_msgs } else { 0 }, BIG_LEN, &big_path),
             big_path,
         }
     }
