@@ -223,7 +223,10 @@ impl Suite<'_> {
             || one_hop_peercat(&inputs.lines, &inputs.lines_path, &[]),
             || one_hop_ncat(&inputs.lines, &inputs.lines_path),
         );
-        let (ours, peer) = (median(ours), median(peer));
+        let cores = |runs: &[Run]| median(runs.iter().map(|r| r.cores).collect());
+        let (ours_cores, peer_cores) = (cores(&ours), cores(&peer));
+        let secs = |runs: Vec<Run>| median(runs.into_iter().map(|r| r.secs).collect());
+        let (ours, peer) = (secs(ours), secs(peer));
         let rate = |secs: f64| n as f64 / secs;
         let mbps = |secs: f64| rate(secs) * (LINE_LEN + 1) as f64 / 1e6;
         let rows = vec![
@@ -239,6 +242,13 @@ impl Suite<'_> {
                 metric: "MB/s",
                 ours: mbps(ours),
                 peer: Some(("ncat pipe", mbps(peer))),
+                target: None,
+            },
+            Row {
+                scenario: "1. one hop",
+                metric: "cores busy (machine)",
+                ours: ours_cores,
+                peer: Some(("ncat pipe", peer_cores)),
                 target: None,
             },
         ];
@@ -301,7 +311,7 @@ impl Suite<'_> {
         let inputs = self.inputs;
         let (ours, tcp) = self.alternate(
             "1 MiB messages (s), peer = raw TCP",
-            || one_hop_peercat(&inputs.big, &inputs.big_path, &["--max-frame", "2097152"]),
+            || one_hop_peercat(&inputs.big, &inputs.big_path, &["--max-frame", "2097152"]).secs,
             || tcp_limit(inputs.big.len()),
         );
         // Context: what the same lines achieve through a plain ncat pipe,
@@ -309,7 +319,7 @@ impl Suite<'_> {
         let (_, ncat) = self.alternate(
             "1 MiB messages (s), peer = ncat pipe",
             || 0.0,
-            || one_hop_ncat(&inputs.big, &inputs.big_path),
+            || one_hop_ncat(&inputs.big, &inputs.big_path).secs,
         );
         let mbps = |secs: f64| inputs.big.len() as f64 / secs / 1e6;
         let (ours, tcp, ncat) = (mbps(median(ours)), mbps(median(tcp)), mbps(median(ncat)));
@@ -370,19 +380,31 @@ impl Suite<'_> {
             || flood_peercat(inputs),
             || flood_ncat(inputs),
         );
-        let (ours, peer) = (median(ours), median(peer));
-        vec![Row {
-            scenario: "6. flood both ways",
-            metric: "seconds",
-            ours,
-            peer: Some(("ncat, both ways", peer)),
-            target: hop_secs.map(|hop| {
-                (
-                    format!("≤ 2 × peercat one hop ({hop:.3} s)"),
-                    ours <= 2.0 * hop,
-                )
-            }),
-        }]
+        let cores = |runs: &[Run]| median(runs.iter().map(|r| r.cores).collect());
+        let (ours_cores, peer_cores) = (cores(&ours), cores(&peer));
+        let secs = |runs: Vec<Run>| median(runs.into_iter().map(|r| r.secs).collect());
+        let (ours, peer) = (secs(ours), secs(peer));
+        vec![
+            Row {
+                scenario: "6. flood both ways",
+                metric: "seconds",
+                ours,
+                peer: Some(("ncat, both ways", peer)),
+                target: hop_secs.map(|hop| {
+                    (
+                        format!("≤ 2 × peercat one hop ({hop:.3} s)"),
+                        ours <= 2.0 * hop,
+                    )
+                }),
+            },
+            Row {
+                scenario: "6. flood both ways",
+                metric: "cores busy (machine)",
+                ours: ours_cores,
+                peer: Some(("ncat, both ways", peer_cores)),
+                target: None,
+            },
+        ]
     }
 }
 

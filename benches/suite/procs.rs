@@ -25,6 +25,25 @@ pub fn peercat_bin() -> String {
 /// No scenario step should take longer than this; past it, the run failed.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(120);
 
+/// CPU seconds spent busy so far by the whole machine, all cores, from
+/// /proc/stat (user, nice, system, irq, softirq; 10 ms resolution).
+pub fn busy_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<f64>()
+        / 100.0
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver};
 use peercat::frame::{self, Frame, Hello};
 
-use crate::procs::{finish, free_port, sink, timed_lines, Input, Proc, STEP_DEADLINE};
+use crate::procs::{
+    busy_cpu_secs, finish, free_port, sink, timed_lines, Input, Proc, STEP_DEADLINE,
+};
 
 /// Sizes for one run of the suite.
 pub struct Sizes {
@@ -80,13 +82,30 @@ impl Inputs {
     }
 }
 
+/// One timed run, and how many cores the whole machine kept busy meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub secs: f64,
+    pub cores: f64,
+}
+
+impl Run {
+    fn new(start: Instant, busy_at_start: f64, done: Instant) -> Run {
+        let secs = secs(start, done);
+        Run {
+            secs,
+            cores: (busy_cpu_secs() - busy_at_start) / secs,
+        }
+    }
+}
+
 fn secs(from: Instant, to: Instant) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
 
 /// Scenario 1 and 4: everything in `input` from one node's stdin to
 /// another's stdout. Returns seconds until the last line was printed.
-pub fn one_hop_peercat(input: &Arc<[u8]>, path: &Path, extra: &[&str]) -> f64 {
+pub fn one_hop_peercat(input: &Arc<[u8]>, path: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["-q", "-l", "127.0.0.1:0"];
     args.extend(extra);
     let mut b = Proc::peercat("b", &args, Input::Null);
@@ -102,14 +121,15 @@ pub fn one_hop_peercat(input: &Arc<[u8]>, path: &Path, extra: &[&str]) -> f64 {
         &addr,
     ];
     args.extend(extra);
-    let start = Instant::now();
+    let (start, busy) = (Instant::now(), busy_cpu_secs());
     let mut a = Proc::peercat("a", &args, Input::File(path));
     let done = finish(&out, "peercat one hop");
+    let run = Run::new(start, busy, done);
     a.wait_success();
-    secs(start, done)
+    run
 }
 
-pub fn one_hop_ncat(input: &Arc<[u8]>, path: &Path) -> f64 {
+pub fn one_hop_ncat(input: &Arc<[u8]>, path: &Path) -> Run {
     let port = free_port().to_string();
     let mut b = Proc::ncat(
         "b",
@@ -118,9 +138,9 @@ pub fn one_hop_ncat(input: &Arc<[u8]>, path: &Path) -> f64 {
     );
     b.wait_stderr("Listening on");
     let out = sink(b.take_stdout(), input.clone());
-    let start = Instant::now();
+    let (start, busy) = (Instant::now(), busy_cpu_secs());
     let _a = Proc::ncat("a", &["--send-only", "127.0.0.1", &port], Input::File(path));
-    secs(start, finish(&out, "ncat pipe"))
+    Run::new(start, busy, finish(&out, "ncat pipe"))
 }
 
 /// Scenario 2: one sender, four receivers. Returns seconds until every
@@ -418,7 +438,7 @@ pub fn crowd_ncat(count: usize) -> Crowd {
 
 /// Scenario 6: two nodes each sending the whole input to the other at
 /// once. Returns seconds until both have printed everything.
-pub fn flood_peercat(inputs: &Inputs) -> f64 {
+pub fn flood_peercat(inputs: &Inputs) -> Run {
     let path = &inputs.lines_path;
     let mut a = Proc::peercat(
         "a",
@@ -427,7 +447,7 @@ pub fn flood_peercat(inputs: &Inputs) -> f64 {
     );
     let addr = format!("127.0.0.1:{}", a.listening_port());
     let out_a = sink(a.take_stdout(), inputs.lines.clone());
-    let start = Instant::now();
+    let (start, busy) = (Instant::now(), busy_cpu_secs());
     let mut b = Proc::peercat(
         "b",
         &["-q", "--no-listen", "--wait-peers", "1", &addr],
@@ -436,19 +456,19 @@ pub fn flood_peercat(inputs: &Inputs) -> f64 {
     let out_b = sink(b.take_stdout(), inputs.lines.clone());
     let done_a = finish(&out_a, "peercat flood, a");
     let done_b = finish(&out_b, "peercat flood, b");
-    secs(start, done_a.max(done_b))
+    Run::new(start, busy, done_a.max(done_b))
 }
 
-pub fn flood_ncat(inputs: &Inputs) -> f64 {
+pub fn flood_ncat(inputs: &Inputs) -> Run {
     let path = &inputs.lines_path;
     let port = free_port().to_string();
     let mut a = Proc::ncat("a", &["-v", "-l", "127.0.0.1", &port], Input::File(path));
     a.wait_stderr("Listening on");
     let out_a = sink(a.take_stdout(), inputs.lines.clone());
-    let start = Instant::now();
+    let (start, busy) = (Instant::now(), busy_cpu_secs());
     let mut b = Proc::ncat("b", &["127.0.0.1", &port], Input::File(path));
     let out_b = sink(b.take_stdout(), inputs.lines.clone());
     let done_a = finish(&out_a, "ncat both ways, a");
     let done_b = finish(&out_b, "ncat both ways, b");
-    secs(start, done_a.max(done_b))
+    Run::new(start, busy, done_a.max(done_b))
 }
