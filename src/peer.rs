@@ -5,7 +5,8 @@
 //! the router in batches that share the buffer they were read into; PINGs are
 //! answered through the outbox; the end is reported with its [`Ending`].
 //!
-//! The writer owns the sending half. It takes everything queued in the
+//! The writer does all the sending on the socket, which it shares with the
+//! reader (one descriptor per peer). It takes everything queued in the
 //! outbox at once and writes it with one vectored `write`, sends a PING when
 //! it has had nothing to send for `--keepalive`, and gives up on a peer whose
 //! socket accepts nothing for `--stall-timeout`.

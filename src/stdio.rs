@@ -1,10 +1,11 @@
 //! stdin lines in, stdout messages out.
 //!
 //! The stdin thread reads large blocks and frames every line as a message as
-//! soon as its newline arrives; each block's lines become one [`Chunk`] of
-//! encoded frames that every peer's outbox shares. The stdout thread prints
-//! what the router hands it through a large buffer, flushed whenever nothing
-//! more is waiting.
+//! soon as its newline arrives; a block's lines become a [`Chunk`] of encoded
+//! frames that every peer's outbox shares (a very long line, a chunk of its
+//! own). The stdout thread prints what the router hands it through a large
+//! buffer, flushed whenever nothing more is waiting, and gives each printed
+//! batch's buffer back to the readers for reuse.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::Arc;
