@@ -64,10 +64,7 @@ impl ReadBuf {
         // Room for the frame that has begun, if its header says how big it
         // is; otherwise the usual size (one huge frame should not leave
         // every later buffer huge).
-        let next_frame = frame::peek_len(self.pending(), limit)
-            .ok()
-            .flatten()
-            .map_or(0, |len| LEN_PREFIX + len);
+        let next_frame = self.next_frame_len(limit).unwrap_or(0);
         let wanted = tail.max(next_frame).max(self.buf.len().min(BUSY_CAPACITY));
         // A spare much bigger than needed would sit idle in a quiet reader.
         let fits =
@@ -99,9 +96,9 @@ impl ReadBuf {
 
     fn make_room(&mut self, limit: usize) -> io::Result<()> {
         // A frame whose length is known must fit in the buffer whole.
-        let frame_len = frame::peek_len(self.pending(), limit)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            .map_or(0, |len| LEN_PREFIX + len);
+        let frame_len = self
+            .next_frame_len(limit)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let full = self.filled == self.buf.len();
         if full || self.pos + frame_len > self.buf.len() {
             self.compact();
@@ -118,6 +115,12 @@ impl ReadBuf {
             self.buf.resize(size, 0);
         }
         Ok(())
+    }
+
+    /// The whole size of the frame that has begun in `pending()`, length
+    /// prefix included; 0 while its length prefix is incomplete.
+    fn next_frame_len(&self, limit: usize) -> Result<usize, frame::FrameError> {
+        Ok(frame::peek_len(self.pending(), limit)?.map_or(0, |len| LEN_PREFIX + len))
     }
 
     fn compact(&mut self) {
