@@ -155,9 +155,14 @@ impl LineFramer {
         } else {
             let mut frame = std::mem::take(&mut self.partial);
             frame.extend_from_slice(tail);
-            frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(self.origin, self.next_seq, len));
-            self.next_seq += 1;
             if len >= OWN_CHUNK {
+                // Framed in place: the header goes into the room left for it.
+                frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(
+                    self.origin,
+                    self.next_seq,
+                    len,
+                ));
+                self.next_seq += 1;
                 self.seal_chunk();
                 self.ready.push(Chunk {
                     bytes: Arc::new(frame),
@@ -165,9 +170,7 @@ impl LineFramer {
                     largest: len,
                 });
             } else {
-                self.chunk.extend_from_slice(&frame);
-                self.frames += 1;
-                self.largest = self.largest.max(len);
+                self.emit(&frame[MSG_HEADER_LEN..]);
                 frame.clear();
                 self.partial = frame;
             }
