@@ -82,6 +82,17 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: u64,
 
+    /// Give up (exit 1) if --wait-peers peers (at least one) are not
+    /// connected within SECS [default: wait forever]
+    #[arg(long, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    connect_timeout: Option<u64>,
+
+    /// Log a one-line summary of traffic every SECS, and totals at exit
+    #[arg(long, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stats: Option<u64>,
+
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -137,6 +148,8 @@ pub struct Config {
     pub max_frame: usize,
     pub keepalive: Duration,
     pub stall_timeout: Duration,
+    pub connect_timeout: Option<Duration>,
+    pub stats: Option<Duration>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
 }
@@ -170,6 +183,8 @@ where
         max_frame: cli.max_frame as usize,
         keepalive: Duration::from_secs(cli.keepalive),
         stall_timeout: Duration::from_secs(cli.stall_timeout),
+        connect_timeout: cli.connect_timeout.map(Duration::from_secs),
+        stats: cli.stats.map(Duration::from_secs),
         log_level: match (cli.quiet, cli.verbose) {
             (true, _) => LevelFilter::Warn,
             (false, 0) => LevelFilter::Info,
@@ -282,6 +297,7 @@ mod tests {
         assert_eq!(c.keepalive, Duration::from_secs(5));
         assert_eq!(c.stall_timeout, Duration::from_secs(10));
         assert_eq!(c.wait_peers, 0);
+        assert_eq!((c.connect_timeout, c.stats), (None, None));
         assert!(!c.exit_on_eof && c.peers.is_empty() && !c.name.is_empty());
         assert_eq!(c.log_level, LevelFilter::Info);
     }
@@ -306,6 +322,10 @@ mod tests {
             "1",
             "--stall-timeout",
             "2",
+            "--connect-timeout",
+            "7",
+            "--stats",
+            "3",
             "-vv",
             "--log-file",
             "x.log",
@@ -320,6 +340,8 @@ mod tests {
         assert!(c.exit_on_eof);
         assert_eq!(c.keepalive, Duration::from_secs(1));
         assert_eq!(c.stall_timeout, Duration::from_secs(2));
+        assert_eq!(c.connect_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(c.stats, Some(Duration::from_secs(3)));
         assert_eq!(c.log_level, LevelFilter::Trace);
         let peers: Vec<String> = c.peers.iter().map(ToString::to_string).collect();
         assert_eq!(peers, ["h:1", "[::1]:2", "10.0.0.1:3"]);

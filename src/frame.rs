@@ -40,6 +40,7 @@ pub mod kind {
     pub const PING: u8 = 0x03;
     pub const PONG: u8 = 0x04;
     pub const BYE: u8 = 0x05;
+    pub const ACCEPT: u8 = 0x06;
 }
 
 /// The largest length field a node with `--max-frame max_frame` accepts: a
@@ -78,6 +79,10 @@ pub enum Frame<'a> {
     Pong(u64),
     /// "I am closing this connection politely, and why."
     Bye(&'a [u8]),
+    /// "You are my peer": the answer to a HELLO that the node admits. Each
+    /// side counts the other as a peer only once it has received this, so a
+    /// refused connection (BYE instead) is never mistaken for one.
+    Accept,
 }
 
 /// Bytes that can never become a valid frame. The connection is beyond repair.
@@ -160,6 +165,12 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
                 return Err(malformed("bye", "reason longer than 255 bytes"));
             }
             Frame::Bye(body)
+        }
+        kind::ACCEPT => {
+            if !body.is_empty() {
+                return Err(malformed("accept", "body is not empty"));
+            }
+            Frame::Accept
         }
         other => return Err(FrameError::UnknownType(other)),
     };
@@ -271,6 +282,7 @@ impl Frame<'_> {
                 put_header(out, kind::BYE, reason.len());
                 out.extend_from_slice(reason);
             }
+            Frame::Accept => put_header(out, kind::ACCEPT, 0),
         }
     }
 
@@ -370,6 +382,7 @@ mod tests {
                 Frame::Bye(b"shutting down"),
                 "0000000e 05 7368757474696e6720646f776e",
             ),
+            (Frame::Accept, "00000001 06"),
         ]
     }
 
@@ -405,7 +418,7 @@ mod tests {
             b"x",
             &[7u8; 300],
         ];
-        let mut frames = vec![Frame::Hello(sample_hello())];
+        let mut frames = vec![Frame::Hello(sample_hello()), Frame::Accept];
         for (seq, payload) in PAYLOADS.iter().enumerate() {
             frames.push(Frame::Msg {
                 origin: 9,
@@ -454,6 +467,7 @@ mod tests {
             Frame::Hello(h) => Frame::Hello(h),
             Frame::Ping(t) => Frame::Ping(t),
             Frame::Pong(t) => Frame::Pong(t),
+            Frame::Accept => Frame::Accept,
         }
     }
 
@@ -547,6 +561,10 @@ mod tests {
     fn bad_bodies_are_named() {
         let cases: Vec<(Vec<u8>, FrameError)> = vec![
             (unhex("00000001 7f"), FrameError::UnknownType(0x7f)),
+            (
+                unhex("00000002 06 00"),
+                malformed("accept", "body is not empty"),
+            ),
             (
                 unhex("00000008 03 00000000000000"),
                 malformed("ping", "body is not exactly 8 bytes"),

@@ -117,6 +117,7 @@ pub fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Ping(_) => "PING",
         Frame::Pong(_) => "PONG",
         Frame::Bye(_) => "BYE",
+        Frame::Accept => "ACCEPT",
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use log::LevelFilter;
+use peercat::router::Outcome;
 use peercat::shutdown::{Cause, Shutdown};
 use peercat::{Config, Error};
 use simplelog::{
@@ -27,7 +28,15 @@ fn main() -> ExitCode {
     handle_signals(shutdown.clone());
     let logs_to_file = config.log_file.is_some();
     match peercat::run(config, shutdown) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Complete) => ExitCode::SUCCESS,
+        // The summary on the log names who missed what.
+        Ok(Outcome::Incomplete) => ExitCode::from(3),
+        Ok(Outcome::NoPeers) => {
+            if !logs_to_file {
+                eprintln!("error: not enough peers connected in time (--connect-timeout)");
+            }
+            ExitCode::from(1)
+        }
         Err(e) => {
             if logs_to_file {
                 log::error!("{e}");

@@ -16,8 +16,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::frame::{Hello, NodeId};
 use crate::peer::{ConnId, Inbound};
-use crate::router::{Event, Router};
-use crate::shutdown::{Cause, Never, Shutdown};
+use crate::router::{Event, Outcome, Router};
+use crate::shutdown::{Cause, Shutdown};
+use crate::stdio::StdinGate;
 use crate::threads::Threads;
 use crate::{acceptor, dialer, stdio};
 
@@ -56,6 +57,8 @@ pub struct Node {
     /// instead of allocating and zeroing new ones.
     pub spare_buffers: Receiver<Vec<u8>>,
     pub recycle: Sender<Vec<u8>>,
+    /// stdin lines skipped as longer than `--max-frame`, for the summary.
+    pub stdin_skipped: AtomicU64,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
     /// Every open socket, so that the end of `run` can shut them all down
@@ -142,7 +145,7 @@ pub fn random_u64() -> u64 {
 
 /// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or
 /// stdout closed. Returns once everything has been flushed and closed.
-pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
+pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let listener = match config.listen {
         Some(addr) => {
             Some(TcpListener::bind(addr).map_err(|source| Error::Listen { addr, source })?)
@@ -167,7 +170,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
     let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE);
     let (stdin_tx, stdin_rx) = bounded(STDIN_QUEUE);
     let (stdout_tx, stdout_rx) = bounded(STDOUT_QUEUE);
-    let (ready_tx, ready_rx) = bounded::<Never>(0);
+    let gate = Arc::new(StdinGate::default());
     let (recycle, spare_buffers) = bounded(SPARE_BUFFERS);
     let threads = Threads::new(shutdown.clone());
     let node = Arc::new(Node {
@@ -180,6 +183,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
         inbound: inbound_tx,
         spare_buffers,
         recycle,
+        stdin_skipped: AtomicU64::new(0),
         next_conn: AtomicU64::new(1),
         handshakes: AtomicUsize::new(0),
         streams: Mutex::new(HashMap::new()),
@@ -188,7 +192,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
 
     let started = (|| {
         stdio::spawn_stdout(&node, stdout_rx)?;
-        stdio::spawn_stdin(&node, stdin_tx, ready_rx)?;
+        stdio::spawn_stdin(&node, stdin_tx, gate.clone())?;
         if let Some(listener) = listener {
             acceptor::spawn(&node, listener)?;
         }
@@ -202,13 +206,13 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
         return Err(Error::Spawn(e));
     }
 
-    Router::new(
+    let outcome = Router::new(
         node.clone(),
         events_rx,
         inbound_rx,
         stdin_rx,
         stdout_tx,
-        ready_tx,
+        gate,
     )
     .run();
 
@@ -224,5 +228,5 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), Error> {
         return Err(Error::Internal);
     }
     log::info!("stopped");
-    Ok(())
+    Ok(outcome)
 }

@@ -2,6 +2,7 @@
 //! or `json` (one object per line).
 
 use std::io::{self, IoSlice, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Format;
 use crate::peer::{Direction, PeerInfo};
@@ -15,6 +16,10 @@ const LARGE: usize = 32 * 1024;
 pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Result<()> {
     match (output, format) {
         (Output::Msgs(batch), _) => {
+            let ts = match format {
+                Format::Json => rfc3339_micros(batch.at),
+                _ => String::new(),
+            };
             for msg in &batch.msgs {
                 let payload = msg.payload(&batch.buf);
                 match format {
@@ -28,7 +33,7 @@ pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Resul
                         json_string(out, &batch.from)?;
                         write!(
                             out,
-                            ",\"origin\":\"{:016x}\",\"seq\":{},\"text\":",
+                            ",\"origin\":\"{:016x}\",\"ts\":\"{ts}\",\"seq\":{},\"text\":",
                             msg.origin, msg.seq
                         )?;
                         json_text(out, payload)?;
@@ -76,6 +81,37 @@ fn peer_event(out: &mut impl Write, kind: &str, info: &PeerInfo) -> io::Result<(
         },
         info.listen_port
     )
+}
+
+/// A time as RFC 3339 in UTC with microseconds:
+/// `2026-11-27T08:01:02.123456Z`.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A payload as JSON. JSON strings hold text only, so bytes that are not
@@ -166,6 +202,7 @@ mod tests {
         Output::Msgs(Inbound {
             conn: 1,
             from: "bob".into(),
+            at: UNIX_EPOCH + std::time::Duration::from_micros(1_795_766_462_123_456),
             buf,
             msgs,
         })
@@ -200,9 +237,9 @@ mod tests {
         );
         assert_eq!(
             render(Format::Json, &b),
-            "{\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"seq\":1,\"text\":\"Hello\"}\n\
-             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"seq\":2,\"text\":\"\"}\n\
-             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"seq\":3,\"text\":\"say \\\"hi\\\"\\t\\u0001\"}\n"
+            "{\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"seq\":1,\"text\":\"Hello\"}\n\
+             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"seq\":2,\"text\":\"\"}\n\
+             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"seq\":3,\"text\":\"say \\\"hi\\\"\\t\\u0001\"}\n"
         );
     }
 
@@ -228,6 +265,15 @@ mod tests {
             .ends_with(",\"reason\":\"connection reset by peer\",\"polite\":false}\n"));
         assert_eq!(render(Format::Plain, &up), "");
         assert_eq!(render(Format::Tagged, &down), "");
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339_micros(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_micros(leap), "2000-02-29T00:00:00.000000Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_micros(4_102_444_799_999_999);
+        assert_eq!(rfc3339_micros(t), "2099-12-31T23:59:59.999999Z");
     }
 
     #[test]

@@ -12,22 +12,22 @@
 //! socket accepts nothing for `--stall-timeout`.
 
 use std::fmt;
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::dialer::{DialOutcome, DialTicket};
 use crate::frame::{self, Frame, NodeId, MSG_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::node::{Node, PendingHandshake};
-use crate::outbox::{Close, Outbox};
+use crate::outbox::{Batch, Close, Outbox, Work};
 use crate::router::Event;
 use crate::shutdown::Never;
-use crate::wire::{classify, describe, write_all_vectored, IoFailure, ReadBuf};
+use crate::wire::{classify, describe, IoFailure, ReadBuf};
 
 /// Identifies one connection for the life of the process.
 pub type ConnId = u64;
@@ -64,6 +64,8 @@ impl fmt::Display for PeerInfo {
 pub struct Inbound {
     pub conn: ConnId,
     pub from: Arc<str>,
+    /// When the batch was read from the socket.
+    pub at: SystemTime,
     pub buf: Vec<u8>,
     pub msgs: Vec<MsgMeta>,
 }
@@ -98,6 +100,10 @@ pub enum Ending {
     Silent(Duration),
     /// Our writer could send nothing for `--stall-timeout`.
     Stalled(Duration),
+    /// The peer answered our HELLO with BYE: it does not take us as a peer.
+    Refused(String),
+    /// The peer did not close its side within this long of our BYE.
+    NoClose(Duration),
     /// The peer broke the protocol.
     Protocol(String),
     /// Some other socket error.
@@ -109,7 +115,10 @@ pub enum Ending {
 impl Ending {
     /// Whether this is an orderly end rather than a failure.
     pub fn is_polite(&self) -> bool {
-        matches!(self, Ending::Goodbye(_) | Ending::Stopping)
+        matches!(
+            self,
+            Ending::Goodbye(_) | Ending::Stopping | Ending::Refused(_)
+        )
     }
 }
 
@@ -141,6 +150,12 @@ impl fmt::Display for Ending {
             Ending::Stalled(d) => write!(
                 f,
                 "stalled: accepted no data for {}s (--stall-timeout)",
+                d.as_secs()
+            ),
+            Ending::Refused(reason) => write!(f, "refused the connection: {reason}"),
+            Ending::NoClose(d) => write!(
+                f,
+                "did not close within {}s of our goodbye; closed it anyway",
                 d.as_secs()
             ),
             Ending::Protocol(reason) => write!(f, "protocol error: {reason}"),
@@ -227,7 +242,8 @@ fn connection(
     log::debug!("handshake with {info} done: node {:016x}", info.node_id);
     let outbox = Outbox::new(conn, node.events.clone());
     let fault = Fault::default();
-    let writer_done = match start_writer(&node, &stream, &info, &outbox, &fault) {
+    let (reading, reader_done) = bounded::<Never>(0);
+    let writer_done = match start_writer(&node, &stream, &info, &outbox, &fault, reader_done) {
         Ok(done) => done,
         Err(e) => {
             log::warn!("{info}: cannot start its writer: {}", describe(&e));
@@ -235,10 +251,14 @@ fn connection(
             return;
         }
     };
-    let _ = node.events.send(Event::Up {
+    let (gate_tx, gate) = bounded::<Never>(0);
+    let handover = Handover::default();
+    let _ = node.events.send(Event::Admit {
         info: info.clone(),
         outbox: outbox.clone(),
         ticket,
+        gate: gate_tx,
+        handover: handover.clone(),
     });
     let mut reader = Reader {
         node: &node,
@@ -246,9 +266,16 @@ fn connection(
         stream: &stream,
         rb,
         outbox: &outbox,
+        gate: Some(gate),
+        accepted: false,
         bye: None,
+        batches: 0,
     };
     let mut ending = reader.run();
+    // Everything this connection delivered is in the router's queue: a
+    // connection that replaces this one may deliver now.
+    handover.finish();
+    drop(reading);
     if let Some(writers) = fault.lock().take() {
         // Our writer gave up first and shut the socket, which is what ended
         // the read: its reason is the real one, unless the peer had said
@@ -257,7 +284,10 @@ fn connection(
             ending = writers;
         }
     }
-    if matches!(ending, Ending::Goodbye(_) | Ending::Eof) {
+    if matches!(
+        ending,
+        Ending::Goodbye(_) | Ending::Eof | Ending::Refused(_)
+    ) {
         // The peer has closed its side. Let our writer finish its own polite
         // close (what is queued, BYE, FIN) before the socket goes. A write
         // error now (the peer is gone entirely) does not change the ending.
@@ -266,7 +296,41 @@ fn connection(
     }
     outbox.close(Close::Abort);
     let _ = stream.shutdown(SocketShutdown::Both);
-    let _ = node.events.send(Event::Down { conn, ending });
+    let _ = node.events.send(Event::Down {
+        conn,
+        ending,
+        batches: reader.batches,
+    });
+}
+
+/// Lets a connection that replaces another one to the same node deliver
+/// only once the old one has delivered everything it read, so that the
+/// node's messages reach stdout in order. Mutex: the old connection's reader
+/// finishes while the router may be handing it a successor.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<Mutex<HandoverState>>);
+
+#[derive(Default)]
+struct HandoverState {
+    finished: bool,
+    /// The successor's delivery gate, opened (dropped) when this one finishes.
+    successor: Option<Sender<Never>>,
+}
+
+impl Handover {
+    /// Opens `gate` once this connection has delivered all it read.
+    pub fn pass_on(&self, gate: Sender<Never>) {
+        let mut state = self.0.lock();
+        if !state.finished {
+            state.successor = Some(gate);
+        }
+    }
+
+    fn finish(&self) {
+        let mut state = self.0.lock();
+        state.finished = true;
+        state.successor = None;
+    }
 }
 
 fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError) {
@@ -289,6 +353,7 @@ fn start_writer(
     info: &PeerInfo,
     outbox: &Outbox,
     fault: &Fault,
+    reader_done: Receiver<Never>,
 ) -> std::io::Result<Receiver<Never>> {
     let (done_tx, done_rx) = bounded(0);
     let writer = Writer {
@@ -299,6 +364,7 @@ fn start_writer(
         stall: node.config.stall_timeout,
         started: node.started,
         label: info.to_string(),
+        reader_done,
     };
     node.threads.spawn(format!("tx-{}", info.conn), move || {
         let _done = done_tx;
@@ -313,26 +379,43 @@ struct Reader<'a> {
     stream: &'a TcpStream,
     rb: ReadBuf,
     outbox: &'a Outbox,
+    /// Closed (disconnected) once this connection may deliver messages;
+    /// `None` once it has opened.
+    gate: Option<Receiver<Never>>,
+    /// The peer has sent ACCEPT: it counts us as its peer.
+    accepted: bool,
     /// The reason in the peer's BYE, once it has sent one.
     bye: Option<String>,
+    /// Message batches handed to the router.
+    batches: u64,
 }
 
 impl Reader<'_> {
     fn run(&mut self) -> Ending {
-        // The peer pings us at least every one of its keepalive periods, and
-        // answers our pings; a healthy connection is never silent for long.
+        // We ping the peer every keepalive period and a live peer answers at
+        // once, so three periods of silence mean it is gone, whatever
+        // interval the peer itself uses.
         let keepalive = self.node.config.keepalive;
-        let silence_limit = keepalive.max(self.info.keepalive) * 3;
+        let silence_limit = keepalive * 3;
         // Wake up often enough to notice silence close to the limit.
         let tick = (keepalive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         if let Err(e) = self.stream.set_read_timeout(Some(tick)) {
             return Ending::Io(describe(&e));
         }
         let limit = frame::frame_limit(self.node.config.max_frame);
-        let mut last_heard = Instant::now();
+        let since = Instant::now();
+        let mut last_heard = since;
         loop {
-            if let Err(ending) = self.decode_buffered(limit) {
-                return ending;
+            match self.decode_buffered(limit) {
+                Ok(true) => last_heard = Instant::now(), // waited at the gate
+                Ok(false) => {}
+                Err(ending) => return ending,
+            }
+            if !self.accepted && self.bye.is_none() && since.elapsed() >= HANDSHAKE_TIMEOUT {
+                return Ending::Protocol(format!(
+                    "neither ACCEPT nor BYE within {}s of the HELLOs",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ));
             }
             match self.rb.read_from(&mut &*self.stream, limit) {
                 Ok(0) => return self.at_eof(limit),
@@ -343,9 +426,7 @@ impl Reader<'_> {
                     }
                     IoFailure::Timeout | IoFailure::Interrupted => {}
                     // A reset right after BYE is still a polite close.
-                    IoFailure::Reset if self.bye.is_some() => {
-                        return Ending::Goodbye(self.bye.take().unwrap_or_default())
-                    }
+                    IoFailure::Reset if self.bye.is_some() => return self.said_goodbye(),
                     IoFailure::Reset => return Ending::Reset,
                     IoFailure::Broken if e.kind() == std::io::ErrorKind::InvalidData => {
                         return Ending::Protocol(e.to_string())
@@ -357,8 +438,8 @@ impl Reader<'_> {
     }
 
     /// Handles every whole frame in the buffer; messages go to the router
-    /// as one batch.
-    fn decode_buffered(&mut self, limit: usize) -> Result<(), Ending> {
+    /// as one batch. Returns whether it had to wait at the delivery gate.
+    fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
         let mut msgs = Vec::new();
         loop {
             let at = self.rb.pos();
@@ -374,10 +455,19 @@ impl Reader<'_> {
                     payload,
                 } => {
                     log::trace!(
-                        "{}: message {origin:016x}/{seq}, {} bytes",
+                        "{}: <- message {origin:016x}/{seq}, {} bytes",
                         self.info,
                         payload.len()
                     );
+                    if !self.accepted {
+                        return Err(Ending::Protocol("a message before ACCEPT".to_owned()));
+                    }
+                    if origin != self.info.node_id {
+                        return Err(Ending::Protocol(format!(
+                            "a message from node {origin:016x}, not from the peer itself \
+                             (this version does not relay)"
+                        )));
+                    }
                     msgs.push(MsgMeta {
                         origin,
                         seq,
@@ -385,18 +475,29 @@ impl Reader<'_> {
                         end: at + used,
                     });
                 }
+                Frame::Accept => {
+                    log::trace!("{}: <- accept", self.info);
+                    if self.accepted {
+                        return Err(Ending::Protocol("a second ACCEPT".to_owned()));
+                    }
+                    self.accepted = true;
+                    let _ = self.node.events.send(Event::Accepted {
+                        conn: self.info.conn,
+                    });
+                }
                 Frame::Ping(token) => {
-                    log::trace!("{}: ping {token}", self.info);
+                    log::trace!("{}: <- ping {token}", self.info);
                     self.outbox.owe_pong(token);
                 }
                 Frame::Pong(token) => {
+                    self.outbox.ponged(token);
                     let sent = Duration::from_micros(token);
                     let rtt = self.node.started.elapsed().saturating_sub(sent);
-                    log::trace!("{}: pong, round trip {rtt:?}", self.info);
+                    log::trace!("{}: <- pong, round trip {rtt:?}", self.info);
                 }
                 Frame::Bye(reason) => {
                     let reason = String::from_utf8_lossy(reason).escape_debug().to_string();
-                    log::debug!("{}: received goodbye ({reason})", self.info);
+                    log::debug!("{}: <- goodbye ({reason})", self.info);
                     self.bye = Some(reason);
                     // Answer in kind: finish sending, then BYE and FIN.
                     self.outbox
@@ -409,20 +510,46 @@ impl Reader<'_> {
             }
             self.rb.consume(used);
         }
-        if !msgs.is_empty() {
-            let batch = Inbound {
-                conn: self.info.conn,
-                from: self.info.name.clone(),
-                buf: self
-                    .rb
-                    .take_decoded(self.node.spare_buffers.try_recv().ok(), limit),
-                msgs,
-            };
-            if self.node.inbound.send(batch).is_err() {
-                return Err(Ending::Stopping);
-            }
+        if msgs.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        let waited = self.wait_at_gate()?;
+        let batch = Inbound {
+            conn: self.info.conn,
+            from: self.info.name.clone(),
+            at: SystemTime::now(),
+            buf: self
+                .rb
+                .take_decoded(self.node.spare_buffers.try_recv().ok(), limit),
+            msgs,
+        };
+        if self.node.inbound.send(batch).is_err() {
+            return Err(Ending::Stopping);
+        }
+        self.batches += 1;
+        Ok(waited)
+    }
+
+    /// Waits until this connection may deliver (see [`Handover`]); reading
+    /// stops meanwhile, so TCP holds the peer back. True if it waited.
+    fn wait_at_gate(&mut self) -> Result<bool, Ending> {
+        let Some(gate) = &self.gate else {
+            return Ok(false);
+        };
+        let waited = match gate.try_recv() {
+            Err(TryRecvError::Disconnected) => false,
+            _ => {
+                log::debug!("{}: waiting for the connection it replaces", self.info);
+                let stopping = self.node.shutdown.stopping();
+                select! {
+                    recv(gate) -> _ => {}
+                    recv(stopping) -> _ => return Err(Ending::Stopping),
+                }
+                true
+            }
+        };
+        self.gate = None;
+        Ok(waited)
     }
 
     fn at_eof(&mut self, limit: usize) -> Ending {
@@ -434,9 +561,18 @@ impl Reader<'_> {
                 .map(|len| len + frame::LEN_PREFIX);
             return Ending::Truncated { have, frame };
         }
-        match self.bye.take() {
-            Some(reason) => Ending::Goodbye(reason),
-            None => Ending::Eof,
+        if self.bye.is_some() {
+            return self.said_goodbye();
+        }
+        Ending::Eof
+    }
+
+    fn said_goodbye(&mut self) -> Ending {
+        let reason = self.bye.take().unwrap_or_default();
+        if self.accepted {
+            Ending::Goodbye(reason)
+        } else {
+            Ending::Refused(reason)
         }
     }
 }
@@ -449,37 +585,80 @@ struct Writer {
     stall: Duration,
     started: Instant,
     label: String,
+    /// Disconnects when the reader has stopped reading.
+    reader_done: Receiver<Never>,
 }
+
+/// How often a blocked send wakes up to check the stall rule.
+const STALL_TICK: Duration = Duration::from_millis(100);
+/// The least time between two PINGs that confirm written messages.
+const ACK_EVERY: Duration = Duration::from_millis(100);
+/// How long a refused peer gets to close after our BYE.
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 impl Writer {
     fn run(self) {
-        // A send that moves no byte for this long means the peer stopped
-        // reading: the kernel buffers are full and so is its outbox.
-        if let Err(e) = self.stream.set_write_timeout(Some(self.stall)) {
+        if let Err(e) = self
+            .stream
+            .set_write_timeout(Some(STALL_TICK.min(self.stall)))
+        {
             self.fail(Ending::Io(describe(&e)));
             return;
         }
-        let mut idle_at = Instant::now() + self.keepalive;
+        // A PING every keepalive period, busy or not: the peer answers at
+        // once, which is how it knows we are alive and we know it is. A
+        // PING also follows written messages (at most every ACK_EVERY), and
+        // its PONG confirms that the peer has read them.
+        let mut next_ping = Instant::now() + self.keepalive;
+        let mut last_ack = Instant::now();
         loop {
-            let work = self.outbox.wait(idle_at);
+            let work = self.outbox.wait(next_ping);
+            let now = Instant::now();
+            let Some(work) = work.or_else(|| (now >= next_ping).then(Work::default)) else {
+                continue;
+            };
+            let closing = matches!(work.close, Some(Close::Graceful(_)));
+            let ack = !work.batches.is_empty()
+                && now >= last_ack + ACK_EVERY
+                && !self.outbox.awaiting_pong();
+            let ping = now >= next_ping || ack || closing;
             let mut control = Vec::new();
+            if work.accept {
+                log::trace!("{}: -> accept", self.label);
+                Frame::Accept.encode(&mut control);
+            }
             if let Some(token) = work.pong {
+                log::trace!("{}: -> pong {token}", self.label);
                 Frame::Pong(token).encode(&mut control);
             }
-            if work.idle {
-                let token = self.started.elapsed().as_micros() as u64;
-                log::trace!("{}: ping", self.label);
-                Frame::Ping(token).encode(&mut control);
+            let mut after = Vec::new();
+            let token = self.started.elapsed().as_micros() as u64;
+            if ping {
+                log::trace!("{}: -> ping {token}", self.label);
+                Frame::Ping(token).encode(&mut after);
+                next_ping = now + self.keepalive;
+                last_ack = now;
             }
-            let mut bye = Vec::new();
-            if let Some(Close::Graceful(reason)) = &work.close {
-                Frame::Bye(reason.as_bytes()).encode(&mut bye);
+            let linger = match &work.close {
+                Some(Close::Graceful(reason)) | Some(Close::Refuse(reason)) => {
+                    log::debug!("{}: -> goodbye ({reason})", self.label);
+                    Frame::Bye(reason.as_bytes()).encode(&mut after);
+                    Some(if closing {
+                        2 * self.keepalive
+                    } else {
+                        REFUSED_LINGER
+                    })
+                }
+                _ => None,
+            };
+            if log::log_enabled!(log::Level::Trace) {
+                self.trace_messages(&work.batches);
             }
-            let mut slices = Vec::with_capacity(work.chunks.len() + 2);
+            let mut slices = Vec::with_capacity(work.batches.len() + 2);
             slices.push(IoSlice::new(&control));
-            slices.extend(work.chunks.iter().map(|chunk| IoSlice::new(chunk)));
-            slices.push(IoSlice::new(&bye));
-            if let Err(e) = write_all_vectored(&mut &*self.stream, &mut slices) {
+            slices.extend(work.batches.iter().map(|b| IoSlice::new(&b.bytes)));
+            slices.push(IoSlice::new(&after));
+            if let Err(e) = self.write_all(&mut slices) {
                 let ending = match classify(&e) {
                     IoFailure::Timeout => Ending::Stalled(self.stall),
                     IoFailure::Reset => Ending::Reset,
@@ -488,17 +667,72 @@ impl Writer {
                 self.fail(ending);
                 return;
             }
-            self.outbox
-                .written(work.chunks.iter().map(|chunk| chunk.len()).sum());
-            idle_at = Instant::now() + self.keepalive;
-            match work.close {
-                Some(Close::Graceful(_)) => {
-                    log::debug!("{}: sent goodbye", self.label);
+            self.outbox.written(&work.batches);
+            if ping {
+                self.outbox.pinged(token);
+            }
+            match (work.close, linger) {
+                (Some(Close::Abort), _) => return,
+                (_, Some(linger)) => {
                     let _ = self.stream.shutdown(SocketShutdown::Write);
+                    self.await_their_close(linger);
                     return;
                 }
-                Some(Close::Abort) => return,
-                None => {}
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes every byte of `bufs`. A peer that takes no byte at all for
+    /// `--stall-timeout` is stalled, however the wait is cut into `write`
+    /// calls: the clock restarts only when bytes move.
+    fn write_all(&self, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+        IoSlice::advance_slices(&mut bufs, 0);
+        let mut moved_at = Instant::now();
+        while !bufs.is_empty() {
+            match (&*self.stream).write_vectored(bufs) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut bufs, n);
+                    moved_at = Instant::now();
+                }
+                Err(e) => match classify(&e) {
+                    IoFailure::Interrupted => {}
+                    IoFailure::Timeout if moved_at.elapsed() < self.stall => {}
+                    _ => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// After our BYE and FIN, the peer closes its side; one that does not
+    /// within `linger` is cut off, and the log says so.
+    fn await_their_close(&self, linger: Duration) {
+        select! {
+            recv(self.reader_done) -> _ => {}
+            default(linger) => self.fail(Ending::NoClose(linger)),
+        }
+    }
+
+    fn trace_messages(&self, batches: &[Batch]) {
+        for batch in batches {
+            let mut rest = &batch.bytes[..];
+            while let Ok(Some((
+                Frame::Msg {
+                    origin,
+                    seq,
+                    payload,
+                },
+                used,
+            ))) = frame::decode(rest, usize::MAX)
+            {
+                log::trace!(
+                    "{}: -> message {origin:016x}/{seq}, {} bytes",
+                    self.label,
+                    payload.len()
+                );
+                rest = &rest[used..];
             }
         }
     }

@@ -6,8 +6,19 @@
 //! mark), and output for stdout that does not fit in its queue waits in a
 //! backlog while the router stops taking received messages. So a slow peer
 //! slows only stdin, and a slow stdout slows only the peers' senders.
+//!
+//! A connection becomes a peer in two steps. When its HELLO has arrived the
+//! router *admits* it (ACCEPT goes out) or *refuses* it (BYE instead); the
+//! peer counts once the other side's ACCEPT has arrived too. Lines from stdin
+//! go only to such peers, and stdin is read only while there is one.
+//!
+//! The router also keeps the books: per peer, messages written to its socket
+//! and confirmed, and messages it could not get; the exit summary and the
+//! exit code come from them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,28 +26,44 @@ use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 
 use crate::dialer::{DialOutcome, DialTicket};
 use crate::frame::NodeId;
+use crate::handshake::HANDSHAKE_TIMEOUT;
 use crate::node::Node;
 use crate::outbox::{Close, Outbox};
-use crate::peer::{ConnId, Direction, Ending, Inbound, PeerInfo};
+use crate::peer::{ConnId, Direction, Ending, Handover, Inbound, PeerInfo};
 use crate::shutdown::{Cause, Never};
-use crate::stdio::Chunk;
+use crate::stdio::{Chunk, StdinGate};
 
 /// How long a node stopping on a signal waits for its peers to take what is
 /// queued for them and close politely.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+/// Peer events waiting for a blocked stdout, at most; later ones are
+/// counted and logged instead of printed.
+const MAX_PENDING_EVENTS: usize = 1024;
+/// Peers named one by one in the exit summary; the rest are summed up.
+const SUMMARY_PEERS: usize = 32;
 
 /// What connection threads tell the router.
 pub enum Event {
-    /// A handshake is done: a new connection to a peer.
-    Up {
+    /// HELLOs exchanged: admit or refuse this connection.
+    Admit {
         info: PeerInfo,
         outbox: Outbox,
         ticket: Option<DialTicket>,
+        /// Dropped to let the connection deliver messages.
+        gate: Sender<Never>,
+        handover: Handover,
     },
+    /// The peer sent ACCEPT: it takes us as its peer.
+    Accepted { conn: ConnId },
     /// The peer said BYE: answer in kind.
     Bye { conn: ConnId },
-    /// The connection is over; its threads are finishing.
-    Down { conn: ConnId, ending: Ending },
+    /// The connection is over; its threads are finishing. `batches` is how
+    /// many message batches its reader handed over in all.
+    Down {
+        conn: ConnId,
+        ending: Ending,
+        batches: u64,
+    },
     /// The outbox went back under its low-water mark.
     Drained { conn: ConnId },
 }
@@ -51,11 +78,66 @@ pub enum Output {
 struct Entry {
     info: PeerInfo,
     outbox: Outbox,
+    /// We sent ACCEPT (false: we refused it, or it lost a tie-break).
+    admitted: bool,
+    /// Both sides have accepted: lines from stdin go to it.
+    up: bool,
     /// No new messages go to a closing connection.
     closing: bool,
     /// Dialers waiting to hear when this peer is gone.
     tickets: Vec<DialTicket>,
     since: Instant,
+    gate: Option<Sender<Never>>,
+    handover: Handover,
+    /// Message batches received from it, and its ending once the reader
+    /// is done: the entry goes when every batch it sent has arrived.
+    batches: u64,
+    down: Option<(Ending, u64)>,
+    /// Messages too big for its --max-frame, left out.
+    too_big: u64,
+}
+
+/// What one peer got from us, over all its connections.
+struct Delivery {
+    name: Arc<str>,
+    addr: SocketAddr,
+    /// Written to its socket, and known to have arrived.
+    delivered: u64,
+    /// Written, but the connection broke before the peer confirmed them.
+    unconfirmed: u64,
+    /// Never written: dropped with a broken connection.
+    lost: u64,
+    too_big: u64,
+    /// How its last broken connection ended.
+    broken: Option<Ending>,
+}
+
+impl Delivery {
+    fn missed(&self) -> u64 {
+        self.unconfirmed + self.lost + self.too_big
+    }
+}
+
+/// Totals for `--stats`.
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    msgs_in: u64,
+    bytes_in: u64,
+    msgs_out: u64,
+    bytes_out: u64,
+    missed: u64,
+}
+
+/// How the node's run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line read reached every peer connected when it was read (or
+    /// the node was not asked to deliver: it stopped on a signal).
+    Complete,
+    /// Under `--exit-on-eof`: some peer missed lines; the summary says who.
+    Incomplete,
+    /// `--connect-timeout` passed before enough peers connected.
+    NoPeers,
 }
 
 pub struct Router {
@@ -64,20 +146,35 @@ pub struct Router {
     inbound: Receiver<Inbound>,
     stdin: Receiver<Chunk>,
     stdout: Sender<Output>,
-    /// Dropped once `--wait-peers` peers are connected, which lets the stdin
-    /// thread start reading.
-    ready: Option<Sender<Never>>,
+    gate: Arc<StdinGate>,
+    /// Peers needed before stdin is read for the first time (`--wait-peers`,
+    /// at least one); after that, one.
+    needed: usize,
     peers: HashMap<ConnId, Entry>,
-    /// The one connection that stands for each connected node.
+    /// The one connection that stands for each admitted node.
     by_node: HashMap<NodeId, ConnId>,
+    /// Nodes announced as up (peer_up printed), to announce each once.
+    announced: HashSet<NodeId>,
+    /// Connections held back until the one they replace is gone.
+    successors: HashMap<ConnId, ConnId>,
+    /// The last sequence number delivered from each connected node.
+    last_seq: HashMap<NodeId, u64>,
     /// Connections whose outbox is over its high-water mark.
     full: HashSet<ConnId>,
     backlog: VecDeque<Output>,
+    events_in_backlog: usize,
+    events_not_printed: u64,
     stdin_open: bool,
     stopping: bool,
     deadline: Option<Instant>,
-    sent: u64,
-    received: u64,
+    connect_deadline: Option<Instant>,
+    next_stats: Option<Instant>,
+    outcome: Outcome,
+    lines_read: u64,
+    deliveries: Vec<(NodeId, Delivery)>,
+    totals: Totals,
+    last_stats: Totals,
+    seq_dropped: u64,
 }
 
 /// One turn of the loop: what arrived.
@@ -88,7 +185,7 @@ enum Step {
     Printed,
     Stop,
     Hurry,
-    DeadlinePassed,
+    Timer,
 }
 
 impl Router {
@@ -98,56 +195,64 @@ impl Router {
         inbound: Receiver<Inbound>,
         stdin: Receiver<Chunk>,
         stdout: Sender<Output>,
-        ready: Sender<Never>,
+        gate: Arc<StdinGate>,
     ) -> Self {
+        let now = Instant::now();
+        let config = &node.config;
         Router {
+            needed: config.wait_peers.max(1),
+            connect_deadline: config.connect_timeout.map(|t| now + t),
+            next_stats: config.stats.map(|t| now + t),
             node,
             events,
             inbound,
             stdin,
             stdout,
-            ready: Some(ready),
+            gate,
             peers: HashMap::new(),
             by_node: HashMap::new(),
+            announced: HashSet::new(),
+            successors: HashMap::new(),
+            last_seq: HashMap::new(),
             full: HashSet::new(),
             backlog: VecDeque::new(),
+            events_in_backlog: 0,
+            events_not_printed: 0,
             stdin_open: true,
             stopping: false,
             deadline: None,
-            sent: 0,
-            received: 0,
+            outcome: Outcome::Complete,
+            lines_read: 0,
+            deliveries: Vec::new(),
+            totals: Totals::default(),
+            last_stats: Totals::default(),
+            seq_dropped: 0,
         }
     }
 
     /// Routes until the node has stopped and every peer is closed (or the
-    /// flush deadline has passed).
-    pub fn run(mut self) {
-        self.check_ready();
+    /// flush deadline has passed), then logs the summary.
+    pub fn run(mut self) -> Outcome {
         let stop = self.node.shutdown.stopping();
         let hurry = self.node.shutdown.hurrying();
         while !(self.stopping && self.peers.is_empty()) {
             match self.next_step(&stop, &hurry) {
                 Step::Event(event) => self.on_event(event),
-                Step::Inbound(batch) => {
-                    self.received += batch.msgs.len() as u64;
-                    self.output(Output::Msgs(batch));
-                }
+                Step::Inbound(batch) => self.on_inbound(batch),
                 Step::Stdin(Some(chunk)) => self.broadcast(chunk),
                 Step::Stdin(None) => self.stdin_ended(),
                 Step::Printed => {}
                 Step::Stop => self.begin_stop(),
                 Step::Hurry => self.hurry(),
-                Step::DeadlinePassed => {
-                    log::warn!(
-                        "{} peers did not close within {}s; closing them anyway",
-                        self.peers.len(),
-                        FLUSH_DEADLINE.as_secs()
-                    );
-                    break;
+                Step::Timer => {
+                    if self.on_timer() {
+                        break;
+                    }
                 }
             }
         }
-        log::info!("sent {} messages, received {}", self.sent, self.received);
+        self.gate.shut();
+        self.finish()
     }
 
     fn next_step(&mut self, stop: &Receiver<Never>, hurry: &Receiver<Never>) -> Step {
@@ -158,7 +263,8 @@ impl Router {
         } else {
             (usize::MAX, sel.send(&self.stdout))
         };
-        let takes_stdin = self.stdin_open && !self.stopping && self.full.is_empty();
+        let takes_stdin =
+            self.stdin_open && !self.stopping && self.full.is_empty() && self.gate.is_open();
         let stdin = if takes_stdin {
             sel.recv(&self.stdin)
         } else {
@@ -174,10 +280,14 @@ impl Router {
         } else {
             sel.recv(hurry)
         };
-        let oper = match self.deadline {
-            Some(deadline) => match sel.select_deadline(deadline) {
+        let timer = [self.deadline, self.connect_deadline, self.next_stats]
+            .into_iter()
+            .flatten()
+            .min();
+        let oper = match timer {
+            Some(at) => match sel.select_deadline(at) {
                 Ok(oper) => oper,
-                Err(_) => return Step::DeadlinePassed,
+                Err(_) => return Step::Timer,
             },
             None => sel.select(),
         };
@@ -190,8 +300,18 @@ impl Router {
             }
             i if i == printed => {
                 let output = self.backlog.pop_front().expect("a backlog");
+                if !matches!(output, Output::Msgs(_)) {
+                    self.events_in_backlog -= 1;
+                }
                 // A closed stdout has already stopped the node; drop the output.
                 let _ = oper.send(&self.stdout, output);
+                if self.backlog.is_empty() && self.events_not_printed > 0 {
+                    log::warn!(
+                        "stdout was blocked: {} peer events were not printed",
+                        self.events_not_printed
+                    );
+                    self.events_not_printed = 0;
+                }
                 Step::Printed
             }
             i if i == stdin => Step::Stdin(oper.recv(&self.stdin).ok()),
@@ -207,35 +327,101 @@ impl Router {
         }
     }
 
+    /// Handles whichever timers are due; true if the router must stop now.
+    fn on_timer(&mut self) -> bool {
+        let now = Instant::now();
+        if self.next_stats.is_some_and(|at| at <= now) {
+            self.log_stats();
+        }
+        if self.connect_deadline.is_some_and(|at| at <= now) {
+            self.connect_deadline = None;
+            log::error!(
+                "{} within {}s (--connect-timeout); giving up",
+                match self.needed {
+                    1 => "no peer connected".to_owned(),
+                    n => format!(
+                        "{} of {n} peers (--wait-peers) connected",
+                        self.live_peers()
+                    ),
+                },
+                self.node
+                    .config
+                    .connect_timeout
+                    .unwrap_or_default()
+                    .as_secs()
+            );
+            self.outcome = Outcome::NoPeers;
+            self.node.shutdown.trigger(Cause::NoPeers);
+        }
+        if self.deadline.is_some_and(|at| at <= now) {
+            log::warn!(
+                "{} did not close within {}s; closing them anyway",
+                plural(self.peers.len() as u64, "connection"),
+                FLUSH_DEADLINE.as_secs()
+            );
+            return true;
+        }
+        false
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Up {
+            Event::Admit {
                 info,
                 outbox,
                 ticket,
-            } => self.peer_up(info, outbox, ticket),
+                gate,
+                handover,
+            } => self.admit(info, outbox, ticket, gate, handover),
+            Event::Accepted { conn } => self.peer_up(conn),
             Event::Bye { conn } => {
                 // Its reader has already asked the writer to answer in kind.
                 if let Some(entry) = self.peers.get_mut(&conn) {
                     entry.closing = true;
                     self.full.remove(&conn);
                 }
+                self.update_gate();
             }
-            Event::Down { conn, ending } => self.peer_down(conn, ending),
+            Event::Down {
+                conn,
+                ending,
+                batches,
+            } => {
+                if let Some(entry) = self.peers.get_mut(&conn) {
+                    entry.closing = true;
+                    entry.down = Some((ending, batches));
+                    self.full.remove(&conn);
+                    self.finish_down(conn);
+                }
+            }
             Event::Drained { conn } => {
                 self.full.remove(&conn);
             }
         }
     }
 
-    fn peer_up(&mut self, info: PeerInfo, outbox: Outbox, ticket: Option<DialTicket>) {
+    fn admit(
+        &mut self,
+        info: PeerInfo,
+        outbox: Outbox,
+        ticket: Option<DialTicket>,
+        gate: Sender<Never>,
+        handover: Handover,
+    ) {
         let conn = info.conn;
         let mut entry = Entry {
             info,
             outbox,
+            admitted: false,
+            up: false,
             closing: false,
             tickets: ticket.into_iter().collect(),
             since: Instant::now(),
+            gate: Some(gate),
+            handover,
+            batches: 0,
+            down: None,
+            too_big: 0,
         };
         if self.stopping {
             Self::refuse(&mut entry, "shutting down");
@@ -247,104 +433,288 @@ impl Router {
             Self::refuse(&mut entry, &reason);
         } else {
             self.by_node.insert(entry.info.node_id, conn);
-            log::info!(
-                "peer up: {} [{}], node {:016x}; {} connected",
-                entry.info,
-                match entry.info.direction {
-                    Direction::In => "they dialed",
-                    Direction::Out => "we dialed",
-                },
-                entry.info.node_id,
-                self.by_node.len()
-            );
-            self.output(Output::PeerUp(entry.info.clone()));
+            entry.admitted = true;
+            entry.outbox.accept();
+            entry.gate = None;
         }
         self.peers.insert(conn, entry);
-        self.check_ready();
     }
 
-    /// Two connections to one node: both nodes keep the one dialed by the
-    /// node with the smaller id, so they agree without another message.
+    /// A second connection to an admitted node. While both are young (a
+    /// mutual dial), both nodes keep the one dialed by the node with the
+    /// smaller id, so they agree without another message. An established
+    /// connection is never replaced: a newcomer claiming its id is refused.
     fn duplicate(&mut self, existing: ConnId, new: &mut Entry) {
+        let old = &self.peers[&existing];
+        if old.since.elapsed() >= HANDSHAKE_TIMEOUT {
+            log::warn!(
+                "refusing {}: node {:016x} is already connected from {}",
+                new.info,
+                new.info.node_id,
+                old.info.addr
+            );
+            Self::refuse(new, "already connected");
+            return;
+        }
         let dialer = |info: &PeerInfo| match info.direction {
             Direction::Out => self.node.id,
             Direction::In => info.node_id,
         };
-        let old = &self.peers[&existing];
         let keep_new = dialer(&new.info) < dialer(&old.info);
         log::info!(
             "two connections to {}: keeping the one {} dialed",
             new.info.name,
             if keep_new { "just" } else { "first" }
         );
-        if keep_new {
-            let mut old = self.peers.remove(&existing).expect("present");
-            new.tickets.append(&mut old.tickets);
-            Self::refuse(&mut old, "duplicate connection");
-            self.full.remove(&existing);
-            self.by_node.insert(new.info.node_id, new.info.conn);
-            self.peers.insert(existing, old);
-        } else {
+        if !keep_new {
             let old = self.peers.get_mut(&existing).expect("present");
             old.tickets.append(&mut new.tickets);
             Self::refuse(new, "duplicate connection");
+            return;
         }
+        let old = self.peers.get_mut(&existing).expect("present");
+        new.tickets.append(&mut old.tickets);
+        old.closing = true;
+        old.outbox
+            .close(Close::Graceful("duplicate connection".to_owned()));
+        self.full.remove(&existing);
+        // Order: the new connection sends nothing until the old one has
+        // sent everything, and delivers nothing until the old one has
+        // delivered everything.
+        new.outbox.hold();
+        if let Some(gate) = new.gate.take() {
+            old.handover.pass_on(gate);
+        }
+        self.successors.insert(existing, new.info.conn);
+        new.admitted = true;
+        new.up = old.up;
+        new.outbox.accept();
+        self.by_node.insert(new.info.node_id, new.info.conn);
     }
 
     fn refuse(entry: &mut Entry, reason: &str) {
         log::debug!(
-            "closing connection {} to {}: {reason}",
+            "refusing connection {} to {}: {reason}",
             entry.info.conn,
             entry.info
         );
         entry.closing = true;
-        entry.outbox.close(Close::Graceful(reason.to_owned()));
+        entry.outbox.close(Close::Refuse(reason.to_owned()));
+        // Whatever it sends is dropped; its reader must not wait for us.
+        entry.gate = None;
     }
 
-    fn peer_down(&mut self, conn: ConnId, ending: Ending) {
-        let Some(entry) = self.peers.remove(&conn) else {
+    /// The peer has accepted us too (its ACCEPT, or a message after it).
+    fn peer_up(&mut self, conn: ConnId) {
+        let Some(entry) = self.peers.get_mut(&conn) else {
             return;
         };
-        self.full.remove(&conn);
-        entry.outbox.close(Close::Abort);
-        let lasted = entry.since.elapsed();
-        for ticket in entry.tickets {
-            let _ = ticket.send(DialOutcome::Ended { lasted });
+        if !entry.admitted || entry.closing || entry.up {
+            return;
         }
-        if self.by_node.get(&entry.info.node_id) != Some(&conn) {
+        entry.up = true;
+        let info = entry.info.clone();
+        if self.announced.insert(info.node_id) {
+            log::info!(
+                "peer up: {info} [{}], node {:016x}; {} connected",
+                match info.direction {
+                    Direction::In => "they dialed",
+                    Direction::Out => "we dialed",
+                },
+                info.node_id,
+                self.live_peers()
+            );
+            self.output(Output::PeerUp(info));
+        }
+        self.update_gate();
+    }
+
+    /// Removes a connection whose reader is done, once every message batch
+    /// it read has been routed.
+    fn finish_down(&mut self, conn: ConnId) {
+        let Some(entry) = self.peers.get(&conn) else {
+            return;
+        };
+        match &entry.down {
+            Some((_, batches)) if *batches <= entry.batches => {}
+            _ => return,
+        }
+        let entry = self.peers.remove(&conn).expect("present");
+        let (ending, _) = entry.down.clone().expect("down");
+        entry.outbox.close(Close::Abort);
+        if let Some(successor) = self.successors.remove(&conn) {
+            if let Some(next) = self.peers.get(&successor) {
+                next.outbox.release();
+            }
+        }
+        let lasted = entry.since.elapsed();
+        let outcome = || {
+            if entry.up {
+                DialOutcome::Ended { lasted }
+            } else {
+                DialOutcome::Failed(ending.to_string())
+            }
+        };
+        for ticket in &entry.tickets {
+            let _ = ticket.send(outcome());
+        }
+        if entry.admitted {
+            self.account(&entry, &ending);
+        }
+        let current = self.by_node.get(&entry.info.node_id) == Some(&conn);
+        if !current {
             log::debug!("extra connection {conn} to {} closed: {ending}", entry.info);
             return;
         }
         self.by_node.remove(&entry.info.node_id);
-        let left = self.by_node.len();
-        if ending.is_polite() {
-            log::info!("peer down: {} {ending}; {left} connected", entry.info);
+        self.last_seq.remove(&entry.info.node_id);
+        if !self.announced.remove(&entry.info.node_id) {
+            // A dialer says what became of its own connections.
+            if entry.tickets.is_empty() {
+                log::info!("{}: ended before it was a peer: {ending}", entry.info);
+            }
         } else {
-            log::warn!("peer down: {} {ending}; {left} connected", entry.info);
+            let left = self.live_peers();
+            if ending.is_polite() {
+                log::info!("peer down: {} {ending}; {left} connected", entry.info);
+            } else {
+                log::warn!("peer down: {} {ending}; {left} connected", entry.info);
+            }
+            self.output(Output::PeerDown(entry.info, ending));
         }
-        self.output(Output::PeerDown(entry.info, ending));
+        self.update_gate();
+    }
+
+    /// Adds a finished connection's ledger to its node's delivery record.
+    fn account(&mut self, entry: &Entry, ending: &Ending) {
+        let (ledger, _) = entry.outbox.ledger();
+        let confirmed = entry.outbox.confirmed().min(ledger.written);
+        let record = self.delivery(&entry.info);
+        record.delivered += confirmed;
+        record.unconfirmed += ledger.written - confirmed;
+        record.lost += ledger.dropped + ledger.pending();
+        record.too_big += entry.too_big;
+        if confirmed < ledger.written || ledger.dropped > 0 {
+            record.broken = Some(ending.clone());
+        }
+        self.totals.msgs_out += ledger.written;
+        self.totals.bytes_out += ledger.written_bytes;
+        self.totals.missed += ledger.written - confirmed + ledger.dropped;
+    }
+
+    fn delivery(&mut self, info: &PeerInfo) -> &mut Delivery {
+        let at = match self
+            .deliveries
+            .iter()
+            .position(|(id, _)| *id == info.node_id)
+        {
+            Some(at) => at,
+            None => {
+                self.deliveries.push((
+                    info.node_id,
+                    Delivery {
+                        name: info.name.clone(),
+                        addr: info.addr,
+                        delivered: 0,
+                        unconfirmed: 0,
+                        lost: 0,
+                        too_big: 0,
+                        broken: None,
+                    },
+                ));
+                self.deliveries.len() - 1
+            }
+        };
+        &mut self.deliveries[at].1
+    }
+
+    /// Received messages: in order, each once, then to stdout.
+    fn on_inbound(&mut self, mut batch: Inbound) {
+        let conn = batch.conn;
+        let Some(entry) = self.peers.get_mut(&conn) else {
+            log::debug!("messages from connection {conn}, which is gone; dropped");
+            return;
+        };
+        entry.batches += 1;
+        let (admitted, node_id, up) = (entry.admitted, entry.info.node_id, entry.up);
+        if admitted {
+            if !up {
+                // A message means the peer sent ACCEPT before it.
+                self.peer_up(conn);
+            }
+            let last = self.last_seq.entry(node_id).or_insert(0);
+            let before = batch.msgs.len();
+            batch.msgs.retain(|m| {
+                let fresh = m.seq > *last;
+                if fresh {
+                    *last = m.seq;
+                }
+                fresh
+            });
+            let dropped = before - batch.msgs.len();
+            if dropped > 0 {
+                self.seq_dropped += dropped as u64;
+                log::warn!(
+                    "{}: dropped {} with a repeated or backward sequence number",
+                    batch.from,
+                    plural(dropped as u64, "message")
+                );
+            }
+            if !batch.msgs.is_empty() {
+                self.totals.msgs_in += batch.msgs.len() as u64;
+                self.totals.bytes_in += batch
+                    .msgs
+                    .iter()
+                    .map(|m| (m.end - m.start) as u64)
+                    .sum::<u64>();
+                self.output(Output::Msgs(batch));
+            }
+        } else {
+            log::debug!(
+                "{}: dropped {} from a refused connection",
+                batch.from,
+                plural(batch.msgs.len() as u64, "message")
+            );
+        }
+        self.finish_down(conn);
     }
 
     /// Queues a chunk of stdin lines for every live peer.
     fn broadcast(&mut self, chunk: Chunk) {
-        self.sent += chunk.frames as u64;
+        self.lines_read += chunk.frames as u64;
         let mut reached = 0;
-        for (&conn, entry) in &self.peers {
-            if entry.closing || self.by_node.get(&entry.info.node_id) != Some(&conn) {
+        for (&conn, entry) in &mut self.peers {
+            if entry.closing || !entry.up || self.by_node.get(&entry.info.node_id) != Some(&conn) {
                 continue;
             }
-            let bytes = if chunk.largest <= entry.info.max_frame {
-                chunk.bytes.clone()
+            let batch = if chunk.largest <= entry.info.max_frame {
+                chunk.batch()
             } else {
-                chunk.for_smaller_limit(entry.info.max_frame, &entry.info)
+                let (batch, skipped) = chunk.for_smaller_limit(entry.info.max_frame);
+                entry.too_big += skipped;
+                log::warn!(
+                    "{} over the --max-frame of {} ({} bytes); not sent to it",
+                    plural(skipped, "message"),
+                    entry.info,
+                    entry.info.max_frame
+                );
+                batch
             };
-            if entry.outbox.push(bytes) {
-                self.full.insert(conn);
+            match entry.outbox.push(batch) {
+                Some(true) => {
+                    self.full.insert(conn);
+                }
+                Some(false) => {}
+                None => continue,
             }
             reached += 1;
         }
         if reached == 0 {
-            log::debug!("no peer connected: {} lines went nowhere", chunk.frames);
+            // The gate closed after this chunk was read: it waits for a peer.
+            log::debug!(
+                "no peer to take {}: lost",
+                plural(chunk.frames as u64, "line")
+            );
         }
     }
 
@@ -360,6 +730,7 @@ impl Router {
 
     fn begin_stop(&mut self) {
         self.stopping = true;
+        self.gate.shut();
         let cause = self.node.shutdown.cause();
         log::info!(
             "stopping ({}): closing connections politely ({} open)",
@@ -367,6 +738,7 @@ impl Router {
                 Some(Cause::Signal) => "signal",
                 Some(Cause::StdinEof) => "stdin ended",
                 Some(Cause::StdoutClosed) => "stdout closed",
+                Some(Cause::NoPeers) => "no peers",
                 Some(Cause::Fatal) | None => "internal error",
             },
             self.peers.len()
@@ -388,24 +760,254 @@ impl Router {
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
     }
 
-    fn check_ready(&mut self) {
-        if self.ready.is_some() && self.by_node.len() >= self.node.config.wait_peers {
-            if self.node.config.wait_peers > 0 {
-                log::info!("peers connected: {}; reading stdin", self.by_node.len());
+    /// Peers that lines from stdin go to.
+    fn live_peers(&self) -> usize {
+        self.by_node
+            .values()
+            .filter(|conn| {
+                self.peers
+                    .get(conn)
+                    .is_some_and(|entry| entry.up && !entry.closing)
+            })
+            .count()
+    }
+
+    /// Lets stdin be read while a line read now reaches a peer: once
+    /// `--wait-peers` peers are up for the first time, then while one is.
+    fn update_gate(&mut self) {
+        let live = self.live_peers();
+        let open = live >= self.needed && !self.stopping;
+        if open && self.needed > 1 {
+            log::info!("peers connected: {live}; reading stdin");
+        }
+        if open {
+            self.needed = 1;
+            self.connect_deadline = None;
+        }
+        if open != self.gate.is_open() {
+            if !open && self.stdin_open && !self.stopping {
+                log::info!("no peer connected: stdin waits until one is");
             }
-            self.ready = None;
+            self.gate.set_open(open);
         }
     }
 
-    /// Hands output to the stdout thread without ever blocking on it.
+    /// Hands output to the stdout thread without ever blocking on it. Peer
+    /// events that find stdout blocked wait in a bounded backlog; messages
+    /// never wait there long, since the router takes no more while they do.
     fn output(&mut self, output: Output) {
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(output);
+        let is_event = !matches!(output, Output::Msgs(_));
+        if is_event && self.events_in_backlog >= MAX_PENDING_EVENTS {
+            self.events_not_printed += 1;
             return;
         }
-        match self.stdout.try_send(output) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(output)) => self.backlog.push_back(output),
+        if self.backlog.is_empty() {
+            match self.stdout.try_send(output) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(output)) => self.push_backlog(output, is_event),
+            }
+        } else {
+            self.push_backlog(output, is_event);
         }
+    }
+
+    fn push_backlog(&mut self, output: Output, is_event: bool) {
+        if is_event {
+            self.events_in_backlog += 1;
+        }
+        self.backlog.push_back(output);
+    }
+
+    fn log_stats(&mut self) {
+        let every = self.node.config.stats.unwrap_or(Duration::from_secs(1));
+        self.next_stats = Some(Instant::now() + every);
+        let now = self.current_totals();
+        let last = std::mem::replace(&mut self.last_stats, now);
+        let secs = every.as_secs_f64();
+        let rate = |n: u64, m: u64| (n - m) as f64 / secs;
+        let deepest = self
+            .peers
+            .values()
+            .map(|e| e.outbox.ledger().1)
+            .max()
+            .unwrap_or(0);
+        log::info!(
+            "stats: {} up; in {:.0} msg/s, {}/s; out {:.0} msg/s, {}/s; deepest queue {}; missed {}",
+            plural(self.live_peers() as u64, "peer"),
+            rate(now.msgs_in, last.msgs_in),
+            human_bytes(rate(now.bytes_in, last.bytes_in)),
+            rate(now.msgs_out, last.msgs_out),
+            human_bytes(rate(now.bytes_out, last.bytes_out)),
+            human_bytes(deepest as f64),
+            now.missed
+        );
+    }
+
+    /// Totals so far: finished connections plus the live ones' ledgers.
+    fn current_totals(&self) -> Totals {
+        let mut totals = self.totals;
+        for entry in self.peers.values() {
+            let (ledger, _) = entry.outbox.ledger();
+            totals.msgs_out += ledger.written;
+            totals.bytes_out += ledger.written_bytes;
+        }
+        totals
+    }
+
+    /// Settles the books of connections still open and logs the summary.
+    fn finish(mut self) -> Outcome {
+        let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+        for conn in conns {
+            let entry = self.peers.remove(&conn).expect("present");
+            entry.outbox.close(Close::Abort);
+            if entry.admitted {
+                let ending = entry.down.clone().map_or(Ending::Stopping, |(e, _)| e);
+                let ending = match ending {
+                    Ending::Stopping => Ending::Io("still open at exit".to_owned()),
+                    other => other,
+                };
+                self.account(&entry, &ending);
+            }
+        }
+        let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
+        log::info!("{}", self.summary(skipped));
+        if self.node.config.stats.is_some() {
+            let t = self.current_totals();
+            log::info!(
+                "stats: totals: in {} ({}), out {} ({}), missed {}",
+                plural(t.msgs_in, "message"),
+                human_bytes(t.bytes_in as f64),
+                plural(t.msgs_out, "message"),
+                human_bytes(t.bytes_out as f64),
+                t.missed
+            );
+        }
+        let missed = self.deliveries.iter().any(|(_, d)| d.missed() > 0) || skipped > 0;
+        match self.outcome {
+            Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
+            outcome => outcome,
+        }
+    }
+
+    /// One line: what was read, what each peer got and missed, what came in.
+    fn summary(&self, skipped: u64) -> String {
+        let mut parts = vec![format!(
+            "summary: read {} from stdin",
+            plural(self.lines_read, "line")
+        )];
+        if skipped > 0 {
+            parts[0] += &format!(" ({skipped} more skipped as too long)");
+        }
+        let (named, rest) = self
+            .deliveries
+            .split_at(self.deliveries.len().min(SUMMARY_PEERS));
+        for (_, d) in named {
+            parts.push(describe_delivery(d));
+        }
+        if !rest.is_empty() {
+            let missed: u64 = rest.iter().map(|(_, d)| d.missed()).sum();
+            parts.push(format!(
+                "{} more peers missed {}",
+                rest.len(),
+                plural(missed, "message")
+            ));
+        }
+        let mut received = format!("received {}", plural(self.totals.msgs_in, "message"));
+        if self.seq_dropped > 0 {
+            received += &format!(
+                " ({} dropped as repeats)",
+                plural(self.seq_dropped, "message")
+            );
+        }
+        parts.push(received);
+        parts.join("; ")
+    }
+}
+
+/// "b (127.0.0.1:7118): 10 messages delivered, 5 lost (stalled: ...)".
+fn describe_delivery(d: &Delivery) -> String {
+    let mut text = format!(
+        "{} ({}): {} delivered",
+        d.name,
+        d.addr,
+        plural(d.delivered, "message")
+    );
+    if d.unconfirmed > 0 {
+        text += &format!(", {} written but not confirmed", d.unconfirmed);
+    }
+    if d.lost > 0 {
+        text += &format!(", {} lost", d.lost);
+    }
+    if d.too_big > 0 {
+        text += &format!(", {} too big for it", d.too_big);
+    }
+    if let Some(ending) = &d.broken {
+        text += &format!(" ({ending})");
+    }
+    text
+}
+
+/// "1 message", "2 messages".
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Bytes for people: "512 B", "1.5 KiB", "12.0 MiB".
+fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_well() {
+        assert_eq!(plural(0, "message"), "0 messages");
+        assert_eq!(plural(1, "message"), "1 message");
+        assert_eq!(plural(2, "line"), "2 lines");
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_bytes(12.0 * 1024.0 * 1024.0), "12.0 MiB");
+    }
+
+    #[test]
+    fn a_delivery_names_what_was_missed_and_why() {
+        let mut d = Delivery {
+            name: "c".into(),
+            addr: "127.0.0.1:7119".parse().unwrap(),
+            delivered: 600,
+            unconfirmed: 0,
+            lost: 400,
+            too_big: 0,
+            broken: Some(Ending::Stalled(Duration::from_secs(2))),
+        };
+        assert_eq!(
+            describe_delivery(&d),
+            "c (127.0.0.1:7119): 600 messages delivered, 400 lost \
+             (stalled: accepted no data for 2s (--stall-timeout))"
+        );
+        d.lost = 0;
+        d.broken = None;
+        d.delivered = 1;
+        assert_eq!(
+            describe_delivery(&d),
+            "c (127.0.0.1:7119): 1 message delivered"
+        );
     }
 }

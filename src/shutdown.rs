@@ -16,6 +16,8 @@ pub enum Cause {
     StdinEof,
     /// stdout was closed (`peercat | head`): nobody reads us any more.
     StdoutClosed,
+    /// `--connect-timeout` passed without enough peers.
+    NoPeers,
     /// A worker thread panicked: a bug.
     Fatal,
 }
@@ -50,7 +52,7 @@ impl Shutdown {
     /// Fires the trigger. Returns false if it had already fired; a signal
     /// still makes a slower shutdown hurry.
     pub fn trigger(&self, cause: Cause) -> bool {
-        if matches!(cause, Cause::Signal | Cause::Fatal) {
+        if matches!(cause, Cause::Signal | Cause::NoPeers | Cause::Fatal) {
             self.hurry_tx.lock().take();
         }
         let mut current = self.cause.lock();

@@ -10,15 +10,17 @@
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::Arc;
 
-use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
 
 use crate::frame::{self, msg_header, Frame, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
-use crate::outbox::Bytes;
+use crate::outbox::{Batch, Bytes};
 use crate::output;
-use crate::peer::PeerInfo;
 use crate::router::Output;
-use crate::shutdown::{Cause, Never};
+use crate::shutdown::Cause;
 use crate::wire::describe;
 
 /// Bytes asked of stdin per read: a pipe gives at most 64 KiB at a time, a
@@ -36,22 +38,78 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// The whole chunk as one batch for an outbox.
+    pub fn batch(&self) -> Batch {
+        Batch {
+            bytes: self.bytes.clone(),
+            msgs: self.frames as u64,
+        }
+    }
+
     /// This chunk without the messages over `limit` bytes, for a peer whose
-    /// HELLO announced a smaller `--max-frame` than ours.
-    pub fn for_smaller_limit(&self, limit: usize, peer: &PeerInfo) -> Bytes {
+    /// HELLO announced a smaller `--max-frame` than ours, and how many were
+    /// left out.
+    pub fn for_smaller_limit(&self, limit: usize) -> (Batch, u64) {
         let mut kept = Vec::with_capacity(self.bytes.len());
+        let mut msgs = 0;
         let mut rest = &self.bytes[..];
         while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
-            match frame {
-                Frame::Msg { seq, payload, .. } if payload.len() > limit => log::warn!(
-                    "message {seq} ({} bytes) is over the --max-frame of {peer} ({limit} bytes); not sent to it",
-                    payload.len()
-                ),
-                _ => kept.extend_from_slice(&rest[..used]),
+            if !matches!(frame, Frame::Msg { payload, .. } if payload.len() > limit) {
+                kept.extend_from_slice(&rest[..used]);
+                msgs += 1;
             }
             rest = &rest[used..];
         }
-        Arc::new(kept)
+        let skipped = self.frames as u64 - msgs;
+        (
+            Batch {
+                bytes: Arc::new(kept),
+                msgs,
+            },
+            skipped,
+        )
+    }
+}
+
+/// Whether the stdin thread may read: only while a line read now can reach
+/// a peer. The router opens and closes it as peers come and go; a line is
+/// never read while nobody would get it. Mutex and condition variable: the
+/// router sets it, the stdin thread waits on it.
+#[derive(Default)]
+pub struct StdinGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    open: bool,
+    /// The node is stopping: stdin is not read again.
+    shut: bool,
+}
+
+impl StdinGate {
+    pub fn set_open(&self, open: bool) {
+        self.state.lock().open = open;
+        self.changed.notify_all();
+    }
+
+    pub fn shut(&self) {
+        self.state.lock().shut = true;
+        self.changed.notify_all();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state.lock().open
+    }
+
+    /// Waits until stdin may be read; false once the node is stopping.
+    fn wait_open(&self) -> bool {
+        let mut state = self.state.lock();
+        while !state.open && !state.shut {
+            self.changed.wait(&mut state);
+        }
+        !state.shut
     }
 }
 
@@ -218,32 +276,28 @@ impl LineFramer {
 pub fn spawn_stdin(
     node: &Arc<Node>,
     chunks: Sender<Chunk>,
-    ready: Receiver<Never>,
+    gate: Arc<StdinGate>,
 ) -> io::Result<()> {
     let node_ = node.clone();
     node.threads.spawn_detached("stdin".to_owned(), move || {
-        read_stdin(&node_, &chunks, &ready)
+        read_stdin(&node_, &chunks, &gate)
     })
 }
 
-fn read_stdin(node: &Node, chunks: &Sender<Chunk>, ready: &Receiver<Never>) {
-    let stopping = node.shutdown.stopping();
-    // The router may have seen enough peers already.
-    let already_ready = matches!(ready.try_recv(), Err(TryRecvError::Disconnected));
-    if node.config.wait_peers > 0 && !already_ready {
-        log::info!(
-            "waiting for peers before reading stdin (--wait-peers {})",
-            node.config.wait_peers
-        );
-    }
-    select! {
-        recv(ready) -> _ => {}
-        recv(stopping) -> _ => return,
+fn read_stdin(node: &Node, chunks: &Sender<Chunk>, gate: &StdinGate) {
+    if !gate.is_open() {
+        match node.config.wait_peers {
+            0 | 1 => log::info!("waiting for a peer before reading stdin"),
+            n => log::info!("waiting for peers before reading stdin (--wait-peers {n})"),
+        }
     }
     let mut framer = LineFramer::new(node.id, node.config.max_frame);
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; READ_SIZE];
     loop {
+        if !gate.wait_open() {
+            return;
+        }
         let n = match stdin.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -257,6 +311,7 @@ fn read_stdin(node: &Node, chunks: &Sender<Chunk>, ready: &Receiver<Never>) {
             return;
         }
         framer.push(&buf[..n]);
+        node.stdin_skipped.store(framer.skipped, Ordering::Relaxed);
         for chunk in framer.take() {
             if chunks.send(chunk).is_err() {
                 return;
@@ -444,18 +499,10 @@ mod tests {
         framer.push(b"short\nthis one is long\nok\n");
         let chunk = framer.take().remove(0);
         assert_eq!(chunk.largest, 16);
-        let peer = PeerInfo {
-            conn: 1,
-            node_id: 2,
-            name: "small".into(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            direction: crate::peer::Direction::In,
-            listen_port: 0,
-            max_frame: 5,
-            keepalive: std::time::Duration::from_secs(5),
-        };
+        let (batch, skipped) = chunk.for_smaller_limit(5);
+        assert_eq!((batch.msgs, skipped), (2, 1));
         let kept = Chunk {
-            bytes: chunk.for_smaller_limit(5, &peer),
+            bytes: batch.bytes,
             frames: 0,
             largest: 0,
         };

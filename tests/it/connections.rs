@@ -102,7 +102,7 @@ fn max_peers_refuses_connections_beyond_the_limit() {
     let c = node("c").dial(&a).start();
     let refusal = a.wait_log("refusing c");
     assert!(refusal.contains("peer limit reached (1)"), "{refusal}");
-    c.wait_log("said goodbye: peer limit reached (1)");
+    c.wait_log("refused the connection: peer limit reached (1)");
     // The peer that got in is not disturbed.
     assert_eq!(b.count_log("peer down"), 0);
 }

@@ -92,9 +92,9 @@ fn exit_on_eof_with_wait_peers_delivers_every_line_to_every_peer() {
 fn stdin_eof_without_exit_on_eof_keeps_the_node_running() {
     let mut a = node("a").start();
     a.close_stdin();
-    a.wait_log("stdin ended; still relaying");
     let mut b = node("b").dial(&a).start();
     b.wait_peer("a");
+    a.wait_log("stdin ended; still relaying");
     b.send(b"still listening\n");
     assert_eq!(a.wait_lines(1), [b"still listening".to_vec()]);
 }

@@ -425,6 +425,7 @@ impl RawPeer {
         });
         peer.send(&hello(name, id));
         peer.read_hello();
+        peer.send(&Frame::Accept.to_bytes());
         node.wait_peer(name);
         peer
     }

@@ -71,9 +71,12 @@ fn help_lists_every_flag_and_exits_0() {
 #[test]
 fn log_file_takes_the_log_and_stderr_stays_quiet() {
     let path = std::env::temp_dir().join(format!("peercat-log-{}.txt", std::process::id()));
+    let b = node("b").start();
     let mut a = node("a")
         .args(&["--log-file", path.to_str().unwrap(), "--exit-on-eof"])
+        .dial(&b)
         .start_quiet();
+    b.wait_peer("a");
     a.close_stdin();
     assert!(a.expect_exit(Duration::from_secs(10)).success());
     let log = std::fs::read_to_string(&path).unwrap();
