@@ -86,13 +86,33 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
-    /// Warnings and errors only
+    /// Warnings and errors only (the `listening on` line is still printed)
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
 
     /// Log to PATH instead of stderr
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+
+    /// Print a shell completion script or the man page, then exit
+    #[arg(long, value_name = "KIND", value_enum)]
+    generate: Option<Generate>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+    CompletePowershell,
+    /// The man page (roff), for `man -l -` or ~/.local/share/man/man1.
+    Man,
+}
+
+/// The command-line definition, for completion scripts and the man page.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// How received messages are printed.
@@ -139,6 +159,8 @@ pub struct Config {
     pub stall_timeout: Duration,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
+    /// `--generate`: print this and do nothing else.
+    pub generate: Option<Generate>,
 }
 
 /// Parses and validates a command line (the program name first).
@@ -148,13 +170,15 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::try_parse_from(args)?;
-    if cli.wait_peers > cli.max_peers {
+    // --generate starts nothing, so the rest need not make sense together.
+    let starts = cli.generate.is_none();
+    if starts && cli.wait_peers > cli.max_peers {
         return Err(usage(format!(
             "--wait-peers {} can never be reached with --max-peers {}",
             cli.wait_peers, cli.max_peers
         )));
     }
-    if cli.no_listen && cli.peers.is_empty() {
+    if starts && cli.no_listen && cli.peers.is_empty() {
         return Err(usage(
             "nothing to do: --no-listen and no PEER to dial".to_owned(),
         ));
@@ -177,6 +201,7 @@ where
             (false, _) => LevelFilter::Trace,
         },
         log_file: cli.log_file,
+        generate: cli.generate,
     })
 }
 
