@@ -1,5 +1,6 @@
 //! The log: it never holds up the data, a log file that cannot be written
-//! is an error at start, and a log file carries dated timestamps.
+//! is an error at start, and a log file carries dated timestamps. Unix:
+//! the tests signal processes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -14,7 +15,6 @@ use crate::support::{free_port, node, DEADLINE};
 const LINES: usize = 20_000;
 
 #[test]
-#[cfg(unix)]
 fn a_node_whose_stderr_is_never_read_still_relays_and_stops_on_ctrl_c() {
     let port = free_port();
     let mut a = Command::new(env!("CARGO_BIN_EXE_peercat"))
@@ -79,7 +79,6 @@ fn a_log_file_that_takes_no_bytes_is_an_error_at_start_with_exit_1() {
 }
 
 #[test]
-#[cfg(unix)]
 fn a_log_file_keeps_every_line_to_the_last_with_dated_timestamps() {
     let path = std::env::temp_dir().join(format!("peercat-dated-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
