@@ -31,7 +31,7 @@ pub const DEFAULT_PORT: u16 = 7117;
         tail -f app.log | peercat host2:7117     send lines to host2 (and to anyone who dials us)\n  \
         peercat -l 127.0.0.1:0 --format json     any free port, one JSON object per line\n\n\
         Exit codes: 0 ok (Ctrl-C, --exit-on-eof, stdout closed), 1 runtime error, 2 usage error, \
-        130 second Ctrl-C."
+        130 a second signal (more than 0.5 s after the first)."
 )]
 struct Cli {
     /// host:port to dial (IPv4, [IPv6]:port or a hostname); repeatable
