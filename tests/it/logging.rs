@@ -127,13 +127,55 @@ fn wait_for_port(path: &std::path::Path) -> u16 {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let log = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = log.lines().find(|l| l.contains("listening on")) {
-            if let Some(port) = line.rsplit(':').next().and_then(|p| p.trim().parse().ok()) {
-                return port;
-            }
+        if let Some(port) = log.lines().find_map(listening_port) {
+            return port;
         }
         assert!(Instant::now() < deadline, "no port in the log file:\n{log}");
         // A file has no event to wait on; poll it.
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A log file that fails after the start (here a FIFO whose reader goes
+/// away) is not silence: a warning on stderr, and the log goes on there.
+#[test]
+fn a_log_file_that_fails_later_is_a_warning_and_the_log_moves_to_stderr() {
+    let fifo = std::env::temp_dir().join(format!("peercat-fifo-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", fifo.display());
+    let (port_tx, port_rx) = bounded(1);
+    let fifo_ = fifo.clone();
+    // The reader takes lines until `listening on`, then closes its end.
+    std::thread::spawn(move || {
+        let reader = BufReader::new(std::fs::File::open(&fifo_).unwrap());
+        for line in reader.lines().map_while(Result::ok) {
+            if let Some(port) = listening_port(&line) {
+                let _ = port_tx.send(port);
+                return;
+            }
+        }
+    });
+    let a = node("a")
+        .args(&["--log-file", fifo.to_str().unwrap()])
+        .start_quiet();
+    let port = port_rx.recv_timeout(DEADLINE).expect("a's listening line");
+    let b = node("b").arg(format!("127.0.0.1:{port}")).start();
+    b.wait_peer("a");
+    let warning = a.wait_log("cannot write log file");
+    std::fs::remove_file(&fifo).unwrap();
+    assert!(
+        warning.starts_with(&format!(
+            "warning: cannot write log file {}: ",
+            fifo.display()
+        )) && warning.ends_with("; logging to stderr from now on"),
+        "{warning}"
+    );
+    a.wait_peer("b");
+}
+
+/// The port of a `listening on ADDR` line.
+fn listening_port(line: &str) -> Option<u16> {
+    let at = line.find("listening on ")?;
+    line[at..].rsplit(':').next()?.trim().parse().ok()
 }
