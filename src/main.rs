@@ -27,6 +27,8 @@ fn main() -> ExitCode {
     if let Some(what) = config.generate {
         return generate(what);
     }
+    // Before any thread starts, so that every thread inherits the mask.
+    let hup_ignored = hup::keep_ignored();
     let log = match peercat::logging::init(config.log_level, config.log_file.as_deref()) {
         Ok(log) => log,
         Err(e) => {
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     let shutdown = Arc::new(Shutdown::default());
-    handle_signals(shutdown.clone(), log.clone());
+    handle_signals(shutdown.clone(), log.clone(), hup_ignored);
     let logs_to_file = config.log_file.is_some();
     let result = peercat::run(config, shutdown);
     if let Err(e) = &result {
@@ -95,8 +97,7 @@ fn generate(what: Generate) -> ExitCode {
 /// `SAME_REQUEST` is the same request (the handler cannot tell the three
 /// signals apart, so any repeat counts); a later one quits at once.
 /// SIGHUP that was ignored at start (`nohup`) stays ignored.
-fn handle_signals(shutdown: Arc<Shutdown>, log: LogSink) {
-    let hup_ignored = hup::ignored();
+fn handle_signals(shutdown: Arc<Shutdown>, log: LogSink, hup_ignored: bool) {
     let mut first: Option<Instant> = None;
     let installed = ctrlc::set_handler(move || match first {
         None => {
@@ -126,17 +127,27 @@ fn handle_signals(shutdown: Arc<Shutdown>, log: LogSink) {
 /// SIGHUP's disposition, which the ctrlc crate does not look at.
 #[cfg(unix)]
 mod hup {
-    /// True if SIGHUP is ignored now (as `nohup` leaves it).
-    pub fn ignored() -> bool {
+    /// True if SIGHUP is ignored now (as `nohup` leaves it). Then it is
+    /// also blocked in this thread, and so in every thread started after:
+    /// ctrlc's handler cannot run for it in the moment before `ignore`.
+    pub fn keep_ignored() -> bool {
         // SAFETY: sigaction with a null new action only reads the current
-        // one into a zeroed struct we own.
+        // one into a zeroed struct we own; the mask calls take sets we own.
         unsafe {
             let mut current: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut current) == 0
-                && current.sa_sigaction == libc::SIG_IGN
+            let ignored = libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction == libc::SIG_IGN;
+            if ignored {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGHUP);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            ignored
         }
     }
 
+    /// Ignores SIGHUP again, discarding one that came in the meantime.
     pub fn ignore() {
         // SAFETY: SIG_IGN is a valid disposition for SIGHUP; no handler runs.
         unsafe {
@@ -147,7 +158,7 @@ mod hup {
 
 #[cfg(not(unix))]
 mod hup {
-    pub fn ignored() -> bool {
+    pub fn keep_ignored() -> bool {
         false
     }
 
