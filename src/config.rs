@@ -31,7 +31,7 @@ pub const DEFAULT_PORT: u16 = 7117;
         tail -f app.log | peercat host2:7117     send lines to host2 (and to anyone who dials us)\n  \
         peercat -l 127.0.0.1:0 --format json     any free port, one JSON object per line\n\n\
         Exit codes: 0 ok (Ctrl-C, --exit-on-eof, stdout closed), 1 runtime error, 2 usage error, \
-        130 second Ctrl-C."
+        130 a second signal (more than 0.5 s after the first)."
 )]
 struct Cli {
     /// host:port to dial (IPv4, [IPv6]:port or a hostname); repeatable
@@ -97,13 +97,33 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
-    /// Warnings and errors only
+    /// Warnings and errors only (the `listening on` line is still printed)
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
 
     /// Log to PATH instead of stderr
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+
+    /// Print a shell completion script or the man page, then exit
+    #[arg(long, value_name = "KIND", value_enum)]
+    generate: Option<Generate>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+    CompletePowershell,
+    /// The man page (roff), for `man -l -` or ~/.local/share/man/man1.
+    Man,
+}
+
+/// The command-line definition, for completion scripts and the man page.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// How received messages are printed.
@@ -152,6 +172,8 @@ pub struct Config {
     pub stats: Option<Duration>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
+    /// `--generate`: print this and do nothing else.
+    pub generate: Option<Generate>,
 }
 
 /// Parses and validates a command line (the program name first).
@@ -161,13 +183,15 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::try_parse_from(args)?;
-    if cli.wait_peers > cli.max_peers {
+    // --generate starts nothing, so the rest need not make sense together.
+    let starts = cli.generate.is_none();
+    if starts && cli.wait_peers > cli.max_peers {
         return Err(usage(format!(
             "--wait-peers {} can never be reached with --max-peers {}",
             cli.wait_peers, cli.max_peers
         )));
     }
-    if cli.no_listen && cli.peers.is_empty() {
+    if starts && cli.no_listen && cli.peers.is_empty() {
         return Err(usage(
             "nothing to do: --no-listen and no PEER to dial".to_owned(),
         ));
@@ -192,6 +216,7 @@ where
             (false, _) => LevelFilter::Trace,
         },
         log_file: cli.log_file,
+        generate: cli.generate,
     })
 }
 

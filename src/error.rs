@@ -14,7 +14,7 @@ use crate::wire::describe;
 pub enum Error {
     /// The listening socket could not be opened (port busy, no permission).
     Listen { addr: SocketAddr, source: io::Error },
-    /// The `--log-file` could not be opened.
+    /// The `--log-file` could not be opened, or took no bytes.
     LogFile { path: PathBuf, source: io::Error },
     /// The OS refused to start a thread.
     Spawn(io::Error),
@@ -34,7 +34,7 @@ impl fmt::Display for Error {
             Error::LogFile { path, source } => {
                 write!(
                     f,
-                    "cannot open log file {}: {}",
+                    "cannot write to log file {}: {}",
                     path.display(),
                     describe(source)
                 )

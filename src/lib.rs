@@ -36,6 +36,7 @@
 //! - [`router`]: the thread that owns the peer table and routes every frame.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.
+//! - [`logging`]: the log sink; a queue and a `log` thread, so logging never blocks.
 //! - [`shutdown`]: one trigger, many listeners.
 //! - [`threads`]: named threads, all joined, a panic in one stops the node.
 //! - [`node`]: what the threads share, and `run`, which ties them together.
@@ -46,6 +47,7 @@ pub mod dialer;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod logging;
 pub mod node;
 pub mod outbox;
 pub mod output;

@@ -11,6 +11,8 @@ mod connections;
 mod flow;
 #[cfg(unix)]
 mod liveness;
+#[cfg(unix)]
+mod logging;
 mod messages;
 #[cfg(target_os = "linux")]
 mod netns;

@@ -1,5 +1,6 @@
-//! Stopping: Ctrl-C and SIGTERM are polite and quick, a second Ctrl-C is
-//! immediate, --exit-on-eof delivers everything, a closed stdout ends the
+//! Stopping: Ctrl-C, SIGTERM and SIGHUP are polite and quick, the same
+//! signal repeated within half a second is one request, a later one is
+//! immediate, SIGHUP ignored at start (nohup) stays ignored, --exit-on-eof delivers everything, a closed stdout ends the
 //! node cleanly.
 
 use std::io::Write;
@@ -42,21 +43,176 @@ fn sigterm_disconnects_politely_and_exits_0_within_3s() {
 
 #[test]
 #[cfg(unix)]
-fn a_second_ctrl_c_exits_at_once_with_130() {
+fn a_second_signal_after_half_a_second_exits_at_once_with_130() {
     let c = node("c").start();
     let mut a = node("a").dial(&c).start();
     a.wait_peer("c");
     // A stopped peer cannot answer our goodbye, so the polite shutdown
     // waits its full two seconds and the second Ctrl-C lands during it.
     c.signal("STOP");
+    let first = Instant::now();
     a.signal("INT");
     a.wait_log("interrupted");
+    // The point is the time: a repeat within 0.5 s would be the same request.
+    std::thread::sleep(Duration::from_millis(600).saturating_sub(first.elapsed()));
     let started = Instant::now();
     a.signal("INT");
     let status = a.expect_exit(Duration::from_secs(2));
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
     c.signal("CONT");
+}
+
+/// GNU `timeout` sends SIGTERM to the child, then to its process group.
+#[test]
+#[cfg(unix)]
+fn two_sigterms_10ms_apart_are_one_polite_stop_with_exit_0() {
+    let mut a = node("a").start();
+    let mut b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    b.wait_peer("a");
+    // A stopped peer cannot answer b's goodbye, so b's polite stop lasts
+    // long enough for the second signal to land during it.
+    a.signal("STOP");
+    let started = Instant::now();
+    kill(b.pid, libc::SIGTERM);
+    // The second signal is the stimulus, 10 ms after the first.
+    std::thread::sleep(Duration::from_millis(10));
+    kill(b.pid, libc::SIGTERM);
+    let status = b.wait_exit(Duration::from_secs(4));
+    a.signal("CONT");
+    let status = status.unwrap_or_else(|| panic!("b did not exit\n{}", b.log_text()));
+    assert!(status.success(), "{status:?}\n{}", b.log_text());
+    // Two seconds for the goodbye a cannot answer, and some slack.
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let line = a.wait_log("peer down: b");
+    assert!(line.contains("said goodbye: shutting down"), "{line}");
+    a.signal("INT");
+    assert!(a.expect_exit(Duration::from_secs(3)).success());
+}
+
+#[test]
+#[cfg(unix)]
+fn sighup_stops_politely_with_exit_0() {
+    let a = node("a").start();
+    let mut b = Spawned::dialing(&a, libc::SIG_DFL);
+    a.wait_peer("b");
+    let started = Instant::now();
+    kill(b.pid(), libc::SIGHUP);
+    let status = b.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "{status:?}\n{}", b.log());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let line = a.wait_log("peer down: b");
+    assert!(line.contains("said goodbye: shutting down"), "{line}");
+}
+
+/// `nohup peercat ... &` must outlive the SSH session that started it.
+#[test]
+#[cfg(unix)]
+fn a_node_started_with_sighup_ignored_survives_it_and_keeps_working() {
+    let a = node("a").start();
+    let mut b = Spawned::dialing(&a, libc::SIG_IGN);
+    a.wait_peer("b");
+    kill(b.pid(), libc::SIGHUP);
+    // A handled SIGHUP would have begun the stop at once; a line sent
+    // after it, through b to a, proves b still works.
+    b.send(b"after the hangup\n");
+    assert_eq!(a.wait_lines(1), [b"after the hangup".to_vec()]);
+    assert!(b.child.try_wait().unwrap().is_none(), "{}", b.log());
+    assert_eq!(a.count_log("peer down: b"), 0, "{}", a.log_text());
+    assert!(!b.log().contains("interrupted"), "{}", b.log());
+    // And it still stops politely on SIGTERM.
+    kill(b.pid(), libc::SIGTERM);
+    let status = b.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "{status:?}\n{}", b.log());
+    a.wait_log("peer down: b");
+}
+
+#[cfg(unix)]
+fn kill(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on a child we started and have not yet reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+/// A node `b` started with SIGHUP set to `hup` (as `nohup` leaves it, or
+/// the default whatever the test runner has), dialing `a`. Its log is
+/// collected into a string, for failure messages.
+#[cfg(unix)]
+struct Spawned {
+    child: std::process::Child,
+    log: std::sync::Arc<parking_lot::Mutex<String>>,
+}
+
+#[cfg(unix)]
+impl Spawned {
+    fn dialing(a: &crate::support::Node, hup: libc::sighandler_t) -> Spawned {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_peercat"));
+        cmd.args(["--no-listen", "-n", "b", &a.addr()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGHUP, hup);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start peercat");
+        let log = std::sync::Arc::new(parking_lot::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let log_ = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                log_.lock().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Spawned { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().clone()
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the exit; polls, since `Child` has no wait with a timeout.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "b did not exit within {timeout:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 #[test]
