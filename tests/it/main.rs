@@ -8,6 +8,8 @@ mod support;
 mod bad_input;
 mod connections;
 #[cfg(unix)]
+mod delivery;
+#[cfg(unix)]
 mod flow;
 #[cfg(unix)]
 mod liveness;

@@ -418,11 +418,16 @@ impl RawPeer {
 
     /// Connects and completes a handshake as node `name`.
     pub fn handshake(node: &Node, name: &str) -> RawPeer {
-        let mut peer = RawPeer::connect(node);
         // An id of its own per name, or the node would see duplicates.
         let id = name.bytes().fold(0x5eed_u64, |id, b| {
             id.wrapping_mul(31).wrapping_add(b.into())
         });
+        RawPeer::handshake_as(node, name, id)
+    }
+
+    /// Connects and completes a handshake as node `name` with id `id`.
+    pub fn handshake_as(node: &Node, name: &str, id: u64) -> RawPeer {
+        let mut peer = RawPeer::connect(node);
         peer.send(&hello(name, id));
         peer.read_hello();
         peer.send(&Frame::Accept.to_bytes());
@@ -450,6 +455,17 @@ impl RawPeer {
             assert_eq!(n, 1, "the node closed before its HELLO");
             buf.push(byte[0]);
         }
+    }
+
+    /// Reads the next whole frame: its type byte and body; `None` once the
+    /// node has closed.
+    pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut frame).ok()?;
+        let body = frame.split_off(1);
+        Some((frame[0], body))
     }
 
     /// Reads until the node closes; true if it closed (EOF or reset), false

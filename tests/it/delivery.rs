@@ -1,0 +1,335 @@
+//! Honest delivery: stdin is read only while a peer can take a line, the
+//! summary counts what each peer got, `--exit-on-eof` exits 3 when a peer
+//! missed lines, a refused connection is nobody's peer, and a node's
+//! messages arrive in order, once, from the node itself.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use peercat::frame::{self, Frame};
+
+use crate::support::{free_port, node, texts, Node, RawPeer};
+
+/// A file holding `lines` numbered lines, removed on drop.
+struct Input(std::path::PathBuf);
+
+impl Input {
+    fn lines(tag: &str, lines: usize) -> Input {
+        let path = std::env::temp_dir().join(format!(
+            "peercat-{tag}-{}-{lines}.txt",
+            std::process::id()
+        ));
+        let mut text = Vec::new();
+        for n in 0..lines {
+            writeln!(text, "line {n}").unwrap();
+        }
+        std::fs::write(&path, &text).unwrap();
+        Input(path)
+    }
+
+    fn stdin(&self) -> Stdio {
+        Stdio::from(std::fs::File::open(&self.0).unwrap())
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_line_piped_before_the_peer_is_up_still_reaches_it() {
+    // `echo hi | peercat --exit-on-eof HOST:PORT`, with HOST not up yet.
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let mut a = node("a")
+        .args(&["--exit-on-eof", &target])
+        .stdin(Input::lines("early", 1).stdin())
+        .start();
+    a.wait_log(&format!("cannot connect to {target}"));
+    let b = node("b").args(&["-l", &target]).start();
+    assert_eq!(texts(&b.wait_lines(1)), ["line 0"]);
+    let status = a.expect_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", a.log_text());
+    let summary = a.wait_log("summary:");
+    assert!(
+        summary.contains("read 1 line from stdin; b (127.0.0.1:")
+            && summary.contains("): 1 message delivered; received 0 messages"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn stdin_waits_while_no_peer_is_connected_and_nothing_is_lost() {
+    let mut a = node("a").start();
+    a.wait_log("waiting for a peer before reading stdin");
+    a.send(b"one\n");
+    let mut b = node("b").dial(&a).start();
+    assert_eq!(texts(&b.wait_lines(1)), ["one"]);
+    // b leaves: a stops reading; a line typed now waits for the next peer.
+    b.signal("TERM");
+    b.expect_exit(Duration::from_secs(5));
+    a.wait_log("no peer connected: stdin waits until one is");
+    a.send(b"two\n");
+    let c = node("c").dial(&a).start();
+    assert_eq!(texts(&c.wait_lines(1)), ["two"]);
+}
+
+#[test]
+fn exit_on_eof_exits_3_and_names_the_peer_that_missed_lines() {
+    let b = node("b").start();
+    let c = node("c").start();
+    let input = Input::lines("missed", 300_000);
+    let mut a = node("a")
+        .args(&["--exit-on-eof", "--wait-peers", "2", "--stall-timeout", "1"])
+        .dial(&b)
+        .dial(&c)
+        .stdin(input.stdin())
+        .start();
+    // c freezes before a reads anything; a cuts it off and goes on with b.
+    c.signal("STOP");
+    let status = a.expect_exit(Duration::from_secs(60));
+    c.signal("CONT");
+    assert_eq!(status.code(), Some(3), "{}", a.log_text());
+    assert_eq!(b.wait_lines(300_000).len(), 300_000);
+    let summary = a.wait_log("summary:");
+    assert!(summary.contains("read 300000 lines from stdin"), "{summary}");
+    assert!(
+        summary.contains("b (127.0.0.1:") && summary.contains("): 300000 messages delivered"),
+        "{summary}"
+    );
+    let c_part = summary.split("; ").find(|p| p.starts_with("c (")).unwrap();
+    assert!(
+        c_part.contains("lost") && c_part.contains("stalled"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_closes_after_our_goodbye_is_cut_off_and_exit_is_3() {
+    let mut a = node("a")
+        .args(&["--exit-on-eof", "--keepalive", "1"])
+        .start();
+    let mut raw = RawPeer::handshake(&a, "stubborn");
+    a.send(b"hello\n");
+    a.close_stdin();
+    // The raw peer reads but never answers a PING, never says BYE, never
+    // closes. a must give up 2 x keepalive after its goodbye.
+    let started = Instant::now();
+    let reader = thread::spawn(move || {
+        while raw.read_frame().is_some() {}
+        raw // kept open: the peer never closes
+    });
+    let status = a.expect_exit(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(3), "{}", a.log_text());
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    a.wait_log("did not close within 2s of our goodbye; closed it anyway");
+    let summary = a.wait_log("summary:");
+    assert!(
+        summary.contains("stubborn") && summary.contains("1 written but not confirmed"),
+        "{summary}"
+    );
+    reader.join().unwrap();
+}
+
+#[test]
+fn a_refused_dialer_reads_no_stdin_and_the_refusing_node_prints_nothing_of_it() {
+    let a = node("a").args(&["--max-peers", "1"]).start();
+    let b = node("b").dial(&a).start();
+    b.wait_peer("a");
+    let input = Input::lines("refused", 1000);
+    let mut c = node("c")
+        .args(&["--exit-on-eof"])
+        .dial(&a)
+        .stdin(input.stdin())
+        .start();
+    c.wait_log_count("refused the connection: peer limit reached (1)", 2);
+    assert_eq!(c.count_log("peer up"), 0, "{}", c.log_text());
+    assert!(
+        c.wait_exit(Duration::ZERO).is_none(),
+        "c exited as if it had sent its lines"
+    );
+    assert_eq!(a.out.len(), 0, "a printed lines from a refused connection");
+    assert_eq!(b.out.len(), 0);
+}
+
+#[test]
+fn a_refused_connection_is_closed_within_a_second() {
+    let a = node("a").args(&["--max-peers", "1"]).start();
+    let _first = RawPeer::handshake(&a, "first");
+    let mut second = RawPeer::connect(&a);
+    second.send(&crate::support::hello("second", 2));
+    second.read_hello();
+    let started = Instant::now();
+    let (kind, body) = second.read_frame().expect("a BYE");
+    assert_eq!(kind, frame::kind::BYE);
+    assert_eq!(body, b"peer limit reached (1)");
+    // It neither answers nor closes: a must close it anyway, promptly.
+    assert!(second.read_until_closed(Duration::from_secs(5)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+}
+
+/// Feeds numbered lines to `stdin` over about a second, so that the
+/// stream is still flowing while connections come and go.
+fn feed_paced(mut stdin: std::process::ChildStdin, lines: usize) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut text = Vec::new();
+        for n in 0..lines {
+            writeln!(text, "line {n}").unwrap();
+        }
+        for part in text.chunks(text.len() / 100 + 1) {
+            if stdin.write_all(part).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10)); // pacing, not waiting
+        }
+    })
+}
+
+/// Two nodes started 0.1 s apart, each dialing the other and streaming
+/// numbered lines: every line arrives once, in order. Which of the two
+/// connections survives depends on the random node ids, so the scenario runs
+/// a few times to take both paths.
+#[test]
+fn mutual_dialers_streaming_at_once_keep_every_line_in_order() {
+    const LINES: usize = 150_000;
+    let mut replaced = 0;
+    for _ in 0..4 {
+        let (pa, pb) = (free_port(), free_port());
+        let start = |name: &str, me: u16, other: u16| {
+            node(name)
+                .args(&[
+                    "-l",
+                    &format!("127.0.0.1:{me}"),
+                    &format!("127.0.0.1:{other}"),
+                ])
+                .start()
+        };
+        let mut a = start("a", pa, pb);
+        let fa = feed_paced(a.take_stdin(), LINES);
+        thread::sleep(Duration::from_millis(100)); // the scenario: 0.1 s apart
+        let mut b = start("b", pb, pa);
+        let fb = feed_paced(b.take_stdin(), LINES);
+        for (node, other) in [(&a, "b"), (&b, "a")] {
+            let lines = node.wait_lines_for(LINES, Duration::from_secs(60));
+            for (n, line) in lines.iter().enumerate() {
+                assert_eq!(
+                    line,
+                    format!("line {n}").as_bytes(),
+                    "{} got line {n} from {other} out of order",
+                    node.name
+                );
+            }
+            assert_eq!(lines.len(), LINES);
+            replaced += node.count_log("keeping the one just dialed");
+        }
+        fa.join().unwrap();
+        fb.join().unwrap();
+    }
+    eprintln!("the newer connection replaced the older in {replaced} of 8 views");
+}
+
+#[test]
+fn an_established_peer_is_not_replaced_by_a_stranger_using_its_id() {
+    let mut a = node("a").start();
+    let b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    // The stranger learns b's id from b's own HELLO.
+    let mut probe = RawPeer::connect(&b);
+    let b_id = probe.read_hello().node_id;
+    drop(probe);
+    // Past the mutual-dial window, the connection is established.
+    thread::sleep(Duration::from_millis(5500));
+    let mut stranger = RawPeer::connect(&a);
+    stranger.send(&crate::support::hello("b", b_id));
+    stranger.read_hello();
+    let (kind, body) = stranger.read_frame().expect("a BYE");
+    assert_eq!(kind, frame::kind::BYE, "{}", a.log_text());
+    assert_eq!(body, b"already connected");
+    a.wait_log("is already connected from");
+    a.send(b"still to b\n");
+    assert_eq!(texts(&b.wait_lines(1)), ["still to b"]);
+    assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
+}
+
+fn msg(origin: u64, seq: u64, text: &[u8]) -> Vec<u8> {
+    Frame::Msg {
+        origin,
+        seq,
+        payload: text,
+    }
+    .to_bytes()
+}
+
+#[test]
+fn repeated_or_backward_sequence_numbers_are_dropped_and_logged() {
+    let a = node("a").start();
+    let mut raw = RawPeer::handshake_as(&a, "seq", 77);
+    for (seq, text) in [(5, "five"), (5, "five again"), (3, "three"), (6, "six")] {
+        raw.send(&msg(77, seq, text.as_bytes()));
+    }
+    assert_eq!(texts(&a.wait_lines(2)), ["five", "six"]);
+    a.wait_log("seq: dropped 2 messages with a repeated or backward sequence number");
+    raw.send(&msg(77, 7, b"marker"));
+    assert_eq!(texts(&a.wait_lines(3)), ["five", "six", "marker"]);
+}
+
+#[test]
+fn a_message_claiming_another_origin_is_a_protocol_error() {
+    let a = node("a").start();
+    let mut raw = RawPeer::handshake_as(&a, "liar", 77);
+    raw.send(&msg(78, 1, b"from someone else"));
+    let line = a.wait_log("peer down: liar");
+    assert!(
+        line.contains("a message from node 000000000000004e, not from the peer itself"),
+        "{line}"
+    );
+    assert!(raw.read_until_closed(Duration::from_secs(5)));
+    assert_eq!(a.out.len(), 0);
+}
+
+#[test]
+fn a_message_before_accept_is_a_protocol_error() {
+    let a = node("a").start();
+    let mut raw = RawPeer::connect(&a);
+    raw.send(&crate::support::hello("hasty", 5));
+    raw.read_hello();
+    raw.send(&msg(5, 1, b"too soon"));
+    a.wait_log("protocol error: a message before ACCEPT");
+    assert!(raw.read_until_closed(Duration::from_secs(5)));
+    assert_eq!(a.out.len(), 0);
+}
+
+#[test]
+fn connect_timeout_gives_up_with_exit_1_and_says_why() {
+    let port = free_port();
+    let started = Instant::now();
+    let mut a: Node = node("a")
+        .args(&["--connect-timeout", "1", &format!("127.0.0.1:{port}")])
+        .start();
+    let status = a.expect_exit(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{}", a.log_text());
+    assert!(took < Duration::from_secs(3), "gave up after {took:?}");
+    a.wait_log("no peer connected within 1s (--connect-timeout); giving up");
+}
+
+#[test]
+fn stats_report_traffic_and_json_messages_carry_their_receive_time() {
+    let b = node("b").args(&["-f", "json"]).start();
+    let mut a = node("a").args(&["--stats", "1", "-vv"]).dial(&b).start();
+    a.wait_peer("b");
+    a.send(b"counted\n");
+    let line = &texts(&b.wait_lines(2))[1];
+    assert!(line.contains("\"type\":\"msg\""), "{line}");
+    let ts = line.split("\"ts\":\"").nth(1).unwrap();
+    assert!(ts.starts_with("20") && ts[..27].ends_with('Z'), "{line}");
+    a.wait_log("stats: 1 peer up; in 0 msg/s");
+    a.wait_log(": -> message ");
+    a.wait_log(": <- pong");
+}
