@@ -319,10 +319,12 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn run(&mut self) -> Ending {
-        // The peer pings us at least every one of its keepalive periods, and
-        // answers our pings; a healthy connection is never silent for long.
+        // Our writer pings at least every keepalive period, and a live peer
+        // answers every ping at once, so our own keepalive bounds a healthy
+        // silence whatever the peer announced (a stranger announcing an hour
+        // must not hold the connection for three).
         let keepalive = self.node.config.keepalive;
-        let silence_limit = keepalive.max(self.info.keepalive) * 3;
+        let silence_limit = keepalive * 3;
         // Wake up often enough to notice silence close to the limit.
         let tick = (keepalive / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         if let Err(e) = self.stream.set_read_timeout(Some(tick)) {

@@ -205,10 +205,15 @@ mod tests {
         }
     }
 
+    /// The byte message `seq` is filled with (never a newline).
+    fn fill(seq: u64) -> u8 {
+        b'a' + (seq % 26) as u8
+    }
+
     fn messages(count: usize, size: usize) -> Vec<u8> {
         let mut bytes = Vec::new();
         for seq in 0..count {
-            let payload = vec![(seq % 251) as u8; size + seq % 7];
+            let payload = vec![fill(seq as u64); size + seq % 7];
             Frame::Msg {
                 origin: 1,
                 seq: seq as u64,
@@ -231,7 +236,7 @@ mod tests {
                 let Frame::Msg { seq, payload, .. } = frame else {
                     panic!()
                 };
-                assert!(payload.iter().all(|&b| b == (seq % 251) as u8));
+                assert!(payload.iter().all(|&b| b == fill(seq)));
                 seqs.push(seq);
                 rb.consume(used);
                 any = true;
