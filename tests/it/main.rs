@@ -15,4 +15,5 @@ mod messages;
 #[cfg(target_os = "linux")]
 mod netns;
 mod shutdown;
+mod strangers;
 mod usage;
