@@ -36,6 +36,7 @@
 //! - [`router`]: the thread that owns the peer table and routes every frame.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.
+//! - [`ratelog`]: warnings a stranger can trigger, rate-limited per source.
 //! - [`shutdown`]: one trigger, many listeners.
 //! - [`threads`]: named threads, all joined, a panic in one stops the node.
 //! - [`node`]: what the threads share, and `run`, which ties them together.
@@ -50,6 +51,7 @@ pub mod node;
 pub mod outbox;
 pub mod output;
 pub mod peer;
+pub mod ratelog;
 pub mod router;
 pub mod shutdown;
 pub mod stdio;

@@ -25,6 +25,7 @@ use crate::frame::{self, Frame, NodeId, MSG_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::node::{Node, PendingHandshake};
 use crate::outbox::{Close, Outbox};
+use crate::ratelog;
 use crate::router::Event;
 use crate::shutdown::Never;
 use crate::wire::{classify, describe, write_all_vectored, IoFailure, ReadBuf};
@@ -173,7 +174,7 @@ pub fn start(
         }
     };
     let node_ = node.clone();
-    let pending = node.pending_handshake();
+    let pending = node.pending_handshake((direction == Direction::In).then_some(addr.ip()));
     let spawned = node.threads.spawn(format!("rx-{conn}"), move || {
         connection(node_, conn, stream, addr, direction, ticket, pending)
     });
@@ -203,7 +204,7 @@ fn connection(
     let hello = match handshake {
         Ok(hello) => hello,
         Err(e) => {
-            handshake_failed(&stream, addr, &e);
+            handshake_failed(&stream, addr, &e, direction);
             if let Some(ticket) = ticket {
                 let outcome = match e {
                     HandshakeError::ItsMe => DialOutcome::ItsMe,
@@ -269,16 +270,28 @@ fn connection(
     let _ = node.events.send(Event::Down { conn, ending });
 }
 
-fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError) {
-    match e {
-        HandshakeError::ItsMe => log::info!("{addr}: {e}; closing that connection"),
-        HandshakeError::Protocol(reason) => {
-            log::warn!("{addr}: {e}; closing");
-            // Tell a peercat peer why; a stranger will not mind the bytes.
-            let bye = Frame::Bye(reason.as_bytes()).to_bytes();
-            let _ = std::io::Write::write_all(&mut &*stream, &bye);
+/// Logs a failed handshake and closes the connection. A connection we
+/// dialed is logged by its dialer, in the one line that also says when it
+/// dials again; one a stranger opened is logged here, rate-limited per
+/// address (a stranger can fail handshakes as fast as it can connect).
+fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, dir: Direction) {
+    match (e, dir) {
+        (HandshakeError::ItsMe, Direction::In) => {
+            log::info!("{addr}: {e}; closing that connection")
         }
-        _ => log::warn!("{addr}: {e}; closing"),
+        (_, Direction::In) => ratelog::warn("failed handshakes", addr.ip(), || {
+            format!(
+                "{addr}: {e}; closing (more failures from {} are counted, not logged, for {}s)",
+                addr.ip().to_canonical(),
+                ratelog::WINDOW.as_secs()
+            )
+        }),
+        (_, Direction::Out) => log::debug!("{addr}: {e}; closing"),
+    }
+    if let HandshakeError::Protocol(reason) = e {
+        // Tell a peercat peer why; a stranger will not mind the bytes.
+        let bye = Frame::Bye(reason.as_bytes()).to_bytes();
+        let _ = std::io::Write::write_all(&mut &*stream, &bye);
     }
     let _ = stream.shutdown(SocketShutdown::Both);
 }

@@ -2,8 +2,14 @@
 //! handshake slots, log lines) does not grow with what it merely announces
 //! or with how many sockets it opens.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
 
 use peercat::frame::{self, Frame};
 
@@ -86,4 +92,98 @@ fn a_length_header_alone_costs_no_memory() {
     );
     assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
     drop(peers);
+}
+
+/// One address holds 64 silent connections open, and opens a new one as
+/// soon as the node closes one; a real peer from another address must get
+/// in at once. The node listens on [::] (both IPv4 and IPv6), so the
+/// attacker can come from 127.0.0.1 and the real peer from ::1: std cannot
+/// choose a client's source address, and this needs no extra crate.
+#[test]
+fn one_address_cannot_lock_out_the_rest() {
+    const ATTACKERS: usize = 64;
+    if TcpListener::bind("[::1]:0").is_err() {
+        panic!("this test needs IPv6 on loopback (::1), which this machine lacks");
+    }
+    let a = node("a").args(&["-l", "[::]:0"]).start();
+    let target = format!("127.0.0.1:{}", a.port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (connected, first_connects) = bounded(ATTACKERS);
+    let attackers: Vec<_> = (0..ATTACKERS)
+        .map(|_| {
+            let (target, stop, connected) = (target.clone(), stop.clone(), connected.clone());
+            thread::spawn(move || hold_silently(&target, &stop, &connected))
+        })
+        .collect();
+    for _ in 0..ATTACKERS {
+        first_connects
+            .recv_timeout(DEADLINE)
+            .expect("the attacker could not connect");
+    }
+    let started = Instant::now();
+    let b = node("b").arg(format!("[::1]:{}", a.port)).start();
+    b.wait_peer("a");
+    let took = started.elapsed();
+    a.wait_peer("b");
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        took < Duration::from_secs(3),
+        "the real peer got in after {took:?}"
+    );
+    // Refused sockets are logged once for the address, not once each.
+    let refusals = a.count_log("connections from 127.0.0.1 are already in handshake");
+    assert_eq!(refusals, 1, "{}", a.log_text());
+    drop(a); // closes the attackers' sockets
+    for attacker in attackers {
+        attacker.join().unwrap();
+    }
+}
+
+/// Connects to `target`, says nothing, and reconnects whenever the node
+/// closes the connection, until `stop`. Reports its first connect.
+fn hold_silently(target: &str, stop: &AtomicBool, connected: &Sender<()>) {
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect(target) else {
+            return; // the node is gone
+        };
+        if first {
+            let _ = connected.send(());
+            first = false;
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) if stop.load(Ordering::Relaxed) => return,
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// 200 connections that each fail their handshake produce a few warning
+/// lines, not 200.
+#[test]
+fn a_flood_of_bad_connections_is_logged_a_few_times() {
+    const BAD: usize = 200;
+    let a = node("a").start();
+    for _ in 0..BAD {
+        let mut bad = RawPeer::connect(&a);
+        bad.send(b"GET / HTTP/1.1\r\n\r\n");
+        // Closed after the node has logged (or counted) the failure.
+        assert!(bad.read_until_closed(DEADLINE), "a bad peer was kept");
+    }
+    let warnings = a.count_log("protocol error in handshake");
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for {BAD} bad connections:\n{}",
+        a.log_text()
+    );
+    assert!(a.count_log("WARN") <= 3, "{}", a.log_text());
 }
