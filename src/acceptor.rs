@@ -84,7 +84,7 @@ fn refusal(node: &Node, addr: SocketAddr) -> Option<Refusal> {
     }
     let from_ip = node.pending_handshakes_from(addr.ip());
     if from_ip >= HANDSHAKES_PER_IP {
-        let ip = addr.ip().to_canonical();
+        let ip = ratelog::describe_source(addr.ip());
         return Some(Refusal {
             kind: "refused connections (too many handshakes from one address)",
             message: format!(

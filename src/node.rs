@@ -19,7 +19,7 @@ use crate::peer::{ConnId, Inbound};
 use crate::router::{Event, Router};
 use crate::shutdown::{Cause, Never, Shutdown};
 use crate::threads::Threads;
-use crate::{acceptor, dialer, stdio};
+use crate::{acceptor, dialer, ratelog, stdio};
 
 /// Batches of received messages waiting for the router. Readers block when
 /// it is full, which is how a slow stdout pushes back on the peers.
@@ -35,8 +35,9 @@ pub const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
 /// How long the end of `run` waits for threads after the router is done.
 const JOIN_DEADLINE: Duration = Duration::from_millis(500);
 
-/// Handshakes one source address may have under way at once, below the
-/// global cap (`--max-peers`), so that one address cannot hold every slot.
+/// Handshakes one source (an IPv4 address or an IPv6 /64) may have under
+/// way at once, below the global cap (`--max-peers`), so that one address
+/// cannot hold every slot.
 pub const HANDSHAKES_PER_IP: usize = 8;
 
 /// Log target of the lines a node always logs, even under `-q`.
@@ -100,7 +101,7 @@ impl Node {
     /// that address.
     pub fn pending_handshake(self: &Arc<Self>, from: Option<IpAddr>) -> PendingHandshake {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
-        let from = from.map(|ip| ip.to_canonical());
+        let from = from.map(ratelog::source_of);
         if let Some(ip) = from {
             *self.handshakes_by_ip.lock().entry(ip).or_insert(0) += 1;
         }
@@ -111,11 +112,11 @@ impl Node {
         self.handshakes.load(Ordering::Relaxed)
     }
 
-    /// Inbound handshakes under way from `ip` (an IPv4-mapped IPv6 address
-    /// counts as its IPv4 address).
+    /// Inbound handshakes under way from `ip`'s source (its IPv4 address or
+    /// IPv6 /64, see [`ratelog::source_of`]).
     pub fn pending_handshakes_from(&self, ip: IpAddr) -> usize {
         let by_ip = self.handshakes_by_ip.lock();
-        by_ip.get(&ip.to_canonical()).copied().unwrap_or(0)
+        by_ip.get(&ratelog::source_of(ip)).copied().unwrap_or(0)
     }
 
     /// Shuts down every socket still open, waking every thread blocked on one.

@@ -282,7 +282,7 @@ fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, di
         (_, Direction::In) => ratelog::warn("failed handshakes", addr.ip(), || {
             format!(
                 "{addr}: {e}; closing (more failures from {} are counted, not logged, for {}s)",
-                addr.ip().to_canonical(),
+                ratelog::describe_source(addr.ip()),
                 ratelog::WINDOW.as_secs()
             )
         }),

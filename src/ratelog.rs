@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -23,6 +23,28 @@ use parking_lot::Mutex;
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// How many (kind, source) pairs are tracked at once.
 pub const MAX_SOURCES: usize = 1024;
+
+/// The unit a stranger is counted by, here and for the handshake limit per
+/// address: an IPv4 address, or an IPv6 /64 (one host usually holds a whole
+/// /64, so counting single IPv6 addresses would bound nothing). An
+/// IPv4-mapped IPv6 address counts as its IPv4 address.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128)))
+        }
+        other => other,
+    }
+}
+
+/// A source as [`source_of`] made it, for a log line: `10.0.0.1`,
+/// `2001:db8::/64`.
+pub fn describe_source(ip: IpAddr) -> String {
+    match source_of(ip) {
+        IpAddr::V6(v6) if !v6.is_loopback() => format!("{v6}/64"),
+        other => other.to_string(),
+    }
+}
 
 /// Where a warning came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,7 +57,7 @@ pub enum Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Ip(ip) => write!(f, "{ip}"),
+            Source::Ip(ip) => write!(f, "{}", describe_source(*ip)),
             Source::Others => write!(f, "other sources"),
         }
     }
@@ -93,7 +115,7 @@ impl RateLimiter {
         now: Instant,
     ) -> (bool, Vec<Summary>) {
         let ended = self.expire(now);
-        let mut key = (kind, Source::Ip(from));
+        let mut key = (kind, Source::Ip(source_of(from)));
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             key = (kind, Source::Others);
         }
@@ -238,6 +260,23 @@ mod tests {
             }]
         );
         assert!(rl.is_empty(), "ended windows are forgotten");
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(other));
+        assert_eq!(describe_source(a), "2001:db8:1:2::/64");
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(source_of(mapped), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(describe_source("::1".parse().unwrap()), "::1");
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(WINDOW, 8);
+        assert!(rl.check("refused", a, t0).0);
+        assert!(!rl.check("refused", b, t0).0, "same /64, same source");
     }
 
     #[test]
