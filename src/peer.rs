@@ -276,8 +276,11 @@ fn connection(
 /// address (a stranger can fail handshakes as fast as it can connect).
 fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, dir: Direction) {
     match (e, dir) {
+        // Anyone who has seen our HELLO can echo our id back.
         (HandshakeError::ItsMe, Direction::In) => {
-            log::info!("{addr}: {e}; closing that connection")
+            ratelog::log(log::Level::Info, "echoed ids", addr.ip(), || {
+                format!("{addr}: {e}; closing that connection")
+            })
         }
         (_, Direction::In) => ratelog::warn("failed handshakes", addr.ip(), || {
             format!(

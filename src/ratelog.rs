@@ -174,7 +174,13 @@ static LIMITER: Mutex<Option<RateLimiter>> = parking_lot::const_mutex(None);
 /// logged within the last [`WINDOW`]; then it is only counted. `kind` is a
 /// short phrase for the summary line, e.g. "refused connections".
 pub fn warn(kind: &'static str, from: IpAddr, message: impl FnOnce() -> String) {
-    let (log, ended) = {
+    log(log::Level::Warn, kind, from, message)
+}
+
+/// [`warn`] at another level; the summary of what was held back is always
+/// a warning, since it reports a flood.
+pub fn log(level: log::Level, kind: &'static str, from: IpAddr, message: impl FnOnce() -> String) {
+    let (show, ended) = {
         let mut limiter = LIMITER.lock();
         limiter
             .get_or_insert_with(|| RateLimiter::new(WINDOW, MAX_SOURCES))
@@ -184,8 +190,8 @@ pub fn warn(kind: &'static str, from: IpAddr, message: impl FnOnce() -> String) 
     for summary in ended {
         log::warn!("{summary}");
     }
-    if log {
-        log::warn!("{}", message());
+    if show {
+        log::log!(level, "{}", message());
     }
 }
 
