@@ -63,12 +63,15 @@ pub struct Hello {
     /// The port this node accepts peers on; 0 when it does not listen.
     pub listen_port: u16,
     /// The largest message payload this node accepts, so that senders can
-    /// skip a message for this peer instead of breaking the connection.
+    /// skip a message for this peer instead of breaking the connection;
+    /// within [`MAX_FRAME`].
     pub max_frame: u32,
-    /// How often this node pings an idle connection, in seconds, so that
-    /// the other side knows how long a healthy silence can last.
+    /// How often this node pings, in seconds. Informational: a receiver
+    /// times silence on its own keepalive; checked against
+    /// [`KEEPALIVE_SECS`] all the same.
     pub keepalive_secs: u16,
-    /// Display name; UTF-8 without control characters, at most 255 bytes.
+    /// Display name; at most 255 bytes of UTF-8 that [`name_problem`]
+    /// accepts.
     pub name: String,
 }
 

@@ -107,6 +107,7 @@ fn one_address_cannot_lock_out_the_rest() {
     }
     let a = node("a").args(&["-l", "[::]:0"]).start();
     let target = format!("127.0.0.1:{}", a.port);
+    let attack_began = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let (connected, first_connects) = bounded(ATTACKERS);
     let attackers: Vec<_> = (0..ATTACKERS)
@@ -130,9 +131,15 @@ fn one_address_cannot_lock_out_the_rest() {
         took < Duration::from_secs(3),
         "the real peer got in after {took:?}"
     );
-    // Refused sockets are logged once for the address, not once each.
+    // Refused sockets are logged once for the address (per 10 s window),
+    // not once each.
     let refusals = a.count_log("connections from 127.0.0.1 are already in handshake");
-    assert_eq!(refusals, 1, "{}", a.log_text());
+    let windows = 1 + attack_began.elapsed().as_secs() as usize / 10;
+    assert!(
+        (1..=windows).contains(&refusals),
+        "{refusals} refusals logged:\n{}",
+        a.log_text()
+    );
     drop(a); // closes the attackers' sockets
     for attacker in attackers {
         attacker.join().unwrap();
@@ -173,17 +180,20 @@ fn hold_silently(target: &str, stop: &AtomicBool, connected: &Sender<()>) {
 fn a_flood_of_bad_connections_is_logged_a_few_times() {
     const BAD: usize = 200;
     let a = node("a").start();
+    let began = Instant::now();
     for _ in 0..BAD {
         let mut bad = RawPeer::connect(&a);
         bad.send(b"GET / HTTP/1.1\r\n\r\n");
         // Closed after the node has logged (or counted) the failure.
         assert!(bad.read_until_closed(DEADLINE), "a bad peer was kept");
     }
+    // One line per 10 s window, and one summary for each window that ended.
+    let windows = 1 + began.elapsed().as_secs() as usize / 10;
     let warnings = a.count_log("protocol error in handshake");
     assert!(
-        (1..=2).contains(&warnings),
+        (1..=windows).contains(&warnings),
         "{warnings} warnings for {BAD} bad connections:\n{}",
         a.log_text()
     );
-    assert!(a.count_log("WARN") <= 3, "{}", a.log_text());
+    assert!(a.count_log("WARN") <= 2 * windows, "{}", a.log_text());
 }
