@@ -3,6 +3,11 @@
 //!
 //! `accept` blocks, and nothing portable interrupts it, so at shutdown the
 //! node connects to its own listener to wake this thread up.
+//!
+//! Strangers are bounded here: at most `--max-peers` handshakes at once, at
+//! most [`HANDSHAKES_PER_IP`] of them from one address; a connection beyond
+//! either is closed at once, and the refusal is logged once per address
+//! and window (see [`ratelog`]).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,8 +16,9 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
-use crate::node::Node;
+use crate::node::{Node, HANDSHAKES_PER_IP};
 use crate::peer::{self, Direction};
+use crate::ratelog;
 use crate::wire::{classify, describe, IoFailure};
 
 pub fn spawn(node: &Arc<Node>, listener: TcpListener) -> io::Result<()> {
@@ -31,14 +37,10 @@ fn accept_loop(node: &Arc<Node>, listener: &TcpListener) {
         }
         match accepted {
             Ok((stream, addr)) => {
-                // Each handshake holds a thread for up to HANDSHAKE_TIMEOUT;
-                // a flood of silent connections must not pile them up.
-                let pending = node.pending_handshakes();
-                if pending >= node.config.max_peers {
-                    log::warn!(
-                        "{addr}: {pending} connections are already in handshake; closing this one"
-                    );
-                    continue;
+                ratelog::flush();
+                if let Some(refusal) = refusal(node, addr) {
+                    ratelog::warn(refusal.kind, addr.ip(), || refusal.message);
+                    continue; // dropping the stream closes it at once
                 }
                 log::debug!("{addr}: accepted a connection");
                 peer::start(node, stream, Direction::In, None);
@@ -54,6 +56,46 @@ fn accept_loop(node: &Arc<Node>, listener: &TcpListener) {
             }
         }
     }
+}
+
+/// Why a new connection is closed before its handshake.
+struct Refusal {
+    /// For the rate-limited log: one line per kind and source, then a count.
+    kind: &'static str,
+    message: String,
+}
+
+/// Each handshake holds a thread for up to HANDSHAKE_TIMEOUT, so a flood of
+/// silent connections must not pile them up (the global cap), and one
+/// address must not take every slot and lock the others out (the cap per
+/// address). Only this thread admits inbound handshakes, so counting and
+/// then starting one cannot race with another admission.
+fn refusal(node: &Node, addr: SocketAddr) -> Option<Refusal> {
+    let pending = node.pending_handshakes();
+    if pending >= node.config.max_peers {
+        return Some(Refusal {
+            kind: "refused connections (too many handshakes)",
+            message: format!(
+                "{addr}: {pending} connections are already in handshake; closing this one \
+                 (more like it are counted, not logged, for {}s)",
+                ratelog::WINDOW.as_secs()
+            ),
+        });
+    }
+    let from_ip = node.pending_handshakes_from(addr.ip());
+    if from_ip >= HANDSHAKES_PER_IP {
+        let ip = ratelog::describe_source(addr.ip());
+        return Some(Refusal {
+            kind: "refused connections (too many handshakes from one address)",
+            message: format!(
+                "{addr}: {from_ip} connections from {ip} are already in handshake, \
+                 the most one address may have; closing this one \
+                 (more like it are counted, not logged, for {}s)",
+                ratelog::WINDOW.as_secs()
+            ),
+        });
+    }
+    None
 }
 
 /// Wakes the acceptor blocked in `accept` on `listening`, so that it sees

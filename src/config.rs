@@ -13,7 +13,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use log::LevelFilter;
 
-use crate::frame::MAX_NAME_LEN;
+use crate::frame::{self, MAX_NAME_LEN};
 
 /// The largest `--max-frame`: a message must fit a u32 length prefix, and one
 /// frame is buffered whole, so a gigabyte is already more than sensible.
@@ -274,10 +274,13 @@ fn parse_name(s: &str) -> Result<String, String> {
             s.len()
         ));
     }
-    if s.chars().any(char::is_control) {
-        return Err("a name cannot contain control characters".to_owned());
+    match frame::name_problem(s) {
+        Some(problem) => Err(format!(
+            "{problem}: names are printed at the start of lines (NAME> message), \
+             so they cannot contain control characters, U+2028, U+2029 or '>'"
+        )),
+        None => Ok(s.to_owned()),
     }
-    Ok(s.to_owned())
 }
 
 /// The machine's host name, for `--name`'s default.
@@ -294,8 +297,18 @@ fn host_name() -> String {
     };
     from_file()
         .or_else(from_env)
-        .and_then(|name| parse_name(name.trim()).ok())
+        .map(|name| sanitise_name(name.trim()))
+        .and_then(|name| parse_name(&name).ok())
         .unwrap_or_else(|| "peercat".to_owned())
+}
+
+/// A host name with the characters a node name may not hold left out.
+fn sanitise_name(name: &str) -> String {
+    let kept = name.chars().filter(|&c| {
+        let mut one = [0u8; 4];
+        frame::name_problem(c.encode_utf8(&mut one)).is_none()
+    });
+    frame::truncate_utf8(&kept.collect::<String>(), MAX_NAME_LEN).to_owned()
 }
 
 #[cfg(test)]
@@ -390,6 +403,17 @@ mod tests {
     }
 
     #[test]
+    fn a_host_name_is_made_a_valid_node_name() {
+        assert_eq!(sanitise_name("web>1\u{2028}x\ty"), "web1xy");
+        assert_eq!(
+            parse_name(&sanitise_name(">>")).ok(),
+            None,
+            "empty: falls back"
+        );
+        assert!(parse_name(&host_name()).is_ok());
+    }
+
+    #[test]
     fn bad_options_are_usage_errors() {
         assert!(error_text(&["--max-frame", "0"]).contains("--max-frame"));
         assert!(error_text(&["--max-peers", "0"]).contains("--max-peers"));
@@ -398,6 +422,9 @@ mod tests {
         assert!(error_text(&["-l", "nowhere"]).contains("expected IP:PORT"));
         assert!(error_text(&["-n", ""]).contains("cannot be empty"));
         assert!(error_text(&["-n", "a\tb"]).contains("control characters"));
+        assert!(error_text(&["-n", "a>b"]).contains("contains '>'"));
+        assert!(error_text(&["-n", "a\u{2028}b"]).contains("separator"));
+        assert!(error_text(&["-n", "a\u{85}b"]).contains("control characters"));
         assert!(error_text(&["--wait-peers", "5", "--max-peers", "4"]).contains("never be reached"));
         assert!(error_text(&["--no-listen"]).contains("nothing to do"));
         assert!(

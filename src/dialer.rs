@@ -5,6 +5,10 @@
 //! [`peer::start`] with a [`DialTicket`], and waits: the connection reports
 //! a failed handshake on the ticket, and the router reports when the node it
 //! reached is no longer connected (over this connection or any other).
+//! [`RedialPlan`] decides, without touching a socket, how long to wait and
+//! how loudly to log each failure: one line per attempt, a warning when the
+//! failure is news. An address that answers with our own node id is dialed
+//! again only after [`ECHO_BACKOFF`].
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -41,6 +45,12 @@ pub enum DialOutcome {
 /// Where the fate of a dialed connection is reported.
 pub type DialTicket = Sender<DialOutcome>;
 
+/// How long to wait before dialing again an address that answered with our
+/// own node id. Long, because it is most likely ourselves again; not
+/// forever, because a real peer may listen there later (a port reused, an
+/// address moved).
+pub const ECHO_BACKOFF: Duration = Duration::from_secs(300);
+
 pub fn spawn(node: &Arc<Node>, target: PeerAddr) -> io::Result<()> {
     let node_ = node.clone();
     node.threads
@@ -49,11 +59,11 @@ pub fn spawn(node: &Arc<Node>, target: PeerAddr) -> io::Result<()> {
 
 fn dial_loop(node: &Arc<Node>, target: &PeerAddr) {
     let stopping = node.shutdown.stopping();
-    let mut backoff = Backoff::new(random_u64());
+    let mut plan = RedialPlan::new(random_u64());
     loop {
         log::debug!("dialing {target}");
-        let why = match connect(target) {
-            Err(e) => format!("cannot connect to {target}: {e}"),
+        let attempt = match connect(target) {
+            Err(e) => e,
             Ok(stream) => {
                 let (ticket, outcome) = bounded(1);
                 peer::start(node, stream, Direction::Out, Some(ticket));
@@ -65,36 +75,130 @@ fn dial_loop(node: &Arc<Node>, target: &PeerAddr) {
                     // Dropped unanswered: the router is gone, or the
                     // connection's threads could not start.
                     Err(_) if node.shutdown.is_triggered() => return,
-                    Err(_) => format!("{target}: the connection could not be set up"),
-                    Ok(DialOutcome::ItsMe) => {
-                        log::info!("{target} is this node itself; not dialing it again");
-                        return;
-                    }
-                    Ok(DialOutcome::Failed(reason)) => format!("{target}: {reason}"),
-                    Ok(DialOutcome::Ended { lasted }) => {
-                        if lasted >= STABLE {
-                            backoff.reset();
-                        }
-                        format!("connection to {target} ended")
-                    }
+                    Err(_) => Attempt::Lost,
+                    Ok(DialOutcome::ItsMe) => Attempt::ItsMe,
+                    Ok(DialOutcome::Failed(reason)) => Attempt::HandshakeFailed(reason),
+                    Ok(DialOutcome::Ended { lasted }) => Attempt::Ended { lasted },
                 }
             }
         };
-        let delay = backoff.next_delay();
-        log::info!("{why}; dialing again in {:.2}s", delay.as_secs_f64());
+        let redial = plan.after(target, attempt);
+        log::log!(redial.level, "{}", redial.line);
         select! {
             recv(stopping) -> _ => return,
-            default(delay) => {}
+            default(redial.delay) => {}
+        }
+    }
+}
+
+/// How one attempt to reach a PEER ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The host name did not resolve.
+    Unresolvable(String),
+    /// No address of it accepted the connection.
+    Unreachable(String),
+    /// It accepted, but the handshake failed.
+    HandshakeFailed(String),
+    /// It answered with our own node id.
+    ItsMe,
+    /// We were connected; that connection has ended.
+    Ended { lasted: Duration },
+    /// The connection could not be set up on our side.
+    Lost,
+}
+
+/// What to do after an attempt: wait `delay`, and say so in one line at
+/// `level`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redial {
+    pub delay: Duration,
+    pub level: log::Level,
+    pub line: String,
+}
+
+/// The dial loop's decisions, apart from its sockets and its clock.
+///
+/// A failure is a warning (seen under `-q`) when it is news: the first one
+/// since the start or since the last connection, or one of another kind
+/// than the last (an address that stops resolving). Repeats are info, so a
+/// peer that is down for an hour does not fill a quiet log.
+pub struct RedialPlan {
+    backoff: Backoff,
+    /// The kind of the last failure, while failures follow each other.
+    failing: Option<std::mem::Discriminant<Attempt>>,
+}
+
+impl RedialPlan {
+    pub fn new(seed: u64) -> Self {
+        RedialPlan {
+            backoff: Backoff::new(seed),
+            failing: None,
+        }
+    }
+
+    pub fn after(&mut self, target: &PeerAddr, attempt: Attempt) -> Redial {
+        let why = match &attempt {
+            Attempt::ItsMe => {
+                self.failing = None;
+                return Redial {
+                    delay: ECHO_BACKOFF,
+                    level: log::Level::Info,
+                    line: format!(
+                        "{target} is this node itself; dialing it again in {}s, \
+                         in case a real peer listens there by then",
+                        ECHO_BACKOFF.as_secs()
+                    ),
+                };
+            }
+            Attempt::Ended { lasted } => {
+                if *lasted >= STABLE {
+                    self.backoff.reset();
+                }
+                self.failing = None;
+                // The router has logged the peer's end; this is detail.
+                let delay = self.backoff.next_delay();
+                return Redial {
+                    delay,
+                    level: log::Level::Debug,
+                    line: format!(
+                        "connection to {target} ended; dialing again in {:.2}s",
+                        delay.as_secs_f64()
+                    ),
+                };
+            }
+            Attempt::Unresolvable(e) | Attempt::Unreachable(e) => e.clone(),
+            Attempt::HandshakeFailed(e) => format!("{target}: {e}"),
+            Attempt::Lost => format!("{target}: the connection could not be set up"),
+        };
+        let kind = std::mem::discriminant(&attempt);
+        let news = self.failing != Some(kind);
+        self.failing = Some(kind);
+        let delay = self.backoff.next_delay();
+        Redial {
+            delay,
+            level: if news {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            },
+            line: format!("{why}; dialing again in {:.2}s", delay.as_secs_f64()),
         }
     }
 }
 
 /// Resolves `target` afresh (its address may have changed) and connects to
 /// the first address that answers.
-fn connect(target: &PeerAddr) -> Result<TcpStream, String> {
+fn connect(target: &PeerAddr) -> Result<TcpStream, Attempt> {
     let addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {}", target.host, describe(&e)))?;
+        .map_err(|e| {
+            Attempt::Unresolvable(format!(
+                "cannot resolve {} (for {target}): {}",
+                target.host,
+                describe(&e)
+            ))
+        })?;
     let mut last = format!("{} has no address", target.host);
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
@@ -102,7 +206,9 @@ fn connect(target: &PeerAddr) -> Result<TcpStream, String> {
             Err(e) => last = describe(&e),
         }
     }
-    Err(last)
+    Err(Attempt::Unreachable(format!(
+        "cannot connect to {target}: {last}"
+    )))
 }
 
 /// Exponential backoff: each delay doubles, up to [`BACKOFF_MAX`], and is
@@ -140,6 +246,87 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use log::Level::{Debug, Info, Warn};
+
+    fn target() -> PeerAddr {
+        PeerAddr {
+            host: "host2".to_owned(),
+            port: 7117,
+        }
+    }
+
+    fn levels(plan: &mut RedialPlan, attempts: &[Attempt]) -> Vec<log::Level> {
+        attempts
+            .iter()
+            .map(|a| plan.after(&target(), a.clone()).level)
+            .collect()
+    }
+
+    #[test]
+    fn the_first_failure_is_a_warning_and_repeats_are_info() {
+        let refused = Attempt::Unreachable("cannot connect to host2:7117: refused".into());
+        let unknown = Attempt::Unresolvable("cannot resolve host2".into());
+        let ended = Attempt::Ended {
+            lasted: Duration::from_secs(1),
+        };
+        let mut plan = RedialPlan::new(1);
+        assert_eq!(
+            levels(
+                &mut plan,
+                &[
+                    refused.clone(),
+                    refused.clone(),
+                    refused.clone(),
+                    unknown.clone(),
+                    unknown,
+                    ended,
+                    refused
+                ]
+            ),
+            [Warn, Info, Info, Warn, Info, Debug, Warn]
+        );
+    }
+
+    #[test]
+    fn one_line_says_what_failed_and_when_the_next_try_is() {
+        let mut plan = RedialPlan::new(1);
+        let redial = plan.after(
+            &target(),
+            Attempt::HandshakeFailed("handshake timed out: no HELLO within 5s".into()),
+        );
+        assert!(
+            redial.line.starts_with(
+                "host2:7117: handshake timed out: no HELLO within 5s; dialing again in 0."
+            ),
+            "{}",
+            redial.line
+        );
+        assert_eq!(redial.level, Warn);
+    }
+
+    #[test]
+    fn an_echo_is_dialed_again_after_a_long_wait_not_abandoned() {
+        let mut plan = RedialPlan::new(1);
+        for _ in 0..3 {
+            let redial = plan.after(&target(), Attempt::ItsMe);
+            assert_eq!(redial.delay, ECHO_BACKOFF);
+            assert_eq!(redial.level, Info);
+            assert!(
+                redial.line.contains("dialing it again in 300s"),
+                "{}",
+                redial.line
+            );
+        }
+        assert!(ECHO_BACKOFF >= Duration::from_secs(60) * 5);
+        // A real peer there later is dialed on the usual schedule.
+        let ended = plan.after(
+            &target(),
+            Attempt::Ended {
+                lasted: Duration::from_secs(60),
+            },
+        );
+        assert!(ended.delay <= BACKOFF_MIN.mul_f64(1.25));
+    }
 
     #[test]
     fn delays_double_up_to_the_cap_with_jitter() {

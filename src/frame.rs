@@ -8,6 +8,7 @@
 //! test vectors.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -29,6 +30,13 @@ pub const MAX_BYE_REASON: usize = 255;
 /// Length field of the largest HELLO. It is the only frame accepted before
 /// the handshake, so a stranger can never make us buffer more than this.
 pub const MAX_HELLO_LEN: usize = 1 + HELLO_FIXED + MAX_NAME_LEN;
+/// The keepalive a HELLO may announce, in seconds: the bounds of
+/// `--keepalive`. Zero would mean pinging without pause; more than an hour
+/// would let a stranger hold a connection open for days.
+pub const KEEPALIVE_SECS: RangeInclusive<u16> = 1..=3600;
+/// The `max_frame` a HELLO may announce: the bounds of `--max-frame`. Zero
+/// would make every message too big for that peer.
+pub const MAX_FRAME: RangeInclusive<u32> = 1..=1 << 30;
 /// HELLO body bytes before the name: magic, version, node id, listen port,
 /// max frame, keepalive, name length.
 const HELLO_FIXED: usize = 4 + 2 + 8 + 2 + 4 + 2 + 1;
@@ -56,12 +64,15 @@ pub struct Hello {
     /// The port this node accepts peers on; 0 when it does not listen.
     pub listen_port: u16,
     /// The largest message payload this node accepts, so that senders can
-    /// skip a message for this peer instead of breaking the connection.
+    /// skip a message for this peer instead of breaking the connection;
+    /// within [`MAX_FRAME`].
     pub max_frame: u32,
-    /// How often this node pings an idle connection, in seconds, so that
-    /// the other side knows how long a healthy silence can last.
+    /// How often this node pings, in seconds. Informational: a receiver
+    /// times silence on its own keepalive; checked against
+    /// [`KEEPALIVE_SECS`] all the same.
     pub keepalive_secs: u16,
-    /// Display name; UTF-8 without control characters, at most 255 bytes.
+    /// Display name; at most 255 bytes of UTF-8 that [`name_problem`]
+    /// accepts.
     pub name: String,
 }
 
@@ -99,6 +110,13 @@ pub enum FrameError {
     BadMagic([u8; 4]),
     /// A HELLO from a protocol version this build does not speak.
     UnsupportedVersion(u16),
+    /// A HELLO field outside the bounds this protocol allows.
+    OutOfBounds {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     /// A known frame type whose body has the wrong shape.
     Malformed {
         kind: &'static str,
@@ -124,6 +142,15 @@ impl fmt::Display for FrameError {
             FrameError::UnsupportedVersion(v) => write!(
                 f,
                 "unsupported protocol version {v} (this build speaks version {VERSION})"
+            ),
+            FrameError::OutOfBounds {
+                field,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "HELLO announces {field} {value}, outside the allowed {min}..={max}"
             ),
             FrameError::Malformed { kind, reason } => write!(f, "malformed {kind} frame: {reason}"),
         }
@@ -152,10 +179,17 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
             if body.len() < 16 {
                 return Err(malformed("message", "shorter than its 16-byte header"));
             }
+            let payload = &body[16..];
+            // A line never holds its own terminator: a newline inside a
+            // payload could only forge a second line on the receiver's
+            // stdout (`-f tagged` would print it under any name).
+            if memchr::memchr(b'\n', payload).is_some() {
+                return Err(malformed("message", "payload contains a newline"));
+            }
             Frame::Msg {
                 origin: BigEndian::read_u64(&body[0..8]),
                 seq: BigEndian::read_u64(&body[8..16]),
-                payload: &body[16..],
+                payload,
             }
         }
         kind::PING => Frame::Ping(decode_token(body, "ping")?),
@@ -230,15 +264,51 @@ fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
     }
     let name = std::str::from_utf8(&body[HELLO_FIXED..])
         .map_err(|_| malformed("hello", "name is not valid UTF-8"))?;
-    if name.chars().any(char::is_control) {
-        return Err(malformed("hello", "name contains control characters"));
+    if let Some(reason) = name_problem(name) {
+        return Err(malformed("hello", reason));
     }
+    let max_frame = BigEndian::read_u32(&body[16..20]);
+    check_bounds("max_frame", max_frame, &MAX_FRAME)?;
+    let keepalive_secs = BigEndian::read_u16(&body[20..22]);
+    check_bounds("keepalive", keepalive_secs, &KEEPALIVE_SECS)?;
     Ok(Hello {
         node_id: BigEndian::read_u64(&body[6..14]),
         listen_port: BigEndian::read_u16(&body[14..16]),
-        max_frame: BigEndian::read_u32(&body[16..20]),
-        keepalive_secs: BigEndian::read_u16(&body[20..22]),
+        max_frame,
+        keepalive_secs,
         name: name.to_owned(),
+    })
+}
+
+fn check_bounds<T: Copy + PartialOrd + Into<u64>>(
+    field: &'static str,
+    value: T,
+    bounds: &RangeInclusive<T>,
+) -> Result<(), FrameError> {
+    if bounds.contains(&value) {
+        return Ok(());
+    }
+    Err(FrameError::OutOfBounds {
+        field,
+        value: value.into(),
+        min: (*bounds.start()).into(),
+        max: (*bounds.end()).into(),
+    })
+}
+
+/// Why `name` cannot be a node name, if it cannot. Names are printed at the
+/// start of lines (`-f tagged` prints `NAME> message`), so a name must not
+/// break a line (control characters, U+2028, U+2029) or fake where the name
+/// ends (`>`). The command line and the HELLO decoder both ask this.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > MAX_NAME_LEN {
+        return Some("name is longer than 255 bytes");
+    }
+    name.chars().find_map(|c| match c {
+        c if c.is_control() => Some("name contains control characters"),
+        '\u{2028}' | '\u{2029}' => Some("name contains a line or paragraph separator"),
+        '>' => Some("name contains '>'"),
+        _ => None,
     })
 }
 
@@ -410,14 +480,8 @@ mod tests {
 
     /// Many frames of every kind and size, as one stream.
     fn stream() -> (Vec<Frame<'static>>, Vec<u8>) {
-        static PAYLOADS: [&[u8]; 6] = [
-            b"Hello",
-            b"World!",
-            b"",
-            b"\r\n\0\xff\xfe",
-            b"x",
-            &[7u8; 300],
-        ];
+        static PAYLOADS: [&[u8]; 6] =
+            [b"Hello", b"World!", b"", b"\r\0\xff\xfe", b"x", &[7u8; 300]];
         let mut frames = vec![Frame::Hello(sample_hello()), Frame::Accept];
         for (seq, payload) in PAYLOADS.iter().enumerate() {
             frames.push(Frame::Msg {
@@ -603,10 +667,126 @@ mod tests {
                 ),
                 malformed("hello", "name contains control characters"),
             ),
+            (
+                unhex(
+                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                ),
+                malformed("hello", "name contains '>'"),
+            ),
+            (
+                unhex(
+                    "0000001f 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                ),
+                malformed("hello", "name contains a line or paragraph separator"),
+            ),
         ];
         for (bytes, expected) in cases {
             assert_eq!(decode(&bytes, LIMIT), Err(expected), "{}", hex(&bytes));
         }
+    }
+
+    /// The rows of PROTOCOL.md's table of bytes that are not frames, as
+    /// (hex, error) pairs, for the rows this test knows how to check.
+    fn not_frames() -> Vec<(&'static str, FrameError)> {
+        vec![
+            (
+                "00000014 02 0123456789abcdef 0000000000000001 610a62",
+                malformed("message", "payload contains a newline"),
+            ),
+            (
+                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                FrameError::OutOfBounds {
+                    field: "keepalive",
+                    value: 65535,
+                    min: 1,
+                    max: 3600,
+                },
+            ),
+            (
+                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                FrameError::OutOfBounds {
+                    field: "keepalive",
+                    value: 0,
+                    min: 1,
+                    max: 3600,
+                },
+            ),
+            (
+                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                FrameError::OutOfBounds {
+                    field: "max_frame",
+                    value: 0,
+                    min: 1,
+                    max: 1 << 30,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn protocol_md_lists_the_same_bad_bytes() {
+        let doc = include_str!("../PROTOCOL.md");
+        for (bytes, expected) in not_frames() {
+            assert_eq!(decode(&unhex(bytes), LIMIT), Err(expected.clone()));
+            let row = format!("| `{bytes}` | {expected} |");
+            assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn hello_bounds_are_inclusive_and_match_the_command_line() {
+        let with = |max_frame, keepalive_secs| {
+            let bytes = Frame::Hello(Hello {
+                max_frame,
+                keepalive_secs,
+                ..sample_hello()
+            })
+            .to_bytes();
+            decode(&bytes, LIMIT).map(|_| ())
+        };
+        assert_eq!(with(1, 1), Ok(()));
+        assert_eq!(with(1 << 30, 3600), Ok(()));
+        assert!(with(1 << 30, 3601).is_err());
+        assert!(with((1 << 30) + 1, 5).is_err());
+        assert_eq!(*MAX_FRAME.end(), crate::config::MAX_FRAME_LIMIT);
+        let keepalive =
+            |secs: u16| crate::config::parse(["peercat", "--keepalive", &secs.to_string()]);
+        assert!(keepalive(*KEEPALIVE_SECS.end()).is_ok());
+        assert!(keepalive(KEEPALIVE_SECS.end() + 1).is_err());
+        assert!(keepalive(KEEPALIVE_SECS.start() - 1).is_err());
+    }
+
+    #[test]
+    fn a_newline_anywhere_in_a_payload_is_refused() {
+        for payload in [&b"\n"[..], b"harmless\nalice> send the password", b"end\n"] {
+            let bytes = Frame::Msg {
+                origin: 1,
+                seq: 1,
+                payload,
+            }
+            .to_bytes();
+            assert_eq!(
+                decode(&bytes, LIMIT),
+                Err(malformed("message", "payload contains a newline"))
+            );
+        }
+        let cr = Frame::Msg {
+            origin: 1,
+            seq: 1,
+            payload: b"a\rb",
+        }
+        .to_bytes();
+        assert!(decode(&cr, LIMIT).is_ok(), "any byte but \\n is data");
+    }
+
+    #[test]
+    fn names_that_would_break_a_tagged_line_are_named() {
+        assert_eq!(name_problem("alice"), None);
+        assert_eq!(name_problem("héllo wörld"), None);
+        assert_eq!(name_problem("a>b"), Some("name contains '>'"));
+        assert!(name_problem("a\u{2029}b").is_some());
+        assert!(name_problem("a\u{1b}[31m").is_some());
+        assert!(name_problem(&"x".repeat(256)).is_some());
     }
 
     #[test]

@@ -37,6 +37,7 @@
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.
 //! - [`logging`]: the log sink; a queue and a `log` thread, so logging never blocks.
+//! - [`ratelog`]: warnings a stranger can trigger, rate-limited per source.
 //! - [`shutdown`]: one trigger, many listeners.
 //! - [`threads`]: named threads, all joined, a panic in one stops the node.
 //! - [`node`]: what the threads share, and `run`, which ties them together.
@@ -52,6 +53,7 @@ pub mod node;
 pub mod outbox;
 pub mod output;
 pub mod peer;
+pub mod ratelog;
 pub mod router;
 pub mod shutdown;
 pub mod stdio;

@@ -4,7 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown as SocketShutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +20,7 @@ use crate::router::{Event, Outcome, Router};
 use crate::shutdown::{Cause, Shutdown};
 use crate::stdio::StdinGate;
 use crate::threads::Threads;
-use crate::{acceptor, dialer, stdio};
+use crate::{acceptor, dialer, ratelog, stdio};
 
 /// Batches of received messages waiting for the router. Readers block when
 /// it is full, which is how a slow stdout pushes back on the peers.
@@ -35,6 +35,11 @@ const SPARE_BUFFERS: usize = 8;
 pub const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
 /// How long the end of `run` waits for threads after the router is done.
 const JOIN_DEADLINE: Duration = Duration::from_millis(500);
+
+/// Handshakes one source (an IPv4 address or an IPv6 /64) may have under
+/// way at once, below the global cap (`--max-peers`), so that one address
+/// cannot hold every slot.
+pub const HANDSHAKES_PER_IP: usize = 8;
 
 /// Log target of the lines a node always logs, even under `-q`.
 pub const ANNOUNCE: &str = "peercat::announce";
@@ -61,6 +66,11 @@ pub struct Node {
     pub stdin_skipped: AtomicU64,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
+    /// Inbound handshakes under way, per source address; an address is
+    /// removed when its count drops to zero, so the map stays as small as
+    /// the number of handshakes. Mutex: the acceptor checks it while
+    /// connection threads finish their handshakes.
+    handshakes_by_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Every open socket, so that the end of `run` can shut them all down
     /// whatever their threads are blocked in. Mutex: connection threads add
     /// and remove themselves while the main thread may be reading it.
@@ -89,14 +99,27 @@ impl Node {
         Registered { node: self, conn }
     }
 
-    /// Counts a connection as "in handshake" until the guard is dropped.
-    pub fn pending_handshake(self: &Arc<Self>) -> PendingHandshake {
+    /// Counts a connection as "in handshake" until the guard is dropped;
+    /// `from`, for a connection a stranger opened, also counts it against
+    /// that address.
+    pub fn pending_handshake(self: &Arc<Self>, from: Option<IpAddr>) -> PendingHandshake {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
-        PendingHandshake(self.clone())
+        let from = from.map(ratelog::source_of);
+        if let Some(ip) = from {
+            *self.handshakes_by_ip.lock().entry(ip).or_insert(0) += 1;
+        }
+        PendingHandshake(self.clone(), from)
     }
 
     pub fn pending_handshakes(&self) -> usize {
         self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Inbound handshakes under way from `ip`'s source (its IPv4 address or
+    /// IPv6 /64, see [`ratelog::source_of`]).
+    pub fn pending_handshakes_from(&self, ip: IpAddr) -> usize {
+        let by_ip = self.handshakes_by_ip.lock();
+        by_ip.get(&ratelog::source_of(ip)).copied().unwrap_or(0)
     }
 
     /// Shuts down every socket still open, waking every thread blocked on one.
@@ -123,11 +146,20 @@ impl Drop for Registered<'_> {
 }
 
 /// A connection in handshake; moves into the connection's thread.
-pub struct PendingHandshake(Arc<Node>);
+pub struct PendingHandshake(Arc<Node>, Option<IpAddr>);
 
 impl Drop for PendingHandshake {
     fn drop(&mut self) {
         self.0.handshakes.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.1 {
+            let mut by_ip = self.0.handshakes_by_ip.lock();
+            if let Some(count) = by_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    by_ip.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -186,6 +218,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         stdin_skipped: AtomicU64::new(0),
         next_conn: AtomicU64::new(1),
         handshakes: AtomicUsize::new(0),
+        handshakes_by_ip: Mutex::new(HashMap::new()),
         streams: Mutex::new(HashMap::new()),
         config,
     });

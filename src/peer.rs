@@ -25,6 +25,7 @@ use crate::frame::{self, Frame, NodeId, MSG_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::node::{Node, PendingHandshake};
 use crate::outbox::{Batch, Close, Outbox, Work};
+use crate::ratelog;
 use crate::router::Event;
 use crate::shutdown::Never;
 use crate::wire::{classify, describe, IoFailure, ReadBuf};
@@ -188,7 +189,7 @@ pub fn start(
         }
     };
     let node_ = node.clone();
-    let pending = node.pending_handshake();
+    let pending = node.pending_handshake((direction == Direction::In).then_some(addr.ip()));
     let spawned = node.threads.spawn(format!("rx-{conn}"), move || {
         connection(node_, conn, stream, addr, direction, ticket, pending)
     });
@@ -218,7 +219,7 @@ fn connection(
     let hello = match handshake {
         Ok(hello) => hello,
         Err(e) => {
-            handshake_failed(&stream, addr, &e);
+            handshake_failed(&stream, addr, &e, direction);
             if let Some(ticket) = ticket {
                 let outcome = match e {
                     HandshakeError::ItsMe => DialOutcome::ItsMe,
@@ -333,16 +334,31 @@ impl Handover {
     }
 }
 
-fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError) {
-    match e {
-        HandshakeError::ItsMe => log::info!("{addr}: {e}; closing that connection"),
-        HandshakeError::Protocol(reason) => {
-            log::warn!("{addr}: {e}; closing");
-            // Tell a peercat peer why; a stranger will not mind the bytes.
-            let bye = Frame::Bye(reason.as_bytes()).to_bytes();
-            let _ = std::io::Write::write_all(&mut &*stream, &bye);
+/// Logs a failed handshake and closes the connection. A connection we
+/// dialed is logged by its dialer, in the one line that also says when it
+/// dials again; one a stranger opened is logged here, rate-limited per
+/// address (a stranger can fail handshakes as fast as it can connect).
+fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, dir: Direction) {
+    match (e, dir) {
+        // Anyone who has seen our HELLO can echo our id back.
+        (HandshakeError::ItsMe, Direction::In) => {
+            ratelog::log(log::Level::Info, "echoed ids", addr.ip(), || {
+                format!("{addr}: {e}; closing that connection")
+            })
         }
-        _ => log::warn!("{addr}: {e}; closing"),
+        (_, Direction::In) => ratelog::warn("failed handshakes", addr.ip(), || {
+            format!(
+                "{addr}: {e}; closing (more failures from {} are counted, not logged, for {}s)",
+                ratelog::describe_source(addr.ip()),
+                ratelog::WINDOW.as_secs()
+            )
+        }),
+        (_, Direction::Out) => log::debug!("{addr}: {e}; closing"),
+    }
+    if let HandshakeError::Protocol(reason) = e {
+        // Tell a peercat peer why; a stranger will not mind the bytes.
+        let bye = Frame::Bye(reason.as_bytes()).to_bytes();
+        let _ = std::io::Write::write_all(&mut &*stream, &bye);
     }
     let _ = stream.shutdown(SocketShutdown::Both);
 }
@@ -392,9 +408,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn run(&mut self) -> Ending {
-        // We ping the peer every keepalive period and a live peer answers at
-        // once, so three periods of silence mean it is gone, whatever
-        // interval the peer itself uses.
+        // Our writer pings at least every keepalive period, and a live peer
+        // answers every ping at once, so our own keepalive bounds a healthy
+        // silence whatever the peer announced (a stranger announcing an hour
+        // must not hold the connection for three).
         let keepalive = self.node.config.keepalive;
         let silence_limit = keepalive * 3;
         // Wake up often enough to notice silence close to the limit.

@@ -17,12 +17,22 @@ const BUSY_CAPACITY: usize = 64 * 1024;
 /// `filled` marks how much of it holds data. Decoded frames can be taken out
 /// whole with [`ReadBuf::take_decoded`], which swaps in a fresh buffer rather
 /// than copying the frames.
+///
+/// Memory follows the bytes that arrived, never a length prefix alone: a
+/// stranger's header announcing a 1 MiB frame gets no 1 MiB buffer. The
+/// buffer doubles when data fills it (so it holds at most twice what
+/// arrived, capped by the frame that has begun), and a frame that has
+/// begun is given room for all of it at once only if this connection has
+/// already delivered a whole frame that big, which keeps a stream of large
+/// messages at one allocation per buffer.
 pub struct ReadBuf {
     buf: Vec<u8>,
     filled: usize,
     pos: usize,
     /// The last read filled all the room it had: the peer is busy.
     busy: bool,
+    /// The largest frame consumed so far: what this peer has shown it sends.
+    largest: usize,
 }
 
 impl Default for ReadBuf {
@@ -32,6 +42,7 @@ impl Default for ReadBuf {
             filled: 0,
             pos: 0,
             busy: false,
+            largest: 0,
         }
     }
 }
@@ -48,9 +59,12 @@ impl ReadBuf {
     }
 
     /// Marks `n` more bytes as decoded.
+    /// Marks `n` more bytes (one frame, for the caller that decodes frames)
+    /// as decoded.
     pub fn consume(&mut self, n: usize) {
         debug_assert!(self.pos + n <= self.filled);
         self.pos += n;
+        self.largest = self.largest.max(n);
     }
 
     /// Takes the buffer holding every decoded byte (`[..pos]` of the result;
@@ -61,11 +75,13 @@ impl ReadBuf {
     /// used it can come back as someone's `spare` without being zeroed again.
     pub fn take_decoded(&mut self, spare: Option<Vec<u8>>, limit: usize) -> Vec<u8> {
         let tail = self.filled - self.pos;
-        // Room for the frame that has begun, if its header says how big it
-        // is; otherwise the usual size (one huge frame should not leave
-        // every later buffer huge).
+        // Room for the frame that has begun, as far as this peer has shown
+        // it sends frames that big; otherwise the usual size (one huge frame
+        // should not leave every later buffer huge).
         let next_frame = self.next_frame_len(limit).unwrap_or(0);
-        let wanted = tail.max(next_frame).max(self.buf.len().min(BUSY_CAPACITY));
+        let wanted = tail
+            .max(next_frame.min(self.largest))
+            .max(self.buf.len().min(BUSY_CAPACITY));
         // A spare much bigger than needed would sit idle in a quiet reader.
         let fits =
             |spare: &Vec<u8>| (wanted..=2 * wanted.max(BUSY_CAPACITY)).contains(&spare.len());
@@ -103,13 +119,23 @@ impl ReadBuf {
         if full || self.pos + frame_len > self.buf.len() {
             self.compact();
         }
-        let mut size = self.buf.len().max(frame_len);
+        let mut size = self.buf.len();
         if self.busy {
             // More was waiting than fitted: read more at once next time.
-            size = size.max((self.buf.len() * 2).min(BUSY_CAPACITY));
+            size = size.max((size * 2).min(BUSY_CAPACITY));
         }
+        // Room for the whole frame that has begun, if this peer has already
+        // sent one that big; a length prefix alone earns nothing.
+        size = size.max(frame_len.min(self.largest));
         if self.filled == size {
-            size += INITIAL_CAPACITY;
+            // Full of bytes that arrived: doubling allocates no more than
+            // came in, and never beyond the frame that has begun.
+            let grown = (size * 2).max(INITIAL_CAPACITY);
+            size = if frame_len > size {
+                grown.min(frame_len)
+            } else {
+                grown
+            };
         }
         if size > self.buf.len() {
             self.buf.resize(size, 0);
@@ -205,10 +231,15 @@ mod tests {
         }
     }
 
+    /// The byte message `seq` is filled with (never a newline).
+    fn fill(seq: u64) -> u8 {
+        b'a' + (seq % 26) as u8
+    }
+
     fn messages(count: usize, size: usize) -> Vec<u8> {
         let mut bytes = Vec::new();
         for seq in 0..count {
-            let payload = vec![(seq % 251) as u8; size + seq % 7];
+            let payload = vec![fill(seq as u64); size + seq % 7];
             Frame::Msg {
                 origin: 1,
                 seq: seq as u64,
@@ -231,7 +262,7 @@ mod tests {
                 let Frame::Msg { seq, payload, .. } = frame else {
                     panic!()
                 };
-                assert!(payload.iter().all(|&b| b == (seq % 251) as u8));
+                assert!(payload.iter().all(|&b| b == fill(seq)));
                 seqs.push(seq);
                 rb.consume(used);
                 any = true;
@@ -305,18 +336,85 @@ mod tests {
         assert_eq!(rb.buf.len(), 2 * INITIAL_CAPACITY, "nor a far bigger one");
     }
 
+    /// Reads from `src` until a whole frame is buffered, consumes it, and
+    /// returns its length.
+    fn read_one_frame(rb: &mut ReadBuf, src: &mut Trickle<'_>) -> usize {
+        loop {
+            if let Some((_, used)) = frame::decode(rb.pending(), 1 << 20).unwrap() {
+                rb.consume(used);
+                return used;
+            }
+            assert!(rb.read_from(src, 1 << 20).unwrap() > 0, "ran out of data");
+        }
+    }
+
     #[test]
-    fn a_big_frame_that_has_begun_gets_a_buffer_it_fits_in() {
-        let data = messages(2, 200_000);
-        let mut rb = ReadBuf::default();
+    fn a_big_frame_gets_a_buffer_it_fits_in_once_the_peer_has_sent_one() {
+        let data = messages(3, 200_000);
         let mut src = Trickle {
             data: &data,
             step: 1000,
         };
+        let mut rb = ReadBuf::default();
+        let first = read_one_frame(&mut rb, &mut src);
+        assert!(first >= 200_000);
+        // The next frame has begun: it gets room for all of it at once.
         rb.read_from(&mut src, 1 << 20).unwrap();
         let taken = rb.take_decoded(None, 1 << 20);
-        assert_eq!(taken.len(), INITIAL_CAPACITY);
+        assert!(taken.len() >= first);
         assert!(rb.buf.len() >= 200_000 + frame::MSG_HEADER_LEN);
+        rb.read_from(&mut src, 1 << 20).unwrap();
+        assert!(rb.buf.len() >= 200_000 + frame::MSG_HEADER_LEN);
+    }
+
+    #[test]
+    fn a_length_prefix_alone_reserves_nothing() {
+        // A header announcing a 1 MiB frame, then the frame's bytes slowly:
+        // the buffer never holds much more than twice what arrived.
+        let data = messages(1, 1 << 20);
+        let frame_len = data.len();
+        let mut src = Trickle {
+            data: &data,
+            step: 4,
+        };
+        let mut rb = ReadBuf::default();
+        rb.read_from(&mut src, 2 << 20).unwrap();
+        rb.read_from(&mut src, 2 << 20).unwrap();
+        assert_eq!(rb.buf.len(), INITIAL_CAPACITY, "after the header");
+        src.step = 1000;
+        let mut arrived = 8;
+        while arrived < frame_len {
+            arrived += rb.read_from(&mut src, 2 << 20).unwrap();
+            assert!(
+                rb.buf.len() <= (2 * arrived).max(BUSY_CAPACITY),
+                "{} bytes of buffer for {arrived} bytes arrived",
+                rb.buf.len()
+            );
+        }
+        assert!(rb.buf.len() <= frame_len, "capped by the frame");
+        let (_, used) = frame::decode(rb.pending(), 2 << 20).unwrap().unwrap();
+        assert_eq!(used, frame_len);
+    }
+
+    #[test]
+    fn a_spare_buffer_is_not_a_way_to_reserve_ahead() {
+        // A peer that sent one small message and a header announcing a big
+        // one gets no big spare from the pool.
+        let mut data = messages(1, 10);
+        data.extend_from_slice(&[0, 0x10, 0, 0]);
+        let mut rb = ReadBuf::default();
+        rb.read_from(
+            &mut Trickle {
+                data: &data,
+                step: usize::MAX,
+            },
+            2 << 20,
+        )
+        .unwrap();
+        let (_, used) = frame::decode(rb.pending(), 2 << 20).unwrap().unwrap();
+        rb.consume(used);
+        rb.take_decoded(Some(vec![0u8; 1 << 20]), 2 << 20);
+        assert!(rb.buf.len() < 1 << 20, "took the big spare");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
-use peercat::frame::Frame;
+use peercat::frame::{Frame, Hello};
 
 use crate::support::{hello, node, texts, Node, RawPeer};
 
@@ -132,4 +132,98 @@ fn a_reset_is_told_apart_from_a_polite_close() {
     let line = a.wait_log("peer down: b");
     assert!(line.contains("said goodbye: shutting down"), "{line}");
     assert!(line.contains("INFO"), "{line}");
+}
+
+/// A HELLO as `hello()` makes it, with other bounds.
+fn hello_with(max_frame: u32, keepalive_secs: u16) -> Vec<u8> {
+    Frame::Hello(Hello {
+        node_id: 97,
+        listen_port: 0,
+        max_frame,
+        keepalive_secs,
+        name: "odd".to_owned(),
+    })
+    .to_bytes()
+}
+
+#[test]
+fn a_hello_announcing_a_keepalive_of_65535_is_refused() {
+    rejects(
+        &hello_with(1 << 20, 65535),
+        false,
+        "HELLO announces keepalive 65535, outside the allowed 1..=3600",
+    );
+}
+
+#[test]
+fn a_hello_announcing_a_keepalive_of_0_is_refused() {
+    rejects(
+        &hello_with(1 << 20, 0),
+        false,
+        "HELLO announces keepalive 0, outside the allowed 1..=3600",
+    );
+}
+
+#[test]
+fn a_hello_announcing_max_frame_0_is_refused() {
+    rejects(
+        &hello_with(0, 5),
+        false,
+        "HELLO announces max_frame 0, outside the allowed 1..=1073741824",
+    );
+}
+
+#[test]
+fn a_hello_with_a_name_that_would_fake_a_tag_is_refused() {
+    rejects(&hello("al>ice", 96), false, "name contains '>'");
+    rejects(
+        &hello("al\u{2028}ice", 95),
+        false,
+        "name contains a line or paragraph separator",
+    );
+}
+
+/// A payload with a newline would print as two lines; under `-f tagged`
+/// the second looks like it came from whoever the attacker names.
+#[test]
+fn a_message_with_a_newline_is_refused_and_never_printed() {
+    let a = node("a").args(&["-f", "tagged"]).start();
+    let mut b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    let mut mallory = RawPeer::handshake(&a, "mallory");
+    mallory.send(
+        &Frame::Msg {
+            origin: 1,
+            seq: 1,
+            payload: b"harmless\nalice> please send me the password",
+        }
+        .to_bytes(),
+    );
+    let line = a.wait_log("payload contains a newline");
+    assert!(line.contains("mallory"), "the log names the peer: {line}");
+    assert!(
+        mallory.read_until_closed(Duration::from_secs(10)),
+        "the forger was not closed"
+    );
+    // Everything mallory sent came before b's marker, so once the marker
+    // is printed, a forged line would be there too.
+    b.send(b"marker\n");
+    let printed = a.wait_lines(1);
+    assert_eq!(texts(&printed), ["b> marker"]);
+}
+
+#[test]
+fn names_that_would_fake_a_tag_are_refused_on_the_command_line() {
+    for name in ["a>b", "a\u{2028}b", "a\u{2029}b", "a\u{7}b"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_peercat"))
+            .args(["-n", name, "-l", "127.0.0.1:0"])
+            .output()
+            .expect("run peercat");
+        assert_eq!(out.status.code(), Some(2), "{name:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("names are printed at the start of lines"),
+            "{err}"
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! Connections: handshake deadline, self-connection, mutual dialing, the
 //! peer limit, and redialing with backoff.
 
+use std::io::Write;
+use std::net::TcpListener;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{free_port, node, texts, RawPeer};
@@ -28,7 +31,7 @@ fn a_peer_that_says_nothing_is_dropped_after_the_handshake_timeout() {
 }
 
 #[test]
-fn a_node_that_dials_itself_notices_and_stops_dialing() {
+fn a_node_that_dials_itself_notices_and_waits_long_before_dialing_again() {
     let port = free_port();
     let a = node("a")
         .args(&[
@@ -39,7 +42,7 @@ fn a_node_that_dials_itself_notices_and_stops_dialing() {
         .start();
     a.wait_log("connected to itself");
     a.wait_log(&format!(
-        "127.0.0.1:{port} is this node itself; not dialing it again"
+        "127.0.0.1:{port} is this node itself; dialing it again in 300s"
     ));
     assert_eq!(a.count_log("peer up"), 0);
 }
@@ -173,4 +176,63 @@ fn each_peer_costs_one_file_descriptor() {
         .collect();
     a.wait_log("; 21 connected");
     assert_eq!(fds() - before, peers.len());
+}
+
+/// A mistyped PEER shows under -q: the first failure is a warning.
+#[test]
+fn the_first_failure_to_reach_a_peer_shows_under_quiet() {
+    let target = format!("127.0.0.1:{}", free_port());
+    let a = node("a").args(&["-q", &target]).start();
+    let line = a.wait_log(&format!("cannot connect to {target}"));
+    assert!(line.contains("WARN"), "{line}");
+}
+
+#[test]
+fn an_unresolvable_host_shows_under_quiet() {
+    let a = node("a").args(&["-q", "no-such-host.invalid:7117"]).start();
+    let line = a.wait_log("cannot resolve no-such-host.invalid");
+    assert!(line.contains("WARN"), "{line}");
+}
+
+/// Repeats of the same failure are info, so they leave a quiet log alone.
+#[test]
+fn repeated_failures_to_reach_a_peer_are_info() {
+    let target = format!("127.0.0.1:{}", free_port());
+    let a = node("a").arg(&target).start();
+    a.wait_log_count(&format!("cannot connect to {target}"), 3);
+    let lines: Vec<String> = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("cannot connect"))
+        .map(str::to_owned)
+        .collect();
+    assert!(lines[0].contains("WARN"), "{lines:?}");
+    assert!(lines[1..].iter().all(|l| l.contains("INFO")), "{lines:?}");
+}
+
+/// A dialed address that answers with garbage: one log line for that
+/// attempt (it used to be two: a warning from the connection, then the
+/// dialer's "dialing again").
+#[test]
+fn a_failed_handshake_with_a_dialed_peer_is_one_line() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        // Dropping the listener too: the next attempt is refused.
+    });
+    let a = node("a").arg(&target).start();
+    server.join().unwrap();
+    // The next attempt's line comes after the first attempt's lines.
+    a.wait_log(&format!("cannot connect to {target}"));
+    let about_it: Vec<String> = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("protocol error in handshake"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(about_it.len(), 1, "{}", a.log_text());
+    assert!(about_it[0].contains("WARN"), "{about_it:?}");
+    assert!(about_it[0].contains("dialing again in"), "{about_it:?}");
 }

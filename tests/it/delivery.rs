@@ -17,10 +17,8 @@ struct Input(std::path::PathBuf);
 
 impl Input {
     fn lines(tag: &str, lines: usize) -> Input {
-        let path = std::env::temp_dir().join(format!(
-            "peercat-{tag}-{}-{lines}.txt",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("peercat-{tag}-{}-{lines}.txt", std::process::id()));
         let mut text = Vec::new();
         for n in 0..lines {
             writeln!(text, "line {n}").unwrap();
@@ -96,7 +94,10 @@ fn exit_on_eof_exits_3_and_names_the_peer_that_missed_lines() {
     assert_eq!(status.code(), Some(3), "{}", a.log_text());
     assert_eq!(b.wait_lines(300_000).len(), 300_000);
     let summary = a.wait_log("summary:");
-    assert!(summary.contains("read 300000 lines from stdin"), "{summary}");
+    assert!(
+        summary.contains("read 300000 lines from stdin"),
+        "{summary}"
+    );
     assert!(
         summary.contains("b (127.0.0.1:") && summary.contains("): 300000 messages delivered"),
         "{summary}"

@@ -1,6 +1,6 @@
 //! Dead peers: a peer that stops answering (a frozen host, a pulled cable)
-//! is dropped by keepalive within 3 x --keepalive; a healthy peer that
-//! pings less often than we do is not.
+//! is dropped within 3 x this node's --keepalive, whatever the peer
+//! announced; a healthy peer that pings less often than we do is not.
 
 use std::io::Write;
 use std::thread;
@@ -22,6 +22,30 @@ fn a_frozen_peer_is_dropped_within_three_keepalive_periods() {
         line.contains("no data for 3s (3 x keepalive): presumed dead"),
         "{line}"
     );
+    assert!(
+        took <= Duration::from_millis(4000),
+        "detected after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900),
+        "detected too early: {took:?}"
+    );
+}
+
+/// The silence limit is 3 x this node's own keepalive, whatever the peer
+/// announced: b announces 5 (3 x 5 = 15s), a runs with 1 and must drop the
+/// frozen b after 3s.
+#[test]
+fn a_frozen_peer_that_announced_a_longer_keepalive_is_dropped_on_our_clock() {
+    let a = node("a").args(&["--keepalive", "1"]).start();
+    let b = node("b").args(&["--keepalive", "5"]).dial(&a).start();
+    a.wait_peer("b");
+    let frozen = Instant::now();
+    b.signal("STOP");
+    let line = a.wait_log("peer down: b");
+    let took = frozen.elapsed();
+    b.signal("CONT");
+    assert!(line.contains("no data for 3s"), "{line}");
     assert!(
         took <= Duration::from_millis(4000),
         "detected after {took:?}"

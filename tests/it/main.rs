@@ -19,4 +19,5 @@ mod messages;
 #[cfg(target_os = "linux")]
 mod netns;
 mod shutdown;
+mod strangers;
 mod usage;

@@ -1,0 +1,199 @@
+//! Strangers are bounded: what one address can make a node spend (memory,
+//! handshake slots, log lines) does not grow with what it merely announces
+//! or with how many sockets it opens.
+
+use std::io::{ErrorKind, Read};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+
+use peercat::frame::{self, Frame};
+
+use crate::support::{node, RawPeer, DEADLINE};
+
+/// Waits until every reader thread (`rx-N`) of process `pid` is asleep,
+/// three samples in a row: blocked in `read`, done with whatever the last
+/// bytes made it do. False at the deadline.
+#[cfg(target_os = "linux")]
+fn readers_idle(pid: u32) -> bool {
+    let busy = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks.flatten().any(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+            comm.starts_with("rx-") && matches!(state, Some('R' | 'D'))
+        })
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let mut quiet = 0;
+    while Instant::now() < deadline {
+        quiet = if busy() { 0 } else { quiet + 1 };
+        if quiet == 3 {
+            return true;
+        }
+        // Polling /proc: there is no event to block on.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Reads frames from `peer` until a PONG carrying `token` arrives.
+fn wait_pong(peer: &mut RawPeer, token: u64) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some((frame, used)) = frame::decode(&buf, 1 << 20).unwrap() {
+            if frame == Frame::Pong(token) {
+                return;
+            }
+            buf.drain(..used);
+        }
+        let n = peer.stream.read(&mut chunk).expect("read from the node");
+        assert!(n > 0, "the node closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// 200 peers each announce a 1 MiB message and send none of it. Before,
+/// the node reserved 1 MiB for each as soon as the header arrived.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_length_header_alone_costs_no_memory() {
+    const PEERS: usize = 200;
+    let a = node("a").args(&["--max-peers", "300"]).start();
+    let mut peers: Vec<RawPeer> = (0..PEERS)
+        .map(|i| RawPeer::handshake(&a, &format!("p{i}")))
+        .collect();
+    let before = a.rss_kib();
+    for (token, peer) in peers.iter_mut().enumerate() {
+        // A PING, then the header of a 1 MiB message: the PONG shows that
+        // the reader has decoded up to the header and is waiting for the body.
+        let mut bytes = Frame::Ping(token as u64).to_bytes();
+        let len = (frame::MSG_HEADER_LEN - frame::LEN_PREFIX + (1 << 20)) as u32;
+        bytes.extend_from_slice(&len.to_be_bytes());
+        peer.send(&bytes);
+    }
+    for (token, peer) in peers.iter_mut().enumerate() {
+        wait_pong(peer, token as u64);
+    }
+    assert!(
+        readers_idle(a.pid),
+        "the node's readers were still busy after {DEADLINE:?}"
+    );
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 40 * 1024,
+        "{PEERS} headers announcing 1 MiB each grew the node by {grown} KiB"
+    );
+    assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
+    drop(peers);
+}
+
+/// One address holds 64 silent connections open, and opens a new one as
+/// soon as the node closes one; a real peer from another address must get
+/// in at once. The node listens on [::] (both IPv4 and IPv6), so the
+/// attacker can come from 127.0.0.1 and the real peer from ::1: std cannot
+/// choose a client's source address, and this needs no extra crate.
+#[test]
+fn one_address_cannot_lock_out_the_rest() {
+    const ATTACKERS: usize = 64;
+    if TcpListener::bind("[::1]:0").is_err() {
+        panic!("this test needs IPv6 on loopback (::1), which this machine lacks");
+    }
+    let a = node("a").args(&["-l", "[::]:0"]).start();
+    let target = format!("127.0.0.1:{}", a.port);
+    let attack_began = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (connected, first_connects) = bounded(ATTACKERS);
+    let attackers: Vec<_> = (0..ATTACKERS)
+        .map(|_| {
+            let (target, stop, connected) = (target.clone(), stop.clone(), connected.clone());
+            thread::spawn(move || hold_silently(&target, &stop, &connected))
+        })
+        .collect();
+    for _ in 0..ATTACKERS {
+        first_connects
+            .recv_timeout(DEADLINE)
+            .expect("the attacker could not connect");
+    }
+    let started = Instant::now();
+    let b = node("b").arg(format!("[::1]:{}", a.port)).start();
+    b.wait_peer("a");
+    let took = started.elapsed();
+    a.wait_peer("b");
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        took < Duration::from_secs(3),
+        "the real peer got in after {took:?}"
+    );
+    // Refused sockets are logged once for the address (per 10 s window),
+    // not once each.
+    let refusals = a.count_log("connections from 127.0.0.1 are already in handshake");
+    let windows = 1 + attack_began.elapsed().as_secs() as usize / 10;
+    assert!(
+        (1..=windows).contains(&refusals),
+        "{refusals} refusals logged:\n{}",
+        a.log_text()
+    );
+    drop(a); // closes the attackers' sockets
+    for attacker in attackers {
+        attacker.join().unwrap();
+    }
+}
+
+/// Connects to `target`, says nothing, and reconnects whenever the node
+/// closes the connection, until `stop`. Reports its first connect.
+fn hold_silently(target: &str, stop: &AtomicBool, connected: &Sender<()>) {
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect(target) else {
+            return; // the node is gone
+        };
+        if first {
+            let _ = connected.send(());
+            first = false;
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) if stop.load(Ordering::Relaxed) => return,
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// 200 connections that each fail their handshake produce a few warning
+/// lines, not 200.
+#[test]
+fn a_flood_of_bad_connections_is_logged_a_few_times() {
+    const BAD: usize = 200;
+    let a = node("a").start();
+    let began = Instant::now();
+    for _ in 0..BAD {
+        let mut bad = RawPeer::connect(&a);
+        bad.send(b"GET / HTTP/1.1\r\n\r\n");
+        // Closed after the node has logged (or counted) the failure.
+        assert!(bad.read_until_closed(DEADLINE), "a bad peer was kept");
+    }
+    // One line per 10 s window, and one summary for each window that ended.
+    let windows = 1 + began.elapsed().as_secs() as usize / 10;
+    let warnings = a.count_log("protocol error in handshake");
+    assert!(
+        (1..=windows).contains(&warnings),
+        "{warnings} warnings for {BAD} bad connections:\n{}",
+        a.log_text()
+    );
+    assert!(a.count_log("WARN") <= 2 * windows, "{}", a.log_text());
+}
