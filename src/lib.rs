@@ -19,10 +19,15 @@
 //! ```
 //!
 //! Data in: socket -> reader -> router -> stdout. Data out: stdin -> router ->
-//! each peer's outbox -> writer -> socket. A new peer: acceptor or dialer ->
-//! reader (handshake) -> router. Ctrl-C: shutdown trigger -> router closes
-//! every peer politely (flush, BYE, FIN) -> main shuts down every socket
-//! still open -> threads joined.
+//! each peer's outbox -> writer -> socket; the router lets the stdin thread
+//! read only while some peer can take a line. A new peer: acceptor or dialer
+//! -> reader (HELLOs) -> router admits it (ACCEPT) or refuses it (BYE) -> up
+//! once the other side's ACCEPT arrives. Delivery is confirmed by PONGs to
+//! PINGs sent after the messages; the router keeps the books per peer and
+//! logs them at exit (`--exit-on-eof`: exit 3 if anyone missed a line).
+//! Ctrl-C: shutdown trigger -> router closes every peer politely (flush,
+//! PING, BYE, FIN) -> main shuts down every socket still open -> threads
+//! joined.
 //!
 //! # Layout
 //! - [`config`]: the command line, parsed and validated into a `Config`.
@@ -32,7 +37,8 @@
 //! - [`handshake`]: the HELLO exchange under a deadline.
 //! - [`acceptor`], [`dialer`]: inbound and outbound connections.
 //! - [`peer`]: one connection's reader and writer threads.
-//! - [`outbox`]: one peer's send queue, and the flow control built on it.
+//! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
+//!   control built on it.
 //! - [`router`]: the thread that owns the peer table and routes every frame.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.

@@ -1,15 +1,18 @@
 //! One connection: a reader thread and a writer thread.
 //!
-//! The reader does the handshake, starts the writer, announces the peer to
-//! the router, then decodes frames until the connection ends. Messages go to
-//! the router in batches that share the buffer they were read into; PINGs are
-//! answered through the outbox; the end is reported with its [`Ending`].
+//! The reader does the handshake, starts the writer, asks the router to
+//! admit the peer, then decodes frames until the connection ends. Messages
+//! go to the router in batches that share the buffer they were read into,
+//! once the router has opened the connection's delivery gate (see
+//! [`Handover`]); PINGs are answered through the outbox, PONGs confirm
+//! delivery; the end is reported with its [`Ending`].
 //!
 //! The writer does all the sending on the socket, which it shares with the
 //! reader (one descriptor per peer). It takes everything queued in the
-//! outbox at once and writes it with one vectored `write`, sends a PING when
-//! it has had nothing to send for `--keepalive`, and gives up on a peer whose
-//! socket accepts nothing for `--stall-timeout`.
+//! outbox at once and writes it with one vectored `write`, sends a PING every
+//! `--keepalive` and after written messages, gives up on a peer whose socket
+//! takes no byte for `--stall-timeout`, and after its BYE waits a bounded
+//! time for the peer to close.
 
 use std::fmt;
 use std::io::{IoSlice, Write};

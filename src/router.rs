@@ -30,6 +30,7 @@ use crate::handshake::HANDSHAKE_TIMEOUT;
 use crate::node::Node;
 use crate::outbox::{Close, Outbox};
 use crate::peer::{ConnId, Direction, Ending, Handover, Inbound, PeerInfo};
+use crate::ratelog;
 use crate::shutdown::{Cause, Never};
 use crate::stdio::{Chunk, StdinGate};
 
@@ -169,6 +170,8 @@ pub struct Router {
     deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
     next_stats: Option<Instant>,
+    /// When to log the counts of rate-limited warnings whose window ended.
+    next_flush: Instant,
     outcome: Outcome,
     lines_read: u64,
     deliveries: Vec<(NodeId, Delivery)>,
@@ -203,6 +206,7 @@ impl Router {
             needed: config.wait_peers.max(1),
             connect_deadline: config.connect_timeout.map(|t| now + t),
             next_stats: config.stats.map(|t| now + t),
+            next_flush: now + ratelog::WINDOW,
             node,
             events,
             inbound,
@@ -280,10 +284,15 @@ impl Router {
         } else {
             sel.recv(hurry)
         };
-        let timer = [self.deadline, self.connect_deadline, self.next_stats]
-            .into_iter()
-            .flatten()
-            .min();
+        let timer = [
+            self.deadline,
+            self.connect_deadline,
+            self.next_stats,
+            Some(self.next_flush),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let oper = match timer {
             Some(at) => match sel.select_deadline(at) {
                 Ok(oper) => oper,
@@ -330,6 +339,10 @@ impl Router {
     /// Handles whichever timers are due; true if the router must stop now.
     fn on_timer(&mut self) -> bool {
         let now = Instant::now();
+        if self.next_flush <= now {
+            self.next_flush = now + ratelog::WINDOW;
+            ratelog::flush();
+        }
         if self.next_stats.is_some_and(|at| at <= now) {
             self.log_stats();
         }
@@ -429,7 +442,9 @@ impl Router {
             self.duplicate(existing, &mut entry);
         } else if self.by_node.len() >= self.node.config.max_peers {
             let reason = format!("peer limit reached ({})", self.node.config.max_peers);
-            log::warn!("refusing {}: {reason}", entry.info);
+            ratelog::warn("refused peers", entry.info.addr.ip(), || {
+                format!("refusing {}: {reason}", entry.info)
+            });
             Self::refuse(&mut entry, &reason);
         } else {
             self.by_node.insert(entry.info.node_id, conn);
@@ -447,12 +462,12 @@ impl Router {
     fn duplicate(&mut self, existing: ConnId, new: &mut Entry) {
         let old = &self.peers[&existing];
         if old.since.elapsed() >= HANDSHAKE_TIMEOUT {
-            log::warn!(
-                "refusing {}: node {:016x} is already connected from {}",
-                new.info,
-                new.info.node_id,
-                old.info.addr
-            );
+            ratelog::warn("refused peers", new.info.addr.ip(), || {
+                format!(
+                    "refusing {}: node {:016x} is already connected from {}",
+                    new.info, new.info.node_id, old.info.addr
+                )
+            });
             Self::refuse(new, "already connected");
             return;
         }
@@ -487,7 +502,6 @@ impl Router {
         }
         self.successors.insert(existing, new.info.conn);
         new.admitted = true;
-        new.up = old.up;
         new.outbox.accept();
         self.by_node.insert(new.info.node_id, new.info.conn);
     }
@@ -564,6 +578,7 @@ impl Router {
         let current = self.by_node.get(&entry.info.node_id) == Some(&conn);
         if !current {
             log::debug!("extra connection {conn} to {} closed: {ending}", entry.info);
+            self.update_gate();
             return;
         }
         self.by_node.remove(&entry.info.node_id);
@@ -578,7 +593,9 @@ impl Router {
             if ending.is_polite() {
                 log::info!("peer down: {} {ending}; {left} connected", entry.info);
             } else {
-                log::warn!("peer down: {} {ending}; {left} connected", entry.info);
+                ratelog::warn("broken connections", entry.info.addr.ip(), || {
+                    format!("peer down: {} {ending}; {left} connected", entry.info)
+                });
             }
             self.output(Output::PeerDown(entry.info, ending));
         }
@@ -654,11 +671,14 @@ impl Router {
             let dropped = before - batch.msgs.len();
             if dropped > 0 {
                 self.seq_dropped += dropped as u64;
-                log::warn!(
-                    "{}: dropped {} with a repeated or backward sequence number",
-                    batch.from,
-                    plural(dropped as u64, "message")
-                );
+                let peer = self.peers[&conn].info.addr;
+                ratelog::warn("repeated messages", peer.ip(), || {
+                    format!(
+                        "{}: dropped {} with a repeated or backward sequence number",
+                        batch.from,
+                        plural(dropped as u64, "message")
+                    )
+                });
             }
             if !batch.msgs.is_empty() {
                 self.totals.msgs_in += batch.msgs.len() as u64;
@@ -692,12 +712,14 @@ impl Router {
             } else {
                 let (batch, skipped) = chunk.for_smaller_limit(entry.info.max_frame);
                 entry.too_big += skipped;
-                log::warn!(
-                    "{} over the --max-frame of {} ({} bytes); not sent to it",
-                    plural(skipped, "message"),
-                    entry.info,
-                    entry.info.max_frame
-                );
+                ratelog::warn("messages too big", entry.info.addr.ip(), || {
+                    format!(
+                        "{} over the --max-frame of {} ({} bytes); not sent to it",
+                        plural(skipped, "message"),
+                        entry.info,
+                        entry.info.max_frame
+                    )
+                });
                 batch
             };
             match entry.outbox.push(batch) {

@@ -334,3 +334,43 @@ fn stats_report_traffic_and_json_messages_carry_their_receive_time() {
     a.wait_log(": -> message ");
     a.wait_log(": <- pong");
 }
+
+/// While stdout is blocked, peer events wait in a bounded queue; the rest
+/// are counted and the count is logged once stdout moves again.
+#[test]
+fn a_blocked_stdout_holds_a_bounded_number_of_peer_events() {
+    const CYCLES: usize = 1500;
+    let mut a = node("a").args(&["-f", "json"]).raw_stdout().start();
+    for i in 0..CYCLES {
+        let mut raw = RawPeer::connect(&a);
+        raw.send(&crate::support::hello("churn", 1000 + i as u64));
+        raw.read_hello();
+        raw.send(&Frame::Accept.to_bytes());
+        // Its ACCEPT back: the peer is up on both sides; then it leaves.
+        assert_eq!(
+            raw.read_frame().map(|(kind, _)| kind),
+            Some(frame::kind::ACCEPT)
+        );
+    }
+    let stdout = std::io::BufReader::new(a.take_stdout());
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        stdout.lines().map_while(Result::ok).count()
+    });
+    let line = a.wait_log("peer events were not printed");
+    let not_printed: usize = line
+        .split("stdout was blocked: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    a.signal("TERM");
+    a.expect_exit(Duration::from_secs(5));
+    let printed = reader.join().unwrap();
+    assert_eq!(
+        printed + not_printed,
+        2 * CYCLES,
+        "{printed} + {not_printed}"
+    );
+    assert!(not_printed > 0);
+}

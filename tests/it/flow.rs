@@ -109,9 +109,18 @@ fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
     a.wait_peer("b");
     a.wait_peer("c");
     c.signal("STOP");
+    let stopped = Instant::now();
     let (feeder, _) = feed(a.take_stdin(), LINES);
     let line = a.wait_log("peer down: c");
+    // The flood fills c's socket buffers within a fraction of a second;
+    // from then on, 2 s (± 1 s) until the cut, however the wait is split
+    // into write calls.
+    let took = stopped.elapsed();
     assert!(line.contains("stalled: accepted no data for 2s"), "{line}");
+    assert!(
+        took >= Duration::from_secs(1) && took <= Duration::from_millis(3500),
+        "cut after {took:?}"
+    );
     feeder.join().unwrap();
     assert_all_lines(&b, LINES);
     c.signal("CONT");
