@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use crate::dialer::{DialOutcome, DialTicket};
 use crate::frame::NodeId;
 use crate::handshake::HANDSHAKE_TIMEOUT;
-use crate::node::Node;
+use crate::node::{Node, HANDSHAKES_PER_IP};
 use crate::outbox::{Close, Outbox};
 use crate::peer::{ConnId, Direction, Ending, Handover, Inbound, PeerInfo};
 use crate::ratelog;
@@ -162,6 +162,9 @@ pub struct Router {
     last_seq: HashMap<NodeId, u64>,
     /// Connections whose outbox is over its high-water mark.
     full: HashSet<ConnId>,
+    /// Lines read from stdin that no peer could take yet; stdin waits
+    /// until they are sent.
+    unsent: Option<Chunk>,
     backlog: VecDeque<Output>,
     events_in_backlog: usize,
     events_not_printed: u64,
@@ -219,6 +222,7 @@ impl Router {
             successors: HashMap::new(),
             last_seq: HashMap::new(),
             full: HashSet::new(),
+            unsent: None,
             backlog: VecDeque::new(),
             events_in_backlog: 0,
             events_not_printed: 0,
@@ -243,7 +247,10 @@ impl Router {
             match self.next_step(&stop, &hurry) {
                 Step::Event(event) => self.on_event(event),
                 Step::Inbound(batch) => self.on_inbound(batch),
-                Step::Stdin(Some(chunk)) => self.broadcast(chunk),
+                Step::Stdin(Some(chunk)) => {
+                    self.lines_read += chunk.frames as u64;
+                    self.broadcast(chunk);
+                }
                 Step::Stdin(None) => self.stdin_ended(),
                 Step::Printed => {}
                 Step::Stop => self.begin_stop(),
@@ -267,8 +274,11 @@ impl Router {
         } else {
             (usize::MAX, sel.send(&self.stdout))
         };
-        let takes_stdin =
-            self.stdin_open && !self.stopping && self.full.is_empty() && self.gate.is_open();
+        let takes_stdin = self.stdin_open
+            && !self.stopping
+            && self.full.is_empty()
+            && self.gate.is_open()
+            && self.unsent.is_none();
         let stdin = if takes_stdin {
             sel.recv(&self.stdin)
         } else {
@@ -440,6 +450,15 @@ impl Router {
             Self::refuse(&mut entry, "shutting down");
         } else if let Some(&existing) = self.by_node.get(&entry.info.node_id) {
             self.duplicate(existing, &mut entry);
+        } else if self.unconfirmed_from(entry.info.addr) >= HANDSHAKES_PER_IP {
+            // Admitted peers that never send ACCEPT would hold slots for a
+            // few seconds each: one address gets no more of those than of
+            // handshakes.
+            let reason = "too many connections from this address waiting to accept";
+            ratelog::warn("refused peers", entry.info.addr.ip(), || {
+                format!("refusing {}: {reason}", entry.info)
+            });
+            Self::refuse(&mut entry, reason);
         } else if self.by_node.len() >= self.node.config.max_peers {
             let reason = format!("peer limit reached ({})", self.node.config.max_peers);
             ratelog::warn("refused peers", entry.info.addr.ip(), || {
@@ -453,6 +472,7 @@ impl Router {
             entry.gate = None;
         }
         self.peers.insert(conn, entry);
+        self.update_gate();
     }
 
     /// A second connection to an admitted node. While both are young (a
@@ -699,9 +719,9 @@ impl Router {
         self.finish_down(conn);
     }
 
-    /// Queues a chunk of stdin lines for every live peer.
+    /// Queues a chunk of stdin lines for every live peer; if none can take
+    /// it (the last one left since it was read), it waits for the next.
     fn broadcast(&mut self, chunk: Chunk) {
-        self.lines_read += chunk.frames as u64;
         let mut reached = 0;
         for (&conn, entry) in &mut self.peers {
             if entry.closing || !entry.up || self.by_node.get(&entry.info.node_id) != Some(&conn) {
@@ -732,11 +752,12 @@ impl Router {
             reached += 1;
         }
         if reached == 0 {
-            // The gate closed after this chunk was read: it waits for a peer.
             log::debug!(
-                "no peer to take {}: lost",
+                "no peer to take {}; they wait for one",
                 plural(chunk.frames as u64, "line")
             );
+            // Retried whenever the peer table changes (`update_gate`).
+            self.unsent = Some(chunk);
         }
     }
 
@@ -782,6 +803,16 @@ impl Router {
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
     }
 
+    /// Admitted connections from `addr`'s source that have not accepted us.
+    fn unconfirmed_from(&self, addr: SocketAddr) -> usize {
+        let source = ratelog::source_of(addr.ip());
+        self.peers
+            .values()
+            .filter(|e| e.admitted && !e.up && !e.closing)
+            .filter(|e| ratelog::source_of(e.info.addr.ip()) == source)
+            .count()
+    }
+
     /// Peers that lines from stdin go to.
     fn live_peers(&self) -> usize {
         self.by_node
@@ -805,6 +836,10 @@ impl Router {
         if open {
             self.needed = 1;
             self.connect_deadline = None;
+            if let Some(chunk) = self.unsent.take() {
+                self.broadcast(chunk);
+                return;
+            }
         }
         if open != self.gate.is_open() {
             if !open && self.stdin_open && !self.stopping {
@@ -892,7 +927,8 @@ impl Router {
             }
         }
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
-        log::info!("{}", self.summary(skipped));
+        let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
+        log::info!("{}", self.summary(skipped, unsent));
         if self.node.config.stats.is_some() {
             let t = self.current_totals();
             log::info!(
@@ -904,7 +940,8 @@ impl Router {
                 t.missed
             );
         }
-        let missed = self.deliveries.iter().any(|(_, d)| d.missed() > 0) || skipped > 0;
+        let missed =
+            self.deliveries.iter().any(|(_, d)| d.missed() > 0) || skipped > 0 || unsent > 0;
         match self.outcome {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,
@@ -912,13 +949,16 @@ impl Router {
     }
 
     /// One line: what was read, what each peer got and missed, what came in.
-    fn summary(&self, skipped: u64) -> String {
+    fn summary(&self, skipped: u64, unsent: u64) -> String {
         let mut parts = vec![format!(
             "summary: read {} from stdin",
             plural(self.lines_read, "line")
         )];
         if skipped > 0 {
             parts[0] += &format!(" ({skipped} more skipped as too long)");
+        }
+        if unsent > 0 {
+            parts[0] += &format!(" ({unsent} of them reached no peer)");
         }
         let (named, rest) = self
             .deliveries

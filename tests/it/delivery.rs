@@ -374,3 +374,35 @@ fn a_blocked_stdout_holds_a_bounded_number_of_peer_events() {
     );
     assert!(not_printed > 0);
 }
+
+/// HELLO without ACCEPT holds a peer slot for a few seconds; one address
+/// gets no more than 8 such slots at once, and loses them after 5 s.
+#[test]
+fn one_address_cannot_hold_peer_slots_by_never_accepting() {
+    let a = node("a").start();
+    let mut held: Vec<RawPeer> = (0..8)
+        .map(|i| {
+            let mut raw = RawPeer::connect(&a);
+            raw.send(&crate::support::hello("idle", 100 + i));
+            raw.read_hello();
+            assert_eq!(raw.read_frame().map(|(k, _)| k), Some(frame::kind::ACCEPT));
+            raw
+        })
+        .collect();
+    let mut ninth = RawPeer::connect(&a);
+    ninth.send(&crate::support::hello("idle", 200));
+    ninth.read_hello();
+    let (kind, body) = ninth.read_frame().expect("a BYE");
+    assert_eq!(kind, frame::kind::BYE);
+    assert_eq!(
+        body,
+        b"too many connections from this address waiting to accept"
+    );
+    let started = Instant::now();
+    for raw in &mut held {
+        assert!(raw.read_until_closed(Duration::from_secs(10)));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(7), "held for {took:?}");
+    a.wait_log("neither ACCEPT nor BYE within 5s of the HELLOs");
+}
