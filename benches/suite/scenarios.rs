@@ -349,33 +349,48 @@ pub fn crowd_peercat(count: usize) -> Crowd {
     let mut peers = Vec::new();
     for i in 0..count {
         let arrived = arrived_tx.clone();
-        // One at a time: a burst of connects can overflow the accept queue.
+        // One at a time, each admitted before the next: a burst of connects
+        // can overflow the accept queue, and a node lets one address have
+        // only a few handshakes in progress.
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        peers.push(thread::spawn(move || {
-            let hello = Hello {
-                node_id: 0x1000 + i as u64,
-                listen_port: 0,
-                max_frame: 1 << 20,
-                keepalive_secs: 5,
-                name: format!("idle{i}"),
-            };
-            s.write_all(&Frame::Hello(hello).to_bytes()).unwrap();
-            s.set_read_timeout(Some(STEP_DEADLINE)).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                while let Some((frame, used)) = frame::decode(&buf, 1 << 21).unwrap() {
-                    if let Frame::Msg { payload, .. } = frame {
-                        assert_eq!(payload, b"to everyone");
-                        let _ = arrived.send(Instant::now());
-                        return;
-                    }
-                    buf.drain(..used);
+        let hello = Hello {
+            node_id: 0x1000 + i as u64,
+            listen_port: 0,
+            max_frame: 1 << 20,
+            keepalive_secs: 5,
+            name: format!("idle{i}"),
+        };
+        s.write_all(&Frame::Hello(hello).to_bytes()).unwrap();
+        s.write_all(&Frame::Accept.to_bytes()).unwrap();
+        s.set_read_timeout(Some(STEP_DEADLINE)).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut admitted = false;
+        while !admitted {
+            let n = s.read(&mut chunk).expect("the hub's HELLO and ACCEPT");
+            assert!(n > 0, "the hub closed idle peer {i}");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some((frame, used)) = frame::decode(&buf, 1 << 21).unwrap() {
+                let accept = frame == Frame::Accept;
+                buf.drain(..used);
+                if accept {
+                    admitted = true;
+                    break;
                 }
-                let n = s.read(&mut chunk).expect("the hub's message");
-                assert!(n > 0, "the hub closed idle peer {i}");
-                buf.extend_from_slice(&chunk[..n]);
             }
+        }
+        peers.push(thread::spawn(move || loop {
+            while let Some((frame, used)) = frame::decode(&buf, 1 << 21).unwrap() {
+                if let Frame::Msg { payload, .. } = frame {
+                    assert_eq!(payload, b"to everyone");
+                    let _ = arrived.send(Instant::now());
+                    return;
+                }
+                buf.drain(..used);
+            }
+            let n = s.read(&mut chunk).expect("the hub's message");
+            assert!(n > 0, "the hub closed idle peer {i}");
+            buf.extend_from_slice(&chunk[..n]);
         }));
     }
     node.wait_stderr(&format!("; {count} connected"));
