@@ -42,6 +42,8 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_PENDING_EVENTS: usize = 1024;
 /// Peers named one by one in the exit summary; the rest are summed up.
 const SUMMARY_PEERS: usize = 32;
+/// Peers whose deliveries are counted one by one; later ones share a record.
+const MAX_RECORDS: usize = 1024;
 
 /// What connection threads tell the router.
 pub enum Event {
@@ -178,6 +180,8 @@ pub struct Router {
     outcome: Outcome,
     lines_read: u64,
     deliveries: Vec<(NodeId, Delivery)>,
+    /// Peers beyond MAX_RECORDS, summed up.
+    others: Delivery,
     totals: Totals,
     last_stats: Totals,
     seq_dropped: u64,
@@ -232,6 +236,15 @@ impl Router {
             outcome: Outcome::Complete,
             lines_read: 0,
             deliveries: Vec::new(),
+            others: Delivery {
+                name: "other peers".into(),
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                delivered: 0,
+                unconfirmed: 0,
+                lost: 0,
+                too_big: 0,
+                broken: None,
+            },
             totals: Totals::default(),
             last_stats: Totals::default(),
             seq_dropped: 0,
@@ -625,6 +638,9 @@ impl Router {
     /// Adds a finished connection's ledger to its node's delivery record.
     fn account(&mut self, entry: &Entry, ending: &Ending) {
         let (ledger, _) = entry.outbox.ledger();
+        if ledger.queued == 0 && entry.too_big == 0 {
+            return; // nothing was due to it
+        }
         let confirmed = entry.outbox.confirmed().min(ledger.written);
         let record = self.delivery(&entry.info);
         record.delivered += confirmed;
@@ -646,6 +662,8 @@ impl Router {
             .position(|(id, _)| *id == info.node_id)
         {
             Some(at) => at,
+            // A node that churns through peers keeps bounded books.
+            None if self.deliveries.len() >= MAX_RECORDS => return &mut self.others,
             None => {
                 self.deliveries.push((
                     info.node_id,
@@ -940,8 +958,10 @@ impl Router {
                 t.missed
             );
         }
-        let missed =
-            self.deliveries.iter().any(|(_, d)| d.missed() > 0) || skipped > 0 || unsent > 0;
+        let missed = self.deliveries.iter().any(|(_, d)| d.missed() > 0)
+            || self.others.missed() > 0
+            || skipped > 0
+            || unsent > 0;
         match self.outcome {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,
@@ -966,11 +986,11 @@ impl Router {
         for (_, d) in named {
             parts.push(describe_delivery(d));
         }
-        if !rest.is_empty() {
-            let missed: u64 = rest.iter().map(|(_, d)| d.missed()).sum();
+        if !rest.is_empty() || self.others.delivered + self.others.missed() > 0 {
+            let missed: u64 =
+                rest.iter().map(|(_, d)| d.missed()).sum::<u64>() + self.others.missed();
             parts.push(format!(
-                "{} more peers missed {}",
-                rest.len(),
+                "the other peers missed {}",
                 plural(missed, "message")
             ));
         }
