@@ -58,7 +58,6 @@ impl ReadBuf {
         self.pos
     }
 
-    /// Marks `n` more bytes as decoded.
     /// Marks `n` more bytes (one frame, for the caller that decodes frames)
     /// as decoded.
     pub fn consume(&mut self, n: usize) {
