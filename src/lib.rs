@@ -40,6 +40,7 @@
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
 //! - [`router`]: the thread that owns the peer table and routes every frame.
+//! - [`books`]: what each peer got; the exit summary and `--stats` lines.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.
 //! - [`logging`]: the log sink; a queue and a `log` thread, so logging never blocks.
@@ -49,6 +50,7 @@
 //! - [`node`]: what the threads share, and `run`, which ties them together.
 
 pub mod acceptor;
+pub mod books;
 pub mod config;
 pub mod dialer;
 pub mod error;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 
+use crate::books::{plural, Books, Settled, Totals};
 use crate::dialer::{DialOutcome, DialTicket};
 use crate::frame::NodeId;
 use crate::handshake::HANDSHAKE_TIMEOUT;
@@ -40,11 +41,6 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// Peer events waiting for a blocked stdout, at most; later ones are
 /// counted and logged instead of printed.
 const MAX_PENDING_EVENTS: usize = 1024;
-/// Peers named one by one in the exit summary; the rest are summed up.
-const SUMMARY_PEERS: usize = 32;
-/// Peers whose deliveries are counted one by one; later ones share a record.
-const MAX_RECORDS: usize = 1024;
-
 /// What connection threads tell the router.
 pub enum Event {
     /// HELLOs exchanged: admit or refuse this connection.
@@ -100,37 +96,6 @@ struct Entry {
     too_big: u64,
 }
 
-/// What one peer got from us, over all its connections.
-struct Delivery {
-    name: Arc<str>,
-    addr: SocketAddr,
-    /// Written to its socket, and known to have arrived.
-    delivered: u64,
-    /// Written, but the connection broke before the peer confirmed them.
-    unconfirmed: u64,
-    /// Never written: dropped with a broken connection.
-    lost: u64,
-    too_big: u64,
-    /// How its last broken connection ended.
-    broken: Option<Ending>,
-}
-
-impl Delivery {
-    fn missed(&self) -> u64 {
-        self.unconfirmed + self.lost + self.too_big
-    }
-}
-
-/// Totals for `--stats`.
-#[derive(Default, Clone, Copy)]
-struct Totals {
-    msgs_in: u64,
-    bytes_in: u64,
-    msgs_out: u64,
-    bytes_out: u64,
-    missed: u64,
-}
-
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -178,13 +143,7 @@ pub struct Router {
     /// When to log the counts of rate-limited warnings whose window ended.
     next_flush: Instant,
     outcome: Outcome,
-    lines_read: u64,
-    deliveries: Vec<(NodeId, Delivery)>,
-    /// Peers beyond MAX_RECORDS, summed up.
-    others: Delivery,
-    totals: Totals,
-    last_stats: Totals,
-    seq_dropped: u64,
+    books: Books,
 }
 
 /// One turn of the loop: what arrived.
@@ -234,20 +193,7 @@ impl Router {
             stopping: false,
             deadline: None,
             outcome: Outcome::Complete,
-            lines_read: 0,
-            deliveries: Vec::new(),
-            others: Delivery {
-                name: "other peers".into(),
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                delivered: 0,
-                unconfirmed: 0,
-                lost: 0,
-                too_big: 0,
-                broken: None,
-            },
-            totals: Totals::default(),
-            last_stats: Totals::default(),
-            seq_dropped: 0,
+            books: Books::default(),
         }
     }
 
@@ -261,7 +207,7 @@ impl Router {
                 Step::Event(event) => self.on_event(event),
                 Step::Inbound(batch) => self.on_inbound(batch),
                 Step::Stdin(Some(chunk)) => {
-                    self.lines_read += chunk.frames as u64;
+                    self.books.lines_read += chunk.frames as u64;
                     self.broadcast(chunk);
                 }
                 Step::Stdin(None) => self.stdin_ended(),
@@ -635,52 +581,15 @@ impl Router {
         self.update_gate();
     }
 
-    /// Adds a finished connection's ledger to its node's delivery record.
+    /// Adds a finished connection to the books.
     fn account(&mut self, entry: &Entry, ending: &Ending) {
-        let (ledger, _) = entry.outbox.ledger();
-        if ledger.queued == 0 && entry.too_big == 0 {
-            return; // nothing was due to it
-        }
-        let confirmed = entry.outbox.confirmed().min(ledger.written);
-        let record = self.delivery(&entry.info);
-        record.delivered += confirmed;
-        record.unconfirmed += ledger.written - confirmed;
-        record.lost += ledger.dropped + ledger.pending();
-        record.too_big += entry.too_big;
-        if confirmed < ledger.written || ledger.dropped > 0 {
-            record.broken = Some(ending.clone());
-        }
-        self.totals.msgs_out += ledger.written;
-        self.totals.bytes_out += ledger.written_bytes;
-        self.totals.missed += ledger.written - confirmed + ledger.dropped;
-    }
-
-    fn delivery(&mut self, info: &PeerInfo) -> &mut Delivery {
-        let at = match self
-            .deliveries
-            .iter()
-            .position(|(id, _)| *id == info.node_id)
-        {
-            Some(at) => at,
-            // A node that churns through peers keeps bounded books.
-            None if self.deliveries.len() >= MAX_RECORDS => return &mut self.others,
-            None => {
-                self.deliveries.push((
-                    info.node_id,
-                    Delivery {
-                        name: info.name.clone(),
-                        addr: info.addr,
-                        delivered: 0,
-                        unconfirmed: 0,
-                        lost: 0,
-                        too_big: 0,
-                        broken: None,
-                    },
-                ));
-                self.deliveries.len() - 1
-            }
-        };
-        &mut self.deliveries[at].1
+        self.books.settle(Settled {
+            info: &entry.info,
+            ledger: entry.outbox.ledger().0,
+            confirmed: entry.outbox.confirmed(),
+            too_big: entry.too_big,
+            ending,
+        });
     }
 
     /// Received messages: in order, each once, then to stdout.
@@ -708,7 +617,7 @@ impl Router {
             });
             let dropped = before - batch.msgs.len();
             if dropped > 0 {
-                self.seq_dropped += dropped as u64;
+                self.books.seq_dropped += dropped as u64;
                 let peer = self.peers[&conn].info.addr;
                 ratelog::warn("repeated messages", peer.ip(), || {
                     format!(
@@ -719,8 +628,8 @@ impl Router {
                 });
             }
             if !batch.msgs.is_empty() {
-                self.totals.msgs_in += batch.msgs.len() as u64;
-                self.totals.bytes_in += batch
+                self.books.totals.msgs_in += batch.msgs.len() as u64;
+                self.books.totals.bytes_in += batch
                     .msgs
                     .iter()
                     .map(|m| (m.end - m.start) as u64)
@@ -896,31 +805,22 @@ impl Router {
     fn log_stats(&mut self) {
         let every = self.node.config.stats.unwrap_or(Duration::from_secs(1));
         self.next_stats = Some(Instant::now() + every);
-        let now = self.current_totals();
-        let last = std::mem::replace(&mut self.last_stats, now);
-        let secs = every.as_secs_f64();
-        let rate = |n: u64, m: u64| (n - m) as f64 / secs;
         let deepest = self
             .peers
             .values()
             .map(|e| e.outbox.ledger().1)
             .max()
             .unwrap_or(0);
-        log::info!(
-            "stats: {} up; in {:.0} msg/s, {}/s; out {:.0} msg/s, {}/s; deepest queue {}; missed {}",
-            plural(self.live_peers() as u64, "peer"),
-            rate(now.msgs_in, last.msgs_in),
-            human_bytes(rate(now.bytes_in, last.bytes_in)),
-            rate(now.msgs_out, last.msgs_out),
-            human_bytes(rate(now.bytes_out, last.bytes_out)),
-            human_bytes(deepest as f64),
-            now.missed
-        );
+        let now = self.current_totals();
+        let line = self
+            .books
+            .stats_line(now, every, self.live_peers(), deepest);
+        log::info!("{line}");
     }
 
     /// Totals so far: finished connections plus the live ones' ledgers.
     fn current_totals(&self) -> Totals {
-        let mut totals = self.totals;
+        let mut totals = self.books.totals;
         for entry in self.peers.values() {
             let (ledger, _) = entry.outbox.ledger();
             totals.msgs_out += ledger.written;
@@ -946,150 +846,14 @@ impl Router {
         }
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
         let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
-        log::info!("{}", self.summary(skipped, unsent));
+        log::info!("{}", self.books.summary(skipped, unsent));
         if self.node.config.stats.is_some() {
-            let t = self.current_totals();
-            log::info!(
-                "stats: totals: in {} ({}), out {} ({}), missed {}",
-                plural(t.msgs_in, "message"),
-                human_bytes(t.bytes_in as f64),
-                plural(t.msgs_out, "message"),
-                human_bytes(t.bytes_out as f64),
-                t.missed
-            );
+            log::info!("{}", self.books.totals_line());
         }
-        let missed = self.deliveries.iter().any(|(_, d)| d.missed() > 0)
-            || self.others.missed() > 0
-            || skipped > 0
-            || unsent > 0;
+        let missed = self.books.any_missed() || skipped > 0 || unsent > 0;
         match self.outcome {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,
         }
-    }
-
-    /// One line: what was read, what each peer got and missed, what came in.
-    fn summary(&self, skipped: u64, unsent: u64) -> String {
-        let mut parts = vec![format!(
-            "summary: read {} from stdin",
-            plural(self.lines_read, "line")
-        )];
-        if skipped > 0 {
-            parts[0] += &format!(" ({skipped} more skipped as too long)");
-        }
-        if unsent > 0 {
-            parts[0] += &format!(" ({unsent} of them reached no peer)");
-        }
-        let (named, rest) = self
-            .deliveries
-            .split_at(self.deliveries.len().min(SUMMARY_PEERS));
-        for (_, d) in named {
-            parts.push(describe_delivery(d));
-        }
-        if !rest.is_empty() || self.others.delivered + self.others.missed() > 0 {
-            let missed: u64 =
-                rest.iter().map(|(_, d)| d.missed()).sum::<u64>() + self.others.missed();
-            parts.push(format!(
-                "the other peers missed {}",
-                plural(missed, "message")
-            ));
-        }
-        let mut received = format!("received {}", plural(self.totals.msgs_in, "message"));
-        if self.seq_dropped > 0 {
-            received += &format!(
-                " ({} dropped as repeats)",
-                plural(self.seq_dropped, "message")
-            );
-        }
-        parts.push(received);
-        parts.join("; ")
-    }
-}
-
-/// "b (127.0.0.1:7118): 10 messages delivered, 5 lost (stalled: ...)".
-fn describe_delivery(d: &Delivery) -> String {
-    let mut text = format!(
-        "{} ({}): {} delivered",
-        d.name,
-        d.addr,
-        plural(d.delivered, "message")
-    );
-    if d.unconfirmed > 0 {
-        text += &format!(", {} written but not confirmed", d.unconfirmed);
-    }
-    if d.lost > 0 {
-        text += &format!(", {} lost", d.lost);
-    }
-    if d.too_big > 0 {
-        text += &format!(", {} too big for it", d.too_big);
-    }
-    if let Some(ending) = &d.broken {
-        text += &format!(" ({ending})");
-    }
-    text
-}
-
-/// "1 message", "2 messages".
-pub fn plural(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-/// Bytes for people: "512 B", "1.5 KiB", "12.0 MiB".
-fn human_bytes(n: f64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{value:.0} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_read_well() {
-        assert_eq!(plural(0, "message"), "0 messages");
-        assert_eq!(plural(1, "message"), "1 message");
-        assert_eq!(plural(2, "line"), "2 lines");
-        assert_eq!(human_bytes(512.0), "512 B");
-        assert_eq!(human_bytes(1536.0), "1.5 KiB");
-        assert_eq!(human_bytes(12.0 * 1024.0 * 1024.0), "12.0 MiB");
-    }
-
-    #[test]
-    fn a_delivery_names_what_was_missed_and_why() {
-        let mut d = Delivery {
-            name: "c".into(),
-            addr: "127.0.0.1:7119".parse().unwrap(),
-            delivered: 600,
-            unconfirmed: 0,
-            lost: 400,
-            too_big: 0,
-            broken: Some(Ending::Stalled(Duration::from_secs(2))),
-        };
-        assert_eq!(
-            describe_delivery(&d),
-            "c (127.0.0.1:7119): 600 messages delivered, 400 lost \
-             (stalled: accepted no data for 2s (--stall-timeout))"
-        );
-        d.lost = 0;
-        d.broken = None;
-        d.delivered = 1;
-        assert_eq!(
-            describe_delivery(&d),
-            "c (127.0.0.1:7119): 1 message delivered"
-        );
     }
 }
