@@ -17,11 +17,17 @@ struct Input(std::path::PathBuf);
 
 impl Input {
     fn lines(tag: &str, lines: usize) -> Input {
+        Input::padded(tag, lines, 0)
+    }
+
+    /// `lines` numbered lines, each padded with `pad` more bytes.
+    fn padded(tag: &str, lines: usize, pad: usize) -> Input {
         let path =
             std::env::temp_dir().join(format!("peercat-{tag}-{}-{lines}.txt", std::process::id()));
+        let padding = "x".repeat(pad);
         let mut text = Vec::new();
         for n in 0..lines {
-            writeln!(text, "line {n}").unwrap();
+            writeln!(text, "line {n}{padding}").unwrap();
         }
         std::fs::write(&path, &text).unwrap();
         Input(path)
@@ -80,14 +86,16 @@ fn stdin_waits_while_no_peer_is_connected_and_nothing_is_lost() {
 fn exit_on_eof_exits_3_and_names_the_peer_that_missed_lines() {
     let b = node("b").start();
     let c = node("c").start();
-    let input = Input::lines("missed", 300_000);
+    // 30 MB: far more than the socket buffers on the way to c hold.
+    let input = Input::padded("missed", 300_000, 90);
     let mut a = node("a")
         .args(&["--exit-on-eof", "--wait-peers", "2", "--stall-timeout", "1"])
         .dial(&b)
         .dial(&c)
         .stdin(input.stdin())
         .start();
-    // c freezes before a reads anything; a cuts it off and goes on with b.
+    // c freezes as the transfer starts; a cuts it off and goes on with b.
+    c.wait_peer("a");
     c.signal("STOP");
     let status = a.expect_exit(Duration::from_secs(60));
     c.signal("CONT");
