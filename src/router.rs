@@ -434,13 +434,17 @@ impl Router {
         self.update_gate();
     }
 
-    /// A second connection to an admitted node. While both are young (a
-    /// mutual dial), both nodes keep the one dialed by the node with the
-    /// smaller id, so they agree without another message. An established
-    /// connection is never replaced: a newcomer claiming its id is refused.
+    /// A second connection to an admitted node. If the two are a mutual
+    /// dial (one each way, both young), both nodes keep the one dialed by
+    /// the node with the smaller id, so they agree without another message.
+    /// Otherwise the newcomer is refused: an established connection is
+    /// never replaced by one claiming its id.
     fn duplicate(&mut self, existing: ConnId, new: &mut Entry) {
         let old = &self.peers[&existing];
-        if old.since.elapsed() >= HANDSHAKE_TIMEOUT {
+        // A mutual dial is one connection each way, both young.
+        let mutual_dial =
+            old.since.elapsed() < HANDSHAKE_TIMEOUT && old.info.direction != new.info.direction;
+        if !mutual_dial {
             ratelog::warn("refused peers", new.info.addr.ip(), || {
                 format!(
                     "refusing {}: node {:016x} is already connected from {}",

@@ -243,17 +243,16 @@ fn mutual_dialers_streaming_at_once_keep_every_line_in_order() {
     eprintln!("the newer connection replaced the older in {replaced} of 8 views");
 }
 
-#[test]
-fn an_established_peer_is_not_replaced_by_a_stranger_using_its_id() {
+/// b dials a; a stranger copies b's id from b's HELLO and dials a too.
+/// After `settle`, it checks that a refuses the stranger and keeps b.
+fn a_keeps_b_against_a_stranger_with_its_id(settle: Duration) {
     let mut a = node("a").start();
     let b = node("b").dial(&a).start();
     a.wait_peer("b");
-    // The stranger learns b's id from b's own HELLO.
     let mut probe = RawPeer::connect(&b);
     let b_id = probe.read_hello().node_id;
     drop(probe);
-    // Past the mutual-dial window, the connection is established.
-    thread::sleep(Duration::from_millis(5500));
+    thread::sleep(settle);
     let mut stranger = RawPeer::connect(&a);
     stranger.send(&crate::support::hello("b", b_id));
     stranger.read_hello();
@@ -264,6 +263,18 @@ fn an_established_peer_is_not_replaced_by_a_stranger_using_its_id() {
     a.send(b"still to b\n");
     assert_eq!(texts(&b.wait_lines(1)), ["still to b"]);
     assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
+}
+
+#[test]
+fn an_established_peer_is_not_replaced_by_a_stranger_using_its_id() {
+    // Past the mutual-dial window: the connection is established.
+    a_keeps_b_against_a_stranger_with_its_id(Duration::from_millis(5500));
+}
+
+#[test]
+fn a_young_peer_is_not_replaced_by_a_stranger_dialing_in_the_same_way() {
+    // Within the window, but both dialed a: not a mutual dial.
+    a_keeps_b_against_a_stranger_with_its_id(Duration::ZERO);
 }
 
 fn msg(origin: u64, seq: u64, text: &[u8]) -> Vec<u8> {
