@@ -4,8 +4,9 @@
 //! `accept` blocks, and nothing portable interrupts it, so at shutdown the
 //! node connects to its own listener to wake this thread up.
 //!
-//! Strangers are bounded here: at most `--max-peers` handshakes at once, at
-//! most [`HANDSHAKES_PER_IP`] of them from one address; a connection beyond
+//! Strangers are bounded here: at most [`handshake_cap`] handshakes at once
+//! (256, or 4 x `--max-peers` if more), at most [`HANDSHAKES_PER_IP`] of them
+//! from one address; a connection beyond
 //! either is closed at once, and the refusal is logged once per address
 //! and window (see [`ratelog`]).
 
@@ -72,7 +73,7 @@ struct Refusal {
 /// then starting one cannot race with another admission.
 fn refusal(node: &Node, addr: SocketAddr) -> Option<Refusal> {
     let pending = node.pending_handshakes();
-    if pending >= node.config.max_peers {
+    if pending >= handshake_cap(node.config.max_peers) {
         return Some(Refusal {
             kind: "refused connections (too many handshakes)",
             message: format!(
@@ -98,6 +99,13 @@ fn refusal(node: &Node, addr: SocketAddr) -> Option<Refusal> {
     None
 }
 
+/// Handshakes under way at once, from all addresses: generous (a handshake
+/// costs a thread for at most 5 s), so that many attacking addresses are
+/// needed to fill it, and never below the peers the node takes.
+pub fn handshake_cap(max_peers: usize) -> usize {
+    (4 * max_peers).max(256)
+}
+
 /// Wakes the acceptor blocked in `accept` on `listening`, so that it sees
 /// the shutdown.
 pub fn wake(listening: SocketAddr) {
@@ -110,5 +118,18 @@ pub fn wake(listening: SocketAddr) {
     }
     if let Err(e) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
         log::debug!("could not wake the acceptor at {target}: {}", describe(&e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_cap_is_generous_whatever_the_peer_limit() {
+        assert_eq!(handshake_cap(1), 256);
+        assert_eq!(handshake_cap(64), 256);
+        assert_eq!(handshake_cap(1000), 4000);
+        assert!(handshake_cap(1) > 8 * HANDSHAKES_PER_IP);
     }
 }

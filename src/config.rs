@@ -30,8 +30,9 @@ pub const DEFAULT_PORT: u16 = 7117;
         peercat                                  listen on 0.0.0.0:7117, print what peers send\n  \
         tail -f app.log | peercat host2:7117     send lines to host2 (and to anyone who dials us)\n  \
         peercat -l 127.0.0.1:0 --format json     any free port, one JSON object per line\n\n\
-        Exit codes: 0 ok (Ctrl-C, --exit-on-eof, stdout closed), 1 runtime error, 2 usage error, \
-        130 a second signal (more than 0.5 s after the first)."
+        Exit codes: 0 ok (Ctrl-C, --exit-on-eof, stdout closed), 1 runtime error (or \
+        --connect-timeout passed), 2 usage error, 3 --exit-on-eof and some peer missed lines \
+        (the summary on the log says who), 130 a second signal (more than 0.5 s after the first)."
 )]
 struct Cli {
     /// host:port to dial (IPv4, [IPv6]:port or a hostname); repeatable
@@ -58,7 +59,8 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     wait_peers: u32,
 
-    /// When stdin ends: deliver everything queued, disconnect politely, exit 0
+    /// When stdin ends: deliver everything queued, disconnect politely; exit 0 if every
+    /// peer confirmed every line, else 3
     #[arg(long)]
     exit_on_eof: bool,
 
@@ -72,7 +74,7 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=MAX_FRAME_LIMIT as i64))]
     max_frame: u32,
 
-    /// Ping idle peers every SECS; drop a peer silent for 3x this
+    /// Ping every peer every SECS, busy or idle; drop a peer silent for 3x this
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     keepalive: u64,
@@ -83,7 +85,8 @@ struct Cli {
     stall_timeout: u64,
 
     /// Give up (exit 1) if --wait-peers peers (at least one) are not
-    /// connected within SECS [default: wait forever]
+    /// connected within SECS; with --exit-on-eof, also when no peer has been
+    /// connected for SECS while lines wait (exit 3) [default: wait forever]
     #[arg(long, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: Option<u64>,

@@ -307,6 +307,20 @@ fn connection(
     });
 }
 
+/// A peer's text (a BYE reason) safe for one log line: control and line
+/// separator characters become visible escapes (`\u{1b}`); the rest,
+/// quotes included, stays as sent, so JSON escapes it only once.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                c.escape_unicode().to_string()
+            }
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// Lets a connection that replaces another one to the same node deliver
 /// only once the old one has delivered everything it read, so that the
 /// node's messages reach stdout in order. Mutex: the old connection's reader
@@ -461,12 +475,14 @@ impl Reader<'_> {
     /// as one batch. Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
         let mut msgs = Vec::new();
-        loop {
+        // Messages decoded before a bad frame are delivered; then the
+        // connection ends.
+        let broken = loop {
             let at = self.rb.pos();
             let (frame, used) = match frame::decode(self.rb.pending(), limit) {
                 Ok(Some(decoded)) => decoded,
-                Ok(None) => break,
-                Err(e) => return Err(Ending::Protocol(e.to_string())),
+                Ok(None) => break None,
+                Err(e) => break Some(Ending::Protocol(e.to_string())),
             };
             match frame {
                 Frame::Msg {
@@ -480,10 +496,10 @@ impl Reader<'_> {
                         payload.len()
                     );
                     if !self.accepted {
-                        return Err(Ending::Protocol("a message before ACCEPT".to_owned()));
+                        break Some(Ending::Protocol("a message before ACCEPT".to_owned()));
                     }
                     if origin != self.info.node_id {
-                        return Err(Ending::Protocol(format!(
+                        break Some(Ending::Protocol(format!(
                             "a message from node {origin:016x}, not from the peer itself \
                              (this version does not relay)"
                         )));
@@ -498,7 +514,7 @@ impl Reader<'_> {
                 Frame::Accept => {
                     log::trace!("{}: <- accept", self.info);
                     if self.accepted {
-                        return Err(Ending::Protocol("a second ACCEPT".to_owned()));
+                        break Some(Ending::Protocol("a second ACCEPT".to_owned()));
                     }
                     self.accepted = true;
                     let _ = self.node.events.send(Event::Accepted {
@@ -516,7 +532,7 @@ impl Reader<'_> {
                     log::trace!("{}: <- pong, round trip {rtt:?}", self.info);
                 }
                 Frame::Bye(reason) => {
-                    let reason = String::from_utf8_lossy(reason).escape_debug().to_string();
+                    let reason = printable(&String::from_utf8_lossy(reason));
                     log::debug!("{}: <- goodbye ({reason})", self.info);
                     self.bye = Some(reason);
                     // Answer in kind: finish sending, then BYE and FIN.
@@ -526,13 +542,23 @@ impl Reader<'_> {
                         conn: self.info.conn,
                     });
                 }
-                Frame::Hello(_) => return Err(Ending::Protocol("a second HELLO".to_owned())),
+                Frame::Hello(_) => break Some(Ending::Protocol("a second HELLO".to_owned())),
             }
             self.rb.consume(used);
+        };
+        let waited = if msgs.is_empty() {
+            false
+        } else {
+            self.deliver(msgs, limit)?
+        };
+        match broken {
+            Some(ending) => Err(ending),
+            None => Ok(waited),
         }
-        if msgs.is_empty() {
-            return Ok(false);
-        }
+    }
+
+    /// Hands a batch of messages to the router, once the gate is open.
+    fn deliver(&mut self, msgs: Vec<MsgMeta>, limit: usize) -> Result<bool, Ending> {
         let waited = self.wait_at_gate()?;
         let batch = Inbound {
             conn: self.info.conn,
@@ -630,18 +656,29 @@ impl Writer {
         // PING also follows written messages (at most every ACK_EVERY), and
         // its PONG confirms that the peer has read them.
         let mut next_ping = Instant::now() + self.keepalive;
-        let mut last_ack = Instant::now();
+        let mut last_ping = Instant::now()
+            .checked_sub(ACK_EVERY)
+            .unwrap_or_else(Instant::now);
+        // Messages written with no PING after them yet: when to send one.
+        let mut next_ack: Option<Instant> = None;
         loop {
-            let work = self.outbox.wait(next_ping);
+            let until = next_ack.map_or(next_ping, |at| at.min(next_ping));
+            let work = self.outbox.wait(until);
             let now = Instant::now();
-            let Some(work) = work.or_else(|| (now >= next_ping).then(Work::default)) else {
+            let fresh = work.as_ref().is_some_and(|w| !w.batches.is_empty());
+            let ack_due =
+                next_ack.is_some_and(|at| now >= at) || (fresh && now >= last_ping + ACK_EVERY);
+            let ack = ack_due && !self.outbox.awaiting_pong();
+            if ack_due && !ack {
+                // The last PING is unanswered: look again in a while.
+                next_ack = Some(now + ACK_EVERY);
+            }
+            let ping = now >= next_ping || ack;
+            let Some(work) = work.or_else(|| ping.then(Work::default)) else {
                 continue;
             };
             let closing = matches!(work.close, Some(Close::Graceful(_)));
-            let ack = !work.batches.is_empty()
-                && now >= last_ack + ACK_EVERY
-                && !self.outbox.awaiting_pong();
-            let ping = now >= next_ping || ack || closing;
+            let ping = ping || closing;
             let mut control = Vec::new();
             if work.accept {
                 log::trace!("{}: -> accept", self.label);
@@ -657,7 +694,10 @@ impl Writer {
                 log::trace!("{}: -> ping {token}", self.label);
                 Frame::Ping(token).encode(&mut after);
                 next_ping = now + self.keepalive;
-                last_ack = now;
+                last_ping = now;
+                next_ack = None;
+            } else if !work.batches.is_empty() && next_ack.is_none() {
+                next_ack = Some(last_ping + ACK_EVERY);
             }
             let linger = match &work.close {
                 Some(Close::Graceful(reason)) | Some(Close::Refuse(reason)) => {
@@ -762,5 +802,17 @@ impl Writer {
         log::debug!("{}: writer stopped: {ending}", self.label);
         self.fault.lock().get_or_insert(ending);
         let _ = self.stream.shutdown(SocketShutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_text_is_made_printable_once() {
+        assert_eq!(printable("bye \"x\"\u{1b}[2K"), "bye \"x\"\\u{1b}[2K");
+        assert_eq!(printable("a\nb\u{2028}c"), "a\\u{a}b\\u{2028}c");
+        assert_eq!(printable("plain, é"), "plain, é");
     }
 }

@@ -206,6 +206,18 @@ pub fn flush() {
     }
 }
 
+/// Logs every count held back so far, windows still open included: for
+/// the end of the run.
+pub fn flush_all() {
+    let ended = match LIMITER.lock().as_mut() {
+        Some(limiter) => limiter.expire(Instant::now() + WINDOW),
+        None => return,
+    };
+    for summary in ended {
+        log::warn!("{summary}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,10 @@ use crate::stdio::{Chunk, StdinGate};
 /// How long a node stopping on a signal waits for its peers to take what is
 /// queued for them and close politely.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+/// A peer connected at least this long has its end always logged; shorter
+/// ones are rate-limited per address, like other warnings a stranger can
+/// cause.
+const ESTABLISHED: Duration = Duration::from_secs(5);
 /// Peer events waiting for a blocked stdout, at most; later ones are
 /// counted and logged instead of printed.
 const MAX_PENDING_EVENTS: usize = 1024;
@@ -135,6 +139,8 @@ pub struct Router {
     backlog: VecDeque<Output>,
     events_in_backlog: usize,
     events_not_printed: u64,
+    /// Peers whose peer_up was not printed (their peer_down will not be).
+    unprinted_ups: HashSet<NodeId>,
     stdin_open: bool,
     stopping: bool,
     deadline: Option<Instant>,
@@ -189,6 +195,7 @@ impl Router {
             backlog: VecDeque::new(),
             events_in_backlog: 0,
             events_not_printed: 0,
+            unprinted_ups: HashSet::new(),
             stdin_open: true,
             stopping: false,
             deadline: None,
@@ -305,6 +312,38 @@ impl Router {
         }
     }
 
+    /// `--connect-timeout` passed while stdin waited for peers: at the start
+    /// (exit 1), or under `--exit-on-eof` after the last peer left (exit 3:
+    /// lines were left unsent).
+    fn give_up_waiting(&mut self) {
+        let secs = self
+            .node
+            .config
+            .connect_timeout
+            .unwrap_or_default()
+            .as_secs();
+        if self.books.lines_read == 0 && self.stdin_open {
+            log::error!(
+                "{} within {secs}s (--connect-timeout); giving up",
+                match self.needed {
+                    1 => "no peer connected".to_owned(),
+                    n => format!(
+                        "{} of {n} peers (--wait-peers) connected",
+                        self.live_peers()
+                    ),
+                }
+            );
+            self.outcome = Outcome::NoPeers;
+        } else {
+            log::error!(
+                "no peer connected for {secs}s (--connect-timeout); giving up \
+                 before the end of stdin"
+            );
+            self.outcome = Outcome::Incomplete;
+        }
+        self.node.shutdown.trigger(Cause::NoPeers);
+    }
+
     /// Handles whichever timers are due; true if the router must stop now.
     fn on_timer(&mut self) -> bool {
         let now = Instant::now();
@@ -317,23 +356,7 @@ impl Router {
         }
         if self.connect_deadline.is_some_and(|at| at <= now) {
             self.connect_deadline = None;
-            log::error!(
-                "{} within {}s (--connect-timeout); giving up",
-                match self.needed {
-                    1 => "no peer connected".to_owned(),
-                    n => format!(
-                        "{} of {n} peers (--wait-peers) connected",
-                        self.live_peers()
-                    ),
-                },
-                self.node
-                    .config
-                    .connect_timeout
-                    .unwrap_or_default()
-                    .as_secs()
-            );
-            self.outcome = Outcome::NoPeers;
-            self.node.shutdown.trigger(Cause::NoPeers);
+            self.give_up_waiting();
         }
         if self.deadline.is_some_and(|at| at <= now) {
             log::warn!(
@@ -460,9 +483,9 @@ impl Router {
         };
         let keep_new = dialer(&new.info) < dialer(&old.info);
         log::info!(
-            "two connections to {}: keeping the one {} dialed",
+            "two connections to {}: keeping the {} one (dialed by the smaller id)",
             new.info.name,
-            if keep_new { "just" } else { "first" }
+            if keep_new { "newer" } else { "older" }
         );
         if !keep_new {
             let old = self.peers.get_mut(&existing).expect("present");
@@ -569,16 +592,24 @@ impl Router {
         if !self.announced.remove(&entry.info.node_id) {
             // A dialer says what became of its own connections.
             if entry.tickets.is_empty() {
-                log::info!("{}: ended before it was a peer: {ending}", entry.info);
+                let line = || format!("{}: ended before it was a peer: {ending}", entry.info);
+                if ending.is_polite() {
+                    log::info!("{}", line());
+                } else {
+                    ratelog::warn("failed connections", entry.info.addr.ip(), line);
+                }
             }
         } else {
             let left = self.live_peers();
+            let line = || format!("peer down: {} {ending}; {left} connected", entry.info);
             if ending.is_polite() {
-                log::info!("peer down: {} {ending}; {left} connected", entry.info);
+                log::info!("{}", line());
+            } else if lasted >= ESTABLISHED {
+                log::warn!("{}", line());
             } else {
-                ratelog::warn("broken connections", entry.info.addr.ip(), || {
-                    format!("peer down: {} {ending}; {left} connected", entry.info)
-                });
+                // Short-lived: a stranger cycling connections must not
+                // flood the log.
+                ratelog::warn("broken connections", entry.info.addr.ip(), line);
             }
             self.output(Output::PeerDown(entry.info, ending));
         }
@@ -773,8 +804,14 @@ impl Router {
             }
         }
         if open != self.gate.is_open() {
-            if !open && self.stdin_open && !self.stopping {
+            let waiting = (self.stdin_open || self.unsent.is_some()) && !self.stopping;
+            if !open && waiting {
                 log::info!("no peer connected: stdin waits until one is");
+                // A script that must finish does not wait forever.
+                if self.node.config.exit_on_eof && self.connect_deadline.is_none() {
+                    self.connect_deadline =
+                        self.node.config.connect_timeout.map(|t| Instant::now() + t);
+                }
             }
             self.gate.set_open(open);
         }
@@ -785,9 +822,20 @@ impl Router {
     /// never wait there long, since the router takes no more while they do.
     fn output(&mut self, output: Output) {
         let is_event = !matches!(output, Output::Msgs(_));
-        if is_event && self.events_in_backlog >= MAX_PENDING_EVENTS {
-            self.events_not_printed += 1;
-            return;
+        // Events go unprinted in pairs: a peer_up that was not printed takes
+        // its peer_down with it, and a printed one keeps it (there are at
+        // most as many of those as peers).
+        match &output {
+            Output::PeerUp(info) if self.events_in_backlog >= MAX_PENDING_EVENTS => {
+                self.unprinted_ups.insert(info.node_id);
+                self.events_not_printed += 1;
+                return;
+            }
+            Output::PeerDown(info, _) if self.unprinted_ups.remove(&info.node_id) => {
+                self.events_not_printed += 1;
+                return;
+            }
+            _ => {}
         }
         if self.backlog.is_empty() {
             match self.stdout.try_send(output) {
@@ -796,6 +844,30 @@ impl Router {
             }
         } else {
             self.push_backlog(output, is_event);
+        }
+    }
+
+    /// At the end: what waits for stdout gets a bounded time to go out;
+    /// what cannot is counted on the log, not dropped silently.
+    fn drain_backlog(&mut self) {
+        let deadline = Instant::now() + FLUSH_DEADLINE;
+        while let Some(output) = self.backlog.pop_front() {
+            let Err(e) = self.stdout.send_deadline(output, deadline) else {
+                continue;
+            };
+            let mut msgs = 0;
+            for output in std::iter::once(e.into_inner()).chain(self.backlog.drain(..)) {
+                match output {
+                    Output::Msgs(batch) => msgs += batch.msgs.len() as u64,
+                    _ => self.events_not_printed += 1,
+                }
+            }
+            if msgs > 0 {
+                log::warn!(
+                    "stdout is blocked or closed: {} received were not printed",
+                    plural(msgs, "message")
+                );
+            }
         }
     }
 
@@ -850,6 +922,14 @@ impl Router {
         }
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
         let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
+        ratelog::flush_all();
+        self.drain_backlog();
+        if self.events_not_printed > 0 {
+            log::warn!(
+                "stdout was blocked: {} peer events were not printed",
+                self.events_not_printed
+            );
+        }
         log::info!("{}", self.books.summary(skipped, unsent));
         if self.node.config.stats.is_some() {
             log::info!("{}", self.books.totals_line());

@@ -142,18 +142,17 @@ fn dialed_peers_are_redialed_with_growing_delays_until_they_answer() {
 }
 
 #[test]
-fn silent_connections_beyond_max_peers_are_closed_at_once() {
-    let a = node("a").args(&["-v", "--max-peers", "2"]).start();
-    let _first = RawPeer::connect(&a);
-    let _second = RawPeer::connect(&a);
-    a.wait_log_count("accepted a connection", 2);
-    let mut third = RawPeer::connect(&a);
+fn silent_connections_beyond_the_cap_per_address_are_closed_at_once() {
+    let a = node("a").args(&["-v"]).start();
+    let _held: Vec<RawPeer> = (0..8).map(|_| RawPeer::connect(&a)).collect();
+    a.wait_log_count("accepted a connection", 8);
+    let mut ninth = RawPeer::connect(&a);
     assert!(
-        third.read_until_closed(Duration::from_secs(3)),
-        "a third silent connection was kept"
+        ninth.read_until_closed(Duration::from_secs(3)),
+        "a ninth silent connection from one address was kept"
     );
-    let line = a.wait_log("connections are already in handshake; closing this one");
-    assert!(line.contains(&third.local_addr()), "{line}");
+    let line = a.wait_log("8 connections from 127.0.0.1 are already in handshake");
+    assert!(line.contains(&ninth.local_addr()), "{line}");
 }
 
 /// Each peer costs one file descriptor (its socket, shared by its reader and

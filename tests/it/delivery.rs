@@ -235,7 +235,7 @@ fn mutual_dialers_streaming_at_once_keep_every_line_in_order() {
                 );
             }
             assert_eq!(lines.len(), LINES);
-            replaced += node.count_log("keeping the one just dialed");
+            replaced += node.count_log("keeping the newer one");
         }
         fa.join().unwrap();
         fb.join().unwrap();
@@ -354,14 +354,10 @@ fn stats_report_traffic_and_json_messages_carry_their_receive_time() {
     a.wait_log(": <- pong");
 }
 
-/// While stdout is blocked, peer events wait in a bounded queue; the rest
-/// are counted and the count is logged once stdout moves again.
-#[test]
-fn a_blocked_stdout_holds_a_bounded_number_of_peer_events() {
-    const CYCLES: usize = 1500;
-    let mut a = node("a").args(&["-f", "json"]).raw_stdout().start();
-    for i in 0..CYCLES {
-        let mut raw = RawPeer::connect(&a);
+/// 1500 peers connect, are accepted, and leave at once.
+fn churn(a: &Node, cycles: usize) {
+    for i in 0..cycles {
+        let mut raw = RawPeer::connect(a);
         raw.send(&crate::support::hello("churn", 1000 + i as u64));
         raw.read_hello();
         raw.send(&Frame::Accept.to_bytes());
@@ -371,27 +367,69 @@ fn a_blocked_stdout_holds_a_bounded_number_of_peer_events() {
             Some(frame::kind::ACCEPT)
         );
     }
-    let stdout = std::io::BufReader::new(a.take_stdout());
-    let reader = thread::spawn(move || {
-        use std::io::BufRead;
-        stdout.lines().map_while(Result::ok).count()
-    });
+}
+
+/// The count in "stdout was blocked: N peer events were not printed".
+fn not_printed(a: &Node) -> usize {
     let line = a.wait_log("peer events were not printed");
-    let not_printed: usize = line
-        .split("stdout was blocked: ")
+    line.split("stdout was blocked: ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {line:?}"));
+        .unwrap_or_else(|| panic!("no count in {line:?}"))
+}
+
+/// While stdout is blocked, peer events wait in a bounded queue; the rest
+/// are counted, in pairs (a peer_up not printed takes its peer_down with
+/// it), and the count is logged once stdout moves again.
+#[test]
+fn a_blocked_stdout_holds_a_bounded_number_of_peer_events() {
+    const CYCLES: usize = 1500;
+    let mut a = node("a").args(&["-f", "json"]).raw_stdout().start();
+    churn(&a, CYCLES);
+    let stdout = std::io::BufReader::new(a.take_stdout());
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let not_printed = not_printed(&a);
     a.signal("TERM");
     a.expect_exit(Duration::from_secs(5));
     let printed = reader.join().unwrap();
     assert_eq!(
-        printed + not_printed,
+        printed.len() + not_printed,
         2 * CYCLES,
-        "{printed} + {not_printed}"
+        "{} + {not_printed}",
+        printed.len()
     );
     assert!(not_printed > 0);
+    let ups = printed.iter().filter(|l| l.contains("\"peer_up\"")).count();
+    assert_eq!(
+        2 * ups,
+        printed.len(),
+        "every peer_up printed has its peer_down"
+    );
+}
+
+/// A stdout nobody reads until the end: the exit is not held up, and the
+/// log says that events went unprinted.
+#[test]
+fn a_stdout_never_read_does_not_hold_the_exit_and_the_log_says_what_was_not_printed() {
+    let mut a = node("a").args(&["-f", "json"]).raw_stdout().start();
+    churn(&a, 1500);
+    let _stdout = a.take_stdout(); // open, never read
+    let stopped = Instant::now();
+    a.signal("TERM");
+    a.expect_exit(Duration::from_secs(6));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(not_printed(&a) > 0);
 }
 
 /// HELLO without ACCEPT holds a peer slot for a few seconds; one address
@@ -424,4 +462,64 @@ fn one_address_cannot_hold_peer_slots_by_never_accepting() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(7), "held for {took:?}");
     a.wait_log("neither ACCEPT nor BYE within 5s of the HELLOs");
+}
+
+/// Messages that arrived before a bad frame, in the same read, are still
+/// delivered; then the connection ends.
+#[test]
+fn messages_before_a_bad_frame_are_delivered() {
+    let a = node("a").start();
+    let mut raw = RawPeer::handshake_as(&a, "sloppy", 77);
+    let mut bytes = msg(77, 1, b"one");
+    bytes.extend(msg(77, 2, b"two"));
+    bytes.extend([0, 0, 0, 1, 0x7f]);
+    raw.send(&bytes);
+    assert_eq!(texts(&a.wait_lines(2)), ["one", "two"]);
+    a.wait_log("unknown frame type 0x7f");
+}
+
+/// Under --exit-on-eof, --connect-timeout also bounds the wait after the
+/// last peer died halfway: exit 3, and the summary names what was missed.
+#[test]
+fn exit_on_eof_gives_up_when_the_last_peer_is_gone_for_the_connect_timeout() {
+    let b = node("b").start();
+    let mut a = node("a")
+        .args(&["--exit-on-eof", "--connect-timeout", "2"])
+        .dial(&b)
+        .start();
+    a.wait_peer("b");
+    a.send(b"before\n");
+    b.wait_lines(1);
+    drop(b); // SIGKILL: no goodbye
+    a.wait_log("peer down: b");
+    let gone = Instant::now();
+    a.send(b"after\n");
+    let status = a.expect_exit(Duration::from_secs(10));
+    let took = gone.elapsed();
+    assert_eq!(status.code(), Some(3), "{}", a.log_text());
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "gave up after {took:?}"
+    );
+    a.wait_log("no peer connected for 2s (--connect-timeout); giving up before the end of stdin");
+    a.wait_log("summary: read 1 line from stdin; b (");
+}
+
+/// The end of a peer connected for a while is always logged, even when
+/// another peer from the same address ended just before (rate limiting is
+/// for short-lived connections a stranger can churn through).
+#[test]
+fn the_end_of_an_established_peer_is_always_logged() {
+    let a = node("a").args(&["--keepalive", "1"]).start();
+    let b = node("b").args(&["--keepalive", "1"]).dial(&a).start();
+    let c = node("c").args(&["--keepalive", "1"]).dial(&a).start();
+    a.wait_peer("b");
+    a.wait_peer("c");
+    thread::sleep(Duration::from_millis(5500)); // established
+    b.signal("STOP");
+    c.signal("STOP");
+    a.wait_log("peer down: b");
+    a.wait_log("peer down: c");
+    b.signal("CONT");
+    c.signal("CONT");
 }

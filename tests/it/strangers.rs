@@ -101,11 +101,22 @@ fn a_length_header_alone_costs_no_memory() {
 /// choose a client's source address, and this needs no extra crate.
 #[test]
 fn one_address_cannot_lock_out_the_rest() {
+    silent_sockets_from_one_address_leave_room_for_a_peer(&[]);
+}
+
+/// The handshake caps do not shrink with --max-peers: even a node that
+/// takes one peer lets that peer in past a crowd of silent sockets.
+#[test]
+fn one_address_cannot_lock_out_a_node_that_takes_one_peer() {
+    silent_sockets_from_one_address_leave_room_for_a_peer(&["--max-peers", "1"]);
+}
+
+fn silent_sockets_from_one_address_leave_room_for_a_peer(args: &[&str]) {
     const ATTACKERS: usize = 64;
     if TcpListener::bind("[::1]:0").is_err() {
         panic!("this test needs IPv6 on loopback (::1), which this machine lacks");
     }
-    let a = node("a").args(&["-l", "[::]:0"]).start();
+    let a = node("a").args(&["-l", "[::]:0"]).args(args).start();
     let target = format!("127.0.0.1:{}", a.port);
     let attack_began = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
