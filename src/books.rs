@@ -137,6 +137,21 @@ impl Books {
         }
     }
 
+    /// Messages that were meant for a peer and never queued for any of its
+    /// connections (its replacement connection never came).
+    pub fn lost(&mut self, info: &PeerInfo, msgs: u64, too_big: u64) {
+        if msgs == 0 && too_big == 0 {
+            return;
+        }
+        let record = self.record(info);
+        record.lost += msgs;
+        record.too_big += too_big;
+        record.broken = Some(Ending::Io(
+            "the connection replacing a duplicate never came".to_owned(),
+        ));
+        self.totals.missed += msgs;
+    }
+
     /// Whether any peer missed any message.
     pub fn any_missed(&self) -> bool {
         self.deliveries.iter().any(|(_, d)| d.missed() > 0) || self.others.missed() > 0

@@ -107,6 +107,9 @@ struct State {
     /// Messages the peer has provably read: its PONG answered a PING sent
     /// after them.
     confirmed: u64,
+    /// The peer has said BYE, or its side of the connection is closed: it
+    /// sends no more PINGs.
+    peer_done: bool,
 }
 
 impl State {
@@ -116,6 +119,19 @@ impl State {
             || self.close == Some(Close::Abort)
             || (!self.held && (!self.queue.is_empty() || self.close.is_some()))
     }
+}
+
+/// What a writer that has sent its BYE does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterBye {
+    /// Answer a PING the peer sent before its own BYE.
+    Pong(u64),
+    /// The peer has said BYE or closed: send FIN.
+    PeerDone,
+    /// The connection is gone.
+    Abort,
+    /// The peer neither said BYE nor closed in time.
+    TimedOut,
 }
 
 /// What the writer should do next.
@@ -233,6 +249,32 @@ impl Outbox {
             close,
             batches,
         })
+    }
+
+    /// Reader side: the peer has said BYE, or closed its side.
+    pub fn peer_done(&self) {
+        self.shared.state.lock().peer_done = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Writer side, after its BYE: waits for a PING to answer, the peer's
+    /// own goodbye, or `until`.
+    pub fn after_bye(&self, until: Instant) -> AfterBye {
+        let mut state = self.shared.state.lock();
+        loop {
+            if state.close == Some(Close::Abort) {
+                return AfterBye::Abort;
+            }
+            if let Some(token) = state.pong.take() {
+                return AfterBye::Pong(token);
+            }
+            if state.peer_done {
+                return AfterBye::PeerDone;
+            }
+            if self.shared.wake.wait_until(&mut state, until).timed_out() {
+                return AfterBye::TimedOut;
+            }
+        }
     }
 
     /// Writer side: a PING with `token` went out after every message
@@ -403,5 +445,24 @@ mod tests {
         outbox.ponged(200);
         assert_eq!(outbox.confirmed(), 5);
         assert!(!outbox.awaiting_pong());
+    }
+
+    #[test]
+    fn after_its_bye_the_writer_answers_pings_until_the_peer_is_done() {
+        let (tx, _rx) = unbounded();
+        let outbox = Outbox::new(1, tx);
+        outbox.owe_pong(5);
+        assert_eq!(outbox.after_bye(soon()), AfterBye::Pong(5));
+        assert_eq!(outbox.after_bye(soon()), AfterBye::TimedOut);
+        outbox.owe_pong(6);
+        outbox.peer_done();
+        assert_eq!(
+            outbox.after_bye(soon()),
+            AfterBye::Pong(6),
+            "the last PING first"
+        );
+        assert_eq!(outbox.after_bye(soon()), AfterBye::PeerDone);
+        outbox.close(Close::Abort);
+        assert_eq!(outbox.after_bye(soon()), AfterBye::Abort);
     }
 }

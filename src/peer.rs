@@ -27,7 +27,7 @@ use crate::dialer::{DialOutcome, DialTicket};
 use crate::frame::{self, Frame, NodeId, MSG_HEADER_LEN};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::node::{Node, PendingHandshake};
-use crate::outbox::{Batch, Close, Outbox, Work};
+use crate::outbox::{AfterBye, Batch, Close, Outbox, Work};
 use crate::ratelog;
 use crate::router::Event;
 use crate::shutdown::Never;
@@ -276,6 +276,7 @@ fn connection(
         batches: 0,
     };
     let mut ending = reader.run();
+    outbox.peer_done();
     // Everything this connection delivered is in the router's queue: a
     // connection that replaces this one may deliver now.
     handover.finish();
@@ -534,12 +535,14 @@ impl Reader<'_> {
                 Frame::Bye(reason) => {
                     let reason = printable(&String::from_utf8_lossy(reason));
                     log::debug!("{}: <- goodbye ({reason})", self.info);
-                    self.bye = Some(reason);
+                    self.bye = Some(reason.clone());
                     // Answer in kind: finish sending, then BYE and FIN.
                     self.outbox
                         .close(Close::Graceful("answering your goodbye".to_owned()));
+                    self.outbox.peer_done();
                     let _ = self.node.events.send(Event::Bye {
                         conn: self.info.conn,
+                        reason,
                     });
                 }
                 Frame::Hello(_) => break Some(Ending::Protocol("a second HELLO".to_owned())),
@@ -733,6 +736,10 @@ impl Writer {
             }
             match (work.close, linger) {
                 (Some(Close::Abort), _) => return,
+                (Some(Close::Graceful(_)), Some(linger)) => {
+                    self.finish_goodbye(linger);
+                    return;
+                }
                 (_, Some(linger)) => {
                     let _ = self.stream.shutdown(SocketShutdown::Write);
                     self.await_their_close(linger);
@@ -764,6 +771,37 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// After our BYE, the peer may still send a PING (the one before its own
+    /// BYE, if it is closing too): we answer it, so that it knows we read
+    /// everything it sent. Once it has said BYE (or closed), our FIN goes,
+    /// and we wait for its FIN; all within `linger`.
+    fn finish_goodbye(&self, linger: Duration) {
+        let end = Instant::now() + linger;
+        loop {
+            match self.outbox.after_bye(end) {
+                AfterBye::Pong(token) => {
+                    log::trace!("{}: -> pong {token}", self.label);
+                    let pong = Frame::Pong(token).to_bytes();
+                    if let Err(e) = self.write_all(&mut [IoSlice::new(&pong)]) {
+                        self.fail(Ending::Io(describe(&e)));
+                        return;
+                    }
+                }
+                AfterBye::PeerDone => break,
+                AfterBye::Abort => return,
+                AfterBye::TimedOut => {
+                    self.fail(Ending::NoClose(linger));
+                    return;
+                }
+            }
+        }
+        let _ = self.stream.shutdown(SocketShutdown::Write);
+        self.await_their_close(
+            end.saturating_duration_since(Instant::now())
+                .max(linger / 4),
+        );
     }
 
     /// After our BYE and FIN, the peer closes its side; one that does not

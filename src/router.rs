@@ -29,7 +29,7 @@ use crate::dialer::{DialOutcome, DialTicket};
 use crate::frame::NodeId;
 use crate::handshake::HANDSHAKE_TIMEOUT;
 use crate::node::{Node, HANDSHAKES_PER_IP};
-use crate::outbox::{Close, Outbox};
+use crate::outbox::{Batch, Close, Outbox, HIGH_WATER};
 use crate::peer::{ConnId, Direction, Ending, Handover, Inbound, PeerInfo};
 use crate::ratelog;
 use crate::shutdown::{Cause, Never};
@@ -58,8 +58,8 @@ pub enum Event {
     },
     /// The peer sent ACCEPT: it takes us as its peer.
     Accepted { conn: ConnId },
-    /// The peer said BYE: answer in kind.
-    Bye { conn: ConnId },
+    /// The peer said BYE (with this reason): answer in kind.
+    Bye { conn: ConnId, reason: String },
     /// The connection is over; its threads are finishing. `batches` is how
     /// many message batches its reader handed over in all.
     Down {
@@ -100,6 +100,34 @@ struct Entry {
     too_big: u64,
 }
 
+/// The BYE reason of a connection closed in a mutual-dial tie-break.
+const DUPLICATE: &str = "duplicate connection";
+
+/// Lines for a node whose connection was closed as a duplicate, waiting for
+/// the connection that replaces it.
+struct Transition {
+    info: PeerInfo,
+    since: Instant,
+    batches: Vec<Batch>,
+    bytes: usize,
+    too_big: u64,
+    /// Its key in `full` while it holds more than the high-water mark.
+    key: ConnId,
+}
+
+impl Transition {
+    fn new(info: PeerInfo) -> Self {
+        Transition {
+            key: info.conn,
+            info,
+            since: Instant::now(),
+            batches: Vec::new(),
+            bytes: 0,
+            too_big: 0,
+        }
+    }
+}
+
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -136,6 +164,9 @@ pub struct Router {
     /// Lines read from stdin that no peer could take yet; stdin waits
     /// until they are sent.
     unsent: Option<Chunk>,
+    /// Nodes between a connection closed as a duplicate and the one that
+    /// replaces it.
+    transitions: HashMap<NodeId, Transition>,
     backlog: VecDeque<Output>,
     events_in_backlog: usize,
     events_not_printed: u64,
@@ -192,6 +223,7 @@ impl Router {
             last_seq: HashMap::new(),
             full: HashSet::new(),
             unsent: None,
+            transitions: HashMap::new(),
             backlog: VecDeque::new(),
             events_in_backlog: 0,
             events_not_printed: 0,
@@ -260,11 +292,17 @@ impl Router {
         } else {
             sel.recv(hurry)
         };
+        let transition_ends = self
+            .transitions
+            .values()
+            .map(|t| t.since + HANDSHAKE_TIMEOUT)
+            .min();
         let timer = [
             self.deadline,
             self.connect_deadline,
             self.next_stats,
             Some(self.next_flush),
+            transition_ends,
         ]
         .into_iter()
         .flatten()
@@ -347,6 +385,7 @@ impl Router {
     /// Handles whichever timers are due; true if the router must stop now.
     fn on_timer(&mut self) -> bool {
         let now = Instant::now();
+        self.expire_transitions(false);
         if self.next_flush <= now {
             self.next_flush = now + ratelog::WINDOW;
             ratelog::flush();
@@ -379,14 +418,7 @@ impl Router {
                 handover,
             } => self.admit(info, outbox, ticket, gate, handover),
             Event::Accepted { conn } => self.peer_up(conn),
-            Event::Bye { conn } => {
-                // Its reader has already asked the writer to answer in kind.
-                if let Some(entry) = self.peers.get_mut(&conn) {
-                    entry.closing = true;
-                    self.full.remove(&conn);
-                }
-                self.update_gate();
-            }
+            Event::Bye { conn, reason } => self.peer_bye(conn, &reason),
             Event::Down {
                 conn,
                 ending,
@@ -441,7 +473,7 @@ impl Router {
                 format!("refusing {}: {reason}", entry.info)
             });
             Self::refuse(&mut entry, reason);
-        } else if self.by_node.len() >= self.node.config.max_peers {
+        } else if self.by_node.len() >= self.node.config.max_peers && !self.evict_unconfirmed() {
             let reason = format!("peer limit reached ({})", self.node.config.max_peers);
             ratelog::warn("refused peers", entry.info.addr.ip(), || {
                 format!("refusing {}: {reason}", entry.info)
@@ -452,6 +484,7 @@ impl Router {
             entry.admitted = true;
             entry.outbox.accept();
             entry.gate = None;
+            self.take_transition(&mut entry);
         }
         self.peers.insert(conn, entry);
         self.update_gate();
@@ -490,14 +523,13 @@ impl Router {
         if !keep_new {
             let old = self.peers.get_mut(&existing).expect("present");
             old.tickets.append(&mut new.tickets);
-            Self::refuse(new, "duplicate connection");
+            Self::refuse(new, DUPLICATE);
             return;
         }
         let old = self.peers.get_mut(&existing).expect("present");
         new.tickets.append(&mut old.tickets);
         old.closing = true;
-        old.outbox
-            .close(Close::Graceful("duplicate connection".to_owned()));
+        old.outbox.close(Close::Graceful(DUPLICATE.to_owned()));
         self.full.remove(&existing);
         // Order: the new connection sends nothing until the old one has
         // sent everything, and delivers nothing until the old one has
@@ -508,8 +540,67 @@ impl Router {
         }
         self.successors.insert(existing, new.info.conn);
         new.admitted = true;
+        // Lines go on to the node without a gap: into the new connection,
+        // held until the old one is done.
+        new.up = old.up;
         new.outbox.accept();
         self.by_node.insert(new.info.node_id, new.info.conn);
+        self.take_transition(new);
+    }
+
+    /// The peer closed this connection because it keeps another one to us
+    /// (a mutual dial it saw first): lines for it wait, in order, for that
+    /// connection, at most HANDSHAKE_TIMEOUT.
+    fn peer_bye(&mut self, conn: ConnId, reason: &str) {
+        // Its reader has already asked the writer to answer in kind.
+        if let Some(entry) = self.peers.get_mut(&conn) {
+            entry.closing = true;
+            self.full.remove(&conn);
+            let current = self.by_node.get(&entry.info.node_id) == Some(&conn);
+            if current && entry.up && reason == DUPLICATE {
+                log::debug!("{}: its other connection should follow", entry.info);
+                self.transitions
+                    .entry(entry.info.node_id)
+                    .or_insert_with(|| Transition::new(entry.info.clone()));
+            }
+        }
+        self.update_gate();
+    }
+
+    /// Hands the lines that waited for this node to its new connection.
+    fn take_transition(&mut self, entry: &mut Entry) {
+        let Some(transition) = self.transitions.remove(&entry.info.node_id) else {
+            return;
+        };
+        self.full.remove(&transition.key);
+        entry.up = true;
+        entry.too_big += transition.too_big;
+        for batch in transition.batches {
+            if entry.outbox.push(batch) == Some(true) {
+                self.full.insert(entry.info.conn);
+            }
+        }
+    }
+
+    /// Transitions whose new connection did not come: their lines are lost.
+    fn expire_transitions(&mut self, all: bool) {
+        let expired: Vec<NodeId> = self
+            .transitions
+            .iter()
+            .filter(|(_, t)| all || t.since.elapsed() >= HANDSHAKE_TIMEOUT)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let t = self.transitions.remove(&id).expect("present");
+            self.full.remove(&t.key);
+            let msgs = t.batches.iter().map(|b| b.msgs).sum();
+            log::warn!(
+                "{}: the connection replacing the closed one did not come; {} not sent to it",
+                t.info,
+                plural(msgs, "message")
+            );
+            self.books.lost(&t.info, msgs, t.too_big);
+        }
     }
 
     fn refuse(entry: &mut Entry, reason: &str) {
@@ -529,7 +620,7 @@ impl Router {
         let Some(entry) = self.peers.get_mut(&conn) else {
             return;
         };
-        if !entry.admitted || entry.closing || entry.up {
+        if !entry.admitted || entry.closing {
             return;
         }
         entry.up = true;
@@ -713,6 +804,21 @@ impl Router {
             }
             reached += 1;
         }
+        for transition in self.transitions.values_mut() {
+            let batch = if chunk.largest <= transition.info.max_frame {
+                chunk.batch()
+            } else {
+                let (batch, skipped) = chunk.for_smaller_limit(transition.info.max_frame);
+                transition.too_big += skipped;
+                batch
+            };
+            transition.bytes += batch.bytes.len();
+            transition.batches.push(batch);
+            if transition.bytes > HIGH_WATER {
+                self.full.insert(transition.key);
+            }
+            reached += 1;
+        }
         if reached == 0 {
             log::debug!(
                 "no peer to take {}; they wait for one",
@@ -763,6 +869,34 @@ impl Router {
     fn hurry(&mut self) {
         let deadline = Instant::now() + FLUSH_DEADLINE;
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// At the peer limit, the oldest connection that was admitted but has
+    /// not accepted us yet yields its slot to a newcomer, so that HELLOs
+    /// without ACCEPT cannot keep real peers out. True if one did.
+    fn evict_unconfirmed(&mut self) -> bool {
+        let oldest = self
+            .by_node
+            .values()
+            .filter_map(|conn| self.peers.get(conn))
+            .filter(|e| e.admitted && !e.up && !e.closing)
+            .min_by_key(|e| e.since)
+            .map(|e| (e.info.conn, e.info.node_id));
+        let Some((conn, node_id)) = oldest else {
+            return false;
+        };
+        let entry = self.peers.get_mut(&conn).expect("present");
+        log::debug!(
+            "{}: has not accepted us; its slot goes to a newcomer",
+            entry.info
+        );
+        entry.closing = true;
+        entry.outbox.close(Close::Graceful(format!(
+            "peer limit reached ({})",
+            self.node.config.max_peers
+        )));
+        self.by_node.remove(&node_id);
+        true
     }
 
     /// Admitted connections from `addr`'s source that have not accepted us.
@@ -922,6 +1056,7 @@ impl Router {
         }
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
         let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
+        self.expire_transitions(true);
         ratelog::flush_all();
         self.drain_backlog();
         if self.events_not_printed > 0 {

@@ -523,3 +523,123 @@ fn the_end_of_an_established_peer_is_always_logged() {
     b.signal("CONT");
     c.signal("CONT");
 }
+
+/// A stranger that sends HELLO and never ACCEPT, reconnecting each time it
+/// is closed, must not keep a real peer out of a node that takes one peer.
+#[test]
+fn hellos_without_accept_cannot_keep_a_real_peer_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let a = node("a").args(&["--max-peers", "1"]).start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, stop_) = (a.addr(), stop.clone());
+    let stranger = thread::spawn(move || {
+        let mut id = 900;
+        while !stop_.load(Ordering::Relaxed) {
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                return;
+            };
+            id += 1;
+            let _ = s.write_all(&crate::support::hello("squatter", id));
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            // Hold it until the node closes it (or we stop).
+            while !stop_.load(Ordering::Relaxed) {
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+    a.wait_log("squatter");
+    let started = Instant::now();
+    let b = node("b").dial(&a).start();
+    b.wait_peer("a");
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    stranger.join().unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "the real peer got in after {took:?}"
+    );
+}
+
+/// Two nodes each sending a file to the other with --exit-on-eof close at
+/// about the same time: each answers the other's last PING after its own
+/// goodbye, so both confirm everything and both exit 0.
+#[test]
+fn two_nodes_exchanging_files_both_exit_0() {
+    const LINES: usize = 20_000;
+    for round in 0..3 {
+        let (ia, ib) = (
+            Input::lines(&format!("both-a{round}"), LINES),
+            Input::lines(&format!("both-b{round}"), LINES),
+        );
+        let mut b = node("b")
+            .args(&["--exit-on-eof", "--connect-timeout", "10"])
+            .stdin(ib.stdin())
+            .start();
+        let mut a = node("a")
+            .args(&["--exit-on-eof", "--no-listen", &b.addr()])
+            .stdin(ia.stdin())
+            .start_quiet();
+        for (node, name) in [(&mut a, "a"), (&mut b, "b")] {
+            let status = node.expect_exit(Duration::from_secs(30));
+            assert!(
+                status.success(),
+                "round {round}: {name} exited {status:?}:\n{}",
+                node.log_text()
+            );
+            node.wait_log(&format!("{LINES} messages delivered"));
+        }
+        assert_eq!(a.wait_lines(LINES).len(), LINES);
+        assert_eq!(b.wait_lines(LINES).len(), LINES);
+    }
+}
+
+/// Three nodes all dialing each other while streaming: mutual dials are
+/// resolved without a line lost, repeated or reordered at any node.
+#[test]
+fn three_nodes_dialing_each_other_while_streaming_lose_nothing() {
+    const LINES: usize = 100_000;
+    for _ in 0..3 {
+        let ports = [free_port(), free_port(), free_port()];
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut feeders = Vec::new();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let others: Vec<String> = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| format!("127.0.0.1:{}", ports[j]))
+                .collect();
+            let mut n = node(name)
+                .args(&["--wait-peers", "2", "-f", "tagged"])
+                .args(&["-l", &format!("127.0.0.1:{}", ports[i])])
+                .args(&[&others[0], &others[1]])
+                .start();
+            feeders.push(feed_paced(n.take_stdin(), LINES));
+            nodes.push(n);
+            thread::sleep(Duration::from_millis(100)); // the scenario: 0.1 s apart
+        }
+        for n in &nodes {
+            let lines = texts(&n.wait_lines_for(2 * LINES, Duration::from_secs(60)));
+            for sender in ["a", "b", "c"].iter().filter(|s| **s != n.name) {
+                let prefix = format!("{sender}> ");
+                let got: Vec<&str> = lines
+                    .iter()
+                    .filter_map(|l| l.strip_prefix(prefix.as_str()))
+                    .collect();
+                assert_eq!(got.len(), LINES, "{} from {sender}", n.name);
+                for (k, line) in got.iter().enumerate() {
+                    assert_eq!(*line, format!("line {k}"), "{} from {sender}", n.name);
+                }
+            }
+        }
+        for f in feeders {
+            f.join().unwrap();
+        }
+    }
+}
