@@ -138,7 +138,7 @@ impl Books {
     }
 
     /// Messages that were meant for a peer and never queued for any of its
-    /// connections (its replacement connection never came).
+    /// connections (its connection closed, and none replaced it).
     pub fn lost(&mut self, info: &PeerInfo, msgs: u64, too_big: u64) {
         if msgs == 0 && too_big == 0 {
             return;
@@ -147,7 +147,7 @@ impl Books {
         record.lost += msgs;
         record.too_big += too_big;
         record.broken = Some(Ending::Io(
-            "the connection replacing a duplicate never came".to_owned(),
+            "it closed while lines were on their way, and no connection replaced it".to_owned(),
         ));
         self.totals.missed += msgs;
     }

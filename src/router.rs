@@ -155,6 +155,8 @@ pub struct Router {
     by_node: HashMap<NodeId, ConnId>,
     /// Nodes announced as up (peer_up printed), to announce each once.
     announced: HashSet<NodeId>,
+    /// Peers that have been up, ever.
+    announced_any: u64,
     /// Connections held back until the one they replace is gone.
     successors: HashMap<ConnId, ConnId>,
     /// The last sequence number delivered from each connected node.
@@ -219,6 +221,7 @@ impl Router {
             peers: HashMap::new(),
             by_node: HashMap::new(),
             announced: HashSet::new(),
+            announced_any: 0,
             successors: HashMap::new(),
             last_seq: HashMap::new(),
             full: HashSet::new(),
@@ -272,10 +275,13 @@ impl Router {
         } else {
             (usize::MAX, sel.send(&self.stdout))
         };
+        // With the gate shut, stdin is watched only for its end: a chunk can
+        // still slip in (the stdin thread's one-byte look ahead), and then
+        // waits in `unsent` like any line no peer could take.
         let takes_stdin = self.stdin_open
             && !self.stopping
             && self.full.is_empty()
-            && self.gate.is_open()
+            && (self.gate.is_open() || self.stdin.is_empty())
             && self.unsent.is_none();
         let stdin = if takes_stdin {
             sel.recv(&self.stdin)
@@ -350,9 +356,9 @@ impl Router {
         }
     }
 
-    /// `--connect-timeout` passed while stdin waited for peers: at the start
-    /// (exit 1), or under `--exit-on-eof` after the last peer left (exit 3:
-    /// lines were left unsent).
+    /// `--connect-timeout` passed while stdin waited for peers: before any
+    /// peer came (exit 1), or under `--exit-on-eof` after the last peer left
+    /// (exit 3: stdin was not sent in full).
     fn give_up_waiting(&mut self) {
         let secs = self
             .node
@@ -360,7 +366,7 @@ impl Router {
             .connect_timeout
             .unwrap_or_default()
             .as_secs();
-        if self.books.lines_read == 0 && self.stdin_open {
+        if self.announced_any == 0 {
             log::error!(
                 "{} within {secs}s (--connect-timeout); giving up",
                 match self.needed {
@@ -557,11 +563,15 @@ impl Router {
             entry.closing = true;
             self.full.remove(&conn);
             let current = self.by_node.get(&entry.info.node_id) == Some(&conn);
+            let node_id = entry.info.node_id;
             if current && entry.up && reason == DUPLICATE {
                 log::debug!("{}: its other connection should follow", entry.info);
                 self.transitions
-                    .entry(entry.info.node_id)
+                    .entry(node_id)
                     .or_insert_with(|| Transition::new(entry.info.clone()));
+            } else if current {
+                // A real goodbye: lines that its outbox no longer took are lost.
+                self.expire_transition(node_id);
             }
         }
         self.update_gate();
@@ -591,14 +601,21 @@ impl Router {
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            let t = self.transitions.remove(&id).expect("present");
+            self.expire_transition(id);
+        }
+    }
+
+    fn expire_transition(&mut self, id: NodeId) {
+        if let Some(t) = self.transitions.remove(&id) {
             self.full.remove(&t.key);
             let msgs = t.batches.iter().map(|b| b.msgs).sum();
-            log::warn!(
-                "{}: the connection replacing the closed one did not come; {} not sent to it",
-                t.info,
-                plural(msgs, "message")
-            );
+            if msgs > 0 {
+                log::warn!(
+                    "{}: its connection closed and none replaced it; {} not sent to it",
+                    t.info,
+                    plural(msgs, "message")
+                );
+            }
             self.books.lost(&t.info, msgs, t.too_big);
         }
     }
@@ -626,6 +643,7 @@ impl Router {
         entry.up = true;
         let info = entry.info.clone();
         if self.announced.insert(info.node_id) {
+            self.announced_any += 1;
             log::info!(
                 "peer up: {info} [{}], node {:016x}; {} connected",
                 match info.direction {
@@ -776,9 +794,15 @@ impl Router {
     /// it (the last one left since it was read), it waits for the next.
     fn broadcast(&mut self, chunk: Chunk) {
         let mut reached = 0;
+        // Nodes whose connection refused this chunk: the peer's BYE is on
+        // its way to the router (see `peer_bye`); the chunk waits for it.
+        let mut refused: Vec<(PeerInfo, Batch)> = Vec::new();
         for (&conn, entry) in &mut self.peers {
             if entry.closing || !entry.up || self.by_node.get(&entry.info.node_id) != Some(&conn) {
                 continue;
+            }
+            if self.transitions.contains_key(&entry.info.node_id) {
+                continue; // its lines wait in the transition, in order
             }
             let batch = if chunk.largest <= entry.info.max_frame {
                 chunk.batch()
@@ -795,12 +819,12 @@ impl Router {
                 });
                 batch
             };
-            match entry.outbox.push(batch) {
+            match entry.outbox.push(batch.clone()) {
                 Some(true) => {
                     self.full.insert(conn);
                 }
                 Some(false) => {}
-                None => continue,
+                None => refused.push((entry.info.clone(), batch)),
             }
             reached += 1;
         }
@@ -818,6 +842,14 @@ impl Router {
                 self.full.insert(transition.key);
             }
             reached += 1;
+        }
+        for (info, batch) in refused {
+            let transition = self
+                .transitions
+                .entry(info.node_id)
+                .or_insert_with(|| Transition::new(info));
+            transition.bytes += batch.bytes.len();
+            transition.batches.push(batch);
         }
         if reached == 0 {
             log::debug!(

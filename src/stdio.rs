@@ -294,11 +294,22 @@ fn read_stdin(node: &Node, chunks: &Sender<Chunk>, gate: &StdinGate) {
     let mut framer = LineFramer::new(node.id, node.config.max_frame);
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; READ_SIZE];
+    let mut probed = false;
     loop {
-        if !gate.wait_open() {
-            return;
-        }
-        let n = match stdin.read(&mut buf) {
+        // While no peer can take a line, read at most one byte: enough to
+        // notice the end of stdin (so that --exit-on-eof can finish), never
+        // a line ahead.
+        let want = if gate.is_open() || probed {
+            if !gate.wait_open() {
+                return;
+            }
+            probed = false;
+            READ_SIZE
+        } else {
+            probed = true;
+            1
+        };
+        let n = match stdin.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
