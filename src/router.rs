@@ -436,6 +436,7 @@ impl Router {
                     self.full.remove(&conn);
                     self.finish_down(conn);
                 }
+                self.update_gate();
             }
             Event::Drained { conn } => {
                 self.full.remove(&conn);
