@@ -2,7 +2,7 @@
 //! or `json` (one object per line).
 
 use std::io::{self, IoSlice, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Format;
 use crate::peer::{Direction, PeerInfo};
@@ -44,7 +44,7 @@ pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Resul
                 if payload.len() >= LARGE {
                     // One writev for payload and newline, past the buffer.
                     let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
-                    write_all_vectored(out, &mut slices)?;
+                    write_all_vectored(out, &mut slices, Duration::ZERO)?;
                 } else {
                     out.write_all(payload)?;
                     out.write_all(b"\n")?;

@@ -15,7 +15,7 @@
 //! time for the peer to close.
 
 use std::fmt;
-use std::io::{IoSlice, Write};
+use std::io::IoSlice;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,7 +31,7 @@ use crate::outbox::{AfterBye, Batch, Close, Outbox, Work};
 use crate::ratelog;
 use crate::router::Event;
 use crate::shutdown::Never;
-use crate::wire::{classify, describe, IoFailure, ReadBuf};
+use crate::wire::{classify, describe, write_all_vectored, IoFailure, ReadBuf};
 
 /// Identifies one connection for the life of the process.
 pub type ConnId = u64;
@@ -750,27 +750,10 @@ impl Writer {
         }
     }
 
-    /// Writes every byte of `bufs`. A peer that takes no byte at all for
-    /// `--stall-timeout` is stalled, however the wait is cut into `write`
-    /// calls: the clock restarts only when bytes move.
-    fn write_all(&self, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-        IoSlice::advance_slices(&mut bufs, 0);
-        let mut moved_at = Instant::now();
-        while !bufs.is_empty() {
-            match (&*self.stream).write_vectored(bufs) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    IoSlice::advance_slices(&mut bufs, n);
-                    moved_at = Instant::now();
-                }
-                Err(e) => match classify(&e) {
-                    IoFailure::Interrupted => {}
-                    IoFailure::Timeout if moved_at.elapsed() < self.stall => {}
-                    _ => return Err(e),
-                },
-            }
-        }
-        Ok(())
+    /// Writes every byte of `bufs`; a peer that takes no byte at all for
+    /// `--stall-timeout` is stalled.
+    fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+        write_all_vectored(&mut &*self.stream, bufs, self.stall)
     }
 
     /// After our BYE, the peer may still send a PING (the one before its own

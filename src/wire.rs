@@ -3,6 +3,7 @@
 //! where socket errors are sorted into what they mean.
 
 use std::io::{self, IoSlice, Read, Write};
+use std::time::{Duration, Instant};
 
 use crate::frame::{self, LEN_PREFIX};
 
@@ -158,15 +159,31 @@ impl ReadBuf {
 }
 
 /// Writes every byte of `bufs`, in as few `write` calls as the OS allows.
-pub fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+///
+/// A write timeout (a socket's send timeout) is retried until no byte has
+/// moved for `patience`: so a peer is stalled after that long without
+/// progress, however the wait is cut into `write` calls. With a patience of
+/// zero the first timeout is the error.
+pub fn write_all_vectored(
+    w: &mut impl Write,
+    mut bufs: &mut [IoSlice<'_>],
+    patience: Duration,
+) -> io::Result<()> {
     // Drops leading empty slices, so the loop ends when all are written.
     IoSlice::advance_slices(&mut bufs, 0);
+    let mut moved_at = Instant::now();
     while !bufs.is_empty() {
         match w.write_vectored(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut bufs, n);
+                moved_at = Instant::now();
+            }
+            Err(e) => match classify(&e) {
+                IoFailure::Interrupted => {}
+                IoFailure::Timeout if moved_at.elapsed() < patience => {}
+                _ => return Err(e),
+            },
         }
     }
     Ok(())
@@ -454,8 +471,43 @@ mod tests {
             IoSlice::new(b""),
             IoSlice::new(b"world"),
         ];
-        write_all_vectored(&mut out, &mut slices).unwrap();
+        write_all_vectored(&mut out, &mut slices, Duration::ZERO).unwrap();
         assert_eq!(out.0, b"hello world");
+    }
+
+    /// A writer whose every other call times out, as a socket with a send
+    /// timeout does when the peer drains slowly.
+    struct Sluggish {
+        written: Vec<u8>,
+        stuck: bool,
+    }
+
+    impl Write for Sluggish {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.stuck = !self.stuck;
+            if self.stuck {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.written.push(b[0]);
+            Ok(1)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn timeouts_are_retried_while_bytes_keep_moving() {
+        let mut slow = Sluggish {
+            written: Vec::new(),
+            stuck: false,
+        };
+        let mut slices = [IoSlice::new(b"abc")];
+        write_all_vectored(&mut slow, &mut slices, Duration::from_secs(10)).unwrap();
+        assert_eq!(slow.written, b"abc");
+        let mut slices = [IoSlice::new(b"abc")];
+        let e = write_all_vectored(&mut slow, &mut slices, Duration::ZERO).unwrap_err();
+        assert_eq!(classify(&e), IoFailure::Timeout);
     }
 
     #[test]
