@@ -307,10 +307,9 @@ fn host_name() -> String {
 
 /// A host name with the characters a node name may not hold left out.
 fn sanitise_name(name: &str) -> String {
-    let kept = name.chars().filter(|&c| {
-        let mut one = [0u8; 4];
-        frame::name_problem(c.encode_utf8(&mut one)).is_none()
-    });
+    let kept = name
+        .chars()
+        .filter(|&c| frame::name_char_problem(c).is_none());
     frame::truncate_utf8(&kept.collect::<String>(), MAX_NAME_LEN).to_owned()
 }
 

@@ -304,12 +304,24 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.len() > MAX_NAME_LEN {
         return Some("name is longer than 255 bytes");
     }
-    name.chars().find_map(|c| match c {
+    name.chars().find_map(name_char_problem)
+}
+
+/// Why `c` cannot stand in a node name, if it cannot.
+pub fn name_char_problem(c: char) -> Option<&'static str> {
+    match c {
         c if c.is_control() => Some("name contains control characters"),
-        '\u{2028}' | '\u{2029}' => Some("name contains a line or paragraph separator"),
+        c if breaks_a_line(c) => Some("name contains a line or paragraph separator"),
         '>' => Some("name contains '>'"),
         _ => None,
-    })
+    }
+}
+
+/// Whether `c` can start a new line when printed: a control character, or
+/// the Unicode line and paragraph separators. Text from a peer that is
+/// printed on one line (a name, a BYE reason) must not hold one.
+pub fn breaks_a_line(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 impl Frame<'_> {

@@ -314,9 +314,7 @@ fn connection(
 fn printable(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                c.escape_unicode().to_string()
-            }
+            c if frame::breaks_a_line(c) => c.escape_unicode().to_string(),
             c => c.to_string(),
         })
         .collect()
