@@ -232,17 +232,13 @@ impl Outbox {
                 return None;
             }
         }
-        let batches = if state.held && state.close != Some(Close::Abort) {
-            Vec::new()
+        // Held: no message and no goodbye yet (an abort goes through).
+        let (batches, close) = if state.held && state.close != Some(Close::Abort) {
+            (Vec::new(), None)
         } else {
-            std::mem::take(&mut state.queue)
+            (std::mem::take(&mut state.queue), state.close.clone())
         };
         state.in_flight += batches.iter().map(|b| b.msgs).sum::<u64>();
-        let close = if state.held && state.close != Some(Close::Abort) {
-            None
-        } else {
-            state.close.clone()
-        };
         Some(Work {
             accept: std::mem::take(&mut state.accept),
             pong: state.pong.take(),
@@ -350,6 +346,11 @@ mod tests {
         Instant::now() + Duration::from_millis(20)
     }
 
+    /// An outbox whose router is not listening.
+    fn outbox() -> Outbox {
+        Outbox::new(1, unbounded().0)
+    }
+
     #[test]
     fn crossing_the_marks_is_reported_once_each_way() {
         let (tx, rx) = unbounded();
@@ -372,15 +373,13 @@ mod tests {
 
     #[test]
     fn an_idle_wait_ends_at_the_deadline() {
-        let (tx, _rx) = unbounded();
-        let outbox = Outbox::new(1, tx);
+        let outbox = outbox();
         assert!(outbox.wait(soon()).is_none());
     }
 
     #[test]
     fn abort_overrides_graceful_and_counts_what_was_never_written() {
-        let (tx, _rx) = unbounded();
-        let outbox = Outbox::new(1, tx);
+        let outbox = outbox();
         outbox.push(batch(10, 2));
         let in_flight = outbox.wait(soon()).unwrap();
         assert_eq!(in_flight.batches.len(), 1);
@@ -406,8 +405,7 @@ mod tests {
 
     #[test]
     fn a_held_outbox_sends_accept_and_pongs_but_no_message_until_released() {
-        let (tx, _rx) = unbounded();
-        let outbox = Outbox::new(1, tx);
+        let outbox = outbox();
         outbox.hold();
         outbox.push(batch(10, 1));
         outbox.accept();
@@ -426,8 +424,7 @@ mod tests {
 
     #[test]
     fn a_pong_confirms_what_was_written_before_its_ping() {
-        let (tx, _rx) = unbounded();
-        let outbox = Outbox::new(1, tx);
+        let outbox = outbox();
         outbox.push(batch(10, 3));
         let work = outbox.wait(soon()).unwrap();
         outbox.written(&work.batches);
@@ -449,8 +446,7 @@ mod tests {
 
     #[test]
     fn after_its_bye_the_writer_answers_pings_until_the_peer_is_done() {
-        let (tx, _rx) = unbounded();
-        let outbox = Outbox::new(1, tx);
+        let outbox = outbox();
         outbox.owe_pong(5);
         assert_eq!(outbox.after_bye(soon()), AfterBye::Pong(5));
         assert_eq!(outbox.after_bye(soon()), AfterBye::TimedOut);
