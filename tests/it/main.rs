@@ -15,6 +15,8 @@ mod flow;
 mod liveness;
 #[cfg(unix)]
 mod logging;
+#[cfg(unix)]
+mod mesh;
 mod messages;
 #[cfg(target_os = "linux")]
 mod netns;
