@@ -11,6 +11,8 @@ mod connections;
 mod delivery;
 #[cfg(unix)]
 mod flow;
+#[cfg(target_os = "linux")]
+mod lab;
 #[cfg(unix)]
 mod liveness;
 #[cfg(unix)]
