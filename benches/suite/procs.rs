@@ -70,8 +70,20 @@ pub enum Input<'a> {
 
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[String], input: Input<'_>) -> Proc {
+        Proc::spawn_with(name, program, args, input, Stdio::piped())
+    }
+
+    /// A process whose stdout goes to `stdout` (a file, for a relay that
+    /// prints what passes through it, as `tee` would).
+    pub fn spawn_with(
+        name: &str,
+        program: &str,
+        args: &[String],
+        input: Input<'_>,
+        stdout: Stdio,
+    ) -> Proc {
         let mut cmd = Command::new(program);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).stdout(stdout).stderr(Stdio::piped());
         cmd.stdin(match input {
             Input::File(path) => Stdio::from(File::open(path).expect("open input file")),
             Input::Pipe => Stdio::piped(),
@@ -159,6 +171,16 @@ impl Proc {
     pub fn footprint(&self) -> (u64, u64, u64) {
         let (rss, threads) = self.rss_and_threads();
         (rss, threads, self.fds())
+    }
+
+    /// Bytes the process has read with read(2) and friends so far
+    /// (`rchar` in /proc/PID/io: sockets, pipes and files alike).
+    pub fn read_bytes(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Open file descriptors, from /proc.
