@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::event::{Ending, PeerInfo};
 use crate::frame::NodeId;
 use crate::outbox::Ledger;
-use crate::peer::{Ending, PeerInfo};
 
 /// Peers named one by one in the exit summary; the rest are summed up.
 const SUMMARY_PEERS: usize = 32;
@@ -281,7 +281,7 @@ fn human_bytes(n: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::Direction;
+    use crate::event::Direction;
 
     #[test]
     fn counts_read_well() {

@@ -15,11 +15,12 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, Sender};
+use crossbeam_channel::{bounded, select};
 
 use crate::config::PeerAddr;
+use crate::event::{DialOutcome, Direction};
 use crate::node::{random_u64, Node};
-use crate::peer::{self, Direction};
+use crate::peer;
 use crate::wire::describe;
 
 /// How long one connect attempt may take.
@@ -30,20 +31,6 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A connection that lasted this long resets the delay to the minimum.
 pub const STABLE: Duration = Duration::from_secs(10);
-
-/// What became of a dialed connection.
-#[derive(Debug)]
-pub enum DialOutcome {
-    /// The handshake failed.
-    Failed(String),
-    /// The address leads back to this node.
-    ItsMe,
-    /// The node we reached is no longer connected.
-    Ended { lasted: Duration },
-}
-
-/// Where the fate of a dialed connection is reported.
-pub type DialTicket = Sender<DialOutcome>;
 
 /// How long to wait before dialing again an address that answered with our
 /// own node id. Long, because it is most likely ourselves again; not

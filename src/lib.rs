@@ -32,6 +32,9 @@
 //! # Layout
 //! - [`config`]: the command line, parsed and validated into a `Config`.
 //! - [`error`]: the errors that end a node.
+//! - [`event`]: the types threads hand each other (connection ids, peer
+//!   info, endings, router events and output, dial tickets), low in the
+//!   layering so that no queue imports the thread it feeds.
 //! - [`frame`]: frames and their pure codec; `PROTOCOL.md` is its prose twin.
 //! - [`wire`]: read buffers, vectored writes, and sorting socket errors.
 //! - [`handshake`]: the HELLO exchange under a deadline.
@@ -54,6 +57,7 @@ pub mod books;
 pub mod config;
 pub mod dialer;
 pub mod error;
+pub mod event;
 pub mod frame;
 pub mod handshake;
 pub mod logging;

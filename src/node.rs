@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::event::{ConnId, Event, Inbound};
 use crate::frame::{Hello, NodeId};
-use crate::peer::{ConnId, Inbound};
-use crate::router::{Event, Outcome, Router};
+use crate::router::{Outcome, Router};
 use crate::shutdown::{Cause, Shutdown};
 use crate::stdio::StdinGate;
 use crate::threads::Threads;

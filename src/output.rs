@@ -5,8 +5,7 @@ use std::io::{self, IoSlice, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Format;
-use crate::peer::{Direction, PeerInfo};
-use crate::router::Output;
+use crate::event::{Direction, Output, PeerInfo};
 use crate::wire::write_all_vectored;
 
 /// A payload this long is written straight through rather than copied
@@ -178,8 +177,8 @@ pub fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Ending, Inbound, MsgMeta};
     use crate::frame::Frame;
-    use crate::peer::{Ending, Inbound, MsgMeta};
 
     fn batch(payloads: &[&[u8]]) -> Output {
         let mut buf = Vec::new();

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 
 use crate::books::{plural, Books, Settled, Totals};
-use crate::dialer::{DialOutcome, DialTicket};
+use crate::event::{
+    ConnId, DialOutcome, DialTicket, Direction, Ending, Event, Handover, Inbound, Output, PeerInfo,
+};
 use crate::frame::NodeId;
 use crate::handshake::HANDSHAKE_TIMEOUT;
 use crate::node::{Node, HANDSHAKES_PER_IP};
 use crate::outbox::{Batch, Close, Outbox, HIGH_WATER};
-use crate::peer::{ConnId, Direction, Ending, Handover, Inbound, PeerInfo};
 use crate::ratelog;
 use crate::shutdown::{Cause, Never};
 use crate::stdio::{Chunk, StdinGate};
@@ -45,39 +46,6 @@ const ESTABLISHED: Duration = Duration::from_secs(5);
 /// Peer events waiting for a blocked stdout, at most; later ones are
 /// counted and logged instead of printed.
 const MAX_PENDING_EVENTS: usize = 1024;
-/// What connection threads tell the router.
-pub enum Event {
-    /// HELLOs exchanged: admit or refuse this connection.
-    Admit {
-        info: PeerInfo,
-        outbox: Outbox,
-        ticket: Option<DialTicket>,
-        /// Dropped to let the connection deliver messages.
-        gate: Sender<Never>,
-        handover: Handover,
-    },
-    /// The peer sent ACCEPT: it takes us as its peer.
-    Accepted { conn: ConnId },
-    /// The peer said BYE (with this reason): answer in kind.
-    Bye { conn: ConnId, reason: String },
-    /// The connection is over; its threads are finishing. `batches` is how
-    /// many message batches its reader handed over in all.
-    Down {
-        conn: ConnId,
-        ending: Ending,
-        batches: u64,
-    },
-    /// The outbox went back under its low-water mark.
-    Drained { conn: ConnId },
-}
-
-/// What the router gives the stdout thread.
-pub enum Output {
-    Msgs(Inbound),
-    PeerUp(PeerInfo),
-    PeerDown(PeerInfo, Ending),
-}
-
 struct Entry {
     info: PeerInfo,
     outbox: Outbox,

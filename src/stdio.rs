@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
+use crate::event::Output;
 use crate::frame::{self, msg_header, Frame, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
 use crate::outbox::{Batch, Bytes};
 use crate::output;
-use crate::router::Output;
 use crate::shutdown::Cause;
 use crate::wire::describe;
 
