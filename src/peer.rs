@@ -79,6 +79,9 @@ pub struct Inbound {
 pub struct MsgMeta {
     pub origin: NodeId,
     pub seq: u64,
+    /// Links this copy crossed, and the origin's ttl (see PROTOCOL.md).
+    pub hops: u8,
+    pub ttl: u8,
     pub start: usize,
     pub end: usize,
 }
@@ -487,6 +490,8 @@ impl Reader<'_> {
                 Frame::Msg {
                     origin,
                     seq,
+                    hops,
+                    ttl,
                     payload,
                 } => {
                     log::trace!(
@@ -506,6 +511,8 @@ impl Reader<'_> {
                     msgs.push(MsgMeta {
                         origin,
                         seq,
+                        hops,
+                        ttl,
                         start: at,
                         end: at + used,
                     });
@@ -544,6 +551,18 @@ impl Reader<'_> {
                     });
                 }
                 Frame::Hello(_) => break Some(Ending::Protocol("a second HELLO".to_owned())),
+                // Mesh frames: the router's mesh state machine takes them
+                // once it is wired in; until then they change nothing.
+                other @ (Frame::Status(_)
+                | Frame::Down { .. }
+                | Frame::Repair { .. }
+                | Frame::Peers(_)) => {
+                    log::trace!(
+                        "{}: <- {} (ignored)",
+                        self.info,
+                        crate::handshake::frame_name(&other)
+                    );
+                }
             }
             self.rb.consume(used);
         };
@@ -802,6 +821,7 @@ impl Writer {
                     origin,
                     seq,
                     payload,
+                    ..
                 },
                 used,
             ))) = frame::decode(rest, usize::MAX)
