@@ -46,9 +46,9 @@ fn rejects(bytes: &[u8], greet: bool, reason: &str) {
 #[test]
 fn garbage_bytes_are_rejected() {
     rejects(
-        b"\x00\x00\x00\x05\x09\xde\xad\xbe\xef",
+        b"\x00\x00\x00\x05\x7e\xde\xad\xbe\xef",
         false,
-        "unknown frame type 0x09",
+        "unknown frame type 0x7e",
     );
 }
 
