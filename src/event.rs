@@ -64,6 +64,9 @@ pub struct Inbound {
 pub struct MsgMeta {
     pub origin: NodeId,
     pub seq: u64,
+    /// Links this copy crossed, and the origin's ttl (see PROTOCOL.md).
+    pub hops: u8,
+    pub ttl: u8,
     pub start: usize,
     pub end: usize,
 }

@@ -42,6 +42,8 @@
 //! - [`peer`]: one connection's reader and writer threads.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
+//! - [`mesh`]: the pure mesh state machine: relay with de-duplication and
+//!   order, membership, dialing policy, end-to-end flow control.
 //! - [`router`]: the thread that owns the peer table and routes every frame.
 //! - [`books`]: what each peer got; the exit summary and `--stats` lines.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
@@ -61,6 +63,7 @@ pub mod event;
 pub mod frame;
 pub mod handshake;
 pub mod logging;
+pub mod mesh;
 pub mod node;
 pub mod outbox;
 pub mod output;

@@ -188,12 +188,16 @@ mod tests {
             Frame::Msg {
                 origin: 0xab,
                 seq: i as u64 + 1,
+                hops: 1,
+                ttl: 16,
                 payload: p,
             }
             .encode(&mut buf);
             msgs.push(MsgMeta {
                 origin: 0xab,
                 seq: i as u64 + 1,
+                hops: 1,
+                ttl: 16,
                 start,
                 end: buf.len(),
             });

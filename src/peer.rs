@@ -325,6 +325,8 @@ impl Reader<'_> {
                 Frame::Msg {
                     origin,
                     seq,
+                    hops,
+                    ttl,
                     payload,
                 } => {
                     log::trace!(
@@ -344,6 +346,8 @@ impl Reader<'_> {
                     msgs.push(MsgMeta {
                         origin,
                         seq,
+                        hops,
+                        ttl,
                         start: at,
                         end: at + used,
                     });
@@ -382,6 +386,18 @@ impl Reader<'_> {
                     });
                 }
                 Frame::Hello(_) => break Some(Ending::Protocol("a second HELLO".to_owned())),
+                // Mesh frames: the router's mesh state machine takes them
+                // once it is wired in; until then they change nothing.
+                other @ (Frame::Status(_)
+                | Frame::Down { .. }
+                | Frame::Repair { .. }
+                | Frame::Peers(_)) => {
+                    log::trace!(
+                        "{}: <- {} (ignored)",
+                        self.info,
+                        crate::handshake::frame_name(&other)
+                    );
+                }
             }
             self.rb.consume(used);
         };
@@ -640,6 +656,7 @@ impl Writer {
                     origin,
                     seq,
                     payload,
+                    ..
                 },
                 used,
             ))) = frame::decode(rest, usize::MAX)

@@ -140,6 +140,8 @@ pub struct LineFramer {
     /// The current line is too long: drop bytes until its newline.
     skipping: bool,
     pub skipped: u64,
+    /// Written into every message: the origin's `--ttl`.
+    ttl: u8,
 }
 
 /// A line at least this long goes out as a chunk of its own.
@@ -159,7 +161,14 @@ impl LineFramer {
             partial: Vec::new(),
             skipping: false,
             skipped: 0,
+            ttl: frame::DEFAULT_TTL,
         }
+    }
+
+    /// Messages framed from now on carry `ttl` (the origin's `--ttl`).
+    pub fn with_ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl.max(1);
+        self
     }
 
     pub fn push(&mut self, mut data: &[u8]) {
@@ -218,6 +227,8 @@ impl LineFramer {
                 frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(
                     self.origin,
                     self.next_seq,
+                    1,
+                    self.ttl,
                     len,
                 ));
                 self.next_seq += 1;
@@ -248,8 +259,13 @@ impl LineFramer {
     }
 
     fn emit(&mut self, payload: &[u8]) {
-        self.chunk
-            .extend_from_slice(&msg_header(self.origin, self.next_seq, payload.len()));
+        self.chunk.extend_from_slice(&msg_header(
+            self.origin,
+            self.next_seq,
+            1,
+            self.ttl,
+            payload.len(),
+        ));
         self.chunk.extend_from_slice(payload);
         self.next_seq += 1;
         self.frames += 1;
@@ -405,7 +421,9 @@ mod tests {
             let Frame::Msg {
                 origin,
                 seq,
+                hops: 1,
                 payload,
+                ..
             } = frame
             else {
                 panic!()
