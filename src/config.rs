@@ -575,7 +575,7 @@ mod tests {
         assert!(error_text(&["--ttl", "0"]).contains("--ttl"));
         assert!(error_text(&["--ttl", "256"]).contains("--ttl"));
         assert!(
-            error_text(&["--window", "100", "--max-frame", "100"]).contains("must be at least 121")
+            error_text(&["--window", "100", "--max-frame", "100"]).contains("must be at least 123")
         );
         assert!(error_text(&["--window", "5G"]).contains("largest window"));
         assert!(error_text(&["--max-frame", "2G"]).contains("is not in 1..="));

@@ -1,9 +1,9 @@
 //! The vocabulary the node's threads speak to each other: connection ids,
 //! who a peer is, how a connection ended, the events connection threads
-//! send the router, what the router hands the stdout thread, and the dial
-//! ticket on which a dialer hears what became of its connection.
+//! send the router, and what the router hands the stdout thread.
 //!
-//! It sits low in the layering (it imports only the codec and the outbox),
+//! It sits low in the layering (it imports only the codec, the mesh's
+//! vocabulary and the outbox),
 //! so that no queue imports the thread it feeds.
 
 use std::fmt;
@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::frame::{NodeId, MSG_HEADER_LEN};
+use crate::frame::NodeId;
+use crate::mesh::{Bytes, Delivery, DialTarget, MsgRef};
 use crate::outbox::Outbox;
 use crate::shutdown::Never;
 
@@ -49,32 +50,24 @@ impl fmt::Display for PeerInfo {
     }
 }
 
-/// Messages decoded from one read, sharing the buffer they arrived in.
+/// Frames decoded from one read, sharing the buffer they arrived in:
+/// messages and the mesh's control frames, in the order they came.
 pub struct Inbound {
     pub conn: ConnId,
-    pub from: Arc<str>,
-    /// When the batch was read from the socket.
-    pub at: SystemTime,
-    pub buf: Vec<u8>,
-    pub msgs: Vec<MsgMeta>,
+    pub buf: Bytes,
+    pub frames: Vec<InFrame>,
 }
 
-/// Where one message frame sits in its [`Inbound::buf`].
+/// One frame inside an [`Inbound::buf`].
 #[derive(Debug, Clone, Copy)]
-pub struct MsgMeta {
-    pub origin: NodeId,
-    pub seq: u64,
-    /// Links this copy crossed, and the origin's ttl (see PROTOCOL.md).
-    pub hops: u8,
-    pub ttl: u8,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl MsgMeta {
-    pub fn payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.start + MSG_HEADER_LEN..self.end]
-    }
+pub enum InFrame {
+    Msg(MsgRef),
+    /// A STATUS, DOWN, REPAIR or PEERS frame at `start..end` (length
+    /// prefix included), decoded again by the router.
+    Control {
+        start: usize,
+        end: usize,
+    },
 }
 
 /// How a connection ended.
@@ -163,7 +156,8 @@ pub enum Event {
     Admit {
         info: PeerInfo,
         outbox: Outbox,
-        ticket: Option<DialTicket>,
+        /// What we dialed, for a connection we dialed.
+        dialed: Option<DialTarget>,
         /// Dropped to let the connection deliver messages.
         gate: Sender<Never>,
         handover: Handover,
@@ -181,28 +175,55 @@ pub enum Event {
     },
     /// The outbox went back under its low-water mark.
     Drained { conn: ConnId },
+    /// A dial asked for by the mesh did not get as far as a HELLO
+    /// (`myself`: the HELLO was our own).
+    DialFailed {
+        target: DialTarget,
+        reason: String,
+        myself: bool,
+    },
+    /// Addresses found outside the mesh (LAN discovery).
+    Learned(Vec<(Option<NodeId>, SocketAddr)>),
 }
 
 /// What the router gives the stdout thread.
 pub enum Output {
-    Msgs(Inbound),
+    Msgs(Lines),
     PeerUp(PeerInfo),
     PeerDown(PeerInfo, Ending),
+    MemberUp {
+        id: NodeId,
+        name: String,
+        addrs: Vec<SocketAddr>,
+    },
+    MemberDown {
+        id: NodeId,
+        name: String,
+        reason: String,
+    },
+    Gap {
+        origin: NodeId,
+        name: Arc<str>,
+        first: u64,
+        last: u64,
+        reason: String,
+    },
 }
 
-/// What became of a dialed connection.
-#[derive(Debug)]
-pub enum DialOutcome {
-    /// The handshake failed.
-    Failed(String),
-    /// The address leads back to this node.
-    ItsMe,
-    /// The node we reached is no longer connected.
-    Ended { lasted: Duration },
+/// Messages delivered in one go, with the names they are printed under.
+pub struct Lines {
+    /// When they were delivered.
+    pub at: SystemTime,
+    pub lines: Vec<Line>,
 }
 
-/// Where the fate of a dialed connection is reported.
-pub type DialTicket = Sender<DialOutcome>;
+pub struct Line {
+    pub msg: Delivery,
+    /// The origin's name (its id in hex while the mesh does not know it).
+    pub from: Arc<str>,
+    /// The neighbour it came from.
+    pub via: Option<Arc<str>>,
+}
 
 /// Lets a connection that replaces another one to the same node deliver
 /// only once the old one has delivered everything it read, so that the

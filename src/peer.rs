@@ -17,16 +17,15 @@
 use std::io::IoSlice;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, Receiver, TryRecvError};
 use parking_lot::Mutex;
 
-use crate::event::{
-    ConnId, DialOutcome, DialTicket, Direction, Ending, Event, Handover, Inbound, MsgMeta, PeerInfo,
-};
+use crate::event::{ConnId, Direction, Ending, Event, Handover, InFrame, Inbound, PeerInfo};
 use crate::frame::{self, Frame};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
+use crate::mesh::{DialTarget, MsgRef};
 use crate::node::{Node, PendingHandshake};
 use crate::outbox::{AfterBye, Batch, Close, Outbox, Work};
 use crate::ratelog;
@@ -42,7 +41,7 @@ pub fn start(
     node: &Arc<Node>,
     stream: TcpStream,
     direction: Direction,
-    ticket: Option<DialTicket>,
+    dialed: Option<DialTarget>,
 ) {
     let conn = node.next_conn_id();
     let addr = match stream.peer_addr() {
@@ -52,13 +51,14 @@ pub fn start(
                 "connection {conn} closed before it started: {}",
                 describe(&e)
             );
+            dial_failed(&node.events, dialed, describe(&e), false);
             return;
         }
     };
     let node_ = node.clone();
     let pending = node.pending_handshake((direction == Direction::In).then_some(addr.ip()));
     let spawned = node.threads.spawn(format!("rx-{conn}"), move || {
-        connection(node_, conn, stream, addr, direction, ticket, pending)
+        connection(node_, conn, stream, addr, direction, dialed, pending)
     });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for {addr}: {}", describe(&e));
@@ -71,7 +71,7 @@ fn connection(
     stream: TcpStream,
     addr: SocketAddr,
     direction: Direction,
-    ticket: Option<DialTicket>,
+    dialed: Option<DialTarget>,
     pending: PendingHandshake,
 ) {
     // One socket, one descriptor, shared: std reads and writes through a
@@ -87,13 +87,8 @@ fn connection(
         Ok(hello) => hello,
         Err(e) => {
             handshake_failed(&stream, addr, &e, direction);
-            if let Some(ticket) = ticket {
-                let outcome = match e {
-                    HandshakeError::ItsMe => DialOutcome::ItsMe,
-                    other => DialOutcome::Failed(other.to_string()),
-                };
-                let _ = ticket.send(outcome);
-            }
+            let myself = matches!(e, HandshakeError::ItsMe);
+            dial_failed(&node.events, dialed, format!("{addr}: {e}"), myself);
             return;
         }
     };
@@ -120,6 +115,7 @@ fn connection(
         Err(e) => {
             log::warn!("{info}: cannot start its writer: {}", describe(&e));
             let _ = stream.shutdown(SocketShutdown::Both);
+            dial_failed(&node.events, dialed, describe(&e), false);
             return;
         }
     };
@@ -128,7 +124,7 @@ fn connection(
     let _ = node.events.send(Event::Admit {
         info: info.clone(),
         outbox: outbox.clone(),
-        ticket,
+        dialed,
         gate: gate_tx,
         handover: handover.clone(),
     });
@@ -174,6 +170,23 @@ fn connection(
         ending,
         batches: reader.batches,
     });
+}
+
+/// Tells the router that a dial the mesh asked for ended before the peer
+/// was admitted or refused (connections they dialed us need no report).
+pub fn dial_failed(
+    events: &crossbeam_channel::Sender<Event>,
+    dialed: Option<DialTarget>,
+    reason: String,
+    myself: bool,
+) {
+    if let Some(target) = dialed {
+        let _ = events.send(Event::DialFailed {
+            target,
+            reason,
+            myself,
+        });
+    }
 }
 
 /// A peer's text (a BYE reason) safe for one log line: control and line
@@ -311,7 +324,7 @@ impl Reader<'_> {
     /// Handles every whole frame in the buffer; messages go to the router
     /// as one batch. Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
-        let mut msgs = Vec::new();
+        let mut frames = Vec::new();
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
         let broken = loop {
@@ -337,20 +350,14 @@ impl Reader<'_> {
                     if !self.accepted {
                         break Some(Ending::Protocol("a message before ACCEPT".to_owned()));
                     }
-                    if origin != self.info.node_id {
-                        break Some(Ending::Protocol(format!(
-                            "a message from node {origin:016x}, not from the peer itself \
-                             (this version does not relay)"
-                        )));
-                    }
-                    msgs.push(MsgMeta {
+                    frames.push(InFrame::Msg(MsgRef {
                         origin,
                         seq,
                         hops,
                         ttl,
                         start: at,
                         end: at + used,
-                    });
+                    }));
                 }
                 Frame::Accept => {
                     log::trace!("{}: <- accept", self.info);
@@ -386,25 +393,30 @@ impl Reader<'_> {
                     });
                 }
                 Frame::Hello(_) => break Some(Ending::Protocol("a second HELLO".to_owned())),
-                // Mesh frames: the router's mesh state machine takes them
-                // once it is wired in; until then they change nothing.
+                // The mesh's frames go to the router in order with the
+                // messages. PEERS may precede the BYE of a refusal; the
+                // others come only from a peer that accepted us.
                 other @ (Frame::Status(_)
                 | Frame::Down { .. }
                 | Frame::Repair { .. }
                 | Frame::Peers(_)) => {
-                    log::trace!(
-                        "{}: <- {} (ignored)",
-                        self.info,
-                        crate::handshake::frame_name(&other)
-                    );
+                    let kind = crate::handshake::frame_name(&other);
+                    log::trace!("{}: <- {kind}", self.info);
+                    if !self.accepted && !matches!(other, Frame::Peers(_)) {
+                        break Some(Ending::Protocol(format!("a {kind} before ACCEPT")));
+                    }
+                    frames.push(InFrame::Control {
+                        start: at,
+                        end: at + used,
+                    });
                 }
             }
             self.rb.consume(used);
         };
-        let waited = if msgs.is_empty() {
+        let waited = if frames.is_empty() {
             false
         } else {
-            self.deliver(msgs, limit)?
+            self.deliver(frames, limit)?
         };
         match broken {
             Some(ending) => Err(ending),
@@ -412,17 +424,16 @@ impl Reader<'_> {
         }
     }
 
-    /// Hands a batch of messages to the router, once the gate is open.
-    fn deliver(&mut self, msgs: Vec<MsgMeta>, limit: usize) -> Result<bool, Ending> {
+    /// Hands a batch of frames to the router, once the gate is open.
+    fn deliver(&mut self, frames: Vec<InFrame>, limit: usize) -> Result<bool, Ending> {
         let waited = self.wait_at_gate()?;
+        let buf = self
+            .rb
+            .take_decoded(self.node.spare_buffers.try_recv().ok(), limit);
         let batch = Inbound {
             conn: self.info.conn,
-            from: self.info.name.clone(),
-            at: SystemTime::now(),
-            buf: self
-                .rb
-                .take_decoded(self.node.spare_buffers.try_recv().ok(), limit),
-            msgs,
+            buf: Arc::new(buf),
+            frames,
         };
         if self.node.inbound.send(batch).is_err() {
             return Err(Ending::Stopping);
