@@ -34,7 +34,7 @@ pub const ECHO_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Dials `target` once, on a thread of its own: a connection that answers
 /// goes to [`peer::start`], which reports what became of it; one that
-/// cannot be made is reported as [`Event::DialFailed`]. Whether and when to
+/// cannot be made is reported as [`Event::DialFailed`](crate::event::Event::DialFailed). Whether and when to
 /// dial again is the mesh's decision.
 pub fn dial(node: &Arc<Node>, target: DialTarget) -> io::Result<()> {
     let node_ = node.clone();

@@ -15,9 +15,9 @@
 //! returns is carried out here: frames into outboxes, messages onto stdout,
 //! dials to the dialer, polite closes.
 //!
-//! Layout: this file has the loop, its timers and the end; [`peers`] the
-//! peer table (admission, duplicates, up and down); [`group`] the mesh's
-//! inputs and actions, the stdin gate and `--exit-on-eof`; [`stdout`] the
+//! Layout: this file has the loop, its timers and the end; `peers` the
+//! peer table (admission, duplicates, up and down); `group` the mesh's
+//! inputs and actions, the stdin gate and `--exit-on-eof`; `stdout` the
 //! output backlog.
 
 mod group;
