@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
+use crate::event::Direction;
 use crate::node::{Node, HANDSHAKES_PER_IP};
-use crate::peer::{self, Direction};
+use crate::peer;
 use crate::ratelog;
 use crate::wire::{classify, describe, IoFailure};
 

@@ -1,58 +1,18 @@
-//! The node's books: what each peer got from us, the one-line summary at
-//! exit, and the `--stats` lines.
+//! The node's books: what each member of the group got of our lines, the
+//! one-line summary at exit, and the `--stats` lines.
 //!
-//! A message counts as *delivered* to a peer only once the peer has
-//! confirmed reading it (a PONG to a PING sent after it); written but
-//! unconfirmed, lost with a broken connection, and too big for the peer all
-//! count as *missed*, and anything missed makes `--exit-on-eof` exit 3.
+//! A line counts as *delivered* to a member once the member has
+//! acknowledged it through the mesh (its STATUS says it delivered every
+//! line of ours up to that one). The mesh owes a line to the members it
+//! knew when the line was read; a member that went down before it had them
+//! all *missed* the rest, and anything missed makes `--exit-on-eof` exit 3.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::frame::NodeId;
-use crate::outbox::Ledger;
-use crate::peer::{Ending, PeerInfo};
+use crate::mesh::MemberBooks;
 
-/// Peers named one by one in the exit summary; the rest are summed up.
-const SUMMARY_PEERS: usize = 32;
-/// Peers whose deliveries are counted one by one; later ones share a record,
-/// so a node that churns through peers keeps bounded books.
-const MAX_RECORDS: usize = 1024;
-
-/// What one peer got from us, over all its connections.
-struct Delivery {
-    name: Arc<str>,
-    addr: SocketAddr,
-    /// Written to its socket, and confirmed read.
-    delivered: u64,
-    /// Written, but the connection ended before the peer confirmed them.
-    unconfirmed: u64,
-    /// Never written: dropped with a broken connection.
-    lost: u64,
-    /// Over its `--max-frame`, left out.
-    too_big: u64,
-    /// How its last connection that missed something ended.
-    broken: Option<Ending>,
-}
-
-impl Delivery {
-    fn new(name: Arc<str>, addr: SocketAddr) -> Self {
-        Delivery {
-            name,
-            addr,
-            delivered: 0,
-            unconfirmed: 0,
-            lost: 0,
-            too_big: 0,
-            broken: None,
-        }
-    }
-
-    fn missed(&self) -> u64 {
-        self.unconfirmed + self.lost + self.too_big
-    }
-}
+/// Members named one by one in the exit summary; the rest are summed up.
+const SUMMARY_MEMBERS: usize = 32;
 
 /// Running totals, for `--stats`.
 #[derive(Default, Clone, Copy)]
@@ -64,101 +24,28 @@ pub struct Totals {
     pub missed: u64,
 }
 
-/// What one connection's outbox says it did, when it is over.
-pub struct Settled<'a> {
-    pub info: &'a PeerInfo,
-    pub ledger: Ledger,
-    /// Messages the peer confirmed reading.
-    pub confirmed: u64,
-    pub too_big: u64,
-    pub ending: &'a Ending,
-}
-
+#[derive(Default)]
 pub struct Books {
-    deliveries: Vec<(NodeId, Delivery)>,
-    /// Peers beyond MAX_RECORDS, summed up.
-    others: Delivery,
     /// Finished connections' traffic, plus what came in.
     pub totals: Totals,
     /// The totals at the last `--stats` line.
     last_stats: Totals,
     pub lines_read: u64,
-    /// Received messages dropped as repeats.
-    pub seq_dropped: u64,
+    /// Messages delivered to us (printed).
+    pub delivered: u64,
+    /// Messages of other members provably lost to us (`gap` events).
+    pub gaps: u64,
 }
 
-impl Default for Books {
-    fn default() -> Self {
-        Books {
-            deliveries: Vec::new(),
-            others: Delivery::new("other peers".into(), SocketAddr::from(([0, 0, 0, 0], 0))),
-            totals: Totals::default(),
-            last_stats: Totals::default(),
-            lines_read: 0,
-            seq_dropped: 0,
-        }
-    }
+/// What one member missed of the lines owed to it.
+pub fn missed(member: &MemberBooks) -> u64 {
+    let owed = member.owed.end.saturating_sub(member.owed.start);
+    owed.saturating_sub(member.delivered)
 }
 
 impl Books {
-    /// Adds a finished connection to its node's record.
-    pub fn settle(&mut self, c: Settled<'_>) {
-        let ledger = c.ledger;
-        if ledger.queued == 0 && c.too_big == 0 {
-            return; // nothing was due to it
-        }
-        let confirmed = c.confirmed.min(ledger.written);
-        let record = self.record(c.info);
-        record.delivered += confirmed;
-        record.unconfirmed += ledger.written - confirmed;
-        record.lost += ledger.dropped + ledger.pending();
-        record.too_big += c.too_big;
-        if confirmed < ledger.written || ledger.dropped > 0 {
-            record.broken = Some(c.ending.clone());
-        }
-        self.totals.msgs_out += ledger.written;
-        self.totals.bytes_out += ledger.written_bytes;
-        self.totals.missed += ledger.written - confirmed + ledger.dropped;
-    }
-
-    fn record(&mut self, info: &PeerInfo) -> &mut Delivery {
-        let at = self
-            .deliveries
-            .iter()
-            .position(|(id, _)| *id == info.node_id);
-        match at {
-            Some(at) => &mut self.deliveries[at].1,
-            None if self.deliveries.len() >= MAX_RECORDS => &mut self.others,
-            None => {
-                let record = Delivery::new(info.name.clone(), info.addr);
-                self.deliveries.push((info.node_id, record));
-                &mut self.deliveries.last_mut().expect("just pushed").1
-            }
-        }
-    }
-
-    /// Messages that were meant for a peer and never queued for any of its
-    /// connections (its connection closed, and none replaced it).
-    pub fn lost(&mut self, info: &PeerInfo, msgs: u64, too_big: u64) {
-        if msgs == 0 && too_big == 0 {
-            return;
-        }
-        let record = self.record(info);
-        record.lost += msgs;
-        record.too_big += too_big;
-        record.broken = Some(Ending::Io(
-            "it closed while lines were on their way, and no connection replaced it".to_owned(),
-        ));
-        self.totals.missed += msgs;
-    }
-
-    /// Whether any peer missed any message.
-    pub fn any_missed(&self) -> bool {
-        self.deliveries.iter().any(|(_, d)| d.missed() > 0) || self.others.missed() > 0
-    }
-
-    /// One line: what was read, what each peer got and missed, what came in.
-    pub fn summary(&self, skipped: u64, unsent: u64) -> String {
+    /// One line: what was read, what each member got and missed, what came in.
+    pub fn summary(&self, members: &[MemberBooks], skipped: u64) -> String {
         let mut read = format!(
             "summary: read {} from stdin",
             plural(self.lines_read, "line")
@@ -166,27 +53,20 @@ impl Books {
         if skipped > 0 {
             read += &format!(" ({skipped} more skipped as too long)");
         }
-        if unsent > 0 {
-            read += &format!(" ({unsent} of them reached no peer)");
-        }
         let mut parts = vec![read];
-        let (named, rest) = self
-            .deliveries
-            .split_at(self.deliveries.len().min(SUMMARY_PEERS));
-        parts.extend(named.iter().map(|(_, d)| describe(d)));
-        if !rest.is_empty() || self.others.delivered + self.others.missed() > 0 {
-            let missed = rest.iter().map(|(_, d)| d.missed()).sum::<u64>() + self.others.missed();
+        let (named, rest) = members.split_at(members.len().min(SUMMARY_MEMBERS));
+        parts.extend(named.iter().map(describe));
+        if !rest.is_empty() {
+            let missed: u64 = rest.iter().map(missed).sum();
             parts.push(format!(
-                "the other peers missed {}",
-                plural(missed, "message")
+                "{} other members missed {}",
+                rest.len(),
+                plural(missed, "line")
             ));
         }
-        let mut received = format!("received {}", plural(self.totals.msgs_in, "message"));
-        if self.seq_dropped > 0 {
-            received += &format!(
-                " ({} dropped as repeats)",
-                plural(self.seq_dropped, "message")
-            );
+        let mut received = format!("received {}", plural(self.delivered, "message"));
+        if self.gaps > 0 {
+            received += &format!(" ({} lost to this node: see the gap lines)", self.gaps);
         }
         parts.push(received);
         parts.join("; ")
@@ -199,14 +79,16 @@ impl Books {
         now: Totals,
         every: Duration,
         live: usize,
+        members: usize,
         deepest: usize,
     ) -> String {
         let last = std::mem::replace(&mut self.last_stats, now);
         let secs = every.as_secs_f64();
         let rate = |n: u64, m: u64| n.saturating_sub(m) as f64 / secs;
         format!(
-            "stats: {} up; in {:.0} msg/s, {}/s; out {:.0} msg/s, {}/s; deepest queue {}; missed {}",
+            "stats: {} up, {} known; in {:.0} msg/s, {}/s; out {:.0} msg/s, {}/s; deepest queue {}; missed {}",
             plural(live as u64, "peer"),
+            plural(members as u64, "member"),
             rate(now.msgs_in, last.msgs_in),
             human_bytes(rate(now.bytes_in, last.bytes_in)),
             rate(now.msgs_out, last.msgs_out),
@@ -230,25 +112,23 @@ impl Books {
     }
 }
 
-/// "b (127.0.0.1:7118): 10 messages delivered, 5 lost (stalled: ...)".
-fn describe(d: &Delivery) -> String {
+/// "to b (00000000000000ab): 10 lines delivered, 5 lost (member down: ...)".
+fn describe(m: &MemberBooks) -> String {
     let mut text = format!(
-        "{} ({}): {} delivered",
-        d.name,
-        d.addr,
-        plural(d.delivered, "message")
+        "to {} ({:016x}): {} delivered",
+        m.name,
+        m.id,
+        plural(m.delivered, "line")
     );
-    if d.unconfirmed > 0 {
-        text += &format!(", {} written but not confirmed", d.unconfirmed);
+    let missed = missed(m);
+    if missed > 0 {
+        match &m.down {
+            Some(_) => text += &format!(", {missed} lost"),
+            None => text += &format!(", {missed} not acknowledged"),
+        }
     }
-    if d.lost > 0 {
-        text += &format!(", {} lost", d.lost);
-    }
-    if d.too_big > 0 {
-        text += &format!(", {} too big for it", d.too_big);
-    }
-    if let Some(ending) = &d.broken {
-        text += &format!(" ({ending})");
+    if let Some(reason) = &m.down {
+        text += &format!(" (member down: {reason})");
     }
     text
 }
@@ -281,7 +161,6 @@ fn human_bytes(n: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::Direction;
 
     #[test]
     fn counts_read_well() {
@@ -293,106 +172,64 @@ mod tests {
         assert_eq!(human_bytes(12.0 * 1024.0 * 1024.0), "12.0 MiB");
     }
 
-    fn info(name: &str, id: NodeId) -> PeerInfo {
-        PeerInfo {
-            conn: id,
-            node_id: id,
-            name: name.into(),
-            addr: "127.0.0.1:7119".parse().unwrap(),
-            direction: Direction::In,
-            listen_port: 7119,
-            max_frame: 100,
-            keepalive: Duration::from_secs(5),
-        }
-    }
-
-    fn ledger(queued: u64, written: u64, dropped: u64) -> Ledger {
-        Ledger {
-            queued,
-            written,
-            written_bytes: written * 10,
-            dropped,
+    fn member(name: &str, id: u64, owed: std::ops::Range<u64>, delivered: u64) -> MemberBooks {
+        MemberBooks {
+            id,
+            name: name.to_owned(),
+            owed,
+            delivered,
+            lost: 0,
+            down: None,
         }
     }
 
     #[test]
-    fn the_summary_names_what_each_peer_missed_and_why() {
-        let mut books = Books {
+    fn the_summary_names_each_member_and_what_it_missed_and_why() {
+        let books = Books {
             lines_read: 1000,
+            delivered: 17,
             ..Books::default()
         };
-        let stalled = Ending::Stalled(Duration::from_secs(2));
-        let polite = Ending::Goodbye("shutting down".into());
-        books.settle(Settled {
-            info: &info("b", 1),
-            ledger: ledger(1000, 1000, 0),
-            confirmed: 1000,
-            too_big: 0,
-            ending: &polite,
-        });
-        books.settle(Settled {
-            info: &info("c", 2),
-            ledger: ledger(1000, 600, 400),
-            confirmed: 550,
-            too_big: 0,
-            ending: &stalled,
-        });
-        books.settle(Settled {
-            info: &info("idle", 3),
-            ledger: ledger(0, 0, 0),
-            confirmed: 0,
-            too_big: 0,
-            ending: &polite,
-        });
-        assert!(books.any_missed());
+        let mut c = member("c", 0xc, 1..1001, 550);
+        c.lost = 450;
+        c.down = Some("cut: accepted nothing for 2s".to_owned());
+        let members = [
+            member("b", 0xb, 1..1001, 1000),
+            c,
+            member("idle", 0xd, 1..1, 0),
+        ];
+        assert_eq!(members.iter().map(missed).sum::<u64>(), 450);
         assert_eq!(
-            books.summary(0, 0),
+            books.summary(&members, 0),
             "summary: read 1000 lines from stdin; \
-             b (127.0.0.1:7119): 1000 messages delivered; \
-             c (127.0.0.1:7119): 550 messages delivered, 50 written but not confirmed, \
-             400 lost (stalled: accepted no data for 2s (--stall-timeout)); \
-             received 0 messages"
+             to b (000000000000000b): 1000 lines delivered; \
+             to c (000000000000000c): 550 lines delivered, 450 lost \
+             (member down: cut: accepted nothing for 2s); \
+             to idle (000000000000000d): 0 lines delivered; \
+             received 17 messages"
         );
     }
 
     #[test]
     fn one_of_each_reads_in_the_singular() {
-        let mut books = Books {
+        let books = Books {
             lines_read: 1,
+            delivered: 1,
             ..Books::default()
         };
-        books.totals.msgs_in = 1;
-        books.settle(Settled {
-            info: &info("b", 1),
-            ledger: ledger(1, 1, 0),
-            confirmed: 1,
-            too_big: 0,
-            ending: &Ending::Stopping,
-        });
-        assert!(!books.any_missed());
         assert_eq!(
-            books.summary(0, 0),
-            "summary: read 1 line from stdin; b (127.0.0.1:7119): 1 message delivered; \
+            books.summary(&[member("b", 1, 1..2, 1)], 0),
+            "summary: read 1 line from stdin; to b (0000000000000001): 1 line delivered; \
              received 1 message"
         );
     }
 
     #[test]
-    fn the_books_stay_bounded_however_many_peers_come_and_go() {
-        let mut books = Books::default();
-        for id in 0..(MAX_RECORDS as u64 + 500) {
-            books.settle(Settled {
-                info: &info("churn", id),
-                ledger: ledger(2, 1, 1),
-                confirmed: 1,
-                too_big: 0,
-                ending: &Ending::Reset,
-            });
-        }
-        assert_eq!(books.deliveries.len(), MAX_RECORDS);
-        assert_eq!(books.others.lost, 500);
-        assert!(books
-            .summary(0, 0)
-            .contains("the other peers missed 1492 messages"));
+    fn many_members_are_summed_up_after_the_first_ones() {
+        let members: Vec<MemberBooks> = (0..40).map(|i| member("m", i, 1..11, 9)).collect();
+        let text = Books::default().summary(&members, 2);
+        assert!(text.contains("(2 more skipped as too long)"), "{text}");
+        assert!(text.contains("; 8 other members missed 8 lines;"), "{text}");
+        assert_eq!(text.matches("to m (").count(), SUMMARY_MEMBERS);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +19,17 @@ use crate::frame::{self, MAX_NAME_LEN};
 /// frame is buffered whole, so a gigabyte is already more than sensible.
 pub const MAX_FRAME_LIMIT: u32 = 1 << 30;
 pub const DEFAULT_PORT: u16 = 7117;
+/// `--degree`'s default, and its bounds.
+pub const DEFAULT_DEGREE: u32 = 4;
+pub const MAX_DEGREE: u32 = 64;
+/// `--window`'s default (4 MiB) and its largest value (4 GiB): a node may
+/// hold up to a window of each origin's messages, so it bounds memory.
+pub const DEFAULT_WINDOW: u64 = 4 << 20;
+pub const MAX_WINDOW: u64 = 4 << 30;
+/// `--discover-addr`'s default: an organisation-local multicast group
+/// (RFC 2365), on peercat's port.
+pub const DEFAULT_DISCOVER_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 71, 17)), DEFAULT_PORT);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,7 +46,9 @@ pub const DEFAULT_PORT: u16 = 7117;
         (the summary on the log says who), 130 a second signal (more than 0.5 s after the first)."
 )]
 struct Cli {
-    /// host:port to dial (IPv4, [IPv6]:port or a hostname); repeatable
+    /// Any member to join through (host:port: IPv4, [IPv6]:port or a host
+    /// name); more members are learned from it. None: wait to be dialed, or
+    /// find members with --peer-cache or --discover
     #[arg(value_name = "PEER", value_parser = parse_peer)]
     peers: Vec<PeerAddr>,
 
@@ -69,10 +82,54 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_peers: u32,
 
-    /// Largest message accepted or sent, in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 1_048_576,
-          value_parser = clap::value_parser!(u32).range(1..=MAX_FRAME_LIMIT as i64))]
+    /// Largest message accepted or sent, in bytes (K and M suffixes: 1024s)
+    #[arg(long, value_name = "BYTES", default_value = "1048576", value_parser = parse_max_frame)]
     max_frame: u32,
+
+    /// Keep about D connections: dial learned members while below D; above
+    /// 2xD, close the extra ones politely (never below D) [default: 4, or
+    /// --max-peers if lower]
+    #[arg(long, value_name = "D",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_DEGREE as i64))]
+    degree: Option<u32>,
+
+    /// A message crosses at most HOPS links
+    #[arg(long, value_name = "HOPS", default_value_t = 16,
+          value_parser = clap::value_parser!(u8).range(1..=255))]
+    ttl: u8,
+
+    /// Deliver messages, forward nothing (a leaf)
+    #[arg(long)]
+    no_relay: bool,
+
+    /// Keep known members' addresses in PATH; on start, dial from it as well
+    /// as from PEER
+    #[arg(long, value_name = "PATH")]
+    peer_cache: Option<PathBuf>,
+
+    /// Find members on the local network by UDP multicast, and answer others
+    #[arg(long)]
+    discover: bool,
+
+    /// Multicast group and port for --discover
+    #[arg(long, value_name = "GROUP:PORT", requires = "discover",
+          default_value_t = DEFAULT_DISCOVER_ADDR, value_parser = parse_discover_addr)]
+    discover_addr: SocketAddr,
+
+    /// The address members should dial for this node [default: the address
+    /// each neighbour saw us at, with our listen port]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_advertise)]
+    advertise: Option<PeerAddr>,
+
+    /// Read stdin only once N other members are known through the mesh
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    wait_members: u32,
+
+    /// Bytes of this node's lines that may be on their way, not yet
+    /// confirmed by every member (K, M and G suffixes: 1024s); at least
+    /// --max-frame plus a message header [default: 4M, or that if larger]
+    #[arg(long, value_name = "BYTES", value_parser = parse_window)]
+    window: Option<u64>,
 
     /// Ping every peer every SECS, busy or idle; drop a peer silent for 3x this
     #[arg(long, value_name = "SECS", default_value_t = 5,
@@ -160,6 +217,7 @@ impl fmt::Display for PeerAddr {
 /// Everything the node needs to know, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Command-line PEERs: members to join through; may be empty.
     pub peers: Vec<PeerAddr>,
     /// `None` with `--no-listen`.
     pub listen: Option<SocketAddr>,
@@ -169,6 +227,20 @@ pub struct Config {
     pub exit_on_eof: bool,
     pub max_peers: usize,
     pub max_frame: usize,
+    /// `--degree`: connections to keep (≤ `max_peers`).
+    pub degree: usize,
+    /// `--ttl`: links a message of ours may cross.
+    pub ttl: u8,
+    /// `!--no-relay`: forward what we receive.
+    pub relay: bool,
+    pub peer_cache: Option<PathBuf>,
+    /// `--discover`'s multicast group and port; `None` without `--discover`.
+    pub discover: Option<SocketAddr>,
+    /// `--advertise`, as given (a host name is resolved at start).
+    pub advertise: Option<PeerAddr>,
+    pub wait_members: usize,
+    /// `--window` in bytes (≥ `max_frame` + a message header).
+    pub window: usize,
     pub keepalive: Duration,
     pub stall_timeout: Duration,
     pub connect_timeout: Option<Duration>,
@@ -194,10 +266,29 @@ where
             cli.wait_peers, cli.max_peers
         )));
     }
-    if starts && cli.no_listen && cli.peers.is_empty() {
+    let finds_members = !cli.peers.is_empty() || cli.peer_cache.is_some() || cli.discover;
+    if starts && cli.no_listen && !finds_members {
         return Err(usage(
-            "nothing to do: --no-listen and no PEER to dial".to_owned(),
+            "nothing to do: --no-listen and no PEER to dial \
+             (nor --peer-cache or --discover to find one)"
+                .to_owned(),
         ));
+    }
+    let degree = cli.degree.unwrap_or(DEFAULT_DEGREE.min(cli.max_peers));
+    if starts && degree > cli.max_peers {
+        return Err(usage(format!(
+            "--degree {degree} needs --max-peers of at least {degree} (it is {})",
+            cli.max_peers
+        )));
+    }
+    let window_min = window_min(cli.max_frame);
+    let window = cli.window.unwrap_or(DEFAULT_WINDOW.max(window_min));
+    if starts && window < window_min {
+        return Err(usage(format!(
+            "--window {window} is smaller than one message: with --max-frame {} it must be \
+             at least {window_min} (the largest message plus its header)",
+            cli.max_frame
+        )));
     }
     Ok(Config {
         listen: (!cli.no_listen).then_some(cli.listen),
@@ -208,6 +299,15 @@ where
         exit_on_eof: cli.exit_on_eof,
         max_peers: cli.max_peers as usize,
         max_frame: cli.max_frame as usize,
+        degree: degree as usize,
+        ttl: cli.ttl,
+        relay: !cli.no_relay,
+        peer_cache: cli.peer_cache,
+        discover: cli.discover.then_some(cli.discover_addr),
+        advertise: cli.advertise,
+        wait_members: cli.wait_members as usize,
+        // ≤ MAX_WINDOW; a 32-bit target cannot hold more than usize::MAX.
+        window: usize::try_from(window).unwrap_or(usize::MAX),
         keepalive: Duration::from_secs(cli.keepalive),
         stall_timeout: Duration::from_secs(cli.stall_timeout),
         connect_timeout: cli.connect_timeout.map(Duration::from_secs),
@@ -256,6 +356,72 @@ fn parse_peer(s: &str) -> Result<PeerAddr, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// `--advertise`: a HOST:PORT like a PEER. An unspecified IP (0.0.0.0 or
+/// [::]) keeps the default's "the address each neighbour sees", with this
+/// port (for a port forwarded to ours).
+fn parse_advertise(s: &str) -> Result<PeerAddr, String> {
+    parse_peer(s)
+}
+
+/// `--discover-addr`: an IP multicast group and a port.
+fn parse_discover_addr(s: &str) -> Result<SocketAddr, String> {
+    const FORM: &str = "expected GROUP:PORT, e.g. 239.255.71.17:7117 or [ff12::7117]:7117";
+    let addr: SocketAddr = s.parse().map_err(|_| format!("'{s}': {FORM}"))?;
+    if !addr.ip().is_multicast() {
+        return Err(format!(
+            "{} is not a multicast group (IPv4 224.0.0.0/4 or IPv6 ff00::/8); {FORM}",
+            addr.ip()
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!("'0' is not a port (1-65535); {FORM}"));
+    }
+    Ok(addr)
+}
+
+/// A size in bytes: a number with an optional K, M or G (powers of 1024;
+/// `KiB`, `MB` and lower case are accepted too).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    const FORM: &str = "expected a number of bytes, optionally with K, M or G (x1024), e.g. 4M";
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("unknown unit '{unit}'; {FORM}")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; {FORM}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn parse_max_frame(s: &str) -> Result<u32, String> {
+    let n = parse_bytes(s)?;
+    match u32::try_from(n) {
+        Ok(n) if (1..=MAX_FRAME_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!("{n} is not in 1..={MAX_FRAME_LIMIT} (1G)")),
+    }
+}
+
+fn parse_window(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    if n > MAX_WINDOW {
+        return Err(format!(
+            "{n} is more than the largest window, {MAX_WINDOW} (4G)"
+        ));
+    }
+    Ok(n)
+}
+
+/// The smallest `--window` that lets the largest message through.
+pub fn window_min(max_frame: u32) -> u64 {
+    u64::from(max_frame) + frame::MSG_HEADER_LEN as u64
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -340,6 +506,98 @@ mod tests {
         assert_eq!((c.connect_timeout, c.stats), (None, None));
         assert!(!c.exit_on_eof && c.peers.is_empty() && !c.name.is_empty());
         assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!((c.degree, c.ttl, c.relay), (4, 16, true));
+        assert_eq!((c.window, c.wait_members), (4 << 20, 0));
+        assert_eq!((c.discover, c.peer_cache, c.advertise), (None, None, None));
+    }
+
+    #[test]
+    fn every_mesh_flag_is_understood() {
+        let c = parse_args(&[
+            "--degree",
+            "3",
+            "--ttl",
+            "2",
+            "--no-relay",
+            "--peer-cache",
+            "peers.txt",
+            "--discover",
+            "--discover-addr",
+            "[ff12::1]:9000",
+            "--advertise",
+            "host1.example:7000",
+            "--wait-members",
+            "9",
+            "--window",
+            "2M",
+        ])
+        .unwrap();
+        assert_eq!((c.degree, c.ttl, c.relay), (3, 2, false));
+        assert_eq!(c.peer_cache, Some(PathBuf::from("peers.txt")));
+        assert_eq!(c.discover, Some("[ff12::1]:9000".parse().unwrap()));
+        assert_eq!(c.advertise.unwrap().to_string(), "host1.example:7000");
+        assert_eq!((c.wait_members, c.window), (9, 2 << 20));
+        let c = parse_args(&["--discover"]).unwrap();
+        assert_eq!(c.discover, Some("239.255.71.17:7117".parse().unwrap()));
+    }
+
+    #[test]
+    fn defaults_that_depend_on_other_flags_follow_them() {
+        // --max-peers 2 alone must not clash with the default degree.
+        assert_eq!(parse_args(&["--max-peers", "2"]).unwrap().degree, 2);
+        // A --max-frame over 4M raises the default window to one message.
+        let c = parse_args(&["--max-frame", "8M"]).unwrap();
+        assert_eq!(c.window as u64, window_min(8 << 20));
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("4M"), Ok(4 << 20));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert!(parse_bytes("4X").unwrap_err().contains("unknown unit 'X'"));
+        assert!(parse_bytes("M").unwrap_err().contains("is not a size"));
+        assert!(parse_bytes("-1").unwrap_err().contains("is not a size"));
+        assert!(parse_bytes("99999999999G")
+            .unwrap_err()
+            .contains("too large"));
+        assert_eq!(parse_args(&["--max-frame", "1K"]).unwrap().max_frame, 1024);
+    }
+
+    #[test]
+    fn bad_mesh_options_say_what_is_wrong() {
+        assert!(error_text(&["--degree", "0"]).contains("--degree"));
+        assert!(error_text(&["--degree", "65"]).contains("1..=64"));
+        assert!(error_text(&["--degree", "5", "--max-peers", "4"])
+            .contains("--degree 5 needs --max-peers of at least 5"));
+        assert!(error_text(&["--ttl", "0"]).contains("--ttl"));
+        assert!(error_text(&["--ttl", "256"]).contains("--ttl"));
+        assert!(
+            error_text(&["--window", "100", "--max-frame", "100"]).contains("must be at least 123")
+        );
+        assert!(error_text(&["--window", "5G"]).contains("largest window"));
+        assert!(error_text(&["--max-frame", "2G"]).contains("is not in 1..="));
+        assert!(error_text(&["--advertise", "host1"]).contains("missing port"));
+        assert!(error_text(&["--advertise", "host1:0"]).contains("is not a port"));
+        assert!(
+            error_text(&["--discover", "--discover-addr", "10.0.0.1:7117"])
+                .contains("not a multicast group")
+        );
+        assert!(error_text(&["--discover", "--discover-addr", "239.1.1.1"])
+            .contains("expected GROUP:PORT"));
+        assert!(
+            error_text(&["--discover", "--discover-addr", "239.1.1.1:0"]).contains("is not a port")
+        );
+        assert!(error_text(&["--discover-addr", "239.1.1.1:5"]).contains("--discover"));
+        assert!(error_text(&["--wait-members", "lots"]).contains("--wait-members"));
+    }
+
+    #[test]
+    fn a_node_without_peers_may_find_them() {
+        assert!(parse_args(&["--no-listen", "--discover"]).is_ok());
+        assert!(parse_args(&["--no-listen", "--peer-cache", "p"]).is_ok());
     }
 
     #[test]

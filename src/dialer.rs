@@ -1,25 +1,20 @@
-//! Dialing one PEER address, and dialing it again after every failure or
-//! disconnect, with capped exponential backoff and jitter.
-//!
-//! Each PEER gets a thread. After a successful connect it hands the socket to
-//! [`peer::start`] with a [`DialTicket`], and waits: the connection reports
-//! a failed handshake on the ticket, and the router reports when the node it
-//! reached is no longer connected (over this connection or any other).
-//! [`RedialPlan`] decides, without touching a socket, how long to wait and
-//! how loudly to log each failure: one line per attempt, a warning when the
-//! failure is news. An address that answers with our own node id is dialed
-//! again only after [`ECHO_BACKOFF`].
+//! Dialing: one attempt per dial the mesh asks for ([`dial`]), and the
+//! pieces a connection manager builds on: [`RedialPlan`] decides, without
+//! touching a socket, how long to wait and how loudly to log each failure
+//! (one line per attempt, a warning when the failure is news), and
+//! [`Backoff`] spreads retries. (The mesh keeps its own backoff per address;
+//! the connection manager on branch `edges` replaces this file.)
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, Sender};
-
 use crate::config::PeerAddr;
-use crate::node::{random_u64, Node};
-use crate::peer::{self, Direction};
+use crate::event::Direction;
+use crate::mesh::DialTarget;
+use crate::node::Node;
+use crate::peer;
 use crate::wire::describe;
 
 /// How long one connect attempt may take.
@@ -31,63 +26,44 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A connection that lasted this long resets the delay to the minimum.
 pub const STABLE: Duration = Duration::from_secs(10);
 
-/// What became of a dialed connection.
-#[derive(Debug)]
-pub enum DialOutcome {
-    /// The handshake failed.
-    Failed(String),
-    /// The address leads back to this node.
-    ItsMe,
-    /// The node we reached is no longer connected.
-    Ended { lasted: Duration },
-}
-
-/// Where the fate of a dialed connection is reported.
-pub type DialTicket = Sender<DialOutcome>;
-
 /// How long to wait before dialing again an address that answered with our
 /// own node id. Long, because it is most likely ourselves again; not
 /// forever, because a real peer may listen there later (a port reused, an
 /// address moved).
 pub const ECHO_BACKOFF: Duration = Duration::from_secs(300);
 
-pub fn spawn(node: &Arc<Node>, target: PeerAddr) -> io::Result<()> {
+/// Dials `target` once, on a thread of its own: a connection that answers
+/// goes to [`peer::start`], which reports what became of it; one that
+/// cannot be made is reported as [`Event::DialFailed`](crate::event::Event::DialFailed). Whether and when to
+/// dial again is the mesh's decision.
+pub fn dial(node: &Arc<Node>, target: DialTarget) -> io::Result<()> {
     let node_ = node.clone();
-    node.threads
-        .spawn(format!("dial-{target}"), move || dial_loop(&node_, &target))
+    let name = match &target {
+        DialTarget::Seed(i) => format!("dial-seed-{i}"),
+        DialTarget::Addr(addr) => format!("dial-{addr}"),
+    };
+    node.threads.spawn(name, move || dial_once(&node_, target))
 }
 
-fn dial_loop(node: &Arc<Node>, target: &PeerAddr) {
-    let stopping = node.shutdown.stopping();
-    let mut plan = RedialPlan::new(random_u64());
-    loop {
-        log::debug!("dialing {target}");
-        let attempt = match connect(target) {
-            Err(e) => e,
-            Ok(stream) => {
-                let (ticket, outcome) = bounded(1);
-                peer::start(node, stream, Direction::Out, Some(ticket));
-                let outcome = select! {
-                    recv(outcome) -> outcome => outcome,
-                    recv(stopping) -> _ => return,
-                };
-                match outcome {
-                    // Dropped unanswered: the router is gone, or the
-                    // connection's threads could not start.
-                    Err(_) if node.shutdown.is_triggered() => return,
-                    Err(_) => Attempt::Lost,
-                    Ok(DialOutcome::ItsMe) => Attempt::ItsMe,
-                    Ok(DialOutcome::Failed(reason)) => Attempt::HandshakeFailed(reason),
-                    Ok(DialOutcome::Ended { lasted }) => Attempt::Ended { lasted },
-                }
-            }
-        };
-        let redial = plan.after(target, attempt);
-        log::log!(redial.level, "{}", redial.line);
-        select! {
-            recv(stopping) -> _ => return,
-            default(redial.delay) => {}
+fn dial_once(node: &Arc<Node>, target: DialTarget) {
+    let attempt = match &target {
+        DialTarget::Seed(i) => match node.config.peers.get(*i) {
+            Some(peer) => connect(peer),
+            None => Err(Attempt::Unresolvable(format!("no PEER number {i}"))),
+        },
+        DialTarget::Addr(addr) => TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|e| {
+            Attempt::Unreachable(format!("cannot connect to {addr}: {}", describe(&e)))
+        }),
+    };
+    if node.shutdown.is_triggered() {
+        return;
+    }
+    match attempt {
+        Ok(stream) => peer::start(node, stream, Direction::Out, Some(target)),
+        Err(Attempt::Unresolvable(reason) | Attempt::Unreachable(reason)) => {
+            peer::dial_failed(&node.events, Some(target), reason, false)
         }
+        Err(other) => peer::dial_failed(&node.events, Some(target), format!("{other:?}"), false),
     }
 }
 

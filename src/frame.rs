@@ -8,6 +8,7 @@
 //! test vectors.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 
 use byteorder::{BigEndian, ByteOrder};
@@ -18,11 +19,45 @@ pub type NodeId = u64;
 /// The first bytes of every HELLO body: tells a peercat peer from a stranger.
 pub const MAGIC: [u8; 4] = *b"PCAT";
 /// The one protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The default `--ttl`: the most links a message crosses.
+pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
-/// Bytes in front of a message's payload: length, type, origin, sequence.
-pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8;
+/// Bytes in front of a message's payload: length, type, origin, sequence,
+/// hops, ttl.
+pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1;
+/// Where the `hops` byte sits in an encoded MSG frame (length prefix
+/// included): a relay rewrites it in place.
+pub const MSG_HOPS_AT: usize = LEN_PREFIX + 1 + 8 + 8;
+/// The most addresses a STATUS or PEERS entry list may carry per member.
+pub const MAX_STATUS_ADDRS: usize = 8;
+/// The most acknowledgement entries one STATUS may carry.
+pub const MAX_STATUS_ACKS: usize = 4096;
+/// The most entries one PEERS frame may carry.
+pub const MAX_PEERS_ENTRIES: usize = 32;
+/// The longest reason a DOWN may carry (its length is one byte).
+pub const MAX_DOWN_REASON: usize = 255;
+/// STATUS body bytes before the name: member, status_seq, hops, ttl,
+/// sent_seq, flags, name_len.
+const STATUS_FIXED: usize = 8 + 8 + 1 + 1 + 8 + 1 + 1;
+/// Bytes of one encoded address: family, IPv6 address, port (the largest).
+const MAX_ADDR_LEN: usize = 1 + 16 + 2;
+/// Bytes of one acknowledgement entry: origin, base, delivered.
+const ACK_LEN: usize = 24;
+/// Length field of the largest STATUS: every node must be able to take it,
+/// whatever its `--max-frame`, or membership would break on small limits.
+pub const MAX_STATUS_LEN: usize = 1
+    + STATUS_FIXED
+    + MAX_NAME_LEN
+    + 1
+    + MAX_STATUS_ADDRS * MAX_ADDR_LEN
+    + 2
+    + MAX_STATUS_ACKS * ACK_LEN;
+/// STATUS flag: this member forwards nothing (`--no-relay`).
+pub const FLAG_NO_RELAY: u8 = 1;
+/// STATUS flag: this member is leaving the group politely.
+pub const FLAG_LEAVING: u8 = 2;
 /// The longest node name a HELLO can carry (its length is one byte).
 pub const MAX_NAME_LEN: usize = 255;
 /// The longest reason a BYE may carry.
@@ -49,12 +84,17 @@ pub mod kind {
     pub const PONG: u8 = 0x04;
     pub const BYE: u8 = 0x05;
     pub const ACCEPT: u8 = 0x06;
+    pub const STATUS: u8 = 0x07;
+    pub const DOWN: u8 = 0x08;
+    pub const REPAIR: u8 = 0x09;
+    pub const PEERS: u8 = 0x0a;
 }
 
-/// The largest length field a node with `--max-frame max_frame` accepts: a
-/// message frame whose payload is exactly `max_frame` bytes.
+/// The largest length field a node with `--max-frame max_frame` accepts
+/// after the handshake: a message frame whose payload is exactly `max_frame`
+/// bytes, or the largest STATUS, whichever is longer.
 pub fn frame_limit(max_frame: usize) -> usize {
-    (MSG_HEADER_LEN - LEN_PREFIX + max_frame).max(MAX_HELLO_LEN)
+    (MSG_HEADER_LEN - LEN_PREFIX + max_frame).max(MAX_STATUS_LEN)
 }
 
 /// What a node says about itself when a connection opens.
@@ -84,6 +124,10 @@ pub enum Frame<'a> {
     Msg {
         origin: NodeId,
         seq: u64,
+        /// Links this copy has crossed when it arrives; the origin writes 1.
+        hops: u8,
+        /// The origin's `--ttl`: a relay forwards a copy only if `hops < ttl`.
+        ttl: u8,
         payload: &'a [u8],
     },
     Ping(u64),
@@ -94,6 +138,56 @@ pub enum Frame<'a> {
     /// side counts the other as a peer only once it has received this, so a
     /// refused connection (BYE instead) is never mistaken for one.
     Accept,
+    /// A member's announcement and acknowledgements, flooded.
+    Status(Status),
+    /// "This member is gone", flooded.
+    Down {
+        member: NodeId,
+        /// The last status_seq the reporter saw from the member.
+        status_seq: u64,
+        hops: u8,
+        ttl: u8,
+        /// Raw text; made printable by whoever prints it.
+        reason: &'a [u8],
+    },
+    /// "Send me `origin`'s messages `from_seq..=to_seq` if you still have them."
+    Repair {
+        origin: NodeId,
+        from_seq: u64,
+        to_seq: u64,
+    },
+    /// Other members to dial, sent before the BYE of a refusal.
+    Peers(Vec<(NodeId, SocketAddr)>),
+}
+
+/// The body of a STATUS frame.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub member: NodeId,
+    /// Counts the member's STATUS frames: a newer one replaces an older one.
+    pub status_seq: u64,
+    pub hops: u8,
+    pub ttl: u8,
+    /// The highest message seq this member has sent; 0 = none.
+    pub sent_seq: u64,
+    /// [`FLAG_NO_RELAY`], [`FLAG_LEAVING`]; other bits are ignored.
+    pub flags: u8,
+    /// Validated like a HELLO name.
+    pub name: String,
+    /// At most [`MAX_STATUS_ADDRS`]; an unspecified IP means "the address
+    /// my neighbour sees me at".
+    pub addrs: Vec<SocketAddr>,
+    /// At most [`MAX_STATUS_ACKS`].
+    pub acks: Vec<Ack>,
+}
+
+/// "I deliver `origin`'s messages from `base` on, and have delivered every
+/// one up to `delivered`" (`base - 1 <= delivered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ack {
+    pub origin: NodeId,
+    pub base: u64,
+    pub delivered: u64,
 }
 
 /// Bytes that can never become a valid frame. The connection is beyond repair.
@@ -175,23 +269,7 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
     let body = &frame[1..];
     let decoded = match frame[0] {
         kind::HELLO => Frame::Hello(decode_hello(body)?),
-        kind::MSG => {
-            if body.len() < 16 {
-                return Err(malformed("message", "shorter than its 16-byte header"));
-            }
-            let payload = &body[16..];
-            // A line never holds its own terminator: a newline inside a
-            // payload could only forge a second line on the receiver's
-            // stdout (`-f tagged` would print it under any name).
-            if memchr::memchr(b'\n', payload).is_some() {
-                return Err(malformed("message", "payload contains a newline"));
-            }
-            Frame::Msg {
-                origin: BigEndian::read_u64(&body[0..8]),
-                seq: BigEndian::read_u64(&body[8..16]),
-                payload,
-            }
-        }
+        kind::MSG => decode_msg(body)?,
         kind::PING => Frame::Ping(decode_token(body, "ping")?),
         kind::PONG => Frame::Pong(decode_token(body, "pong")?),
         kind::BYE => {
@@ -206,9 +284,207 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
             }
             Frame::Accept
         }
+        kind::STATUS => Frame::Status(decode_status(body)?),
+        kind::DOWN => decode_down(body)?,
+        kind::REPAIR => decode_repair(body)?,
+        kind::PEERS => decode_peers(body)?,
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((decoded, LEN_PREFIX + len)))
+}
+
+fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    const HEADER: usize = MSG_HEADER_LEN - LEN_PREFIX - 1;
+    if body.len() < HEADER {
+        return Err(malformed("message", "shorter than its 18-byte header"));
+    }
+    let payload = &body[HEADER..];
+    // A line never holds its own terminator: a newline inside a
+    // payload could only forge a second line on the receiver's
+    // stdout (`-f tagged` would print it under any name).
+    if memchr::memchr(b'\n', payload).is_some() {
+        return Err(malformed("message", "payload contains a newline"));
+    }
+    let (hops, ttl) = (body[16], body[17]);
+    if ttl == 0 {
+        return Err(malformed("message", "ttl is 0"));
+    }
+    Ok(Frame::Msg {
+        origin: BigEndian::read_u64(&body[0..8]),
+        seq: BigEndian::read_u64(&body[8..16]),
+        hops,
+        ttl,
+        payload,
+    })
+}
+
+/// Reads a frame body front to back; every read names the frame kind in its
+/// error, so a short body is reported as that kind's malformation.
+struct Body<'a> {
+    rest: &'a [u8],
+    kind: &'static str,
+}
+
+impl<'a> Body<'a> {
+    fn new(rest: &'a [u8], kind: &'static str) -> Self {
+        Body { rest, kind }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.rest.len() < n {
+            return Err(malformed(self.kind, "body ends early"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        Ok(BigEndian::read_u16(self.take(2)?))
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(BigEndian::read_u64(self.take(8)?))
+    }
+
+    fn addr(&mut self) -> Result<SocketAddr, FrameError> {
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(self.take(4)?).expect("4"),
+            )),
+            6 => IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(self.take(16)?).expect("16"),
+            )),
+            _ => return Err(malformed(self.kind, "address family is neither 4 nor 6")),
+        };
+        Ok(SocketAddr::new(ip, self.u16()?))
+    }
+
+    fn end(self) -> Result<(), FrameError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(self.kind, "bytes after the last field"))
+        }
+    }
+}
+
+fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
+    let mut b = Body::new(body, "status");
+    let member = b.u64()?;
+    let status_seq = b.u64()?;
+    let hops = b.u8()?;
+    let ttl = b.u8()?;
+    let sent_seq = b.u64()?;
+    let flags = b.u8()?;
+    let name_len = b.u8()? as usize;
+    let name = std::str::from_utf8(b.take(name_len)?)
+        .map_err(|_| malformed("status", "name is not valid UTF-8"))?;
+    if let Some(reason) = name_problem(name) {
+        return Err(malformed("status", reason));
+    }
+    let addr_count = b.u8()? as usize;
+    if addr_count > MAX_STATUS_ADDRS {
+        return Err(malformed("status", "more than 8 addresses"));
+    }
+    let mut addrs = Vec::with_capacity(addr_count);
+    for _ in 0..addr_count {
+        addrs.push(b.addr()?);
+    }
+    let ack_count = b.u16()? as usize;
+    if ack_count > MAX_STATUS_ACKS {
+        return Err(malformed("status", "more than 4096 acknowledgements"));
+    }
+    // The count is checked against the bytes present before allocating.
+    if b.rest.len() != ack_count * ACK_LEN {
+        return Err(malformed(
+            "status",
+            "acknowledgement count does not match the frame length",
+        ));
+    }
+    let mut acks = Vec::with_capacity(ack_count);
+    for _ in 0..ack_count {
+        let ack = Ack {
+            origin: b.u64()?,
+            base: b.u64()?,
+            delivered: b.u64()?,
+        };
+        if ack.base == 0 || ack.delivered < ack.base - 1 {
+            return Err(malformed("status", "an acknowledgement below its base"));
+        }
+        acks.push(ack);
+    }
+    b.end()?;
+    if ttl == 0 {
+        return Err(malformed("status", "ttl is 0"));
+    }
+    Ok(Status {
+        member,
+        status_seq,
+        hops,
+        ttl,
+        sent_seq,
+        flags,
+        name: name.to_owned(),
+        addrs,
+        acks,
+    })
+}
+
+fn decode_down(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut b = Body::new(body, "down");
+    let member = b.u64()?;
+    let status_seq = b.u64()?;
+    let hops = b.u8()?;
+    let ttl = b.u8()?;
+    let reason_len = b.u8()? as usize;
+    let reason = b.take(reason_len)?;
+    b.end()?;
+    if ttl == 0 {
+        return Err(malformed("down", "ttl is 0"));
+    }
+    Ok(Frame::Down {
+        member,
+        status_seq,
+        hops,
+        ttl,
+        reason,
+    })
+}
+
+fn decode_repair(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut b = Body::new(body, "repair");
+    let origin = b.u64()?;
+    let from_seq = b.u64()?;
+    let to_seq = b.u64()?;
+    b.end()?;
+    if from_seq == 0 || to_seq < from_seq {
+        return Err(malformed("repair", "an empty or backward range"));
+    }
+    Ok(Frame::Repair {
+        origin,
+        from_seq,
+        to_seq,
+    })
+}
+
+fn decode_peers(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut b = Body::new(body, "peers");
+    let count = b.u8()? as usize;
+    if count > MAX_PEERS_ENTRIES {
+        return Err(malformed("peers", "more than 32 entries"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let node = b.u64()?;
+        entries.push((node, b.addr()?));
+    }
+    b.end()?;
+    Ok(Frame::Peers(entries))
 }
 
 /// The length prefix at the start of `buf`, once it is complete and within
@@ -346,9 +622,11 @@ impl Frame<'_> {
             Frame::Msg {
                 origin,
                 seq,
+                hops,
+                ttl,
                 payload,
             } => {
-                out.extend_from_slice(&msg_header(*origin, *seq, payload.len()));
+                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, payload.len()));
                 out.extend_from_slice(payload);
             }
             Frame::Ping(token) => {
@@ -365,6 +643,43 @@ impl Frame<'_> {
                 out.extend_from_slice(reason);
             }
             Frame::Accept => put_header(out, kind::ACCEPT, 0),
+            Frame::Status(status) => status.encode(out),
+            Frame::Down {
+                member,
+                status_seq,
+                hops,
+                ttl,
+                reason,
+            } => {
+                let reason = &reason[..reason.len().min(MAX_DOWN_REASON)];
+                put_header(out, kind::DOWN, 8 + 8 + 1 + 1 + 1 + reason.len());
+                out.extend_from_slice(&member.to_be_bytes());
+                out.extend_from_slice(&status_seq.to_be_bytes());
+                out.push(*hops);
+                out.push(*ttl);
+                out.push(reason.len() as u8);
+                out.extend_from_slice(reason);
+            }
+            Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            } => {
+                put_header(out, kind::REPAIR, 24);
+                out.extend_from_slice(&origin.to_be_bytes());
+                out.extend_from_slice(&from_seq.to_be_bytes());
+                out.extend_from_slice(&to_seq.to_be_bytes());
+            }
+            Frame::Peers(entries) => {
+                let entries = &entries[..entries.len().min(MAX_PEERS_ENTRIES)];
+                let body: usize = 1 + entries.iter().map(|(_, a)| 8 + addr_len(a)).sum::<usize>();
+                put_header(out, kind::PEERS, body);
+                out.push(entries.len() as u8);
+                for (node, addr) in entries {
+                    out.extend_from_slice(&node.to_be_bytes());
+                    put_addr(out, addr);
+                }
+            }
         }
     }
 
@@ -378,7 +693,13 @@ impl Frame<'_> {
 
 /// The header of a message frame whose payload is `payload_len` bytes long.
 /// Lets a caller write a payload straight after it without building a `Frame`.
-pub fn msg_header(origin: NodeId, seq: u64, payload_len: usize) -> [u8; MSG_HEADER_LEN] {
+pub fn msg_header(
+    origin: NodeId,
+    seq: u64,
+    hops: u8,
+    ttl: u8,
+    payload_len: usize,
+) -> [u8; MSG_HEADER_LEN] {
     let mut header = [0u8; MSG_HEADER_LEN];
     let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + payload_len)
         .expect("payload length is bounded by --max-frame");
@@ -386,7 +707,65 @@ pub fn msg_header(origin: NodeId, seq: u64, payload_len: usize) -> [u8; MSG_HEAD
     header[4] = kind::MSG;
     BigEndian::write_u64(&mut header[5..13], origin);
     BigEndian::write_u64(&mut header[13..21], seq);
+    header[MSG_HOPS_AT] = hops;
+    header[MSG_HOPS_AT + 1] = ttl;
     header
+}
+
+impl Status {
+    /// Appends this STATUS as a frame. Names over 255 bytes are cut, and
+    /// addresses and acknowledgements beyond their bounds are left out.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let name = truncate_utf8(&self.name, MAX_NAME_LEN);
+        let addrs = &self.addrs[..self.addrs.len().min(MAX_STATUS_ADDRS)];
+        let acks = &self.acks[..self.acks.len().min(MAX_STATUS_ACKS)];
+        let body = STATUS_FIXED
+            + name.len()
+            + 1
+            + addrs.iter().map(addr_len).sum::<usize>()
+            + 2
+            + acks.len() * ACK_LEN;
+        put_header(out, kind::STATUS, body);
+        out.extend_from_slice(&self.member.to_be_bytes());
+        out.extend_from_slice(&self.status_seq.to_be_bytes());
+        out.push(self.hops);
+        out.push(self.ttl);
+        out.extend_from_slice(&self.sent_seq.to_be_bytes());
+        out.push(self.flags);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.push(addrs.len() as u8);
+        for addr in addrs {
+            put_addr(out, addr);
+        }
+        out.extend_from_slice(&(acks.len() as u16).to_be_bytes());
+        for ack in acks {
+            out.extend_from_slice(&ack.origin.to_be_bytes());
+            out.extend_from_slice(&ack.base.to_be_bytes());
+            out.extend_from_slice(&ack.delivered.to_be_bytes());
+        }
+    }
+}
+
+fn addr_len(addr: &SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(_) => 1 + 4 + 2,
+        SocketAddr::V6(_) => 1 + 16 + 2,
+    }
+}
+
+fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 fn put_header(out: &mut Vec<u8>, kind: u8, body_len: usize) {
@@ -440,23 +819,27 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
                     origin: 0x0123_4567_89ab_cdef,
                     seq: 1,
+                    hops: 1,
+                    ttl: 16,
                     payload: b"Hello",
                 },
-                "00000016 02 0123456789abcdef 0000000000000001 48656c6c6f",
+                "00000018 02 0123456789abcdef 0000000000000001 01 10 48656c6c6f",
             ),
             (
                 Frame::Msg {
                     origin: 0x0123_4567_89ab_cdef,
                     seq: 2,
+                    hops: 3,
+                    ttl: 16,
                     payload: b"",
                 },
-                "00000011 02 0123456789abcdef 0000000000000002",
+                "00000013 02 0123456789abcdef 0000000000000002 03 10",
             ),
             (Frame::Ping(42), "00000009 03 000000000000002a"),
             (Frame::Pong(42), "00000009 04 000000000000002a"),
@@ -465,7 +848,59 @@ mod tests {
                 "0000000e 05 7368757474696e6720646f776e",
             ),
             (Frame::Accept, "00000001 06"),
+            (
+                Frame::Status(sample_status()),
+                "00000057 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 \
+                 05 616c696365 02 04 7f000001 1bcd 06 00000000000000000000000000000000 1bce \
+                 0001 fedcba9876543210 0000000000000003 0000000000000009",
+            ),
+            (
+                Frame::Down {
+                    member: 0x0123_4567_89ab_cdef,
+                    status_seq: 7,
+                    hops: 2,
+                    ttl: 16,
+                    reason: b"left",
+                },
+                "00000018 08 0123456789abcdef 0000000000000007 02 10 04 6c656674",
+            ),
+            (
+                Frame::Repair {
+                    origin: 0x0123_4567_89ab_cdef,
+                    from_seq: 3,
+                    to_seq: 5,
+                },
+                "00000019 09 0123456789abcdef 0000000000000003 0000000000000005",
+            ),
+            (
+                Frame::Peers(vec![(
+                    0xfedc_ba98_7654_3210,
+                    "127.0.0.1:7117".parse().unwrap(),
+                )]),
+                "00000011 0a 01 fedcba9876543210 04 7f000001 1bcd",
+            ),
         ]
+    }
+
+    fn sample_status() -> Status {
+        Status {
+            member: 0x0123_4567_89ab_cdef,
+            status_seq: 7,
+            hops: 1,
+            ttl: 16,
+            sent_seq: 5,
+            flags: FLAG_NO_RELAY,
+            name: "alice".into(),
+            addrs: vec![
+                "127.0.0.1:7117".parse().unwrap(),
+                "[::]:7118".parse().unwrap(),
+            ],
+            acks: vec![Ack {
+                origin: 0xfedc_ba98_7654_3210,
+                base: 3,
+                delivered: 9,
+            }],
+        }
     }
 
     #[test]
@@ -483,8 +918,10 @@ mod tests {
     fn protocol_md_lists_the_same_vectors() {
         let doc = include_str!("../PROTOCOL.md");
         for (frame, expected) in vectors() {
+            let expected = expected.split_whitespace().collect::<Vec<_>>().join(" ");
+            let doc_flat = doc.split_whitespace().collect::<Vec<_>>().join(" ");
             assert!(
-                doc.contains(expected),
+                doc_flat.contains(&expected),
                 "PROTOCOL.md lacks the vector for {frame:?}: {expected}"
             );
         }
@@ -499,10 +936,34 @@ mod tests {
             frames.push(Frame::Msg {
                 origin: 9,
                 seq: seq as u64,
+                hops: seq as u8 + 1,
+                ttl: 16,
                 payload,
             });
             frames.push(Frame::Ping(seq as u64));
         }
+        frames.push(Frame::Status(sample_status()));
+        frames.push(Frame::Status(Status {
+            ttl: 1,
+            ..Status::default()
+        }));
+        frames.push(Frame::Down {
+            member: 1,
+            status_seq: 2,
+            hops: 3,
+            ttl: 4,
+            reason: b"cut: accepted nothing for 10s",
+        });
+        frames.push(Frame::Repair {
+            origin: 1,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        });
+        frames.push(Frame::Peers(vec![
+            (1, "[::1]:1".parse().unwrap()),
+            (2, "10.0.0.1:65535".parse().unwrap()),
+        ]));
+        frames.push(Frame::Peers(Vec::new()));
         frames.push(Frame::Pong(u64::MAX));
         frames.push(Frame::Bye(b"bye"));
         let mut bytes = Vec::new();
@@ -533,12 +994,40 @@ mod tests {
             Frame::Msg {
                 origin,
                 seq,
+                hops,
+                ttl,
                 payload,
             } => Frame::Msg {
                 origin,
                 seq,
+                hops,
+                ttl,
                 payload: Box::leak(payload.to_vec().into_boxed_slice()),
             },
+            Frame::Down {
+                member,
+                status_seq,
+                hops,
+                ttl,
+                reason,
+            } => Frame::Down {
+                member,
+                status_seq,
+                hops,
+                ttl,
+                reason: Box::leak(reason.to_vec().into_boxed_slice()),
+            },
+            Frame::Status(s) => Frame::Status(s),
+            Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            } => Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            },
+            Frame::Peers(p) => Frame::Peers(p),
             Frame::Bye(reason) => Frame::Bye(Box::leak(reason.to_vec().into_boxed_slice())),
             Frame::Hello(h) => Frame::Hello(h),
             Frame::Ping(t) => Frame::Ping(t),
@@ -576,6 +1065,8 @@ mod tests {
             Frame::Msg {
                 origin: 1,
                 seq: seq as u64,
+                hops: 1,
+                ttl: 16,
                 payload: word,
             }
             .encode(&mut bytes);
@@ -613,24 +1104,112 @@ mod tests {
 
     #[test]
     fn a_message_at_the_limit_passes_and_one_byte_more_does_not() {
-        let max_frame = 1000;
-        let at = Frame::Msg {
-            origin: 1,
-            seq: 1,
-            payload: &[b'a'; 1000],
-        }
-        .to_bytes();
-        assert!(decode(&at, frame_limit(max_frame)).unwrap().is_some());
-        let over = Frame::Msg {
-            origin: 1,
-            seq: 1,
-            payload: &[b'a'; 1001],
-        }
-        .to_bytes();
+        let max_frame = 200_000;
+        let msg = |len: usize| {
+            Frame::Msg {
+                origin: 1,
+                seq: 1,
+                hops: 1,
+                ttl: 16,
+                payload: &vec![b'a'; len],
+            }
+            .to_bytes()
+        };
+        assert!(decode(&msg(max_frame), frame_limit(max_frame))
+            .unwrap()
+            .is_some());
         assert!(matches!(
-            decode(&over, frame_limit(max_frame)),
+            decode(&msg(max_frame + 1), frame_limit(max_frame)),
             Err(FrameError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn the_largest_status_fits_every_limit() {
+        let status = Status {
+            name: "n".repeat(MAX_NAME_LEN),
+            addrs: vec!["[::1]:1".parse().unwrap(); MAX_STATUS_ADDRS],
+            acks: vec![
+                Ack {
+                    origin: 1,
+                    base: 1,
+                    delivered: 0
+                };
+                MAX_STATUS_ACKS
+            ],
+            ttl: 1,
+            ..Status::default()
+        };
+        let bytes = Frame::Status(status.clone()).to_bytes();
+        assert_eq!(bytes.len(), LEN_PREFIX + MAX_STATUS_LEN);
+        let (back, _) = decode(&bytes, frame_limit(1)).unwrap().unwrap();
+        assert_eq!(back, Frame::Status(status));
+    }
+
+    #[test]
+    fn mesh_frames_out_of_bounds_are_named() {
+        let status = |f: &dyn Fn(&mut Status)| {
+            let mut s = sample_status();
+            f(&mut s);
+            Frame::Status(s).to_bytes()
+        };
+        let mut nine_addrs = status(&|_| {});
+        // addr_count sits after the fixed part and the 5-byte name.
+        nine_addrs[LEN_PREFIX + 1 + STATUS_FIXED + 5] = 9;
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            (nine_addrs, malformed("status", "more than 8 addresses")),
+            (
+                status(&|s| s.name = "a>b".into()),
+                malformed("status", "name contains '>'"),
+            ),
+            (
+                status(&|s| s.acks[0].delivered = 1),
+                malformed("status", "an acknowledgement below its base"),
+            ),
+            (status(&|s| s.ttl = 0), malformed("status", "ttl is 0")),
+            (
+                unhex("00000019 09 0123456789abcdef 0000000000000005 0000000000000003"),
+                malformed("repair", "an empty or backward range"),
+            ),
+            (
+                unhex("0000000b 0a 01 fedcba9876543210 04"),
+                malformed("peers", "body ends early"),
+            ),
+            (
+                unhex("00000011 0a 01 fedcba9876543210 05 7f000001 1bcd"),
+                malformed("peers", "address family is neither 4 nor 6"),
+            ),
+            (
+                unhex("00000012 0a 01 fedcba9876543210 04 7f000001 1bcd 00"),
+                malformed("peers", "bytes after the last field"),
+            ),
+            (
+                unhex("00000003 0a 21 00"),
+                malformed("peers", "more than 32 entries"),
+            ),
+            (
+                unhex("00000018 08 0123456789abcdef 0000000000000007 02 10 05 6c656674"),
+                malformed("down", "body ends early"),
+            ),
+            (
+                unhex("00000015 02 0123456789abcdef 0000000000000001 01 00 6162"),
+                malformed("message", "ttl is 0"),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(decode(&bytes, LIMIT), Err(expected), "{}", hex(&bytes));
+        }
+        // A STATUS whose ack count claims more than the frame holds.
+        let mut short = status(&|_| {});
+        let at = short.len() - ACK_LEN - 2;
+        short[at + 1] = 2;
+        assert_eq!(
+            decode(&short, LIMIT),
+            Err(malformed(
+                "status",
+                "acknowledgement count does not match the frame length"
+            ))
+        );
     }
 
     #[test]
@@ -647,7 +1226,7 @@ mod tests {
             ),
             (
                 unhex("00000005 02 00000000"),
-                malformed("message", "shorter than its 16-byte header"),
+                malformed("message", "shorter than its 18-byte header"),
             ),
             (
                 unhex(
@@ -663,31 +1242,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0001 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -702,11 +1281,11 @@ mod tests {
     fn not_frames() -> Vec<(&'static str, FrameError)> {
         vec![
             (
-                "00000014 02 0123456789abcdef 0000000000000001 610a62",
+                "00000016 02 0123456789abcdef 0000000000000001 01 10 610a62",
                 malformed("message", "payload contains a newline"),
             ),
             (
-                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -715,7 +1294,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -724,7 +1303,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0001 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,
@@ -774,6 +1353,8 @@ mod tests {
             let bytes = Frame::Msg {
                 origin: 1,
                 seq: 1,
+                hops: 1,
+                ttl: 16,
                 payload,
             }
             .to_bytes();
@@ -785,6 +1366,8 @@ mod tests {
         let cr = Frame::Msg {
             origin: 1,
             seq: 1,
+            hops: 1,
+            ttl: 16,
             payload: b"a\rb",
         }
         .to_bytes();
@@ -823,11 +1406,13 @@ mod tests {
 
     #[test]
     fn msg_header_matches_encode() {
-        let mut bytes = msg_header(5, 6, 3).to_vec();
+        let mut bytes = msg_header(5, 6, 1, 16, 3).to_vec();
         bytes.extend_from_slice(b"abc");
         let expected = Frame::Msg {
             origin: 5,
             seq: 6,
+            hops: 1,
+            ttl: 16,
             payload: b"abc",
         }
         .to_bytes();

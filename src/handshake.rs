@@ -118,6 +118,10 @@ pub fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Pong(_) => "PONG",
         Frame::Bye(_) => "BYE",
         Frame::Accept => "ACCEPT",
+        Frame::Status(_) => "STATUS",
+        Frame::Down { .. } => "DOWN",
+        Frame::Repair { .. } => "REPAIR",
+        Frame::Peers(_) => "PEERS",
     }
 }
 

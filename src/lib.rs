@@ -1,46 +1,58 @@
-//! peercat: a peer-to-peer broadcast pipe. Every node listens for peers and
-//! may dial peers; each line of a node's stdin goes to all its peers as one
-//! message, and every message a node receives is printed on its stdout.
+//! peercat: a peer-to-peer broadcast pipe for a group. A node joins by
+//! dialing any member; the nodes form a mesh, and each line of a node's
+//! stdin reaches every member once, in order per sender, relayed along the
+//! mesh; every message a node receives is printed on its stdout.
 //!
 //! The design is blocking `std::net` with a thread per connection. Threads
 //! share no mutable state except through channels, the per-peer outboxes,
-//! and a few guarded registries (each says why it needs its lock).
+//! and a few guarded registries (each says why it needs its lock). The
+//! group's logic is a pure state machine ([`mesh`]) that the router drives.
 //!
 //! ```text
 //!            stdin                                             stdout
 //!              |                                                  ^
 //!        [stdin thread] --chunks--> +----------+ --output--> [stdout thread]
-//!                                   |          |
-//!   [acceptor] --+                  |  router  | --push--> outbox --> [writer] --> socket
-//!                +--> [reader] ---> |  (owns   | --push--> outbox --> [writer] --> socket
-//!   [dialer]  ---+   handshake,     | the peer |
-//!                    then frames -> |  table)  |
+//!                                   |  router  |
+//!   [acceptor] --+                  | +------+ | --push--> outbox --> [writer] --> socket
+//!                +--> [reader] ---> | | mesh | | --push--> outbox --> [writer] --> socket
+//!   [dialer]  ---+   handshake,     | +------+ |
+//!       ^            then frames -> | (peer    |
+//!       +------------- dial -------- |  table)  |
 //!   socket ---------> [reader] ---> +----------+
 //! ```
 //!
-//! Data in: socket -> reader -> router -> stdout. Data out: stdin -> router ->
-//! each peer's outbox -> writer -> socket; the router lets the stdin thread
-//! read only while some peer can take a line. A new peer: acceptor or dialer
-//! -> reader (HELLOs) -> router admits it (ACCEPT) or refuses it (BYE) -> up
-//! once the other side's ACCEPT arrives. Delivery is confirmed by PONGs to
-//! PINGs sent after the messages; the router keeps the books per peer and
-//! logs them at exit (`--exit-on-eof`: exit 3 if anyone missed a line).
-//! Ctrl-C: shutdown trigger -> router closes every peer politely (flush,
-//! PING, BYE, FIN) -> main shuts down every socket still open -> threads
-//! joined.
+//! Data in: socket -> reader -> router -> mesh (de-duplicate, order, relay)
+//! -> stdout, and relayed copies -> other peers' outboxes. Data out: stdin ->
+//! router -> mesh (numbered, cached) -> each neighbour's outbox -> writer ->
+//! socket; the router lets the stdin thread read only while a peer is up, a
+//! member is known, and the end-to-end window has room. A new peer: acceptor
+//! or dialer -> reader (HELLOs) -> router admits it (ACCEPT) or refuses it
+//! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
+//! the mesh, which exchanges STATUS with it. Members acknowledge delivery in
+//! their STATUS; the mesh keeps the books per member and the router logs
+//! them at exit (`--exit-on-eof`: exit 3 if a member missed a line).
+//! Ctrl-C: shutdown trigger -> router tells the group it leaves, closes every
+//! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket
+//! still open -> threads joined.
 //!
 //! # Layout
 //! - [`config`]: the command line, parsed and validated into a `Config`.
 //! - [`error`]: the errors that end a node.
+//! - [`event`]: the types threads hand each other (connection ids, peer
+//!   info, endings, router events and output), low in the
+//!   layering so that no queue imports the thread it feeds.
 //! - [`frame`]: frames and their pure codec; `PROTOCOL.md` is its prose twin.
 //! - [`wire`]: read buffers, vectored writes, and sorting socket errors.
 //! - [`handshake`]: the HELLO exchange under a deadline.
-//! - [`acceptor`], [`dialer`]: inbound and outbound connections.
+//! - [`acceptor`], [`dialer`]: inbound connections, and the dials the mesh
+//!   asks for.
 //! - [`peer`]: one connection's reader and writer threads.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
-//! - [`router`]: the thread that owns the peer table and routes every frame.
-//! - [`books`]: what each peer got; the exit summary and `--stats` lines.
+//! - [`mesh`]: the pure mesh state machine: relay with de-duplication and
+//!   order, membership, dialing policy, end-to-end flow control.
+//! - [`router`]: the thread that owns the peer table and drives the mesh.
+//! - [`books`]: what each member got; the exit summary and `--stats` lines.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.
 //! - [`logging`]: the log sink; a queue and a `log` thread, so logging never blocks.
@@ -54,9 +66,11 @@ pub mod books;
 pub mod config;
 pub mod dialer;
 pub mod error;
+pub mod event;
 pub mod frame;
 pub mod handshake;
 pub mod logging;
+pub mod mesh;
 pub mod node;
 pub mod outbox;
 pub mod output;

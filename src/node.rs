@@ -4,7 +4,9 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{IpAddr, Shutdown as SocketShutdown, TcpListener, TcpStream};
+use std::net::{
+    IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,13 +16,14 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::event::{ConnId, Event, Inbound};
 use crate::frame::{Hello, NodeId};
-use crate::peer::{ConnId, Inbound};
-use crate::router::{Event, Outcome, Router};
+use crate::mesh::Mesh;
+use crate::router::{self, Outcome, Router};
 use crate::shutdown::{Cause, Shutdown};
 use crate::stdio::StdinGate;
 use crate::threads::Threads;
-use crate::{acceptor, dialer, ratelog, stdio};
+use crate::{acceptor, ratelog, stdio};
 
 /// Batches of received messages waiting for the router. Readers block when
 /// it is full, which is how a slow stdout pushes back on the peers.
@@ -175,6 +178,24 @@ pub fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// `--advertise HOST:PORT` as an address, resolved once at start; a name
+/// that does not resolve is logged and left out (neighbours then tell the
+/// group the address they see us at).
+fn advertise(config: &Config) -> Option<SocketAddr> {
+    let peer = config.advertise.as_ref()?;
+    match (peer.host.as_str(), peer.port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            log::warn!(
+                "cannot resolve --advertise {peer}: {}; members will dial the \
+                 address our neighbours see",
+                crate::wire::describe(&e)
+            );
+            None
+        }
+    }
+}
+
 /// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or
 /// stdout closed. Returns once everything has been flushed and closed.
 pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
@@ -229,9 +250,6 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         if let Some(listener) = listener {
             acceptor::spawn(&node, listener)?;
         }
-        for peer in &node.config.peers {
-            dialer::spawn(&node, peer.clone())?;
-        }
         Ok(())
     })();
     if let Err(e) = started {
@@ -239,8 +257,13 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         return Err(Error::Spawn(e));
     }
 
+    let mesh = Mesh::new(
+        router::mesh_config(&node, advertise(&node.config)),
+        Instant::now(),
+    );
     let outcome = Router::new(
         node.clone(),
+        mesh,
         events_rx,
         inbound_rx,
         stdin_rx,

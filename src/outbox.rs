@@ -4,7 +4,8 @@
 //! The router never blocks on it: `push` always succeeds, and reports when
 //! the queue has grown past its high-water mark. The router then stops taking
 //! new stdin lines until the writer has drained the queue below the low-water
-//! mark and said so with [`Event::Drained`]. That is the whole flow control:
+//! mark and said so (the `drained` callback, which the connection turns into
+//! a router event). That is the whole flow control:
 //! stdin slows to the pace of the slowest live peer, and memory per peer stays
 //! near the high-water mark. A peer that drains nothing at all is dropped by
 //! its writer's stall rule (`--stall-timeout`).
@@ -19,11 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
-
-use crate::peer::ConnId;
-use crate::router::Event;
 
 /// Queue size at which the router stops reading stdin for everyone.
 pub const HIGH_WATER: usize = 1024 * 1024;
@@ -31,6 +28,9 @@ pub const HIGH_WATER: usize = 1024 * 1024;
 pub const LOW_WATER: usize = 256 * 1024;
 /// PINGs remembered while their PONGs are outstanding.
 const PINGS_KEPT: usize = 8;
+
+/// What the outbox calls when it drains below the low-water mark.
+type Drained = Box<dyn Fn() + Send + Sync>;
 
 /// Frames as encoded bytes, shared by every outbox they are queued in.
 pub type Bytes = Arc<Vec<u8>>;
@@ -80,10 +80,10 @@ pub struct Outbox {
 }
 
 struct Shared {
-    conn: ConnId,
     state: Mutex<State>,
     wake: Condvar,
-    events: Sender<Event>,
+    /// Called when the queue drops back under the low-water mark.
+    drained: Drained,
 }
 
 #[derive(Default)]
@@ -145,19 +145,18 @@ pub struct Work {
 }
 
 impl Outbox {
-    pub fn new(conn: ConnId, events: Sender<Event>) -> Self {
+    pub fn new(drained: impl Fn() + Send + Sync + 'static) -> Self {
         Outbox {
             shared: Arc::new(Shared {
-                conn,
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
-                events,
+                drained: Box::new(drained),
             }),
         }
     }
 
     /// Queues `batch`; returns true if the queue is now over the high-water
-    /// mark (and the writer will send [`Event::Drained`] when it is not).
+    /// mark (and the writer will call `drained` when it is not).
     /// A closing outbox takes nothing and says so with `None`.
     pub fn push(&self, batch: Batch) -> Option<bool> {
         let mut state = self.shared.state.lock();
@@ -321,10 +320,7 @@ impl Outbox {
         if state.over && state.queued_bytes <= LOW_WATER {
             state.over = false;
             drop(state);
-            // The router may already be gone at shutdown; nothing to tell then.
-            let _ = self.shared.events.send(Event::Drained {
-                conn: self.shared.conn,
-            });
+            (self.shared.drained)();
         }
     }
 }
@@ -348,13 +344,13 @@ mod tests {
 
     /// An outbox whose router is not listening.
     fn outbox() -> Outbox {
-        Outbox::new(1, unbounded().0)
+        Outbox::new(|| {})
     }
 
     #[test]
     fn crossing_the_marks_is_reported_once_each_way() {
         let (tx, rx) = unbounded();
-        let outbox = Outbox::new(7, tx);
+        let outbox = Outbox::new(move || tx.send(7).unwrap());
         let half = batch(HIGH_WATER / 2 + 1, 3);
         assert_eq!(outbox.push(half.clone()), Some(false));
         assert_eq!(outbox.push(half.clone()), Some(true));
@@ -363,7 +359,7 @@ mod tests {
         outbox.written(&work.batches[..1]);
         assert!(rx.try_recv().is_err(), "still over the low-water mark");
         outbox.written(&work.batches[1..]);
-        assert!(matches!(rx.try_recv(), Ok(Event::Drained { conn: 7 })));
+        assert!(matches!(rx.try_recv(), Ok(7)));
         outbox.written(&[]);
         assert!(rx.try_recv().is_err());
         let (ledger, queued) = outbox.ledger();

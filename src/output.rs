@@ -1,12 +1,12 @@
-//! How received messages and peer events look on stdout: `plain`, `tagged`
-//! or `json` (one object per line).
+//! How received messages and events look on stdout: `plain`, `tagged`
+//! (`ORIGIN> line`, the name of the member that sent it) or `json` (one
+//! object per line; peer, member and gap events appear only there).
 
 use std::io::{self, IoSlice, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Format;
-use crate::peer::{Direction, PeerInfo};
-use crate::router::Output;
+use crate::event::{Direction, Line, Lines, Output, PeerInfo};
 use crate::wire::write_all_vectored;
 
 /// A payload this long is written straight through rather than copied
@@ -15,43 +15,7 @@ const LARGE: usize = 32 * 1024;
 
 pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Result<()> {
     match (output, format) {
-        (Output::Msgs(batch), _) => {
-            let ts = match format {
-                Format::Json => rfc3339_micros(batch.at),
-                _ => String::new(),
-            };
-            for msg in &batch.msgs {
-                let payload = msg.payload(&batch.buf);
-                match format {
-                    Format::Plain => {}
-                    Format::Tagged => {
-                        out.write_all(batch.from.as_bytes())?;
-                        out.write_all(b"> ")?;
-                    }
-                    Format::Json => {
-                        out.write_all(b"{\"type\":\"msg\",\"from\":")?;
-                        json_string(out, &batch.from)?;
-                        write!(
-                            out,
-                            ",\"origin\":\"{:016x}\",\"ts\":\"{ts}\",\"seq\":{},\"text\":",
-                            msg.origin, msg.seq
-                        )?;
-                        json_text(out, payload)?;
-                        out.write_all(b"}\n")?;
-                        continue;
-                    }
-                }
-                if payload.len() >= LARGE {
-                    // One writev for payload and newline, past the buffer.
-                    let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
-                    write_all_vectored(out, &mut slices, Duration::ZERO)?;
-                } else {
-                    out.write_all(payload)?;
-                    out.write_all(b"\n")?;
-                }
-            }
-            Ok(())
-        }
+        (Output::Msgs(batch), _) => write_lines(out, format, batch),
         (Output::PeerUp(info), Format::Json) => {
             peer_event(out, "peer_up", info)?;
             out.write_all(b"}\n")
@@ -62,9 +26,102 @@ pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Resul
             json_string(out, &ending.to_string())?;
             writeln!(out, ",\"polite\":{}}}", ending.is_polite())
         }
-        // Only JSON output carries peer events.
-        (Output::PeerUp(_) | Output::PeerDown(..), _) => Ok(()),
+        (Output::MemberUp { id, name, addrs }, Format::Json) => {
+            write!(
+                out,
+                "{{\"type\":\"member_up\",\"id\":\"{id:016x}\",\"name\":"
+            )?;
+            json_string(out, name)?;
+            out.write_all(b",\"addrs\":[")?;
+            for (i, addr) in addrs.iter().enumerate() {
+                let comma = if i == 0 { "" } else { "," };
+                write!(out, "{comma}\"{addr}\"")?;
+            }
+            out.write_all(b"]}\n")
+        }
+        (Output::MemberDown { id, name, reason }, Format::Json) => {
+            write!(
+                out,
+                "{{\"type\":\"member_down\",\"id\":\"{id:016x}\",\"name\":"
+            )?;
+            json_string(out, name)?;
+            out.write_all(b",\"reason\":")?;
+            json_string(out, reason)?;
+            out.write_all(b"}\n")
+        }
+        (
+            Output::Gap {
+                origin,
+                name,
+                first,
+                last,
+                reason,
+            },
+            Format::Json,
+        ) => {
+            write!(
+                out,
+                "{{\"type\":\"gap\",\"origin\":\"{origin:016x}\",\"name\":"
+            )?;
+            json_string(out, name)?;
+            write!(
+                out,
+                ",\"first_seq\":{first},\"last_seq\":{last},\"reason\":"
+            )?;
+            json_string(out, reason)?;
+            out.write_all(b"}\n")
+        }
+        // Only JSON output carries events; the log has them in every format.
+        _ => Ok(()),
     }
+}
+
+fn write_lines(out: &mut impl Write, format: Format, batch: &Lines) -> io::Result<()> {
+    let ts = match format {
+        Format::Json => rfc3339_micros(batch.at),
+        _ => String::new(),
+    };
+    for line in &batch.lines {
+        let payload = line.msg.payload();
+        match format {
+            Format::Plain => {}
+            Format::Tagged => {
+                out.write_all(line.from.as_bytes())?;
+                out.write_all(b"> ")?;
+            }
+            Format::Json => {
+                json_msg(out, line, &ts)?;
+                json_text(out, payload)?;
+                out.write_all(b"}\n")?;
+                continue;
+            }
+        }
+        if payload.len() >= LARGE {
+            // One writev for payload and newline, past the buffer.
+            let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
+            write_all_vectored(out, &mut slices, Duration::ZERO)?;
+        } else {
+            out.write_all(payload)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// A msg object up to its `text`.
+fn json_msg(out: &mut impl Write, line: &Line, ts: &str) -> io::Result<()> {
+    out.write_all(b"{\"type\":\"msg\",\"from\":")?;
+    json_string(out, &line.from)?;
+    write!(
+        out,
+        ",\"origin\":\"{:016x}\",\"ts\":\"{ts}\",\"hops\":{},\"via\":",
+        line.msg.origin, line.msg.hops
+    )?;
+    match &line.via {
+        Some(via) => json_string(out, via)?,
+        None => out.write_all(b"null")?,
+    }
+    write!(out, ",\"seq\":{},\"text\":", line.msg.seq)
 }
 
 fn peer_event(out: &mut impl Write, kind: &str, info: &PeerInfo) -> io::Result<()> {
@@ -178,33 +235,37 @@ pub fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Frame;
-    use crate::peer::{Ending, Inbound, MsgMeta};
+    use crate::event::Ending;
+    use crate::mesh::Delivery;
+    use std::sync::Arc;
 
     fn batch(payloads: &[&[u8]]) -> Output {
         let mut buf = Vec::new();
-        let mut msgs = Vec::new();
-        for (i, p) in payloads.iter().enumerate() {
+        let mut ranges = Vec::new();
+        for p in payloads {
             let start = buf.len();
-            Frame::Msg {
-                origin: 0xab,
-                seq: i as u64 + 1,
-                payload: p,
-            }
-            .encode(&mut buf);
-            msgs.push(MsgMeta {
-                origin: 0xab,
-                seq: i as u64 + 1,
-                start,
-                end: buf.len(),
-            });
+            buf.extend_from_slice(p);
+            ranges.push(start..buf.len());
         }
-        Output::Msgs(Inbound {
-            conn: 1,
-            from: "bob".into(),
+        let buf = Arc::new(buf);
+        let lines = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| Line {
+                msg: Delivery {
+                    origin: 0xab,
+                    seq: i as u64 + 1,
+                    hops: 2,
+                    via: Some(1),
+                    payload: (buf.clone(), range),
+                },
+                from: "bob".into(),
+                via: Some("carol".into()),
+            })
+            .collect();
+        Output::Msgs(Lines {
             at: UNIX_EPOCH + std::time::Duration::from_micros(1_795_766_462_123_456),
-            buf,
-            msgs,
+            lines,
         })
     }
 
@@ -237,9 +298,9 @@ mod tests {
         );
         assert_eq!(
             render(Format::Json, &b),
-            "{\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"seq\":1,\"text\":\"Hello\"}\n\
-             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"seq\":2,\"text\":\"\"}\n\
-             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"seq\":3,\"text\":\"say \\\"hi\\\"\\t\\u0001\"}\n"
+            "{\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"hops\":2,\"via\":\"carol\",\"seq\":1,\"text\":\"Hello\"}\n\
+             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"hops\":2,\"via\":\"carol\",\"seq\":2,\"text\":\"\"}\n\
+             {\"type\":\"msg\",\"from\":\"bob\",\"origin\":\"00000000000000ab\",\"ts\":\"2026-11-27T08:01:02.123456Z\",\"hops\":2,\"via\":\"carol\",\"seq\":3,\"text\":\"say \\\"hi\\\"\\t\\u0001\"}\n"
         );
     }
 
@@ -265,6 +326,49 @@ mod tests {
             .ends_with(",\"reason\":\"connection reset by peer\",\"polite\":false}\n"));
         assert_eq!(render(Format::Plain, &up), "");
         assert_eq!(render(Format::Tagged, &down), "");
+    }
+
+    #[test]
+    fn member_and_gap_events_are_json_only() {
+        let up = Output::MemberUp {
+            id: 0xab,
+            name: "bob".into(),
+            addrs: vec![
+                "127.0.0.1:7117".parse().unwrap(),
+                "[::1]:7118".parse().unwrap(),
+            ],
+        };
+        assert_eq!(
+            render(Format::Json, &up),
+            "{\"type\":\"member_up\",\"id\":\"00000000000000ab\",\"name\":\"bob\",\
+             \"addrs\":[\"127.0.0.1:7117\",\"[::1]:7118\"]}\n"
+        );
+        let down = Output::MemberDown {
+            id: 0xab,
+            name: "bob".into(),
+            reason: "cut: accepted nothing for 10s".into(),
+        };
+        assert_eq!(
+            render(Format::Json, &down),
+            "{\"type\":\"member_down\",\"id\":\"00000000000000ab\",\"name\":\"bob\",\
+             \"reason\":\"cut: accepted nothing for 10s\"}\n"
+        );
+        let gap = Output::Gap {
+            origin: 0xab,
+            name: "bob".into(),
+            first: 5,
+            last: 9,
+            reason: "not repaired within 10s".into(),
+        };
+        assert_eq!(
+            render(Format::Json, &gap),
+            "{\"type\":\"gap\",\"origin\":\"00000000000000ab\",\"name\":\"bob\",\
+             \"first_seq\":5,\"last_seq\":9,\"reason\":\"not repaired within 10s\"}\n"
+        );
+        for event in [&up, &down, &gap] {
+            assert_eq!(render(Format::Plain, event), "");
+            assert_eq!(render(Format::Tagged, event), "");
+        }
     }
 
     #[test]

@@ -14,160 +14,23 @@
 //! takes no byte for `--stall-timeout`, and after its BYE waits a bounded
 //! time for the peer to close.
 
-use std::fmt;
 use std::io::IoSlice;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, select, Receiver, TryRecvError};
 use parking_lot::Mutex;
 
-use crate::dialer::{DialOutcome, DialTicket};
-use crate::frame::{self, Frame, NodeId, MSG_HEADER_LEN};
+use crate::event::{ConnId, Direction, Ending, Event, Handover, InFrame, Inbound, PeerInfo};
+use crate::frame::{self, Frame};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
+use crate::mesh::{DialTarget, MsgRef};
 use crate::node::{Node, PendingHandshake};
 use crate::outbox::{AfterBye, Batch, Close, Outbox, Work};
 use crate::ratelog;
-use crate::router::Event;
 use crate::shutdown::Never;
 use crate::wire::{classify, describe, write_all_vectored, IoFailure, ReadBuf};
-
-/// Identifies one connection for the life of the process.
-pub type ConnId = u64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// They dialed us.
-    In,
-    /// We dialed them.
-    Out,
-}
-
-/// Who is at the other end of a connection, as its HELLO said.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    pub conn: ConnId,
-    pub node_id: NodeId,
-    pub name: Arc<str>,
-    pub addr: SocketAddr,
-    pub direction: Direction,
-    pub listen_port: u16,
-    pub max_frame: usize,
-    /// How often the peer pings when it has nothing to send (from its HELLO).
-    pub keepalive: Duration,
-}
-
-impl fmt::Display for PeerInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name, self.addr)
-    }
-}
-
-/// Messages decoded from one read, sharing the buffer they arrived in.
-pub struct Inbound {
-    pub conn: ConnId,
-    pub from: Arc<str>,
-    /// When the batch was read from the socket.
-    pub at: SystemTime,
-    pub buf: Vec<u8>,
-    pub msgs: Vec<MsgMeta>,
-}
-
-/// Where one message frame sits in its [`Inbound::buf`].
-#[derive(Debug, Clone, Copy)]
-pub struct MsgMeta {
-    pub origin: NodeId,
-    pub seq: u64,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl MsgMeta {
-    pub fn payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.start + MSG_HEADER_LEN..self.end]
-    }
-}
-
-/// How a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// The peer sent BYE, then closed: the polite way.
-    Goodbye(String),
-    /// The peer closed between two frames without saying BYE.
-    Eof,
-    /// The peer closed in the middle of a frame.
-    Truncated { have: usize, frame: Option<usize> },
-    /// "Connection reset by peer": the peer vanished without a polite close.
-    Reset,
-    /// Nothing arrived for 3 x `--keepalive`: presumed dead.
-    Silent(Duration),
-    /// Our writer could send nothing for `--stall-timeout`.
-    Stalled(Duration),
-    /// The peer answered our HELLO with BYE: it does not take us as a peer.
-    Refused(String),
-    /// The peer did not close its side within this long of our BYE.
-    NoClose(Duration),
-    /// The peer broke the protocol.
-    Protocol(String),
-    /// Some other socket error.
-    Io(String),
-    /// This node is stopping and stopped reading.
-    Stopping,
-}
-
-impl Ending {
-    /// Whether this is an orderly end rather than a failure.
-    pub fn is_polite(&self) -> bool {
-        matches!(
-            self,
-            Ending::Goodbye(_) | Ending::Stopping | Ending::Refused(_)
-        )
-    }
-}
-
-impl fmt::Display for Ending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ending::Goodbye(reason) if reason.is_empty() => write!(f, "said goodbye"),
-            Ending::Goodbye(reason) => write!(f, "said goodbye: {reason}"),
-            Ending::Eof => write!(f, "closed the connection without saying goodbye"),
-            Ending::Truncated {
-                have,
-                frame: Some(len),
-            } => write!(
-                f,
-                "closed the connection in the middle of a frame ({have} of {len} bytes)"
-            ),
-            Ending::Truncated { have, frame: None } => {
-                write!(
-                    f,
-                    "closed the connection in the middle of a frame header ({have} bytes)"
-                )
-            }
-            Ending::Reset => write!(f, "connection reset by peer"),
-            Ending::Silent(d) => write!(
-                f,
-                "no data for {}s (3 x keepalive): presumed dead",
-                d.as_secs()
-            ),
-            Ending::Stalled(d) => write!(
-                f,
-                "stalled: accepted no data for {}s (--stall-timeout)",
-                d.as_secs()
-            ),
-            Ending::Refused(reason) => write!(f, "refused the connection: {reason}"),
-            Ending::NoClose(d) => write!(
-                f,
-                "did not close within {}s of our goodbye; closed it anyway",
-                d.as_secs()
-            ),
-            Ending::Protocol(reason) => write!(f, "protocol error: {reason}"),
-            Ending::Io(reason) => write!(f, "connection error: {reason}"),
-            Ending::Stopping => write!(f, "this node is stopping"),
-        }
-    }
-}
 
 /// The writer's reason for ending a connection, read by the reader when its
 /// own read then fails. Mutex: written by one thread, read by the other.
@@ -178,7 +41,7 @@ pub fn start(
     node: &Arc<Node>,
     stream: TcpStream,
     direction: Direction,
-    ticket: Option<DialTicket>,
+    dialed: Option<DialTarget>,
 ) {
     let conn = node.next_conn_id();
     let addr = match stream.peer_addr() {
@@ -188,13 +51,14 @@ pub fn start(
                 "connection {conn} closed before it started: {}",
                 describe(&e)
             );
+            dial_failed(&node.events, dialed, describe(&e), false);
             return;
         }
     };
     let node_ = node.clone();
     let pending = node.pending_handshake((direction == Direction::In).then_some(addr.ip()));
     let spawned = node.threads.spawn(format!("rx-{conn}"), move || {
-        connection(node_, conn, stream, addr, direction, ticket, pending)
+        connection(node_, conn, stream, addr, direction, dialed, pending)
     });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for {addr}: {}", describe(&e));
@@ -207,7 +71,7 @@ fn connection(
     stream: TcpStream,
     addr: SocketAddr,
     direction: Direction,
-    ticket: Option<DialTicket>,
+    dialed: Option<DialTarget>,
     pending: PendingHandshake,
 ) {
     // One socket, one descriptor, shared: std reads and writes through a
@@ -223,13 +87,8 @@ fn connection(
         Ok(hello) => hello,
         Err(e) => {
             handshake_failed(&stream, addr, &e, direction);
-            if let Some(ticket) = ticket {
-                let outcome = match e {
-                    HandshakeError::ItsMe => DialOutcome::ItsMe,
-                    other => DialOutcome::Failed(other.to_string()),
-                };
-                let _ = ticket.send(outcome);
-            }
+            let myself = matches!(e, HandshakeError::ItsMe);
+            dial_failed(&node.events, dialed, format!("{addr}: {e}"), myself);
             return;
         }
     };
@@ -244,7 +103,11 @@ fn connection(
         keepalive: Duration::from_secs(hello.keepalive_secs.into()),
     };
     log::debug!("handshake with {info} done: node {:016x}", info.node_id);
-    let outbox = Outbox::new(conn, node.events.clone());
+    let events = node.events.clone();
+    // The router may already be gone at shutdown; nothing to tell then.
+    let outbox = Outbox::new(move || {
+        let _ = events.send(Event::Drained { conn });
+    });
     let fault = Fault::default();
     let (reading, reader_done) = bounded::<Never>(0);
     let writer_done = match start_writer(&node, &stream, &info, &outbox, &fault, reader_done) {
@@ -252,6 +115,7 @@ fn connection(
         Err(e) => {
             log::warn!("{info}: cannot start its writer: {}", describe(&e));
             let _ = stream.shutdown(SocketShutdown::Both);
+            dial_failed(&node.events, dialed, describe(&e), false);
             return;
         }
     };
@@ -260,7 +124,7 @@ fn connection(
     let _ = node.events.send(Event::Admit {
         info: info.clone(),
         outbox: outbox.clone(),
-        ticket,
+        dialed,
         gate: gate_tx,
         handover: handover.clone(),
     });
@@ -308,6 +172,23 @@ fn connection(
     });
 }
 
+/// Tells the router that a dial the mesh asked for ended before the peer
+/// was admitted or refused (connections they dialed us need no report).
+pub fn dial_failed(
+    events: &crossbeam_channel::Sender<Event>,
+    dialed: Option<DialTarget>,
+    reason: String,
+    myself: bool,
+) {
+    if let Some(target) = dialed {
+        let _ = events.send(Event::DialFailed {
+            target,
+            reason,
+            myself,
+        });
+    }
+}
+
 /// A peer's text (a BYE reason) safe for one log line: control and line
 /// separator characters become visible escapes (`\u{1b}`); the rest,
 /// quotes included, stays as sent, so JSON escapes it only once.
@@ -318,36 +199,6 @@ fn printable(text: &str) -> String {
             c => c.to_string(),
         })
         .collect()
-}
-
-/// Lets a connection that replaces another one to the same node deliver
-/// only once the old one has delivered everything it read, so that the
-/// node's messages reach stdout in order. Mutex: the old connection's reader
-/// finishes while the router may be handing it a successor.
-#[derive(Clone, Default)]
-pub struct Handover(Arc<Mutex<HandoverState>>);
-
-#[derive(Default)]
-struct HandoverState {
-    finished: bool,
-    /// The successor's delivery gate, opened (dropped) when this one finishes.
-    successor: Option<Sender<Never>>,
-}
-
-impl Handover {
-    /// Opens `gate` once this connection has delivered all it read.
-    pub fn pass_on(&self, gate: Sender<Never>) {
-        let mut state = self.0.lock();
-        if !state.finished {
-            state.successor = Some(gate);
-        }
-    }
-
-    fn finish(&self) {
-        let mut state = self.0.lock();
-        state.finished = true;
-        state.successor = None;
-    }
 }
 
 /// Logs a failed handshake and closes the connection. A connection we
@@ -473,7 +324,7 @@ impl Reader<'_> {
     /// Handles every whole frame in the buffer; messages go to the router
     /// as one batch. Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
-        let mut msgs = Vec::new();
+        let mut frames = Vec::new();
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
         let broken = loop {
@@ -487,6 +338,8 @@ impl Reader<'_> {
                 Frame::Msg {
                     origin,
                     seq,
+                    hops,
+                    ttl,
                     payload,
                 } => {
                     log::trace!(
@@ -497,18 +350,14 @@ impl Reader<'_> {
                     if !self.accepted {
                         break Some(Ending::Protocol("a message before ACCEPT".to_owned()));
                     }
-                    if origin != self.info.node_id {
-                        break Some(Ending::Protocol(format!(
-                            "a message from node {origin:016x}, not from the peer itself \
-                             (this version does not relay)"
-                        )));
-                    }
-                    msgs.push(MsgMeta {
+                    frames.push(InFrame::Msg(MsgRef {
                         origin,
                         seq,
+                        hops,
+                        ttl,
                         start: at,
                         end: at + used,
-                    });
+                    }));
                 }
                 Frame::Accept => {
                     log::trace!("{}: <- accept", self.info);
@@ -544,13 +393,30 @@ impl Reader<'_> {
                     });
                 }
                 Frame::Hello(_) => break Some(Ending::Protocol("a second HELLO".to_owned())),
+                // The mesh's frames go to the router in order with the
+                // messages. PEERS may precede the BYE of a refusal; the
+                // others come only from a peer that accepted us.
+                other @ (Frame::Status(_)
+                | Frame::Down { .. }
+                | Frame::Repair { .. }
+                | Frame::Peers(_)) => {
+                    let kind = crate::handshake::frame_name(&other);
+                    log::trace!("{}: <- {kind}", self.info);
+                    if !self.accepted && !matches!(other, Frame::Peers(_)) {
+                        break Some(Ending::Protocol(format!("a {kind} before ACCEPT")));
+                    }
+                    frames.push(InFrame::Control {
+                        start: at,
+                        end: at + used,
+                    });
+                }
             }
             self.rb.consume(used);
         };
-        let waited = if msgs.is_empty() {
+        let waited = if frames.is_empty() {
             false
         } else {
-            self.deliver(msgs, limit)?
+            self.deliver(frames, limit)?
         };
         match broken {
             Some(ending) => Err(ending),
@@ -558,17 +424,16 @@ impl Reader<'_> {
         }
     }
 
-    /// Hands a batch of messages to the router, once the gate is open.
-    fn deliver(&mut self, msgs: Vec<MsgMeta>, limit: usize) -> Result<bool, Ending> {
+    /// Hands a batch of frames to the router, once the gate is open.
+    fn deliver(&mut self, frames: Vec<InFrame>, limit: usize) -> Result<bool, Ending> {
         let waited = self.wait_at_gate()?;
+        let buf = self
+            .rb
+            .take_decoded(self.node.spare_buffers.try_recv().ok(), limit);
         let batch = Inbound {
             conn: self.info.conn,
-            from: self.info.name.clone(),
-            at: SystemTime::now(),
-            buf: self
-                .rb
-                .take_decoded(self.node.spare_buffers.try_recv().ok(), limit),
-            msgs,
+            buf: Arc::new(buf),
+            frames,
         };
         if self.node.inbound.send(batch).is_err() {
             return Err(Ending::Stopping);
@@ -802,6 +667,7 @@ impl Writer {
                     origin,
                     seq,
                     payload,
+                    ..
                 },
                 used,
             ))) = frame::decode(rest, usize::MAX)

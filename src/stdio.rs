@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::frame::{self, msg_header, Frame, NodeId, MSG_HEADER_LEN};
+use crate::event::{Lines, Output};
+use crate::frame::{self, msg_header, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
-use crate::outbox::{Batch, Bytes};
+use crate::outbox::Bytes;
 use crate::output;
-use crate::router::Output;
 use crate::shutdown::Cause;
 use crate::wire::describe;
 
@@ -33,42 +33,10 @@ const WRITE_SIZE: usize = 64 * 1024;
 pub struct Chunk {
     pub bytes: Bytes,
     pub frames: usize,
+    /// The sequence number of its first message; the rest follow on.
+    pub first_seq: u64,
     /// The largest payload in the chunk, to compare with a peer's limit.
     pub largest: usize,
-}
-
-impl Chunk {
-    /// The whole chunk as one batch for an outbox.
-    pub fn batch(&self) -> Batch {
-        Batch {
-            bytes: self.bytes.clone(),
-            msgs: self.frames as u64,
-        }
-    }
-
-    /// This chunk without the messages over `limit` bytes, for a peer whose
-    /// HELLO announced a smaller `--max-frame` than ours, and how many were
-    /// left out.
-    pub fn for_smaller_limit(&self, limit: usize) -> (Batch, u64) {
-        let mut kept = Vec::with_capacity(self.bytes.len());
-        let mut msgs = 0;
-        let mut rest = &self.bytes[..];
-        while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
-            if !matches!(frame, Frame::Msg { payload, .. } if payload.len() > limit) {
-                kept.extend_from_slice(&rest[..used]);
-                msgs += 1;
-            }
-            rest = &rest[used..];
-        }
-        let skipped = self.frames as u64 - msgs;
-        (
-            Batch {
-                bytes: Arc::new(kept),
-                msgs,
-            },
-            skipped,
-        )
-    }
 }
 
 /// Whether the stdin thread may read: only while a line read now can reach
@@ -140,6 +108,8 @@ pub struct LineFramer {
     /// The current line is too long: drop bytes until its newline.
     skipping: bool,
     pub skipped: u64,
+    /// Written into every message: the origin's `--ttl`.
+    ttl: u8,
 }
 
 /// A line at least this long goes out as a chunk of its own.
@@ -159,7 +129,14 @@ impl LineFramer {
             partial: Vec::new(),
             skipping: false,
             skipped: 0,
+            ttl: frame::DEFAULT_TTL,
         }
+    }
+
+    /// Messages framed from now on carry `ttl` (the origin's `--ttl`).
+    pub fn with_ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl.max(1);
+        self
     }
 
     pub fn push(&mut self, mut data: &[u8]) {
@@ -218,6 +195,8 @@ impl LineFramer {
                 frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(
                     self.origin,
                     self.next_seq,
+                    1,
+                    self.ttl,
                     len,
                 ));
                 self.next_seq += 1;
@@ -225,6 +204,7 @@ impl LineFramer {
                 self.ready.push(Chunk {
                     bytes: Arc::new(frame),
                     frames: 1,
+                    first_seq: self.next_seq - 1,
                     largest: len,
                 });
             } else {
@@ -248,8 +228,13 @@ impl LineFramer {
     }
 
     fn emit(&mut self, payload: &[u8]) {
-        self.chunk
-            .extend_from_slice(&msg_header(self.origin, self.next_seq, payload.len()));
+        self.chunk.extend_from_slice(&msg_header(
+            self.origin,
+            self.next_seq,
+            1,
+            self.ttl,
+            payload.len(),
+        ));
         self.chunk.extend_from_slice(payload);
         self.next_seq += 1;
         self.frames += 1;
@@ -266,6 +251,7 @@ impl LineFramer {
         self.ready.push(Chunk {
             bytes: Arc::new(bytes),
             frames: self.frames,
+            first_seq: self.next_seq - self.frames as u64,
             largest: self.largest,
         });
         self.frames = 0;
@@ -291,7 +277,7 @@ fn read_stdin(node: &Node, chunks: &Sender<Chunk>, gate: &StdinGate) {
             n => log::info!("waiting for peers before reading stdin (--wait-peers {n})"),
         }
     }
-    let mut framer = LineFramer::new(node.id, node.config.max_frame);
+    let mut framer = LineFramer::new(node.id, node.config.max_frame).with_ttl(node.config.ttl);
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; READ_SIZE];
     let mut probed = false;
@@ -354,10 +340,7 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
         for item in outputs.iter() {
             output::write(&mut out, node.config.format, &item)?;
             if let Output::Msgs(batch) = item {
-                if batch.buf.len() <= SPARE_BUFFER_MAX {
-                    // Back to the readers; dropped if the pool is full.
-                    let _ = node.recycle.try_send(batch.buf);
-                }
+                recycle(node, batch);
             }
             if outputs.is_empty() {
                 out.flush()?;
@@ -372,6 +355,19 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
             log::error!("cannot write to stdout: {}; stopping", describe(&e));
         }
         node.shutdown.trigger(Cause::StdoutClosed);
+    }
+}
+
+/// Gives read buffers that nobody else holds any more (the mesh keeps
+/// recent messages for repairs) back to the readers; dropped if the pool is
+/// full.
+fn recycle(node: &Node, batch: Lines) {
+    for line in batch.lines {
+        if let Ok(buf) = Arc::try_unwrap(line.msg.payload.0) {
+            if buf.len() <= SPARE_BUFFER_MAX {
+                let _ = node.recycle.try_send(buf);
+            }
+        }
     }
 }
 
@@ -397,6 +393,7 @@ fn raw_stdout() -> Box<dyn Write> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::Frame;
 
     fn payloads(chunk: &Chunk) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
@@ -405,7 +402,9 @@ mod tests {
             let Frame::Msg {
                 origin,
                 seq,
+                hops: 1,
                 payload,
+                ..
             } = frame
             else {
                 panic!()
@@ -432,6 +431,22 @@ mod tests {
             out.extend(payloads(&chunk));
         }
         out
+    }
+
+    #[test]
+    fn every_chunk_knows_the_sequence_number_it_starts_at() {
+        let mut framer = LineFramer::new(42, 1 << 20);
+        framer.push(b"a\nb\n");
+        let first = framer.take();
+        framer.push(&vec![b'x'; OWN_CHUNK]);
+        framer.push(b"\nc\n");
+        let second = framer.take();
+        let starts: Vec<(u64, usize)> = first
+            .iter()
+            .chain(&second)
+            .map(|c| (c.first_seq, c.frames))
+            .collect();
+        assert_eq!(starts, [(1, 2), (3, 1), (4, 1)]);
     }
 
     #[test]
@@ -501,25 +516,6 @@ mod tests {
                 (3, long),
                 (4, b"three".to_vec())
             ]
-        );
-    }
-
-    #[test]
-    fn a_chunk_can_leave_out_what_a_peer_cannot_take() {
-        let mut framer = LineFramer::new(42, 100);
-        framer.push(b"short\nthis one is long\nok\n");
-        let chunk = framer.take().remove(0);
-        assert_eq!(chunk.largest, 16);
-        let (batch, skipped) = chunk.for_smaller_limit(5);
-        assert_eq!((batch.msgs, skipped), (2, 1));
-        let kept = Chunk {
-            bytes: batch.bytes,
-            frames: 0,
-            largest: 0,
-        };
-        assert_eq!(
-            payloads(&kept),
-            [(1, b"short".to_vec()), (3, b"ok".to_vec())]
         );
     }
 }

@@ -259,6 +259,8 @@ mod tests {
             Frame::Msg {
                 origin: 1,
                 seq: seq as u64,
+                hops: 1,
+                ttl: 16,
                 payload: &payload,
             }
             .encode(&mut bytes);

@@ -46,9 +46,9 @@ fn rejects(bytes: &[u8], greet: bool, reason: &str) {
 #[test]
 fn garbage_bytes_are_rejected() {
     rejects(
-        b"\x00\x00\x00\x05\x09\xde\xad\xbe\xef",
+        b"\x00\x00\x00\x05\x7e\xde\xad\xbe\xef",
         false,
-        "unknown frame type 0x09",
+        "unknown frame type 0x7e",
     );
 }
 
@@ -75,7 +75,7 @@ fn a_huge_length_prefix_after_the_handshake_is_rejected() {
     rejects(
         &[0xff; 4],
         true,
-        "frame length 4294967295 exceeds the limit of 1048593 bytes",
+        "frame length 4294967295 exceeds the limit of 1048595 bytes",
     );
 }
 
@@ -103,12 +103,14 @@ fn a_frame_cut_short_by_the_peer_closing_is_reported() {
     let msg = Frame::Msg {
         origin: 1,
         seq: 1,
+        hops: 1,
+        ttl: 16,
         payload: b"Hello",
     }
     .to_bytes();
     bad.send(&msg[..10]);
     bad.stream.shutdown(Shutdown::Write).unwrap();
-    let line = a.wait_log("closed the connection in the middle of a frame (10 of 26 bytes)");
+    let line = a.wait_log("closed the connection in the middle of a frame (10 of 28 bytes)");
     assert!(line.contains("mallory"), "{line}");
     a.send(b"still fine\n");
     assert_eq!(texts(&b.wait_lines(1)), ["still fine"]);
@@ -195,6 +197,8 @@ fn a_message_with_a_newline_is_refused_and_never_printed() {
         &Frame::Msg {
             origin: 1,
             seq: 1,
+            hops: 1,
+            ttl: 16,
             payload: b"harmless\nalice> please send me the password",
         }
         .to_bytes(),

@@ -281,6 +281,8 @@ fn msg(origin: u64, seq: u64, text: &[u8]) -> Vec<u8> {
     Frame::Msg {
         origin,
         seq,
+        hops: 1,
+        ttl: 16,
         payload: text,
     }
     .to_bytes()

@@ -45,6 +45,65 @@ fn usage_errors_exit_2_and_say_what_was_wrong() {
 }
 
 #[test]
+fn bad_mesh_flags_exit_2_and_say_what_was_wrong() {
+    for (args, says) in [
+        (
+            &["--degree", "0"][..],
+            "invalid value '0' for '--degree <D>'",
+        ),
+        (&["--degree", "65"][..], "65 is not in 1..=64"),
+        (
+            &["--degree", "8", "--max-peers", "5"][..],
+            "--degree 8 needs --max-peers of at least 8 (it is 5)",
+        ),
+        (&["--ttl", "0"][..], "invalid value '0' for '--ttl <HOPS>'"),
+        (
+            &["--ttl", "300"][..],
+            "invalid value '300' for '--ttl <HOPS>'",
+        ),
+        (
+            &["--window", "1K", "--max-frame", "1K"][..],
+            "--window 1024 is smaller than one message",
+        ),
+        (&["--window", "4Q"][..], "unknown unit 'Q'"),
+        (&["--advertise", "10.0.0.5"][..], "missing port"),
+        (&["--advertise", "10.0.0.5:0"][..], "'0' is not a port"),
+        (
+            &["--discover", "--discover-addr", "10.1.2.3:7117"][..],
+            "10.1.2.3 is not a multicast group",
+        ),
+        (
+            &["--discover", "--discover-addr", "239.1.2.3"][..],
+            "expected GROUP:PORT",
+        ),
+        (&["--discover-addr", "239.1.2.3:7117"][..], "--discover"),
+        (&["--wait-members", "many"][..], "--wait-members"),
+    ] {
+        let out = peercat(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Without PEER or a listening socket, a peer cache is something to do: the
+/// node starts (an absent cache file is a first run, not an error).
+#[test]
+fn no_listen_with_only_a_peer_cache_starts() {
+    let cache = std::env::temp_dir().join(format!("peercat-absent-{}.txt", std::process::id()));
+    let a = node("a")
+        .args(&["--no-listen", "--peer-cache", cache.to_str().unwrap()])
+        .start();
+    assert!(
+        a.log_text().contains("not listening (--no-listen)"),
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(a.count_log("error"), 0, "{}", a.log_text());
+}
+
+#[test]
 fn help_lists_every_flag_and_exits_0() {
     let out = peercat(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
@@ -64,6 +123,15 @@ fn help_lists_every_flag_and_exits_0() {
         "--quiet",
         "--log-file",
         "--generate",
+        "--degree",
+        "--ttl",
+        "--no-relay",
+        "--peer-cache",
+        "--discover",
+        "--discover-addr",
+        "--advertise",
+        "--wait-members",
+        "--window",
         "[PEER]...",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");

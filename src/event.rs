@@ -1,0 +1,256 @@
+//! The vocabulary the node's threads speak to each other: connection ids,
+//! who a peer is, how a connection ended, the events connection threads
+//! send the router, and what the router hands the stdout thread.
+//!
+//! It sits low in the layering (it imports only the codec, the mesh's
+//! vocabulary and the outbox),
+//! so that no queue imports the thread it feeds.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::frame::NodeId;
+use crate::mesh::{Bytes, Delivery, DialTarget, MsgRef};
+use crate::outbox::Outbox;
+use crate::shutdown::Never;
+
+/// Identifies one connection for the life of the process.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// They dialed us.
+    In,
+    /// We dialed them.
+    Out,
+}
+
+/// Who is at the other end of a connection, as its HELLO said.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub conn: ConnId,
+    pub node_id: NodeId,
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub direction: Direction,
+    pub listen_port: u16,
+    pub max_frame: usize,
+    /// How often the peer pings when it has nothing to send (from its HELLO).
+    pub keepalive: Duration,
+}
+
+impl fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.addr)
+    }
+}
+
+/// Frames decoded from one read, sharing the buffer they arrived in:
+/// messages and the mesh's control frames, in the order they came.
+pub struct Inbound {
+    pub conn: ConnId,
+    pub buf: Bytes,
+    pub frames: Vec<InFrame>,
+}
+
+/// One frame inside an [`Inbound::buf`].
+#[derive(Debug, Clone, Copy)]
+pub enum InFrame {
+    Msg(MsgRef),
+    /// A STATUS, DOWN, REPAIR or PEERS frame at `start..end` (length
+    /// prefix included), decoded again by the router.
+    Control {
+        start: usize,
+        end: usize,
+    },
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer sent BYE, then closed: the polite way.
+    Goodbye(String),
+    /// The peer closed between two frames without saying BYE.
+    Eof,
+    /// The peer closed in the middle of a frame.
+    Truncated { have: usize, frame: Option<usize> },
+    /// "Connection reset by peer": the peer vanished without a polite close.
+    Reset,
+    /// Nothing arrived for 3 x `--keepalive`: presumed dead.
+    Silent(Duration),
+    /// Our writer could send nothing for `--stall-timeout`.
+    Stalled(Duration),
+    /// The peer answered our HELLO with BYE: it does not take us as a peer.
+    Refused(String),
+    /// The peer did not close its side within this long of our BYE.
+    NoClose(Duration),
+    /// The peer broke the protocol.
+    Protocol(String),
+    /// Some other socket error.
+    Io(String),
+    /// This node is stopping and stopped reading.
+    Stopping,
+}
+
+impl Ending {
+    /// Whether this is an orderly end rather than a failure.
+    pub fn is_polite(&self) -> bool {
+        matches!(
+            self,
+            Ending::Goodbye(_) | Ending::Stopping | Ending::Refused(_)
+        )
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::Goodbye(reason) if reason.is_empty() => write!(f, "said goodbye"),
+            Ending::Goodbye(reason) => write!(f, "said goodbye: {reason}"),
+            Ending::Eof => write!(f, "closed the connection without saying goodbye"),
+            Ending::Truncated {
+                have,
+                frame: Some(len),
+            } => write!(
+                f,
+                "closed the connection in the middle of a frame ({have} of {len} bytes)"
+            ),
+            Ending::Truncated { have, frame: None } => {
+                write!(
+                    f,
+                    "closed the connection in the middle of a frame header ({have} bytes)"
+                )
+            }
+            Ending::Reset => write!(f, "connection reset by peer"),
+            Ending::Silent(d) => write!(
+                f,
+                "no data for {}s (3 x keepalive): presumed dead",
+                d.as_secs()
+            ),
+            Ending::Stalled(d) => write!(
+                f,
+                "stalled: accepted no data for {}s (--stall-timeout)",
+                d.as_secs()
+            ),
+            Ending::Refused(reason) => write!(f, "refused the connection: {reason}"),
+            Ending::NoClose(d) => write!(
+                f,
+                "did not close within {}s of our goodbye; closed it anyway",
+                d.as_secs()
+            ),
+            Ending::Protocol(reason) => write!(f, "protocol error: {reason}"),
+            Ending::Io(reason) => write!(f, "connection error: {reason}"),
+            Ending::Stopping => write!(f, "this node is stopping"),
+        }
+    }
+}
+
+/// What connection threads tell the router.
+pub enum Event {
+    /// HELLOs exchanged: admit or refuse this connection.
+    Admit {
+        info: PeerInfo,
+        outbox: Outbox,
+        /// What we dialed, for a connection we dialed.
+        dialed: Option<DialTarget>,
+        /// Dropped to let the connection deliver messages.
+        gate: Sender<Never>,
+        handover: Handover,
+    },
+    /// The peer sent ACCEPT: it takes us as its peer.
+    Accepted { conn: ConnId },
+    /// The peer said BYE (with this reason): answer in kind.
+    Bye { conn: ConnId, reason: String },
+    /// The connection is over; its threads are finishing. `batches` is how
+    /// many message batches its reader handed over in all.
+    Down {
+        conn: ConnId,
+        ending: Ending,
+        batches: u64,
+    },
+    /// The outbox went back under its low-water mark.
+    Drained { conn: ConnId },
+    /// A dial asked for by the mesh did not get as far as a HELLO
+    /// (`myself`: the HELLO was our own).
+    DialFailed {
+        target: DialTarget,
+        reason: String,
+        myself: bool,
+    },
+    /// Addresses found outside the mesh (LAN discovery).
+    Learned(Vec<(Option<NodeId>, SocketAddr)>),
+}
+
+/// What the router gives the stdout thread.
+pub enum Output {
+    Msgs(Lines),
+    PeerUp(PeerInfo),
+    PeerDown(PeerInfo, Ending),
+    MemberUp {
+        id: NodeId,
+        name: String,
+        addrs: Vec<SocketAddr>,
+    },
+    MemberDown {
+        id: NodeId,
+        name: String,
+        reason: String,
+    },
+    Gap {
+        origin: NodeId,
+        name: Arc<str>,
+        first: u64,
+        last: u64,
+        reason: String,
+    },
+}
+
+/// Messages delivered in one go, with the names they are printed under.
+pub struct Lines {
+    /// When they were delivered.
+    pub at: SystemTime,
+    pub lines: Vec<Line>,
+}
+
+pub struct Line {
+    pub msg: Delivery,
+    /// The origin's name (its id in hex while the mesh does not know it).
+    pub from: Arc<str>,
+    /// The neighbour it came from.
+    pub via: Option<Arc<str>>,
+}
+
+/// Lets a connection that replaces another one to the same node deliver
+/// only once the old one has delivered everything it read, so that the
+/// node's messages reach stdout in order. Mutex: the old connection's reader
+/// finishes while the router may be handing it a successor.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<Mutex<HandoverState>>);
+
+#[derive(Default)]
+struct HandoverState {
+    finished: bool,
+    /// The successor's delivery gate, opened (dropped) when this one finishes.
+    successor: Option<Sender<Never>>,
+}
+
+impl Handover {
+    /// Opens `gate` once this connection has delivered all it read.
+    pub fn pass_on(&self, gate: Sender<Never>) {
+        let mut state = self.0.lock();
+        if !state.finished {
+            state.successor = Some(gate);
+        }
+    }
+
+    pub fn finish(&self) {
+        let mut state = self.0.lock();
+        state.finished = true;
+        state.successor = None;
+    }
+}

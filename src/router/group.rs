@@ -1,0 +1,332 @@
+//! Driving the mesh: frames and stdin lines in, the mesh's actions out, the
+//! stdin gate, and `--exit-on-eof` across the group.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::Router;
+use crate::books::plural;
+use crate::dialer;
+use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
+use crate::frame::{self, Frame, NodeId};
+use crate::mesh::{Action, Bytes, DialResult, MsgRef};
+use crate::outbox::{Batch, Close};
+use crate::shutdown::Cause;
+use crate::stdio::Chunk;
+
+impl Router {
+    /// Frames from a neighbour, in the order they came: runs of messages
+    /// and each control frame go to the mesh.
+    pub(super) fn on_inbound(&mut self, batch: Inbound) {
+        let conn = batch.conn;
+        let Some((admitted, up)) = self.is_admitted(conn) else {
+            log::debug!("frames from connection {conn}, which is gone; dropped");
+            return;
+        };
+        if let Some(entry) = self.peers.get_mut(&conn) {
+            entry.batches += 1;
+        }
+        // Only PEERS may come before the peer's ACCEPT (its reader checks):
+        // any other frame means the ACCEPT came first.
+        let accepted_us = batch.frames.iter().any(|f| !is_peers(&batch.buf, f));
+        if admitted && !up && accepted_us {
+            self.peer_up(conn);
+        }
+        let in_mesh = self.peers.get(&conn).is_some_and(|e| e.in_mesh);
+        let now = Instant::now();
+        let mut msgs: Vec<MsgRef> = Vec::new();
+        for f in &batch.frames {
+            match *f {
+                InFrame::Msg(m) => msgs.push(m),
+                InFrame::Control { start, end } => {
+                    self.msgs_to_mesh(now, conn, in_mesh, &batch.buf, &mut msgs);
+                    self.on_control(now, conn, in_mesh, &batch.buf[start..end]);
+                }
+            }
+        }
+        self.msgs_to_mesh(now, conn, in_mesh, &batch.buf, &mut msgs);
+        self.finish_down(conn);
+    }
+
+    /// Hands a run of received messages to the mesh.
+    fn msgs_to_mesh(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        in_mesh: bool,
+        buf: &Bytes,
+        msgs: &mut Vec<MsgRef>,
+    ) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.books.totals.msgs_in += msgs.len() as u64;
+        self.books.totals.bytes_in += msgs.iter().map(|m| (m.end - m.start) as u64).sum::<u64>();
+        if in_mesh {
+            self.mesh.on_msgs(now, conn, buf, msgs);
+        } else {
+            log::debug!(
+                "connection {conn}: dropped {} from a connection that is not a neighbour",
+                plural(msgs.len() as u64, "message")
+            );
+        }
+        msgs.clear();
+    }
+
+    fn on_control(&mut self, now: Instant, conn: ConnId, in_mesh: bool, bytes: &[u8]) {
+        let Ok(Some((frame, _))) = frame::decode(bytes, usize::MAX) else {
+            return; // the reader decoded it once already
+        };
+        match frame {
+            Frame::Peers(list) if !in_mesh => {
+                // Before the BYE of a refusal: members to try instead.
+                if let Some(entry) = self.peers.get_mut(&conn) {
+                    entry.alternatives = list;
+                }
+            }
+            other if in_mesh => self.mesh.on_frame(now, conn, &other),
+            _ => {}
+        }
+    }
+
+    /// A chunk of our own lines: the mesh numbers, caches and floods them.
+    pub(super) fn on_stdin(&mut self, chunk: Chunk) {
+        let lines = chunk.frames as u64;
+        self.books.lines_read += lines;
+        let last = chunk.first_seq + lines - 1;
+        self.mesh
+            .local(Instant::now(), &chunk.bytes, chunk.first_seq, last);
+    }
+
+    pub(super) fn stdin_ended(&mut self) {
+        self.stdin_open = false;
+        if self.node.config.exit_on_eof {
+            log::info!("stdin ended: stopping once every member has acknowledged every line");
+            self.eof_pending = true;
+        } else {
+            log::info!("stdin ended; still relaying and printing until Ctrl-C");
+        }
+    }
+
+    /// Carries out everything the mesh asked for, then lets stdin follow.
+    pub(super) fn drain_actions(&mut self) {
+        while let Some(action) = self.mesh.poll_action() {
+            self.act(action);
+        }
+        self.update_gate();
+        self.check_eof();
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Send { to, frames, msgs } => self.send(to, frames, msgs),
+            Action::Deliver(deliveries) => {
+                self.books.delivered += deliveries.len() as u64;
+                let lines = deliveries
+                    .into_iter()
+                    .map(|msg| Line {
+                        from: self.name_of(msg.origin),
+                        via: msg
+                            .via
+                            .and_then(|conn| self.peers.get(&conn))
+                            .map(|e| e.info.name.clone()),
+                        msg,
+                    })
+                    .collect();
+                self.output(Output::Msgs(Lines {
+                    at: SystemTime::now(),
+                    lines,
+                }));
+            }
+            Action::MemberUp { id, name, addrs } => {
+                self.names.insert(id, name.as_str().into());
+                let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                log::info!(
+                    "member up: {name} ({id:016x}) at {}; {} known",
+                    if at.is_empty() {
+                        "no address".to_owned()
+                    } else {
+                        at.join(", ")
+                    },
+                    plural(self.mesh.live_members() as u64, "member")
+                );
+                self.output(Output::MemberUp { id, name, addrs });
+            }
+            Action::MemberDown { id, name, reason } => {
+                self.names.remove(&id);
+                log::info!(
+                    "member down: {name} ({id:016x}): {reason}; {} known",
+                    plural(self.mesh.live_members() as u64, "member")
+                );
+                self.output(Output::MemberDown { id, name, reason });
+            }
+            Action::Gap {
+                origin,
+                first,
+                last,
+                reason,
+            } => {
+                let name = self.name_of(origin);
+                let lost = last.saturating_sub(first) + 1;
+                self.books.gaps += lost;
+                log::warn!(
+                    "lost {} from {name} ({origin:016x}), seq {first} to {last}: {reason}",
+                    plural(lost, "message")
+                );
+                self.output(Output::Gap {
+                    origin,
+                    name,
+                    first,
+                    last,
+                    reason,
+                });
+            }
+            Action::Dial(target) => {
+                if self.stopping {
+                    return;
+                }
+                if let Err(e) = dialer::dial(&self.node, target.clone()) {
+                    log::warn!("cannot start a thread to dial: {e}");
+                    self.mesh
+                        .dial_result(Instant::now(), &target, DialResult::Failed);
+                }
+            }
+            Action::Close {
+                conn,
+                reason,
+                alternatives,
+            } => self.close_politely(conn, reason, alternatives),
+        }
+    }
+
+    fn send(&mut self, to: ConnId, frames: Bytes, msgs: u64) {
+        let Some(entry) = self.peers.get(&to) else {
+            return;
+        };
+        if entry.closing {
+            return;
+        }
+        if entry.outbox.push(Batch {
+            bytes: frames,
+            msgs,
+        }) == Some(true)
+        {
+            self.full.insert(to);
+        }
+    }
+
+    /// The mesh trims a neighbour: PEERS with other members, then BYE.
+    fn close_politely(
+        &mut self,
+        conn: ConnId,
+        reason: String,
+        alternatives: Vec<(NodeId, std::net::SocketAddr)>,
+    ) {
+        let Some(entry) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if entry.closing {
+            return;
+        }
+        log::info!("closing the connection to {}: {reason}", entry.info);
+        entry.closing = true;
+        if !alternatives.is_empty() {
+            entry.outbox.push(Batch {
+                bytes: Frame::Peers(alternatives).to_bytes().into(),
+                msgs: 0,
+            });
+        }
+        entry.outbox.close(Close::Graceful(reason));
+        self.full.remove(&conn);
+    }
+
+    /// A member's name for printing: from its STATUS, or its id in hex
+    /// while the mesh does not know it.
+    fn name_of(&mut self, id: NodeId) -> Arc<str> {
+        if let Some(name) = self.names.get(&id) {
+            return name.clone();
+        }
+        match self.mesh.member_name(id) {
+            Some(name) => {
+                let name: Arc<str> = name.into();
+                self.names.insert(id, name.clone());
+                name
+            }
+            None => format!("{id:016x}").into(),
+        }
+    }
+
+    /// Lets stdin be read while a line read now can go out: once
+    /// `--wait-peers` peers are up and `--wait-members` members known for
+    /// the first time, then while a peer is up and a member known; and
+    /// only while the window has room (end-to-end flow control).
+    fn update_gate(&mut self) {
+        let live = self.live_peers();
+        let members = self.mesh.live_members();
+        let (peers_needed, members_needed) = self.first.unwrap_or((1, 1));
+        let there = live >= peers_needed && members >= members_needed;
+        if there && self.first.take().is_some() {
+            if peers_needed > 1 || members_needed > 1 {
+                log::info!(
+                    "{} connected, {} known; reading stdin",
+                    plural(live as u64, "peer"),
+                    plural(members as u64, "member")
+                );
+            }
+            self.connect_deadline = None;
+        }
+        let room = self.mesh.window_room() > 0;
+        let open = there && room && !self.stopping && self.stdin_open;
+        if self.first.is_none() {
+            self.watch_for_no_peers(live);
+        }
+        if open != self.gate.is_open() {
+            if !open && self.stdin_open && !self.stopping {
+                if live == 0 {
+                    log::info!("no peer connected: stdin waits until one is");
+                } else if !room {
+                    log::debug!("the window is full: stdin waits for acknowledgements");
+                }
+            }
+            self.gate.set_open(open);
+        }
+    }
+
+    /// Under `--exit-on-eof`, a node whose last peer has gone while lines
+    /// wait to be read or acknowledged gives up after `--connect-timeout`.
+    fn watch_for_no_peers(&mut self, live: usize) {
+        if live > 0 {
+            self.connect_deadline = None;
+            return;
+        }
+        let waiting = self.stdin_open || (self.eof_pending && !self.mesh.eof_settled());
+        if self.node.config.exit_on_eof && waiting && self.connect_deadline.is_none() {
+            self.connect_deadline = self.node.config.connect_timeout.map(|t| Instant::now() + t);
+        }
+    }
+
+    /// After stdin's end under `--exit-on-eof`: once every line is
+    /// acknowledged by every member that owes it (or that member is down),
+    /// leave the group and stop.
+    fn check_eof(&mut self) {
+        if !self.eof_pending || self.stopping || !self.mesh.eof_settled() {
+            return;
+        }
+        self.eof_pending = false;
+        log::info!("every member that was owed a line has it, or is gone");
+        self.node.shutdown.trigger(Cause::StdinEof);
+    }
+
+    /// Writes `--peer-cache` (if set) with the members' addresses we know.
+    pub(super) fn save_peer_cache(&mut self) {}
+}
+
+/// Whether the frame is a PEERS frame.
+fn is_peers(buf: &[u8], f: &InFrame) -> bool {
+    match *f {
+        InFrame::Control { start, .. } => {
+            buf.get(start + frame::LEN_PREFIX) == Some(&frame::kind::PEERS)
+        }
+        InFrame::Msg(_) => false,
+    }
+}

@@ -1,0 +1,494 @@
+//! The router: the one thread that owns the peer table and drives the mesh
+//! state machine.
+//!
+//! It waits on all of its inputs at once and never blocks on an output:
+//! outboxes always take a push (and say when they are over their high-water
+//! mark), and output for stdout that does not fit in its queue waits in a
+//! backlog while the router stops taking received frames. So a slow peer
+//! slows only stdin, and a slow stdout slows only the peers' senders.
+//!
+//! A connection becomes a peer (a *neighbour* of the mesh) in two steps.
+//! When its HELLO has arrived the router *admits* it (ACCEPT goes out) or
+//! *refuses* it (PEERS with other members to try, then BYE); the peer counts
+//! once the other side's ACCEPT has arrived too. Then every frame it sends
+//! goes to the [`Mesh`], and every [`Action`](crate::mesh::Action) the mesh
+//! returns is carried out here: frames into outboxes, messages onto stdout,
+//! dials to the dialer, polite closes.
+//!
+//! Layout: this file has the loop, its timers and the end; `peers` the
+//! peer table (admission, duplicates, up and down); `group` the mesh's
+//! inputs and actions, the stdin gate and `--exit-on-eof`; `stdout` the
+//! output backlog.
+
+mod group;
+mod peers;
+mod stdout;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use crate::books::{missed, plural, Books, Totals};
+use crate::event::{ConnId, Event, Inbound, Output};
+use crate::frame::NodeId;
+use crate::mesh::{Mesh, MeshConfig};
+use crate::node::Node;
+use crate::outbox::Close;
+use crate::ratelog;
+use crate::shutdown::{Cause, Never};
+use crate::stdio::{Chunk, StdinGate};
+
+use peers::Entry;
+
+/// How long a node stopping on a signal waits for its peers to take what is
+/// queued for them and close politely.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+/// How often `--peer-cache` is written while the node runs.
+const CACHE_EVERY: Duration = Duration::from_secs(10);
+
+/// How the node's run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line read reached every member that was owed it (or the node
+    /// was not asked to deliver: it stopped on a signal).
+    Complete,
+    /// Under `--exit-on-eof`: some member missed lines; the summary says who.
+    Incomplete,
+    /// `--connect-timeout` passed before enough peers connected.
+    NoPeers,
+}
+
+pub struct Router {
+    node: Arc<Node>,
+    events: Receiver<Event>,
+    inbound: Receiver<Inbound>,
+    stdin: Receiver<Chunk>,
+    stdout: Sender<Output>,
+    gate: Arc<StdinGate>,
+    mesh: Mesh,
+    /// Peers and members needed before stdin is read for the first time
+    /// (`--wait-peers`, `--wait-members`, at least one each); `None` once
+    /// they were there.
+    first: Option<(usize, usize)>,
+    peers: HashMap<ConnId, Entry>,
+    /// The one connection that stands for each admitted node.
+    by_node: HashMap<NodeId, ConnId>,
+    /// Nodes announced as up (peer_up printed), to announce each once.
+    announced: HashSet<NodeId>,
+    /// Peers that have been up, ever.
+    announced_any: u64,
+    /// Connections held back until the one they replace is gone.
+    successors: HashMap<ConnId, ConnId>,
+    /// Connections whose outbox is over its high-water mark.
+    full: HashSet<ConnId>,
+    /// Members' names, for printing what they sent.
+    names: HashMap<NodeId, Arc<str>>,
+    backlog: VecDeque<Output>,
+    events_in_backlog: usize,
+    events_not_printed: u64,
+    /// Peers whose peer_up was not printed (their peer_down will not be).
+    unprinted_ups: HashSet<NodeId>,
+    stdin_open: bool,
+    /// stdin ended under `--exit-on-eof`: stop once the group has every line.
+    eof_pending: bool,
+    /// Seeds whose failures were logged as warnings since they last worked.
+    seeds_warned: HashSet<usize>,
+    stopping: bool,
+    deadline: Option<Instant>,
+    connect_deadline: Option<Instant>,
+    next_stats: Option<Instant>,
+    next_cache: Option<Instant>,
+    /// When to log the counts of rate-limited warnings whose window ended.
+    next_flush: Instant,
+    outcome: Outcome,
+    books: Books,
+}
+
+/// One turn of the loop: what arrived.
+enum Step {
+    Event(Event),
+    Inbound(Inbound),
+    Stdin(Option<Chunk>),
+    Printed,
+    Stop,
+    Hurry,
+    Timer,
+}
+
+/// The mesh's settings from the node's.
+pub fn mesh_config(node: &Node, advertise: Option<SocketAddr>) -> MeshConfig {
+    let config = &node.config;
+    MeshConfig {
+        id: node.id,
+        name: config.name.clone(),
+        listen_port: node.listen_port,
+        advertise,
+        ttl: config.ttl,
+        relay: config.relay,
+        degree: config.degree,
+        max_peers: config.max_peers,
+        window: config.window,
+        max_frame: config.max_frame,
+        keepalive: config.keepalive,
+        stall_timeout: config.stall_timeout,
+        seeds: config.peers.len(),
+        rng_seed: crate::node::random_u64(),
+    }
+}
+
+impl Router {
+    pub fn new(
+        node: Arc<Node>,
+        mesh: Mesh,
+        events: Receiver<Event>,
+        inbound: Receiver<Inbound>,
+        stdin: Receiver<Chunk>,
+        stdout: Sender<Output>,
+        gate: Arc<StdinGate>,
+    ) -> Self {
+        let now = Instant::now();
+        let config = &node.config;
+        Router {
+            first: Some((config.wait_peers.max(1), config.wait_members.max(1))),
+            connect_deadline: config.connect_timeout.map(|t| now + t),
+            next_stats: config.stats.map(|t| now + t),
+            next_cache: config.peer_cache.as_ref().map(|_| now + CACHE_EVERY),
+            next_flush: now + ratelog::WINDOW,
+            node,
+            mesh,
+            events,
+            inbound,
+            stdin,
+            stdout,
+            gate,
+            peers: HashMap::new(),
+            by_node: HashMap::new(),
+            announced: HashSet::new(),
+            announced_any: 0,
+            successors: HashMap::new(),
+            full: HashSet::new(),
+            names: HashMap::new(),
+            backlog: VecDeque::new(),
+            events_in_backlog: 0,
+            events_not_printed: 0,
+            unprinted_ups: HashSet::new(),
+            stdin_open: true,
+            eof_pending: false,
+            seeds_warned: HashSet::new(),
+            stopping: false,
+            deadline: None,
+            outcome: Outcome::Complete,
+            books: Books::default(),
+        }
+    }
+
+    /// Routes until the node has stopped and every peer is closed (or the
+    /// flush deadline has passed), then logs the summary.
+    pub fn run(mut self) -> Outcome {
+        let stop = self.node.shutdown.stopping();
+        let hurry = self.node.shutdown.hurrying();
+        // The mesh dials the command-line PEERs on its first tick.
+        self.mesh.tick(Instant::now());
+        self.drain_actions();
+        while !(self.stopping && self.peers.is_empty()) {
+            match self.next_step(&stop, &hurry) {
+                Step::Event(event) => self.on_event(event),
+                Step::Inbound(batch) => self.on_inbound(batch),
+                Step::Stdin(Some(chunk)) => self.on_stdin(chunk),
+                Step::Stdin(None) => self.stdin_ended(),
+                Step::Printed => {}
+                Step::Stop => self.begin_stop(),
+                Step::Hurry => self.hurry(),
+                Step::Timer => {
+                    if self.on_timer() {
+                        break;
+                    }
+                }
+            }
+            self.drain_actions();
+        }
+        self.gate.shut();
+        self.finish()
+    }
+
+    fn next_step(&mut self, stop: &Receiver<Never>, hurry: &Receiver<Never>) -> Step {
+        let mut sel = Select::new();
+        let events = sel.recv(&self.events);
+        let (inbound, printed) = if self.backlog.is_empty() {
+            (sel.recv(&self.inbound), usize::MAX)
+        } else {
+            (usize::MAX, sel.send(&self.stdout))
+        };
+        // With the gate shut, stdin is watched only for its end: a chunk can
+        // still slip in (the stdin thread's one-byte look ahead); the mesh
+        // takes it like any other, owed to the members known now.
+        let takes_stdin = self.stdin_open
+            && !self.stopping
+            && self.full.is_empty()
+            && (self.gate.is_open() || self.stdin.is_empty());
+        let stdin = if takes_stdin {
+            sel.recv(&self.stdin)
+        } else {
+            usize::MAX
+        };
+        let stop_i = if self.stopping {
+            usize::MAX
+        } else {
+            sel.recv(stop)
+        };
+        let hurry_i = if self.deadline.is_some() {
+            usize::MAX
+        } else {
+            sel.recv(hurry)
+        };
+        let timer = [
+            self.deadline,
+            self.connect_deadline,
+            self.next_stats,
+            self.next_cache,
+            Some(self.next_flush),
+            self.mesh.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let oper = match timer {
+            Some(at) => match sel.select_deadline(at) {
+                Ok(oper) => oper,
+                Err(_) => return Step::Timer,
+            },
+            None => sel.select(),
+        };
+        match oper.index() {
+            i if i == events => {
+                Step::Event(oper.recv(&self.events).expect("the node holds a sender"))
+            }
+            i if i == inbound => {
+                Step::Inbound(oper.recv(&self.inbound).expect("the node holds a sender"))
+            }
+            i if i == printed => {
+                let output = self.backlog.pop_front().expect("a backlog");
+                if !matches!(output, Output::Msgs(_)) {
+                    self.events_in_backlog -= 1;
+                }
+                // A closed stdout has already stopped the node; drop the output.
+                let _ = oper.send(&self.stdout, output);
+                self.backlog_sent();
+                Step::Printed
+            }
+            i if i == stdin => Step::Stdin(oper.recv(&self.stdin).ok()),
+            i if i == stop_i => {
+                let _ = oper.recv(stop);
+                Step::Stop
+            }
+            i if i == hurry_i => {
+                let _ = oper.recv(hurry);
+                Step::Hurry
+            }
+            _ => unreachable!("an operation nobody registered"),
+        }
+    }
+
+    /// `--connect-timeout` passed while stdin waited for peers: before any
+    /// peer came (exit 1), or under `--exit-on-eof` after the last peer left
+    /// with lines not yet delivered (exit 3).
+    fn give_up_waiting(&mut self) {
+        let secs = self
+            .node
+            .config
+            .connect_timeout
+            .unwrap_or_default()
+            .as_secs();
+        if self.announced_any == 0 || self.first.is_some() {
+            let (peers, members) = self.first.unwrap_or((1, 1));
+            let what = if self.announced_any == 0 && peers == 1 {
+                "no peer connected".to_owned()
+            } else if self.live_peers() < peers {
+                format!(
+                    "{} of {peers} peers (--wait-peers) connected",
+                    self.live_peers()
+                )
+            } else {
+                format!(
+                    "{} of {members} members (--wait-members) known",
+                    self.mesh.live_members()
+                )
+            };
+            log::error!("{what} within {secs}s (--connect-timeout); giving up");
+            self.outcome = Outcome::NoPeers;
+        } else {
+            log::error!(
+                "no peer connected for {secs}s (--connect-timeout); giving up \
+                 before every line was delivered"
+            );
+            self.outcome = Outcome::Incomplete;
+        }
+        self.node.shutdown.trigger(Cause::NoPeers);
+    }
+
+    /// Handles whichever timers are due; true if the router must stop now.
+    fn on_timer(&mut self) -> bool {
+        let now = Instant::now();
+        if self.mesh.next_deadline().is_some_and(|at| at <= now) {
+            self.mesh.tick(now);
+        }
+        if self.next_flush <= now {
+            self.next_flush = now + ratelog::WINDOW;
+            ratelog::flush();
+        }
+        if self.next_stats.is_some_and(|at| at <= now) {
+            self.log_stats();
+        }
+        if self.next_cache.is_some_and(|at| at <= now) {
+            self.next_cache = Some(now + CACHE_EVERY);
+            self.save_peer_cache();
+        }
+        if self.connect_deadline.is_some_and(|at| at <= now) {
+            self.connect_deadline = None;
+            self.give_up_waiting();
+        }
+        if self.deadline.is_some_and(|at| at <= now) {
+            log::warn!(
+                "{} did not close within {}s; closing them anyway",
+                plural(self.peers.len() as u64, "connection"),
+                FLUSH_DEADLINE.as_secs()
+            );
+            return true;
+        }
+        false
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Admit {
+                info,
+                outbox,
+                dialed,
+                gate,
+                handover,
+            } => self.admit(info, outbox, dialed, gate, handover),
+            Event::Accepted { conn } => self.peer_up(conn),
+            Event::Bye { conn, reason } => self.peer_bye(conn, &reason),
+            Event::Down {
+                conn,
+                ending,
+                batches,
+            } => {
+                if let Some(entry) = self.peers.get_mut(&conn) {
+                    entry.closing = true;
+                    entry.down = Some((ending, batches));
+                    self.full.remove(&conn);
+                    self.finish_down(conn);
+                }
+            }
+            Event::Drained { conn } => {
+                self.full.remove(&conn);
+            }
+            Event::DialFailed {
+                target,
+                reason,
+                myself,
+            } => self.dial_failed(target, reason, myself),
+            Event::Learned(addrs) => self.mesh.learned(Instant::now(), &addrs),
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        self.stopping = true;
+        self.gate.shut();
+        let cause = self.node.shutdown.cause();
+        log::info!(
+            "stopping ({}): closing connections politely ({} open)",
+            match cause {
+                Some(Cause::Signal) => "signal",
+                Some(Cause::StdinEof) => "stdin ended",
+                Some(Cause::StdoutClosed) => "stdout closed",
+                Some(Cause::NoPeers) => "no peers",
+                Some(Cause::Fatal) | None => "internal error",
+            },
+            self.peers.len()
+        );
+        // The group hears that we leave (our STATUS with the leaving flag)
+        // before our goodbyes.
+        self.mesh.leave(Instant::now());
+        self.drain_actions();
+        for entry in self.peers.values_mut() {
+            entry.closing = true;
+            entry
+                .outbox
+                .close(Close::Graceful("shutting down".to_owned()));
+        }
+        self.full.clear();
+        if cause != Some(Cause::StdinEof) {
+            self.hurry();
+        }
+    }
+
+    fn hurry(&mut self) {
+        let deadline = Instant::now() + FLUSH_DEADLINE;
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    fn log_stats(&mut self) {
+        let every = self.node.config.stats.unwrap_or(Duration::from_secs(1));
+        self.next_stats = Some(Instant::now() + every);
+        let deepest = self
+            .peers
+            .values()
+            .map(|e| e.outbox.ledger().1)
+            .max()
+            .unwrap_or(0);
+        let mut now = self.current_totals();
+        now.missed = self.mesh.books().iter().map(|m| m.lost).sum();
+        let (live, members) = (self.live_peers(), self.mesh.live_members());
+        let line = self.books.stats_line(now, every, live, members, deepest);
+        log::info!("{line}");
+    }
+
+    /// Totals so far: finished connections plus the live ones' ledgers.
+    fn current_totals(&self) -> Totals {
+        let mut totals = self.books.totals;
+        for entry in self.peers.values() {
+            let (ledger, _) = entry.outbox.ledger();
+            totals.msgs_out += ledger.written;
+            totals.bytes_out += ledger.written_bytes;
+        }
+        totals
+    }
+
+    /// Closes what is still open, logs the summary and decides the outcome.
+    fn finish(mut self) -> Outcome {
+        let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+        for conn in conns {
+            let entry = self.peers.remove(&conn).expect("present");
+            entry.outbox.close(Close::Abort);
+            self.account(&entry);
+        }
+        self.save_peer_cache();
+        let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
+        ratelog::flush_all();
+        self.drain_backlog();
+        if self.events_not_printed > 0 {
+            log::warn!(
+                "stdout was blocked: {} peer events were not printed",
+                self.events_not_printed
+            );
+        }
+        let members = self.mesh.books();
+        log::info!("{}", self.books.summary(&members, skipped));
+        if self.node.config.stats.is_some() {
+            let mut books = std::mem::take(&mut self.books);
+            books.totals.missed = members.iter().map(|m| m.lost).sum();
+            log::info!("{}", books.totals_line());
+        }
+        let missed = members.iter().any(|m| missed(m) > 0) || skipped > 0;
+        match self.outcome {
+            Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
+            outcome => outcome,
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The peer table: admitting and refusing connections, the mutual-dial
+//! tie-break, and peers coming up and going down. A peer that is up joins
+//! the mesh as a neighbour; its end leaves it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::Router;
+use crate::books::plural;
+use crate::event::{ConnId, Direction, Ending, Handover, Output, PeerInfo};
+use crate::frame::{Frame, NodeId, MAX_PEERS_ENTRIES};
+use crate::handshake::HANDSHAKE_TIMEOUT;
+use crate::mesh::{DialResult, DialTarget};
+use crate::node::HANDSHAKES_PER_IP;
+use crate::outbox::{Batch, Close, Outbox};
+use crate::ratelog;
+use crate::shutdown::Never;
+
+/// A peer connected at least this long has its end always logged; shorter
+/// ones are rate-limited per address, like other warnings a stranger can
+/// cause.
+const ESTABLISHED: std::time::Duration = std::time::Duration::from_secs(5);
+/// The BYE reason of a connection closed in a mutual-dial tie-break.
+const DUPLICATE: &str = "duplicate connection";
+
+pub(super) struct Entry {
+    pub info: PeerInfo,
+    pub outbox: Outbox,
+    /// We sent ACCEPT (false: we refused it, or it lost a tie-break).
+    admitted: bool,
+    /// Both sides have accepted.
+    up: bool,
+    /// A neighbour of the mesh: its frames go to the mesh.
+    pub in_mesh: bool,
+    /// No new frames go to a closing connection.
+    pub closing: bool,
+    /// What the mesh dialed, for a connection we dialed.
+    dialed: Option<DialTarget>,
+    /// Members to try instead, from the PEERS before a refusal.
+    pub alternatives: Vec<(NodeId, SocketAddr)>,
+    /// The connection this one replaces: it joins the mesh once that one
+    /// is gone.
+    waiting_for: Option<ConnId>,
+    since: Instant,
+    gate: Option<Sender<Never>>,
+    handover: Handover,
+    /// Frame batches received from it, and its ending once the reader is
+    /// done: the entry goes when every batch it sent has arrived.
+    pub batches: u64,
+    pub down: Option<(Ending, u64)>,
+}
+
+impl Router {
+    pub(super) fn admit(
+        &mut self,
+        info: PeerInfo,
+        outbox: Outbox,
+        dialed: Option<DialTarget>,
+        gate: Sender<Never>,
+        handover: Handover,
+    ) {
+        let conn = info.conn;
+        let mut entry = Entry {
+            info,
+            outbox,
+            admitted: false,
+            up: false,
+            in_mesh: false,
+            closing: false,
+            dialed,
+            alternatives: Vec::new(),
+            waiting_for: None,
+            since: Instant::now(),
+            gate: Some(gate),
+            handover,
+            batches: 0,
+            down: None,
+        };
+        if self.stopping {
+            Self::refuse(&mut entry, "shutting down", Vec::new());
+        } else if let Some(&existing) = self.by_node.get(&entry.info.node_id) {
+            self.duplicate(existing, &mut entry);
+        } else if self.unconfirmed_from(entry.info.addr) >= HANDSHAKES_PER_IP {
+            // Admitted peers that never send ACCEPT would hold slots for a
+            // few seconds each: one address gets no more of those than of
+            // handshakes.
+            let reason = "too many connections from this address waiting to accept";
+            ratelog::warn("refused peers", entry.info.addr.ip(), || {
+                format!("refusing {}: {reason}", entry.info)
+            });
+            Self::refuse(&mut entry, reason, Vec::new());
+        } else if self.by_node.len() >= self.node.config.max_peers && !self.evict_unconfirmed() {
+            let reason = format!("peer limit reached ({})", self.node.config.max_peers);
+            ratelog::warn("refused peers", entry.info.addr.ip(), || {
+                format!("refusing {}: {reason}", entry.info)
+            });
+            // The refused dialer gets other members to try (Gnutella's
+            // X-Try), so it joins the group anyway.
+            let mut alternatives = self.mesh.alternatives(MAX_PEERS_ENTRIES);
+            alternatives.retain(|(id, _)| *id != entry.info.node_id);
+            Self::refuse(&mut entry, &reason, alternatives);
+        } else {
+            self.by_node.insert(entry.info.node_id, conn);
+            entry.admitted = true;
+            entry.outbox.accept();
+            entry.gate = None;
+        }
+        self.peers.insert(conn, entry);
+    }
+
+    /// A second connection to an admitted node. If the two are a mutual
+    /// dial (one each way, both young), both nodes keep the one dialed by
+    /// the node with the smaller id, so they agree without another message.
+    /// Otherwise the newcomer is refused: an established connection is
+    /// never replaced by one claiming its id.
+    fn duplicate(&mut self, existing: ConnId, new: &mut Entry) {
+        let old = &self.peers[&existing];
+        let mutual_dial =
+            old.since.elapsed() < HANDSHAKE_TIMEOUT && old.info.direction != new.info.direction;
+        if !mutual_dial {
+            let line = || {
+                format!(
+                    "refusing {}: node {:016x} is already connected from {}",
+                    new.info, new.info.node_id, old.info.addr
+                )
+            };
+            if new.dialed.is_some() {
+                // The mesh dialed an address of a node it is connected to.
+                log::debug!("{}", line());
+            } else {
+                ratelog::warn("refused peers", new.info.addr.ip(), line);
+            }
+            Self::refuse(new, "already connected", Vec::new());
+            return;
+        }
+        let dialer = |info: &PeerInfo| match info.direction {
+            Direction::Out => self.node.id,
+            Direction::In => info.node_id,
+        };
+        let keep_new = dialer(&new.info) < dialer(&old.info);
+        log::info!(
+            "two connections to {}: keeping the {} one (dialed by the smaller id)",
+            new.info.name,
+            if keep_new { "newer" } else { "older" }
+        );
+        if !keep_new {
+            Self::refuse(new, DUPLICATE, Vec::new());
+            return;
+        }
+        let old = self.peers.get_mut(&existing).expect("present");
+        old.closing = true;
+        old.outbox.close(Close::Graceful(DUPLICATE.to_owned()));
+        self.full.remove(&existing);
+        // The new connection delivers nothing until the old one has
+        // delivered everything, and joins the mesh once the old one has
+        // left it: the mesh never has two connections to one node.
+        new.outbox.hold();
+        if let Some(gate) = new.gate.take() {
+            old.handover.pass_on(gate);
+        }
+        new.up = old.up;
+        new.waiting_for = Some(existing);
+        self.successors.insert(existing, new.info.conn);
+        new.admitted = true;
+        new.outbox.accept();
+        self.by_node.insert(new.info.node_id, new.info.conn);
+    }
+
+    /// The peer said goodbye on this connection.
+    pub(super) fn peer_bye(&mut self, conn: ConnId, _reason: &str) {
+        // Its reader has already asked the writer to answer in kind.
+        if let Some(entry) = self.peers.get_mut(&conn) {
+            entry.closing = true;
+            self.full.remove(&conn);
+        }
+    }
+
+    /// Refuses a connection: PEERS with `alternatives` (if any), then BYE.
+    fn refuse(entry: &mut Entry, reason: &str, alternatives: Vec<(NodeId, SocketAddr)>) {
+        log::debug!(
+            "refusing connection {} to {}: {reason}",
+            entry.info.conn,
+            entry.info
+        );
+        entry.closing = true;
+        if !alternatives.is_empty() {
+            let peers = Frame::Peers(alternatives).to_bytes();
+            entry.outbox.push(Batch {
+                bytes: peers.into(),
+                msgs: 0,
+            });
+        }
+        entry.outbox.close(Close::Refuse(reason.to_owned()));
+        // Whatever it sends is dropped; its reader must not wait for us.
+        entry.gate = None;
+    }
+
+    /// The peer has accepted us too (its ACCEPT, or a frame after it).
+    pub(super) fn peer_up(&mut self, conn: ConnId) {
+        let Some(entry) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if !entry.admitted || entry.closing {
+            return;
+        }
+        if entry.up {
+            // Already up (a successor inherits it): only joining is left.
+            self.join_mesh(conn);
+            return;
+        }
+        entry.up = true;
+        let info = entry.info.clone();
+        if let Some(target) = entry.dialed.clone() {
+            if let DialTarget::Seed(i) = target {
+                self.seeds_warned.remove(&i);
+            }
+            self.mesh
+                .dial_result(Instant::now(), &target, DialResult::Connected);
+        }
+        if self.announced.insert(info.node_id) {
+            self.announced_any += 1;
+            log::info!(
+                "peer up: {info} [{}], node {:016x}; {} connected",
+                match info.direction {
+                    Direction::In => "they dialed",
+                    Direction::Out => "we dialed",
+                },
+                info.node_id,
+                self.live_peers()
+            );
+            self.output(Output::PeerUp(info));
+        }
+        self.join_mesh(conn);
+    }
+
+    /// Makes an up peer a neighbour of the mesh, unless it still waits for
+    /// the connection it replaces.
+    fn join_mesh(&mut self, conn: ConnId) {
+        let Some(entry) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if !entry.up || entry.closing || entry.in_mesh || entry.waiting_for.is_some() {
+            return;
+        }
+        entry.in_mesh = true;
+        let info = &entry.info;
+        self.mesh.neighbour_up(
+            Instant::now(),
+            conn,
+            info.node_id,
+            &info.name,
+            info.addr,
+            info.listen_port,
+            entry.dialed.clone(),
+        );
+    }
+
+    /// Removes a connection whose reader is done, once every frame batch
+    /// it read has been routed.
+    pub(super) fn finish_down(&mut self, conn: ConnId) {
+        let Some(entry) = self.peers.get(&conn) else {
+            return;
+        };
+        match &entry.down {
+            Some((_, batches)) if *batches <= entry.batches => {}
+            _ => return,
+        }
+        let entry = self.peers.remove(&conn).expect("present");
+        let (ending, _) = entry.down.clone().expect("down");
+        entry.outbox.close(Close::Abort);
+        self.account(&entry);
+        if entry.in_mesh {
+            // A neighbour our writer cut for stalling is reported to the
+            // group, so that everyone forgets it and windows free.
+            let cut = match &ending {
+                Ending::Stalled(d) => Some(format!("cut: accepted nothing for {}s", d.as_secs())),
+                _ => None,
+            };
+            self.mesh
+                .neighbour_down(Instant::now(), conn, cut.as_deref());
+        }
+        if let Some(successor) = self.successors.remove(&conn) {
+            if let Some(next) = self.peers.get_mut(&successor) {
+                next.outbox.release();
+                next.waiting_for = None;
+            }
+            self.join_mesh(successor);
+        }
+        if !entry.up {
+            self.dial_ended_early(&entry, &ending);
+        }
+        let current = self.by_node.get(&entry.info.node_id) == Some(&conn);
+        if !current {
+            log::debug!("extra connection {conn} to {} closed: {ending}", entry.info);
+            return;
+        }
+        self.by_node.remove(&entry.info.node_id);
+        if self.announced.remove(&entry.info.node_id) {
+            self.log_peer_down(&entry, &ending);
+            self.output(Output::PeerDown(entry.info, ending));
+        } else if entry.dialed.is_none() {
+            let line = || format!("{}: ended before it was a peer: {ending}", entry.info);
+            if ending.is_polite() {
+                log::info!("{}", line());
+            } else {
+                ratelog::warn("failed connections", entry.info.addr.ip(), line);
+            }
+        }
+    }
+
+    fn log_peer_down(&self, entry: &Entry, ending: &Ending) {
+        let left = self.live_peers();
+        let line = || format!("peer down: {} {ending}; {left} connected", entry.info);
+        if ending.is_polite() {
+            log::info!("{}", line());
+        } else if entry.since.elapsed() >= ESTABLISHED {
+            log::warn!("{}", line());
+        } else {
+            // Short-lived: a stranger cycling connections must not flood
+            // the log.
+            ratelog::warn("broken connections", entry.info.addr.ip(), line);
+        }
+    }
+
+    /// A connection we dialed ended before it was up: tell the mesh how.
+    fn dial_ended_early(&mut self, entry: &Entry, ending: &Ending) {
+        let Some(target) = entry.dialed.clone() else {
+            return;
+        };
+        let result = match ending {
+            Ending::Refused(_) => DialResult::Refused {
+                alternatives: entry.alternatives.clone(),
+            },
+            _ => DialResult::Failed,
+        };
+        let line = format!("{}: {ending}", entry.info);
+        self.log_dial_failure(&target, &line);
+        if !entry.alternatives.is_empty() {
+            log::info!(
+                "{} refused us and named {} to try instead",
+                entry.info,
+                plural(entry.alternatives.len() as u64, "other member")
+            );
+        }
+        self.mesh.dial_result(Instant::now(), &target, result);
+    }
+
+    /// A dial that never reached a HELLO.
+    pub(super) fn dial_failed(&mut self, target: DialTarget, reason: String, myself: bool) {
+        let result = if myself {
+            log::info!("{reason}: that address is this node itself");
+            DialResult::Myself
+        } else {
+            self.log_dial_failure(&target, &reason);
+            DialResult::Failed
+        };
+        self.mesh.dial_result(Instant::now(), &target, result);
+    }
+
+    /// A command-line PEER that fails is a warning the first time (so a
+    /// mistyped PEER shows even under `-q`), then info until it works; an
+    /// address the mesh learned is detail.
+    fn log_dial_failure(&mut self, target: &DialTarget, reason: &str) {
+        match target {
+            DialTarget::Seed(i) => {
+                let peer = self.node.config.peers.get(*i);
+                let peer = peer.map_or_else(String::new, |p| format!("{p}: "));
+                if self.seeds_warned.insert(*i) {
+                    log::warn!("{peer}{reason}; dialing it again with backoff");
+                } else {
+                    log::info!("{peer}{reason}");
+                }
+            }
+            DialTarget::Addr(addr) => log::debug!("dialing {addr} failed: {reason}"),
+        }
+    }
+
+    /// Adds a finished connection's traffic to the totals.
+    pub(super) fn account(&mut self, entry: &Entry) {
+        let (ledger, _) = entry.outbox.ledger();
+        self.books.totals.msgs_out += ledger.written;
+        self.books.totals.bytes_out += ledger.written_bytes;
+    }
+
+    /// At the peer limit, the oldest connection that was admitted but has
+    /// not accepted us yet yields its slot to a newcomer, so that HELLOs
+    /// without ACCEPT cannot keep real peers out. True if one did.
+    fn evict_unconfirmed(&mut self) -> bool {
+        let oldest = self
+            .by_node
+            .values()
+            .filter_map(|conn| self.peers.get(conn))
+            .filter(|e| e.admitted && !e.up && !e.closing)
+            .min_by_key(|e| e.since)
+            .map(|e| (e.info.conn, e.info.node_id));
+        let Some((conn, node_id)) = oldest else {
+            return false;
+        };
+        let entry = self.peers.get_mut(&conn).expect("present");
+        log::debug!(
+            "{}: has not accepted us; its slot goes to a newcomer",
+            entry.info
+        );
+        entry.closing = true;
+        entry.outbox.close(Close::Graceful(format!(
+            "peer limit reached ({})",
+            self.node.config.max_peers
+        )));
+        self.by_node.remove(&node_id);
+        true
+    }
+
+    /// Admitted connections from `addr`'s source that have not accepted us.
+    fn unconfirmed_from(&self, addr: SocketAddr) -> usize {
+        let source = ratelog::source_of(addr.ip());
+        self.peers
+            .values()
+            .filter(|e| e.admitted && !e.up && !e.closing)
+            .filter(|e| ratelog::source_of(e.info.addr.ip()) == source)
+            .count()
+    }
+
+    /// Peers that are up: the direct links.
+    pub(super) fn live_peers(&self) -> usize {
+        self.by_node
+            .values()
+            .filter(|conn| {
+                self.peers
+                    .get(conn)
+                    .is_some_and(|entry| entry.up && !entry.closing)
+            })
+            .count()
+    }
+
+    /// Whether a connection counts as up (for frames arriving on it).
+    pub(super) fn is_admitted(&self, conn: ConnId) -> Option<(bool, bool)> {
+        self.peers.get(&conn).map(|e| (e.admitted, e.up))
+    }
+}
