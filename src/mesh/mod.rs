@@ -9,12 +9,30 @@
 //! the real node; a deterministic simulator drives hundreds of instances in
 //! the tests. `PROTOCOL.md` ("The mesh") states the rules this implements.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::frame::Frame;
 pub use crate::frame::NodeId;
+
+mod dial;
+mod flow;
+mod members;
+mod origin;
+mod relay;
+mod rng;
+#[doc(hidden)]
+pub mod sim;
+#[cfg(test)]
+mod tests;
+
+use dial::DialPolicy;
+use flow::Own;
+use members::Member;
+use origin::Origins;
+use rng::Rng;
 
 /// The router's `ConnId` value: names one neighbour connection.
 pub type Conn = u64;
@@ -151,17 +169,77 @@ pub struct MemberBooks {
     pub down: Option<String>,
 }
 
+/// A neighbour: one connection that completed its handshake.
+#[derive(Debug, Clone)]
+struct Neighbour {
+    node: NodeId,
+    remote: SocketAddr,
+    /// A command-line PEER link: never trimmed.
+    seed: bool,
+    added: Instant,
+    /// We asked the caller to close it (degree trimming).
+    closing: bool,
+}
+
 /// The state machine. See the module documentation.
 pub struct Mesh {
     cfg: MeshConfig,
-    actions: std::collections::VecDeque<Action>,
+    actions: VecDeque<Action>,
+    rng: Rng,
+    /// Ordered maps throughout: a simulation run must be reproducible.
+    neighbours: BTreeMap<Conn, Neighbour>,
+    origins: Origins,
+    /// Other members, live or remembered as down.
+    members: BTreeMap<NodeId, Member>,
+    /// Origins that may have a missing run of seqs.
+    holes: BTreeSet<NodeId>,
+    own: Own,
+    dial: DialPolicy,
+    /// When our next keepalive STATUS is due.
+    next_keepalive: Instant,
+    /// When members are next checked for silence.
+    next_scan: Instant,
+    /// When the last STATUS went out, and whether another is wanted soon
+    /// (acknowledgements advanced or new lines went out).
+    last_status: Option<Instant>,
+    status_due: bool,
+    /// Payload bytes delivered since our last STATUS: past a quarter of the
+    /// window, acknowledgements are urgent (the origins may be waiting).
+    unacked_delivered: usize,
+    last_tick: Instant,
 }
 
+/// How long a STATUS carrying urgent acknowledgements waits after the
+/// previous one at least.
+const STATUS_GAP: Duration = Duration::from_millis(10);
+/// How long any other prompt STATUS (acknowledgements advanced a little,
+/// new lines sent) waits after the previous one at least: acks reach
+/// `--exit-on-eof` senders quickly without a STATUS flood per delivery.
+const STATUS_LAZY: Duration = Duration::from_millis(200);
+/// The longest a caller may wait between ticks.
+const TICK: Duration = Duration::from_millis(100);
+
 impl Mesh {
-    pub fn new(cfg: MeshConfig, _now: Instant) -> Mesh {
+    pub fn new(cfg: MeshConfig, now: Instant) -> Mesh {
+        let mut rng = Rng::new(cfg.rng_seed ^ cfg.id);
+        let dial = DialPolicy::new(cfg.seeds, now, &mut rng);
+        let keepalive = cfg.keepalive;
         Mesh {
+            own: Own::new(cfg.window),
             cfg,
-            actions: Default::default(),
+            actions: VecDeque::new(),
+            rng,
+            neighbours: BTreeMap::new(),
+            origins: Origins::default(),
+            members: BTreeMap::new(),
+            holes: BTreeSet::new(),
+            dial,
+            next_keepalive: now + keepalive,
+            next_scan: now + keepalive / 2,
+            last_status: None,
+            status_due: false,
+            unacked_delivered: 0,
+            last_tick: now,
         }
     }
 
@@ -170,42 +248,125 @@ impl Mesh {
     #[allow(clippy::too_many_arguments)]
     pub fn neighbour_up(
         &mut self,
-        _now: Instant,
-        _conn: Conn,
-        _node: NodeId,
+        now: Instant,
+        conn: Conn,
+        node: NodeId,
         _name: &str,
-        _remote: SocketAddr,
-        _listen_port: u16,
-        _dialed: Option<DialTarget>,
+        remote: SocketAddr,
+        listen_port: u16,
+        dialed: Option<DialTarget>,
     ) {
+        let seed = matches!(dialed, Some(DialTarget::Seed(_)));
+        if let Some(target) = &dialed {
+            self.dial.connected(target, Some(node));
+        }
+        if listen_port != 0 {
+            let addr = SocketAddr::new(remote.ip(), listen_port);
+            self.dial.learn(addr, Some(node), now);
+        }
+        self.neighbours.insert(
+            conn,
+            Neighbour {
+                node,
+                remote,
+                seed,
+                added: now,
+                closing: false,
+            },
+        );
+        self.greet(now, conn);
     }
 
     /// A neighbour's connection ended. `cut`: it was cut for stalling (the
     /// reason text), so the mesh floods DOWN for it.
-    pub fn neighbour_down(&mut self, _now: Instant, _conn: Conn, _cut: Option<&str>) {}
+    pub fn neighbour_down(&mut self, now: Instant, conn: Conn, cut: Option<&str>) {
+        let Some(gone) = self.neighbours.remove(&conn) else {
+            return;
+        };
+        if let Some(reason) = cut {
+            self.report_down(now, gone.node, reason);
+        }
+    }
 
     /// A batch of MSG frames read from `conn`, all inside `buf`.
-    pub fn on_msgs(&mut self, _now: Instant, _conn: Conn, _buf: &Bytes, _msgs: &[MsgRef]) {}
+    pub fn on_msgs(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
+        self.relay(now, conn, buf, msgs);
+    }
 
     /// A STATUS, DOWN, REPAIR or PEERS frame from `conn`; others are ignored.
-    pub fn on_frame(&mut self, _now: Instant, _conn: Conn, _frame: &Frame<'_>) {}
+    pub fn on_frame(&mut self, now: Instant, conn: Conn, frame: &Frame<'_>) {
+        match frame {
+            Frame::Status(status) => self.on_status(now, conn, status),
+            Frame::Down {
+                member,
+                status_seq,
+                hops,
+                ttl,
+                reason,
+            } => self.on_down(now, conn, *member, *status_seq, *hops, *ttl, reason),
+            Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            } => self.answer_repair(conn, *origin, *from_seq, *to_seq),
+            Frame::Peers(entries) => {
+                let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
+                self.learned(now, &addrs);
+            }
+            _ => {}
+        }
+    }
 
     /// Our own lines, already encoded by the stdin thread as MSG frames with
     /// seqs `first..=last`.
-    pub fn local(&mut self, _now: Instant, _frames: &Bytes, _first: u64, _last: u64) {}
+    pub fn local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
+        self.send_local(now, frames, first, last);
+    }
 
     /// Addresses learned outside the mesh (peer cache, discovery, PEERS).
-    pub fn learned(&mut self, _now: Instant, _addrs: &[(Option<NodeId>, SocketAddr)]) {}
+    pub fn learned(&mut self, now: Instant, addrs: &[(Option<NodeId>, SocketAddr)]) {
+        for (node, addr) in addrs {
+            if *node != Some(self.cfg.id) {
+                self.dial.learn(*addr, *node, now);
+            }
+        }
+    }
 
     /// How a dial asked for with [`Action::Dial`] ended.
-    pub fn dial_result(&mut self, _now: Instant, _target: &DialTarget, _result: DialResult) {}
+    pub fn dial_result(&mut self, now: Instant, target: &DialTarget, result: DialResult) {
+        if let DialResult::Refused { alternatives } = &result {
+            let addrs: Vec<_> = alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
+            self.learned(now, &addrs);
+        }
+        self.dial.result(now, target, &result, &mut self.rng);
+    }
 
     /// Time passes: keepalive STATUS, silence timeouts, repair, dialing.
-    pub fn tick(&mut self, _now: Instant) {}
+    pub fn tick(&mut self, now: Instant) {
+        self.last_tick = now;
+        if now >= self.next_keepalive {
+            self.next_keepalive = now + self.cfg.keepalive;
+            self.status_due = true;
+        }
+        self.maybe_send_status(now);
+        if now >= self.next_scan {
+            self.next_scan = now + (self.cfg.keepalive / 4).max(Duration::from_millis(10));
+            self.find_silent(now);
+        }
+        self.check_holes(now);
+        self.dial_tick(now);
+    }
 
-    /// When [`Mesh::tick`] next has something to do.
+    /// When [`Mesh::tick`] next has something to do (at the latest).
     pub fn next_deadline(&self) -> Option<Instant> {
-        None
+        let mut at = self
+            .next_keepalive
+            .min(self.next_scan)
+            .min(self.last_tick + TICK);
+        if self.status_due {
+            at = at.min(self.last_status.map_or(self.last_tick, |t| t + self.status_gap()));
+        }
+        Some(at)
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -214,38 +375,96 @@ impl Mesh {
 
     /// Bytes of our own lines that may be sent now.
     pub fn window_room(&self) -> usize {
-        self.cfg.window
+        self.own.room()
     }
 
     /// Other live members, not counting ourselves.
     pub fn live_members(&self) -> usize {
-        0
+        self.members.values().filter(|m| m.is_live()).count()
     }
 
-    pub fn member_name(&self, _id: NodeId) -> Option<&str> {
-        None
+    pub fn member_name(&self, id: NodeId) -> Option<&str> {
+        if id == self.cfg.id {
+            return Some(&self.cfg.name);
+        }
+        self.members.get(&id).map(|m| m.name.as_str())
     }
 
     /// Up to `n` members' addresses to hand a refused dialer.
-    pub fn alternatives(&self, _n: usize) -> Vec<(NodeId, SocketAddr)> {
-        Vec::new()
+    pub fn alternatives(&self, n: usize) -> Vec<(NodeId, SocketAddr)> {
+        let mut all = self.live_addrs();
+        // Neighbours' neighbours are spread best by taking a random sample.
+        let mut rng = Rng::new(self.own.last_seq ^ self.cfg.id ^ all.len() as u64);
+        let mut out = Vec::new();
+        while out.len() < n && !all.is_empty() {
+            out.push(all.swap_remove(rng.below(all.len())));
+        }
+        out
     }
 
     /// Every member address we know, for `--peer-cache`.
     pub fn known_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
-        Vec::new()
+        self.members
+            .iter()
+            .flat_map(|(id, m)| m.dialable().map(move |a| (*id, a)))
+            .collect()
     }
 
     /// A polite exit: floods our STATUS with the leaving flag.
-    pub fn leave(&mut self, _now: Instant) {}
+    pub fn leave(&mut self, now: Instant) {
+        self.own.leaving = true;
+        self.send_status(now);
+    }
 
     /// Every owed line acknowledged by every owing member, or it is down.
     pub fn eof_settled(&self) -> bool {
-        true
+        self.members.values().all(|m| m.settled(self.own.last_seq))
     }
 
     /// Per member: what it owed, got and lost of our lines.
     pub fn books(&self) -> Vec<MemberBooks> {
-        Vec::new()
+        self.members
+            .iter()
+            .filter_map(|(id, m)| m.books(*id, self.own.last_seq))
+            .collect()
+    }
+
+    /// Bytes held back and cached for all origins: bounded by the window
+    /// per origin.
+    pub fn footprint(&self) -> usize {
+        self.origins.iter().map(|(_, o)| o.footprint()).sum()
+    }
+
+    fn status_gap(&self) -> Duration {
+        if self.unacked_delivered >= self.cfg.window / 4 {
+            STATUS_GAP
+        } else {
+            STATUS_LAZY
+        }
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    /// Sends `frames` to every neighbour but `except`.
+    fn broadcast(&mut self, frames: &Bytes, msgs: u64, except: Option<Conn>) {
+        for &conn in self.neighbours.keys() {
+            if Some(conn) != except {
+                self.actions.push_back(Action::Send {
+                    to: conn,
+                    frames: frames.clone(),
+                    msgs,
+                });
+            }
+        }
+    }
+
+    fn live_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.is_live())
+            .flat_map(|(id, m)| m.dialable().map(move |a| (*id, a)))
+            .collect()
     }
 }

@@ -257,13 +257,13 @@ impl Router {
     }
 
     /// Lets stdin be read while a line read now can go out: once
-    /// `--wait-peers` peers are up and `--wait-members` members known for
-    /// the first time, then while a peer is up and a member known; and
-    /// only while the window has room (end-to-end flow control).
+    /// `--wait-peers` peers (at least one) are up and `--wait-members`
+    /// members known for the first time, then while a peer is up; and only
+    /// while the window has room (end-to-end flow control).
     fn update_gate(&mut self) {
         let live = self.live_peers();
         let members = self.mesh.live_members();
-        let (peers_needed, members_needed) = self.first.unwrap_or((1, 1));
+        let (peers_needed, members_needed) = self.first.unwrap_or((1, 0));
         let there = live >= peers_needed && members >= members_needed;
         if there && self.first.take().is_some() {
             if peers_needed > 1 || members_needed > 1 {

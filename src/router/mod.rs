@@ -71,7 +71,7 @@ pub struct Router {
     gate: Arc<StdinGate>,
     mesh: Mesh,
     /// Peers and members needed before stdin is read for the first time
-    /// (`--wait-peers`, `--wait-members`, at least one each); `None` once
+    /// (`--wait-peers`, at least one, and `--wait-members`); `None` once
     /// they were there.
     first: Option<(usize, usize)>,
     peers: HashMap<ConnId, Entry>,
@@ -153,7 +153,7 @@ impl Router {
         let now = Instant::now();
         let config = &node.config;
         Router {
-            first: Some((config.wait_peers.max(1), config.wait_members.max(1))),
+            first: Some((config.wait_peers.max(1), config.wait_members)),
             connect_deadline: config.connect_timeout.map(|t| now + t),
             next_stats: config.stats.map(|t| now + t),
             next_cache: config.peer_cache.as_ref().map(|_| now + CACHE_EVERY),
@@ -304,7 +304,7 @@ impl Router {
             .unwrap_or_default()
             .as_secs();
         if self.announced_any == 0 || self.first.is_some() {
-            let (peers, members) = self.first.unwrap_or((1, 1));
+            let (peers, members) = self.first.unwrap_or((1, 0));
             let what = if self.announced_any == 0 && peers == 1 {
                 "no peer connected".to_owned()
             } else if self.live_peers() < peers {

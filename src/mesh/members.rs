@@ -1,0 +1,429 @@
+//! Membership: our STATUS (announcement plus acknowledgements), other
+//! members' STATUS merged and flooded once each, DOWN reports, silence
+//! timeouts, and the peer exchange when a neighbour comes up.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId};
+use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
+
+/// What we know of another member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub addrs: Vec<SocketAddr>,
+    pub status_seq: u64,
+    /// When its last new STATUS arrived.
+    pub heard: Instant,
+    pub up: bool,
+    /// Why it went down (while down).
+    pub down: Option<String>,
+    /// The highest status_seq a DOWN reported for it: DOWNs are flooded
+    /// once per (member, status_seq).
+    pub down_seq: Option<u64>,
+    /// Its latest STATUS as we forward it, for new neighbours.
+    pub last_status: Option<Bytes>,
+    /// Its acknowledgement of our own lines: (base, delivered).
+    pub ack: Option<(u64, u64)>,
+    /// The first of our seqs it owes delivery of; `None` while unknown.
+    pub owed_from: u64,
+    /// One past the last of our seqs it owes (set when it went down).
+    pub owed_end: Option<u64>,
+    /// Lines lost in its earlier lives (it went down, then came back).
+    pub lost_before: u64,
+}
+
+impl Member {
+    pub fn is_live(&self) -> bool {
+        self.up
+    }
+
+    /// Addresses one could dial (not the unspecified ones).
+    pub fn dialable(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.addrs
+            .iter()
+            .copied()
+            .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
+    }
+
+    /// The highest of our seqs it has, for the window: every owed one up to
+    /// here is delivered, or will never be (below its base).
+    pub fn done(&self) -> u64 {
+        let floor = self.owed_from.saturating_sub(1);
+        match self.ack {
+            Some((_, delivered)) => delivered.max(floor),
+            None => floor,
+        }
+    }
+
+    /// Whether it owes nothing more of our lines up to `last`.
+    pub fn settled(&self, last: u64) -> bool {
+        !self.up || self.owed_from > last || self.done() >= last
+    }
+
+    pub fn books(&self, id: NodeId, last: u64) -> Option<MemberBooks> {
+        let end = self.owed_end.unwrap_or(last + 1);
+        if self.owed_from == 0 || (self.owed_from >= end && self.lost_before == 0) {
+            return None;
+        }
+        let owed = self.owed_from..end.max(self.owed_from);
+        let (base, delivered) = self.ack.unwrap_or((self.owed_from, self.owed_from - 1));
+        let got_from = base.max(self.owed_from);
+        let got_to = delivered.min(owed.end.saturating_sub(1));
+        let got = (got_to + 1).saturating_sub(got_from);
+        let owed_count = owed.end - owed.start;
+        // Below its base it will never deliver; after it went down it
+        // delivers nothing more.
+        let lost = if !self.up || base > self.owed_from {
+            owed_count - got
+        } else {
+            0
+        };
+        Some(MemberBooks {
+            id,
+            name: self.name.clone(),
+            owed,
+            delivered: got,
+            lost: lost + self.lost_before,
+            down: self.down.clone(),
+        })
+    }
+}
+
+impl Mesh {
+    /// Peer exchange: a new neighbour gets our STATUS and the latest
+    /// STATUS of every live member we know, in one send.
+    pub(super) fn greet(&mut self, now: Instant, conn: Conn) {
+        let mut out = Vec::new();
+        self.own_status(now).encode(&mut out);
+        for m in self.members.values().filter(|m| m.up) {
+            if let Some(status) = &m.last_status {
+                out.extend_from_slice(status);
+            }
+        }
+        self.push(Action::Send {
+            to: conn,
+            frames: Arc::new(out),
+            msgs: 0,
+        });
+    }
+
+    /// Our STATUS as it goes out now; counts a new status_seq.
+    fn own_status(&mut self, now: Instant) -> Status {
+        self.own.status_seq += 1;
+        self.last_status = Some(now);
+        self.status_due = false;
+        self.unacked_delivered = 0;
+        let addrs = match self.cfg.advertise {
+            Some(addr) => vec![addr],
+            None if self.cfg.listen_port != 0 => vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                self.cfg.listen_port,
+            )],
+            None => Vec::new(),
+        };
+        let mut flags = 0;
+        if !self.cfg.relay {
+            flags |= FLAG_NO_RELAY;
+        }
+        if self.own.leaving {
+            flags |= FLAG_LEAVING;
+        }
+        Status {
+            member: self.cfg.id,
+            status_seq: self.own.status_seq,
+            hops: 1,
+            ttl: self.cfg.ttl,
+            sent_seq: self.own.last_seq,
+            flags,
+            name: self.cfg.name.clone(),
+            addrs,
+            acks: self.acks(),
+        }
+    }
+
+    /// Our acknowledgements: every origin that has sent something, live
+    /// members first when there are more than fit.
+    fn acks(&self) -> Vec<Ack> {
+        let mut acks: Vec<(bool, Ack)> = self
+            .origins
+            .iter()
+            .filter(|(id, o)| {
+                **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0)
+            })
+            .map(|(id, o)| {
+                let live = self.members.get(id).is_some_and(|m| m.up);
+                let ack = Ack {
+                    origin: *id,
+                    base: o.base,
+                    delivered: o.next - 1,
+                };
+                (!live, ack)
+            })
+            .collect();
+        acks.sort_by_key(|(dead, ack)| (*dead, ack.origin));
+        acks.truncate(MAX_STATUS_ACKS);
+        acks.into_iter().map(|(_, ack)| ack).collect()
+    }
+
+    pub(super) fn send_status(&mut self, now: Instant) {
+        let bytes = Arc::new(Frame::Status(self.own_status(now)).to_bytes());
+        self.broadcast(&bytes, 0, None);
+    }
+
+    /// A prompt STATUS when one is due and the last is old enough.
+    pub(super) fn maybe_send_status(&mut self, now: Instant) {
+        if self.status_due && self.last_status.is_none_or(|t| now >= t + self.status_gap()) {
+            self.send_status(now);
+        }
+    }
+
+    pub(super) fn on_status(&mut self, now: Instant, conn: Conn, status: &Status) {
+        if status.member == self.cfg.id {
+            if status.status_seq > self.own.status_seq {
+                log::error!(
+                    "a STATUS claims our id {:016x} (name {:?}) with status_seq {} we never \
+                     sent: another process uses our id; ignored",
+                    self.cfg.id,
+                    status.name,
+                    status.status_seq
+                );
+            }
+            return;
+        }
+        let fresh = match self.members.get(&status.member) {
+            Some(m) => {
+                status.status_seq > m.status_seq
+                    && m.down_seq.is_none_or(|d| status.status_seq > d)
+            }
+            None => true,
+        };
+        if !fresh {
+            return;
+        }
+        let mut status = status.clone();
+        if status.hops == 1 {
+            if let Some(n) = self.neighbours.get(&conn) {
+                for addr in &mut status.addrs {
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(n.remote.ip());
+                    }
+                }
+            }
+        }
+        let forward = status.hops < status.ttl;
+        status.hops = status.hops.saturating_add(1);
+        let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
+        if forward {
+            self.broadcast(&bytes, 0, Some(conn));
+        }
+        status.hops -= 1;
+        self.merge_status(now, &status, bytes);
+    }
+
+    fn merge_status(&mut self, now: Instant, status: &Status, bytes: Bytes) {
+        let id = status.member;
+        let in_reach = status.hops <= self.cfg.ttl;
+        let owed_from = self.own.last_seq + 1;
+        let m = self.members.entry(id).or_insert_with(|| Member {
+            name: String::new(),
+            addrs: Vec::new(),
+            status_seq: 0,
+            heard: now,
+            up: false,
+            down: None,
+            down_seq: None,
+            last_status: None,
+            ack: None,
+            owed_from: 0,
+            owed_end: None,
+            lost_before: 0,
+        });
+        m.status_seq = status.status_seq;
+        m.heard = now;
+        m.name.clone_from(&status.name);
+        m.addrs.clone_from(&status.addrs);
+        m.last_status = Some(bytes);
+        if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
+            let new = (ack.base, ack.delivered);
+            m.ack = Some(m.ack.map_or(new, |old| (old.0.min(new.0), old.1.max(new.1))));
+        }
+        let leaving = status.flags & FLAG_LEAVING != 0;
+        let was_up = m.up;
+        let addrs: Vec<SocketAddr> = m.dialable().collect();
+        if leaving {
+            if was_up {
+                self.mark_down(id, "left");
+            }
+        } else if in_reach && !was_up {
+            let m = self.members.get_mut(&id).expect("inserted");
+            m.up = true;
+            if m.owed_from != 0 {
+                // Back from the dead: its earlier life's losses stay booked.
+                if let Some(b) = m.books(id, self.own.last_seq) {
+                    m.lost_before = b.lost;
+                }
+            }
+            m.owed_from = owed_from;
+            m.owed_end = None;
+            m.ack = None;
+            m.down = None;
+            let name = m.name.clone();
+            self.push(Action::MemberUp {
+                id,
+                name,
+                addrs: addrs.clone(),
+            });
+        }
+        for addr in addrs {
+            self.dial.learn(addr, Some(id), now);
+        }
+        let origin = self.origins.entry(id);
+        origin.start_at(status.sent_seq + 1);
+        origin.known_sent = origin.known_sent.max(status.sent_seq);
+        if origin.missing().is_some() {
+            self.holes.insert(id);
+        }
+        self.update_window();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_down(
+        &mut self,
+        now: Instant,
+        conn: Conn,
+        member: NodeId,
+        status_seq: u64,
+        hops: u8,
+        ttl: u8,
+        reason: &[u8],
+    ) {
+        let reason = printable(reason);
+        if member == self.cfg.id {
+            // Reported gone while alive (we stalled, or a false alarm):
+            // say so at once with a newer STATUS.
+            if status_seq >= self.own.status_seq {
+                self.send_status(now);
+            }
+            return;
+        }
+        if let Some(m) = self.members.get(&member) {
+            if m.down_seq.is_some_and(|d| d >= status_seq) || m.status_seq > status_seq {
+                return;
+            }
+        }
+        self.down_record(member, status_seq, now);
+        if self.members.get(&member).is_some_and(|m| m.up) {
+            self.mark_down(member, &reason);
+        }
+        if hops < ttl {
+            let frame = Frame::Down {
+                member,
+                status_seq,
+                hops: hops + 1,
+                ttl,
+                reason: reason.as_bytes(),
+            };
+            self.broadcast(&Arc::new(frame.to_bytes()), 0, Some(conn));
+        }
+    }
+
+    fn down_record(&mut self, member: NodeId, status_seq: u64, now: Instant) {
+        let m = self.members.entry(member).or_insert_with(|| Member {
+            name: String::new(),
+            addrs: Vec::new(),
+            status_seq,
+            heard: now,
+            up: false,
+            down: None,
+            down_seq: None,
+            last_status: None,
+            ack: None,
+            owed_from: 0,
+            owed_end: None,
+            lost_before: 0,
+        });
+        m.down_seq = Some(status_seq.max(m.down_seq.unwrap_or(0)));
+    }
+
+    /// A neighbour we cut for stalling: everyone is told to forget it.
+    pub(super) fn report_down(&mut self, now: Instant, member: NodeId, reason: &str) {
+        let status_seq = self.members.get(&member).map_or(0, |m| m.status_seq);
+        self.down_record(member, status_seq, now);
+        if self.members.get(&member).is_some_and(|m| m.up) {
+            self.mark_down(member, reason);
+        }
+        let frame = Frame::Down {
+            member,
+            status_seq,
+            hops: 1,
+            ttl: self.cfg.ttl,
+            reason: reason.as_bytes(),
+        };
+        self.broadcast(&Arc::new(frame.to_bytes()), 0, None);
+    }
+
+    pub(super) fn mark_down(&mut self, id: NodeId, reason: &str) {
+        let last = self.own.last_seq;
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if !m.up {
+            return;
+        }
+        m.up = false;
+        m.down = Some(reason.to_owned());
+        m.owed_end = Some(last + 1);
+        let name = m.name.clone();
+        self.push(Action::MemberDown {
+            id,
+            name,
+            reason: reason.to_owned(),
+        });
+        self.update_window();
+    }
+
+    /// Members silent for 3 × keepalive are down.
+    pub(super) fn find_silent(&mut self, now: Instant) {
+        let limit = self.cfg.keepalive * 3;
+        let silent: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.up && now.duration_since(m.heard) > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        let reason = format!("silent for {}s", limit.as_secs_f64());
+        for id in silent {
+            self.mark_down(id, &reason);
+        }
+    }
+
+    /// Recomputes the window's low mark from the members' acks.
+    pub(super) fn update_window(&mut self) {
+        let last = self.own.last_seq;
+        let low = self
+            .members
+            .values()
+            .filter(|m| m.up && m.owed_from <= last)
+            .map(Member::done)
+            .min()
+            .unwrap_or(last);
+        self.own.acked_to(low);
+    }
+}
+
+/// Text from a stranger made safe to print on one line.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if crate::frame::breaks_a_line(c) {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}

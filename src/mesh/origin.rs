@@ -1,0 +1,275 @@
+//! What a node keeps per origin: the next seq to deliver, a bounded
+//! hold-back buffer for out-of-order arrivals, a bounded cache of recent
+//! messages for REPAIR answers, and the open hole, if any. Origins are kept
+//! in a bounded LRU table that outlives membership, so a jump in seq after a
+//! partition heals is seen as a gap, not as a new start.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::time::Instant;
+
+use super::{Bytes, Conn, NodeId};
+
+/// The most origins remembered; the least recently used is forgotten first.
+pub const MAX_ORIGINS: usize = 4096;
+
+/// A message kept by reference into the buffer it arrived in.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub hops: u8,
+    pub via: Option<Conn>,
+    pub bytes: Bytes,
+    /// The whole frame, length prefix included.
+    pub frame: Range<usize>,
+    /// What it counts against the bounds: at least its share of the buffer
+    /// it keeps alive.
+    pub cost: usize,
+}
+
+/// A run of missing seqs being repaired.
+#[derive(Debug, Clone)]
+pub struct Hole {
+    pub since: Instant,
+    pub next_repair: Instant,
+    /// Which neighbour (by rank) the next REPAIR goes to.
+    pub rr: usize,
+}
+
+/// What to do with a message that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// It is the next one: deliver it, then what it unblocks.
+    Deliver,
+    /// Later than the next one: kept in the hold-back buffer.
+    Hold,
+    /// Already delivered, already held, or before the base.
+    Duplicate,
+    /// Later than the next one, but the hold-back buffer is full: dropped,
+    /// to be repaired.
+    Overflow,
+}
+
+#[derive(Debug, Default)]
+pub struct Origin {
+    /// Lowest seq not yet delivered; 0 = no base yet.
+    pub next: u64,
+    /// The first seq this node delivers of this origin.
+    pub base: u64,
+    /// The highest seq the origin said (STATUS) it has sent.
+    pub known_sent: u64,
+    held: BTreeMap<u64, Kept>,
+    held_bytes: usize,
+    cache: VecDeque<(u64, Kept)>,
+    cache_bytes: usize,
+    pub hole: Option<Hole>,
+    used: u64,
+}
+
+impl Origin {
+    /// Sets the base if there is none: from the origin's STATUS
+    /// (`sent_seq + 1`) or its first message.
+    pub fn start_at(&mut self, seq: u64) {
+        if self.next == 0 {
+            self.next = seq.max(1);
+            self.base = self.next;
+        }
+    }
+
+    pub fn arrive(&mut self, seq: u64, cost: usize, window: usize) -> Arrival {
+        self.start_at(seq);
+        if seq < self.next || self.held.contains_key(&seq) {
+            Arrival::Duplicate
+        } else if seq == self.next {
+            Arrival::Deliver
+        } else if self.held_bytes + cost > window {
+            Arrival::Overflow
+        } else {
+            Arrival::Hold
+        }
+    }
+
+    pub fn hold(&mut self, seq: u64, kept: Kept) {
+        self.held_bytes += kept.cost;
+        self.held.insert(seq, kept);
+    }
+
+    /// The held message that is next, if it is there; advances `next`.
+    pub fn take_next_held(&mut self) -> Option<(u64, Kept)> {
+        let seq = self.next;
+        let kept = self.held.remove(&seq)?;
+        self.held_bytes -= kept.cost;
+        self.next += 1;
+        Some((seq, kept))
+    }
+
+    /// The lowest held seq, if any.
+    pub fn first_held(&self) -> Option<u64> {
+        self.held.keys().next().copied()
+    }
+
+    /// The missing run starting at `next`, if there is one: up to the first
+    /// held seq, or up to what the origin said it sent.
+    pub fn missing(&self) -> Option<(u64, u64)> {
+        if self.next == 0 {
+            return None;
+        }
+        let last = match self.first_held() {
+            Some(held) => held - 1,
+            None => self.known_sent,
+        };
+        (last >= self.next).then_some((self.next, last))
+    }
+
+    /// Gives up on `next..=last`: the next seq is `last + 1`.
+    pub fn skip_to(&mut self, last: u64) {
+        self.next = self.next.max(last + 1);
+        // Anything held below the new next is now a duplicate.
+        while let Some((&seq, _)) = self.held.first_key_value() {
+            if seq >= self.next {
+                break;
+            }
+            let kept = self.held.remove(&seq).expect("present");
+            self.held_bytes -= kept.cost;
+        }
+    }
+
+    pub fn cache(&mut self, seq: u64, kept: Kept, window: usize) {
+        self.cache_bytes += kept.cost;
+        self.cache.push_back((seq, kept));
+        while self.cache_bytes > window {
+            let Some((_, old)) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= old.cost;
+        }
+    }
+
+    /// Cached frames with seqs in `from..=to`, in seq order.
+    pub fn cached(&self, from: u64, to: u64) -> Vec<&Kept> {
+        let mut found: Vec<(u64, &Kept)> = self
+            .cache
+            .iter()
+            .filter(|(seq, _)| (from..=to).contains(seq))
+            .map(|(seq, kept)| (*seq, kept))
+            .collect();
+        found.sort_by_key(|(seq, _)| *seq);
+        found.dedup_by_key(|(seq, _)| *seq);
+        found.into_iter().map(|(_, kept)| kept).collect()
+    }
+
+    /// Bytes this origin holds back and caches.
+    pub fn footprint(&self) -> usize {
+        self.held_bytes + self.cache_bytes
+    }
+}
+
+/// The per-origin table, bounded to [`MAX_ORIGINS`] by least recent use.
+#[derive(Debug, Default)]
+pub struct Origins {
+    map: HashMap<NodeId, Origin>,
+    clock: u64,
+}
+
+impl Origins {
+    pub fn get(&self, id: NodeId) -> Option<&Origin> {
+        self.map.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: NodeId) -> Option<&mut Origin> {
+        self.map.get_mut(&id)
+    }
+
+    /// The origin's state, created (evicting the least recently used one
+    /// when the table is full) if there is none.
+    pub fn entry(&mut self, id: NodeId) -> &mut Origin {
+        self.clock += 1;
+        if !self.map.contains_key(&id) && self.map.len() >= MAX_ORIGINS {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, o)| o.used)
+                .map(|(id, _)| *id)
+                .expect("table is full");
+            self.map.remove(&oldest);
+        }
+        let origin = self.map.entry(id).or_default();
+        origin.used = self.clock;
+        origin
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Origin)> {
+        self.map.iter()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn kept(cost: usize) -> Kept {
+        Kept {
+            hops: 1,
+            via: None,
+            bytes: Arc::new(vec![0; cost]),
+            frame: 0..cost,
+            cost,
+        }
+    }
+
+    #[test]
+    fn arrivals_are_sorted_into_deliver_hold_duplicate_and_overflow() {
+        let mut o = Origin::default();
+        assert_eq!(o.arrive(5, 10, 25), Arrival::Deliver, "the first sets the base");
+        assert_eq!(o.base, 5);
+        o.next = 6;
+        assert_eq!(o.arrive(5, 10, 25), Arrival::Duplicate);
+        assert_eq!(o.arrive(4, 10, 25), Arrival::Duplicate, "before the base");
+        assert_eq!(o.arrive(8, 10, 25), Arrival::Hold);
+        o.hold(8, kept(10));
+        assert_eq!(o.arrive(8, 10, 25), Arrival::Duplicate, "already held");
+        assert_eq!(o.arrive(9, 10, 25), Arrival::Hold);
+        o.hold(9, kept(10));
+        assert_eq!(
+            o.arrive(10, 10, 25),
+            Arrival::Overflow,
+            "hold-back bounded by the window"
+        );
+        assert_eq!(o.missing(), Some((6, 7)));
+        o.skip_to(7);
+        assert_eq!(o.take_next_held().map(|(s, _)| s), Some(8));
+        assert_eq!(o.take_next_held().map(|(s, _)| s), Some(9));
+        assert_eq!(o.next, 10);
+        assert_eq!(o.footprint(), 0);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_last_window_bytes() {
+        let mut o = Origin::default();
+        for seq in 1..=10 {
+            o.cache(seq, kept(100), 350);
+        }
+        let seqs: Vec<usize> = o.cached(1, 10).iter().map(|k| k.cost).collect();
+        assert_eq!(seqs.len(), 3);
+        assert!(o.cached(1, 7).is_empty());
+        assert_eq!(o.cached(8, 8).len(), 1);
+    }
+
+    #[test]
+    fn the_origin_table_forgets_the_least_recently_used() {
+        let mut t = Origins::default();
+        for id in 0..MAX_ORIGINS as u64 {
+            t.entry(id).next = 1;
+        }
+        t.entry(0); // used again: now the most recent
+        t.entry(u64::MAX);
+        assert_eq!(t.len(), MAX_ORIGINS);
+        assert!(t.get(0).is_some());
+        assert!(t.get(1).is_none(), "the least recently used went");
+    }
+}

@@ -1,0 +1,222 @@
+//! The flooding relay: de-duplication by (origin, seq), per-origin order
+//! with a bounded hold-back buffer, ttl, forwarding one shared re-encoded
+//! buffer per inbound batch, our own lines, REPAIR answers, and holes that
+//! become gaps after `--stall-timeout`.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use byteorder::{BigEndian, ByteOrder};
+
+use super::origin::{Arrival, Hole, Kept};
+use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
+use crate::frame::{Frame, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
+
+/// How long a hole may be in-flight reordering before the first REPAIR.
+const REPAIR_DELAY: Duration = Duration::from_millis(250);
+/// How long a REPAIR is given before another neighbour is asked.
+const REPAIR_RETRY: Duration = Duration::from_secs(1);
+
+impl Mesh {
+    /// The hot path: one pass over the batch, one forward buffer shared by
+    /// every other neighbour, deliveries by reference into `buf`.
+    pub(super) fn relay(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
+        let forwarding = self.cfg.relay && self.neighbours.len() > 1;
+        let mut fwd: Vec<u8> = Vec::new();
+        let mut fwd_seqs: Vec<(NodeId, u64, Range<usize>)> = Vec::new();
+        let mut deliveries = Vec::new();
+        // A message's share of the buffer it keeps alive when held or cached.
+        let share = buf.len() / msgs.len().max(1);
+        for m in msgs {
+            if m.origin == self.cfg.id {
+                continue;
+            }
+            let window = self.cfg.window;
+            let kept = Kept {
+                hops: m.hops,
+                via: Some(conn),
+                bytes: buf.clone(),
+                frame: m.start..m.end,
+                cost: (m.end - m.start).max(share),
+            };
+            let origin = self.origins.entry(m.origin);
+            match origin.arrive(m.seq, kept.cost, window) {
+                Arrival::Duplicate | Arrival::Overflow => continue,
+                Arrival::Deliver => {
+                    origin.next += 1;
+                    deliveries.push(delivery(m.origin, m.seq, &kept));
+                    while let Some((seq, held)) = origin.take_next_held() {
+                        deliveries.push(delivery(m.origin, seq, &held));
+                    }
+                    if origin.missing().is_some() {
+                        self.holes.insert(m.origin);
+                    }
+                }
+                Arrival::Hold => {
+                    origin.hold(m.seq, kept.clone());
+                    self.holes.insert(m.origin);
+                }
+            }
+            if forwarding && m.hops < m.ttl {
+                let at = fwd.len();
+                if at == 0 {
+                    fwd.reserve(buf.len());
+                }
+                fwd.extend_from_slice(&buf[m.start..m.end]);
+                fwd[at + MSG_HOPS_AT] = m.hops + 1;
+                fwd_seqs.push((m.origin, m.seq, at..fwd.len()));
+            } else {
+                let window = self.cfg.window;
+                self.origins.entry(m.origin).cache(m.seq, kept, window);
+            }
+        }
+        if !fwd_seqs.is_empty() {
+            let fwd: Bytes = Arc::new(fwd);
+            let share = fwd.len() / fwd_seqs.len();
+            let window = self.cfg.window;
+            for (origin, seq, frame) in &fwd_seqs {
+                let kept = Kept {
+                    hops: fwd[frame.start + MSG_HOPS_AT],
+                    via: None,
+                    bytes: fwd.clone(),
+                    frame: frame.clone(),
+                    cost: frame.len().max(share),
+                };
+                self.origins.entry(*origin).cache(*seq, kept, window);
+            }
+            self.broadcast(&fwd, fwd_seqs.len() as u64, Some(conn));
+        }
+        self.delivered(deliveries);
+        self.maybe_send_status(now);
+    }
+
+    /// Hands deliveries to the caller; acknowledgements advanced.
+    fn delivered(&mut self, deliveries: Vec<Delivery>) {
+        if !deliveries.is_empty() {
+            self.status_due = true;
+            self.unacked_delivered += deliveries.iter().map(|d| d.payload.1.len()).sum::<usize>();
+            self.push(Action::Deliver(deliveries));
+        }
+    }
+
+    /// Our own lines: to every neighbour, into our cache, into the window.
+    pub(super) fn send_local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
+        let mut rest = 0;
+        let mut count = 0;
+        let window = self.cfg.window;
+        while rest + MSG_HEADER_LEN <= frames.len() {
+            let len = LEN_PREFIX + BigEndian::read_u32(&frames[rest..]) as usize;
+            let seq = BigEndian::read_u64(&frames[rest + 13..]);
+            let kept = Kept {
+                hops: 1,
+                via: None,
+                bytes: frames.clone(),
+                frame: rest..rest + len,
+                cost: len,
+            };
+            self.origins.entry(self.cfg.id).cache(seq, kept, window);
+            self.own.sent(seq, len);
+            rest += len;
+            count += 1;
+        }
+        debug_assert_eq!(count, last + 1 - first);
+        self.broadcast(frames, count, None);
+        self.update_window();
+        self.status_due = true;
+        self.maybe_send_status(now);
+    }
+
+    /// Answers a REPAIR with the frames we still have, one buffer.
+    pub(super) fn answer_repair(&mut self, conn: Conn, origin: NodeId, from: u64, to: u64) {
+        let Some(state) = self.origins.get(origin) else {
+            return;
+        };
+        let found = state.cached(from, to);
+        if found.is_empty() {
+            return;
+        }
+        let mut out = Vec::new();
+        for kept in &found {
+            out.extend_from_slice(&kept.bytes[kept.frame.clone()]);
+        }
+        let msgs = found.len() as u64;
+        self.push(Action::Send {
+            to: conn,
+            frames: Arc::new(out),
+            msgs,
+        });
+    }
+
+    /// Asks for missing runs, and gives up on those open for
+    /// `--stall-timeout`: a gap, then what was held back.
+    pub(super) fn check_holes(&mut self, now: Instant) {
+        let ids: Vec<NodeId> = self.holes.iter().copied().collect();
+        for id in ids {
+            self.check_hole(now, id);
+        }
+    }
+
+    fn check_hole(&mut self, now: Instant, id: NodeId) {
+        let stall = self.cfg.stall_timeout;
+        let Some(origin) = self.origins.get_mut(id) else {
+            self.holes.remove(&id);
+            return;
+        };
+        let Some((first, last)) = origin.missing() else {
+            origin.hole = None;
+            self.holes.remove(&id);
+            return;
+        };
+        let hole = origin.hole.get_or_insert(Hole {
+            since: now,
+            next_repair: now + REPAIR_DELAY,
+            rr: 0,
+        });
+        if now >= hole.since + stall {
+            origin.skip_to(last);
+            origin.hole = None;
+            let mut released = Vec::new();
+            while let Some((seq, held)) = origin.take_next_held() {
+                released.push(delivery(id, seq, &held));
+            }
+            self.push(Action::Gap {
+                origin: id,
+                first,
+                last,
+                reason: format!("not repaired within {}s", stall.as_secs_f64()),
+            });
+            self.delivered(released);
+            return;
+        }
+        if now >= hole.next_repair && !self.neighbours.is_empty() {
+            let rank = hole.rr % self.neighbours.len();
+            hole.rr += 1;
+            hole.next_repair = now + REPAIR_RETRY;
+            let conn = *self.neighbours.keys().nth(rank).expect("rank < len");
+            let frame = Frame::Repair {
+                origin: id,
+                from_seq: first,
+                to_seq: last,
+            };
+            self.push(Action::Send {
+                to: conn,
+                frames: Arc::new(frame.to_bytes()),
+                msgs: 0,
+            });
+        }
+    }
+}
+
+fn delivery(origin: NodeId, seq: u64, kept: &Kept) -> Delivery {
+    Delivery {
+        origin,
+        seq,
+        hops: kept.hops,
+        via: kept.via,
+        payload: (
+            kept.bytes.clone(),
+            kept.frame.start + MSG_HEADER_LEN..kept.frame.end,
+        ),
+    }
+}

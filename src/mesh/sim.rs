@@ -1,0 +1,716 @@
+//! A deterministic simulator: many [`Mesh`] instances in one process,
+//! joined by simulated links with delays, polite closes, cuts and node
+//! crashes, driven by a virtual clock and one seeded RNG.
+//!
+//! It checks, as every delivery and gap happens, that each node sees each
+//! origin exactly once and in order, and that nothing is skipped without a
+//! gap: per (node, origin), every delivery or gap starts right where the
+//! previous one ended. Used by the tests below and by `benches/mesh_sim.rs`
+//! (through [`crate::mesh::sim_api`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::rng::Rng;
+use super::{Action, Bytes, Conn, DialResult, DialTarget, Mesh, MeshConfig, MsgRef, NodeId};
+use crate::frame::{self, Frame};
+
+/// Per (node, origin): what was delivered or reported lost.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// The first seq delivered or reported (the node's base for the origin).
+    pub first: u64,
+    /// The last seq delivered or reported: the next must be this + 1.
+    pub covered_to: u64,
+    pub delivered: u64,
+    pub lost: u64,
+}
+
+pub struct SimNode {
+    pub mesh: Mesh,
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    pub alive: bool,
+    /// Command-line PEERs: node indexes.
+    pub seeds: Vec<usize>,
+    pub seen: HashMap<NodeId, Seen>,
+    pub gaps: u64,
+    /// Our own lines sent so far (the highest seq).
+    pub sent: u64,
+    /// MSG frames that arrived, for duplicates per delivery.
+    pub msgs_in: u64,
+    pub deliveries: u64,
+    /// When and with how many hops the latest delivery happened.
+    pub last_delivery: Option<(Duration, u8)>,
+    pub members_up: u64,
+    pub members_down: u64,
+    tick_at: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    ends: [(usize, Conn); 2],
+    delay: Duration,
+    closing: bool,
+}
+
+/// A buffer of frames decoded once for all the neighbours it goes to.
+#[derive(Debug)]
+enum Item {
+    Msgs(Vec<MsgRef>),
+    /// Owns everything it holds, so it lives as long as the buffer.
+    Status(Frame<'static>),
+    /// Any other frame, decoded where it arrives: `bytes[range]`.
+    Other(std::ops::Range<usize>),
+}
+
+#[derive(Debug)]
+struct Decoded {
+    bytes: Bytes,
+    items: Vec<Item>,
+    msgs: u64,
+}
+
+impl Decoded {
+    /// Decodes as a peer reader would: runs of MSG frames as one batch,
+    /// every other frame on its own.
+    fn new(bytes: Bytes) -> Self {
+        let mut items = Vec::new();
+        let mut run: Vec<MsgRef> = Vec::new();
+        let mut at = 0;
+        let mut msgs = 0;
+        while let Some((frame, used)) =
+            frame::decode(&bytes[at..], usize::MAX).expect("the mesh encodes valid frames")
+        {
+            match frame {
+                Frame::Msg {
+                    origin,
+                    seq,
+                    hops,
+                    ttl,
+                    ..
+                } => {
+                    msgs += 1;
+                    run.push(MsgRef {
+                        origin,
+                        seq,
+                        hops,
+                        ttl,
+                        start: at,
+                        end: at + used,
+                    });
+                }
+                other => {
+                    if !run.is_empty() {
+                        items.push(Item::Msgs(std::mem::take(&mut run)));
+                    }
+                    items.push(match other {
+                        Frame::Status(s) => Item::Status(Frame::Status(s)),
+                        _ => Item::Other(at..at + used),
+                    });
+                }
+            }
+            at += used;
+        }
+        if !run.is_empty() {
+            items.push(Item::Msgs(run));
+        }
+        Decoded { bytes, items, msgs }
+    }
+}
+
+#[derive(Debug)]
+enum Ev {
+    Frames {
+        node: usize,
+        conn: Conn,
+        frames: Arc<Decoded>,
+    },
+    Tick { node: usize },
+    Connect { from: usize, to: usize, target: DialTarget },
+    LinkDown { link: u64, alternatives: Vec<(NodeId, SocketAddr)>, closer: usize },
+    NeighbourDown { node: usize, conn: Conn },
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Knobs of a simulation.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub degree: usize,
+    pub max_peers: usize,
+    pub ttl: u8,
+    pub window: usize,
+    pub keepalive: Duration,
+    pub stall_timeout: Duration,
+    /// Link delays are drawn from this range.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            degree: 3,
+            max_peers: 32,
+            ttl: 16,
+            window: 64 * 1024,
+            keepalive: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(4),
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(20),
+            seed: 1,
+        }
+    }
+}
+
+pub struct Sim {
+    pub cfg: SimConfig,
+    base: Instant,
+    pub now: Duration,
+    pub nodes: Vec<SimNode>,
+    links: BTreeMap<u64, Link>,
+    conn_link: HashMap<Conn, u64>,
+    by_addr: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    next_conn: Conn,
+    next_link: u64,
+    pub rng: Rng,
+    /// Frames delivered to nodes, of any kind.
+    pub frames: u64,
+    /// The last buffer sent, decoded: a broadcast is decoded once.
+    last_decoded: Option<Arc<Decoded>>,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        Sim {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            base: Instant::now(),
+            now: Duration::ZERO,
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            conn_link: HashMap::new(),
+            by_addr: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            next_conn: 1,
+            next_link: 1,
+            frames: 0,
+            last_decoded: None,
+        }
+    }
+
+    pub fn instant(&self) -> Instant {
+        self.base + self.now
+    }
+
+    /// Starts a node that dials `seeds` (node indexes); returns its index.
+    pub fn add_node(&mut self, seeds: Vec<usize>) -> usize {
+        let index = self.nodes.len();
+        let id = self.rng.next_u64();
+        let addr = SocketAddr::new(
+            Ipv4Addr::new(10, (index >> 16) as u8, (index >> 8) as u8, index as u8).into(),
+            7117,
+        );
+        let cfg = MeshConfig {
+            id,
+            name: format!("n{index}"),
+            listen_port: 7117,
+            advertise: None,
+            ttl: self.cfg.ttl,
+            relay: true,
+            degree: self.cfg.degree,
+            max_peers: self.cfg.max_peers,
+            window: self.cfg.window,
+            max_frame: 1 << 20,
+            keepalive: self.cfg.keepalive,
+            stall_timeout: self.cfg.stall_timeout,
+            seeds: seeds.len(),
+            rng_seed: self.rng.next_u64(),
+        };
+        let mesh = Mesh::new(cfg, self.instant());
+        self.nodes.push(SimNode {
+            mesh,
+            id,
+            addr,
+            alive: true,
+            seeds,
+            seen: HashMap::new(),
+            gaps: 0,
+            sent: 0,
+            msgs_in: 0,
+            deliveries: 0,
+            last_delivery: None,
+            members_up: 0,
+            members_down: 0,
+            tick_at: None,
+        });
+        self.by_addr.insert(addr, index);
+        self.schedule(Duration::ZERO, Ev::Tick { node: index });
+        index
+    }
+
+    fn schedule(&mut self, after: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at: self.now + after,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn delay(&mut self) -> Duration {
+        let span = (self.cfg.max_delay - self.cfg.min_delay).as_micros() as usize;
+        self.cfg.min_delay + Duration::from_micros(self.rng.below(span + 1) as u64)
+    }
+
+    /// Runs events until the virtual clock reaches `until`.
+    pub fn run_until(&mut self, until: Duration) {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until {
+                break;
+            }
+            let Reverse(next) = self.queue.pop().expect("peeked");
+            self.now = next.at;
+            self.handle(next.ev);
+        }
+        self.now = until;
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.instant();
+        match ev {
+            Ev::Frames { node, conn, frames } => {
+                if !self.nodes[node].alive || !self.conn_link.contains_key(&conn) {
+                    return;
+                }
+                self.feed(node, conn, &frames);
+                self.after(node);
+            }
+            Ev::Tick { node } => {
+                let n = &mut self.nodes[node];
+                if !n.alive || n.tick_at.is_some_and(|t| t > self.now) {
+                    return;
+                }
+                n.tick_at = None;
+                n.mesh.tick(now);
+                self.after(node);
+            }
+            Ev::Connect { from, to, target } => self.connect(from, to, target),
+            Ev::LinkDown {
+                link,
+                alternatives,
+                closer,
+            } => {
+                let Some(l) = self.links.remove(&link) else {
+                    return;
+                };
+                for (node, conn) in l.ends {
+                    self.conn_link.remove(&conn);
+                    if !self.nodes[node].alive {
+                        continue;
+                    }
+                    self.nodes[node].mesh.neighbour_down(now, conn, None);
+                    if node != closer && !alternatives.is_empty() {
+                        let addrs: Vec<_> =
+                            alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
+                        self.nodes[node].mesh.learned(now, &addrs);
+                    }
+                    self.after(node);
+                }
+            }
+            Ev::NeighbourDown { node, conn } => {
+                if self.nodes[node].alive {
+                    self.nodes[node].mesh.neighbour_down(now, conn, None);
+                    self.after(node);
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, node: usize, conn: Conn, decoded: &Decoded) {
+        let now = self.instant();
+        let n = &mut self.nodes[node];
+        n.msgs_in += decoded.msgs;
+        for item in &decoded.items {
+            self.frames += 1;
+            match item {
+                Item::Msgs(msgs) => n.mesh.on_msgs(now, conn, &decoded.bytes, msgs),
+                Item::Status(status) => n.mesh.on_frame(now, conn, status),
+                Item::Other(range) => {
+                    let (frame, _) = frame::decode(&decoded.bytes[range.clone()], usize::MAX)
+                        .expect("valid")
+                        .expect("whole");
+                    n.mesh.on_frame(now, conn, &frame);
+                }
+            }
+        }
+    }
+
+    /// Carries out what `node`'s mesh asked for, then schedules its tick.
+    fn after(&mut self, node: usize) {
+        while let Some(action) = self.nodes[node].mesh.poll_action() {
+            self.act(node, action);
+        }
+        let deadline = self.nodes[node].mesh.next_deadline();
+        if let Some(d) = deadline {
+            let at = d
+                .saturating_duration_since(self.base)
+                .max(self.now + Duration::from_micros(100));
+            let n = &mut self.nodes[node];
+            if n.tick_at.is_none_or(|t| at < t) {
+                n.tick_at = Some(at);
+                let after = at - self.now;
+                self.schedule(after, Ev::Tick { node });
+            }
+        }
+    }
+
+    fn act(&mut self, node: usize, action: Action) {
+        match action {
+            Action::Send { to, frames, .. } => {
+                let decoded = match &self.last_decoded {
+                    Some(d) if Arc::ptr_eq(&d.bytes, &frames) => d.clone(),
+                    _ => {
+                        let d = Arc::new(Decoded::new(frames));
+                        self.last_decoded = Some(d.clone());
+                        d
+                    }
+                };
+                let Some(link) = self.conn_link.get(&to).and_then(|l| self.links.get(l)) else {
+                    return;
+                };
+                if link.closing {
+                    return;
+                }
+                let (peer, peer_conn) = if link.ends[0].1 == to {
+                    link.ends[1]
+                } else {
+                    link.ends[0]
+                };
+                let delay = link.delay;
+                self.schedule(
+                    delay,
+                    Ev::Frames {
+                        node: peer,
+                        conn: peer_conn,
+                        frames: decoded,
+                    },
+                );
+            }
+            Action::Deliver(deliveries) => {
+                let now = self.now;
+                let n = &mut self.nodes[node];
+                for d in deliveries {
+                    n.deliveries += 1;
+                    n.last_delivery = Some((now, d.hops));
+                    record(n, d.origin, d.seq, d.seq, false);
+                    assert!(
+                        !d.payload().contains(&b'\n'),
+                        "a delivered payload holds a newline"
+                    );
+                }
+            }
+            Action::Gap {
+                origin,
+                first,
+                last,
+                ..
+            } => {
+                let n = &mut self.nodes[node];
+                n.gaps += 1;
+                record(n, origin, first, last, true);
+            }
+            Action::MemberUp { id, .. } => {
+                assert_ne!(id, self.nodes[node].id, "member_up for the node itself");
+                self.nodes[node].members_up += 1;
+            }
+            Action::MemberDown { id, .. } => {
+                assert_ne!(id, self.nodes[node].id, "member_down for the node itself");
+                self.nodes[node].members_down += 1;
+            }
+            Action::Dial(target) => {
+                let to = match &target {
+                    DialTarget::Seed(i) => self.nodes[node].seeds[*i],
+                    DialTarget::Addr(a) => match self.by_addr.get(a) {
+                        Some(&to) => to,
+                        None => {
+                            let now = self.instant();
+                            self.nodes[node]
+                                .mesh
+                                .dial_result(now, &target, DialResult::Failed);
+                            return;
+                        }
+                    },
+                };
+                let delay = self.delay();
+                self.schedule(
+                    delay,
+                    Ev::Connect {
+                        from: node,
+                        to,
+                        target,
+                    },
+                );
+            }
+            Action::Close {
+                conn, alternatives, ..
+            } => {
+                let Some(&link) = self.conn_link.get(&conn) else {
+                    return;
+                };
+                let l = self.links.get_mut(&link).expect("conn has a link");
+                // Frames already sent still arrive; nothing new is sent.
+                l.closing = true;
+                let delay = l.delay + Duration::from_micros(1);
+                self.schedule(
+                    delay,
+                    Ev::LinkDown {
+                        link,
+                        alternatives,
+                        closer: node,
+                    },
+                );
+            }
+        }
+    }
+
+    fn connect(&mut self, from: usize, to: usize, target: DialTarget) {
+        let now = self.instant();
+        if !self.nodes[from].alive {
+            return;
+        }
+        let result = if from == to {
+            DialResult::Myself
+        } else if !self.nodes[to].alive {
+            DialResult::Failed
+        } else if self.connected(from, to) {
+            // The router refuses a second connection: "already connected".
+            DialResult::Refused {
+                alternatives: Vec::new(),
+            }
+        } else if self.degree_of(to) >= self.cfg.max_peers {
+            DialResult::Refused {
+                alternatives: self.nodes[to].mesh.alternatives(8),
+            }
+        } else {
+            DialResult::Connected
+        };
+        if result == DialResult::Connected {
+            let delay = self.delay();
+            let (ca, cb) = (self.next_conn, self.next_conn + 1);
+            self.next_conn += 2;
+            let link = self.next_link;
+            self.next_link += 1;
+            self.links.insert(
+                link,
+                Link {
+                    ends: [(from, ca), (to, cb)],
+                    delay,
+                    closing: false,
+                },
+            );
+            self.conn_link.insert(ca, link);
+            self.conn_link.insert(cb, link);
+            let (a_id, b_id) = (self.nodes[from].id, self.nodes[to].id);
+            let (a_addr, b_addr) = (self.nodes[from].addr, self.nodes[to].addr);
+            let remote_a = SocketAddr::new(a_addr.ip(), 40000);
+            self.nodes[from].mesh.neighbour_up(
+                now,
+                ca,
+                b_id,
+                "",
+                b_addr,
+                b_addr.port(),
+                Some(target.clone()),
+            );
+            self.nodes[to]
+                .mesh
+                .neighbour_up(now, cb, a_id, "", remote_a, 7117, None);
+            self.after(to);
+        }
+        self.nodes[from].mesh.dial_result(now, &target, result);
+        self.after(from);
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        self.links.values().any(|l| {
+            (l.ends[0].0 == a && l.ends[1].0 == b) || (l.ends[0].0 == b && l.ends[1].0 == a)
+        })
+    }
+
+    pub fn degree_of(&self, node: usize) -> usize {
+        self.links
+            .values()
+            .filter(|l| l.ends[0].0 == node || l.ends[1].0 == node)
+            .count()
+    }
+
+    /// The node's neighbours, by index.
+    pub fn neighbours_of(&self, node: usize) -> Vec<usize> {
+        self.links
+            .values()
+            .filter_map(|l| match (l.ends[0].0, l.ends[1].0) {
+                (a, b) if a == node => Some(b),
+                (a, b) if b == node => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `count` new lines from `node`, if its window has room; returns how
+    /// many went.
+    pub fn send_lines(&mut self, node: usize, count: u64) -> u64 {
+        let now = self.instant();
+        let n = &mut self.nodes[node];
+        if !n.alive {
+            return 0;
+        }
+        let mut frames = Vec::new();
+        let first = n.sent + 1;
+        let mut last = n.sent;
+        for seq in first..first + count {
+            let payload = format!("line {seq} from n{node}");
+            let len = frame::MSG_HEADER_LEN + payload.len();
+            if frames.len() + len > n.mesh.window_room() {
+                break;
+            }
+            frames.extend_from_slice(&frame::msg_header(
+                n.id,
+                seq,
+                1,
+                self.cfg.ttl,
+                payload.len(),
+            ));
+            frames.extend_from_slice(payload.as_bytes());
+            last = seq;
+        }
+        if last < first {
+            return 0;
+        }
+        n.sent = last;
+        n.mesh.local(now, &Arc::new(frames), first, last);
+        self.after(node);
+        last + 1 - first
+    }
+
+    /// The node dies at once (SIGKILL): its neighbours see the connection
+    /// end after the link delay.
+    pub fn crash(&mut self, node: usize) {
+        self.nodes[node].alive = false;
+        let links: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.ends.iter().any(|(n, _)| *n == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in links {
+            let l = self.links.remove(&id).expect("listed");
+            for (n, conn) in l.ends {
+                self.conn_link.remove(&conn);
+                if n != node {
+                    self.schedule(l.delay, Ev::NeighbourDown { node: n, conn });
+                }
+            }
+        }
+    }
+
+    /// Cuts one link: both ends see it end.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        let found = self.links.iter().find_map(|(id, l)| {
+            let ends = (l.ends[0].0, l.ends[1].0);
+            (ends == (a, b) || ends == (b, a)).then_some(*id)
+        });
+        if let Some(id) = found {
+            let l = self.links.remove(&id).expect("found");
+            for (n, conn) in l.ends {
+                self.conn_link.remove(&conn);
+                self.schedule(Duration::ZERO, Ev::NeighbourDown { node: n, conn });
+            }
+        }
+    }
+
+    /// Whether the live nodes form one connected graph.
+    pub fn connected_graph(&self) -> bool {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive)
+            .collect();
+        let Some(&start) = live.first() else {
+            return true;
+        };
+        let mut adj: HashMap<usize, Vec<usize>> = HashMap::new();
+        for l in self.links.values() {
+            adj.entry(l.ends[0].0).or_default().push(l.ends[1].0);
+            adj.entry(l.ends[1].0).or_default().push(l.ends[0].0);
+        }
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![start];
+        seen[start] = true;
+        while let Some(n) = stack.pop() {
+            for &m in adj.get(&n).map(Vec::as_slice).unwrap_or(&[]) {
+                if !seen[m] {
+                    seen[m] = true;
+                    stack.push(m);
+                }
+            }
+        }
+        live.iter().all(|&i| seen[i])
+    }
+}
+
+/// Checks and records a delivery (`gap` false, `first == last`) or a gap.
+fn record(n: &mut SimNode, origin: NodeId, first: u64, last: u64, gap: bool) {
+    let node = n.mesh.cfg.name.clone();
+    let seen = n.seen.entry(origin).or_default();
+    if seen.first == 0 {
+        seen.first = first;
+    } else {
+        assert_eq!(
+            first,
+            seen.covered_to + 1,
+            "{node}: origin {origin:016x}: {} {first}..={last} after {} (duplicate, out of \
+             order, or a silent hole)",
+            if gap { "gap" } else { "delivery" },
+            seen.covered_to
+        );
+    }
+    assert!(last >= first);
+    seen.covered_to = last;
+    if gap {
+        seen.lost += last + 1 - first;
+    } else {
+        seen.delivered += 1;
+    }
+}
