@@ -184,9 +184,7 @@ impl Mesh {
             return false;
         }
         match known.node {
-            Some(node) => {
-                node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node)
-            }
+            Some(node) => node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node),
             None => true,
         }
     }
@@ -251,7 +249,12 @@ impl Mesh {
             return;
         }
         let addr = candidates[self.rng.below(candidates.len())];
-        self.dial.addrs.get_mut(&addr).expect("candidate").attempt.pending = true;
+        self.dial
+            .addrs
+            .get_mut(&addr)
+            .expect("candidate")
+            .attempt
+            .pending = true;
         self.push(Action::Dial(DialTarget::Addr(addr)));
     }
 

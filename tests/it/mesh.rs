@@ -208,10 +208,13 @@ fn a_chain_of_six_relays_every_line_once_in_order_with_hops_counted() {
 fn a_ring_of_six_delivers_every_line_once_in_order() {
     let _turn = one_at_a_time();
     const N: usize = 6;
+    // --degree 1: two ring links each is not above 2 x degree (none is
+    // closed), and a node with a link never dials another: the ring stays
+    // a ring, so every line arrives twice, once each way round.
     let specs = (0..N)
         .map(|i| {
             Spec::new(name("r", i))
-                .args(&["--degree", "2", "--wait-members", "5"])
+                .args(&["--degree", "1", "--wait-members", "5"])
                 .input(Input::Numbered(1000))
                 .dial((i + N - 1) % N)
         })
@@ -376,10 +379,11 @@ fn a_ring_of_five_all_sending_200000_lines_at_once_completes_without_loss_or_cut
     let _turn = one_at_a_time();
     const N: usize = 5;
     const LINES: u64 = 200_000;
+    // A pure ring (see the ring of six): the cycle is the deadlock risk.
     let specs = (0..N)
         .map(|i| {
             Spec::new(name("f", i))
-                .args(&["--degree", "2", "--wait-members", "4"])
+                .args(&["--degree", "1", "--wait-members", "4"])
                 .input(Input::Numbered(LINES))
                 .dial((i + N - 1) % N)
         })
