@@ -477,13 +477,13 @@ impl Suite<'_> {
         let ratios: Vec<f64> = (1..=runs)
             .map(|run| {
                 let r = mesh::bytes_per_delivered(&inputs, self.dir);
-                eprintln!("bytes read per byte delivered {run}/{runs}: {r:.2}");
+                eprintln!("bytes received per byte delivered {run}/{runs}: {r:.2}");
                 r
             })
             .collect();
         vec![Row {
             scenario: "10. degree-4 mesh of 16",
-            metric: "bytes read ÷ bytes delivered",
+            metric: "bytes received ÷ bytes delivered",
             ours: median(ratios),
             peer: None,
             target: None,

@@ -317,12 +317,38 @@ pub fn propagation_ncat(count: usize) -> Vec<f64> {
     propagation(stdin, outs, count)
 }
 
-/// Scenario 10: bytes the 16 members of a degree-4 mesh read (sockets
-/// only: their stdin is /dev/null) per byte each printed, for `lines` lines
-/// from one leaf sender.
+/// Bytes the TCP sockets of processes `pids` have received so far
+/// (`bytes_received` of `ss -tinp`; std reads sockets with recv(2), which
+/// /proc/PID/io does not count).
+fn socket_bytes_received(pids: &[u32]) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-tinpH"])
+        .output()
+        .expect("run ss (iproute2) to read the sockets' byte counts");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0;
+    let mut ours = false;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            ours = pids.iter().any(|p| line.contains(&format!("pid={p},")));
+        } else if ours {
+            let received = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("bytes_received:"))
+                .and_then(|n| n.parse::<u64>().ok());
+            total += received.unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Scenario 10: bytes the 16 members of a degree-4 mesh received on their
+/// sockets per byte each printed, for the lines of `inputs` from one leaf
+/// sender.
 pub fn bytes_per_delivered(inputs: &Inputs, dir: &Path) -> f64 {
     let mut nodes = peercat_group("b", &degree_four_links(), 4, |_| false, dir);
-    let before: u64 = nodes.iter().map(Proc::read_bytes).sum();
+    let pids: Vec<u32> = nodes.iter().map(Proc::pid).collect();
+    let before = socket_bytes_received(&pids);
     let sinks: Vec<_> = nodes
         .iter_mut()
         .map(|n| sink(n.take_stdout(), inputs.lines.clone()))
@@ -333,6 +359,6 @@ pub fn bytes_per_delivered(inputs: &Inputs, dir: &Path) -> f64 {
         finish(out, "peercat degree-4 mesh");
     }
     s.wait_success();
-    let after: u64 = nodes.iter().map(Proc::read_bytes).sum();
-    (after - before) as f64 / (16 * inputs.lines.len()) as f64
+    let after = socket_bytes_received(&pids);
+    after.saturating_sub(before) as f64 / (16 * inputs.lines.len()) as f64
 }

@@ -173,16 +173,6 @@ impl Proc {
         (rss, threads, self.fds())
     }
 
-    /// Bytes the process has read with read(2) and friends so far
-    /// (`rchar` in /proc/PID/io: sockets, pipes and files alike).
-    pub fn read_bytes(&self) -> u64 {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
-        io.lines()
-            .find_map(|l| l.strip_prefix("rchar:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Open file descriptors, from /proc.
     pub fn fds(&self) -> u64 {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count() as u64)
