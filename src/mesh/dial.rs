@@ -184,9 +184,7 @@ impl Mesh {
             return false;
         }
         match known.node {
-            Some(node) => {
-                node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node)
-            }
+            Some(node) => node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node),
             None => true,
         }
     }
@@ -251,7 +249,12 @@ impl Mesh {
             return;
         }
         let addr = candidates[self.rng.below(candidates.len())];
-        self.dial.addrs.get_mut(&addr).expect("candidate").attempt.pending = true;
+        self.dial
+            .addrs
+            .get_mut(&addr)
+            .expect("candidate")
+            .attempt
+            .pending = true;
         self.push(Action::Dial(DialTarget::Addr(addr)));
     }
 
@@ -279,5 +282,27 @@ impl Mesh {
                 alternatives,
             });
         }
+    }
+}
+
+impl Mesh {
+    /// When `target` is due to be dialed again after a failed dial (for the
+    /// caller's log line); `None` if it will not be (reached, or ourselves).
+    pub fn next_dial_at(&self, target: &DialTarget) -> Option<Instant> {
+        let attempt = match target {
+            DialTarget::Seed(i) => self
+                .dial
+                .seeds
+                .get(*i)
+                .filter(|s| !s.reached)
+                .map(|s| &s.attempt),
+            DialTarget::Addr(addr) => self
+                .dial
+                .addrs
+                .get(addr)
+                .filter(|k| !k.myself)
+                .map(|k| &k.attempt),
+        };
+        attempt.filter(|a| !a.pending).map(|a| a.next_try)
     }
 }

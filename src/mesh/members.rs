@@ -150,9 +150,7 @@ impl Mesh {
         let mut acks: Vec<(bool, Ack)> = self
             .origins
             .iter()
-            .filter(|(id, o)| {
-                **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0)
-            })
+            .filter(|(id, o)| **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0))
             .map(|(id, o)| {
                 let live = self.members.get(id).is_some_and(|m| m.up);
                 let ack = Ack {
@@ -175,7 +173,11 @@ impl Mesh {
 
     /// A prompt STATUS when one is due and the last is old enough.
     pub(super) fn maybe_send_status(&mut self, now: Instant) {
-        if self.status_due && self.last_status.is_none_or(|t| now >= t + self.status_gap()) {
+        if self.status_due
+            && self
+                .last_status
+                .is_none_or(|t| now >= t + self.status_gap())
+        {
             self.send_status(now);
         }
     }
@@ -195,8 +197,7 @@ impl Mesh {
         }
         let fresh = match self.members.get(&status.member) {
             Some(m) => {
-                status.status_seq > m.status_seq
-                    && m.down_seq.is_none_or(|d| status.status_seq > d)
+                status.status_seq > m.status_seq && m.down_seq.is_none_or(|d| status.status_seq > d)
             }
             None => true,
         };
@@ -248,7 +249,10 @@ impl Mesh {
         m.last_status = Some(bytes);
         if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
             let new = (ack.base, ack.delivered);
-            m.ack = Some(m.ack.map_or(new, |old| (old.0.min(new.0), old.1.max(new.1))));
+            m.ack = Some(
+                m.ack
+                    .map_or(new, |old| (old.0.min(new.0), old.1.max(new.1))),
+            );
         }
         let leaving = status.flags & FLAG_LEAVING != 0;
         let was_up = m.up;

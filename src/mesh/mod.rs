@@ -364,7 +364,10 @@ impl Mesh {
             .min(self.next_scan)
             .min(self.last_tick + TICK);
         if self.status_due {
-            at = at.min(self.last_status.map_or(self.last_tick, |t| t + self.status_gap()));
+            at = at.min(
+                self.last_status
+                    .map_or(self.last_tick, |t| t + self.status_gap()),
+            );
         }
         Some(at)
     }

@@ -129,10 +129,23 @@ enum Ev {
         conn: Conn,
         frames: Arc<Decoded>,
     },
-    Tick { node: usize },
-    Connect { from: usize, to: usize, target: DialTarget },
-    LinkDown { link: u64, alternatives: Vec<(NodeId, SocketAddr)>, closer: usize },
-    NeighbourDown { node: usize, conn: Conn },
+    Tick {
+        node: usize,
+    },
+    Connect {
+        from: usize,
+        to: usize,
+        target: DialTarget,
+    },
+    LinkDown {
+        link: u64,
+        alternatives: Vec<(NodeId, SocketAddr)>,
+        closer: usize,
+    },
+    NeighbourDown {
+        node: usize,
+        conn: Conn,
+    },
 }
 
 struct Scheduled {

@@ -76,6 +76,9 @@ fn two_hundred_nodes_with_churn_deliver_exactly_once_in_order_and_report_every_l
     assert_complete(&sim, &senders);
     let gaps: u64 = sim.nodes.iter().map(|n| n.gaps).sum();
     let deliveries: u64 = sim.nodes.iter().map(|n| n.deliveries).sum();
-    eprintln!("deliveries {deliveries}, gaps {gaps}, frames {}", sim.frames);
+    eprintln!(
+        "deliveries {deliveries}, gaps {gaps}, frames {}",
+        sim.frames
+    );
     assert!(deliveries > 100_000);
 }
