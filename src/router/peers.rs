@@ -335,8 +335,6 @@ impl Router {
             },
             _ => DialResult::Failed,
         };
-        let line = format!("{}: {ending}", entry.info);
-        self.log_dial_failure(&target, &line);
         if !entry.alternatives.is_empty() {
             log::info!(
                 "{} refused us and named {} to try instead",
@@ -345,35 +343,47 @@ impl Router {
             );
         }
         self.mesh.dial_result(Instant::now(), &target, result);
+        self.log_dial_failure(&target, &format!("{}: {ending}", entry.info));
     }
 
     /// A dial that never reached a HELLO.
     pub(super) fn dial_failed(&mut self, target: DialTarget, reason: String, myself: bool) {
-        let result = if myself {
-            log::info!("{reason}: that address is this node itself");
-            DialResult::Myself
-        } else {
-            self.log_dial_failure(&target, &reason);
-            DialResult::Failed
-        };
-        self.mesh.dial_result(Instant::now(), &target, result);
+        if myself {
+            let what = match &target {
+                DialTarget::Seed(i) => self.node.config.peers.get(*i).map(|p| p.to_string()),
+                DialTarget::Addr(addr) => Some(addr.to_string()),
+            };
+            log::info!(
+                "{reason}: {} is this node itself; not dialing it again",
+                what.unwrap_or_default()
+            );
+            self.mesh
+                .dial_result(Instant::now(), &target, DialResult::Myself);
+            return;
+        }
+        self.mesh
+            .dial_result(Instant::now(), &target, DialResult::Failed);
+        self.log_dial_failure(&target, &reason);
     }
 
-    /// A command-line PEER that fails is a warning the first time (so a
+    /// One line per failed dial, saying when the next one comes. A
+    /// command-line PEER that fails is a warning the first time (so a
     /// mistyped PEER shows even under `-q`), then info until it works; an
     /// address the mesh learned is detail.
     fn log_dial_failure(&mut self, target: &DialTarget, reason: &str) {
+        let again = match self.mesh.next_dial_at(target) {
+            Some(at) => format!(
+                "; dialing again in {:.2}s",
+                at.saturating_duration_since(Instant::now()).as_secs_f64()
+            ),
+            None => String::new(),
+        };
         match target {
-            DialTarget::Seed(i) => {
-                let peer = self.node.config.peers.get(*i);
-                let peer = peer.map_or_else(String::new, |p| format!("{p}: "));
-                if self.seeds_warned.insert(*i) {
-                    log::warn!("{peer}{reason}; dialing it again with backoff");
-                } else {
-                    log::info!("{peer}{reason}");
-                }
+            DialTarget::Seed(i) if self.seeds_warned.insert(*i) => {
+                log::warn!("{reason}{again}")
             }
-            DialTarget::Addr(addr) => log::debug!("dialing {addr} failed: {reason}"),
+            DialTarget::Seed(_) => log::info!("{reason}{again}"),
+            DialTarget::Addr(_) => log::debug!("{reason}{again}"),
         }
     }
 
