@@ -93,6 +93,19 @@ impl Router {
     pub(super) fn on_stdin(&mut self, chunk: Chunk) {
         let lines = chunk.frames as u64;
         self.books.lines_read += lines;
+        self.send_stdin(chunk);
+    }
+
+    fn send_stdin(&mut self, chunk: Chunk) {
+        if self.live_peers() == 0 {
+            log::debug!(
+                "no peer to take {}; they wait for one",
+                plural(chunk.frames as u64, "line")
+            );
+            self.unsent = Some(chunk);
+            return;
+        }
+        let lines = chunk.frames as u64;
         let last = chunk.first_seq + lines - 1;
         self.mesh
             .local(Instant::now(), &chunk.bytes, chunk.first_seq, last);
@@ -140,6 +153,7 @@ impl Router {
             }
             Action::MemberUp { id, name, addrs } => {
                 self.names.insert(id, name.as_str().into());
+                self.members.insert(id);
                 let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
                 log::info!(
                     "member up: {name} ({id:016x}) at {}; {} known",
@@ -154,6 +168,7 @@ impl Router {
             }
             Action::MemberDown { id, name, reason } => {
                 self.names.remove(&id);
+                self.members.remove(&id);
                 log::info!(
                     "member down: {name} ({id:016x}): {reason}; {} known",
                     plural(self.mesh.live_members() as u64, "member")
@@ -257,14 +272,16 @@ impl Router {
     }
 
     /// Lets stdin be read while a line read now can go out: once
-    /// `--wait-peers` peers (at least one) are up and `--wait-members`
-    /// members known for the first time, then while a peer is up; and only
-    /// while the window has room (end-to-end flow control).
+    /// `--wait-peers` peers (at least one) are up, each has announced itself
+    /// (so the first lines are owed to it), and `--wait-members` members are
+    /// known, for the first time; then while a peer is up; and only while
+    /// the window has room (end-to-end flow control).
     fn update_gate(&mut self) {
         let live = self.live_peers();
         let members = self.mesh.live_members();
         let (peers_needed, members_needed) = self.first.unwrap_or((1, 0));
-        let there = live >= peers_needed && members >= members_needed;
+        let there =
+            live >= peers_needed && members >= members_needed && self.unannounced_until().is_none();
         if there && self.first.take().is_some() {
             if peers_needed > 1 || members_needed > 1 {
                 log::info!(
@@ -279,6 +296,11 @@ impl Router {
         let open = there && room && !self.stopping && self.stdin_open;
         if self.first.is_none() {
             self.watch_for_no_peers(live);
+        }
+        if live > 0 {
+            if let Some(chunk) = self.unsent.take() {
+                self.send_stdin(chunk);
+            }
         }
         if open != self.gate.is_open() {
             if !open && self.stdin_open && !self.stopping {
@@ -299,7 +321,9 @@ impl Router {
             self.connect_deadline = None;
             return;
         }
-        let waiting = self.stdin_open || (self.eof_pending && !self.mesh.eof_settled());
+        let waiting = self.stdin_open
+            || self.unsent.is_some()
+            || (self.eof_pending && !self.mesh.eof_settled());
         if self.node.config.exit_on_eof && waiting && self.connect_deadline.is_none() {
             self.connect_deadline = self.node.config.connect_timeout.map(|t| Instant::now() + t);
         }
@@ -309,7 +333,7 @@ impl Router {
     /// acknowledged by every member that owes it (or that member is down),
     /// leave the group and stop.
     fn check_eof(&mut self) {
-        if !self.eof_pending || self.stopping || !self.mesh.eof_settled() {
+        if !self.eof_pending || self.stopping || self.unsent.is_some() || !self.mesh.eof_settled() {
             return;
         }
         self.eof_pending = false;
