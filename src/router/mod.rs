@@ -332,8 +332,12 @@ impl Router {
             self.outcome = Outcome::NoPeers;
         } else {
             log::error!(
-                "no peer connected for {secs}s (--connect-timeout); giving up \
-                 before every line was delivered"
+                "no peer connected for {secs}s (--connect-timeout); giving up {}",
+                if self.stdin_open {
+                    "before the end of stdin"
+                } else {
+                    "before every line was acknowledged"
+                }
             );
             self.outcome = Outcome::Incomplete;
         }
