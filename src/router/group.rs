@@ -11,6 +11,7 @@ use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
 use crate::frame::{self, Frame, NodeId};
 use crate::mesh::{Action, Bytes, DialResult, MsgRef};
 use crate::outbox::{Batch, Close};
+use crate::ratelog;
 use crate::shutdown::Cause;
 use crate::stdio::Chunk;
 
@@ -221,11 +222,28 @@ impl Router {
         if entry.closing {
             return;
         }
-        if entry.outbox.push(Batch {
-            bytes: frames,
-            msgs,
-        }) == Some(true)
-        {
+        let limit = entry.info.max_frame;
+        let batch = if limit < self.node.config.max_frame && msgs > 0 {
+            // A neighbour that takes smaller messages than we do is spared
+            // the larger ones; it reports the hole as a gap.
+            let (batch, skipped) = spare(&frames, msgs, limit);
+            if skipped > 0 {
+                ratelog::warn("messages too big", entry.info.addr.ip(), || {
+                    format!(
+                        "{} over the --max-frame of {} ({limit} bytes); not sent to it",
+                        plural(skipped, "message"),
+                        entry.info
+                    )
+                });
+            }
+            batch
+        } else {
+            Batch {
+                bytes: frames,
+                msgs,
+            }
+        };
+        if entry.outbox.push(batch) == Some(true) {
             self.full.insert(to);
         }
     }
@@ -345,6 +363,26 @@ impl Router {
     pub(super) fn save_peer_cache(&mut self) {}
 }
 
+/// `frames` without the messages whose payload is over `limit`, and how
+/// many were left out.
+fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
+    let mut kept = Vec::with_capacity(frames.len());
+    let mut skipped = 0;
+    let mut rest = &frames[..];
+    while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
+        match frame {
+            Frame::Msg { payload, .. } if payload.len() > limit => skipped += 1,
+            _ => kept.extend_from_slice(&rest[..used]),
+        }
+        rest = &rest[used..];
+    }
+    let batch = Batch {
+        bytes: Arc::new(kept),
+        msgs: msgs - skipped,
+    };
+    (batch, skipped)
+}
+
 /// Whether the frame is a PEERS frame.
 fn is_peers(buf: &[u8], f: &InFrame) -> bool {
     match *f {
@@ -352,5 +390,43 @@ fn is_peers(buf: &[u8], f: &InFrame) -> bool {
             buf.get(start + frame::LEN_PREFIX) == Some(&frame::kind::PEERS)
         }
         InFrame::Msg(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
+        let mut bytes = Vec::new();
+        for (seq, text) in [(1, &b"short"[..]), (2, b"this one is long"), (3, b"ok")] {
+            Frame::Msg {
+                origin: 42,
+                seq,
+                hops: 1,
+                ttl: 16,
+                payload: text,
+            }
+            .encode(&mut bytes);
+        }
+        Frame::Repair {
+            origin: 1,
+            from_seq: 2,
+            to_seq: 3,
+        }
+        .encode(&mut bytes);
+        let (batch, skipped) = spare(&Arc::new(bytes), 3, 5);
+        assert_eq!((batch.msgs, skipped), (2, 1));
+        let mut kinds = Vec::new();
+        let mut rest = &batch.bytes[..];
+        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
+            kinds.push(match frame {
+                Frame::Msg { seq, .. } => seq,
+                _ => 0,
+            });
+            rest = &rest[used..];
+        }
+        assert_eq!(kinds, [1, 3, 0]);
     }
 }

@@ -118,7 +118,10 @@ fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
         line.contains("cut: accepted nothing for 2s") || line.contains("silent"),
         "{line}"
     );
-    assert!(took <= Duration::from_millis(4500), "dropped after {took:?}");
+    assert!(
+        took <= Duration::from_millis(4500),
+        "dropped after {took:?}"
+    );
     feeder.join().unwrap();
     assert_all_lines(&b, LINES);
     c.signal("CONT");
