@@ -184,9 +184,7 @@ impl Mesh {
             return false;
         }
         match known.node {
-            Some(node) => {
-                node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node)
-            }
+            Some(node) => node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node),
             None => true,
         }
     }
@@ -203,7 +201,7 @@ impl Mesh {
             .filter(|(_, k)| self.may_dial(k, now))
             .filter(|(_, k)| {
                 k.node
-                    .is_none_or(|n| self.members.get(&n).is_none_or(|m| m.up))
+                    .map_or(true, |n| self.members.get(&n).map_or(true, |m| m.up))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -243,7 +241,7 @@ impl Mesh {
             .filter(|(_, k)| self.may_dial(k, now))
             .filter(|(_, k)| {
                 k.node
-                    .is_some_and(|n| self.members.get(&n).is_none_or(|m| !m.up))
+                    .is_some_and(|n| self.members.get(&n).map_or(true, |m| !m.up))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -251,7 +249,12 @@ impl Mesh {
             return;
         }
         let addr = candidates[self.rng.below(candidates.len())];
-        self.dial.addrs.get_mut(&addr).expect("candidate").attempt.pending = true;
+        self.dial
+            .addrs
+            .get_mut(&addr)
+            .expect("candidate")
+            .attempt
+            .pending = true;
         self.push(Action::Dial(DialTarget::Addr(addr)));
     }
 

@@ -150,9 +150,7 @@ impl Mesh {
         let mut acks: Vec<(bool, Ack)> = self
             .origins
             .iter()
-            .filter(|(id, o)| {
-                **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0)
-            })
+            .filter(|(id, o)| **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0))
             .map(|(id, o)| {
                 let live = self.members.get(id).is_some_and(|m| m.up);
                 let ack = Ack {
@@ -175,7 +173,7 @@ impl Mesh {
 
     /// A prompt STATUS when one is due and the last is old enough.
     pub(super) fn maybe_send_status(&mut self, now: Instant) {
-        if self.status_due && self.last_status.is_none_or(|t| now >= t + self.status_gap()) {
+        if self.status_due && now >= self.status_at() {
             self.send_status(now);
         }
     }
@@ -196,7 +194,7 @@ impl Mesh {
         let fresh = match self.members.get(&status.member) {
             Some(m) => {
                 status.status_seq > m.status_seq
-                    && m.down_seq.is_none_or(|d| status.status_seq > d)
+                    && m.down_seq.map_or(true, |d| status.status_seq > d)
             }
             None => true,
         };
@@ -246,9 +244,14 @@ impl Mesh {
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
         m.last_status = Some(bytes);
+        let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
             let new = (ack.base, ack.delivered);
-            m.ack = Some(m.ack.map_or(new, |old| (old.0.min(new.0), old.1.max(new.1))));
+            let merged = m
+                .ack
+                .map_or(new, |old| (old.0.min(new.0), old.1.max(new.1)));
+            window_moved = m.ack != Some(merged);
+            m.ack = Some(merged);
         }
         let leaving = status.flags & FLAG_LEAVING != 0;
         let was_up = m.up;
@@ -271,6 +274,7 @@ impl Mesh {
             m.ack = None;
             m.down = None;
             let name = m.name.clone();
+            window_moved = true;
             self.push(Action::MemberUp {
                 id,
                 name,
@@ -286,7 +290,9 @@ impl Mesh {
         if origin.missing().is_some() {
             self.holes.insert(id);
         }
-        self.update_window();
+        if window_moved && self.own.last_seq > 0 {
+            self.update_window();
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

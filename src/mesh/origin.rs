@@ -225,7 +225,11 @@ mod tests {
     #[test]
     fn arrivals_are_sorted_into_deliver_hold_duplicate_and_overflow() {
         let mut o = Origin::default();
-        assert_eq!(o.arrive(5, 10, 25), Arrival::Deliver, "the first sets the base");
+        assert_eq!(
+            o.arrive(5, 10, 25),
+            Arrival::Deliver,
+            "the first sets the base"
+        );
         assert_eq!(o.base, 5);
         o.next = 6;
         assert_eq!(o.arrive(5, 10, 25), Arrival::Duplicate);

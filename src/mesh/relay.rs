@@ -87,6 +87,9 @@ impl Mesh {
             }
             self.broadcast(&fwd, fwd_seqs.len() as u64, Some(conn));
         }
+        if !deliveries.is_empty() {
+            self.last_activity = now;
+        }
         self.delivered(deliveries);
         self.maybe_send_status(now);
     }
@@ -124,6 +127,7 @@ impl Mesh {
         self.broadcast(frames, count, None);
         self.update_window();
         self.status_due = true;
+        self.last_activity = now;
         self.maybe_send_status(now);
     }
 

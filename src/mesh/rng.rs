@@ -43,7 +43,10 @@ mod tests {
             assert_eq!(a.next_u64(), b.next_u64());
             let j = a.jitter(Duration::from_secs(4));
             b.jitter(Duration::from_secs(4));
-            assert!(j >= Duration::from_secs(3) && j <= Duration::from_secs(5), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(3) && j <= Duration::from_secs(5),
+                "{j:?}"
+            );
         }
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
