@@ -33,6 +33,9 @@ pub struct Member {
     pub owed_end: Option<u64>,
     /// Lines lost in its earlier lives (it went down, then came back).
     pub lost_before: u64,
+    /// Where we start delivering its messages, from its first STATUS,
+    /// until it has per-origin state; 0 = no STATUS seen.
+    pub base_hint: u64,
 }
 
 impl Member {
@@ -238,6 +241,7 @@ impl Mesh {
             owed_from: 0,
             owed_end: None,
             lost_before: 0,
+            base_hint: 0,
         });
         m.status_seq = status.status_seq;
         m.heard = now;
@@ -284,11 +288,22 @@ impl Mesh {
         for addr in addrs {
             self.dial.learn(addr, Some(id), now);
         }
-        let origin = self.origins.entry(id);
-        origin.start_at(status.sent_seq + 1);
-        origin.known_sent = origin.known_sent.max(status.sent_seq);
-        if origin.missing().is_some() {
-            self.holes.insert(id);
+        // An origin that has sent nothing gets no per-origin state yet
+        // (a node knows every member, but few send): its base waits in
+        // `base_hint` for its first message.
+        let has_origin = self.origins.get(id).is_some();
+        if has_origin || status.sent_seq > 0 {
+            let hint = self.members.get(&id).map_or(0, |m| m.base_hint);
+            let origin = self.origins.entry(id);
+            origin.start_at(if hint > 0 { hint } else { status.sent_seq + 1 });
+            origin.known_sent = origin.known_sent.max(status.sent_seq);
+            if origin.missing().is_some() {
+                self.holes.insert(id);
+            }
+        } else if let Some(m) = self.members.get_mut(&id) {
+            if m.base_hint == 0 {
+                m.base_hint = status.sent_seq + 1;
+            }
         }
         if window_moved && self.own.last_seq > 0 {
             self.update_window();
@@ -350,6 +365,7 @@ impl Mesh {
             owed_from: 0,
             owed_end: None,
             lost_before: 0,
+            base_hint: 0,
         });
         m.down_seq = Some(status_seq.max(m.down_seq.unwrap_or(0)));
     }

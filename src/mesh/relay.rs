@@ -41,6 +41,12 @@ impl Mesh {
                 cost: (m.end - m.start).max(share),
             };
             let origin = self.origins.entry(m.origin);
+            if origin.next == 0 {
+                match self.members.get(&m.origin).map(|m| m.base_hint) {
+                    Some(hint) if hint > 0 => origin.start_at(hint),
+                    _ => {}
+                }
+            }
             match origin.arrive(m.seq, kept.cost, window) {
                 Arrival::Duplicate | Arrival::Overflow => continue,
                 Arrival::Deliver => {
