@@ -45,13 +45,16 @@ pub fn missed(member: &MemberBooks) -> u64 {
 
 impl Books {
     /// One line: what was read, what each member got and missed, what came in.
-    pub fn summary(&self, members: &[MemberBooks], skipped: u64) -> String {
+    pub fn summary(&self, members: &[MemberBooks], skipped: u64, unsent: u64) -> String {
         let mut read = format!(
             "summary: read {} from stdin",
             plural(self.lines_read, "line")
         );
         if skipped > 0 {
             read += &format!(" ({skipped} more skipped as too long)");
+        }
+        if unsent > 0 {
+            read += &format!(" ({unsent} of them reached no peer)");
         }
         let mut parts = vec![read];
         let (named, rest) = members.split_at(members.len().min(SUMMARY_MEMBERS));
@@ -200,7 +203,7 @@ mod tests {
         ];
         assert_eq!(members.iter().map(missed).sum::<u64>(), 450);
         assert_eq!(
-            books.summary(&members, 0),
+            books.summary(&members, 0, 0),
             "summary: read 1000 lines from stdin; \
              to b (000000000000000b): 1000 lines delivered; \
              to c (000000000000000c): 550 lines delivered, 450 lost \
@@ -218,7 +221,7 @@ mod tests {
             ..Books::default()
         };
         assert_eq!(
-            books.summary(&[member("b", 1, 1..2, 1)], 0),
+            books.summary(&[member("b", 1, 1..2, 1)], 0, 0),
             "summary: read 1 line from stdin; to b (0000000000000001): 1 line delivered; \
              received 1 message"
         );
@@ -227,8 +230,11 @@ mod tests {
     #[test]
     fn many_members_are_summed_up_after_the_first_ones() {
         let members: Vec<MemberBooks> = (0..40).map(|i| member("m", i, 1..11, 9)).collect();
-        let text = Books::default().summary(&members, 2);
-        assert!(text.contains("(2 more skipped as too long)"), "{text}");
+        let text = Books::default().summary(&members, 2, 3);
+        assert!(
+            text.contains("(2 more skipped as too long) (3 of them reached no peer)"),
+            "{text}"
+        );
         assert!(text.contains("; 8 other members missed 8 lines;"), "{text}");
         assert_eq!(text.matches("to m (").count(), SUMMARY_MEMBERS);
     }

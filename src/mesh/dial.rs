@@ -3,7 +3,7 @@
 //! with jitter), now and then a remembered member that is not in the view
 //! (partition heal), and trimming above 2 × degree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,8 @@ struct Known {
 pub struct DialPolicy {
     seeds: Vec<Seed>,
     addrs: BTreeMap<SocketAddr, Known>,
+    /// Addresses being dialed now (their results are pending).
+    dialing: BTreeSet<SocketAddr>,
     next_heal: Instant,
 }
 
@@ -77,6 +79,7 @@ impl DialPolicy {
                 seeds
             ],
             addrs: BTreeMap::new(),
+            dialing: BTreeSet::new(),
             next_heal: now + rng.jitter(HEAL_EVERY),
         }
     }
@@ -110,6 +113,7 @@ impl DialPolicy {
                 }
             }
             DialTarget::Addr(addr) => {
+                self.dialing.remove(addr);
                 if let Some(known) = self.addrs.get_mut(addr) {
                     known.attempt = Attempt::new(known.attempt.next_try);
                     if node.is_some() {
@@ -137,6 +141,7 @@ impl DialPolicy {
                 }
             }
             (DialTarget::Addr(addr), DialResult::Myself) => {
+                self.dialing.remove(addr);
                 if let Some(known) = self.addrs.get_mut(addr) {
                     known.myself = true;
                     known.attempt.pending = false;
@@ -148,6 +153,7 @@ impl DialPolicy {
                 }
             }
             (DialTarget::Addr(addr), _) => {
+                self.dialing.remove(addr);
                 if let Some(known) = self.addrs.get_mut(addr) {
                     known.attempt.failed(now, rng);
                 }
@@ -156,7 +162,15 @@ impl DialPolicy {
     }
 
     fn pending(&self) -> usize {
-        self.addrs.values().filter(|k| k.attempt.pending).count()
+        self.dialing.len()
+    }
+
+    /// Marks `addr` as being dialed.
+    fn dialing(&mut self, addr: SocketAddr) {
+        if let Some(known) = self.addrs.get_mut(&addr) {
+            known.attempt.pending = true;
+            self.dialing.insert(addr);
+        }
     }
 }
 
@@ -201,7 +215,7 @@ impl Mesh {
             .filter(|(_, k)| self.may_dial(k, now))
             .filter(|(_, k)| {
                 k.node
-                    .is_none_or(|n| self.members.get(&n).is_none_or(|m| m.up))
+                    .map_or(true, |n| self.members.get(&n).map_or(true, |m| m.up))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -219,7 +233,7 @@ impl Mesh {
                 }
                 chosen_nodes.push(node);
             }
-            known.attempt.pending = true;
+            self.dial.dialing(addr);
             self.push(Action::Dial(DialTarget::Addr(addr)));
         }
     }
@@ -241,7 +255,7 @@ impl Mesh {
             .filter(|(_, k)| self.may_dial(k, now))
             .filter(|(_, k)| {
                 k.node
-                    .is_some_and(|n| self.members.get(&n).is_none_or(|m| !m.up))
+                    .is_some_and(|n| self.members.get(&n).map_or(true, |m| !m.up))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -249,12 +263,7 @@ impl Mesh {
             return;
         }
         let addr = candidates[self.rng.below(candidates.len())];
-        self.dial
-            .addrs
-            .get_mut(&addr)
-            .expect("candidate")
-            .attempt
-            .pending = true;
+        self.dial.dialing(addr);
         self.push(Action::Dial(DialTarget::Addr(addr)));
     }
 

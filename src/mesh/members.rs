@@ -33,6 +33,9 @@ pub struct Member {
     pub owed_end: Option<u64>,
     /// Lines lost in its earlier lives (it went down, then came back).
     pub lost_before: u64,
+    /// Where we start delivering its messages, from its first STATUS,
+    /// until it has per-origin state; 0 = no STATUS seen.
+    pub base_hint: u64,
 }
 
 impl Member {
@@ -173,11 +176,7 @@ impl Mesh {
 
     /// A prompt STATUS when one is due and the last is old enough.
     pub(super) fn maybe_send_status(&mut self, now: Instant) {
-        if self.status_due
-            && self
-                .last_status
-                .is_none_or(|t| now >= t + self.status_gap())
-        {
+        if self.status_due && now >= self.status_at() {
             self.send_status(now);
         }
     }
@@ -197,7 +196,8 @@ impl Mesh {
         }
         let fresh = match self.members.get(&status.member) {
             Some(m) => {
-                status.status_seq > m.status_seq && m.down_seq.is_none_or(|d| status.status_seq > d)
+                status.status_seq > m.status_seq
+                    && m.down_seq.map_or(true, |d| status.status_seq > d)
             }
             None => true,
         };
@@ -241,18 +241,21 @@ impl Mesh {
             owed_from: 0,
             owed_end: None,
             lost_before: 0,
+            base_hint: 0,
         });
         m.status_seq = status.status_seq;
         m.heard = now;
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
         m.last_status = Some(bytes);
+        let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
             let new = (ack.base, ack.delivered);
-            m.ack = Some(
-                m.ack
-                    .map_or(new, |old| (old.0.min(new.0), old.1.max(new.1))),
-            );
+            let merged = m
+                .ack
+                .map_or(new, |old| (old.0.min(new.0), old.1.max(new.1)));
+            window_moved = m.ack != Some(merged);
+            m.ack = Some(merged);
         }
         let leaving = status.flags & FLAG_LEAVING != 0;
         let was_up = m.up;
@@ -275,6 +278,7 @@ impl Mesh {
             m.ack = None;
             m.down = None;
             let name = m.name.clone();
+            window_moved = true;
             self.push(Action::MemberUp {
                 id,
                 name,
@@ -284,13 +288,26 @@ impl Mesh {
         for addr in addrs {
             self.dial.learn(addr, Some(id), now);
         }
-        let origin = self.origins.entry(id);
-        origin.start_at(status.sent_seq + 1);
-        origin.known_sent = origin.known_sent.max(status.sent_seq);
-        if origin.missing().is_some() {
-            self.holes.insert(id);
+        // An origin that has sent nothing gets no per-origin state yet
+        // (a node knows every member, but few send): its base waits in
+        // `base_hint` for its first message.
+        let has_origin = self.origins.get(id).is_some();
+        if has_origin || status.sent_seq > 0 {
+            let hint = self.members.get(&id).map_or(0, |m| m.base_hint);
+            let origin = self.origins.entry(id);
+            origin.start_at(if hint > 0 { hint } else { status.sent_seq + 1 });
+            origin.known_sent = origin.known_sent.max(status.sent_seq);
+            if origin.missing().is_some() {
+                self.holes.insert(id);
+            }
+        } else if let Some(m) = self.members.get_mut(&id) {
+            if m.base_hint == 0 {
+                m.base_hint = status.sent_seq + 1;
+            }
         }
-        self.update_window();
+        if window_moved && self.own.last_seq > 0 {
+            self.update_window();
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -348,6 +365,7 @@ impl Mesh {
             owed_from: 0,
             owed_end: None,
             lost_before: 0,
+            base_hint: 0,
         });
         m.down_seq = Some(status_seq.max(m.down_seq.unwrap_or(0)));
     }

@@ -206,16 +206,21 @@ pub struct Mesh {
     /// Payload bytes delivered since our last STATUS: past a quarter of the
     /// window, acknowledgements are urgent (the origins may be waiting).
     unacked_delivered: usize,
+    /// When we last delivered or sent a line.
+    last_activity: Instant,
     last_tick: Instant,
 }
 
 /// How long a STATUS carrying urgent acknowledgements waits after the
 /// previous one at least.
 const STATUS_GAP: Duration = Duration::from_millis(10);
-/// How long any other prompt STATUS (acknowledgements advanced a little,
-/// new lines sent) waits after the previous one at least: acks reach
-/// `--exit-on-eof` senders quickly without a STATUS flood per delivery.
-const STATUS_LAZY: Duration = Duration::from_millis(200);
+/// Any other prompt STATUS (acknowledgements advanced a little, new lines
+/// sent) goes out once traffic has paused this long...
+const STATUS_QUIET: Duration = Duration::from_millis(50);
+/// ... or, while traffic flows without pause, this long after the last:
+/// acks reach `--exit-on-eof` senders soon after the last line, without a
+/// flooded STATUS per delivery while lines stream.
+const STATUS_LAZY: Duration = Duration::from_secs(1);
 /// The longest a caller may wait between ticks.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -239,6 +244,7 @@ impl Mesh {
             last_status: None,
             status_due: false,
             unacked_delivered: 0,
+            last_activity: now,
             last_tick: now,
         }
     }
@@ -364,10 +370,7 @@ impl Mesh {
             .min(self.next_scan)
             .min(self.last_tick + TICK);
         if self.status_due {
-            at = at.min(
-                self.last_status
-                    .map_or(self.last_tick, |t| t + self.status_gap()),
-            );
+            at = at.min(self.status_at());
         }
         Some(at)
     }
@@ -438,12 +441,20 @@ impl Mesh {
         self.origins.iter().map(|(_, o)| o.footprint()).sum()
     }
 
-    fn status_gap(&self) -> Duration {
+    /// When the due STATUS may go out: soon when acks are urgent (a
+    /// quarter of a window delivered), once traffic pauses, and at the
+    /// latest [`STATUS_LAZY`] after the last one.
+    fn status_at(&self) -> Instant {
+        let Some(last) = self.last_status else {
+            return self.last_tick;
+        };
+        let earliest = last + STATUS_GAP;
         if self.unacked_delivered >= self.cfg.window / 4 {
-            STATUS_GAP
-        } else {
-            STATUS_LAZY
+            return earliest;
         }
+        (self.last_activity + STATUS_QUIET)
+            .min(last + STATUS_LAZY)
+            .max(earliest)
     }
 
     fn push(&mut self, action: Action) {

@@ -41,6 +41,12 @@ impl Mesh {
                 cost: (m.end - m.start).max(share),
             };
             let origin = self.origins.entry(m.origin);
+            if origin.next == 0 {
+                match self.members.get(&m.origin).map(|m| m.base_hint) {
+                    Some(hint) if hint > 0 => origin.start_at(hint),
+                    _ => {}
+                }
+            }
             match origin.arrive(m.seq, kept.cost, window) {
                 Arrival::Duplicate | Arrival::Overflow => continue,
                 Arrival::Deliver => {
@@ -87,6 +93,9 @@ impl Mesh {
             }
             self.broadcast(&fwd, fwd_seqs.len() as u64, Some(conn));
         }
+        if !deliveries.is_empty() {
+            self.last_activity = now;
+        }
         self.delivered(deliveries);
         self.maybe_send_status(now);
     }
@@ -124,6 +133,7 @@ impl Mesh {
         self.broadcast(frames, count, None);
         self.update_window();
         self.status_due = true;
+        self.last_activity = now;
         self.maybe_send_status(now);
     }
 

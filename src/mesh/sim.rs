@@ -217,6 +217,8 @@ pub struct Sim {
     pub rng: Rng,
     /// Frames delivered to nodes, of any kind.
     pub frames: u64,
+    /// STATUS frames delivered to nodes.
+    pub statuses: u64,
     /// The last buffer sent, decoded: a broadcast is decoded once.
     last_decoded: Option<Arc<Decoded>>,
 }
@@ -238,6 +240,7 @@ impl Sim {
             next_link: 1,
             frames: 0,
             last_decoded: None,
+            statuses: 0,
         }
     }
 
@@ -381,7 +384,10 @@ impl Sim {
             self.frames += 1;
             match item {
                 Item::Msgs(msgs) => n.mesh.on_msgs(now, conn, &decoded.bytes, msgs),
-                Item::Status(status) => n.mesh.on_frame(now, conn, status),
+                Item::Status(status) => {
+                    self.statuses += 1;
+                    n.mesh.on_frame(now, conn, status)
+                }
                 Item::Other(range) => {
                     let (frame, _) = frame::decode(&decoded.bytes[range.clone()], usize::MAX)
                         .expect("valid")
@@ -403,7 +409,7 @@ impl Sim {
                 .saturating_duration_since(self.base)
                 .max(self.now + Duration::from_micros(100));
             let n = &mut self.nodes[node];
-            if n.tick_at.is_none_or(|t| at < t) {
+            if n.tick_at.map_or(true, |t| at < t) {
                 n.tick_at = Some(at);
                 let after = at - self.now;
                 self.schedule(after, Ev::Tick { node });
@@ -677,6 +683,41 @@ impl Sim {
 
     /// Whether the live nodes form one connected graph.
     pub fn connected_graph(&self) -> bool {
+        self.components().len() <= 1
+    }
+
+    /// The live nodes, grouped by connected component.
+    pub fn components(&self) -> Vec<Vec<usize>> {
+        let mut adj: HashMap<usize, Vec<usize>> = HashMap::new();
+        for l in self.links.values() {
+            adj.entry(l.ends[0].0).or_default().push(l.ends[1].0);
+            adj.entry(l.ends[1].0).or_default().push(l.ends[0].0);
+        }
+        let mut seen = vec![false; self.nodes.len()];
+        let mut out = Vec::new();
+        for start in 0..self.nodes.len() {
+            if seen[start] || !self.nodes[start].alive {
+                continue;
+            }
+            let mut comp = vec![start];
+            seen[start] = true;
+            let mut i = 0;
+            while i < comp.len() {
+                for &m in adj.get(&comp[i]).map(Vec::as_slice).unwrap_or(&[]) {
+                    if !seen[m] {
+                        seen[m] = true;
+                        comp.push(m);
+                    }
+                }
+                i += 1;
+            }
+            out.push(comp);
+        }
+        out
+    }
+
+    #[allow(dead_code)]
+    fn connected_graph_old(&self) -> bool {
         let live: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].alive)
             .collect();

@@ -1,9 +1,304 @@
 //! Tests of the mesh state machine: each behaviour on a few nodes, and a
 //! 200-node simulation with churn.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::sim::{Sim, SimConfig};
+use super::*;
+use crate::frame::{self, Ack, Status, FLAG_LEAVING};
+
+const ME: NodeId = 0xaaaa;
+
+fn config() -> MeshConfig {
+    MeshConfig {
+        id: ME,
+        name: "me".into(),
+        listen_port: 7000,
+        advertise: None,
+        ttl: 16,
+        relay: true,
+        degree: 2,
+        max_peers: 32,
+        window: 10_000,
+        max_frame: 1 << 20,
+        keepalive: Duration::from_secs(1),
+        stall_timeout: Duration::from_secs(5),
+        seeds: 0,
+        rng_seed: 1,
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A mesh with neighbours on conns 1..=n (node ids 101.., addresses
+/// 10.0.0.1.. port 7000), actions drained.
+fn with_neighbours(cfg: MeshConfig, n: u64) -> (Mesh, Instant) {
+    let t0 = Instant::now();
+    let mut m = Mesh::new(cfg, t0);
+    for c in 1..=n {
+        let remote = addr(&format!("10.0.0.{c}:4000{c}"));
+        m.neighbour_up(t0, c, 100 + c, "", remote, 7000, None);
+    }
+    drain(&mut m);
+    (m, t0)
+}
+
+fn drain(m: &mut Mesh) -> Vec<Action> {
+    std::iter::from_fn(|| m.poll_action()).collect()
+}
+
+/// MSG frames in one buffer, as a reader hands them over.
+fn batch(msgs: &[(NodeId, u64, u8, u8)]) -> (Bytes, Vec<MsgRef>) {
+    let mut buf = Vec::new();
+    let mut refs = Vec::new();
+    for &(origin, seq, hops, ttl) in msgs {
+        let start = buf.len();
+        let payload = format!("{origin:x}/{seq}");
+        buf.extend_from_slice(&frame::msg_header(origin, seq, hops, ttl, payload.len()));
+        buf.extend_from_slice(payload.as_bytes());
+        refs.push(MsgRef {
+            origin,
+            seq,
+            hops,
+            ttl,
+            start,
+            end: buf.len(),
+        });
+    }
+    (Arc::new(buf), refs)
+}
+
+fn feed(m: &mut Mesh, now: Instant, conn: Conn, msgs: &[(NodeId, u64, u8, u8)]) -> Vec<Action> {
+    let (buf, refs) = batch(msgs);
+    m.on_msgs(now, conn, &buf, &refs);
+    drain(m)
+}
+
+fn delivered(actions: &[Action]) -> Vec<(NodeId, u64)> {
+    actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Deliver(d) => d.iter().map(|d| (d.origin, d.seq)).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Every frame sent, decoded to an owned form: (to, frame).
+fn sent(actions: &[Action]) -> Vec<(Conn, Frame<'static>)> {
+    let mut out = Vec::new();
+    for a in actions {
+        if let Action::Send { to, frames, .. } = a {
+            let mut rest = &frames[..];
+            while let Some((f, used)) = frame::decode(rest, usize::MAX).unwrap() {
+                out.push((*to, owned(f)));
+                rest = &rest[used..];
+            }
+        }
+    }
+    out
+}
+
+fn owned(f: Frame<'_>) -> Frame<'static> {
+    match f {
+        Frame::Msg {
+            origin,
+            seq,
+            hops,
+            ttl,
+            payload,
+        } => Frame::Msg {
+            origin,
+            seq,
+            hops,
+            ttl,
+            payload: Box::leak(payload.to_vec().into_boxed_slice()),
+        },
+        Frame::Down {
+            member,
+            status_seq,
+            hops,
+            ttl,
+            reason,
+        } => Frame::Down {
+            member,
+            status_seq,
+            hops,
+            ttl,
+            reason: Box::leak(reason.to_vec().into_boxed_slice()),
+        },
+        Frame::Status(s) => Frame::Status(s),
+        Frame::Repair {
+            origin,
+            from_seq,
+            to_seq,
+        } => Frame::Repair {
+            origin,
+            from_seq,
+            to_seq,
+        },
+        Frame::Peers(p) => Frame::Peers(p),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn msgs_sent(actions: &[Action]) -> Vec<(Conn, NodeId, u64, u8)> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Msg {
+                origin, seq, hops, ..
+            } => Some((to, origin, seq, hops)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn statuses_sent(actions: &[Action]) -> Vec<(Conn, Status)> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Status(s) => Some((to, s)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status(member: NodeId, status_seq: u64, hops: u8, sent_seq: u64) -> Status {
+    Status {
+        member,
+        status_seq,
+        hops,
+        ttl: 16,
+        sent_seq,
+        flags: 0,
+        name: format!("m{member:x}"),
+        addrs: vec![addr("0.0.0.0:7001")],
+        acks: Vec::new(),
+    }
+}
+
+fn on_status(m: &mut Mesh, now: Instant, conn: Conn, s: Status) -> Vec<Action> {
+    m.on_frame(now, conn, &Frame::Status(s));
+    drain(m)
+}
+
+// ---- Relay -----------------------------------------------------------
+
+#[test]
+fn a_new_message_goes_to_every_neighbour_but_its_source_as_one_shared_buffer() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    let actions = feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert_eq!(delivered(&actions), [(7, 1), (7, 2)]);
+    let mut fwd = msgs_sent(&actions);
+    fwd.sort();
+    assert_eq!(
+        fwd,
+        [(2, 7, 1, 2), (2, 7, 2, 2), (3, 7, 1, 2), (3, 7, 2, 2)],
+        "hops + 1, never back to conn 1"
+    );
+    let buffers: Vec<&Bytes> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                frames, msgs: 2, ..
+            } => Some(frames),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(buffers.len(), 2);
+    assert!(Arc::ptr_eq(buffers[0], buffers[1]), "one buffer for all");
+}
+
+#[test]
+fn a_duplicate_is_neither_delivered_nor_forwarded() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let again = feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    assert!(delivered(&again).is_empty());
+    assert!(msgs_sent(&again).is_empty());
+}
+
+#[test]
+fn out_of_order_arrivals_are_held_back_and_delivered_in_order() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let early = feed(&mut m, t0, 1, &[(7, 3, 1, 16), (7, 4, 1, 16)]);
+    assert!(delivered(&early).is_empty(), "3 and 4 wait for 2");
+    assert_eq!(msgs_sent(&early).len(), 2, "but are forwarded at once");
+    let late = feed(&mut m, t0, 2, &[(7, 2, 1, 16)]);
+    assert_eq!(delivered(&late), [(7, 2), (7, 3), (7, 4)]);
+}
+
+#[test]
+fn ttl_bounds_the_hops_a_copy_travels() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let actions = feed(&mut m, t0, 1, &[(7, 1, 3, 3), (8, 1, 2, 3)]);
+    assert_eq!(
+        delivered(&actions),
+        [(7, 1), (8, 1)],
+        "delivered either way"
+    );
+    assert_eq!(
+        msgs_sent(&actions),
+        [(2, 8, 1, 3)],
+        "hops == ttl stops here"
+    );
+}
+
+#[test]
+fn no_relay_delivers_and_forwards_nothing() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            relay: false,
+            ..config()
+        },
+        3,
+    );
+    let actions = feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    assert_eq!(delivered(&actions), [(7, 1)]);
+    assert!(msgs_sent(&actions).is_empty());
+}
+
+#[test]
+fn the_hold_back_buffer_is_bounded_by_the_window() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 200,
+            ..config()
+        },
+        2,
+    );
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let far: Vec<_> = (3..50).map(|s| (7, s, 1, 16)).collect();
+    for msg in &far {
+        feed(&mut m, t0, 1, &[*msg]);
+    }
+    assert!(m.footprint() <= 2 * 200, "held + cached: {}", m.footprint());
+    // Once 2 arrives, only what was held is delivered; the rest is a hole.
+    let actions = feed(&mut m, t0, 2, &[(7, 2, 1, 16)]);
+    let got = delivered(&actions);
+    assert!(got.len() < 10, "{got:?}");
+    assert_eq!(got[0], (7, 2));
+}
+
+#[test]
+fn the_base_comes_from_the_first_status_or_the_first_message() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 10));
+    assert!(delivered(&feed(&mut m, t0, 1, &[(7, 10, 1, 16)])).is_empty());
+    assert_eq!(
+        delivered(&feed(&mut m, t0, 1, &[(7, 11, 1, 16)])),
+        [(7, 11)]
+    );
+    // No STATUS from 8: its first message sets the base.
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(8, 5, 1, 16)])), [(8, 5)]);
+    assert!(delivered(&feed(&mut m, t0, 1, &[(8, 4, 1, 16)])).is_empty());
+}
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -32,7 +327,10 @@ fn assert_complete(sim: &Sim, senders: &[usize]) {
 
 #[test]
 fn two_hundred_nodes_with_churn_deliver_exactly_once_in_order_and_report_every_loss() {
-    let mut sim = Sim::new(SimConfig::default());
+    let mut sim = Sim::new(SimConfig {
+        keepalive: secs(3.0),
+        ..SimConfig::default()
+    });
     let first = sim.add_node(vec![]);
     for i in 1..200 {
         let seed = sim.rng.below(i);
@@ -40,12 +338,12 @@ fn two_hundred_nodes_with_churn_deliver_exactly_once_in_order_and_report_every_l
         sim.run_for(secs(0.01));
     }
     let _ = first;
-    sim.run_for(secs(3.0));
+    sim.run_for(secs(2.0));
     assert!(sim.connected_graph(), "the joins formed one group");
     let senders: Vec<usize> = (0..200).step_by(40).collect();
     let mut round = 0;
     let start = sim.now;
-    while sim.now < start + secs(4.0) {
+    while sim.now < start + secs(2.5) {
         for &s in &senders {
             sim.send_lines(s, 3);
         }
@@ -66,19 +364,567 @@ fn two_hundred_nodes_with_churn_deliver_exactly_once_in_order_and_report_every_l
                 }
             }
             for _ in 0..5 {
-                let seed = sim.rng.below(200);
+                // A joiner names a live member (one naming a dead one
+                // rightly stays alone).
+                let mut seed = sim.rng.below(200);
+                while !sim.nodes[seed].alive {
+                    seed = sim.rng.below(200);
+                }
                 sim.add_node(vec![seed]);
             }
         }
     }
-    sim.run_for(secs(12.0));
-    assert!(sim.connected_graph(), "the survivors stay one group");
+    sim.run_for(secs(5.0));
+    let comps = sim.components();
+    if comps.len() > 1 {
+        for c in &comps {
+            if c.len() < 10 {
+                for &i in c {
+                    let n = &sim.nodes[i];
+                    eprintln!(
+                        "n{i}: deg {} members {} dial {:?}",
+                        sim.degree_of(i),
+                        n.mesh.live_members(),
+                        n.mesh.dial
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        sim.connected_graph(),
+        "the survivors stay one group: {:?}",
+        comps.iter().map(Vec::len).collect::<Vec<_>>()
+    );
     assert_complete(&sim, &senders);
     let gaps: u64 = sim.nodes.iter().map(|n| n.gaps).sum();
     let deliveries: u64 = sim.nodes.iter().map(|n| n.deliveries).sum();
+    let links: usize = (0..sim.nodes.len()).map(|i| sim.degree_of(i)).sum();
     eprintln!(
-        "deliveries {deliveries}, gaps {gaps}, frames {}",
-        sim.frames
+        "deliveries {deliveries}, msgs in {}, gaps {gaps}, frames {}, statuses {}, mean degree {:.1}",
+        sim.nodes.iter().map(|n| n.msgs_in).sum::<u64>(),
+        sim.frames,
+        sim.statuses,
+        links as f64 / sim.nodes.iter().filter(|n| n.alive).count() as f64
     );
     assert!(deliveries > 100_000);
+}
+
+// ---- Membership ------------------------------------------------------
+
+fn member_events(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::MemberUp { id, .. } => Some(format!("up {id:x}")),
+            Action::MemberDown { id, reason, .. } => Some(format!("down {id:x}: {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_status_makes_a_member_and_is_forwarded_once_with_the_neighbours_ip() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    let actions = on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    assert_eq!(member_events(&actions), ["up 7"]);
+    let fwd = statuses_sent(&actions);
+    assert_eq!(fwd.iter().map(|(c, _)| *c).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(fwd[0].1.hops, 2);
+    assert_eq!(
+        fwd[0].1.addrs,
+        [addr("10.0.0.1:7001")],
+        "unspecified IP replaced at hop 1 by the connection's remote IP"
+    );
+    assert_eq!(m.live_members(), 1);
+    assert_eq!(m.member_name(7), Some("m7"));
+    assert_eq!(m.known_addrs(), [(7, addr("10.0.0.1:7001"))]);
+    // The same status_seq again, from elsewhere: nothing.
+    let again = on_status(&mut m, t0, 2, status(7, 1, 2, 0));
+    assert!(again.is_empty(), "{again:?}");
+    // Farther than one hop, an unspecified IP is left alone.
+    let far = on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    assert_eq!(statuses_sent(&far)[0].1.addrs, [addr("0.0.0.0:7001")]);
+}
+
+#[test]
+fn a_new_neighbour_gets_our_status_and_every_live_members() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    m.neighbour_up(t0, 9, 109, "", addr("10.0.0.9:1"), 7000, None);
+    let greeting = statuses_sent(&drain(&mut m));
+    let members: Vec<NodeId> = greeting.iter().map(|(_, s)| s.member).collect();
+    assert_eq!(members, [ME, 7, 8]);
+    assert!(greeting.iter().all(|(to, _)| *to == 9));
+}
+
+#[test]
+fn a_member_silent_for_three_keepalives_is_down() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    m.tick(t0 + Duration::from_millis(2900));
+    assert!(member_events(&drain(&mut m)).is_empty());
+    m.tick(t0 + Duration::from_millis(3300));
+    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 3s"]);
+    assert_eq!(m.live_members(), 0);
+    // A newer STATUS brings it back.
+    let back = on_status(&mut m, t0 + Duration::from_secs(4), 1, status(7, 2, 1, 0));
+    assert_eq!(member_events(&back), ["up 7"]);
+}
+
+#[test]
+fn a_down_report_is_believed_unless_older_and_forwarded_once() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(7, 5, 1, 0));
+    let down = |seq| Frame::Down {
+        member: 7,
+        status_seq: seq,
+        hops: 1,
+        ttl: 16,
+        reason: b"cut: accepted nothing for 10s",
+    };
+    m.on_frame(t0, 1, &down(4));
+    assert!(drain(&mut m).is_empty(), "older than what we saw: ignored");
+    m.on_frame(t0, 1, &down(5));
+    let actions = drain(&mut m);
+    assert_eq!(
+        member_events(&actions),
+        ["down 7: cut: accepted nothing for 10s"]
+    );
+    assert_eq!(sent(&actions).len(), 1, "forwarded to conn 2 only");
+    assert_eq!(sent(&actions)[0].0, 2);
+    m.on_frame(t0, 2, &down(5));
+    assert!(drain(&mut m).is_empty(), "forwarded once");
+    // The STATUS it replaces cannot revive it; a newer one can.
+    assert!(member_events(&on_status(&mut m, t0, 1, status(7, 5, 1, 0))).is_empty());
+    assert_eq!(
+        member_events(&on_status(&mut m, t0, 1, status(7, 6, 1, 0))),
+        ["up 7"]
+    );
+}
+
+#[test]
+fn a_neighbour_cut_for_stalling_is_reported_down_to_everyone() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(101, 3, 1, 0));
+    m.neighbour_down(t0, 1, Some("cut: accepted nothing for 10s"));
+    let actions = drain(&mut m);
+    assert_eq!(
+        member_events(&actions),
+        ["down 65: cut: accepted nothing for 10s"]
+    );
+    let downs: Vec<_> = sent(&actions)
+        .into_iter()
+        .filter(|(_, f)| {
+            matches!(
+                f,
+                Frame::Down {
+                    member: 101,
+                    status_seq: 3,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(downs.len(), 1);
+    assert_eq!(downs[0].0, 2);
+}
+
+#[test]
+fn a_leaving_member_is_down_and_a_member_beyond_our_ttl_is_none() {
+    let (mut m, t0) = with_neighbours(MeshConfig { ttl: 3, ..config() }, 2);
+    let far = on_status(&mut m, t0, 1, status(7, 1, 4, 0));
+    assert!(member_events(&far).is_empty(), "4 hops > our ttl 3");
+    assert_eq!(statuses_sent(&far).len(), 1, "still forwarded by its ttl");
+    on_status(&mut m, t0, 1, status(8, 1, 1, 0));
+    let leaving = on_status(
+        &mut m,
+        t0,
+        1,
+        Status {
+            flags: FLAG_LEAVING,
+            ..status(8, 2, 1, 0)
+        },
+    );
+    assert_eq!(member_events(&leaving), ["down 8: left"]);
+}
+
+#[test]
+fn a_status_claiming_our_id_is_ignored() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let actions = on_status(&mut m, t0, 1, status(ME, 99, 1, 0));
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(m.live_members(), 0);
+}
+
+#[test]
+fn our_status_carries_acks_and_goes_out_every_keepalive() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    m.tick(t0 + Duration::from_millis(100));
+    let st = statuses_sent(&drain(&mut m));
+    assert_eq!(st.len(), 1, "prompt once traffic pauses");
+    assert_eq!(
+        st[0].1.acks,
+        [Ack {
+            origin: 7,
+            base: 1,
+            delivered: 2
+        }]
+    );
+    m.tick(t0 + Duration::from_millis(600));
+    assert!(statuses_sent(&drain(&mut m)).is_empty());
+    m.tick(t0 + Duration::from_millis(1001));
+    assert_eq!(statuses_sent(&drain(&mut m)).len(), 1, "keepalive");
+}
+
+// ---- Degree and dialing ----------------------------------------------
+
+fn dials(actions: &[Action]) -> Vec<DialTarget> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_seed_is_dialed_with_backoff_until_reached_once_whatever_the_degree() {
+    let t0 = Instant::now();
+    let mut m = Mesh::new(
+        MeshConfig {
+            seeds: 1,
+            degree: 1,
+            ..config()
+        },
+        t0,
+    );
+    m.tick(t0);
+    assert_eq!(dials(&drain(&mut m)), [DialTarget::Seed(0)]);
+    m.tick(t0);
+    assert!(dials(&drain(&mut m)).is_empty(), "one dial at a time");
+    m.dial_result(t0, &DialTarget::Seed(0), DialResult::Failed);
+    m.tick(t0 + Duration::from_millis(300));
+    assert!(dials(&drain(&mut m)).is_empty(), "backing off");
+    m.tick(t0 + Duration::from_millis(700));
+    assert_eq!(dials(&drain(&mut m)), [DialTarget::Seed(0)]);
+    // Another node is a neighbour (degree reached): the seed is still dialed.
+    m.neighbour_up(t0, 5, 105, "", addr("10.0.0.5:1"), 7000, None);
+    m.dial_result(t0, &DialTarget::Seed(0), DialResult::Failed);
+    m.tick(t0 + Duration::from_secs(3));
+    assert_eq!(dials(&drain(&mut m)), [DialTarget::Seed(0)]);
+    m.neighbour_up(
+        t0,
+        6,
+        106,
+        "",
+        addr("10.0.0.6:1"),
+        7000,
+        Some(DialTarget::Seed(0)),
+    );
+    m.neighbour_down(t0, 6, None);
+    m.neighbour_down(t0, 5, None);
+    m.tick(t0 + Duration::from_secs(60));
+    assert!(
+        !dials(&drain(&mut m)).contains(&DialTarget::Seed(0)),
+        "reached once: done"
+    );
+}
+
+#[test]
+fn learned_members_are_dialed_while_below_degree_never_ourselves_or_twice() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let mut s = status(7, 1, 2, 0);
+    s.addrs = vec![addr("10.0.0.7:7000")];
+    on_status(&mut m, t0, 1, s);
+    let mut s = status(8, 1, 2, 0);
+    s.addrs = vec![addr("10.0.0.8:7000")];
+    on_status(&mut m, t0, 1, s);
+    m.tick(t0);
+    let first = dials(&drain(&mut m));
+    assert_eq!(first.len(), 1, "degree 2, one neighbour: one dial");
+    m.tick(t0);
+    assert!(dials(&drain(&mut m)).is_empty(), "the dial is pending");
+    let DialTarget::Addr(a) = first[0] else {
+        panic!()
+    };
+    m.dial_result(t0, &first[0], DialResult::Myself);
+    m.tick(t0 + Duration::from_secs(1));
+    let next = dials(&drain(&mut m));
+    assert!(
+        !next.contains(&DialTarget::Addr(a)),
+        "ourselves: never again"
+    );
+    // At degree: nothing more.
+    m.neighbour_up(t0, 2, 102, "", addr("10.0.0.2:1"), 7000, None);
+    for t in &next {
+        m.dial_result(t0, t, DialResult::Failed);
+    }
+    // (Before 7 and 8 fall silent: then a heal dial would be right.)
+    m.tick(t0 + Duration::from_secs(2));
+    assert!(dials(&drain(&mut m)).is_empty());
+}
+
+#[test]
+fn above_twice_the_degree_the_newest_non_peer_links_are_closed() {
+    let t0 = Instant::now();
+    let mut m = Mesh::new(
+        MeshConfig {
+            degree: 1,
+            seeds: 1,
+            ..config()
+        },
+        t0,
+    );
+    let later = |s| t0 + Duration::from_secs(s);
+    m.neighbour_up(later(1), 1, 101, "", addr("10.0.0.1:1"), 7000, None);
+    m.neighbour_up(later(2), 2, 102, "", addr("10.0.0.2:1"), 7000, None);
+    m.neighbour_up(
+        later(3),
+        3,
+        103,
+        "",
+        addr("10.0.0.3:1"),
+        7000,
+        Some(DialTarget::Seed(0)),
+    );
+    m.neighbour_up(later(4), 4, 104, "", addr("10.0.0.4:1"), 7000, None);
+    drain(&mut m);
+    m.tick(later(5));
+    let closes: Vec<(Conn, String)> = drain(&mut m)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, reason, .. } => Some((conn, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closes,
+        [
+            (4, "too many neighbours".to_owned()),
+            (2, "too many neighbours".to_owned())
+        ],
+        "the newest first, the PEER link (3) never"
+    );
+    m.tick(later(6));
+    assert!(drain(&mut m)
+        .iter()
+        .all(|a| !matches!(a, Action::Close { .. })));
+}
+
+#[test]
+fn a_remembered_member_outside_the_view_is_retried_even_at_degree() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let mut s = status(7, 1, 2, 0);
+    s.addrs = vec![addr("10.0.0.7:7000")];
+    on_status(&mut m, t0, 1, s);
+    // 7 falls silent (a partition): down, but remembered.
+    m.tick(t0 + Duration::from_secs(4));
+    drain(&mut m);
+    let mut healed = false;
+    for s in 5..20 {
+        m.tick(t0 + Duration::from_secs(s));
+        if dials(&drain(&mut m)).contains(&DialTarget::Addr(addr("10.0.0.7:7000"))) {
+            healed = true;
+            break;
+        }
+    }
+    assert!(healed, "no heal dial within 20 s");
+}
+
+// ---- Flow control and books ----------------------------------------------
+
+/// Our own lines `first..=last`, 100 bytes each with the header.
+fn own_lines(m: &mut Mesh, now: Instant, first: u64, last: u64) {
+    let mut buf = Vec::new();
+    for seq in first..=last {
+        let payload = [b'x'; 100 - frame::MSG_HEADER_LEN];
+        buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, payload.len()));
+        buf.extend_from_slice(&payload);
+    }
+    m.local(now, &Arc::new(buf), first, last);
+}
+
+fn ack_status(member: NodeId, status_seq: u64, base: u64, delivered: u64) -> Status {
+    Status {
+        acks: vec![Ack {
+            origin: ME,
+            base,
+            delivered,
+        }],
+        ..status(member, status_seq, 1, 0)
+    }
+}
+
+#[test]
+fn the_window_closes_until_every_live_member_acknowledges() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1000,
+            ..config()
+        },
+        2,
+    );
+    assert_eq!(m.window_room(), 1000);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    on_status(&mut m, t0, 2, status(8, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 6);
+    let sends = msgs_sent(&drain(&mut m));
+    assert_eq!(sends.len(), 12, "to both neighbours");
+    assert_eq!(m.window_room(), 400);
+    on_status(&mut m, t0, 1, ack_status(7, 2, 1, 6));
+    assert_eq!(m.window_room(), 400, "8 has not acknowledged");
+    assert!(!m.eof_settled());
+    on_status(&mut m, t0, 2, ack_status(8, 2, 1, 4));
+    assert_eq!(m.window_room(), 800);
+    // 8 goes away: it no longer holds the window, and its books show it.
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Down {
+            member: 8,
+            status_seq: 2,
+            hops: 1,
+            ttl: 16,
+            reason: b"left",
+        },
+    );
+    assert_eq!(m.window_room(), 1000);
+    assert!(m.eof_settled());
+    let books = m.books();
+    let b8 = books.iter().find(|b| b.id == 8).unwrap();
+    assert_eq!((b8.owed.clone(), b8.delivered, b8.lost), (1..7, 4, 2));
+    assert_eq!(b8.down.as_deref(), Some("left"));
+    let b7 = books.iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.delivered, b7.lost, b7.down.clone()), (6, 0, None));
+}
+
+#[test]
+fn a_line_is_owed_only_to_members_known_when_it_was_read() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    own_lines(&mut m, t0, 1, 3);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    assert!(m.eof_settled(), "7 owes nothing yet");
+    own_lines(&mut m, t0, 4, 4);
+    assert!(!m.eof_settled());
+    on_status(&mut m, t0, 1, ack_status(7, 2, 4, 4));
+    assert!(m.eof_settled());
+    assert_eq!(m.books()[0].owed, 4..5);
+}
+
+// ---- Repair and gaps -----------------------------------------------------
+
+#[test]
+fn a_repair_is_answered_from_the_cache_and_only_with_what_it_holds() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 2, 1, 16), (7, 3, 1, 16)],
+    );
+    own_lines(&mut m, t0, 1, 2);
+    drain(&mut m);
+    let repair = |m: &mut Mesh, origin, from_seq, to_seq| {
+        m.on_frame(
+            t0,
+            2,
+            &Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            },
+        );
+        msgs_sent(&drain(m))
+    };
+    assert_eq!(
+        repair(&mut m, 7, 2, 9),
+        [(2, 7, 2, 2), (2, 7, 3, 2)],
+        "hops as cached"
+    );
+    assert_eq!(repair(&mut m, ME, 1, 1), [(2, ME, 1, 1)]);
+    assert!(repair(&mut m, 9, 1, 1).is_empty());
+}
+
+#[test]
+fn a_hole_is_repaired_round_robin_then_reported_as_a_gap_after_the_stall_timeout() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let repairs = |actions: &[Action]| -> Vec<(Conn, u64, u64)> {
+        sent(actions)
+            .into_iter()
+            .filter_map(|(to, f)| match f {
+                Frame::Repair {
+                    from_seq, to_seq, ..
+                } => Some((to, from_seq, to_seq)),
+                _ => None,
+            })
+            .collect()
+    };
+    m.tick(at(100));
+    assert!(
+        repairs(&drain(&mut m)).is_empty(),
+        "give reordering a moment"
+    );
+    m.tick(at(400));
+    assert_eq!(repairs(&drain(&mut m)), [(1, 2, 3)]);
+    m.tick(at(900));
+    assert!(repairs(&drain(&mut m)).is_empty());
+    m.tick(at(1500));
+    assert_eq!(repairs(&drain(&mut m)), [(2, 2, 3)], "the other neighbour");
+    m.tick(at(4900));
+    drain(&mut m);
+    m.tick(at(5200));
+    let actions = drain(&mut m);
+    let gaps: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Gap {
+                origin,
+                first,
+                last,
+                reason,
+            } => Some((*origin, *first, *last, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, [(7, 2, 3, "not repaired within 5s".to_owned())]);
+    assert_eq!(delivered(&actions), [(7, 4)], "what was held goes out");
+    m.tick(at(9000));
+    assert!(
+        drain(&mut m)
+            .iter()
+            .all(|a| !matches!(a, Action::Gap { .. })),
+        "once"
+    );
+}
+
+#[test]
+fn a_hole_at_the_tail_is_seen_from_the_origins_status() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    on_status(&mut m, t0, 1, status(7, 1, 2, 3));
+    m.tick(t0 + Duration::from_millis(100));
+    m.tick(t0 + Duration::from_millis(400));
+    let asked: Vec<_> = sent(&drain(&mut m))
+        .into_iter()
+        .filter(|(_, f)| {
+            matches!(
+                f,
+                Frame::Repair {
+                    from_seq: 2,
+                    to_seq: 3,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(asked.len(), 1);
+    // The repair answer fills it.
+    let filled = feed(&mut m, t0, 1, &[(7, 2, 1, 16), (7, 3, 1, 16)]);
+    assert_eq!(delivered(&filled), [(7, 2), (7, 3)]);
 }

@@ -11,6 +11,7 @@ use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
 use crate::frame::{self, Frame, NodeId};
 use crate::mesh::{Action, Bytes, DialResult, MsgRef};
 use crate::outbox::{Batch, Close};
+use crate::ratelog;
 use crate::shutdown::Cause;
 use crate::stdio::Chunk;
 
@@ -93,6 +94,19 @@ impl Router {
     pub(super) fn on_stdin(&mut self, chunk: Chunk) {
         let lines = chunk.frames as u64;
         self.books.lines_read += lines;
+        self.send_stdin(chunk);
+    }
+
+    fn send_stdin(&mut self, chunk: Chunk) {
+        if self.live_peers() == 0 {
+            log::debug!(
+                "no peer to take {}; they wait for one",
+                plural(chunk.frames as u64, "line")
+            );
+            self.unsent = Some(chunk);
+            return;
+        }
+        let lines = chunk.frames as u64;
         let last = chunk.first_seq + lines - 1;
         self.mesh
             .local(Instant::now(), &chunk.bytes, chunk.first_seq, last);
@@ -140,6 +154,7 @@ impl Router {
             }
             Action::MemberUp { id, name, addrs } => {
                 self.names.insert(id, name.as_str().into());
+                self.members.insert(id);
                 let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
                 log::info!(
                     "member up: {name} ({id:016x}) at {}; {} known",
@@ -154,6 +169,7 @@ impl Router {
             }
             Action::MemberDown { id, name, reason } => {
                 self.names.remove(&id);
+                self.members.remove(&id);
                 log::info!(
                     "member down: {name} ({id:016x}): {reason}; {} known",
                     plural(self.mesh.live_members() as u64, "member")
@@ -206,11 +222,28 @@ impl Router {
         if entry.closing {
             return;
         }
-        if entry.outbox.push(Batch {
-            bytes: frames,
-            msgs,
-        }) == Some(true)
-        {
+        let limit = entry.info.max_frame;
+        let batch = if limit < self.node.config.max_frame && msgs > 0 {
+            // A neighbour that takes smaller messages than we do is spared
+            // the larger ones; it reports the hole as a gap.
+            let (batch, skipped) = spare(&frames, msgs, limit);
+            if skipped > 0 {
+                ratelog::warn("messages too big", entry.info.addr.ip(), || {
+                    format!(
+                        "{} over the --max-frame of {} ({limit} bytes); not sent to it",
+                        plural(skipped, "message"),
+                        entry.info
+                    )
+                });
+            }
+            batch
+        } else {
+            Batch {
+                bytes: frames,
+                msgs,
+            }
+        };
+        if entry.outbox.push(batch) == Some(true) {
             self.full.insert(to);
         }
     }
@@ -257,14 +290,16 @@ impl Router {
     }
 
     /// Lets stdin be read while a line read now can go out: once
-    /// `--wait-peers` peers (at least one) are up and `--wait-members`
-    /// members known for the first time, then while a peer is up; and only
-    /// while the window has room (end-to-end flow control).
+    /// `--wait-peers` peers (at least one) are up, each has announced itself
+    /// (so the first lines are owed to it), and `--wait-members` members are
+    /// known, for the first time; then while a peer is up; and only while
+    /// the window has room (end-to-end flow control).
     fn update_gate(&mut self) {
         let live = self.live_peers();
         let members = self.mesh.live_members();
         let (peers_needed, members_needed) = self.first.unwrap_or((1, 0));
-        let there = live >= peers_needed && members >= members_needed;
+        let there =
+            live >= peers_needed && members >= members_needed && self.unannounced_until().is_none();
         if there && self.first.take().is_some() {
             if peers_needed > 1 || members_needed > 1 {
                 log::info!(
@@ -279,6 +314,11 @@ impl Router {
         let open = there && room && !self.stopping && self.stdin_open;
         if self.first.is_none() {
             self.watch_for_no_peers(live);
+        }
+        if live > 0 {
+            if let Some(chunk) = self.unsent.take() {
+                self.send_stdin(chunk);
+            }
         }
         if open != self.gate.is_open() {
             if !open && self.stdin_open && !self.stopping {
@@ -299,7 +339,9 @@ impl Router {
             self.connect_deadline = None;
             return;
         }
-        let waiting = self.stdin_open || (self.eof_pending && !self.mesh.eof_settled());
+        let waiting = self.stdin_open
+            || self.unsent.is_some()
+            || (self.eof_pending && !self.mesh.eof_settled());
         if self.node.config.exit_on_eof && waiting && self.connect_deadline.is_none() {
             self.connect_deadline = self.node.config.connect_timeout.map(|t| Instant::now() + t);
         }
@@ -309,7 +351,7 @@ impl Router {
     /// acknowledged by every member that owes it (or that member is down),
     /// leave the group and stop.
     fn check_eof(&mut self) {
-        if !self.eof_pending || self.stopping || !self.mesh.eof_settled() {
+        if !self.eof_pending || self.stopping || self.unsent.is_some() || !self.mesh.eof_settled() {
             return;
         }
         self.eof_pending = false;
@@ -321,6 +363,26 @@ impl Router {
     pub(super) fn save_peer_cache(&mut self) {}
 }
 
+/// `frames` without the messages whose payload is over `limit`, and how
+/// many were left out.
+fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
+    let mut kept = Vec::with_capacity(frames.len());
+    let mut skipped = 0;
+    let mut rest = &frames[..];
+    while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
+        match frame {
+            Frame::Msg { payload, .. } if payload.len() > limit => skipped += 1,
+            _ => kept.extend_from_slice(&rest[..used]),
+        }
+        rest = &rest[used..];
+    }
+    let batch = Batch {
+        bytes: Arc::new(kept),
+        msgs: msgs - skipped,
+    };
+    (batch, skipped)
+}
+
 /// Whether the frame is a PEERS frame.
 fn is_peers(buf: &[u8], f: &InFrame) -> bool {
     match *f {
@@ -328,5 +390,43 @@ fn is_peers(buf: &[u8], f: &InFrame) -> bool {
             buf.get(start + frame::LEN_PREFIX) == Some(&frame::kind::PEERS)
         }
         InFrame::Msg(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
+        let mut bytes = Vec::new();
+        for (seq, text) in [(1, &b"short"[..]), (2, b"this one is long"), (3, b"ok")] {
+            Frame::Msg {
+                origin: 42,
+                seq,
+                hops: 1,
+                ttl: 16,
+                payload: text,
+            }
+            .encode(&mut bytes);
+        }
+        Frame::Repair {
+            origin: 1,
+            from_seq: 2,
+            to_seq: 3,
+        }
+        .encode(&mut bytes);
+        let (batch, skipped) = spare(&Arc::new(bytes), 3, 5);
+        assert_eq!((batch.msgs, skipped), (2, 1));
+        let mut kinds = Vec::new();
+        let mut rest = &batch.bytes[..];
+        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
+            kinds.push(match frame {
+                Frame::Msg { seq, .. } => seq,
+                _ => 0,
+            });
+            rest = &rest[used..];
+        }
+        assert_eq!(kinds, [1, 3, 0]);
     }
 }

@@ -87,12 +87,18 @@ pub struct Router {
     full: HashSet<ConnId>,
     /// Members' names, for printing what they sent.
     names: HashMap<NodeId, Arc<str>>,
+    /// Members the mesh announced as up and not yet as down.
+    members: HashSet<NodeId>,
     backlog: VecDeque<Output>,
     events_in_backlog: usize,
     events_not_printed: u64,
     /// Peers whose peer_up was not printed (their peer_down will not be).
     unprinted_ups: HashSet<NodeId>,
     stdin_open: bool,
+    /// Lines a read already under way brought in while no peer was up: they
+    /// wait for the next peer (a member that joins later is owed only lines
+    /// sent after it came).
+    unsent: Option<Chunk>,
     /// stdin ended under `--exit-on-eof`: stop once the group has every line.
     eof_pending: bool,
     /// Seeds whose failures were logged as warnings since they last worked.
@@ -172,11 +178,13 @@ impl Router {
             successors: HashMap::new(),
             full: HashSet::new(),
             names: HashMap::new(),
+            members: HashSet::new(),
             backlog: VecDeque::new(),
             events_in_backlog: 0,
             events_not_printed: 0,
             unprinted_ups: HashSet::new(),
             stdin_open: true,
+            unsent: None,
             eof_pending: false,
             seeds_warned: HashSet::new(),
             stopping: false,
@@ -224,12 +232,13 @@ impl Router {
             (usize::MAX, sel.send(&self.stdout))
         };
         // With the gate shut, stdin is watched only for its end: a chunk can
-        // still slip in (the stdin thread's one-byte look ahead); the mesh
-        // takes it like any other, owed to the members known now.
+        // still slip in (the stdin thread's one-byte look ahead, or a read
+        // under way when the last peer left), and then waits in `unsent`.
         let takes_stdin = self.stdin_open
             && !self.stopping
             && self.full.is_empty()
-            && (self.gate.is_open() || self.stdin.is_empty());
+            && (self.gate.is_open() || self.stdin.is_empty())
+            && self.unsent.is_none();
         let stdin = if takes_stdin {
             sel.recv(&self.stdin)
         } else {
@@ -252,6 +261,7 @@ impl Router {
             self.next_cache,
             Some(self.next_flush),
             self.mesh.next_deadline(),
+            self.unannounced_until(),
         ]
         .into_iter()
         .flatten()
@@ -322,8 +332,12 @@ impl Router {
             self.outcome = Outcome::NoPeers;
         } else {
             log::error!(
-                "no peer connected for {secs}s (--connect-timeout); giving up \
-                 before every line was delivered"
+                "no peer connected for {secs}s (--connect-timeout); giving up {}",
+                if self.stdin_open {
+                    "before the end of stdin"
+                } else {
+                    "before every line was acknowledged"
+                }
             );
             self.outcome = Outcome::Incomplete;
         }
@@ -470,6 +484,7 @@ impl Router {
         }
         self.save_peer_cache();
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
+        let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
         ratelog::flush_all();
         self.drain_backlog();
         if self.events_not_printed > 0 {
@@ -479,13 +494,13 @@ impl Router {
             );
         }
         let members = self.mesh.books();
-        log::info!("{}", self.books.summary(&members, skipped));
+        log::info!("{}", self.books.summary(&members, skipped, unsent));
         if self.node.config.stats.is_some() {
             let mut books = std::mem::take(&mut self.books);
             books.totals.missed = members.iter().map(|m| m.lost).sum();
             log::info!("{}", books.totals_line());
         }
-        let missed = members.iter().any(|m| missed(m) > 0) || skipped > 0;
+        let missed = members.iter().any(|m| missed(m) > 0) || skipped > 0 || unsent > 0;
         match self.outcome {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,

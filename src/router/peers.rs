@@ -22,6 +22,8 @@ use crate::shutdown::Never;
 /// ones are rate-limited per address, like other warnings a stranger can
 /// cause.
 const ESTABLISHED: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the first read of stdin waits for an up peer's first STATUS.
+const ANNOUNCE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The BYE reason of a connection closed in a mutual-dial tie-break.
 const DUPLICATE: &str = "duplicate connection";
 
@@ -442,6 +444,23 @@ impl Router {
                     .is_some_and(|entry| entry.up && !entry.closing)
             })
             .count()
+    }
+
+    /// Before stdin is first read, the peers that are up but have not
+    /// announced themselves yet (no STATUS, so not members): a line read
+    /// now would not be owed to them. Waited for at most [`ANNOUNCE_GRACE`]
+    /// each (a peer that never announces is not a member of the group).
+    /// The earliest end of such a wait, if any.
+    pub(super) fn unannounced_until(&self) -> Option<Instant> {
+        self.first?;
+        self.by_node
+            .iter()
+            .filter(|(id, _)| !self.members.contains(id))
+            .filter_map(|(_, conn)| self.peers.get(conn))
+            .filter(|e| e.up && !e.closing)
+            .map(|e| e.since + ANNOUNCE_GRACE)
+            .filter(|at| *at > Instant::now())
+            .min()
     }
 
     /// Whether a connection counts as up (for frames arriving on it).

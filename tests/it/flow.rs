@@ -96,30 +96,31 @@ fn a_paused_peer_slows_stdin_without_losing_anything_and_memory_stays_bounded() 
     assert_eq!(a.count_log("peer down"), 0);
 }
 
+/// A stopped member holds the group back only until it is dropped: its
+/// link stalls (`--stall-timeout`) or, when the end-to-end window stops the
+/// senders before its socket buffers fill, its STATUS falls silent for
+/// 3 x keepalive. Then the others carry on and get everything.
 #[test]
 fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
     const LINES: usize = 300_000;
-    let b = node("b").start();
-    let c = node("c").start();
-    let mut a = node("a")
-        .args(&["--stall-timeout", "2"])
-        .dial(&b)
-        .dial(&c)
-        .start();
+    let fast = ["--stall-timeout", "2", "--keepalive", "1"];
+    let b = node("b").args(&fast).start();
+    let c = node("c").args(&fast).start();
+    let mut a = node("a").args(&fast).dial(&b).dial(&c).start();
     a.wait_peer("b");
     a.wait_peer("c");
     c.signal("STOP");
     let stopped = Instant::now();
     let (feeder, _) = feed(a.take_stdin(), LINES);
-    let line = a.wait_log("peer down: c");
-    // The flood fills c's socket buffers within a fraction of a second;
-    // from then on, 2 s (± 1 s) until the cut, however the wait is split
-    // into write calls.
+    let line = a.wait_log("member down: c");
     let took = stopped.elapsed();
-    assert!(line.contains("stalled: accepted no data for 2s"), "{line}");
     assert!(
-        took >= Duration::from_secs(1) && took <= Duration::from_millis(3500),
-        "cut after {took:?}"
+        line.contains("cut: accepted nothing for 2s") || line.contains("silent"),
+        "{line}"
+    );
+    assert!(
+        took <= Duration::from_millis(4500),
+        "dropped after {took:?}"
     );
     feeder.join().unwrap();
     assert_all_lines(&b, LINES);

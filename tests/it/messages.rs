@@ -2,8 +2,9 @@
 
 use std::io::Write;
 use std::thread;
+use std::time::Duration;
 
-use crate::support::{node, texts};
+use crate::support::{node, texts, DEADLINE};
 
 #[test]
 fn hello_and_world_arrive_as_two_messages_both_ways() {
@@ -134,40 +135,53 @@ fn tagged_and_json_formats_name_the_sender_and_json_tells_of_peers() {
         texts(&tagged.wait_lines(2)),
         ["alice> hi there", "alice> \"quoted\""]
     );
-    let lines = texts(&json.wait_lines(3));
+    // The peer, the members (alice, and t through her), the messages.
+    let lines = texts(&json.wait_lines(5));
     assert!(
         lines[0].starts_with("{\"type\":\"peer_up\",\"name\":\"alice\",\"id\":\""),
         "{}",
         lines[0]
     );
     assert!(lines[0].contains("\"direction\":\"in\""), "{}", lines[0]);
+    let msgs: Vec<&String> = lines.iter().filter(|l| l.contains("\"msg\"")).collect();
     assert!(
-        lines[1].starts_with("{\"type\":\"msg\",\"from\":\"alice\",\"origin\":\""),
+        msgs[0].starts_with("{\"type\":\"msg\",\"from\":\"alice\",\"origin\":\""),
         "{}",
-        lines[1]
+        msgs[0]
     );
     assert!(
-        lines[1].ends_with("\"seq\":1,\"text\":\"hi there\"}"),
+        msgs[0].ends_with("\"hops\":1,\"via\":\"alice\",\"seq\":1,\"text\":\"hi there\"}"),
         "{}",
-        lines[1]
+        msgs[0]
     );
     assert!(
-        lines[2].ends_with("\"seq\":2,\"text\":\"\\\"quoted\\\"\"}"),
+        msgs[1].ends_with("\"seq\":2,\"text\":\"\\\"quoted\\\"\"}"),
         "{}",
-        lines[2]
+        msgs[1]
     );
-    // Its peer events too: alice leaves politely.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("{\"type\":\"member_up\",\"id\":\"")
+                && l.contains("\"name\":\"alice\"")),
+        "{lines:?}"
+    );
+    // Its peer and member events too: alice leaves politely.
     alice.close_stdin();
-    let lines = texts(&json.wait_lines(4));
+    assert!(json.out.wait_until(Duration::from_secs(10), |lines| {
+        lines.iter().any(|l| {
+            let l = String::from_utf8_lossy(l);
+            l.starts_with("{\"type\":\"peer_down\",\"name\":\"alice\"")
+                && l.ends_with(",\"reason\":\"said goodbye: shutting down\",\"polite\":true}")
+        })
+    }));
+    let lines = texts(&json.out.snapshot());
     assert!(
-        lines[3].starts_with("{\"type\":\"peer_down\",\"name\":\"alice\""),
-        "{}",
-        lines[3]
-    );
-    assert!(
-        lines[3].ends_with(",\"reason\":\"said goodbye: shutting down\",\"polite\":true}"),
-        "{}",
-        lines[3]
+        lines
+            .iter()
+            .any(|l| l.starts_with("{\"type\":\"member_down\",\"id\":\"")
+                && l.contains("\"name\":\"alice\",\"reason\":\"left\"")),
+        "{lines:?}"
     );
 }
 
@@ -182,6 +196,31 @@ fn wait_peers_holds_stdin_until_enough_peers_are_connected() {
     c.wait_peer("a");
     assert_eq!(texts(&b.wait_lines(1)), ["sent before anyone was there"]);
     assert_eq!(texts(&c.wait_lines(1)), ["sent before anyone was there"]);
+}
+
+/// A chain a - b - c (each dials the one before, `--degree 1`, so nobody
+/// dials beyond): lines cross b both ways, tagged with their origin's
+/// name, with the hops they took.
+#[test]
+fn a_chain_of_three_relays_through_the_middle_and_tags_the_origin() {
+    let one = ["--degree", "1"];
+    let mut a = node("a").args(&one).args(&["-f", "tagged"]).start();
+    let b = node("b").args(&one).dial(&a).start();
+    let mut c = node("c").args(&one).args(&["-f", "json"]).dial(&b).start();
+    a.wait_log("member up: c");
+    c.wait_log("member up: a");
+    a.send(b"from a\n");
+    let is_msg = |l: &Vec<u8>| l.starts_with(b"{\"type\":\"msg\"");
+    assert!(c.out.wait_until(DEADLINE, |lines| lines.iter().any(is_msg)));
+    let snapshot = c.out.snapshot();
+    let line = String::from_utf8_lossy(snapshot.iter().find(|l| is_msg(l)).unwrap());
+    assert!(
+        line.contains("\"from\":\"a\"") && line.contains("\"hops\":2,\"via\":\"b\""),
+        "{line}"
+    );
+    c.send(b"from c\n");
+    assert_eq!(texts(&a.wait_lines(1)), ["c> from c"]);
+    assert_eq!(a.count_log("peer up: c"), 0, "a dialed c: {}", a.log_text());
 }
 
 #[test]
