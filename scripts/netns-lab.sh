@@ -408,7 +408,7 @@ wait_for "lines inside each half" 60 all_got "$A" "$A"
 wait_for "lines inside each half" 60 all_got "$B" "$B"
 left=$(( PART_SECS * 1000 - ($(now_ms) - part_at) ))
 [ "$left" -gt 0 ] && sleep "$(( left / 1000 )).$(( left % 1000 / 100 ))"   # the partition's length is the scenario
-log "5. partitioned for $(( ($(now_ms) - part_at) / 1000 )) s; healing"
+log "5. partitioned for $(( $(now_ms) - part_at )) ms; healing"
 heal_at=$(now_ms)
 heal
 wait_for "the group is whole again after the heal" 30 group_knows "$ALL" $((HOSTS - 1))
