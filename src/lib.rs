@@ -35,7 +35,9 @@
 //! - [`frame`]: frames and their pure codec; `PROTOCOL.md` is its prose twin.
 //! - [`wire`]: read buffers, vectored writes, and sorting socket errors.
 //! - [`handshake`]: the HELLO exchange under a deadline.
-//! - [`acceptor`], [`dialer`]: inbound and outbound connections.
+//! - [`acceptor`]: inbound connections.
+//! - [`dialer`]: the connection manager: dials targets on request, a few at
+//!   a time; `dialer::redial` keeps the command-line PEERs dialed.
 //! - [`peer`]: one connection's reader and writer threads.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.

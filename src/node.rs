@@ -229,9 +229,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         if let Some(listener) = listener {
             acceptor::spawn(&node, listener)?;
         }
-        for peer in &node.config.peers {
-            dialer::spawn(&node, peer.clone())?;
-        }
+        dialer::spawn_seeds(&node)?;
         Ok(())
     })();
     if let Err(e) = started {
