@@ -39,6 +39,7 @@
 //! - [`dialer`]: the connection manager: dials targets on request, a few at
 //!   a time; `dialer::redial` keeps the command-line PEERs dialed.
 //! - [`peer`]: one connection's reader and writer threads.
+//! - [`peer_cache`]: `--peer-cache`, known members' addresses in a file.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
 //! - [`router`]: the thread that owns the peer table and routes every frame.
@@ -63,6 +64,7 @@ pub mod node;
 pub mod outbox;
 pub mod output;
 pub mod peer;
+pub mod peer_cache;
 pub mod ratelog;
 pub mod router;
 pub mod shutdown;
