@@ -39,6 +39,7 @@
 //! - [`dialer`]: the connection manager: dials targets on request, a few at
 //!   a time; `dialer::redial` keeps the command-line PEERs dialed.
 //! - [`peer`]: one connection's reader and writer threads.
+//! - [`discovery`]: `--discover`, members found by UDP multicast beacons.
 //! - [`peer_cache`]: `--peer-cache`, known members' addresses in a file.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
@@ -56,6 +57,7 @@ pub mod acceptor;
 pub mod books;
 pub mod config;
 pub mod dialer;
+pub mod discovery;
 pub mod error;
 pub mod frame;
 pub mod handshake;
