@@ -201,7 +201,10 @@ impl Responder {
         }
         let answer = (beacon.kind == Kind::Announce && self.may_answer(now))
             .then(|| self.beacon(Kind::Answer));
-        let found = (beacon.listen_port != 0)
+        // A sender without a source address (a route that gave it none)
+        // cannot be dialed: answered, not reported.
+        let dialable = beacon.listen_port != 0 && !from.ip().is_unspecified();
+        let found = dialable
             .then(|| Found {
                 id: beacon.node_id,
                 addr: SocketAddr::new(from.ip(), beacon.listen_port),
@@ -545,6 +548,13 @@ mod tests {
             ..ANNOUNCE
         };
         let got = r.on_datagram(from("10.0.0.7:40000"), &silent.encode(), Instant::now());
+        assert!(got.found.is_none() && got.answer.is_some());
+    }
+
+    #[test]
+    fn a_sender_without_a_source_address_is_answered_not_reported() {
+        let mut r = Responder::new(1, 9000);
+        let got = r.on_datagram(from("0.0.0.0:40000"), &ANNOUNCE.encode(), Instant::now());
         assert!(got.found.is_none() && got.answer.is_some());
     }
 
