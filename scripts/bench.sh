@@ -3,6 +3,9 @@
 #   scripts/bench.sh            full run (a few minutes), markdown table on stdout
 #   scripts/bench.sh --quick    30-second smoke run (CI runs this)
 #   scripts/bench.sh --runs 9   more runs per scenario
+#   scripts/bench.sh --only 7,8,9,10   the mesh scenarios: a relay chain of 5,
+#       fan-out to 8 through a degree-3 mesh, one line to 16 members, bytes
+#       read per byte delivered in a degree-4 mesh (BENCHMARKS.md says more)
 # Installs ncat when it is missing; builds peercat in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."

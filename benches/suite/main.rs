@@ -5,6 +5,7 @@
 //! Runs alternate (peercat, peer, peercat, peer, ...), every run checks its
 //! output, and the table shows medians. `--quick` is a smoke run for CI.
 
+mod mesh;
 mod procs;
 mod scenarios;
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use scenarios::*;
 
-const USAGE: &str = "usage: bench [--quick] [--runs N] [--only 1,3,...]";
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only 1,3,...] (scenarios 1-10)";
 
 struct Row {
     scenario: &'static str,
@@ -121,6 +122,7 @@ fn main() {
             latency_msgs: 1_000,
             big_msgs: 100,
             many_peers: 64,
+            probes: 200,
         }
     } else {
         Sizes {
@@ -128,6 +130,7 @@ fn main() {
             latency_msgs: 5_000,
             big_msgs: 1_000,
             many_peers: 256,
+            probes: 2_000,
         }
     };
     let started = Instant::now();
@@ -140,6 +143,8 @@ fn main() {
         inputs: &inputs,
         sizes: &sizes,
         runs,
+        dir: &dir.0,
+        quick,
     };
 
     let mut rows = Vec::new();
@@ -163,6 +168,18 @@ fn main() {
     }
     if want(6) {
         rows.extend(suite.flood(hop_secs));
+    }
+    if want(7) {
+        rows.extend(suite.relay_chain());
+    }
+    if want(8) {
+        rows.extend(suite.mesh_fan_out());
+    }
+    if want(9) {
+        rows.extend(suite.propagation());
+    }
+    if want(10) {
+        rows.extend(suite.bytes_per_delivered());
     }
     print_table(&rows, &machine, &sizes, runs, quick);
     eprintln!("suite took {:.0}s", started.elapsed().as_secs_f64());
@@ -189,6 +206,8 @@ struct Suite<'a> {
     inputs: &'a Inputs,
     sizes: &'a Sizes,
     runs: usize,
+    dir: &'a std::path::Path,
+    quick: bool,
 }
 
 impl Suite<'_> {
@@ -373,6 +392,104 @@ impl Suite<'_> {
         ]
     }
 
+    /// Runs for the mesh scenarios: each forms a group of up to 17 nodes,
+    /// so the smoke run does one of each.
+    fn mesh_runs(&self) -> Suite<'_> {
+        Suite {
+            inputs: self.inputs,
+            sizes: self.sizes,
+            runs: if self.quick { 1 } else { self.runs },
+            dir: self.dir,
+            quick: self.quick,
+        }
+    }
+
+    fn relay_chain(&self) -> Vec<Row> {
+        let (inputs, n, dir) = (self.inputs, self.sizes.lines, self.dir);
+        let (ours, peer) = self.mesh_runs().alternate(
+            "relay chain of 5 (s)",
+            || mesh::chain_peercat(inputs, dir),
+            || mesh::chain_ncat(inputs, dir),
+        );
+        let rate = |secs: f64| n as f64 / secs;
+        let (ours, peer) = (median(ours), median(peer));
+        vec![Row {
+            scenario: "7. relay chain of 5",
+            metric: "lines/s at the far end",
+            ours: rate(ours),
+            peer: Some(("ncat relays (ncat -l → tee → ncat)", rate(peer))),
+            target: Some(("≥ 1.0 ×".into(), peer / ours >= 1.0)),
+        }]
+    }
+
+    fn mesh_fan_out(&self) -> Vec<Row> {
+        let (inputs, n, dir) = (self.inputs, self.sizes.lines, self.dir);
+        let (ours, peer) = self.mesh_runs().alternate(
+            "fan-out to 8 through a degree-3 mesh (s)",
+            || mesh::mesh_fan_out_peercat(inputs, dir),
+            || mesh::mesh_fan_out_ncat(inputs),
+        );
+        let rate = |secs: f64| 8.0 * n as f64 / secs;
+        let (ours, peer) = (median(ours), median(peer));
+        vec![Row {
+            scenario: "8. fan-out to 8, degree-3 mesh",
+            metric: "deliveries/s",
+            ours: rate(ours),
+            peer: Some(("ncat --broker, 8 clients", rate(peer))),
+            target: Some(("≥ 1.0 ×".into(), peer / ours >= 1.0)),
+        }]
+    }
+
+    fn propagation(&self) -> Vec<Row> {
+        let (count, dir) = (self.sizes.probes, self.dir);
+        let stats = |v: Vec<f64>| [percentile(&v, 0.5), percentile(&v, 0.99)];
+        let (ours, peer) = self.mesh_runs().alternate(
+            "one line to 16 members p50/p99 (µs)",
+            || stats(mesh::propagation_peercat(count, dir)),
+            || stats(mesh::propagation_ncat(count)),
+        );
+        let pick = |v: &[[f64; 2]], i: usize| median(v.iter().map(|s| s[i]).collect());
+        let p99 = pick(&ours, 1);
+        let row = |metric, i, target| Row {
+            scenario: "9. one line to 16 members",
+            metric,
+            ours: pick(&ours, i),
+            peer: Some(("ncat --broker, 16 clients", pick(&peer, i))),
+            target,
+        };
+        vec![
+            row("p50 µs", 0, None),
+            row("p99 µs", 1, Some(("≤ 5000 µs".into(), p99 <= 5000.0))),
+        ]
+    }
+
+    fn bytes_per_delivered(&self) -> Vec<Row> {
+        let lines = self.sizes.lines / 10;
+        let path = self.dir.join("mesh-bytes.txt");
+        let input = scenarios::input(lines, LINE_LEN, &path);
+        let inputs = Inputs {
+            lines: input,
+            lines_path: path,
+            big: self.inputs.big.clone(),
+            big_path: self.inputs.big_path.clone(),
+        };
+        let runs = self.mesh_runs().runs;
+        let ratios: Vec<f64> = (1..=runs)
+            .map(|run| {
+                let r = mesh::bytes_per_delivered(&inputs, self.dir);
+                eprintln!("bytes received per byte delivered {run}/{runs}: {r:.2}");
+                r
+            })
+            .collect();
+        vec![Row {
+            scenario: "10. degree-4 mesh of 16",
+            metric: "bytes received ÷ bytes delivered",
+            ours: median(ratios),
+            peer: None,
+            target: None,
+        }]
+    }
+
     fn flood(&self, hop_secs: Option<f64>) -> Vec<Row> {
         let inputs = self.inputs;
         let (ours, peer) = self.alternate(
@@ -414,12 +531,16 @@ fn print_table(rows: &[Row], machine: &str, sizes: &Sizes, runs: usize, quick: b
     println!();
     println!(
         "{}{} runs each, alternating; medians. {} lines of {LINE_LEN} bytes; {} probes for latency; \
-         {} messages of 1 MiB; all on 127.0.0.1.",
+         {} messages of 1 MiB; mesh scenarios {} run(s), {} probes, scenario 10 with {} lines; \
+         all on 127.0.0.1.",
         if quick { "QUICK RUN (smoke test, not for comparison): " } else { "" },
         runs,
         sizes.lines,
         sizes.latency_msgs,
-        sizes.big_msgs
+        sizes.big_msgs,
+        if quick { 1 } else { runs },
+        sizes.probes,
+        sizes.lines / 10
     );
     println!();
     println!(

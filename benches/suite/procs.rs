@@ -70,8 +70,20 @@ pub enum Input<'a> {
 
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[String], input: Input<'_>) -> Proc {
+        Proc::spawn_with(name, program, args, input, Stdio::piped())
+    }
+
+    /// A process whose stdout goes to `stdout` (a file, for a relay that
+    /// prints what passes through it, as `tee` would).
+    pub fn spawn_with(
+        name: &str,
+        program: &str,
+        args: &[String],
+        input: Input<'_>,
+        stdout: Stdio,
+    ) -> Proc {
         let mut cmd = Command::new(program);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).stdout(stdout).stderr(Stdio::piped());
         cmd.stdin(match input {
             Input::File(path) => Stdio::from(File::open(path).expect("open input file")),
             Input::Pipe => Stdio::piped(),

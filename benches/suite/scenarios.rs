@@ -22,6 +22,8 @@ pub struct Sizes {
     pub latency_msgs: usize,
     pub big_msgs: usize,
     pub many_peers: usize,
+    /// Scenario 9: lines sent, one every 2 ms.
+    pub probes: usize,
 }
 
 /// The payload of every ordinary line: 64 bytes, numbered.
@@ -51,14 +53,14 @@ fn push_numbered(out: &mut Vec<u8>, n: usize, len: usize) {
     out.push(b'\n');
 }
 
-fn numbered(n: usize, len: usize) -> Vec<u8> {
+pub fn numbered(n: usize, len: usize) -> Vec<u8> {
     let mut line = Vec::with_capacity(len + 1);
     push_numbered(&mut line, n, len);
     line
 }
 
 /// `count` numbered lines of `len` bytes, written to `path` too.
-fn input(count: usize, len: usize, path: &Path) -> Arc<[u8]> {
+pub fn input(count: usize, len: usize, path: &Path) -> Arc<[u8]> {
     let mut all = Vec::with_capacity(count * (len + 1));
     for n in 0..count {
         push_numbered(&mut all, n, len);

@@ -13,10 +13,14 @@ mod delivery;
 mod discovery;
 #[cfg(unix)]
 mod flow;
+#[cfg(target_os = "linux")]
+mod lab;
 #[cfg(unix)]
 mod liveness;
 #[cfg(unix)]
 mod logging;
+#[cfg(unix)]
+mod mesh;
 mod messages;
 #[cfg(target_os = "linux")]
 mod netns;
