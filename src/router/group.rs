@@ -155,6 +155,9 @@ impl Router {
             Action::MemberUp { id, name, addrs } => {
                 self.names.insert(id, name.as_str().into());
                 self.members.insert(id);
+                if let Some(at) = self.next_cache {
+                    self.next_cache = Some(at.min(Instant::now() + super::CACHE_SOON));
+                }
                 let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
                 log::info!(
                     "member up: {name} ({id:016x}) at {}; {} known",

@@ -51,6 +51,9 @@ use peers::Entry;
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// How often `--peer-cache` is written while the node runs.
 const CACHE_EVERY: Duration = Duration::from_secs(10);
+/// How soon it is written after a member comes up: a node killed a few
+/// seconds after joining still finds the group again.
+const CACHE_SOON: Duration = Duration::from_secs(1);
 
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
