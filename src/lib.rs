@@ -44,9 +44,12 @@
 //! - [`frame`]: frames and their pure codec; `PROTOCOL.md` is its prose twin.
 //! - [`wire`]: read buffers, vectored writes, and sorting socket errors.
 //! - [`handshake`]: the HELLO exchange under a deadline.
-//! - [`acceptor`], [`dialer`]: inbound connections, and the dials the mesh
-//!   asks for.
+//! - [`acceptor`]: inbound connections.
+//! - [`dialer`]: the connection manager: dials the targets the mesh asks
+//!   for, a few at a time.
 //! - [`peer`]: one connection's reader and writer threads.
+//! - [`discovery`]: `--discover`, members found by UDP multicast beacons.
+//! - [`peer_cache`]: `--peer-cache`, known members' addresses in a file.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
 //! - [`mesh`]: the pure mesh state machine: relay with de-duplication and
@@ -65,6 +68,7 @@ pub mod acceptor;
 pub mod books;
 pub mod config;
 pub mod dialer;
+pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod frame;
@@ -75,6 +79,7 @@ pub mod node;
 pub mod outbox;
 pub mod output;
 pub mod peer;
+pub mod peer_cache;
 pub mod ratelog;
 pub mod router;
 pub mod shutdown;

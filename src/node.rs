@@ -19,17 +19,20 @@ use crate::error::Error;
 use crate::event::{ConnId, Event, Inbound};
 use crate::frame::{Hello, NodeId};
 use crate::mesh::Mesh;
-use crate::router::{self, Outcome, Router};
+use crate::router::{self, Outcome, Router, Wiring};
 use crate::shutdown::{Cause, Shutdown};
 use crate::stdio::StdinGate;
 use crate::threads::Threads;
-use crate::{acceptor, ratelog, stdio};
+use crate::{acceptor, dialer, discovery, peer_cache, ratelog, stdio};
 
 /// Batches of received messages waiting for the router. Readers block when
 /// it is full, which is how a slow stdout pushes back on the peers.
 const INBOUND_QUEUE: usize = 16;
 /// Chunks of stdin lines waiting for the router.
 const STDIN_QUEUE: usize = 4;
+/// Members found by LAN discovery waiting for the router; more are dropped
+/// (discovery reports them again).
+const FOUND_QUEUE: usize = 64;
 /// Batches waiting to be printed.
 const STDOUT_QUEUE: usize = 16;
 /// Spare read buffers kept for reuse, and the largest one worth keeping:
@@ -178,6 +181,32 @@ pub fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// The members remembered in `--peer-cache`, to dial as well as the PEERs.
+/// A file that cannot be read is a warning: the node can still join
+/// through its PEERs or be dialed.
+fn load_peer_cache(path: &std::path::Path) -> Vec<peer_cache::Entry> {
+    match peer_cache::load(path) {
+        Ok(entries) => {
+            if !entries.is_empty() {
+                log::info!(
+                    "peer cache {}: {} remembered",
+                    path.display(),
+                    crate::books::plural(entries.len() as u64, "member address")
+                );
+            }
+            entries
+        }
+        Err(e) => {
+            log::warn!(
+                "cannot read peer cache {}: {}; starting without it",
+                path.display(),
+                crate::wire::describe(&e)
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// `--advertise HOST:PORT` as an address, resolved once at start; a name
 /// that does not resolve is logged and left out (neighbours then tell the
 /// group the address they see us at).
@@ -244,33 +273,41 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         config,
     });
 
+    let (found_tx, found_rx) = bounded(FOUND_QUEUE);
     let started = (|| {
         stdio::spawn_stdout(&node, stdout_rx)?;
         stdio::spawn_stdin(&node, stdin_tx, gate.clone())?;
         if let Some(listener) = listener {
             acceptor::spawn(&node, listener)?;
         }
-        Ok(())
+        discovery::spawn(&node, found_tx)?;
+        dialer::plug::spawn(&node)
     })();
-    if let Err(e) = started {
-        shutdown.trigger(Cause::Fatal);
-        return Err(Error::Spawn(e));
-    }
+    let dialer = match started {
+        Ok(dialer) => dialer,
+        Err(e) => {
+            shutdown.trigger(Cause::Fatal);
+            return Err(Error::Spawn(e));
+        }
+    };
 
-    let mesh = Mesh::new(
+    let mut mesh = Mesh::new(
         router::mesh_config(&node, advertise(&node.config)),
         Instant::now(),
     );
-    let outcome = Router::new(
-        node.clone(),
-        mesh,
-        events_rx,
-        inbound_rx,
-        stdin_rx,
-        stdout_tx,
+    if let Some(path) = &node.config.peer_cache {
+        mesh.learned(Instant::now(), &load_peer_cache(path));
+    }
+    let wiring = Wiring {
+        events: events_rx,
+        inbound: inbound_rx,
+        stdin: stdin_rx,
+        found: found_rx,
+        stdout: stdout_tx,
         gate,
-    )
-    .run();
+        dialer,
+    };
+    let outcome = Router::new(node.clone(), mesh, wiring).run();
 
     node.shut_all_streams();
     if let Some(addr) = local {

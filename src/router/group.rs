@@ -6,11 +6,11 @@ use std::time::{Instant, SystemTime};
 
 use super::Router;
 use crate::books::plural;
-use crate::dialer;
 use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
 use crate::frame::{self, Frame, NodeId};
-use crate::mesh::{Action, Bytes, DialResult, MsgRef};
+use crate::mesh::{Action, Bytes, MsgRef};
 use crate::outbox::{Batch, Close};
+use crate::peer_cache;
 use crate::ratelog;
 use crate::shutdown::Cause;
 use crate::stdio::Chunk;
@@ -155,6 +155,9 @@ impl Router {
             Action::MemberUp { id, name, addrs } => {
                 self.names.insert(id, name.as_str().into());
                 self.members.insert(id);
+                if let Some(at) = self.next_cache {
+                    self.next_cache = Some(at.min(Instant::now() + super::CACHE_SOON));
+                }
                 let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
                 log::info!(
                     "member up: {name} ({id:016x}) at {}; {} known",
@@ -201,11 +204,7 @@ impl Router {
                 if self.stopping {
                     return;
                 }
-                if let Err(e) = dialer::dial(&self.node, target.clone()) {
-                    log::warn!("cannot start a thread to dial: {e}");
-                    self.mesh
-                        .dial_result(Instant::now(), &target, DialResult::Failed);
-                }
+                self.dialer.dial(target);
             }
             Action::Close {
                 conn,
@@ -359,8 +358,32 @@ impl Router {
         self.node.shutdown.trigger(Cause::StdinEof);
     }
 
-    /// Writes `--peer-cache` (if set) with the members' addresses we know.
-    pub(super) fn save_peer_cache(&mut self) {}
+    /// Writes `--peer-cache` (if set) with the members' addresses we know,
+    /// atomically (a crash leaves the old file or the new one). An empty
+    /// list leaves the file alone: a node that never joined keeps what it
+    /// remembered.
+    pub(super) fn save_peer_cache(&mut self) {
+        let Some(path) = &self.node.config.peer_cache else {
+            return;
+        };
+        let known = self.mesh.known_addrs();
+        if known.is_empty() {
+            return;
+        }
+        match peer_cache::save(path, &known) {
+            Ok(()) => self.cache_failing = false,
+            // Once per run of failures, not every 10 s.
+            Err(e) if !self.cache_failing => {
+                self.cache_failing = true;
+                log::warn!(
+                    "cannot write peer cache {}: {}",
+                    path.display(),
+                    crate::wire::describe(&e)
+                );
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// `frames` without the messages whose payload is over `limit`, and how

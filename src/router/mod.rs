@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::books::{missed, plural, Books, Totals};
+use crate::dialer::Dialer;
+use crate::discovery::Found;
 use crate::event::{ConnId, Event, Inbound, Output};
 use crate::frame::NodeId;
-use crate::mesh::{Mesh, MeshConfig};
+use crate::mesh::{DialTarget, Mesh, MeshConfig};
 use crate::node::Node;
 use crate::outbox::Close;
 use crate::ratelog;
@@ -49,6 +51,9 @@ use peers::Entry;
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// How often `--peer-cache` is written while the node runs.
 const CACHE_EVERY: Duration = Duration::from_secs(10);
+/// How soon it is written after a member comes up: a node killed a few
+/// seconds after joining still finds the group again.
+const CACHE_SOON: Duration = Duration::from_secs(1);
 
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +67,29 @@ pub enum Outcome {
     NoPeers,
 }
 
+/// The router's channels and handles to the other threads.
+pub struct Wiring {
+    pub events: Receiver<Event>,
+    pub inbound: Receiver<Inbound>,
+    pub stdin: Receiver<Chunk>,
+    /// Members found by `--discover`.
+    pub found: Receiver<Found>,
+    pub stdout: Sender<Output>,
+    pub gate: Arc<StdinGate>,
+    /// The connection manager, which carries out the mesh's dials.
+    pub dialer: Dialer<DialTarget>,
+}
+
 pub struct Router {
     node: Arc<Node>,
     events: Receiver<Event>,
     inbound: Receiver<Inbound>,
     stdin: Receiver<Chunk>,
+    /// `None` once discovery is known to be off or stopped.
+    found: Option<Receiver<Found>>,
     stdout: Sender<Output>,
     gate: Arc<StdinGate>,
+    dialer: Dialer<DialTarget>,
     mesh: Mesh,
     /// Peers and members needed before stdin is read for the first time
     /// (`--wait-peers`, at least one, and `--wait-members`); `None` once
@@ -108,6 +129,8 @@ pub struct Router {
     connect_deadline: Option<Instant>,
     next_stats: Option<Instant>,
     next_cache: Option<Instant>,
+    /// Writing `--peer-cache` failed last time (logged once).
+    cache_failing: bool,
     /// When to log the counts of rate-limited warnings whose window ended.
     next_flush: Instant,
     outcome: Outcome,
@@ -147,15 +170,7 @@ pub fn mesh_config(node: &Node, advertise: Option<SocketAddr>) -> MeshConfig {
 }
 
 impl Router {
-    pub fn new(
-        node: Arc<Node>,
-        mesh: Mesh,
-        events: Receiver<Event>,
-        inbound: Receiver<Inbound>,
-        stdin: Receiver<Chunk>,
-        stdout: Sender<Output>,
-        gate: Arc<StdinGate>,
-    ) -> Self {
+    pub fn new(node: Arc<Node>, mesh: Mesh, wiring: Wiring) -> Self {
         let now = Instant::now();
         let config = &node.config;
         Router {
@@ -163,14 +178,17 @@ impl Router {
             connect_deadline: config.connect_timeout.map(|t| now + t),
             next_stats: config.stats.map(|t| now + t),
             next_cache: config.peer_cache.as_ref().map(|_| now + CACHE_EVERY),
+            cache_failing: false,
             next_flush: now + ratelog::WINDOW,
             node,
             mesh,
-            events,
-            inbound,
-            stdin,
-            stdout,
-            gate,
+            events: wiring.events,
+            inbound: wiring.inbound,
+            stdin: wiring.stdin,
+            found: Some(wiring.found),
+            stdout: wiring.stdout,
+            gate: wiring.gate,
+            dialer: wiring.dialer,
             peers: HashMap::new(),
             by_node: HashMap::new(),
             announced: HashSet::new(),
@@ -226,6 +244,10 @@ impl Router {
     fn next_step(&mut self, stop: &Receiver<Never>, hurry: &Receiver<Never>) -> Step {
         let mut sel = Select::new();
         let events = sel.recv(&self.events);
+        let found = match &self.found {
+            Some(found) => sel.recv(found),
+            None => usize::MAX,
+        };
         let (inbound, printed) = if self.backlog.is_empty() {
             (sel.recv(&self.inbound), usize::MAX)
         } else {
@@ -277,6 +299,14 @@ impl Router {
             i if i == events => {
                 Step::Event(oper.recv(&self.events).expect("the node holds a sender"))
             }
+            i if i == found => match oper.recv(self.found.as_ref().expect("registered")) {
+                Ok(found) => Step::Event(Event::Learned(vec![(Some(found.id), found.addr)])),
+                Err(_) => {
+                    // Discovery is off or stopped: nothing more will come.
+                    self.found = None;
+                    Step::Printed
+                }
+            },
             i if i == inbound => {
                 Step::Inbound(oper.recv(&self.inbound).expect("the node holds a sender"))
             }

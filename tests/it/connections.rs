@@ -81,7 +81,8 @@ fn two_nodes_dialing_each_other_keep_exactly_one_connection() {
     a.wait_log("extra connection");
     b.wait_log("extra connection");
     b.send(b"once\nmarker\n");
-    let lines = texts(&a.wait_lines(3));
+    // peer_up, member_up and the two messages.
+    let lines = texts(&a.wait_lines(4));
     let msgs: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("\"type\":\"msg\""))

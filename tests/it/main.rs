@@ -9,6 +9,8 @@ mod bad_input;
 mod connections;
 #[cfg(unix)]
 mod delivery;
+#[cfg(target_os = "linux")]
+mod discovery;
 #[cfg(unix)]
 mod flow;
 #[cfg(target_os = "linux")]

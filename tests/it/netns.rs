@@ -99,3 +99,45 @@ fn a_peer_behind_a_pulled_cable_is_dropped_within_three_keepalive_periods() {
         );
     }
 }
+
+/// A namespace of its own with multicast routed over `lo`, removed on drop.
+struct Lan(String);
+
+impl Lan {
+    fn create() -> Result<Lan, String> {
+        let lan = Lan(format!("pcat-lan-{}", std::process::id()));
+        try_ip(&["netns", "add", &lan.0])?;
+        try_ip(&["-n", &lan.0, "link", "set", "lo", "up"])?;
+        try_ip(&["-n", &lan.0, "route", "add", "224.0.0.0/4", "dev", "lo"])?;
+        Ok(lan)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.0]);
+    }
+}
+
+/// `--discover` with no PEER: the nodes find each other by multicast, the
+/// router hands what discovery finds to the mesh, the mesh dials, and a
+/// line goes through.
+#[test]
+#[ignore = "needs root and iproute2; .ci/run runs it: cargo test --test it -- --ignored netns"]
+fn netns_nodes_with_discover_and_no_peer_form_a_group() {
+    let lan = Lan::create().unwrap_or_else(|e| {
+        panic!("cannot create a network namespace (this test needs root and iproute2): {e}")
+    });
+    let a = node("a")
+        .netns(&lan.0)
+        .args(&["-l", "127.0.0.1:0", "--discover"])
+        .start();
+    let mut b = node("b")
+        .netns(&lan.0)
+        .args(&["-l", "127.0.0.1:0", "--discover", "--wait-members", "1"])
+        .start();
+    b.wait_log("member up: a");
+    a.wait_log("member up: b");
+    b.send(b"found you\n");
+    assert_eq!(crate::support::texts(&a.wait_lines(1)), ["found you"]);
+}
