@@ -96,7 +96,9 @@ impl Instance {
             listen_port,
             threads: threads.clone(),
             shutdown: shutdown.clone(),
-            found: found_tx,
+            found: Arc::new(move |f| {
+                let _ = found_tx.send(f);
+            }),
         })
         .expect("discovery starts");
         Instance {
