@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::frame::NodeId;
@@ -245,10 +246,6 @@ impl Responder {
     }
 }
 
-/// Where found nodes go: called from the discovery threads, so it must not
-/// block for long (a channel send, an event for the router).
-pub type Report = Arc<dyn Fn(Found) + Send + Sync>;
-
 /// What discovery needs: the group, who we are, where to start threads,
 /// the stop signal, and where found nodes go.
 pub struct Parts {
@@ -257,13 +254,12 @@ pub struct Parts {
     pub listen_port: u16,
     pub threads: Arc<Threads>,
     pub shutdown: Arc<Shutdown>,
-    pub found: Report,
+    /// Found nodes; a full channel drops the report (the node is seen again).
+    pub found: Sender<Found>,
 }
 
 /// Starts discovery for a node with `--discover`; does nothing without it.
-/// `found` is told of every node found (e.g. as the router's
-/// `Event::Learned(vec![(Some(f.id), f.addr)])`).
-pub fn spawn(node: &Arc<Node>, found: impl Fn(Found) + Send + Sync + 'static) -> io::Result<()> {
+pub fn spawn(node: &Arc<Node>, found: Sender<Found>) -> io::Result<()> {
     let Some(group) = node.config.discover else {
         return Ok(());
     };
@@ -273,7 +269,7 @@ pub fn spawn(node: &Arc<Node>, found: impl Fn(Found) + Send + Sync + 'static) ->
         listen_port: node.listen_port,
         threads: node.threads.clone(),
         shutdown: node.shutdown.clone(),
-        found: Arc::new(found),
+        found,
     })
 }
 
@@ -411,7 +407,7 @@ fn serve_once(
     }
     if let Some(found) = response.found {
         log::debug!("discovery: found {:016x} at {}", found.id, found.addr);
-        (parts.found)(found);
+        let _ = parts.found.try_send(found);
     }
 }
 

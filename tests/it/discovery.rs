@@ -113,9 +113,7 @@ impl Instance {
             listen_port,
             threads: threads.clone(),
             shutdown: shutdown.clone(),
-            found: Arc::new(move |f| {
-                let _ = found_tx.send(f);
-            }),
+            found: found_tx,
         })
         .expect("discovery starts");
         Instance {
