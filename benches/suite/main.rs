@@ -129,7 +129,8 @@ fn main() {
             lines: 1_000_000,
             latency_msgs: 5_000,
             big_msgs: 1_000,
-            many_peers: 256,
+            // 2 x the highest --degree: a node closes links beyond that.
+            many_peers: 128,
             probes: 2_000,
         }
     };
@@ -368,7 +369,7 @@ impl Suite<'_> {
         let scenario: &'static str = if quick {
             "5. 64 idle peers"
         } else {
-            "5. 256 idle peers"
+            "5. 128 idle peers"
         };
         let row = |metric, f: fn(&Crowd) -> f64, target: Option<(&str, f64)>| {
             let value = field(&ours, f);

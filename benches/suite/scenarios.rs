@@ -334,14 +334,34 @@ impl Crowd {
     }
 }
 
+/// The one STATUS an idle peer sends: a member that has sent nothing,
+/// relays nothing and is not passed on (ttl 1).
+fn idle_status(id: u64, name: &str) -> Vec<u8> {
+    Frame::Status(frame::Status {
+        member: id,
+        status_seq: 1,
+        hops: 1,
+        ttl: 1,
+        sent_seq: 0,
+        flags: frame::FLAG_NO_RELAY,
+        name: name.to_owned(),
+        addrs: Vec::new(),
+        acks: Vec::new(),
+    })
+    .to_bytes()
+}
+
 /// Scenario 5: a node with `count` idle peers (hand-made connections that
 /// handshake and then only listen). Measures the node's memory and threads
 /// per peer, and the time for one line to reach them all.
 pub fn crowd_peercat(count: usize) -> Crowd {
     let max = (count + 8).to_string();
+    // A node keeps at most 2 x --degree links (the mesh closes the extra
+    // ones): --degree 64, the highest, lets it keep 128.
+    assert!(count <= 128, "a node keeps at most 128 links");
     let mut node = Proc::peercat(
         "hub",
-        &["-l", "127.0.0.1:0", "--max-peers", &max],
+        &["-l", "127.0.0.1:0", "--max-peers", &max, "--degree", "64"],
         Input::Pipe,
     );
     let port = node.listening_port();
@@ -364,6 +384,10 @@ pub fn crowd_peercat(count: usize) -> Crowd {
         };
         s.write_all(&Frame::Hello(hello).to_bytes()).unwrap();
         s.write_all(&Frame::Accept.to_bytes()).unwrap();
+        // Announce itself as a member, as a node does: the hub's first
+        // stdin read waits (up to 5 s) for its up peers to do so.
+        s.write_all(&idle_status(0x1000 + i as u64, &format!("idle{i}")))
+            .unwrap();
         s.set_read_timeout(Some(STEP_DEADLINE)).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
