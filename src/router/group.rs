@@ -166,7 +166,7 @@ impl Router {
                     } else {
                         at.join(", ")
                     },
-                    plural(self.mesh.live_members() as u64, "member")
+                    plural(self.members.len() as u64, "member")
                 );
                 self.output(Output::MemberUp { id, name, addrs });
             }
@@ -175,7 +175,7 @@ impl Router {
                 self.members.remove(&id);
                 log::info!(
                     "member down: {name} ({id:016x}): {reason}; {} known",
-                    plural(self.mesh.live_members() as u64, "member")
+                    plural(self.members.len() as u64, "member")
                 );
                 self.output(Output::MemberDown { id, name, reason });
             }
