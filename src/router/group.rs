@@ -295,7 +295,9 @@ impl Router {
     /// the window has room (end-to-end flow control).
     fn update_gate(&mut self) {
         let live = self.live_peers();
-        let members = self.mesh.live_members();
+        // The members the mesh announced (kept here: counting the mesh's is a
+        // scan, and this runs after every input).
+        let members = self.members.len();
         let (peers_needed, members_needed) = self.first.unwrap_or((1, 0));
         let there =
             live >= peers_needed && members >= members_needed && self.unannounced_until().is_none();
