@@ -290,6 +290,7 @@ neighbours_of() {
       field($0, "name") == name && kind($0) == "peer_down" { up = 0 }
       END { exit !up }' name="h$k" "${OUT[$i]}" && echo "$i"
   done
+  return 0
 }
 
 # peer_downs I K: how many peer_down events node I printed about hK.
