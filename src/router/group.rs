@@ -373,7 +373,14 @@ impl Router {
             return;
         }
         match peer_cache::save(path, &known) {
-            Ok(()) => self.cache_failing = false,
+            Ok(()) => {
+                self.cache_failing = false;
+                log::debug!(
+                    "peer cache {}: wrote {}",
+                    path.display(),
+                    plural(known.len() as u64, "member address")
+                );
+            }
             // Once per run of failures, not every 10 s.
             Err(e) if !self.cache_failing => {
                 self.cache_failing = true;
