@@ -3,8 +3,7 @@
 //! send the router, and what the router hands the stdout thread.
 //!
 //! It sits low in the layering (it imports only the codec, the mesh's
-//! vocabulary and the outbox),
-//! so that no queue imports the thread it feeds.
+//! vocabulary and the outbox), so that no queue imports the thread it feeds.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -167,7 +166,7 @@ pub enum Event {
     /// The peer said BYE (with this reason): answer in kind.
     Bye { conn: ConnId, reason: String },
     /// The connection is over; its threads are finishing. `batches` is how
-    /// many message batches its reader handed over in all.
+    /// many frame batches its reader handed over in all.
     Down {
         conn: ConnId,
         ending: Ending,
@@ -225,10 +224,11 @@ pub struct Line {
     pub via: Option<Arc<str>>,
 }
 
-/// Lets a connection that replaces another one to the same node deliver
-/// only once the old one has delivered everything it read, so that the
-/// node's messages reach stdout in order. Mutex: the old connection's reader
-/// finishes while the router may be handing it a successor.
+/// Lets a connection that replaces another one to the same node hand the
+/// router its frames only once the old one has handed over everything it
+/// read, so that the mesh hears that node on one link at a time. Mutex: the
+/// old connection's reader finishes while the router may be handing it a
+/// successor.
 #[derive(Clone, Default)]
 pub struct Handover(Arc<Mutex<HandoverState>>);
 

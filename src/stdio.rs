@@ -272,9 +272,10 @@ pub fn spawn_stdin(
 
 fn read_stdin(node: &Node, chunks: &Sender<Chunk>, gate: &StdinGate) {
     if !gate.is_open() {
-        match node.config.wait_peers {
-            0 | 1 => log::info!("waiting for a peer before reading stdin"),
-            n => log::info!("waiting for peers before reading stdin (--wait-peers {n})"),
+        match (node.config.wait_peers, node.config.wait_members) {
+            (0 | 1, 0) => log::info!("waiting for a peer before reading stdin"),
+            (n, 0) => log::info!("waiting for peers before reading stdin (--wait-peers {n})"),
+            (_, m) => log::info!("waiting for members before reading stdin (--wait-members {m})"),
         }
     }
     let mut framer = LineFramer::new(node.id, node.config.max_frame).with_ttl(node.config.ttl);

@@ -219,6 +219,8 @@ pub struct Sim {
     pub frames: u64,
     /// STATUS frames delivered to nodes.
     pub statuses: u64,
+    /// While set, nodes on different sides (by index) cannot connect.
+    pub partition: Option<Vec<bool>>,
     /// The last buffer sent, decoded: a broadcast is decoded once.
     last_decoded: Option<Arc<Decoded>>,
 }
@@ -241,6 +243,7 @@ impl Sim {
             frames: 0,
             last_decoded: None,
             statuses: 0,
+            partition: None,
         }
     }
 
@@ -533,7 +536,7 @@ impl Sim {
         }
         let result = if from == to {
             DialResult::Myself
-        } else if !self.nodes[to].alive {
+        } else if !self.nodes[to].alive || self.split(from, to) {
             DialResult::Failed
         } else if self.connected(from, to) {
             // The router refuses a second connection: "already connected".
@@ -582,6 +585,31 @@ impl Sim {
         }
         self.nodes[from].mesh.dial_result(now, &target, result);
         self.after(from);
+    }
+
+    fn split(&self, a: usize, b: usize) -> bool {
+        self.partition
+            .as_ref()
+            .is_some_and(|side| side.get(a) != side.get(b))
+    }
+
+    /// Splits the nodes into two sides (`side[i]`): links across are cut,
+    /// and no new ones form until [`Sim::heal`].
+    pub fn split_network(&mut self, side: Vec<bool>) {
+        let across: Vec<(usize, usize)> = self
+            .links
+            .values()
+            .map(|l| (l.ends[0].0, l.ends[1].0))
+            .filter(|(a, b)| side.get(*a) != side.get(*b))
+            .collect();
+        self.partition = Some(side);
+        for (a, b) in across {
+            self.cut(a, b);
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.partition = None;
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {

@@ -928,3 +928,63 @@ fn a_hole_at_the_tail_is_seen_from_the_origins_status() {
     let filled = feed(&mut m, t0, 1, &[(7, 2, 1, 16), (7, 3, 1, 16)]);
     assert_eq!(delivered(&filled), [(7, 2), (7, 3)]);
 }
+
+// ---- Partitions ------------------------------------------------------------
+
+#[test]
+fn a_partition_heals_into_one_group_and_lines_sent_meanwhile_arrive_or_are_reported() {
+    let mut sim = Sim::new(SimConfig {
+        keepalive: secs(1.0),
+        window: 2_000,
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..30 {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(2.0));
+    assert!(sim.connected_graph());
+    let side: Vec<bool> = (0..30).map(|i| i < 15).collect();
+    sim.split_network(side);
+    // Both sides notice; the senders go on, each within its side. Node 0
+    // sends more than a window (so the other side can only get a gap for
+    // the oldest), node 20 little (repairable from caches).
+    for _ in 0..40 {
+        sim.send_lines(0, 5);
+        sim.send_lines(20, 1);
+        sim.run_for(secs(0.1));
+    }
+    sim.run_for(secs(2.0));
+    assert_eq!(sim.components().len(), 2, "still split");
+    assert!(
+        sim.nodes[0].members_down >= 15,
+        "node 0 saw the other side go: {}",
+        sim.nodes[0].members_down
+    );
+    sim.heal();
+    let healed = (0..300).any(|_| {
+        sim.run_for(secs(0.1));
+        sim.connected_graph()
+    });
+    assert!(healed, "one group again within 30 s");
+    for _ in 0..5 {
+        sim.send_lines(0, 2);
+        sim.send_lines(20, 2);
+        sim.run_for(secs(0.1));
+    }
+    sim.run_for(secs(8.0));
+    assert_complete(&sim, &[0, 20]);
+    let gaps: u64 = sim.nodes.iter().map(|n| n.gaps).sum();
+    let lost_to_b: u64 = sim.nodes[15..]
+        .iter()
+        .filter_map(|n| n.seen.get(&sim.nodes[0].id))
+        .map(|s| s.lost)
+        .sum();
+    eprintln!("partition: {gaps} gaps, {lost_to_b} of node 0's lines lost to the other side");
+    assert!(
+        gaps > 0,
+        "more than a window was sent: some must be reported lost"
+    );
+}

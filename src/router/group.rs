@@ -166,7 +166,7 @@ impl Router {
                     } else {
                         at.join(", ")
                     },
-                    plural(self.mesh.live_members() as u64, "member")
+                    plural(self.members.len() as u64, "member")
                 );
                 self.output(Output::MemberUp { id, name, addrs });
             }
@@ -175,7 +175,7 @@ impl Router {
                 self.members.remove(&id);
                 log::info!(
                     "member down: {name} ({id:016x}): {reason}; {} known",
-                    plural(self.mesh.live_members() as u64, "member")
+                    plural(self.members.len() as u64, "member")
                 );
                 self.output(Output::MemberDown { id, name, reason });
             }
@@ -295,7 +295,9 @@ impl Router {
     /// the window has room (end-to-end flow control).
     fn update_gate(&mut self) {
         let live = self.live_peers();
-        let members = self.mesh.live_members();
+        // The members the mesh announced (kept here: counting the mesh's is a
+        // scan, and this runs after every input).
+        let members = self.members.len();
         let (peers_needed, members_needed) = self.first.unwrap_or((1, 0));
         let there =
             live >= peers_needed && members >= members_needed && self.unannounced_until().is_none();
@@ -371,7 +373,14 @@ impl Router {
             return;
         }
         match peer_cache::save(path, &known) {
-            Ok(()) => self.cache_failing = false,
+            Ok(()) => {
+                self.cache_failing = false;
+                log::debug!(
+                    "peer cache {}: wrote {}",
+                    path.display(),
+                    plural(known.len() as u64, "member address")
+                );
+            }
             // Once per run of failures, not every 10 s.
             Err(e) if !self.cache_failing => {
                 self.cache_failing = true;

@@ -143,6 +143,8 @@ enum Step {
     Inbound(Inbound),
     Stdin(Option<Chunk>),
     Printed,
+    /// Nothing to do (a channel that closed for good was dropped).
+    Idle,
     Stop,
     Hurry,
     Timer,
@@ -226,7 +228,7 @@ impl Router {
                 Step::Inbound(batch) => self.on_inbound(batch),
                 Step::Stdin(Some(chunk)) => self.on_stdin(chunk),
                 Step::Stdin(None) => self.stdin_ended(),
-                Step::Printed => {}
+                Step::Printed | Step::Idle => {}
                 Step::Stop => self.begin_stop(),
                 Step::Hurry => self.hurry(),
                 Step::Timer => {
@@ -304,7 +306,7 @@ impl Router {
                 Err(_) => {
                     // Discovery is off or stopped: nothing more will come.
                     self.found = None;
-                    Step::Printed
+                    Step::Idle
                 }
             },
             i if i == inbound => {

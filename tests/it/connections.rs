@@ -238,3 +238,36 @@ fn a_failed_handshake_with_a_dialed_peer_is_one_line() {
     assert!(about_it[0].contains("WARN"), "{about_it:?}");
     assert!(about_it[0].contains("dialing again in"), "{about_it:?}");
 }
+
+/// `--advertise` is the address the group is told to dial for a node.
+#[test]
+fn members_learn_the_advertised_address() {
+    let a = node("a").args(&["--advertise", "127.0.0.9:7777"]).start();
+    let b = node("b").args(&["-f", "json"]).dial(&a).start();
+    let line = b.wait_log("member up: a");
+    assert!(line.contains("at 127.0.0.9:7777;"), "{line}");
+}
+
+/// `--peer-cache` is written soon after a member comes up (not only every
+/// 10 s and at exit), so a node killed right after joining can rejoin.
+#[test]
+fn the_peer_cache_is_written_soon_after_a_member_comes_up() {
+    let dir = crate::support::TempDir::new("early-cache");
+    let cache = dir.path("cache");
+    let a = node("a").start();
+    let b = node("b")
+        .args(&["-v", "--peer-cache", cache.to_str().unwrap()])
+        .dial(&a)
+        .start();
+    b.wait_log("member up: a");
+    let joined = Instant::now();
+    b.wait_log(": wrote 1 member address");
+    assert!(
+        joined.elapsed() < Duration::from_secs(5),
+        "written after {:?}",
+        joined.elapsed()
+    );
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(text.contains(&format!(":{}", a.port)), "{text}");
+    drop(b); // SIGKILL: nothing is written at exit
+}

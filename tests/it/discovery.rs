@@ -1,8 +1,6 @@
 //! `--discover`'s sockets, for real: discovery instances in a network
-//! namespace of their own, where the loopback device carries multicast
-//! (`ip link set lo up`, `ip route add 224.0.0.0/4 dev lo src 127.0.0.1`:
-//! without `src` beacons leave from 0.0.0.0), so no beacon
-//! ever reaches the host's real interfaces. Needs root and iproute2, so it
+//! namespace of their own (IPv4 over its loopback, IPv6 over a veth pair
+//! inside it), so no beacon ever reaches the host's real interfaces. Needs root and iproute2, so it
 //! is `#[ignore]`d in a plain `cargo test` (which lists it as ignored, with
 //! the reason) and run by `.ci/run` as root with
 //! `cargo test --test it -- --ignored netns`; there, a namespace that
@@ -41,21 +39,36 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Namespace {
-    fn create() -> Result<Namespace, String> {
-        let ns = Namespace(format!("pcat-disc-{}", std::process::id()));
-        ip(&["netns", "add", &ns.0])?;
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &ns.0,
-            "route",
-            "add",
-            "224.0.0.0/4",
-            "dev",
-            "lo",
-            "src",
-            "127.0.0.1",
-        ])?;
+    /// `pcat-TAG-PID`: one per test, as tests run in parallel.
+    fn create(tag: &str) -> Result<Namespace, String> {
+        let name = format!("pcat-{tag}-{}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Namespace(name); // ours now: removed on drop
+        let ns_ = ns.0.as_str();
+        // IPv4: multicast on loopback, beacons from 127.0.0.1. IPv6
+        // multicast does not loop over `lo`, so a veth pair inside the
+        // namespace carries it (DAD off, so link-local addresses are
+        // usable at once).
+        let setup = [
+            "link set lo up multicast on",
+            "route add 224.0.0.0/4 dev lo src 127.0.0.1",
+            "netns exec {ns} sysctl -qw net.ipv6.conf.all.accept_dad=0",
+            "netns exec {ns} sysctl -qw net.ipv6.conf.default.accept_dad=0",
+            "link add v0 type veth peer name v1",
+            "link set v0 up",
+            "link set v1 up",
+            "-6 route add ff00::/8 dev v0",
+        ];
+        for step in setup {
+            let args: Vec<&str> = match step.strip_prefix("netns exec {ns} ") {
+                Some(cmd) => ["netns", "exec", ns_]
+                    .into_iter()
+                    .chain(cmd.split(' '))
+                    .collect(),
+                None => ["-n", ns_].into_iter().chain(step.split(' ')).collect(),
+            };
+            ip(&args)?;
+        }
         Ok(ns)
     }
 
@@ -87,11 +100,15 @@ struct Instance {
 
 impl Instance {
     fn start(id: u64, listen_port: u16) -> Instance {
+        Instance::start_on(DEFAULT_DISCOVER_ADDR, id, listen_port)
+    }
+
+    fn start_on(group: SocketAddr, id: u64, listen_port: u16) -> Instance {
         let shutdown = Arc::new(Shutdown::default());
         let threads = Threads::new(shutdown.clone());
         let (found_tx, found) = unbounded();
         discovery::spawn_with(Parts {
-            group: DEFAULT_DISCOVER_ADDR,
+            group,
             id,
             listen_port,
             threads: threads.clone(),
@@ -110,15 +127,19 @@ impl Instance {
     /// Waits until `want` has been reported; returns everything reported
     /// until then.
     fn wait_for(&self, want: Found) -> Vec<Found> {
+        self.wait_until(|found| *found == want)
+    }
+
+    fn wait_until(&self, want: impl Fn(&Found) -> bool) -> Vec<Found> {
         let end = Instant::now() + DEADLINE;
         let mut seen = self.seen.borrow_mut();
-        while !seen.contains(&want) {
+        while !seen.iter().any(&want) {
             match self.found.recv_deadline(end) {
                 Ok(found) => {
                     assert!(!found.addr.ip().is_unspecified(), "{found:?}");
                     seen.push(found)
                 }
-                Err(_) => panic!("{want:?} not found within {DEADLINE:?}; found {seen:?}"),
+                Err(_) => panic!("not found within {DEADLINE:?}; found {seen:?}"),
             }
         }
         seen.clone()
@@ -139,7 +160,7 @@ fn at(port: u16) -> SocketAddr {
 #[test]
 #[ignore = "needs root and iproute2; .ci/run runs it: cargo test --test it -- --ignored netns"]
 fn netns_discovery_finds_the_others_never_itself_and_shrugs_off_garbage() {
-    let ns = Namespace::create().unwrap_or_else(|e| {
+    let ns = Namespace::create("disc4").unwrap_or_else(|e| {
         panic!("cannot create a network namespace (this test needs root and iproute2): {e}")
     });
     // A thread of its own, so that only it (and what it starts) moves.
@@ -196,4 +217,29 @@ fn netns_discovery_finds_the_others_never_itself_and_shrugs_off_garbage() {
     });
     let ns = body.join().expect("the test body");
     drop(ns);
+}
+
+#[test]
+#[ignore = "needs root and iproute2; .ci/run runs it: cargo test --test it -- --ignored netns"]
+fn netns_discovery_works_on_an_ipv6_group() {
+    let ns = Namespace::create("disc6").unwrap_or_else(|e| {
+        panic!("cannot create a network namespace (this test needs root and iproute2): {e}")
+    });
+    let group: SocketAddr = "[ff18::7117]:7117".parse().unwrap();
+    let body = thread::spawn(move || {
+        ns.enter();
+        let a = Instance::start_on(group, 0xa, 1111);
+        let b = Instance::start_on(group, 0xb, 2222);
+        // The sender's address is a link-local one of the veth pair, with
+        // its scope: what matters is that it is IPv6 and dialable.
+        let is = |found: &Found, id, port| {
+            found.id == id
+                && found.addr.port() == port
+                && matches!(found.addr, SocketAddr::V6(v6) if !v6.ip().is_unspecified())
+        };
+        a.wait_until(|f| is(f, 0xb, 2222));
+        b.wait_until(|f| is(f, 0xa, 1111));
+        ns
+    });
+    drop(body.join().expect("the test body"));
 }

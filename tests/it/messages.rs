@@ -198,6 +198,24 @@ fn wait_peers_holds_stdin_until_enough_peers_are_connected() {
     assert_eq!(texts(&c.wait_lines(1)), ["sent before anyone was there"]);
 }
 
+/// --wait-members counts members known through the mesh, not connections:
+/// a reads nothing while only b is there, and c, which joins through b,
+/// gets the line too.
+#[test]
+fn wait_members_holds_stdin_until_enough_members_are_known() {
+    let one = ["--degree", "1"];
+    let mut a = node("a").args(&one).args(&["--wait-members", "2"]).start();
+    a.send(b"for both\n");
+    let b = node("b").args(&one).dial(&a).start();
+    a.wait_log("member up: b");
+    a.wait_log("waiting for members before reading stdin (--wait-members 2)");
+    assert_eq!(a.count_log("; reading stdin"), 0, "{}", a.log_text());
+    let c = node("c").args(&one).dial(&b).start();
+    a.wait_log("2 members known; reading stdin");
+    assert_eq!(texts(&b.wait_lines(1)), ["for both"]);
+    assert_eq!(texts(&c.wait_lines(1)), ["for both"]);
+}
+
 /// A chain a - b - c (each dials the one before, `--degree 1`, so nobody
 /// dials beyond): lines cross b both ways, tagged with their origin's
 /// name, with the hops they took.

@@ -1,0 +1,140 @@
+//! The mesh at scale, in the deterministic simulator (no sockets): nodes
+//! join one after another through a random earlier member; then one line
+//! floods the group; then 30% of the nodes are killed at once and another
+//! line floods the survivors. Reports duplicates per delivered message,
+//! hops and time of the last delivery, and how long membership took to
+//! converge (every live node counting every other live node as a member)
+//! after the joins and after the kill. Times are simulated time; link
+//! delays are 1-20 ms.
+//!
+//! Run: cargo bench --bench mesh_sim  [MESH_SIM_NODES=10000] [MESH_SIM_SEED=1]
+
+use std::time::{Duration, Instant};
+
+use peercat::mesh::sim::{Sim, SimConfig};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Live members each live node counts (from its member_up/down events).
+fn converged(sim: &Sim) -> bool {
+    let live = sim.nodes.iter().filter(|n| n.alive).count() as u64;
+    sim.nodes
+        .iter()
+        .filter(|n| n.alive)
+        .all(|n| n.members_up - n.members_down == live - 1)
+}
+
+/// Runs in steps of 100 ms until `done`, at most `limit`; returns the
+/// simulated time it took, or `None`.
+fn run_until(sim: &mut Sim, limit: Duration, done: impl Fn(&Sim) -> bool) -> Option<Duration> {
+    let start = sim.now;
+    while sim.now < start + limit {
+        if done(sim) {
+            return Some(sim.now - start);
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    done(sim).then(|| sim.now - start)
+}
+
+/// One line from `sender` to every live node: duplicates per delivery,
+/// and the time and hops of the last delivery.
+fn flood(sim: &mut Sim, sender: usize) -> String {
+    for n in sim.nodes.iter_mut() {
+        n.msgs_in = 0;
+        n.deliveries = 0;
+        n.last_delivery = None;
+    }
+    let start = sim.now;
+    assert_eq!(sim.send_lines(sender, 1), 1, "the window has room");
+    let live = sim.nodes.iter().filter(|n| n.alive).count() - 1;
+    let all = run_until(sim, Duration::from_secs(30), |s| {
+        s.nodes.iter().filter(|n| n.deliveries > 0).count() >= live
+    });
+    let got: u64 = sim.nodes.iter().map(|n| n.deliveries).sum();
+    let frames: u64 = sim.nodes.iter().map(|n| n.msgs_in).sum();
+    let (last_at, hops) = sim
+        .nodes
+        .iter()
+        .filter_map(|n| n.last_delivery)
+        .max()
+        .unwrap_or_default();
+    format!(
+        "delivered to {got} of {live} ({}); {:.2} duplicates per delivered message; \
+         last delivery after {:.0} ms, {hops} hops",
+        if all.is_some() { "all" } else { "NOT all" },
+        (frames - got) as f64 / got.max(1) as f64,
+        (last_at - start).as_secs_f64() * 1e3
+    )
+}
+
+fn main() {
+    let nodes = env("MESH_SIM_NODES", 10_000) as usize;
+    let seed = env("MESH_SIM_SEED", 1);
+    let wall = Instant::now();
+    let mut sim = Sim::new(SimConfig {
+        degree: 4,
+        max_peers: 64,
+        ttl: 32,
+        keepalive: Duration::from_secs(5),
+        seed,
+        ..SimConfig::default()
+    });
+    println!("mesh_sim: {nodes} nodes, degree 4, ttl 32, keepalive 5 s, seed {seed}");
+    sim.add_node(vec![]);
+    for i in 1..nodes {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(Duration::from_millis(1));
+    }
+    let joined = run_until(&mut sim, Duration::from_secs(60), converged);
+    println!(
+        "joins (one per ms): membership converged {} after the last join (wall {:.1} s)",
+        joined.map_or("NOT within 60 s".to_owned(), |d| format!(
+            "{:.2} s",
+            d.as_secs_f64()
+        )),
+        wall.elapsed().as_secs_f64()
+    );
+    let links: usize = (0..sim.nodes.len()).map(|i| sim.degree_of(i)).sum();
+    println!(
+        "mean degree {:.2}; one group: {}; {} STATUS frames received so far",
+        links as f64 / nodes as f64,
+        sim.connected_graph(),
+        sim.statuses
+    );
+    println!(
+        "flood: {} (wall {:.1} s)",
+        flood(&mut sim, 0),
+        wall.elapsed().as_secs_f64()
+    );
+
+    let mut killed = 0;
+    while killed < nodes * 3 / 10 {
+        let victim = 1 + sim.rng.below(nodes - 1);
+        if sim.nodes[victim].alive {
+            sim.crash(victim);
+            killed += 1;
+        }
+    }
+    let healed = run_until(&mut sim, Duration::from_secs(120), converged);
+    println!(
+        "killed {killed} (30%): membership converged {} later; one group: {} (wall {:.1} s)",
+        healed.map_or("NOT within 120 s".to_owned(), |d| format!(
+            "{:.2} s",
+            d.as_secs_f64()
+        )),
+        sim.connected_graph(),
+        wall.elapsed().as_secs_f64()
+    );
+    println!(
+        "flood after the kill: {} (wall {:.1} s)",
+        flood(&mut sim, 0),
+        wall.elapsed().as_secs_f64()
+    );
+}
