@@ -396,7 +396,10 @@ fn ttl_bounds_the_links_a_message_crosses() {
         "d did not get c's line\n{}",
         tail(&d.log_text(), 30)
     );
-    let c = d.out.with(|p| p.msgs[0].origin.clone());
+    let c = d.out.with(|p| {
+        let line = p.msgs.iter().find(|m| m.from == "c");
+        line.expect("c's line").origin.clone()
+    });
     assert_no_frames(&d, &a, &c);
     d.out.with(|p| {
         let ups: Vec<String> = p
