@@ -107,7 +107,7 @@ fn check_msgs_common(g: &Group, ttl: u64) -> Vec<BTreeMap<String, String>> {
 
 /// Each node printed exactly `lines` lines from each other node and none
 /// from anyone else (checked after completion; the running check already
-/// refused repeats and holes).
+/// refused repeats and holes), and saw no member leave and no gap.
 fn assert_exactly(g: &Group, lines: u64) {
     let names = g.names();
     for m in &g.nodes {
@@ -127,6 +127,11 @@ fn assert_exactly(g: &Group, lines: u64) {
                 assert_eq!(p.count_from(o), lines, "{} printed from {o}", m.name);
             }
             assert!(p.errors.is_empty(), "{}: {:?}", m.name, p.errors);
+            // Nobody left, nothing was lost: no member_down, no gap.
+            for kind in ["member_down", "gap"] {
+                let seen: Vec<String> = p.events_of(kind).iter().map(|e| e.to_string()).collect();
+                assert!(seen.is_empty(), "{}: {seen:?}", m.name);
+            }
         });
     }
 }
