@@ -293,3 +293,25 @@ impl Mesh {
         }
     }
 }
+
+impl Mesh {
+    /// When `target` is due to be dialed again after a failed dial (for the
+    /// caller's log line); `None` if it will not be (reached, or ourselves).
+    pub fn next_dial_at(&self, target: &DialTarget) -> Option<Instant> {
+        let attempt = match target {
+            DialTarget::Seed(i) => self
+                .dial
+                .seeds
+                .get(*i)
+                .filter(|s| !s.reached)
+                .map(|s| &s.attempt),
+            DialTarget::Addr(addr) => self
+                .dial
+                .addrs
+                .get(addr)
+                .filter(|k| !k.myself)
+                .map(|k| &k.attempt),
+        };
+        attempt.filter(|a| !a.pending).map(|a| a.next_try)
+    }
+}

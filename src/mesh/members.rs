@@ -95,6 +95,10 @@ impl Member {
     }
 }
 
+/// Where `hops` (then `ttl`) sits in an encoded STATUS frame: length
+/// prefix, type, member, status_seq.
+const STATUS_HOPS_AT: usize = 4 + 1 + 8 + 8;
+
 impl Mesh {
     /// Peer exchange: a new neighbour gets our STATUS and the latest
     /// STATUS of every live member we know, in one send.
@@ -103,7 +107,12 @@ impl Mesh {
         self.own_status(now).encode(&mut out);
         for m in self.members.values().filter(|m| m.up) {
             if let Some(status) = &m.last_status {
-                out.extend_from_slice(status);
+                // Stored as forwarded (hops already counts the next link):
+                // one that came at its ttl's last hop goes no further.
+                let (hops, ttl) = (status[STATUS_HOPS_AT], status[STATUS_HOPS_AT + 1]);
+                if hops <= ttl {
+                    out.extend_from_slice(status);
+                }
             }
         }
         self.push(Action::Send {
