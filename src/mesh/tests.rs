@@ -988,3 +988,20 @@ fn a_partition_heals_into_one_group_and_lines_sent_meanwhile_arrive_or_are_repor
         "more than a window was sent: some must be reported lost"
     );
 }
+
+#[test]
+fn the_peer_exchange_leaves_out_a_member_whose_status_came_on_its_last_hop() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let last_hop = Status {
+        ttl: 2,
+        ..status(7, 1, 2, 0)
+    };
+    on_status(&mut m, t0, 1, last_hop);
+    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    m.neighbour_up(t0, 9, 109, "", addr("10.0.0.9:1"), 7000, None);
+    let members: Vec<NodeId> = statuses_sent(&drain(&mut m))
+        .iter()
+        .map(|(_, s)| s.member)
+        .collect();
+    assert_eq!(members, [ME, 8], "7's STATUS may cross no more links");
+}
