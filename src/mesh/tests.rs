@@ -1005,3 +1005,31 @@ fn the_peer_exchange_leaves_out_a_member_whose_status_came_on_its_last_hop() {
         .collect();
     assert_eq!(members, [ME, 8], "7's STATUS may cross no more links");
 }
+
+#[test]
+fn extreme_numbers_from_a_stranger_cause_no_panic() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let mut s = status(7, u64::MAX, u8::MAX, u64::MAX);
+    s.ttl = u8::MAX;
+    on_status(&mut m, t0, 1, s);
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, u64::MAX, 255, 255), (8, u64::MAX, 1, 16)],
+    );
+    feed(&mut m, t0, 1, &[(8, u64::MAX, 1, 16)]);
+    m.on_frame(
+        t0,
+        1,
+        &Frame::Repair {
+            origin: 8,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    for s in 0..20 {
+        m.tick(t0 + Duration::from_secs(s));
+    }
+    drain(&mut m);
+}
