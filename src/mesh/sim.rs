@@ -146,6 +146,13 @@ enum Ev {
         node: usize,
         conn: Conn,
     },
+    /// The writer of `node`'s link `conn` gave up on a peer that accepted
+    /// nothing: it cuts the link and says why.
+    Cut {
+        node: usize,
+        conn: Conn,
+        reason: String,
+    },
 }
 
 struct Scheduled {
@@ -367,6 +374,22 @@ impl Sim {
                             alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
                         self.nodes[node].mesh.learned(now, &addrs);
                     }
+                    self.after(node);
+                }
+            }
+            Ev::Cut { node, conn, reason } => {
+                let Some(link) = self.conn_link.get(&conn).copied() else {
+                    return;
+                };
+                if let Some(l) = self.links.remove(&link) {
+                    for (_, c) in l.ends {
+                        self.conn_link.remove(&c);
+                    }
+                }
+                if self.nodes[node].alive {
+                    self.nodes[node]
+                        .mesh
+                        .neighbour_down(now, conn, Some(&reason));
                     self.after(node);
                 }
             }
@@ -691,6 +714,31 @@ impl Sim {
                     self.schedule(l.delay, Ev::NeighbourDown { node: n, conn });
                 }
             }
+        }
+    }
+
+    /// The node stops reading (SIGSTOP): it processes nothing more, and
+    /// each neighbour's writer cuts it after the stall timeout.
+    pub fn stall(&mut self, node: usize) {
+        self.nodes[node].alive = false;
+        let stall = self.cfg.stall_timeout;
+        let reason = format!("cut: accepted nothing for {}s", stall.as_secs());
+        let ends: Vec<(usize, Conn)> = self
+            .links
+            .values()
+            .filter(|l| l.ends.iter().any(|(n, _)| *n == node))
+            .flat_map(|l| l.ends)
+            .filter(|(n, _)| *n != node)
+            .collect();
+        for (n, conn) in ends {
+            self.schedule(
+                stall,
+                Ev::Cut {
+                    node: n,
+                    conn,
+                    reason: reason.clone(),
+                },
+            );
         }
     }
 

@@ -1033,3 +1033,49 @@ fn extreme_numbers_from_a_stranger_cause_no_panic() {
     }
     drain(&mut m);
 }
+
+#[test]
+fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
+    let mut sim = Sim::new(SimConfig {
+        window: 3_000,
+        keepalive: secs(1.0),
+        stall_timeout: secs(2.0),
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..12 {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(2.0));
+    let frozen = 11;
+    sim.stall(frozen);
+    // Node 0 sends as fast as its window lets it: blocked by the frozen
+    // member until its neighbours cut it, then free again.
+    let mut blocked_at = None;
+    for _ in 0..100 {
+        if sim.send_lines(0, 20) == 0 && blocked_at.is_none() {
+            blocked_at = Some(sim.now);
+        }
+        sim.run_for(secs(0.1));
+    }
+    assert!(blocked_at.is_some(), "the window held node 0 back");
+    assert!(
+        sim.nodes[0].sent > 500,
+        "and reopened once the frozen member was cut: {} lines",
+        sim.nodes[0].sent
+    );
+    sim.run_for(secs(3.0));
+    let books = sim.nodes[0].mesh.books();
+    let frozen_id = sim.nodes[frozen].id;
+    let b = books.iter().find(|b| b.id == frozen_id).expect("books");
+    assert!(b.lost > 0, "{b:?}");
+    assert!(b
+        .down
+        .as_deref()
+        .unwrap()
+        .starts_with("cut: accepted nothing"));
+    assert!(sim.nodes[0].mesh.eof_settled());
+    assert_complete(&sim, &[0]);
+}
