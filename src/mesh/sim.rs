@@ -791,47 +791,18 @@ impl Sim {
         }
         out
     }
-
-    #[allow(dead_code)]
-    fn connected_graph_old(&self) -> bool {
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].alive)
-            .collect();
-        let Some(&start) = live.first() else {
-            return true;
-        };
-        let mut adj: HashMap<usize, Vec<usize>> = HashMap::new();
-        for l in self.links.values() {
-            adj.entry(l.ends[0].0).or_default().push(l.ends[1].0);
-            adj.entry(l.ends[1].0).or_default().push(l.ends[0].0);
-        }
-        let mut seen = vec![false; self.nodes.len()];
-        let mut stack = vec![start];
-        seen[start] = true;
-        while let Some(n) = stack.pop() {
-            for &m in adj.get(&n).map(Vec::as_slice).unwrap_or(&[]) {
-                if !seen[m] {
-                    seen[m] = true;
-                    stack.push(m);
-                }
-            }
-        }
-        live.iter().all(|&i| seen[i])
-    }
 }
 
 /// Checks and records a delivery (`gap` false, `first == last`) or a gap.
 fn record(n: &mut SimNode, origin: NodeId, first: u64, last: u64, gap: bool) {
-    let node = n.mesh.cfg.name.clone();
     let seen = n.seen.entry(origin).or_default();
     if seen.first == 0 {
         seen.first = first;
-    } else {
-        assert_eq!(
-            first,
-            seen.covered_to + 1,
-            "{node}: origin {origin:016x}: {} {first}..={last} after {} (duplicate, out of \
+    } else if first != seen.covered_to + 1 {
+        panic!(
+            "{}: origin {origin:016x}: {} {first}..={last} after {} (duplicate, out of \
              order, or a silent hole)",
+            n.mesh.cfg.name,
             if gap { "gap" } else { "delivery" },
             seen.covered_to
         );
