@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::support::{
-    numbered_lines, padded_lines, tail, Fmt, Group, Input, JVal, Json, Spec, TempDir, DEADLINE,
+    numbered_lines, padded_lines, tail, Fmt, Group, Input, JVal, Json, Member, Spec, TempDir,
+    DEADLINE,
 };
 
 /// Long enough for 20 debug-build nodes on a loaded 2-core machine.
@@ -300,11 +301,11 @@ fn twenty_nodes_started_at_once_through_one_seed_become_one_group() {
     assert_member_ups(&g, &ids);
 }
 
-/// Four nodes in a chain, `--degree 1`: a - b - c - d, a sending first.
+/// Nodes in a chain, `--degree 1`: a - b - c (- d), a sending first.
 /// c and d log every frame (`-vv`), for the checks on what crossed a link.
-fn chain_of_four(tag: &str, a_args: &[&str], b_args: &[&str]) -> Group {
+fn chain_of(names: &[&str], tag: &str, a_args: &[&str], b_args: &[&str]) -> Group {
     let mut specs = Vec::new();
-    for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+    for (i, n) in names.iter().enumerate() {
         let mut s = Spec::new(*n).args(&["--degree", "1"]);
         if i > 0 {
             s = s.dial(i - 1);
@@ -347,8 +348,7 @@ fn origin_of(g: &Group, at: usize, name: &str) -> String {
 /// was read before the marker's frame; the frame log (`-vv`) is written in
 /// the order frames were read. (Delivery order across origins proves
 /// nothing: a node may hold back an origin it does not know yet.)
-fn assert_no_frames(g: &Group, to: usize, absent: &str, marker: &str) {
-    let m = &g.nodes[to];
+fn assert_no_frames(m: &Member, absent: &str, marker: &str) {
     m.wait_log(&format!("<- message {marker}/"));
     let log = m.log_text();
     let before_marker = &log[..log.find(&format!("<- message {marker}/")).unwrap()];
@@ -370,9 +370,18 @@ fn assert_no_frames(g: &Group, to: usize, absent: &str, marker: &str) {
 #[test]
 fn ttl_bounds_the_links_a_message_crosses() {
     let _turn = one_at_a_time();
-    let mut g = chain_of_four("ttl", &["--ttl", "2"], &[]);
-    // a's lines (ttl 2) reach b in 1 hop and c in 2; c must not pass them
-    // on. (d, 3 links away, is beyond a's ttl: not a member for a.)
+    // a - b - c, then d joins at c once c knows a: d, 3 links from a, is
+    // beyond a's --ttl 2, so it never gets a's lines and a is no member
+    // for it, even through the STATUS c hands a new neighbour.
+    let mut g = chain_of(&["a", "b", "c"], "ttl", &["--ttl", "2"], &[]);
+    g.wait_members(&[2], 2, DEADLINE);
+    let d = Group::extra(
+        "d",
+        &["-vv".into(), "--degree".into(), "1".into(), g.addr(2)],
+        Fmt::Json,
+    );
+    g.wait_members(&[2], 3, DEADLINE);
+    // a's lines reach b in 1 hop and c in 2; c must not pass them on.
     let a = send_five(&mut g, 0, 2, &[1, 2]);
     for (i, hops) in [(1, 1), (2, 2)] {
         g.nodes[i].out.with(|p| {
@@ -381,16 +390,26 @@ fn ttl_bounds_the_links_a_message_crosses() {
             }
         });
     }
-    g.wait_members(&[2], 3, DEADLINE);
     g.nodes[2].send(b"1\n");
-    g.wait_complete(&[3], &[2], 1, DEADLINE);
-    let c = origin_of(&g, 3, "c");
-    assert_no_frames(&g, 3, &a, &c);
-    g.nodes[3].out.with(|p| {
-        let ups = p.events_of("member_up");
+    assert!(
+        d.out.wait_until(DEADLINE, |p| p.count_from("c") == 1),
+        "d did not get c's line\n{}",
+        tail(&d.log_text(), 30)
+    );
+    let c = d.out.with(|p| {
+        let line = p.msgs.iter().find(|m| m.from == "c");
+        line.expect("c's line").origin.clone()
+    });
+    assert_no_frames(&d, &a, &c);
+    d.out.with(|p| {
+        let ups: Vec<String> = p
+            .events_of("member_up")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         assert!(
-            !ups.iter().any(|e| e.str("name") == Some("a")),
-            "d counts a as a member though a is beyond a's ttl"
+            !ups.iter().any(|e| e.contains(&a)),
+            "d counts a as a member though a is beyond a's ttl: {ups:?}"
         );
     });
 }
@@ -398,7 +417,7 @@ fn ttl_bounds_the_links_a_message_crosses() {
 #[test]
 fn a_no_relay_node_delivers_but_forwards_nothing() {
     let _turn = one_at_a_time();
-    let mut g = chain_of_four("norelay", &[], &["--no-relay"]);
+    let mut g = chain_of(&["a", "b", "c", "d"], "norelay", &[], &["--no-relay"]);
     // b delivers a's lines but must not pass them to c.
     let a = send_five(&mut g, 0, 1, &[1]);
     // Only once c is b's neighbour is b's next line owed to it.
@@ -409,7 +428,7 @@ fn a_no_relay_node_delivers_but_forwards_nothing() {
     g.nodes[1].send(b"1\n");
     g.wait_complete(&[2], &[1], 1, DEADLINE);
     let b = origin_of(&g, 2, "b");
-    assert_no_frames(&g, 2, &a, &b);
+    assert_no_frames(&g.nodes[2], &a, &b);
 }
 
 #[test]

@@ -1053,7 +1053,7 @@ impl Group {
     /// until each says it listens.
     pub fn start(tag: &str, specs: Vec<Spec>, fmt: Fmt) -> Group {
         let dir = TempDir::new(tag);
-        let ports: Vec<u16> = specs.iter().map(|_| free_port()).collect();
+        let ports: Vec<u16> = specs.iter().map(|_| group_port()).collect();
         let mut nodes = Vec::new();
         for (i, spec) in specs.into_iter().enumerate() {
             nodes.push(Group::spawn(&dir, &ports, i, spec, fmt));
@@ -1205,6 +1205,33 @@ impl Member {
             self.log_text()
         );
     }
+}
+
+/// A free port below the kernel's ephemeral range, for a node started
+/// together with the nodes that dial it. A port from `free_port` (the
+/// ephemeral range) may meanwhile become the local end of some other
+/// test's outgoing connection; ports below the range never do.
+pub fn group_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32768);
+    if low <= 12_000 {
+        return free_port();
+    }
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Spread over 10000..low, different for every test process.
+        let x = (seed ^ n.wrapping_mul(0xbf58_476d_1ce4_e5b9)).rotate_left(17);
+        let port = 10_000 + x % (low - 10_000);
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    free_port()
 }
 
 /// The last `n` lines of a log, for failure messages.
