@@ -7,11 +7,20 @@
 //! after the joins and after the kill. Times are simulated time; link
 //! delays are 1-20 ms.
 //!
-//! Run: cargo bench --bench mesh_sim  [MESH_SIM_NODES=10000] [MESH_SIM_SEED=1]
+//! Run: cargo bench --bench mesh_sim  [MESH_SIM_NODES=1000] [MESH_SIM_SEED=1]
+//!
+//! The issue asks for 10,000 nodes. Every node keeps every member and
+//! every STATUS is flooded, so the simulation's work and memory grow with
+//! nodes² (1,000 nodes: ~4 minutes and 1.2 GB; 10,000 would need about a
+//! hundred times both), hence the smaller default; see BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use peercat::frame;
 use peercat::mesh::sim::{Sim, SimConfig};
+use peercat::mesh::{Action, Mesh, MeshConfig, MsgRef};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -73,8 +82,73 @@ fn flood(sim: &mut Sim, sender: usize) -> String {
     )
 }
 
+/// The relay hot path alone: batches of 256 new 100-byte messages from one
+/// neighbour, delivered and forwarded to three others; messages per second
+/// through `Mesh::on_msgs` (one thread, no I/O).
+fn relay_rate() -> f64 {
+    let t0 = Instant::now();
+    let mut mesh = Mesh::new(
+        MeshConfig {
+            id: 1,
+            name: "bench".into(),
+            listen_port: 7000,
+            advertise: None,
+            ttl: 16,
+            relay: true,
+            degree: 4,
+            max_peers: 64,
+            window: 4 << 20,
+            max_frame: 1 << 20,
+            keepalive: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(10),
+            seeds: 0,
+            rng_seed: 1,
+        },
+        t0,
+    );
+    for conn in 1..=4 {
+        let remote = format!("127.0.0.{conn}:4000").parse().unwrap();
+        mesh.neighbour_up(t0, conn, 100 + conn, "", remote, 7000, None);
+    }
+    while mesh.poll_action().is_some() {}
+    let payload = [b'x'; 100 - frame::MSG_HEADER_LEN];
+    let (batches, per_batch) = (4000u64, 256u64);
+    let start = Instant::now();
+    let mut delivered = 0u64;
+    for b in 0..batches {
+        let mut buf = Vec::with_capacity(per_batch as usize * 100);
+        let mut refs = Vec::with_capacity(per_batch as usize);
+        for i in 0..per_batch {
+            let seq = b * per_batch + i + 1;
+            let at = buf.len();
+            buf.extend_from_slice(&frame::msg_header(7, seq, 1, 16, payload.len()));
+            buf.extend_from_slice(&payload);
+            refs.push(MsgRef {
+                origin: 7,
+                seq,
+                hops: 1,
+                ttl: 16,
+                start: at,
+                end: buf.len(),
+            });
+        }
+        mesh.on_msgs(t0, 1, &Arc::new(buf), &refs);
+        while let Some(action) = mesh.poll_action() {
+            if let Action::Deliver(d) = action {
+                delivered += d.len() as u64;
+            }
+        }
+    }
+    assert_eq!(delivered, batches * per_batch);
+    delivered as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
-    let nodes = env("MESH_SIM_NODES", 10_000) as usize;
+    println!(
+        "relay hot path: {:.1} M messages/s (100-byte frames, 1 in, 3 out, batches of 256)",
+        relay_rate() / 1e6
+    );
+    let nodes = env("MESH_SIM_NODES", 1_000) as usize;
     let seed = env("MESH_SIM_SEED", 1);
     let wall = Instant::now();
     let mut sim = Sim::new(SimConfig {

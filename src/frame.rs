@@ -1124,6 +1124,37 @@ mod tests {
         ));
     }
 
+    /// Random bodies behind every mesh type byte, and every valid mesh
+    /// frame with one byte changed: an error or a frame, never a panic.
+    #[test]
+    fn random_mesh_frames_never_panic() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let kind = [kind::STATUS, kind::DOWN, kind::REPAIR, kind::PEERS][next() as usize % 4];
+            let len = next() as usize % 200;
+            let mut bytes = ((len + 1) as u32).to_be_bytes().to_vec();
+            bytes.push(kind);
+            bytes.extend((0..len).map(|_| next() as u8));
+            let _ = decode(&bytes, LIMIT);
+        }
+        for (frame, _) in vectors() {
+            let bytes = frame.to_bytes();
+            for i in LEN_PREFIX..bytes.len() {
+                for v in [0u8, 1, 0x7f, 0xff] {
+                    let mut bad = bytes.clone();
+                    bad[i] = v;
+                    let _ = decode(&bad, LIMIT);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_largest_status_fits_every_limit() {
         let status = Status {

@@ -483,6 +483,26 @@ mod tests {
     }
 
     #[test]
+    fn every_message_leaves_with_hops_1_and_the_origins_ttl() {
+        // Short lines share a chunk; a long one is framed in place.
+        let mut framer = LineFramer::new(42, 1 << 20).with_ttl(3);
+        framer.push(b"short\n");
+        framer.push(&vec![b'z'; OWN_CHUNK]);
+        framer.push(b"\n");
+        let mut seen = Vec::new();
+        for chunk in framer.take() {
+            let mut rest = &chunk.bytes[..];
+            while let Some((Frame::Msg { seq, hops, ttl, .. }, used)) =
+                frame::decode(rest, usize::MAX).unwrap()
+            {
+                seen.push((seq, hops, ttl));
+                rest = &rest[used..];
+            }
+        }
+        assert_eq!(seen, [(1, 1, 3), (2, 1, 3)]);
+    }
+
+    #[test]
     fn a_long_line_is_never_buffered_past_the_limit() {
         let mut framer = LineFramer::new(42, 1000);
         for _ in 0..1000 {

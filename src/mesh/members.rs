@@ -223,13 +223,14 @@ impl Mesh {
                 }
             }
         }
-        let forward = status.hops < status.ttl;
-        status.hops = status.hops.saturating_add(1);
+        let hops = status.hops;
+        let forward = hops < status.ttl;
+        status.hops = hops.saturating_add(1);
         let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
         if forward {
             self.broadcast(&bytes, 0, Some(conn));
         }
-        status.hops -= 1;
+        status.hops = hops;
         self.merge_status(now, &status, bytes);
     }
 
@@ -304,14 +305,18 @@ impl Mesh {
         if has_origin || status.sent_seq > 0 {
             let hint = self.members.get(&id).map_or(0, |m| m.base_hint);
             let origin = self.origins.entry(id);
-            origin.start_at(if hint > 0 { hint } else { status.sent_seq + 1 });
+            origin.start_at(if hint > 0 {
+                hint
+            } else {
+                status.sent_seq.saturating_add(1)
+            });
             origin.known_sent = origin.known_sent.max(status.sent_seq);
             if origin.missing().is_some() {
                 self.holes.insert(id);
             }
         } else if let Some(m) = self.members.get_mut(&id) {
             if m.base_hint == 0 {
-                m.base_hint = status.sent_seq + 1;
+                m.base_hint = status.sent_seq.saturating_add(1);
             }
         }
         if window_moved && self.own.last_seq > 0 {

@@ -98,7 +98,8 @@ impl Origin {
         let seq = self.next;
         let kept = self.held.remove(&seq)?;
         self.held_bytes -= kept.cost;
-        self.next += 1;
+        // Saturating: a stranger may send seq u64::MAX.
+        self.next = self.next.saturating_add(1);
         Some((seq, kept))
     }
 
@@ -122,7 +123,7 @@ impl Origin {
 
     /// Gives up on `next..=last`: the next seq is `last + 1`.
     pub fn skip_to(&mut self, last: u64) {
-        self.next = self.next.max(last + 1);
+        self.next = self.next.max(last.saturating_add(1));
         // Anything held below the new next is now a duplicate.
         while let Some((&seq, _)) = self.held.first_key_value() {
             if seq >= self.next {

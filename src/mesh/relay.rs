@@ -50,7 +50,7 @@ impl Mesh {
             match origin.arrive(m.seq, kept.cost, window) {
                 Arrival::Duplicate | Arrival::Overflow => continue,
                 Arrival::Deliver => {
-                    origin.next += 1;
+                    origin.next = origin.next.saturating_add(1);
                     deliveries.push(delivery(m.origin, m.seq, &kept));
                     while let Some((seq, held)) = origin.take_next_held() {
                         deliveries.push(delivery(m.origin, seq, &held));

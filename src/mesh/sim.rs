@@ -146,6 +146,13 @@ enum Ev {
         node: usize,
         conn: Conn,
     },
+    /// The writer of `node`'s link `conn` gave up on a peer that accepted
+    /// nothing: it cuts the link and says why.
+    Cut {
+        node: usize,
+        conn: Conn,
+        reason: String,
+    },
 }
 
 struct Scheduled {
@@ -367,6 +374,22 @@ impl Sim {
                             alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
                         self.nodes[node].mesh.learned(now, &addrs);
                     }
+                    self.after(node);
+                }
+            }
+            Ev::Cut { node, conn, reason } => {
+                let Some(link) = self.conn_link.get(&conn).copied() else {
+                    return;
+                };
+                if let Some(l) = self.links.remove(&link) {
+                    for (_, c) in l.ends {
+                        self.conn_link.remove(&c);
+                    }
+                }
+                if self.nodes[node].alive {
+                    self.nodes[node]
+                        .mesh
+                        .neighbour_down(now, conn, Some(&reason));
                     self.after(node);
                 }
             }
@@ -694,6 +717,31 @@ impl Sim {
         }
     }
 
+    /// The node stops reading (SIGSTOP): it processes nothing more, and
+    /// each neighbour's writer cuts it after the stall timeout.
+    pub fn stall(&mut self, node: usize) {
+        self.nodes[node].alive = false;
+        let stall = self.cfg.stall_timeout;
+        let reason = format!("cut: accepted nothing for {}s", stall.as_secs());
+        let ends: Vec<(usize, Conn)> = self
+            .links
+            .values()
+            .filter(|l| l.ends.iter().any(|(n, _)| *n == node))
+            .flat_map(|l| l.ends)
+            .filter(|(n, _)| *n != node)
+            .collect();
+        for (n, conn) in ends {
+            self.schedule(
+                stall,
+                Ev::Cut {
+                    node: n,
+                    conn,
+                    reason: reason.clone(),
+                },
+            );
+        }
+    }
+
     /// Cuts one link: both ends see it end.
     pub fn cut(&mut self, a: usize, b: usize) {
         let found = self.links.iter().find_map(|(id, l)| {
@@ -743,47 +791,18 @@ impl Sim {
         }
         out
     }
-
-    #[allow(dead_code)]
-    fn connected_graph_old(&self) -> bool {
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].alive)
-            .collect();
-        let Some(&start) = live.first() else {
-            return true;
-        };
-        let mut adj: HashMap<usize, Vec<usize>> = HashMap::new();
-        for l in self.links.values() {
-            adj.entry(l.ends[0].0).or_default().push(l.ends[1].0);
-            adj.entry(l.ends[1].0).or_default().push(l.ends[0].0);
-        }
-        let mut seen = vec![false; self.nodes.len()];
-        let mut stack = vec![start];
-        seen[start] = true;
-        while let Some(n) = stack.pop() {
-            for &m in adj.get(&n).map(Vec::as_slice).unwrap_or(&[]) {
-                if !seen[m] {
-                    seen[m] = true;
-                    stack.push(m);
-                }
-            }
-        }
-        live.iter().all(|&i| seen[i])
-    }
 }
 
 /// Checks and records a delivery (`gap` false, `first == last`) or a gap.
 fn record(n: &mut SimNode, origin: NodeId, first: u64, last: u64, gap: bool) {
-    let node = n.mesh.cfg.name.clone();
     let seen = n.seen.entry(origin).or_default();
     if seen.first == 0 {
         seen.first = first;
-    } else {
-        assert_eq!(
-            first,
-            seen.covered_to + 1,
-            "{node}: origin {origin:016x}: {} {first}..={last} after {} (duplicate, out of \
+    } else if first != seen.covered_to + 1 {
+        panic!(
+            "{}: origin {origin:016x}: {} {first}..={last} after {} (duplicate, out of \
              order, or a silent hole)",
+            n.mesh.cfg.name,
             if gap { "gap" } else { "delivery" },
             seen.covered_to
         );

@@ -988,3 +988,94 @@ fn a_partition_heals_into_one_group_and_lines_sent_meanwhile_arrive_or_are_repor
         "more than a window was sent: some must be reported lost"
     );
 }
+
+#[test]
+fn the_peer_exchange_leaves_out_a_member_whose_status_came_on_its_last_hop() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let last_hop = Status {
+        ttl: 2,
+        ..status(7, 1, 2, 0)
+    };
+    on_status(&mut m, t0, 1, last_hop);
+    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    m.neighbour_up(t0, 9, 109, "", addr("10.0.0.9:1"), 7000, None);
+    let members: Vec<NodeId> = statuses_sent(&drain(&mut m))
+        .iter()
+        .map(|(_, s)| s.member)
+        .collect();
+    assert_eq!(members, [ME, 8], "7's STATUS may cross no more links");
+}
+
+#[test]
+fn extreme_numbers_from_a_stranger_cause_no_panic() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let mut s = status(7, u64::MAX, u8::MAX, u64::MAX);
+    s.ttl = u8::MAX;
+    on_status(&mut m, t0, 1, s);
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, u64::MAX, 255, 255), (8, u64::MAX, 1, 16)],
+    );
+    feed(&mut m, t0, 1, &[(8, u64::MAX, 1, 16)]);
+    m.on_frame(
+        t0,
+        1,
+        &Frame::Repair {
+            origin: 8,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    for s in 0..20 {
+        m.tick(t0 + Duration::from_secs(s));
+    }
+    drain(&mut m);
+}
+
+#[test]
+fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
+    let mut sim = Sim::new(SimConfig {
+        window: 3_000,
+        keepalive: secs(1.0),
+        stall_timeout: secs(2.0),
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..12 {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(2.0));
+    let frozen = 11;
+    sim.stall(frozen);
+    // Node 0 sends as fast as its window lets it: blocked by the frozen
+    // member until its neighbours cut it, then free again.
+    let mut blocked_at = None;
+    for _ in 0..100 {
+        if sim.send_lines(0, 20) == 0 && blocked_at.is_none() {
+            blocked_at = Some(sim.now);
+        }
+        sim.run_for(secs(0.1));
+    }
+    assert!(blocked_at.is_some(), "the window held node 0 back");
+    assert!(
+        sim.nodes[0].sent > 500,
+        "and reopened once the frozen member was cut: {} lines",
+        sim.nodes[0].sent
+    );
+    sim.run_for(secs(3.0));
+    let books = sim.nodes[0].mesh.books();
+    let frozen_id = sim.nodes[frozen].id;
+    let b = books.iter().find(|b| b.id == frozen_id).expect("books");
+    assert!(b.lost > 0, "{b:?}");
+    assert!(b
+        .down
+        .as_deref()
+        .unwrap()
+        .starts_with("cut: accepted nothing"));
+    assert!(sim.nodes[0].mesh.eof_settled());
+    assert_complete(&sim, &[0]);
+}
