@@ -10,9 +10,21 @@
 //! Run: cargo bench --bench mesh_sim  [MESH_SIM_NODES=1000] [MESH_SIM_SEED=1]
 //!
 //! The issue asks for 10,000 nodes. Every node keeps every member and
-//! every STATUS is flooded, so the simulation's work and memory grow with
-//! nodes² (1,000 nodes: ~4 minutes and 1.2 GB; 10,000 would need about a
-//! hundred times both), hence the smaller default; see BENCHMARKS.md.
+//! every STATUS is flooded, so the full simulation's work and memory grow
+//! with nodes² (1,000 nodes: ~4 minutes and 1.2 GB; 10,000 would need
+//! about a hundred times both), hence the smaller default; see
+//! BENCHMARKS.md.
+//!
+//! `MESH_SIM_MODE=relay` measures the relay alone, at 10,000 nodes and
+//! more: the links carry no STATUS or DOWN (`SimConfig::membership`), so
+//! nodes keep no per-member state; each joiner dials `MESH_SIM_LINKS` (3)
+//! random earlier nodes as its command-line PEERs, through the real dial,
+//! accept and degree-trimming code, and that graph is what the real relay
+//! code floods. It reports duplicates and the last delivery, before and
+//! after killing 30 %; there is no membership to converge, and nothing
+//! re-dials after the kill (that needs membership), so the second flood
+//! runs on the graph the kill left. Run it at 1,000 too and compare with
+//! the full mode to see how close its graph is to the one the mesh forms.
 
 use std::time::{Duration, Instant};
 
@@ -62,9 +74,15 @@ fn flood(sim: &mut Sim, sender: usize) -> String {
     let start = sim.now;
     assert_eq!(sim.send_lines(sender, 1), 1, "the window has room");
     let live = sim.nodes.iter().filter(|n| n.alive).count() - 1;
+    // Done when every live node has it, or when nothing was delivered for
+    // a second (longer than 32 hops of the slowest link): the rest cannot
+    // be reached.
     let all = run_until(sim, Duration::from_secs(30), |s| {
+        let last = s.nodes.iter().filter_map(|n| n.last_delivery).max();
         s.nodes.iter().filter(|n| n.deliveries > 0).count() >= live
-    });
+            || last.is_some_and(|(at, _)| s.now >= at + Duration::from_secs(1))
+    })
+    .filter(|_| sim.nodes.iter().filter(|n| n.deliveries > 0).count() >= live);
     let got: u64 = sim.nodes.iter().map(|n| n.deliveries).sum();
     let frames: u64 = sim.nodes.iter().map(|n| n.msgs_in).sum();
     let (last_at, hops) = sim
@@ -148,6 +166,10 @@ fn main() {
         "relay hot path: {:.1} M messages/s (100-byte frames, 1 in, 3 out, batches of 256)",
         relay_rate() / 1e6
     );
+    if std::env::var("MESH_SIM_MODE").as_deref() == Ok("relay") {
+        relay_only();
+        return;
+    }
     let nodes = env("MESH_SIM_NODES", 1_000) as usize;
     let seed = env("MESH_SIM_SEED", 1);
     let wall = Instant::now();
@@ -188,14 +210,7 @@ fn main() {
         wall.elapsed().as_secs_f64()
     );
 
-    let mut killed = 0;
-    while killed < nodes * 3 / 10 {
-        let victim = 1 + sim.rng.below(nodes - 1);
-        if sim.nodes[victim].alive {
-            sim.crash(victim);
-            killed += 1;
-        }
-    }
+    let killed = kill_30_percent(&mut sim, nodes);
     let healed = run_until(&mut sim, Duration::from_secs(120), converged);
     println!(
         "killed {killed} (30%): membership converged {} later; one group: {} (wall {:.1} s)",
@@ -210,5 +225,96 @@ fn main() {
         "flood after the kill: {} (wall {:.1} s)",
         flood(&mut sim, 0),
         wall.elapsed().as_secs_f64()
+    );
+}
+
+/// Kills 30 % of the nodes (never node 0, the sender); returns how many.
+fn kill_30_percent(sim: &mut Sim, nodes: usize) -> usize {
+    let mut killed = 0;
+    while killed < nodes * 3 / 10 {
+        let victim = 1 + sim.rng.below(nodes - 1);
+        if sim.nodes[victim].alive {
+            sim.crash(victim);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// Peak resident memory of this process, from /proc (Linux), in MiB.
+fn peak_rss_mib() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or("unknown".to_owned(), |kib| format!("{} MiB", kib / 1024))
+}
+
+/// `MESH_SIM_MODE=relay`: the relay at scale, without membership.
+fn relay_only() {
+    let nodes = env("MESH_SIM_NODES", 10_000) as usize;
+    let links = env("MESH_SIM_LINKS", 3) as usize;
+    let seed = env("MESH_SIM_SEED", 1);
+    let wall = Instant::now();
+    let mut sim = Sim::new(SimConfig {
+        degree: 4,
+        max_peers: 64,
+        ttl: 32,
+        keepalive: Duration::from_secs(5),
+        seed,
+        membership: false,
+        ..SimConfig::default()
+    });
+    println!(
+        "mesh_sim relay-only (no STATUS/DOWN on the links, no member state): {nodes} nodes, \
+         each dials {links} random earlier nodes as PEERs; degree 4, ttl 32, seed {seed}"
+    );
+    sim.add_node(vec![]);
+    for i in 1..nodes {
+        let mut seeds: Vec<usize> = Vec::new();
+        while seeds.len() < links.min(i) {
+            let s = sim.rng.below(i);
+            if !seeds.contains(&s) {
+                seeds.push(s);
+            }
+        }
+        sim.add_node(seeds);
+        sim.run_for(Duration::from_millis(1));
+    }
+    // Dials, accepts and degree trimming settle well within this.
+    sim.run_for(Duration::from_secs(5));
+    let total: usize = (0..nodes).map(|i| sim.degree_of(i)).sum();
+    println!(
+        "graph: mean degree {:.2}; one group: {}; {} STATUS/DOWN frames dropped on the links \
+         (wall {:.1} s)",
+        total as f64 / nodes as f64,
+        sim.connected_graph(),
+        sim.membership_dropped,
+        wall.elapsed().as_secs_f64()
+    );
+    println!(
+        "flood: {} (wall {:.1} s)",
+        flood(&mut sim, 0),
+        wall.elapsed().as_secs_f64()
+    );
+    let killed = kill_30_percent(&mut sim, nodes);
+    sim.run_for(Duration::from_secs(1));
+    let alive: Vec<usize> = (0..nodes).filter(|&i| sim.nodes[i].alive).collect();
+    let live_links: usize = alive.iter().map(|&i| sim.degree_of(i)).sum();
+    println!(
+        "killed {killed} (30%), no re-dial (no membership): mean degree of the survivors {:.2}; \
+         one group: {}; {} components",
+        live_links as f64 / alive.len() as f64,
+        sim.connected_graph(),
+        sim.components().len()
+    );
+    println!(
+        "flood after the kill: {} (wall {:.1} s, peak RSS {})",
+        flood(&mut sim, 0),
+        wall.elapsed().as_secs_f64(),
+        peak_rss_mib()
     );
 }

@@ -84,6 +84,10 @@ pub enum Ending {
     Silent(Duration),
     /// Our writer could send nothing for `--stall-timeout`.
     Stalled(Duration),
+    /// A PING that followed our messages went unanswered for
+    /// `--stall-timeout`, with no PONG and no byte taken meanwhile: the
+    /// peer reads nothing (stopped, or its reader stuck).
+    Unanswered(Duration),
     /// The peer answered our HELLO with BYE: it does not take us as a peer.
     Refused(String),
     /// The peer did not close its side within this long of our BYE.
@@ -134,6 +138,11 @@ impl fmt::Display for Ending {
             Ending::Stalled(d) => write!(
                 f,
                 "stalled: accepted no data for {}s (--stall-timeout)",
+                d.as_secs()
+            ),
+            Ending::Unanswered(d) => write!(
+                f,
+                "stalled: read none of our messages for {}s (a PING after them unanswered; --stall-timeout)",
                 d.as_secs()
             ),
             Ending::Refused(reason) => write!(f, "refused the connection: {reason}"),

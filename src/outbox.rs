@@ -15,6 +15,11 @@
 //! can be *held*: a connection that replaces another one to the same node
 //! sends no message until the old one has finished, so that the peer gets
 //! every message in order.
+//!
+//! And it keeps what the writer's second stall rule needs: when each PING
+//! that followed unconfirmed messages went out, when the last PONG came
+//! back, and whether this node's own reader is waiting for its router (then
+//! a missing PONG says nothing about the peer).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,8 +31,14 @@ use parking_lot::{Condvar, Mutex};
 pub const HIGH_WATER: usize = 1024 * 1024;
 /// Queue size at which it starts again.
 pub const LOW_WATER: usize = 256 * 1024;
-/// PINGs remembered while their PONGs are outstanding.
-const PINGS_KEPT: usize = 8;
+/// PINGs remembered while their PONGs are outstanding: enough for one
+/// PING every [`PING_EVERY_BYTES`] through the socket buffers on the way.
+const PINGS_KEPT: usize = 256;
+/// The writer hands at most this many bytes of queued frames to one write
+/// and sends a PING after every this many bytes of messages, so that a
+/// peer working through a backlog answers a PING each time it has read
+/// about this much (see `Outbox::stall_clock`).
+pub const PING_EVERY_BYTES: usize = 128 * 1024;
 
 /// What the outbox calls when it drains below the low-water mark.
 type Drained = Box<dyn Fn() + Send + Sync>;
@@ -102,14 +113,31 @@ struct State {
     /// Batches the writer has taken and not yet reported written.
     in_flight: u64,
     ledger: Ledger,
-    /// PINGs awaiting their PONG: token, and messages written before it.
-    pings: VecDeque<(u64, u64)>,
+    /// PINGs awaiting their PONG, oldest first.
+    pings: VecDeque<Ping>,
+    /// When the last PONG arrived (any token: each proves the peer read on).
+    last_pong: Option<Instant>,
+    /// This node's reader is waiting for its router (a full inbound queue,
+    /// or the handover gate), not reading the socket.
+    reader_waiting: bool,
+    /// When the reader last stopped waiting for its router.
+    reader_resumed: Option<Instant>,
     /// Messages the peer has provably read: its PONG answered a PING sent
     /// after them.
     confirmed: u64,
     /// The peer has said BYE, or its side of the connection is closed: it
     /// sends no more PINGs.
     peer_done: bool,
+}
+
+/// A PING awaiting its PONG.
+#[derive(Debug, Clone, Copy)]
+struct Ping {
+    token: u64,
+    /// Messages written before it.
+    written: u64,
+    /// When it went out.
+    sent: Instant,
 }
 
 impl State {
@@ -235,7 +263,13 @@ impl Outbox {
         let (batches, close) = if state.held && state.close != Some(Close::Abort) {
             (Vec::new(), None)
         } else {
-            (std::mem::take(&mut state.queue), state.close.clone())
+            let batches = take_chunk(&mut state.queue);
+            let close = if state.queue.is_empty() {
+                state.close.clone()
+            } else {
+                None
+            };
+            (batches, close)
         };
         state.in_flight += batches.iter().map(|b| b.msgs).sum::<u64>();
         Some(Work {
@@ -272,26 +306,72 @@ impl Outbox {
         }
     }
 
-    /// Writer side: a PING with `token` went out after every message
-    /// written so far.
-    pub fn pinged(&self, token: u64) {
+    /// Writer side: a PING with `token` went out at `sent`, after every
+    /// message written so far.
+    pub fn pinged(&self, token: u64, sent: Instant) {
         let mut state = self.shared.state.lock();
-        if state.pings.len() == PINGS_KEPT {
-            state.pings.pop_front();
-        }
         let written = state.ledger.written;
-        state.pings.push_back((token, written));
+        let mut ping = Ping {
+            token,
+            written,
+            sent,
+        };
+        if state.pings.len() == PINGS_KEPT {
+            // Forget the oldest, but not how long an answer has been owed:
+            // a PONG to any later PING answers it too.
+            let oldest = state.pings.pop_front().expect("full");
+            if oldest.written > state.confirmed {
+                state.pings.front_mut().unwrap_or(&mut ping).sent = oldest.sent;
+            }
+        }
+        state.pings.push_back(ping);
     }
 
     /// Reader side: the peer answered the PING with `token`, so it has read
-    /// every message written before that PING.
+    /// every message written before that PING (and every earlier PING: the
+    /// peer answers only the last of several that arrived together).
     pub fn ponged(&self, token: u64) {
         let mut state = self.shared.state.lock();
-        if let Some(at) = state.pings.iter().position(|&(t, _)| t == token) {
-            let (_, written) = state.pings[at];
+        state.last_pong = Some(Instant::now());
+        if let Some(at) = state.pings.iter().position(|p| p.token == token) {
+            let written = state.pings[at].written;
             state.confirmed = state.confirmed.max(written);
             state.pings.drain(..=at);
         }
+    }
+
+    /// Reader side: it waits for the router (`true`) or reads again.
+    pub fn reader_waiting(&self, waiting: bool) {
+        let mut state = self.shared.state.lock();
+        if state.reader_waiting && !waiting {
+            state.reader_resumed = Some(Instant::now());
+        }
+        state.reader_waiting = waiting;
+    }
+
+    /// Writer side: the instant from which the peer has shown no sign of
+    /// reading, if a PING that followed unconfirmed messages is unanswered:
+    /// the latest of that PING's departure, the last PONG, and the moment
+    /// this node's reader last resumed reading. `None` while no such PING
+    /// is owed an answer, or while our own reader waits for our router (a
+    /// PONG behind it cannot arrive: that says nothing about the peer).
+    /// The writer adds its own last write that moved bytes.
+    pub fn stall_clock(&self) -> Option<Instant> {
+        let state = self.shared.state.lock();
+        if state.reader_waiting {
+            return None;
+        }
+        // A PING counts once it follows messages not yet confirmed; an
+        // idle keepalive PING (or one whose messages a later PONG already
+        // confirmed) does not.
+        let confirmed = state.confirmed;
+        let owed = state.pings.iter().find(|p| p.written > confirmed)?.sent;
+        Some(
+            [state.last_pong, state.reader_resumed]
+                .into_iter()
+                .flatten()
+                .fold(owed, Instant::max),
+        )
     }
 
     /// Whether a PING is still waiting for its PONG.
@@ -325,6 +405,25 @@ impl Outbox {
     }
 }
 
+/// Takes queued batches from the front, at least one and, beyond the
+/// first, only while they stay within [`PING_EVERY_BYTES`].
+fn take_chunk(queue: &mut Vec<Batch>) -> Vec<Batch> {
+    let mut bytes = 0;
+    let n = queue
+        .iter()
+        .take_while(|b| {
+            let first = bytes == 0;
+            bytes += b.bytes.len();
+            first || bytes <= PING_EVERY_BYTES
+        })
+        .count();
+    if n == queue.len() {
+        std::mem::take(queue)
+    } else {
+        queue.drain(..n).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,11 +453,13 @@ mod tests {
         let half = batch(HIGH_WATER / 2 + 1, 3);
         assert_eq!(outbox.push(half.clone()), Some(false));
         assert_eq!(outbox.push(half.clone()), Some(true));
-        let work = outbox.wait(soon()).unwrap();
-        assert_eq!(work.batches.len(), 2);
-        outbox.written(&work.batches[..1]);
+        // Each is over PING_EVERY_BYTES: one write each.
+        let first = outbox.wait(soon()).unwrap();
+        let second = outbox.wait(soon()).unwrap();
+        assert_eq!((first.batches.len(), second.batches.len()), (1, 1));
+        outbox.written(&first.batches);
         assert!(rx.try_recv().is_err(), "still over the low-water mark");
-        outbox.written(&work.batches[1..]);
+        outbox.written(&second.batches);
         assert!(matches!(rx.try_recv(), Ok(7)));
         outbox.written(&[]);
         assert!(rx.try_recv().is_err());
@@ -424,11 +525,11 @@ mod tests {
         outbox.push(batch(10, 3));
         let work = outbox.wait(soon()).unwrap();
         outbox.written(&work.batches);
-        outbox.pinged(100);
+        outbox.pinged(100, Instant::now());
         outbox.push(batch(10, 2));
         let work = outbox.wait(soon()).unwrap();
         outbox.written(&work.batches);
-        outbox.pinged(200);
+        outbox.pinged(200, Instant::now());
         assert!(outbox.awaiting_pong());
         outbox.ponged(999);
         assert_eq!(outbox.confirmed(), 0, "an unknown token confirms nothing");
@@ -456,5 +557,100 @@ mod tests {
         assert_eq!(outbox.after_bye(soon()), AfterBye::PeerDone);
         outbox.close(Close::Abort);
         assert_eq!(outbox.after_bye(soon()), AfterBye::Abort);
+    }
+
+    /// Writes everything queued, as the writer would.
+    fn write_all_queued(outbox: &Outbox) {
+        while let Some(work) = outbox.wait(Instant::now()) {
+            outbox.written(&work.batches);
+        }
+    }
+
+    #[test]
+    fn an_idle_keepalive_ping_starts_no_stall_clock() {
+        let outbox = outbox();
+        outbox.pinged(1, Instant::now());
+        assert_eq!(outbox.stall_clock(), None, "no message before it");
+        outbox.push(batch(10, 1));
+        write_all_queued(&outbox);
+        outbox.pinged(2, Instant::now());
+        outbox.ponged(2);
+        assert_eq!(outbox.confirmed(), 1);
+        outbox.pinged(3, Instant::now());
+        assert_eq!(
+            outbox.stall_clock(),
+            None,
+            "every message confirmed: a keepalive PING"
+        );
+    }
+
+    #[test]
+    fn a_ping_after_unconfirmed_messages_starts_the_clock_and_a_pong_moves_it() {
+        let outbox = outbox();
+        let t0 = Instant::now();
+        outbox.push(batch(10, 2));
+        write_all_queued(&outbox);
+        outbox.pinged(1, t0);
+        assert_eq!(outbox.stall_clock(), Some(t0));
+        // A later keepalive PING: the clock still runs from the first.
+        outbox.pinged(2, t0 + Duration::from_secs(5));
+        assert_eq!(outbox.stall_clock(), Some(t0));
+        // Any PONG shows the peer reads on; one to the last PING stops it.
+        outbox.ponged(1);
+        assert_eq!(outbox.stall_clock(), None, "PING 2 followed nothing new");
+        outbox.push(batch(10, 1));
+        write_all_queued(&outbox);
+        outbox.pinged(3, t0);
+        let clock = outbox.stall_clock().unwrap();
+        assert!(clock > t0, "counted from the last PONG");
+        outbox.ponged(3);
+        assert_eq!(outbox.stall_clock(), None);
+    }
+
+    #[test]
+    fn while_our_reader_waits_for_the_router_no_stall_is_counted() {
+        let outbox = outbox();
+        let t0 = Instant::now();
+        outbox.push(batch(10, 1));
+        write_all_queued(&outbox);
+        outbox.pinged(1, t0);
+        outbox.reader_waiting(true);
+        assert_eq!(outbox.stall_clock(), None);
+        outbox.reader_waiting(false);
+        assert!(outbox.stall_clock().unwrap() > t0, "counted from resuming");
+    }
+
+    #[test]
+    fn forgetting_old_pings_keeps_how_long_an_answer_is_owed() {
+        let outbox = outbox();
+        let t0 = Instant::now();
+        outbox.push(batch(10, 1));
+        write_all_queued(&outbox);
+        outbox.pinged(0, t0);
+        for token in 1..=PINGS_KEPT as u64 {
+            outbox.pinged(token, t0 + Duration::from_secs(token));
+        }
+        assert_eq!(outbox.stall_clock(), Some(t0));
+        outbox.ponged(PINGS_KEPT as u64);
+        assert_eq!((outbox.stall_clock(), outbox.confirmed()), (None, 1));
+    }
+
+    #[test]
+    fn the_writer_takes_the_queue_in_chunks_so_pings_interleave() {
+        let outbox = outbox();
+        for _ in 0..4 {
+            outbox.push(batch(PING_EVERY_BYTES / 2, 1));
+        }
+        outbox.push(batch(3 * PING_EVERY_BYTES, 1));
+        outbox.close(Close::Graceful("bye".into()));
+        let sizes: Vec<(usize, bool)> = std::iter::from_fn(|| outbox.wait(soon()))
+            .take(3)
+            .map(|w| (w.batches.len(), w.close.is_some()))
+            .collect();
+        assert_eq!(
+            sizes,
+            [(2, false), (2, false), (1, true)],
+            "a big batch goes whole, the close with the last chunk"
+        );
     }
 }

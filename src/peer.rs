@@ -11,8 +11,9 @@
 //! reader (one descriptor per peer). It takes everything queued in the
 //! outbox at once and writes it with one vectored `write`, sends a PING every
 //! `--keepalive` and after written messages, gives up on a peer whose socket
-//! takes no byte for `--stall-timeout`, and after its BYE waits a bounded
-//! time for the peer to close.
+//! takes no byte for `--stall-timeout` or that answers no PING sent after
+//! our messages for as long (while nothing else shows it reads), and after
+//! its BYE waits a bounded time for the peer to close.
 
 use std::io::IoSlice;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpStream};
@@ -27,7 +28,7 @@ use crate::frame::{self, Frame};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::mesh::{DialTarget, MsgRef};
 use crate::node::{Node, PendingHandshake};
-use crate::outbox::{AfterBye, Batch, Close, Outbox, Work};
+use crate::outbox::{AfterBye, Batch, Close, Outbox, Work, PING_EVERY_BYTES};
 use crate::ratelog;
 use crate::shutdown::Never;
 use crate::wire::{classify, describe, write_all_vectored, IoFailure, ReadBuf};
@@ -435,7 +436,20 @@ impl Reader<'_> {
             buf: Arc::new(buf),
             frames,
         };
-        if self.node.inbound.send(batch).is_err() {
+        let sent = match self.node.inbound.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(batch)) => {
+                // Our router is behind (a slow stdout): while we wait for
+                // it, PONGs queue up unread, so our writer must not take
+                // their absence against the peer.
+                self.outbox.reader_waiting(true);
+                let sent = self.node.inbound.send(batch).map_err(|_| ());
+                self.outbox.reader_waiting(false);
+                sent
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(()),
+        };
+        if sent.is_err() {
             return Err(Ending::Stopping);
         }
         self.batches += 1;
@@ -453,10 +467,12 @@ impl Reader<'_> {
             _ => {
                 log::debug!("{}: waiting for the connection it replaces", self.info);
                 let stopping = self.node.shutdown.stopping();
+                self.outbox.reader_waiting(true);
                 select! {
                     recv(gate) -> _ => {}
                     recv(stopping) -> _ => return Err(Ending::Stopping),
                 }
+                self.outbox.reader_waiting(false);
                 true
             }
         };
@@ -519,19 +535,41 @@ impl Writer {
         }
         // A PING every keepalive period, busy or not: the peer answers at
         // once, which is how it knows we are alive and we know it is. A
-        // PING also follows written messages (at most every ACK_EVERY), and
-        // its PONG confirms that the peer has read them.
+        // PING also follows written messages (at most every ACK_EVERY while
+        // one is unanswered, and after every PING_EVERY_BYTES regardless),
+        // and its PONG confirms that the peer has read them.
         let mut next_ping = Instant::now() + self.keepalive;
         let mut last_ping = Instant::now()
             .checked_sub(ACK_EVERY)
             .unwrap_or_else(Instant::now);
         // Messages written with no PING after them yet: when to send one.
         let mut next_ack: Option<Instant> = None;
+        // Bytes written since the last PING, and when a write last moved.
+        let mut since_ping = 0usize;
+        let mut moved = Instant::now();
+        let mut last_token = 0;
         loop {
-            let until = next_ack.map_or(next_ping, |at| at.min(next_ping));
+            // The second stall rule: a PING after our messages unanswered,
+            // and nothing taken, for --stall-timeout.
+            let stall_at = self
+                .outbox
+                .stall_clock()
+                .map(|since| since.max(moved) + self.stall);
+            if stall_at.is_some_and(|at| Instant::now() >= at) {
+                self.fail(Ending::Unanswered(self.stall));
+                return;
+            }
+            let until = [Some(next_ping), next_ack, stall_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_ping);
             let work = self.outbox.wait(until);
             let now = Instant::now();
             let fresh = work.as_ref().is_some_and(|w| !w.batches.is_empty());
+            let bytes: usize = work
+                .as_ref()
+                .map_or(0, |w| w.batches.iter().map(|b| b.bytes.len()).sum());
             let ack_due =
                 next_ack.is_some_and(|at| now >= at) || (fresh && now >= last_ping + ACK_EVERY);
             let ack = ack_due && !self.outbox.awaiting_pong();
@@ -539,7 +577,10 @@ impl Writer {
                 // The last PING is unanswered: look again in a while.
                 next_ack = Some(now + ACK_EVERY);
             }
-            let ping = now >= next_ping || ack;
+            // A peer reading through a backlog meets a PING every
+            // PING_EVERY_BYTES, and its PONGs show it reads.
+            let bulk = since_ping + bytes >= PING_EVERY_BYTES;
+            let ping = now >= next_ping || ack || bulk;
             let Some(work) = work.or_else(|| ping.then(Work::default)) else {
                 continue;
             };
@@ -555,10 +596,12 @@ impl Writer {
                 Frame::Pong(token).encode(&mut control);
             }
             let mut after = Vec::new();
-            let token = self.started.elapsed().as_micros() as u64;
+            // Distinct tokens, even for two PINGs within a microsecond.
+            let token = (self.started.elapsed().as_micros() as u64).max(last_token + 1);
             if ping {
                 log::trace!("{}: -> ping {token}", self.label);
                 Frame::Ping(token).encode(&mut after);
+                last_token = token;
                 next_ping = now + self.keepalive;
                 last_ping = now;
                 next_ack = None;
@@ -594,8 +637,10 @@ impl Writer {
                 return;
             }
             self.outbox.written(&work.batches);
+            moved = Instant::now();
+            since_ping = if ping { 0 } else { since_ping + bytes };
             if ping {
-                self.outbox.pinged(token);
+                self.outbox.pinged(token, moved);
             }
             match (work.close, linger) {
                 (Some(Close::Abort), _) => return,

@@ -191,6 +191,12 @@ pub struct SimConfig {
     pub min_delay: Duration,
     pub max_delay: Duration,
     pub seed: u64,
+    /// False: links carry no STATUS or DOWN, so nodes learn no members
+    /// and keep no per-member state. The relay (MSG) path is the real one,
+    /// on the links that the nodes' command-line seeds give; nothing is
+    /// learned, so nothing else is dialed. For relay measurements at sizes
+    /// where every node knowing every member does not fit.
+    pub membership: bool,
 }
 
 impl Default for SimConfig {
@@ -205,6 +211,7 @@ impl Default for SimConfig {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(20),
             seed: 1,
+            membership: true,
         }
     }
 }
@@ -226,6 +233,8 @@ pub struct Sim {
     pub frames: u64,
     /// STATUS frames delivered to nodes.
     pub statuses: u64,
+    /// STATUS and DOWN frames dropped on the links (`membership: false`).
+    pub membership_dropped: u64,
     /// While set, nodes on different sides (by index) cannot connect.
     pub partition: Option<Vec<bool>>,
     /// The last buffer sent, decoded: a broadcast is decoded once.
@@ -250,6 +259,7 @@ impl Sim {
             frames: 0,
             last_decoded: None,
             statuses: 0,
+            membership_dropped: 0,
             partition: None,
         }
     }
@@ -410,6 +420,7 @@ impl Sim {
             self.frames += 1;
             match item {
                 Item::Msgs(msgs) => n.mesh.on_msgs(now, conn, &decoded.bytes, msgs),
+                Item::Status(_) if !self.cfg.membership => self.membership_dropped += 1,
                 Item::Status(status) => {
                     self.statuses += 1;
                     n.mesh.on_frame(now, conn, status)
@@ -418,6 +429,10 @@ impl Sim {
                     let (frame, _) = frame::decode(&decoded.bytes[range.clone()], usize::MAX)
                         .expect("valid")
                         .expect("whole");
+                    if !self.cfg.membership && matches!(frame, Frame::Down { .. }) {
+                        self.membership_dropped += 1;
+                        continue;
+                    }
                     n.mesh.on_frame(now, conn, &frame);
                 }
             }

@@ -1079,3 +1079,35 @@ fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
     assert!(sim.nodes[0].mesh.eof_settled());
     assert_complete(&sim, &[0]);
 }
+
+#[test]
+fn without_membership_the_sim_relays_over_the_seed_links_and_keeps_no_members() {
+    // The relay-only mode behind `MESH_SIM_MODE=relay`: no STATUS or DOWN
+    // crosses a link, so no node learns a member or dials beyond its
+    // seeds, and a line still floods every node once over those links.
+    let mut sim = Sim::new(SimConfig {
+        membership: false,
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..50 {
+        let seeds = if i < 2 { vec![0] } else { vec![i - 1, i / 2] };
+        sim.add_node(seeds);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(2.0));
+    assert!(sim.connected_graph());
+    assert!(
+        sim.membership_dropped > 0,
+        "STATUS frames were sent, and dropped"
+    );
+    assert_eq!(sim.statuses, 0);
+    sim.send_lines(0, 2);
+    sim.run_for(secs(2.0));
+    for (i, n) in sim.nodes.iter().enumerate().skip(1) {
+        assert_eq!((n.members_up, n.deliveries), (0, 2), "n{i}");
+    }
+    let links: usize = (0..50).map(|i| sim.degree_of(i)).sum::<usize>() / 2;
+    // n1 has one seed, and n2 names n1 twice: one link each; two for the rest.
+    assert_eq!(links, 1 + 1 + 47 * 2, "only the seed links");
+}

@@ -274,10 +274,14 @@ impl Router {
         entry.outbox.close(Close::Abort);
         self.account(&entry);
         if entry.in_mesh {
-            // A neighbour our writer cut for stalling is reported to the
-            // group, so that everyone forgets it and windows free.
+            // A neighbour our writer cut for stalling (its socket took
+            // nothing, or it answered no PING after our messages) is
+            // reported to the group, so that everyone forgets it and
+            // windows free.
             let cut = match &ending {
-                Ending::Stalled(d) => Some(format!("cut: accepted nothing for {}s", d.as_secs())),
+                Ending::Stalled(d) | Ending::Unanswered(d) => {
+                    Some(format!("cut: accepted nothing for {}s", d.as_secs()))
+                }
                 _ => None,
             };
             self.mesh
