@@ -25,8 +25,8 @@ pub struct Member {
     pub down_seq: Option<u64>,
     /// Its latest STATUS as we forward it, for new neighbours.
     pub last_status: Option<Bytes>,
-    /// Its acknowledgement of our own lines: (base, delivered).
-    pub ack: Option<(u64, u64)>,
+    /// Its acknowledgement of our own lines: (base, delivered, skipped).
+    pub ack: Option<(u64, u64, u64)>,
     /// The first of our seqs it owes delivery of; `None` while unknown.
     pub owed_from: u64,
     /// One past the last of our seqs it owes (set when it went down).
@@ -56,7 +56,7 @@ impl Member {
     pub fn done(&self) -> u64 {
         let floor = self.owed_from.saturating_sub(1);
         match self.ack {
-            Some((_, delivered)) => delivered.max(floor),
+            Some((_, delivered, _)) => delivered.max(floor),
             None => floor,
         }
     }
@@ -72,17 +72,23 @@ impl Member {
             return None;
         }
         let owed = self.owed_from..end.max(self.owed_from);
-        let (base, delivered) = self.ack.unwrap_or((self.owed_from, self.owed_from - 1));
+        let (base, delivered, skipped) =
+            self.ack.unwrap_or((self.owed_from, self.owed_from - 1, 0));
         let got_from = base.max(self.owed_from);
         let got_to = delivered.min(owed.end.saturating_sub(1));
-        let got = (got_to + 1).saturating_sub(got_from);
+        let covered = (got_to + 1).saturating_sub(got_from);
+        // Skipped lines (gaps) are lost, not delivered. (A member whose
+        // base is below what it owes may have skipped some of the lines
+        // before: counted here too, the cautious side.)
+        let skipped = skipped.min(covered);
+        let got = covered - skipped;
         let owed_count = owed.end - owed.start;
         // Below its base it will never deliver; after it went down it
         // delivers nothing more.
-        let lost = if !self.up || base > self.owed_from {
+        let lost = if !self.up {
             owed_count - got
         } else {
-            0
+            base.saturating_sub(self.owed_from).min(owed_count) + skipped
         };
         Some(MemberBooks {
             id,
@@ -153,6 +159,7 @@ impl Mesh {
             name: self.cfg.name.clone(),
             addrs,
             acks: self.acks(),
+            misses: self.misses(),
         }
     }
 
@@ -169,6 +176,7 @@ impl Mesh {
                     origin: *id,
                     base: o.base,
                     delivered: o.next - 1,
+                    skipped: o.skipped,
                 };
                 (!live, ack)
             })
@@ -232,6 +240,7 @@ impl Mesh {
         }
         status.hops = hops;
         self.merge_status(now, &status, bytes);
+        self.told_missed(&status);
     }
 
     fn merge_status(&mut self, now: Instant, status: &Status, bytes: Bytes) {
@@ -260,10 +269,10 @@ impl Mesh {
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
-            let new = (ack.base, ack.delivered);
-            let merged = m
-                .ack
-                .map_or(new, |old| (old.0.min(new.0), old.1.max(new.1)));
+            let new = (ack.base, ack.delivered, ack.skipped);
+            let merged = m.ack.map_or(new, |old| {
+                (old.0.min(new.0), old.1.max(new.1), old.2.max(new.2))
+            });
             window_moved = m.ack != Some(merged);
             m.ack = Some(merged);
         }

@@ -19,6 +19,7 @@ pub use crate::frame::NodeId;
 
 mod dial;
 mod flow;
+mod lost;
 mod members;
 mod origin;
 mod relay;

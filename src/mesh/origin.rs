@@ -42,8 +42,13 @@ pub enum Arrival {
     Deliver,
     /// Later than the next one: kept in the hold-back buffer.
     Hold,
-    /// Already delivered, already held, or before the base.
+    /// Already delivered, already held, or before a base that came from
+    /// the origin's STATUS (not owed to us).
     Duplicate,
+    /// Before a base that only the first message set: the origin sent it
+    /// before the message we started with, and it can no longer be
+    /// delivered in order. Reported as a gap, never dropped silently.
+    Late,
     /// Later than the next one, but the hold-back buffer is full: dropped,
     /// to be repaired.
     Overflow,
@@ -57,6 +62,12 @@ pub struct Origin {
     pub base: u64,
     /// The highest seq the origin said (STATUS) it has sent.
     pub known_sent: u64,
+    /// Seqs in `base..next` skipped as gaps, never delivered: our
+    /// acknowledgement says so, so that the origin counts them as lost.
+    pub skipped: u64,
+    /// The base came from the first message, not from a STATUS: we do not
+    /// know what the origin sent before it.
+    pub base_from_msg: bool,
     held: BTreeMap<u64, Kept>,
     held_bytes: usize,
     cache: VecDeque<(u64, Kept)>,
@@ -76,8 +87,13 @@ impl Origin {
     }
 
     pub fn arrive(&mut self, seq: u64, cost: usize, window: usize) -> Arrival {
-        self.start_at(seq);
-        if seq < self.next || self.held.contains_key(&seq) {
+        if self.next == 0 {
+            self.start_at(seq);
+            self.base_from_msg = true;
+        }
+        if seq < self.base && self.base_from_msg {
+            Arrival::Late
+        } else if seq < self.next || self.held.contains_key(&seq) {
             Arrival::Duplicate
         } else if seq == self.next {
             Arrival::Deliver
@@ -121,9 +137,12 @@ impl Origin {
         (last >= self.next).then_some((self.next, last))
     }
 
-    /// Gives up on `next..=last`: the next seq is `last + 1`.
+    /// Gives up on `next..=last`: the next seq is `last + 1`; the run
+    /// counts as skipped.
     pub fn skip_to(&mut self, last: u64) {
-        self.next = self.next.max(last.saturating_add(1));
+        let next = self.next.max(last.saturating_add(1));
+        self.skipped += next - self.next;
+        self.next = next;
         // Anything held below the new next is now a duplicate.
         while let Some((&seq, _)) = self.held.first_key_value() {
             if seq >= self.next {
@@ -132,6 +151,19 @@ impl Origin {
             let kept = self.held.remove(&seq).expect("present");
             self.held_bytes -= kept.cost;
         }
+    }
+
+    /// Moves the base down to `first` (lines below our base that we now
+    /// know were sent to us, or owed to us): they count as skipped.
+    /// Returns the run newly given up, if any.
+    pub fn lower_base(&mut self, first: u64) -> Option<(u64, u64)> {
+        if self.next == 0 || first == 0 || first >= self.base {
+            return None;
+        }
+        let run = (first, self.base - 1);
+        self.skipped += self.base - first;
+        self.base = first;
+        Some(run)
     }
 
     pub fn cache(&mut self, seq: u64, kept: Kept, window: usize) {
@@ -234,7 +266,11 @@ mod tests {
         assert_eq!(o.base, 5);
         o.next = 6;
         assert_eq!(o.arrive(5, 10, 25), Arrival::Duplicate);
-        assert_eq!(o.arrive(4, 10, 25), Arrival::Duplicate, "before the base");
+        assert_eq!(
+            o.arrive(4, 10, 25),
+            Arrival::Late,
+            "before a base a message set"
+        );
         assert_eq!(o.arrive(8, 10, 25), Arrival::Hold);
         o.hold(8, kept(10));
         assert_eq!(o.arrive(8, 10, 25), Arrival::Duplicate, "already held");
@@ -247,10 +283,26 @@ mod tests {
         );
         assert_eq!(o.missing(), Some((6, 7)));
         o.skip_to(7);
+        assert_eq!(o.skipped, 2);
         assert_eq!(o.take_next_held().map(|(s, _)| s), Some(8));
         assert_eq!(o.take_next_held().map(|(s, _)| s), Some(9));
         assert_eq!(o.next, 10);
         assert_eq!(o.footprint(), 0);
+    }
+
+    #[test]
+    fn lines_below_the_base_are_late_only_when_a_message_set_it() {
+        let mut o = Origin::default();
+        o.start_at(5); // from a STATUS: earlier lines were not ours
+        assert_eq!(o.arrive(3, 10, 100), Arrival::Duplicate);
+        let mut o = Origin::default();
+        assert_eq!(o.arrive(5, 10, 100), Arrival::Deliver);
+        o.next = 6;
+        assert_eq!(o.arrive(3, 10, 100), Arrival::Late);
+        assert_eq!(o.lower_base(3), Some((3, 4)));
+        assert_eq!((o.base, o.skipped), (3, 2));
+        assert_eq!(o.arrive(4, 10, 100), Arrival::Duplicate, "reported once");
+        assert_eq!(o.lower_base(3), None);
     }
 
     #[test]

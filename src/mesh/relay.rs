@@ -22,7 +22,9 @@ impl Mesh {
     /// The hot path: one pass over the batch, one forward buffer shared by
     /// every other neighbour, deliveries by reference into `buf`.
     pub(super) fn relay(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
-        let forwarding = self.cfg.relay && self.neighbours.len() > 1;
+        // `conn` may be no neighbour (a mutual-dial pair's other link).
+        let forwarding = self.cfg.relay && self.neighbours.keys().any(|&c| c != conn);
+        let mut late = Vec::new();
         let mut fwd: Vec<u8> = Vec::new();
         let mut fwd_seqs: Vec<(NodeId, u64, Range<usize>)> = Vec::new();
         let mut deliveries = Vec::new();
@@ -49,6 +51,10 @@ impl Mesh {
             }
             match origin.arrive(m.seq, kept.cost, window) {
                 Arrival::Duplicate | Arrival::Overflow => continue,
+                Arrival::Late => {
+                    late.extend(origin.lower_base(m.seq).map(|(f, l)| (m.origin, f, l)));
+                    continue;
+                }
                 Arrival::Deliver => {
                     origin.next = origin.next.saturating_add(1);
                     deliveries.push(delivery(m.origin, m.seq, &kept));
@@ -95,6 +101,14 @@ impl Mesh {
         }
         if !deliveries.is_empty() {
             self.last_activity = now;
+        }
+        for (origin, first, last) in late {
+            self.gap(
+                origin,
+                first,
+                last,
+                "arrived after later messages were delivered",
+            );
         }
         self.delivered(deliveries);
         self.maybe_send_status(now);
@@ -190,12 +204,8 @@ impl Mesh {
             while let Some((seq, held)) = origin.take_next_held() {
                 released.push(delivery(id, seq, &held));
             }
-            self.push(Action::Gap {
-                origin: id,
-                first,
-                last,
-                reason: format!("not repaired within {}s", stall.as_secs_f64()),
-            });
+            let reason = format!("not repaired within {}s", stall.as_secs_f64());
+            self.gap(id, first, last, &reason);
             self.delivered(released);
             return;
         }

@@ -179,6 +179,7 @@ fn status(member: NodeId, status_seq: u64, hops: u8, sent_seq: u64) -> Status {
         name: format!("m{member:x}"),
         addrs: vec![addr("0.0.0.0:7001")],
         acks: Vec::new(),
+        misses: Vec::new(),
     }
 }
 
@@ -570,7 +571,8 @@ fn our_status_carries_acks_and_goes_out_every_keepalive() {
         [Ack {
             origin: 7,
             base: 1,
-            delivered: 2
+            delivered: 2,
+            skipped: 0,
         }]
     );
     m.tick(t0 + Duration::from_millis(600));
@@ -754,6 +756,7 @@ fn ack_status(member: NodeId, status_seq: u64, base: u64, delivered: u64) -> Sta
             origin: ME,
             base,
             delivered,
+            skipped: 0,
         }],
         ..status(member, status_seq, 1, 0)
     }
@@ -1078,4 +1081,94 @@ fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
         .starts_with("cut: accepted nothing"));
     assert!(sim.nodes[0].mesh.eof_settled());
     assert_complete(&sim, &[0]);
+}
+
+// ---- Lines lost, never silently (issue 7, attack findings 1 and 2) ----------
+
+fn gaps(actions: &[Action]) -> Vec<(NodeId, u64, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Gap {
+                origin,
+                first,
+                last,
+                ..
+            } => Some((*origin, *first, *last)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Our acknowledgement of `origin` in the next STATUS we send.
+fn our_ack(m: &mut Mesh, now: Instant, origin: NodeId) -> Option<Ack> {
+    m.leave(now);
+    let st = statuses_sent(&drain(m));
+    let ack = st[0].1.acks.iter().find(|a| a.origin == origin).copied();
+    ack
+}
+
+#[test]
+fn messages_from_before_the_first_one_seen_are_reported_as_a_gap() {
+    // A raw peer sends seq 3, then 1 and 2: 3 was delivered, so 1 and 2
+    // can no longer be, in order; they are a gap, never silence.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 3, 1, 16)])), [(7, 3)]);
+    let late = feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert!(delivered(&late).is_empty());
+    assert_eq!(gaps(&late), [(7, 1, 2)]);
+    let again = feed(&mut m, t0, 1, &[(7, 2, 2, 16), (7, 1, 2, 16)]);
+    assert!(gaps(&again).is_empty(), "reported once");
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+}
+
+#[test]
+fn an_origin_tells_a_member_that_never_got_owed_lines_and_books_them_lost() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 5);
+    drain(&mut m);
+    // 7 was owed 1..=5 but acknowledges from 3 on: it never got 1 and 2.
+    on_status(&mut m, t0, 1, ack_status(7, 2, 3, 5));
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.owed.clone(), b7.delivered, b7.lost), (1..6, 3, 2));
+    m.tick(t0 + Duration::from_secs(2));
+    let st = statuses_sent(&drain(&mut m));
+    assert_eq!(
+        st[0].1.misses,
+        [frame::Miss {
+            member: 7,
+            first: 1,
+            last: 2
+        }]
+    );
+    // Once 7 reports them skipped, it is not told again; the books agree.
+    let mut skipped = ack_status(7, 3, 1, 5);
+    skipped.acks[0].skipped = 2;
+    on_status(&mut m, t0, 1, skipped);
+    m.tick(t0 + Duration::from_secs(4));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty());
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.delivered, b7.lost), (3, 2));
+    assert!(m.eof_settled());
+}
+
+#[test]
+fn a_member_told_it_missed_owed_lines_reports_a_gap_and_acknowledges_them_as_skipped() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    // 7's first message reaches us as seq 3 (1 and 2 went astray).
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 3, 1, 16)])), [(7, 3)]);
+    let mut told = status(7, 1, 1, 3);
+    told.misses = vec![frame::Miss {
+        member: ME,
+        first: 1,
+        last: 2,
+    }];
+    assert_eq!(gaps(&on_status(&mut m, t0, 1, told.clone())), [(7, 1, 2)]);
+    told.status_seq = 2;
+    assert!(gaps(&on_status(&mut m, t0, 1, told)).is_empty(), "once");
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
 }
