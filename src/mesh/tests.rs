@@ -1172,3 +1172,29 @@ fn a_member_told_it_missed_owed_lines_reports_a_gap_and_acknowledges_them_as_ski
     let ack = our_ack(&mut m, t0, 7).unwrap();
     assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
 }
+
+#[test]
+fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
+    // The member: 7's line 2 and 3 never come; after the stall timeout
+    // they are a gap, and its acknowledgement says it skipped them.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    m.tick(t0 + Duration::from_millis(10));
+    m.tick(t0 + Duration::from_secs(6));
+    assert_eq!(gaps(&drain(&mut m)), [(7, 2, 3)]);
+    let ack = our_ack(&mut m, t0 + Duration::from_secs(6), 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
+    // The origin: such an acknowledgement settles the window and the wait
+    // at EOF, but the books count the skipped lines as lost.
+    let (mut o, t0) = with_neighbours(config(), 1);
+    on_status(&mut o, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut o, t0, 1, 4);
+    let mut acked = ack_status(7, 2, 1, 4);
+    acked.acks[0].skipped = 2;
+    on_status(&mut o, t0, 1, acked);
+    assert!(o.eof_settled());
+    assert_eq!(o.window_room(), 10_000);
+    let b7 = o.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.delivered, b7.lost, b7.down.clone()), (2, 2, None));
+    assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
+}

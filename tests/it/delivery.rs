@@ -821,3 +821,46 @@ fn lines_on_the_link_kept_in_a_mutual_dial_are_delivered_not_dropped() {
         );
     }
 }
+
+/// a - b - c, b with --max-frame 100: a's 150-byte line never reaches b or
+/// c, and each reports a gap. A gap is no delivery: a's acknowledgements
+/// say the line was skipped, so --exit-on-eof exits 3 naming b and c.
+/// (Attack finding 2: exit 0, "3 lines delivered" to each.)
+#[test]
+fn a_line_skipped_as_a_gap_counts_as_lost_and_exit_on_eof_exits_3() {
+    let quick = ["--degree", "1", "--stall-timeout", "1", "-f", "json"];
+    let b = node("b").args(&quick).args(&["--max-frame", "100"]).start();
+    let c = node("c").args(&quick).dial(&b).start();
+    let mut a = node("a")
+        .args(&quick)
+        .args(&["--wait-members", "2", "--exit-on-eof"])
+        .dial(&b)
+        .start();
+    a.send(format!("short1\n{}\nshort2\n", "L".repeat(150)).as_bytes());
+    a.close_stdin();
+    let status = a.expect_exit(DEADLINE);
+    assert_eq!(status.code(), Some(3), "{}", a.log_text());
+    let summary = a.wait_log("summary:");
+    for who in ["b", "c"] {
+        assert!(
+            summary.contains(&format!("to {who} (")),
+            "{who} unnamed: {summary}"
+        );
+        let part = summary.split(&format!("to {who} (")).nth(1).unwrap();
+        assert!(
+            part.split(';')
+                .next()
+                .unwrap()
+                .ends_with("2 lines delivered, 1 lost"),
+            "{who}: {summary}"
+        );
+    }
+    for n in [&b, &c] {
+        let gap = n.out.wait_until(DEADLINE, |lines| {
+            texts(lines).iter().any(|l| {
+                l.contains("\"type\":\"gap\"") && l.contains("\"first_seq\":2,\"last_seq\":2")
+            })
+        });
+        assert!(gap, "{}: {:?}", n.name, texts(&n.out.snapshot()));
+    }
+}
