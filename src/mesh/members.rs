@@ -111,7 +111,10 @@ impl Mesh {
     pub(super) fn greet(&mut self, now: Instant, conn: Conn) {
         let mut out = Vec::new();
         self.own_status(now).encode(&mut out);
-        for m in self.members.values().filter(|m| m.up) {
+        // A leaf passes on no STATUS: who only reaches the group through
+        // it cannot exchange lines with the group, so is no member of it.
+        let relay = self.cfg.relay;
+        for m in self.members.values().filter(|m| m.up && relay) {
             if let Some(status) = &m.last_status {
                 // Stored as forwarded (hops already counts the next link):
                 // one that came at its ttl's last hop goes no further.
@@ -232,7 +235,7 @@ impl Mesh {
             }
         }
         let hops = status.hops;
-        let forward = hops < status.ttl;
+        let forward = hops < status.ttl && self.cfg.relay;
         status.hops = hops.saturating_add(1);
         let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
         if forward {
@@ -362,7 +365,7 @@ impl Mesh {
         if self.members.get(&member).is_some_and(|m| m.up) {
             self.mark_down(member, &reason);
         }
-        if hops < ttl {
+        if hops < ttl && self.cfg.relay {
             let frame = Frame::Down {
                 member,
                 status_seq,

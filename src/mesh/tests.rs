@@ -1198,3 +1198,96 @@ fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     assert_eq!((b7.delivered, b7.lost, b7.down.clone()), (2, 2, None));
     assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
 }
+
+// ---- Repair answers are forwards (attack finding 4) -----------------------
+
+fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64, to_seq: u64) {
+    m.on_frame(
+        now,
+        conn,
+        &Frame::Repair {
+            origin,
+            from_seq,
+            to_seq,
+        },
+    );
+}
+
+#[test]
+fn a_no_relay_node_answers_repairs_only_for_its_own_lines() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            relay: false,
+            ..config()
+        },
+        2,
+    );
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    own_lines(&mut m, t0, 1, 1);
+    drain(&mut m);
+    repair(&mut m, t0, 2, 7, 1, 1);
+    assert!(
+        msgs_sent(&drain(&mut m)).is_empty(),
+        "that would relay 7's line"
+    );
+    repair(&mut m, t0, 2, ME, 1, 1);
+    assert_eq!(msgs_sent(&drain(&mut m)), [(2, ME, 1, 1)]);
+}
+
+#[test]
+fn a_repair_answer_counts_one_more_hop_and_stays_within_the_ttl() {
+    // One neighbour: nothing is forwarded, copies are cached as they came.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (8, 1, 3, 3)]);
+    m.neighbour_up(t0, 2, 102, "", addr("10.0.0.2:1"), 7000, None);
+    drain(&mut m);
+    repair(&mut m, t0, 2, 7, 1, 1);
+    assert_eq!(msgs_sent(&drain(&mut m)), [(2, 7, 1, 2)], "hops + 1");
+    repair(&mut m, t0, 2, 8, 1, 1);
+    assert!(
+        msgs_sent(&drain(&mut m)).is_empty(),
+        "hops 3 of ttl 3: no further"
+    );
+}
+
+#[test]
+fn a_copy_beyond_its_ttl_is_neither_delivered_nor_passed_on() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let actions = feed(&mut m, t0, 1, &[(7, 1, 5, 3)]);
+    assert!(delivered(&actions).is_empty());
+    assert!(msgs_sent(&actions).is_empty());
+    repair(&mut m, t0, 2, 7, 1, 1);
+    assert!(msgs_sent(&drain(&mut m)).is_empty(), "nor cached");
+}
+
+#[test]
+fn a_leaf_passes_on_no_status_nor_down_nor_other_members_at_a_greeting() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            relay: false,
+            ..config()
+        },
+        2,
+    );
+    let actions = on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    assert!(statuses_sent(&actions).is_empty());
+    assert_eq!(m.live_members(), 1, "a member for the leaf itself");
+    m.neighbour_up(t0, 3, 103, "", addr("10.0.0.3:1"), 7000, None);
+    let greeting: Vec<NodeId> = statuses_sent(&drain(&mut m))
+        .iter()
+        .map(|(_, s)| s.member)
+        .collect();
+    assert_eq!(greeting, [ME]);
+    m.on_frame(
+        t0,
+        1,
+        &Frame::Down {
+            member: 7,
+            status_seq: 1,
+            hops: 1,
+            ttl: 16,
+            reason: b"left",
+        },
+    );
+    assert!(sent(&drain(&mut m)).is_empty());
+}
