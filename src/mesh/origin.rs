@@ -68,6 +68,9 @@ pub struct Origin {
     /// The base came from the first message, not from a STATUS: we do not
     /// know what the origin sent before it.
     pub base_from_msg: bool,
+    /// Seqs from here up to `base - 1` were reported as a gap before we
+    /// delivered anything (0 = none): the base moved up past them.
+    lead_gap_from: u64,
     held: BTreeMap<u64, Kept>,
     held_bytes: usize,
     cache: VecDeque<(u64, Kept)>,
@@ -137,11 +140,21 @@ impl Origin {
         (last >= self.next).then_some((self.next, last))
     }
 
-    /// Gives up on `next..=last`: the next seq is `last + 1`; the run
-    /// counts as skipped.
+    /// Gives up on `next..=last`: the next seq is `last + 1`. The run
+    /// counts as skipped; or, before anything was delivered, the base
+    /// moves past it: the base may have come from an old STATUS, and lines
+    /// before the first one owed to us must not count as lost to us (the
+    /// origin tells us if some of them were owed: [`Origin::lower_base`]).
     pub fn skip_to(&mut self, last: u64) {
         let next = self.next.max(last.saturating_add(1));
-        self.skipped += next - self.next;
+        if self.next == self.base {
+            if self.lead_gap_from == 0 {
+                self.lead_gap_from = self.base;
+            }
+            self.base = next;
+        } else {
+            self.skipped += next - self.next;
+        }
         self.next = next;
         // Anything held below the new next is now a duplicate.
         while let Some((&seq, _)) = self.held.first_key_value() {
@@ -155,15 +168,24 @@ impl Origin {
 
     /// Moves the base down to `first` (lines below our base that we now
     /// know were sent to us, or owed to us): they count as skipped.
-    /// Returns the run newly given up, if any.
+    /// Returns the run to report as a gap, if any: the part not reported
+    /// already.
     pub fn lower_base(&mut self, first: u64) -> Option<(u64, u64)> {
         if self.next == 0 || first == 0 || first >= self.base {
             return None;
         }
-        let run = (first, self.base - 1);
+        let reported = match self.lead_gap_from {
+            0 => self.base,
+            from => from.max(first),
+        };
         self.skipped += self.base - first;
         self.base = first;
-        Some(run)
+        // Reported now: from `first` on (the new run, then the old one).
+        self.lead_gap_from = match self.lead_gap_from {
+            0 => first,
+            from => from.min(first),
+        };
+        (first < reported).then_some((first, reported - 1))
     }
 
     pub fn cache(&mut self, seq: u64, kept: Kept, window: usize) {
@@ -303,6 +325,23 @@ mod tests {
         assert_eq!((o.base, o.skipped), (3, 2));
         assert_eq!(o.arrive(4, 10, 100), Arrival::Duplicate, "reported once");
         assert_eq!(o.lower_base(3), None);
+    }
+
+    #[test]
+    fn a_hole_before_the_first_delivery_moves_the_base_and_is_reported_once() {
+        let mut o = Origin::default();
+        o.start_at(3); // from an old STATUS
+        o.known_sent = 9;
+        assert_eq!(o.missing(), Some((3, 9)));
+        o.skip_to(6); // reported as gap 3..=6
+        assert_eq!((o.base, o.next, o.skipped), (7, 7, 0), "not ours to count");
+        // The origin says we owed from 5: 5 and 6 are skipped, and were
+        // reported already.
+        assert_eq!(o.lower_base(5), None);
+        assert_eq!((o.base, o.skipped), (5, 2));
+        // Told we owed from 1: 1 and 2 are news.
+        assert_eq!(o.lower_base(1), Some((1, 2)));
+        assert_eq!((o.base, o.skipped), (1, 6));
     }
 
     #[test]
