@@ -47,10 +47,23 @@ impl Mesh {
         misses
     }
 
-    /// An origin's STATUS says we never got lines it owed us: report them
-    /// as a gap and count them as skipped (our base moves down to them), so
-    /// that the origin stops listing us.
-    pub(super) fn told_missed(&mut self, status: &Status) {
+    /// After a member's STATUS: a miss entry for us is acted on, and a
+    /// member newly acknowledging a base above what it owes is told soon.
+    pub(super) fn after_status(&mut self, status: &Status) {
+        let owes = self.members.get(&status.member).map_or(0, |m| m.owed_from);
+        let acked = status.acks.iter().find(|a| a.origin == self.cfg.id);
+        if acked.is_some_and(|a| owes > 0 && a.base > owes && owes <= self.own.last_seq) {
+            self.status_due = true;
+        }
+        self.told_missed(status);
+    }
+
+    /// An origin's STATUS says we never got lines it owed us. If we have
+    /// delivered nothing of it since our base, they become a hole (copies
+    /// may still be on their way, or in neighbours' caches): repaired, or
+    /// a gap. Otherwise they are a gap now, counted as skipped (our base
+    /// moves down to them), so that the origin stops listing us.
+    fn told_missed(&mut self, status: &Status) {
         let me = self.cfg.id;
         let Some(miss) = status.misses.iter().find(|m| m.member == me) else {
             return;
@@ -58,6 +71,11 @@ impl Mesh {
         let Some(origin) = self.origins.get_mut(status.member) else {
             return;
         };
+        if origin.reopen(miss.first) {
+            self.holes.insert(status.member);
+            self.status_due = true;
+            return;
+        }
         if let Some((first, last)) = origin.lower_base(miss.first) {
             self.gap(
                 status.member,

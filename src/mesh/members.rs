@@ -243,7 +243,7 @@ impl Mesh {
         }
         status.hops = hops;
         self.merge_status(now, &status, bytes);
-        self.told_missed(&status);
+        self.after_status(&status);
     }
 
     fn merge_status(&mut self, now: Instant, status: &Status, bytes: Bytes) {

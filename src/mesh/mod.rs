@@ -385,6 +385,11 @@ impl Mesh {
         self.own.room()
     }
 
+    /// How many neighbours the mesh has: our lines go nowhere without one.
+    pub fn neighbour_count(&self) -> usize {
+        self.neighbours.len()
+    }
+
     /// Other live members, not counting ourselves.
     pub fn live_members(&self) -> usize {
         self.members.values().filter(|m| m.is_live()).count()

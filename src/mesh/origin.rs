@@ -166,6 +166,20 @@ impl Origin {
         }
     }
 
+    /// Moves the base and `next` down to `first`, if nothing was delivered
+    /// or reported since the base: lines owed to us that we took for not
+    /// ours (a STATUS that overtook them). They become a hole: repaired,
+    /// or reported as a gap. False if it is too late for that.
+    pub fn reopen(&mut self, first: u64) -> bool {
+        let fresh = self.next != 0 && self.next == self.base && self.lead_gap_from == 0;
+        if !fresh || first == 0 || first >= self.base {
+            return false;
+        }
+        self.base = first;
+        self.next = first;
+        true
+    }
+
     /// Moves the base down to `first` (lines below our base that we now
     /// know were sent to us, or owed to us): they count as skipped.
     /// Returns the run to report as a gap, if any: the part not reported
@@ -325,6 +339,20 @@ mod tests {
         assert_eq!((o.base, o.skipped), (3, 2));
         assert_eq!(o.arrive(4, 10, 100), Arrival::Duplicate, "reported once");
         assert_eq!(o.lower_base(3), None);
+    }
+
+    #[test]
+    fn lines_owed_below_the_base_reopen_only_before_anything_was_delivered() {
+        let mut o = Origin::default();
+        o.start_at(51); // a STATUS overtook lines 1..=50
+        assert!(o.reopen(1));
+        assert_eq!((o.base, o.next, o.missing()), (1, 1, None));
+        o.known_sent = 50;
+        assert_eq!(o.missing(), Some((1, 50)));
+        let mut o = Origin::default();
+        o.start_at(51);
+        o.next = 52; // 51 delivered: too late, a gap
+        assert!(!o.reopen(1));
     }
 
     #[test]

@@ -1291,3 +1291,32 @@ fn a_leaf_passes_on_no_status_nor_down_nor_other_members_at_a_greeting() {
     );
     assert!(sent(&drain(&mut m)).is_empty());
 }
+
+#[test]
+fn lines_owed_below_a_base_that_a_status_set_are_fetched_when_nothing_was_delivered_yet() {
+    // 7's STATUS (sent 50) overtook its lines 1..=50, which 7 owes us.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 50));
+    let mut told = status(7, 2, 1, 50);
+    told.misses = vec![frame::Miss {
+        member: ME,
+        first: 1,
+        last: 50,
+    }];
+    assert!(gaps(&on_status(&mut m, t0, 1, told)).is_empty(), "a hole");
+    m.tick(t0 + Duration::from_millis(10));
+    m.tick(t0 + Duration::from_millis(300));
+    let asked = sent(&drain(&mut m)).into_iter().any(|(_, f)| {
+        matches!(
+            f,
+            Frame::Repair {
+                origin: 7,
+                from_seq: 1,
+                to_seq: 50
+            }
+        )
+    });
+    assert!(asked);
+    let lines: Vec<_> = (1..=50).map(|s| (7, s, 2, 16)).collect();
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &lines)).len(), 50);
+}

@@ -105,7 +105,10 @@ impl Router {
     }
 
     fn send_stdin(&mut self, chunk: Chunk) {
-        if self.live_peers() == 0 {
+        // Peers may be up while none is a neighbour of the mesh yet (each
+        // waits for the link it replaces in a mutual dial): a line sent now
+        // would go to nobody.
+        if self.live_peers() == 0 || self.mesh.neighbour_count() == 0 {
             log::debug!(
                 "no peer to take {}; they wait for one",
                 plural(chunk.frames as u64, "line")
@@ -222,11 +225,20 @@ impl Router {
     }
 
     fn send(&mut self, to: ConnId, frames: Bytes, msgs: u64) {
-        let Some(entry) = self.peers.get(&to) else {
+        let Some(mut entry) = self.peers.get(&to) else {
             return;
         };
         if entry.closing {
-            return;
+            // A link closing in a mutual-dial tie-break: what the mesh sends
+            // it goes to the link that replaces it, which sends it once the
+            // closing one is done (its outbox is held till then).
+            let Some(next) = self.successors.get(&to).and_then(|c| self.peers.get(c)) else {
+                return;
+            };
+            if next.closing {
+                return;
+            }
+            entry = next;
         }
         let limit = entry.info.max_frame;
         let batch = if limit < self.node.config.max_frame && msgs > 0 {
@@ -250,7 +262,7 @@ impl Router {
             }
         };
         if entry.outbox.push(batch) == Some(true) {
-            self.full.insert(to);
+            self.full.insert(entry.info.conn);
         }
     }
 
@@ -319,7 +331,8 @@ impl Router {
             self.connect_deadline = None;
         }
         let room = self.mesh.window_room() > 0;
-        let open = there && room && !self.stopping && self.stdin_open;
+        let linked = self.mesh.neighbour_count() > 0;
+        let open = there && room && linked && !self.stopping && self.stdin_open;
         if self.first.is_none() {
             self.watch_for_no_peers(live);
         }
