@@ -272,10 +272,11 @@ impl Mesh {
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
-            let new = (ack.base, ack.delivered, ack.skipped);
-            let merged = m.ack.map_or(new, |old| {
-                (old.0.min(new.0), old.1.max(new.1), old.2.max(new.2))
-            });
+            // The newest acknowledgement replaces the last (STATUS frames
+            // are merged in status_seq order): a member's base may move up
+            // past a gap before its first delivery, and a merged older,
+            // lower base would claim the gap delivered.
+            let merged = (ack.base, ack.delivered, ack.skipped);
             window_moved = m.ack != Some(merged);
             m.ack = Some(merged);
         }

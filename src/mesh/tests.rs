@@ -1320,3 +1320,18 @@ fn lines_owed_below_a_base_that_a_status_set_are_fetched_when_nothing_was_delive
     let lines: Vec<_> = (1..=50).map(|s| (7, s, 2, 16)).collect();
     assert_eq!(delivered(&feed(&mut m, t0, 1, &lines)).len(), 50);
 }
+
+#[test]
+fn a_members_newest_acknowledgement_counts_not_a_lower_base_it_gave_up() {
+    // 7 started at 3 (an old STATUS), gave up 3..=6 before delivering
+    // anything (its base moved to 7), then delivered 7 and 8. We owed it
+    // from 5: 5 and 6 are lost, 7 and 8 delivered.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    own_lines(&mut m, t0, 1, 4);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 5, 8);
+    on_status(&mut m, t0, 1, ack_status(7, 2, 3, 2));
+    on_status(&mut m, t0, 1, ack_status(7, 3, 7, 8));
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.owed.clone(), b7.delivered, b7.lost), (5..9, 2, 2));
+}
