@@ -124,11 +124,18 @@ fn describe(m: &MemberBooks) -> String {
         plural(m.delivered, "line")
     );
     let missed = missed(m);
-    if missed > 0 {
-        match &m.down {
-            Some(_) => text += &format!(", {missed} lost"),
-            None => text += &format!(", {missed} not acknowledged"),
-        }
+    // Lost: it went down first, or it skipped them as a gap (its
+    // acknowledgement says so); the rest may still come.
+    let lost = if m.down.is_some() {
+        missed
+    } else {
+        m.lost.min(missed)
+    };
+    if lost > 0 {
+        text += &format!(", {lost} lost");
+    }
+    if missed > lost {
+        text += &format!(", {} not acknowledged", missed - lost);
     }
     if let Some(reason) = &m.down {
         text += &format!(" (member down: {reason})");
@@ -210,6 +217,19 @@ mod tests {
              (member down: cut: accepted nothing for 2s); \
              to idle (000000000000000d): 0 lines delivered; \
              received 17 messages"
+        );
+    }
+
+    #[test]
+    fn lines_a_live_member_skipped_read_as_lost_the_rest_as_not_acknowledged() {
+        let mut b = member("b", 0xb, 1..11, 6);
+        b.lost = 3;
+        let text = Books::default().summary(&[b], 0, 0);
+        assert!(
+            text.contains(
+                "to b (000000000000000b): 6 lines delivered, 3 lost, 1 not acknowledged;"
+            ),
+            "{text}"
         );
     }
 

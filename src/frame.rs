@@ -34,6 +34,8 @@ pub const MSG_HOPS_AT: usize = LEN_PREFIX + 1 + 8 + 8;
 pub const MAX_STATUS_ADDRS: usize = 8;
 /// The most acknowledgement entries one STATUS may carry.
 pub const MAX_STATUS_ACKS: usize = 4096;
+/// The most "you missed" entries one STATUS may carry.
+pub const MAX_STATUS_MISSES: usize = 64;
 /// The most entries one PEERS frame may carry.
 pub const MAX_PEERS_ENTRIES: usize = 32;
 /// The longest reason a DOWN may carry (its length is one byte).
@@ -43,8 +45,10 @@ pub const MAX_DOWN_REASON: usize = 255;
 const STATUS_FIXED: usize = 8 + 8 + 1 + 1 + 8 + 1 + 1;
 /// Bytes of one encoded address: family, IPv6 address, port (the largest).
 const MAX_ADDR_LEN: usize = 1 + 16 + 2;
-/// Bytes of one acknowledgement entry: origin, base, delivered.
-const ACK_LEN: usize = 24;
+/// Bytes of one acknowledgement entry: origin, base, delivered, skipped.
+const ACK_LEN: usize = 32;
+/// Bytes of one "you missed" entry: member, first, last.
+const MISS_LEN: usize = 24;
 /// Length field of the largest STATUS: every node must be able to take it,
 /// whatever its `--max-frame`, or membership would break on small limits.
 pub const MAX_STATUS_LEN: usize = 1
@@ -53,7 +57,9 @@ pub const MAX_STATUS_LEN: usize = 1
     + 1
     + MAX_STATUS_ADDRS * MAX_ADDR_LEN
     + 2
-    + MAX_STATUS_ACKS * ACK_LEN;
+    + MAX_STATUS_ACKS * ACK_LEN
+    + 2
+    + MAX_STATUS_MISSES * MISS_LEN;
 /// STATUS flag: this member forwards nothing (`--no-relay`).
 pub const FLAG_NO_RELAY: u8 = 1;
 /// STATUS flag: this member is leaving the group politely.
@@ -179,15 +185,30 @@ pub struct Status {
     pub addrs: Vec<SocketAddr>,
     /// At most [`MAX_STATUS_ACKS`].
     pub acks: Vec<Ack>,
+    /// At most [`MAX_STATUS_MISSES`]: members this origin owed lines that
+    /// they provably never delivered (their base is above what they owed).
+    pub misses: Vec<Miss>,
 }
 
-/// "I deliver `origin`'s messages from `base` on, and have delivered every
-/// one up to `delivered`" (`base - 1 <= delivered`).
+/// "I deliver `origin`'s messages from `base` on, and have dealt with every
+/// one up to `delivered`: delivered it, or skipped it as part of a gap;
+/// `skipped` of them were skipped" (`base - 1 <= delivered`, `skipped <=
+/// delivered - base + 1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ack {
     pub origin: NodeId,
     pub base: u64,
     pub delivered: u64,
+    pub skipped: u64,
+}
+
+/// In an origin's STATUS: "`member` was owed my lines `first..=last` but
+/// acknowledges a base above them: it never got them".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Miss {
+    pub member: NodeId,
+    pub first: u64,
+    pub last: u64,
 }
 
 /// Bytes that can never become a valid frame. The connection is beyond repair.
@@ -400,7 +421,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
         return Err(malformed("status", "more than 4096 acknowledgements"));
     }
     // The count is checked against the bytes present before allocating.
-    if b.rest.len() != ack_count * ACK_LEN {
+    if b.rest.len() < ack_count * ACK_LEN + 2 {
         return Err(malformed(
             "status",
             "acknowledgement count does not match the frame length",
@@ -412,11 +433,40 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
             origin: b.u64()?,
             base: b.u64()?,
             delivered: b.u64()?,
+            skipped: b.u64()?,
         };
         if ack.base == 0 || ack.delivered < ack.base - 1 {
             return Err(malformed("status", "an acknowledgement below its base"));
         }
+        if ack.skipped > ack.delivered - (ack.base - 1) {
+            return Err(malformed(
+                "status",
+                "an acknowledgement skipped more than it covers",
+            ));
+        }
         acks.push(ack);
+    }
+    let miss_count = b.u16()? as usize;
+    if miss_count > MAX_STATUS_MISSES {
+        return Err(malformed("status", "more than 64 missed ranges"));
+    }
+    if b.rest.len() != miss_count * MISS_LEN {
+        return Err(malformed(
+            "status",
+            "missed-range count does not match the frame length",
+        ));
+    }
+    let mut misses = Vec::with_capacity(miss_count);
+    for _ in 0..miss_count {
+        let miss = Miss {
+            member: b.u64()?,
+            first: b.u64()?,
+            last: b.u64()?,
+        };
+        if miss.first == 0 || miss.last < miss.first {
+            return Err(malformed("status", "an empty or backward missed range"));
+        }
+        misses.push(miss);
     }
     b.end()?;
     if ttl == 0 {
@@ -432,6 +482,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
         name: name.to_owned(),
         addrs,
         acks,
+        misses,
     })
 }
 
@@ -719,12 +770,15 @@ impl Status {
         let name = truncate_utf8(&self.name, MAX_NAME_LEN);
         let addrs = &self.addrs[..self.addrs.len().min(MAX_STATUS_ADDRS)];
         let acks = &self.acks[..self.acks.len().min(MAX_STATUS_ACKS)];
+        let misses = &self.misses[..self.misses.len().min(MAX_STATUS_MISSES)];
         let body = STATUS_FIXED
             + name.len()
             + 1
             + addrs.iter().map(addr_len).sum::<usize>()
             + 2
-            + acks.len() * ACK_LEN;
+            + acks.len() * ACK_LEN
+            + 2
+            + misses.len() * MISS_LEN;
         put_header(out, kind::STATUS, body);
         out.extend_from_slice(&self.member.to_be_bytes());
         out.extend_from_slice(&self.status_seq.to_be_bytes());
@@ -743,6 +797,13 @@ impl Status {
             out.extend_from_slice(&ack.origin.to_be_bytes());
             out.extend_from_slice(&ack.base.to_be_bytes());
             out.extend_from_slice(&ack.delivered.to_be_bytes());
+            out.extend_from_slice(&ack.skipped.to_be_bytes());
+        }
+        out.extend_from_slice(&(misses.len() as u16).to_be_bytes());
+        for miss in misses {
+            out.extend_from_slice(&miss.member.to_be_bytes());
+            out.extend_from_slice(&miss.first.to_be_bytes());
+            out.extend_from_slice(&miss.last.to_be_bytes());
         }
     }
 }
@@ -850,9 +911,10 @@ mod tests {
             (Frame::Accept, "00000001 06"),
             (
                 Frame::Status(sample_status()),
-                "00000057 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 \
+                "00000079 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 \
                  05 616c696365 02 04 7f000001 1bcd 06 00000000000000000000000000000000 1bce \
-                 0001 fedcba9876543210 0000000000000003 0000000000000009",
+                 0001 fedcba9876543210 0000000000000003 0000000000000009 0000000000000002 \
+                 0001 1111222233334444 0000000000000001 0000000000000002",
             ),
             (
                 Frame::Down {
@@ -899,6 +961,12 @@ mod tests {
                 origin: 0xfedc_ba98_7654_3210,
                 base: 3,
                 delivered: 9,
+                skipped: 2,
+            }],
+            misses: vec![Miss {
+                member: 0x1111_2222_3333_4444,
+                first: 1,
+                last: 2,
             }],
         }
     }
@@ -1164,9 +1232,18 @@ mod tests {
                 Ack {
                     origin: 1,
                     base: 1,
-                    delivered: 0
+                    delivered: 0,
+                    skipped: 0,
                 };
                 MAX_STATUS_ACKS
+            ],
+            misses: vec![
+                Miss {
+                    member: 1,
+                    first: 1,
+                    last: 1,
+                };
+                MAX_STATUS_MISSES
             ],
             ttl: 1,
             ..Status::default()
@@ -1196,6 +1273,14 @@ mod tests {
             (
                 status(&|s| s.acks[0].delivered = 1),
                 malformed("status", "an acknowledgement below its base"),
+            ),
+            (
+                status(&|s| s.acks[0].skipped = 8),
+                malformed("status", "an acknowledgement skipped more than it covers"),
+            ),
+            (
+                status(&|s| s.misses[0].last = 0),
+                malformed("status", "an empty or backward missed range"),
             ),
             (status(&|s| s.ttl = 0), malformed("status", "ttl is 0")),
             (
@@ -1232,7 +1317,7 @@ mod tests {
         }
         // A STATUS whose ack count claims more than the frame holds.
         let mut short = status(&|_| {});
-        let at = short.len() - ACK_LEN - 2;
+        let at = short.len() - MISS_LEN - 2 - ACK_LEN - 2;
         short[at + 1] = 2;
         assert_eq!(
             decode(&short, LIMIT),

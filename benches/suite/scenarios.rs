@@ -347,6 +347,7 @@ fn idle_status(id: u64, name: &str) -> Vec<u8> {
         name: name.to_owned(),
         addrs: Vec::new(),
         acks: Vec::new(),
+        misses: Vec::new(),
     })
     .to_bytes()
 }

@@ -25,8 +25,8 @@ pub struct Member {
     pub down_seq: Option<u64>,
     /// Its latest STATUS as we forward it, for new neighbours.
     pub last_status: Option<Bytes>,
-    /// Its acknowledgement of our own lines: (base, delivered).
-    pub ack: Option<(u64, u64)>,
+    /// Its acknowledgement of our own lines: (base, delivered, skipped).
+    pub ack: Option<(u64, u64, u64)>,
     /// The first of our seqs it owes delivery of; `None` while unknown.
     pub owed_from: u64,
     /// One past the last of our seqs it owes (set when it went down).
@@ -56,7 +56,7 @@ impl Member {
     pub fn done(&self) -> u64 {
         let floor = self.owed_from.saturating_sub(1);
         match self.ack {
-            Some((_, delivered)) => delivered.max(floor),
+            Some((_, delivered, _)) => delivered.max(floor),
             None => floor,
         }
     }
@@ -72,17 +72,23 @@ impl Member {
             return None;
         }
         let owed = self.owed_from..end.max(self.owed_from);
-        let (base, delivered) = self.ack.unwrap_or((self.owed_from, self.owed_from - 1));
+        let (base, delivered, skipped) =
+            self.ack.unwrap_or((self.owed_from, self.owed_from - 1, 0));
         let got_from = base.max(self.owed_from);
         let got_to = delivered.min(owed.end.saturating_sub(1));
-        let got = (got_to + 1).saturating_sub(got_from);
+        let covered = (got_to + 1).saturating_sub(got_from);
+        // Skipped lines (gaps) are lost, not delivered. (A member whose
+        // base is below what it owes may have skipped some of the lines
+        // before: counted here too, the cautious side.)
+        let skipped = skipped.min(covered);
+        let got = covered - skipped;
         let owed_count = owed.end - owed.start;
         // Below its base it will never deliver; after it went down it
         // delivers nothing more.
-        let lost = if !self.up || base > self.owed_from {
+        let lost = if !self.up {
             owed_count - got
         } else {
-            0
+            base.saturating_sub(self.owed_from).min(owed_count) + skipped
         };
         Some(MemberBooks {
             id,
@@ -105,7 +111,10 @@ impl Mesh {
     pub(super) fn greet(&mut self, now: Instant, conn: Conn) {
         let mut out = Vec::new();
         self.own_status(now).encode(&mut out);
-        for m in self.members.values().filter(|m| m.up) {
+        // A leaf passes on no STATUS: who only reaches the group through
+        // it cannot exchange lines with the group, so is no member of it.
+        let relay = self.cfg.relay;
+        for m in self.members.values().filter(|m| m.up && relay) {
             if let Some(status) = &m.last_status {
                 // Stored as forwarded (hops already counts the next link):
                 // one that came at its ttl's last hop goes no further.
@@ -153,6 +162,7 @@ impl Mesh {
             name: self.cfg.name.clone(),
             addrs,
             acks: self.acks(),
+            misses: self.misses(),
         }
     }
 
@@ -169,6 +179,7 @@ impl Mesh {
                     origin: *id,
                     base: o.base,
                     delivered: o.next - 1,
+                    skipped: o.skipped,
                 };
                 (!live, ack)
             })
@@ -224,7 +235,7 @@ impl Mesh {
             }
         }
         let hops = status.hops;
-        let forward = hops < status.ttl;
+        let forward = hops < status.ttl && self.cfg.relay;
         status.hops = hops.saturating_add(1);
         let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
         if forward {
@@ -232,6 +243,7 @@ impl Mesh {
         }
         status.hops = hops;
         self.merge_status(now, &status, bytes);
+        self.after_status(&status);
     }
 
     fn merge_status(&mut self, now: Instant, status: &Status, bytes: Bytes) {
@@ -260,10 +272,11 @@ impl Mesh {
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
-            let new = (ack.base, ack.delivered);
-            let merged = m
-                .ack
-                .map_or(new, |old| (old.0.min(new.0), old.1.max(new.1)));
+            // The newest acknowledgement replaces the last (STATUS frames
+            // are merged in status_seq order): a member's base may move up
+            // past a gap before its first delivery, and a merged older,
+            // lower base would claim the gap delivered.
+            let merged = (ack.base, ack.delivered, ack.skipped);
             window_moved = m.ack != Some(merged);
             m.ack = Some(merged);
         }
@@ -353,7 +366,7 @@ impl Mesh {
         if self.members.get(&member).is_some_and(|m| m.up) {
             self.mark_down(member, &reason);
         }
-        if hops < ttl {
+        if hops < ttl && self.cfg.relay {
             let frame = Frame::Down {
                 member,
                 status_seq,

@@ -19,6 +19,7 @@ pub use crate::frame::NodeId;
 
 mod dial;
 mod flow;
+mod lost;
 mod members;
 mod origin;
 mod relay;
@@ -382,6 +383,11 @@ impl Mesh {
     /// Bytes of our own lines that may be sent now.
     pub fn window_room(&self) -> usize {
         self.own.room()
+    }
+
+    /// How many neighbours the mesh has: our lines go nowhere without one.
+    pub fn neighbour_count(&self) -> usize {
+        self.neighbours.len()
     }
 
     /// Other live members, not counting ourselves.

@@ -42,8 +42,13 @@ pub enum Arrival {
     Deliver,
     /// Later than the next one: kept in the hold-back buffer.
     Hold,
-    /// Already delivered, already held, or before the base.
+    /// Already delivered, already held, or before a base that came from
+    /// the origin's STATUS (not owed to us).
     Duplicate,
+    /// Before a base that only the first message set: the origin sent it
+    /// before the message we started with, and it can no longer be
+    /// delivered in order. Reported as a gap, never dropped silently.
+    Late,
     /// Later than the next one, but the hold-back buffer is full: dropped,
     /// to be repaired.
     Overflow,
@@ -57,6 +62,15 @@ pub struct Origin {
     pub base: u64,
     /// The highest seq the origin said (STATUS) it has sent.
     pub known_sent: u64,
+    /// Seqs in `base..next` skipped as gaps, never delivered: our
+    /// acknowledgement says so, so that the origin counts them as lost.
+    pub skipped: u64,
+    /// The base came from the first message, not from a STATUS: we do not
+    /// know what the origin sent before it.
+    pub base_from_msg: bool,
+    /// Seqs from here up to `base - 1` were reported as a gap before we
+    /// delivered anything (0 = none): the base moved up past them.
+    lead_gap_from: u64,
     held: BTreeMap<u64, Kept>,
     held_bytes: usize,
     cache: VecDeque<(u64, Kept)>,
@@ -76,8 +90,13 @@ impl Origin {
     }
 
     pub fn arrive(&mut self, seq: u64, cost: usize, window: usize) -> Arrival {
-        self.start_at(seq);
-        if seq < self.next || self.held.contains_key(&seq) {
+        if self.next == 0 {
+            self.start_at(seq);
+            self.base_from_msg = true;
+        }
+        if seq < self.base && self.base_from_msg {
+            Arrival::Late
+        } else if seq < self.next || self.held.contains_key(&seq) {
             Arrival::Duplicate
         } else if seq == self.next {
             Arrival::Deliver
@@ -121,9 +140,22 @@ impl Origin {
         (last >= self.next).then_some((self.next, last))
     }
 
-    /// Gives up on `next..=last`: the next seq is `last + 1`.
+    /// Gives up on `next..=last`: the next seq is `last + 1`. The run
+    /// counts as skipped; or, before anything was delivered, the base
+    /// moves past it: the base may have come from an old STATUS, and lines
+    /// before the first one owed to us must not count as lost to us (the
+    /// origin tells us if some of them were owed: [`Origin::lower_base`]).
     pub fn skip_to(&mut self, last: u64) {
-        self.next = self.next.max(last.saturating_add(1));
+        let next = self.next.max(last.saturating_add(1));
+        if self.next == self.base {
+            if self.lead_gap_from == 0 {
+                self.lead_gap_from = self.base;
+            }
+            self.base = next;
+        } else {
+            self.skipped += next - self.next;
+        }
+        self.next = next;
         // Anything held below the new next is now a duplicate.
         while let Some((&seq, _)) = self.held.first_key_value() {
             if seq >= self.next {
@@ -132,6 +164,42 @@ impl Origin {
             let kept = self.held.remove(&seq).expect("present");
             self.held_bytes -= kept.cost;
         }
+    }
+
+    /// Moves the base and `next` down to `first`, if nothing was delivered
+    /// or reported since the base: lines owed to us that we took for not
+    /// ours (a STATUS that overtook them). They become a hole: repaired,
+    /// or reported as a gap. False if it is too late for that.
+    pub fn reopen(&mut self, first: u64) -> bool {
+        let fresh = self.next != 0 && self.next == self.base && self.lead_gap_from == 0;
+        if !fresh || first == 0 || first >= self.base {
+            return false;
+        }
+        self.base = first;
+        self.next = first;
+        true
+    }
+
+    /// Moves the base down to `first` (lines below our base that we now
+    /// know were sent to us, or owed to us): they count as skipped.
+    /// Returns the run to report as a gap, if any: the part not reported
+    /// already.
+    pub fn lower_base(&mut self, first: u64) -> Option<(u64, u64)> {
+        if self.next == 0 || first == 0 || first >= self.base {
+            return None;
+        }
+        let reported = match self.lead_gap_from {
+            0 => self.base,
+            from => from.max(first),
+        };
+        self.skipped += self.base - first;
+        self.base = first;
+        // Reported now: from `first` on (the new run, then the old one).
+        self.lead_gap_from = match self.lead_gap_from {
+            0 => first,
+            from => from.min(first),
+        };
+        (first < reported).then_some((first, reported - 1))
     }
 
     pub fn cache(&mut self, seq: u64, kept: Kept, window: usize) {
@@ -234,7 +302,11 @@ mod tests {
         assert_eq!(o.base, 5);
         o.next = 6;
         assert_eq!(o.arrive(5, 10, 25), Arrival::Duplicate);
-        assert_eq!(o.arrive(4, 10, 25), Arrival::Duplicate, "before the base");
+        assert_eq!(
+            o.arrive(4, 10, 25),
+            Arrival::Late,
+            "before a base a message set"
+        );
         assert_eq!(o.arrive(8, 10, 25), Arrival::Hold);
         o.hold(8, kept(10));
         assert_eq!(o.arrive(8, 10, 25), Arrival::Duplicate, "already held");
@@ -247,10 +319,57 @@ mod tests {
         );
         assert_eq!(o.missing(), Some((6, 7)));
         o.skip_to(7);
+        assert_eq!(o.skipped, 2);
         assert_eq!(o.take_next_held().map(|(s, _)| s), Some(8));
         assert_eq!(o.take_next_held().map(|(s, _)| s), Some(9));
         assert_eq!(o.next, 10);
         assert_eq!(o.footprint(), 0);
+    }
+
+    #[test]
+    fn lines_below_the_base_are_late_only_when_a_message_set_it() {
+        let mut o = Origin::default();
+        o.start_at(5); // from a STATUS: earlier lines were not ours
+        assert_eq!(o.arrive(3, 10, 100), Arrival::Duplicate);
+        let mut o = Origin::default();
+        assert_eq!(o.arrive(5, 10, 100), Arrival::Deliver);
+        o.next = 6;
+        assert_eq!(o.arrive(3, 10, 100), Arrival::Late);
+        assert_eq!(o.lower_base(3), Some((3, 4)));
+        assert_eq!((o.base, o.skipped), (3, 2));
+        assert_eq!(o.arrive(4, 10, 100), Arrival::Duplicate, "reported once");
+        assert_eq!(o.lower_base(3), None);
+    }
+
+    #[test]
+    fn lines_owed_below_the_base_reopen_only_before_anything_was_delivered() {
+        let mut o = Origin::default();
+        o.start_at(51); // a STATUS overtook lines 1..=50
+        assert!(o.reopen(1));
+        assert_eq!((o.base, o.next, o.missing()), (1, 1, None));
+        o.known_sent = 50;
+        assert_eq!(o.missing(), Some((1, 50)));
+        let mut o = Origin::default();
+        o.start_at(51);
+        o.next = 52; // 51 delivered: too late, a gap
+        assert!(!o.reopen(1));
+    }
+
+    #[test]
+    fn a_hole_before_the_first_delivery_moves_the_base_and_is_reported_once() {
+        let mut o = Origin::default();
+        o.start_at(3); // from an old STATUS
+        o.known_sent = 9;
+        assert_eq!(o.missing(), Some((3, 9)));
+        o.skip_to(6); // reported as gap 3..=6
+        assert_eq!((o.base, o.next, o.skipped), (7, 7, 0), "not ours to count");
+        // The origin says we owed from 5: 5 and 6 are skipped, and were
+        // reported already.
+        assert_eq!(o.lower_base(5), None);
+        assert_eq!((o.base, o.skipped), (5, 2));
+        // Told we owed from 1: 1 and 2 are news.
+        assert_eq!(o.lower_base(1), Some((1, 2)));
+        assert_eq!((o.base, o.skipped), (1, 6));
     }
 
     #[test]

@@ -22,14 +22,19 @@ impl Mesh {
     /// The hot path: one pass over the batch, one forward buffer shared by
     /// every other neighbour, deliveries by reference into `buf`.
     pub(super) fn relay(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
-        let forwarding = self.cfg.relay && self.neighbours.len() > 1;
+        // `conn` may be no neighbour (a mutual-dial pair's other link).
+        let forwarding = self.cfg.relay && self.neighbours.keys().any(|&c| c != conn);
+        let mut late = Vec::new();
         let mut fwd: Vec<u8> = Vec::new();
         let mut fwd_seqs: Vec<(NodeId, u64, Range<usize>)> = Vec::new();
         let mut deliveries = Vec::new();
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
         for m in msgs {
-            if m.origin == self.cfg.id {
+            // A copy that crossed more links than its origin's ttl allows
+            // came along no correct path: neither delivered nor passed on
+            // (a hole, if it was the only copy: repaired or reported).
+            if m.origin == self.cfg.id || m.hops > m.ttl {
                 continue;
             }
             let window = self.cfg.window;
@@ -49,6 +54,10 @@ impl Mesh {
             }
             match origin.arrive(m.seq, kept.cost, window) {
                 Arrival::Duplicate | Arrival::Overflow => continue,
+                Arrival::Late => {
+                    late.extend(origin.lower_base(m.seq).map(|(f, l)| (m.origin, f, l)));
+                    continue;
+                }
                 Arrival::Deliver => {
                     origin.next = origin.next.saturating_add(1);
                     deliveries.push(delivery(m.origin, m.seq, &kept));
@@ -96,6 +105,14 @@ impl Mesh {
         if !deliveries.is_empty() {
             self.last_activity = now;
         }
+        for (origin, first, last) in late {
+            self.gap(
+                origin,
+                first,
+                last,
+                "arrived after later messages were delivered",
+            );
+        }
         self.delivered(deliveries);
         self.maybe_send_status(now);
     }
@@ -137,20 +154,34 @@ impl Mesh {
         self.maybe_send_status(now);
     }
 
-    /// Answers a REPAIR with the frames we still have, one buffer.
+    /// Answers a REPAIR with the frames we still have, one buffer. An
+    /// answer is a forward: a `--no-relay` node answers only for its own
+    /// lines, and a copy goes out with one hop more than it came with, and
+    /// only within its origin's ttl.
     pub(super) fn answer_repair(&mut self, conn: Conn, origin: NodeId, from: u64, to: u64) {
+        if origin != self.cfg.id && !self.cfg.relay {
+            return;
+        }
         let Some(state) = self.origins.get(origin) else {
             return;
         };
-        let found = state.cached(from, to);
-        if found.is_empty() {
+        let mut out = Vec::new();
+        let mut msgs = 0;
+        for kept in state.cached(from, to) {
+            let frame = &kept.bytes[kept.frame.clone()];
+            // Cached as it arrived (via a neighbour), or as we sent it on.
+            let hops = kept.hops.saturating_add(u8::from(kept.via.is_some()));
+            if hops > frame[MSG_HOPS_AT + 1] {
+                continue;
+            }
+            let at = out.len();
+            out.extend_from_slice(frame);
+            out[at + MSG_HOPS_AT] = hops;
+            msgs += 1;
+        }
+        if msgs == 0 {
             return;
         }
-        let mut out = Vec::new();
-        for kept in &found {
-            out.extend_from_slice(&kept.bytes[kept.frame.clone()]);
-        }
-        let msgs = found.len() as u64;
         self.push(Action::Send {
             to: conn,
             frames: Arc::new(out),
@@ -190,12 +221,8 @@ impl Mesh {
             while let Some((seq, held)) = origin.take_next_held() {
                 released.push(delivery(id, seq, &held));
             }
-            self.push(Action::Gap {
-                origin: id,
-                first,
-                last,
-                reason: format!("not repaired within {}s", stall.as_secs_f64()),
-            });
+            let reason = format!("not repaired within {}s", stall.as_secs_f64());
+            self.gap(id, first, last, &reason);
             self.delivered(released);
             return;
         }

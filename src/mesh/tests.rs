@@ -179,6 +179,7 @@ fn status(member: NodeId, status_seq: u64, hops: u8, sent_seq: u64) -> Status {
         name: format!("m{member:x}"),
         addrs: vec![addr("0.0.0.0:7001")],
         acks: Vec::new(),
+        misses: Vec::new(),
     }
 }
 
@@ -570,7 +571,8 @@ fn our_status_carries_acks_and_goes_out_every_keepalive() {
         [Ack {
             origin: 7,
             base: 1,
-            delivered: 2
+            delivered: 2,
+            skipped: 0,
         }]
     );
     m.tick(t0 + Duration::from_millis(600));
@@ -754,6 +756,7 @@ fn ack_status(member: NodeId, status_seq: u64, base: u64, delivered: u64) -> Sta
             origin: ME,
             base,
             delivered,
+            skipped: 0,
         }],
         ..status(member, status_seq, 1, 0)
     }
@@ -1110,4 +1113,257 @@ fn without_membership_the_sim_relays_over_the_seed_links_and_keeps_no_members() 
     let links: usize = (0..50).map(|i| sim.degree_of(i)).sum::<usize>() / 2;
     // n1 has one seed, and n2 names n1 twice: one link each; two for the rest.
     assert_eq!(links, 1 + 1 + 47 * 2, "only the seed links");
+}
+
+// ---- Lines lost, never silently (issue 7, attack findings 1 and 2) ----------
+
+fn gaps(actions: &[Action]) -> Vec<(NodeId, u64, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Gap {
+                origin,
+                first,
+                last,
+                ..
+            } => Some((*origin, *first, *last)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Our acknowledgement of `origin` in the next STATUS we send.
+fn our_ack(m: &mut Mesh, now: Instant, origin: NodeId) -> Option<Ack> {
+    m.leave(now);
+    let st = statuses_sent(&drain(m));
+    let ack = st[0].1.acks.iter().find(|a| a.origin == origin).copied();
+    ack
+}
+
+#[test]
+fn messages_from_before_the_first_one_seen_are_reported_as_a_gap() {
+    // A raw peer sends seq 3, then 1 and 2: 3 was delivered, so 1 and 2
+    // can no longer be, in order; they are a gap, never silence.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 3, 1, 16)])), [(7, 3)]);
+    let late = feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert!(delivered(&late).is_empty());
+    assert_eq!(gaps(&late), [(7, 1, 2)]);
+    let again = feed(&mut m, t0, 1, &[(7, 2, 2, 16), (7, 1, 2, 16)]);
+    assert!(gaps(&again).is_empty(), "reported once");
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+}
+
+#[test]
+fn an_origin_tells_a_member_that_never_got_owed_lines_and_books_them_lost() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 5);
+    drain(&mut m);
+    // 7 was owed 1..=5 but acknowledges from 3 on: it never got 1 and 2.
+    on_status(&mut m, t0, 1, ack_status(7, 2, 3, 5));
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.owed.clone(), b7.delivered, b7.lost), (1..6, 3, 2));
+    m.tick(t0 + Duration::from_secs(2));
+    let st = statuses_sent(&drain(&mut m));
+    assert_eq!(
+        st[0].1.misses,
+        [frame::Miss {
+            member: 7,
+            first: 1,
+            last: 2
+        }]
+    );
+    // Once 7 reports them skipped, it is not told again; the books agree.
+    let mut skipped = ack_status(7, 3, 1, 5);
+    skipped.acks[0].skipped = 2;
+    on_status(&mut m, t0, 1, skipped);
+    m.tick(t0 + Duration::from_secs(4));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty());
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.delivered, b7.lost), (3, 2));
+    assert!(m.eof_settled());
+}
+
+#[test]
+fn a_member_told_it_missed_owed_lines_reports_a_gap_and_acknowledges_them_as_skipped() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    // 7's first message reaches us as seq 3 (1 and 2 went astray).
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 3, 1, 16)])), [(7, 3)]);
+    let mut told = status(7, 1, 1, 3);
+    told.misses = vec![frame::Miss {
+        member: ME,
+        first: 1,
+        last: 2,
+    }];
+    assert_eq!(gaps(&on_status(&mut m, t0, 1, told.clone())), [(7, 1, 2)]);
+    told.status_seq = 2;
+    assert!(gaps(&on_status(&mut m, t0, 1, told)).is_empty(), "once");
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+}
+
+#[test]
+fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
+    // The member: 7's line 2 and 3 never come; after the stall timeout
+    // they are a gap, and its acknowledgement says it skipped them.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    m.tick(t0 + Duration::from_millis(10));
+    m.tick(t0 + Duration::from_secs(6));
+    assert_eq!(gaps(&drain(&mut m)), [(7, 2, 3)]);
+    let ack = our_ack(&mut m, t0 + Duration::from_secs(6), 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
+    // The origin: such an acknowledgement settles the window and the wait
+    // at EOF, but the books count the skipped lines as lost.
+    let (mut o, t0) = with_neighbours(config(), 1);
+    on_status(&mut o, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut o, t0, 1, 4);
+    let mut acked = ack_status(7, 2, 1, 4);
+    acked.acks[0].skipped = 2;
+    on_status(&mut o, t0, 1, acked);
+    assert!(o.eof_settled());
+    assert_eq!(o.window_room(), 10_000);
+    let b7 = o.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.delivered, b7.lost, b7.down.clone()), (2, 2, None));
+    assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
+}
+
+// ---- Repair answers are forwards (attack finding 4) -----------------------
+
+fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64, to_seq: u64) {
+    m.on_frame(
+        now,
+        conn,
+        &Frame::Repair {
+            origin,
+            from_seq,
+            to_seq,
+        },
+    );
+}
+
+#[test]
+fn a_no_relay_node_answers_repairs_only_for_its_own_lines() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            relay: false,
+            ..config()
+        },
+        2,
+    );
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    own_lines(&mut m, t0, 1, 1);
+    drain(&mut m);
+    repair(&mut m, t0, 2, 7, 1, 1);
+    assert!(
+        msgs_sent(&drain(&mut m)).is_empty(),
+        "that would relay 7's line"
+    );
+    repair(&mut m, t0, 2, ME, 1, 1);
+    assert_eq!(msgs_sent(&drain(&mut m)), [(2, ME, 1, 1)]);
+}
+
+#[test]
+fn a_repair_answer_counts_one_more_hop_and_stays_within_the_ttl() {
+    // One neighbour: nothing is forwarded, copies are cached as they came.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (8, 1, 3, 3)]);
+    m.neighbour_up(t0, 2, 102, "", addr("10.0.0.2:1"), 7000, None);
+    drain(&mut m);
+    repair(&mut m, t0, 2, 7, 1, 1);
+    assert_eq!(msgs_sent(&drain(&mut m)), [(2, 7, 1, 2)], "hops + 1");
+    repair(&mut m, t0, 2, 8, 1, 1);
+    assert!(
+        msgs_sent(&drain(&mut m)).is_empty(),
+        "hops 3 of ttl 3: no further"
+    );
+}
+
+#[test]
+fn a_copy_beyond_its_ttl_is_neither_delivered_nor_passed_on() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let actions = feed(&mut m, t0, 1, &[(7, 1, 5, 3)]);
+    assert!(delivered(&actions).is_empty());
+    assert!(msgs_sent(&actions).is_empty());
+    repair(&mut m, t0, 2, 7, 1, 1);
+    assert!(msgs_sent(&drain(&mut m)).is_empty(), "nor cached");
+}
+
+#[test]
+fn a_leaf_passes_on_no_status_nor_down_nor_other_members_at_a_greeting() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            relay: false,
+            ..config()
+        },
+        2,
+    );
+    let actions = on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    assert!(statuses_sent(&actions).is_empty());
+    assert_eq!(m.live_members(), 1, "a member for the leaf itself");
+    m.neighbour_up(t0, 3, 103, "", addr("10.0.0.3:1"), 7000, None);
+    let greeting: Vec<NodeId> = statuses_sent(&drain(&mut m))
+        .iter()
+        .map(|(_, s)| s.member)
+        .collect();
+    assert_eq!(greeting, [ME]);
+    m.on_frame(
+        t0,
+        1,
+        &Frame::Down {
+            member: 7,
+            status_seq: 1,
+            hops: 1,
+            ttl: 16,
+            reason: b"left",
+        },
+    );
+    assert!(sent(&drain(&mut m)).is_empty());
+}
+
+#[test]
+fn lines_owed_below_a_base_that_a_status_set_are_fetched_when_nothing_was_delivered_yet() {
+    // 7's STATUS (sent 50) overtook its lines 1..=50, which 7 owes us.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 50));
+    let mut told = status(7, 2, 1, 50);
+    told.misses = vec![frame::Miss {
+        member: ME,
+        first: 1,
+        last: 50,
+    }];
+    assert!(gaps(&on_status(&mut m, t0, 1, told)).is_empty(), "a hole");
+    m.tick(t0 + Duration::from_millis(10));
+    m.tick(t0 + Duration::from_millis(300));
+    let asked = sent(&drain(&mut m)).into_iter().any(|(_, f)| {
+        matches!(
+            f,
+            Frame::Repair {
+                origin: 7,
+                from_seq: 1,
+                to_seq: 50
+            }
+        )
+    });
+    assert!(asked);
+    let lines: Vec<_> = (1..=50).map(|s| (7, s, 2, 16)).collect();
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &lines)).len(), 50);
+}
+
+#[test]
+fn a_members_newest_acknowledgement_counts_not_a_lower_base_it_gave_up() {
+    // 7 started at 3 (an old STATUS), gave up 3..=6 before delivering
+    // anything (its base moved to 7), then delivered 7 and 8. We owed it
+    // from 5: 5 and 6 are lost, 7 and 8 delivered.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    own_lines(&mut m, t0, 1, 4);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 5, 8);
+    on_status(&mut m, t0, 1, ack_status(7, 2, 3, 2));
+    on_status(&mut m, t0, 1, ack_status(7, 3, 7, 8));
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.owed.clone(), b7.delivered, b7.lost), (5..9, 2, 2));
 }

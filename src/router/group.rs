@@ -33,19 +33,22 @@ impl Router {
         if admitted && !up && accepted_us {
             self.peer_up(conn);
         }
-        let in_mesh = self.peers.get(&conn).is_some_and(|e| e.in_mesh);
+        // Frames of a mutual-dial pair's other link count as the node's
+        // in-mesh link's: the two sides may have put different links into
+        // their meshes, and nothing the other side sent may be dropped.
+        let source = self.mesh_source(conn);
         let now = Instant::now();
         let mut msgs: Vec<MsgRef> = Vec::new();
         for f in &batch.frames {
             match *f {
                 InFrame::Msg(m) => msgs.push(m),
                 InFrame::Control { start, end } => {
-                    self.msgs_to_mesh(now, conn, in_mesh, &batch.buf, &mut msgs);
-                    self.on_control(now, conn, in_mesh, &batch.buf[start..end]);
+                    self.msgs_to_mesh(now, conn, source, &batch.buf, &mut msgs);
+                    self.on_control(now, conn, source, &batch.buf[start..end]);
                 }
             }
         }
-        self.msgs_to_mesh(now, conn, in_mesh, &batch.buf, &mut msgs);
+        self.msgs_to_mesh(now, conn, source, &batch.buf, &mut msgs);
         self.finish_down(conn);
     }
 
@@ -54,7 +57,7 @@ impl Router {
         &mut self,
         now: Instant,
         conn: ConnId,
-        in_mesh: bool,
+        source: Option<ConnId>,
         buf: &Bytes,
         msgs: &mut Vec<MsgRef>,
     ) {
@@ -63,21 +66,22 @@ impl Router {
         }
         self.books.totals.msgs_in += msgs.len() as u64;
         self.books.totals.bytes_in += msgs.iter().map(|m| (m.end - m.start) as u64).sum::<u64>();
-        if in_mesh {
-            self.mesh.on_msgs(now, conn, buf, msgs);
+        if let Some(source) = source {
+            self.mesh.on_msgs(now, source, buf, msgs);
         } else {
             log::debug!(
-                "connection {conn}: dropped {} from a connection that is not a neighbour",
+                "connection {conn}: dropped {} from a connection we refused",
                 plural(msgs.len() as u64, "message")
             );
         }
         msgs.clear();
     }
 
-    fn on_control(&mut self, now: Instant, conn: ConnId, in_mesh: bool, bytes: &[u8]) {
+    fn on_control(&mut self, now: Instant, conn: ConnId, source: Option<ConnId>, bytes: &[u8]) {
         let Ok(Some((frame, _))) = frame::decode(bytes, usize::MAX) else {
             return; // the reader decoded it once already
         };
+        let in_mesh = self.peers.get(&conn).is_some_and(|e| e.in_mesh);
         match frame {
             Frame::Peers(list) if !in_mesh => {
                 // Before the BYE of a refusal: members to try instead.
@@ -85,8 +89,11 @@ impl Router {
                     entry.alternatives = list;
                 }
             }
-            other if in_mesh => self.mesh.on_frame(now, conn, &other),
-            _ => {}
+            other => {
+                if let Some(source) = source {
+                    self.mesh.on_frame(now, source, &other);
+                }
+            }
         }
     }
 
@@ -98,7 +105,10 @@ impl Router {
     }
 
     fn send_stdin(&mut self, chunk: Chunk) {
-        if self.live_peers() == 0 {
+        // Peers may be up while none is a neighbour of the mesh yet (each
+        // waits for the link it replaces in a mutual dial): a line sent now
+        // would go to nobody.
+        if self.live_peers() == 0 || self.mesh.neighbour_count() == 0 {
             log::debug!(
                 "no peer to take {}; they wait for one",
                 plural(chunk.frames as u64, "line")
@@ -215,11 +225,20 @@ impl Router {
     }
 
     fn send(&mut self, to: ConnId, frames: Bytes, msgs: u64) {
-        let Some(entry) = self.peers.get(&to) else {
+        let Some(mut entry) = self.peers.get(&to) else {
             return;
         };
         if entry.closing {
-            return;
+            // A link closing in a mutual-dial tie-break: what the mesh sends
+            // it goes to the link that replaces it, which sends it once the
+            // closing one is done (its outbox is held till then).
+            let Some(next) = self.successors.get(&to).and_then(|c| self.peers.get(c)) else {
+                return;
+            };
+            if next.closing {
+                return;
+            }
+            entry = next;
         }
         let limit = entry.info.max_frame;
         let batch = if limit < self.node.config.max_frame && msgs > 0 {
@@ -243,7 +262,7 @@ impl Router {
             }
         };
         if entry.outbox.push(batch) == Some(true) {
-            self.full.insert(to);
+            self.full.insert(entry.info.conn);
         }
     }
 
@@ -312,7 +331,8 @@ impl Router {
             self.connect_deadline = None;
         }
         let room = self.mesh.window_room() > 0;
-        let open = there && room && !self.stopping && self.stdin_open;
+        let linked = self.mesh.neighbour_count() > 0;
+        let open = there && room && linked && !self.stopping && self.stdin_open;
         if self.first.is_none() {
             self.watch_for_no_peers(live);
         }

@@ -467,6 +467,29 @@ impl Router {
             .min()
     }
 
+    /// The mesh neighbour a connection's frames count as coming from:
+    /// itself when it is one; else another connection to the same node that
+    /// is (the two links of a mutual dial: each side may have put a
+    /// different one into its mesh); else itself, not yet a neighbour (a
+    /// successor waiting for the link it replaces). `None` for a connection
+    /// we never accepted: the other side cannot count us as its neighbour
+    /// on it.
+    pub(super) fn mesh_source(&self, conn: ConnId) -> Option<ConnId> {
+        let entry = self.peers.get(&conn)?;
+        if entry.in_mesh {
+            return Some(conn);
+        }
+        if !entry.admitted {
+            return None;
+        }
+        let node = entry.info.node_id;
+        let linked = self
+            .peers
+            .iter()
+            .find(|(_, e)| e.in_mesh && e.info.node_id == node);
+        Some(linked.map_or(conn, |(c, _)| *c))
+    }
+
     /// Whether a connection counts as up (for frames arriving on it).
     pub(super) fn is_admitted(&self, conn: ConnId) -> Option<(bool, bool)> {
         self.peers.get(&conn).map(|e| (e.admitted, e.up))

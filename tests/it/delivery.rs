@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use peercat::frame::{self, Ack, Frame, Status};
 
-use crate::support::{free_port, node, texts, Node, RawPeer};
+use crate::support::{free_port, hello, node, texts, Node, RawPeer, DEADLINE};
 
 /// A file holding `lines` numbered lines, removed on drop.
 struct Input(std::path::PathBuf);
@@ -142,8 +142,10 @@ fn status(member: u64, status_seq: u64, name: &str, acks: &[(u64, u64, u64)]) ->
                 origin,
                 base,
                 delivered,
+                skipped: 0,
             })
             .collect(),
+        misses: Vec::new(),
     })
     .to_bytes()
 }
@@ -362,9 +364,10 @@ fn msg(origin: u64, seq: u64, text: &[u8]) -> Vec<u8> {
     .to_bytes()
 }
 
-/// In a mesh, copies arrive along several paths: a repeated message and one
-/// from before the first one seen of that origin are dropped (without a log
-/// line: they are normal), the rest delivered once, in order.
+/// In a mesh, copies arrive along several paths: a repeated message is
+/// dropped (without a log line: that is normal), one from before the first
+/// one seen of that origin is a gap (next test), the rest delivered once,
+/// in order.
 #[test]
 fn repeated_or_earlier_messages_are_delivered_once() {
     let a = node("a").start();
@@ -753,5 +756,111 @@ fn three_nodes_dialing_each_other_while_streaming_lose_nothing() {
         for f in feeders {
             f.join().unwrap();
         }
+    }
+}
+
+/// A raw peer sends seq 3, then 1 and 2: 3 is delivered at once, so 1 and 2
+/// can no longer be delivered in order; they end in a `gap` event naming
+/// them, never in silence.
+#[test]
+fn messages_from_before_the_first_one_seen_end_in_a_gap_not_in_silence() {
+    let a = node("a").args(&["-f", "json"]).start();
+    let mut raw = RawPeer::handshake_as(&a, "early", 77);
+    for (seq, text) in [(3, "three"), (1, "one"), (2, "two"), (4, "four")] {
+        raw.send(&msg(77, seq, text.as_bytes()));
+    }
+    let lines = texts(&a.wait_lines(4));
+    let gap = lines.iter().find(|l| l.contains("\"type\":\"gap\""));
+    assert!(
+        gap.is_some_and(|g| g.contains("\"first_seq\":1,\"last_seq\":2")),
+        "{lines:?}"
+    );
+    assert!(lines[3].contains("\"text\":\"four\""), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("\"text\":\"one\"")));
+    a.wait_log("lost 2 messages from 000000000000004d (000000000000004d), seq 1 to 2");
+}
+
+/// x dials a, and a dials x (its PEER) a moment later: both keep the link
+/// dialed by the smaller id, a's. x sends its first lines on that link at
+/// once, while a still has x's link in its mesh; a reads the kept link only
+/// after the other is done, and must deliver what came on it, not drop it
+/// because it is not (yet) the link in a's mesh. (Attack finding 1: lines
+/// lost for good, no gap.)
+#[test]
+fn lines_on_the_link_kept_in_a_mutual_dial_are_delivered_not_dropped() {
+    const X: u64 = u64::MAX; // a's random id is smaller: a's dial is kept
+    for round in 0..3 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let x_addr = listener.local_addr().unwrap().to_string();
+        let a = node("a").args(&["-v", &x_addr]).start();
+        let mut first = RawPeer::handshake_as(&a, "x", X);
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut kept = RawPeer { stream };
+        kept.send(&hello("x", X));
+        kept.read_hello();
+        kept.send(&Frame::Accept.to_bytes());
+        a.wait_log("two connections to x: keeping the newer one");
+        let mut lines = msg(X, 1, b"one");
+        lines.extend(msg(X, 2, b"two"));
+        kept.send(&lines);
+        // x ends its own link: a's BYE, then x's FIN.
+        while let Some((kind, _)) = first.read_frame() {
+            if kind == frame::kind::BYE {
+                break;
+            }
+        }
+        first.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        a.wait_log("extra connection");
+        kept.send(&msg(X, 3, b"three"));
+        assert_eq!(
+            texts(&a.wait_lines(3)),
+            ["one", "two", "three"],
+            "round {round}\n{}",
+            a.log_text()
+        );
+    }
+}
+
+/// a - b - c, b with --max-frame 100: a's 150-byte line never reaches b or
+/// c, and each reports a gap. A gap is no delivery: a's acknowledgements
+/// say the line was skipped, so --exit-on-eof exits 3 naming b and c.
+/// (Attack finding 2: exit 0, "3 lines delivered" to each.)
+#[test]
+fn a_line_skipped_as_a_gap_counts_as_lost_and_exit_on_eof_exits_3() {
+    let quick = ["--degree", "1", "--stall-timeout", "1", "-f", "json"];
+    let b = node("b").args(&quick).args(&["--max-frame", "100"]).start();
+    let c = node("c").args(&quick).dial(&b).start();
+    let mut a = node("a")
+        .args(&quick)
+        .args(&["--wait-members", "2", "--exit-on-eof"])
+        .dial(&b)
+        .start();
+    a.send(format!("short1\n{}\nshort2\n", "L".repeat(150)).as_bytes());
+    a.close_stdin();
+    let status = a.expect_exit(DEADLINE);
+    assert_eq!(status.code(), Some(3), "{}", a.log_text());
+    let summary = a.wait_log("summary:");
+    for who in ["b", "c"] {
+        assert!(
+            summary.contains(&format!("to {who} (")),
+            "{who} unnamed: {summary}"
+        );
+        let part = summary.split(&format!("to {who} (")).nth(1).unwrap();
+        assert!(
+            part.split(';')
+                .next()
+                .unwrap()
+                .ends_with("2 lines delivered, 1 lost"),
+            "{who}: {summary}"
+        );
+    }
+    for n in [&b, &c] {
+        let gap = n.out.wait_until(DEADLINE, |lines| {
+            texts(lines).iter().any(|l| {
+                l.contains("\"type\":\"gap\"") && l.contains("\"first_seq\":2,\"last_seq\":2")
+            })
+        });
+        assert!(gap, "{}: {:?}", n.name, texts(&n.out.snapshot()));
     }
 }

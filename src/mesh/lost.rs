@@ -1,0 +1,88 @@
+//! Lines provably lost, never silently: a member reports every run of an
+//! origin's seqs it will not deliver as a `gap` and counts it as skipped
+//! in its acknowledgement; an origin that sees a member acknowledge a base
+//! above the first line it owes that member tells it so in its STATUS
+//! (a miss entry), so that the member reports that run too.
+
+use super::{Action, Mesh, NodeId};
+use crate::frame::{Miss, Status, MAX_STATUS_MISSES};
+
+impl Mesh {
+    /// Reports `origin`'s seqs `first..=last` as lost to this node. Our
+    /// acknowledgements changed (the run counts as skipped): a STATUS is due.
+    pub(super) fn gap(&mut self, origin: NodeId, first: u64, last: u64, reason: &str) {
+        self.status_due = true;
+        self.push(Action::Gap {
+            origin,
+            first,
+            last,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// The miss entries of our STATUS: live members that acknowledge a base
+    /// above the first of our lines they owe. At most
+    /// [`MAX_STATUS_MISSES`], rotating with the status_seq when there are
+    /// more, so that every member is told in turn.
+    pub(super) fn misses(&self) -> Vec<Miss> {
+        let last = self.own.last_seq;
+        let mut misses: Vec<Miss> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.up && m.owed_from > 0 && m.owed_from <= last)
+            .filter_map(|(id, m)| {
+                let (base, _, _) = m.ack?;
+                (base > m.owed_from).then(|| Miss {
+                    member: *id,
+                    first: m.owed_from,
+                    last: (base - 1).min(last),
+                })
+            })
+            .collect();
+        if misses.len() > MAX_STATUS_MISSES {
+            let turn = (self.own.status_seq % misses.len() as u64) as usize;
+            misses.rotate_left(turn);
+            misses.truncate(MAX_STATUS_MISSES);
+        }
+        misses
+    }
+
+    /// After a member's STATUS: a miss entry for us is acted on, and a
+    /// member newly acknowledging a base above what it owes is told soon.
+    pub(super) fn after_status(&mut self, status: &Status) {
+        let owes = self.members.get(&status.member).map_or(0, |m| m.owed_from);
+        let acked = status.acks.iter().find(|a| a.origin == self.cfg.id);
+        if acked.is_some_and(|a| owes > 0 && a.base > owes && owes <= self.own.last_seq) {
+            self.status_due = true;
+        }
+        self.told_missed(status);
+    }
+
+    /// An origin's STATUS says we never got lines it owed us. If we have
+    /// delivered nothing of it since our base, they become a hole (copies
+    /// may still be on their way, or in neighbours' caches): repaired, or
+    /// a gap. Otherwise they are a gap now, counted as skipped (our base
+    /// moves down to them), so that the origin stops listing us.
+    fn told_missed(&mut self, status: &Status) {
+        let me = self.cfg.id;
+        let Some(miss) = status.misses.iter().find(|m| m.member == me) else {
+            return;
+        };
+        let Some(origin) = self.origins.get_mut(status.member) else {
+            return;
+        };
+        if origin.reopen(miss.first) {
+            self.holes.insert(status.member);
+            self.status_due = true;
+            return;
+        }
+        if let Some((first, last)) = origin.lower_base(miss.first) {
+            self.gap(
+                status.member,
+                first,
+                last,
+                "owed to this node but never reached it",
+            );
+        }
+    }
+}
