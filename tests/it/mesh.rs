@@ -706,7 +706,7 @@ fn a_stopped_member_is_cut_after_the_stall_timeout_and_the_rest_finish() {
     }
     let took = stopped.elapsed();
     assert!(
-        took <= STALL + Duration::from_secs(3),
+        took <= STALL + Duration::from_secs(5),
         "z was dropped only after {took:?}, not within --stall-timeout ({STALL:?}) and a margin"
     );
     assert!(
