@@ -25,14 +25,16 @@ mod relay;
 mod rng;
 #[doc(hidden)]
 pub mod sim;
+mod table;
 #[cfg(test)]
 mod tests;
 
 use dial::DialPolicy;
 use flow::Own;
-use members::Member;
 use origin::Origins;
 use rng::Rng;
+use table::Table;
+pub use table::MAX_MEMBERS;
 
 /// The router's `ConnId` value: names one neighbour connection.
 pub type Conn = u64;
@@ -189,8 +191,12 @@ pub struct Mesh {
     /// Ordered maps throughout: a simulation run must be reproducible.
     neighbours: BTreeMap<Conn, Neighbour>,
     origins: Origins,
-    /// Other members, live or remembered as down.
-    members: BTreeMap<NodeId, Member>,
+    /// Other members, live or remembered as down (capped).
+    members: Table,
+    /// New members refused since the last warning about it, and when
+    /// that warning was.
+    refused_members: u64,
+    refused_warned: Option<Instant>,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
     own: Own,
@@ -223,6 +229,8 @@ const STATUS_QUIET: Duration = Duration::from_millis(50);
 const STATUS_LAZY: Duration = Duration::from_secs(1);
 /// The longest a caller may wait between ticks.
 const TICK: Duration = Duration::from_millis(100);
+/// How often a full member table says it refuses newcomers.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Mesh {
     pub fn new(cfg: MeshConfig, now: Instant) -> Mesh {
@@ -236,7 +244,9 @@ impl Mesh {
             rng,
             neighbours: BTreeMap::new(),
             origins: Origins::default(),
-            members: BTreeMap::new(),
+            members: Table::default(),
+            refused_members: 0,
+            refused_warned: None,
             holes: BTreeSet::new(),
             dial,
             next_keepalive: now + keepalive,
@@ -386,7 +396,7 @@ impl Mesh {
 
     /// Other live members, not counting ourselves.
     pub fn live_members(&self) -> usize {
-        self.members.values().filter(|m| m.is_live()).count()
+        self.members.live()
     }
 
     pub fn member_name(&self, id: NodeId) -> Option<&str> {
@@ -429,10 +439,24 @@ impl Mesh {
 
     /// Per member: what it owed, got and lost of our lines.
     pub fn books(&self) -> Vec<MemberBooks> {
-        self.members
+        let mut books: Vec<MemberBooks> = self
+            .members
             .iter()
             .filter_map(|(id, m)| m.books(*id, self.own.last_seq))
-            .collect()
+            .collect();
+        if self.members.forgotten_lost > 0 {
+            // Members forgotten to make room (see MAX_MEMBERS) keep their
+            // losses on the books, summed.
+            books.push(MemberBooks {
+                id: 0,
+                name: format!("{} forgotten members", self.members.forgotten),
+                owed: 0..0,
+                delivered: 0,
+                lost: self.members.forgotten_lost,
+                down: Some("forgotten: the member table was full".to_owned()),
+            });
+        }
+        books
     }
 
     /// Bytes held back and cached for all origins: bounded by the window

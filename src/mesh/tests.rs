@@ -473,6 +473,86 @@ fn a_member_silent_for_three_keepalives_is_down() {
     assert_eq!(member_events(&back), ["up 7"]);
 }
 
+/// A stranger announcing fresh ids fills the table up to the cap and no
+/// further: later ones are neither members nor forwarded, the live ones
+/// stay, and once the fakes fall silent a real newcomer gets in.
+#[test]
+fn the_member_table_is_capped_and_newcomers_never_evict_live_members() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 2, status(7, 1, 1, 0));
+    let flood = MAX_MEMBERS as u64 + 500;
+    let mut ups = 0;
+    let mut forwarded = 0;
+    let t1 = t0 + Duration::from_millis(500);
+    for id in 0..flood {
+        let actions = on_status(&mut m, t1, 1, status(0x1_0000 + id, 1, 1, 0));
+        ups += member_events(&actions).len();
+        forwarded += statuses_sent(&actions).len();
+    }
+    assert_eq!(ups, MAX_MEMBERS - 1, "7 took one place");
+    assert_eq!(forwarded, MAX_MEMBERS - 1, "refused ones are not forwarded");
+    assert_eq!(m.live_members(), MAX_MEMBERS);
+    assert!(m.members.get(&7).is_some_and(|x| x.up), "7 was evicted");
+    // 7 keeps talking; the fakes fall silent and expire, each once.
+    on_status(&mut m, t0 + Duration::from_secs(3), 2, status(7, 2, 1, 0));
+    m.tick(t1 + Duration::from_millis(3100));
+    let downs = member_events(&drain(&mut m));
+    assert_eq!(downs.len(), MAX_MEMBERS - 1);
+    assert_eq!(m.live_members(), 1);
+    let back = on_status(
+        &mut m,
+        t1 + Duration::from_secs(4),
+        1,
+        status(0xbeef, 1, 1, 0),
+    );
+    assert_eq!(member_events(&back), ["up beef"]);
+}
+
+/// Remembered members are bounded too: down ones are forgotten, those that
+/// missed nothing first; a forgotten one's losses stay on the books.
+#[test]
+fn remembered_members_are_bounded_and_losses_survive_forgetting() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let (frames, _) = batch(&[(ME, 1, 1, 16)]);
+    m.local(t0, &frames, 1, 1);
+    m.tick(t0 + Duration::from_secs(4)); // 7 silent: down, owing line 1
+    drain(&mut m);
+    for round in 0..3u64 {
+        let now = t0 + Duration::from_secs(5 + 4 * round);
+        for id in 0..MAX_MEMBERS as u64 {
+            on_status(
+                &mut m,
+                now,
+                1,
+                status(0x10_0000 * (round + 1) + id, 1, 1, 0),
+            );
+        }
+        m.tick(now + Duration::from_millis(3100));
+        drain(&mut m);
+    }
+    assert!(m.members.iter().count() <= table::MAX_REMEMBERED);
+    let lost: u64 = m.books().iter().map(|b| b.lost).sum();
+    assert_eq!(lost, 1, "{:?}", m.books());
+}
+
+/// A DOWN about a member nobody announced is not passed on: a stranger's
+/// flood of them would cross the whole group, and none is de-duplicated.
+#[test]
+fn a_down_about_an_unknown_member_goes_nowhere() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let down = Frame::Down {
+        member: 0x5555,
+        status_seq: 1,
+        hops: 1,
+        ttl: 16,
+        reason: b"gone",
+    };
+    m.on_frame(t0, 1, &down);
+    assert!(sent(&drain(&mut m)).is_empty());
+    assert!(m.members.get(&0x5555).is_none());
+}
+
 #[test]
 fn a_down_report_is_believed_unless_older_and_forwarded_once() {
     let (mut m, t0) = with_neighbours(config(), 2);
