@@ -309,8 +309,10 @@ impl Mesh {
         let in_reach = status.hops <= self.cfg.ttl;
         let owed_from = self.own.last_seq + 1;
         let last = self.own.last_seq;
-        self.members.insert_down(id, now, last, Member::new(0, now));
-        self.members.heard(id, now);
+        let clock = self.silence_clock(now);
+        self.members
+            .insert_down(id, clock, last, Member::new(0, clock));
+        self.members.heard(id, clock);
         let m = self.members.get_mut(&id).expect("inserted");
         m.status_seq = status.status_seq;
         m.name.clone_from(&status.name);
@@ -428,8 +430,9 @@ impl Mesh {
 
     fn down_record(&mut self, member: NodeId, status_seq: u64, now: Instant) {
         let last = self.own.last_seq;
+        let clock = self.silence_clock(now);
         self.members
-            .insert_down(member, now, last, Member::new(status_seq, now));
+            .insert_down(member, clock, last, Member::new(status_seq, clock));
         let m = self.members.get_mut(&member).expect("inserted");
         m.down_seq = Some(status_seq.max(m.down_seq.unwrap_or(0)));
     }
@@ -477,7 +480,7 @@ impl Mesh {
     /// Members silent for 3 × keepalive are down.
     pub(super) fn find_silent(&mut self, now: Instant) {
         let limit = self.cfg.keepalive * 3;
-        let silent = self.members.silent(now, limit);
+        let silent = self.members.silent(self.silence_clock(now), limit);
         let reason = format!("silent for {}s", limit.as_secs_f64());
         for id in silent {
             self.mark_down(id, &reason);

@@ -197,6 +197,11 @@ pub struct Mesh {
     /// that warning was.
     refused_members: u64,
     refused_warned: Option<Instant>,
+    /// Since when the router has held back frames from neighbours (its
+    /// stdout is blocked), and how long it did before: silence is measured
+    /// on a clock that stops meanwhile (see [`Mesh::inbound_held`]).
+    held_since: Option<Instant>,
+    held_before: Duration,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
     own: Own,
@@ -247,6 +252,8 @@ impl Mesh {
             members: Table::default(),
             refused_members: 0,
             refused_warned: None,
+            held_since: None,
+            held_before: Duration::ZERO,
             holes: BTreeSet::new(),
             dial,
             next_keepalive: now + keepalive,
@@ -387,6 +394,37 @@ impl Mesh {
 
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The router stopped (`true`) or went back to (`false`) taking frames
+    /// from its neighbours, because its own stdout is blocked. Meanwhile
+    /// members' STATUS frames wait unread in our own queues, so their
+    /// silence is not counted: a member is down for silence only after 3 ×
+    /// keepalive during which we were listening.
+    pub fn inbound_held(&mut self, now: Instant, held: bool) {
+        match (self.held_since, held) {
+            (None, true) => self.held_since = Some(now),
+            (Some(since), false) => {
+                self.held_before += now.saturating_duration_since(since);
+                self.held_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether [`Mesh::inbound_held`] said the router holds frames back.
+    pub fn is_inbound_held(&self) -> bool {
+        self.held_since.is_some()
+    }
+
+    /// `now` on the clock silence is measured by: real time less the time
+    /// the router held back frames from neighbours.
+    fn silence_clock(&self, now: Instant) -> Instant {
+        let held = self.held_before
+            + self
+                .held_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        now.checked_sub(held).unwrap_or(now)
     }
 
     /// Bytes of our own lines that may be sent now.

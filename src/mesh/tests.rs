@@ -553,6 +553,24 @@ fn a_down_about_an_unknown_member_goes_nowhere() {
     assert!(m.members.get(&0x5555).is_none());
 }
 
+/// While the router holds back frames from neighbours (its stdout is
+/// blocked), their STATUS frames wait unread: that time is not silence.
+#[test]
+fn silence_is_not_counted_while_inbound_is_held_back() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    m.inbound_held(t0 + Duration::from_secs(1), true);
+    assert!(m.is_inbound_held());
+    m.tick(t0 + Duration::from_secs(20));
+    assert!(member_events(&drain(&mut m)).is_empty(), "down while held");
+    m.inbound_held(t0 + Duration::from_secs(20), false);
+    // 1 s heard before the hold, 1.9 s after: not yet 3 s of silence.
+    m.tick(t0 + Duration::from_millis(21_900));
+    assert!(member_events(&drain(&mut m)).is_empty(), "down too soon");
+    m.tick(t0 + Duration::from_millis(22_200));
+    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 3s"]);
+}
+
 #[test]
 fn a_down_report_is_believed_unless_older_and_forwarded_once() {
     let (mut m, t0) = with_neighbours(config(), 2);
