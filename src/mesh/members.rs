@@ -482,6 +482,9 @@ impl Mesh {
         let limit = self.cfg.keepalive * 3;
         let silent = self.members.silent(self.silence_clock(now), limit);
         let reason = format!("silent for {}s", limit.as_secs_f64());
+        if !silent.is_empty() {
+            self.dial.heal_soon(now, &mut self.rng);
+        }
         for id in silent {
             self.mark_down(id, &reason);
         }

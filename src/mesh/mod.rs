@@ -333,8 +333,10 @@ impl Mesh {
                 to_seq,
             } => self.answer_repair(conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
+                // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
                 self.learned(now, &addrs);
+                self.dial.prefer(entries.iter().map(|(_, a)| *a));
             }
             _ => {}
         }
@@ -357,11 +359,14 @@ impl Mesh {
 
     /// How a dial asked for with [`Action::Dial`] ended.
     pub fn dial_result(&mut self, now: Instant, target: &DialTarget, result: DialResult) {
+        self.dial.result(now, target, &result, &mut self.rng);
         if let DialResult::Refused { alternatives } = &result {
             let addrs: Vec<_> = alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
             self.learned(now, &addrs);
+            if !alternatives.is_empty() {
+                self.dial.prefer(alternatives.iter().map(|(_, a)| *a));
+            }
         }
-        self.dial.result(now, target, &result, &mut self.rng);
     }
 
     /// Time passes: keepalive STATUS, silence timeouts, repair, dialing.

@@ -813,6 +813,97 @@ fn above_twice_the_degree_the_newest_non_peer_links_are_closed() {
         .all(|a| !matches!(a, Action::Close { .. })));
 }
 
+/// A hub trimming several neighbours at once hands each of them members
+/// it keeps, never one of the others let go at the same moment (handing
+/// them each other is how islands formed).
+#[test]
+fn trimmed_neighbours_are_sent_to_the_ones_kept_not_to_each_other() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            degree: 2,
+            ..config()
+        },
+        0,
+    );
+    for c in 1..=9u64 {
+        let at = t0 + Duration::from_millis(c);
+        m.neighbour_up(
+            at,
+            c,
+            100 + c,
+            "",
+            addr(&format!("10.0.0.{c}:1")),
+            7000,
+            None,
+        );
+        let mut s = status(100 + c, 1, 1, 0);
+        s.addrs = vec![addr(&format!("10.0.0.{c}:7000"))];
+        on_status(&mut m, at, c, s);
+    }
+    drain(&mut m);
+    m.tick(t0 + Duration::from_secs(1));
+    let closes: Vec<(Conn, Vec<NodeId>)> = drain(&mut m)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Close {
+                conn, alternatives, ..
+            } => Some((conn, alternatives.iter().map(|(n, _)| *n).collect())),
+            _ => None,
+        })
+        .collect();
+    let trimmed: Vec<NodeId> = closes.iter().map(|(c, _)| 100 + c).collect();
+    assert_eq!(trimmed, [109, 108, 107, 106, 105]);
+    for (conn, alternatives) in closes {
+        let mut alternatives = alternatives;
+        alternatives.sort();
+        assert_eq!(alternatives, [101, 102, 103, 104], "to conn {conn}");
+    }
+}
+
+/// A node let go with PEERS dials those first, not any member it knows.
+#[test]
+fn a_trimmed_node_dials_the_alternatives_it_was_handed() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            degree: 1,
+            ..config()
+        },
+        1,
+    );
+    for id in 10..40u64 {
+        let mut s = status(id, 1, 2, 0);
+        s.addrs = vec![addr(&format!("10.1.0.{id}:7000"))];
+        on_status(&mut m, t0, 1, s);
+    }
+    drain(&mut m);
+    let peers = Frame::Peers(vec![(33, addr("10.1.0.33:7000"))]);
+    m.on_frame(t0, 1, &peers);
+    m.neighbour_down(t0, 1, None);
+    m.tick(t0 + Duration::from_millis(10));
+    assert_eq!(
+        dials(&drain(&mut m)),
+        [DialTarget::Addr(addr("10.1.0.33:7000"))]
+    );
+}
+
+/// The heal dialer tries members that went down, never ones we only know
+/// from beyond our ttl: dialing those would undo the ttl.
+#[test]
+fn the_heal_dialer_never_dials_members_beyond_our_ttl() {
+    let (mut m, t0) = with_neighbours(MeshConfig { ttl: 1, ..config() }, 1);
+    let mut far = status(7, 1, 2, 0);
+    far.addrs = vec![addr("10.0.0.7:7000")];
+    on_status(&mut m, t0, 1, far);
+    assert_eq!(m.live_members(), 0);
+    for s in 1..40 {
+        m.tick(t0 + Duration::from_secs(s));
+        assert!(
+            dials(&drain(&mut m)).is_empty(),
+            "dialed a member beyond our ttl at {s} s"
+        );
+    }
+}
+
 #[test]
 fn a_remembered_member_outside_the_view_is_retried_even_at_degree() {
     let (mut m, t0) = with_neighbours(config(), 2);
@@ -1176,4 +1267,41 @@ fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
         .starts_with("cut: accepted nothing"));
     assert!(sim.nodes[0].mesh.eof_settled());
     assert_complete(&sim, &[0]);
+}
+
+// ---- Degree trimming -------------------------------------------------------
+
+/// A hub with --degree 2 and nine spokes with --degree 1 that all name only
+/// the hub, started at once (the attack's star2.py). The hub trims down to
+/// 4 links; the trimmed spokes must end in one group with the rest, not in
+/// islands of their own, within 30 s, for many seeds.
+#[test]
+fn trimming_at_a_hub_leaves_one_group() {
+    let mut split = Vec::new();
+    for seed in 1..=20 {
+        let mut sim = Sim::new(SimConfig {
+            keepalive: secs(1.0),
+            seed,
+            ..SimConfig::default()
+        });
+        let hub = sim.add_node_with_degree(vec![], 2);
+        for _ in 0..9 {
+            sim.add_node_with_degree(vec![hub], 1);
+        }
+        let whole = (0..300).any(|_| {
+            sim.run_for(secs(0.1));
+            sim.now > secs(5.0) && sim.connected_graph() && all_know_all(&sim)
+        });
+        // And it stays whole.
+        sim.run_for(secs(10.0));
+        if !whole || !sim.connected_graph() || !all_know_all(&sim) {
+            split.push((seed, sim.components()));
+        }
+    }
+    assert!(split.is_empty(), "islands: {split:?}");
+}
+
+fn all_know_all(sim: &Sim) -> bool {
+    let n = sim.nodes.len();
+    sim.nodes.iter().all(|x| x.mesh.live_members() == n - 1)
 }
