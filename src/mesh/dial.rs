@@ -146,11 +146,15 @@ impl DialPolicy {
         }
     }
 
+    /// `neighbours`: how many we have; a PEER that refused us without
+    /// alternatives while we have none is dialed again (it may have room
+    /// later), otherwise a refusal counts as its answer.
     pub fn result(
         &mut self,
         now: Instant,
         target: &DialTarget,
         result: &DialResult,
+        neighbours: usize,
         rng: &mut Rng,
     ) {
         match (target, result) {
@@ -167,6 +171,17 @@ impl DialPolicy {
                 if let Some(known) = self.addrs.get_mut(addr) {
                     known.myself = true;
                     known.attempt.pending = false;
+                }
+            }
+            (DialTarget::Seed(i), DialResult::Refused { alternatives })
+                if !alternatives.is_empty() || neighbours > 0 =>
+            {
+                // It answered: full, naming others to try, or "already
+                // connected" (we reached it another way). Dialing it again
+                // would only be refused again.
+                if let Some(seed) = self.seeds.get_mut(*i) {
+                    seed.reached = true;
+                    seed.attempt.pending = false;
                 }
             }
             (DialTarget::Seed(i), _) => {

@@ -359,7 +359,9 @@ impl Mesh {
 
     /// How a dial asked for with [`Action::Dial`] ended.
     pub fn dial_result(&mut self, now: Instant, target: &DialTarget, result: DialResult) {
-        self.dial.result(now, target, &result, &mut self.rng);
+        let neighbours = self.neighbours.len();
+        self.dial
+            .result(now, target, &result, neighbours, &mut self.rng);
         if let DialResult::Refused { alternatives } = &result {
             let addrs: Vec<_> = alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
             self.learned(now, &addrs);

@@ -904,6 +904,51 @@ fn the_heal_dialer_never_dials_members_beyond_our_ttl() {
     }
 }
 
+/// A PEER that refused us with alternatives, or as "already connected"
+/// while we have a neighbour, has answered: it is not dialed again. One
+/// that refused with nothing while we are alone is (it may have room later).
+#[test]
+fn a_peer_that_refused_has_answered_unless_we_are_alone() {
+    let seeded = MeshConfig {
+        seeds: 1,
+        ..config()
+    };
+    let seed_dials = |m: &mut Mesh, t0: Instant| {
+        (1..60)
+            .map(|s| {
+                m.tick(t0 + Duration::from_secs(s));
+                dials(&drain(m))
+                    .iter()
+                    .filter(|d| **d == DialTarget::Seed(0))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let refused = |alternatives| DialResult::Refused { alternatives };
+    // Full, with alternatives.
+    let (mut m, t0) = with_neighbours(seeded.clone(), 0);
+    m.tick(t0);
+    assert_eq!(dials(&drain(&mut m)), [DialTarget::Seed(0)]);
+    m.dial_result(
+        t0,
+        &DialTarget::Seed(0),
+        refused(vec![(5, addr("10.0.0.5:7000"))]),
+    );
+    assert_eq!(seed_dials(&mut m, t0), 0);
+    // "already connected": we have a neighbour.
+    let (mut m, t0) = with_neighbours(seeded.clone(), 1);
+    m.tick(t0);
+    drain(&mut m);
+    m.dial_result(t0, &DialTarget::Seed(0), refused(Vec::new()));
+    assert_eq!(seed_dials(&mut m, t0), 0);
+    // Alone and refused with nothing: tried again, with backoff.
+    let (mut m, t0) = with_neighbours(seeded, 0);
+    m.tick(t0);
+    drain(&mut m);
+    m.dial_result(t0, &DialTarget::Seed(0), refused(Vec::new()));
+    assert!(seed_dials(&mut m, t0) > 0);
+}
+
 #[test]
 fn a_remembered_member_outside_the_view_is_retried_even_at_degree() {
     let (mut m, t0) = with_neighbours(config(), 2);
