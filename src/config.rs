@@ -35,14 +35,14 @@ pub const DEFAULT_DISCOVER_ADDR: SocketAddr =
 #[command(
     name = "peercat",
     version,
-    about = "A peer-to-peer broadcast pipe: each line of stdin goes to every peer, \
-             each message from a peer goes to stdout.",
+    about = "A peer-to-peer broadcast pipe: each line of stdin reaches every member \
+             of the group, each member's lines go to stdout.",
     after_help = "Examples:\n  \
-        peercat                                  listen on 0.0.0.0:7117, print what peers send\n  \
-        tail -f app.log | peercat host2:7117     send lines to host2 (and to anyone who dials us)\n  \
+        peercat                                  listen on 0.0.0.0:7117, print what members send\n  \
+        tail -f app.log | peercat host2:7117     join the group through host2, send it our lines\n  \
         peercat -l 127.0.0.1:0 --format json     any free port, one JSON object per line\n\n\
         Exit codes: 0 ok (Ctrl-C, --exit-on-eof, stdout closed), 1 runtime error (or \
-        --connect-timeout passed), 2 usage error, 3 --exit-on-eof and some peer missed lines \
+        --connect-timeout passed), 2 usage error, 3 --exit-on-eof and some member missed lines \
         (the summary on the log says who), 130 a second signal (more than 0.5 s after the first)."
 )]
 struct Cli {
@@ -72,8 +72,8 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     wait_peers: u32,
 
-    /// When stdin ends: deliver everything queued, disconnect politely; exit 0 if every
-    /// peer confirmed every line, else 3
+    /// When stdin ends: wait until every member owed a line has acknowledged it (or is
+    /// gone), leave the group politely; exit 0 if no member missed a line, else 3
     #[arg(long)]
     exit_on_eof: bool,
 
@@ -82,7 +82,7 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_peers: u32,
 
-    /// Largest message accepted or sent, in bytes (K and M suffixes: 1024s)
+    /// Largest message accepted or sent, in bytes (K, M and G suffixes: 1024s)
     #[arg(long, value_name = "BYTES", default_value = "1048576", value_parser = parse_max_frame)]
     max_frame: u32,
 

@@ -53,7 +53,8 @@
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
 //! - [`mesh`]: the pure mesh state machine: relay with de-duplication and
-//!   order, membership, dialing policy, end-to-end flow control.
+//!   order, membership (a capped member table), dialing policy, end-to-end
+//!   flow control.
 //! - [`router`]: the thread that owns the peer table and drives the mesh.
 //! - [`books`]: what each member got; the exit summary and `--stats` lines.
 //! - [`stdio`]: stdin lines into message frames; messages onto stdout.

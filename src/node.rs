@@ -191,7 +191,7 @@ fn load_peer_cache(path: &std::path::Path) -> Vec<peer_cache::Entry> {
                 log::info!(
                     "peer cache {}: {} remembered",
                     path.display(),
-                    crate::books::plural(entries.len() as u64, "member address")
+                    crate::peer_cache::addresses(entries.len())
                 );
             }
             entries

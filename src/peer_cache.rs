@@ -25,6 +25,15 @@ use std::path::{Path, PathBuf};
 
 use crate::frame::NodeId;
 
+/// "1 member address", "52 member addresses", for log lines.
+pub fn addresses(n: usize) -> String {
+    if n == 1 {
+        "1 member address".to_owned()
+    } else {
+        format!("{n} member addresses")
+    }
+}
+
 /// Entries kept; more are left out (the first ones win: the caller puts the
 /// members it trusts most first).
 pub const MAX_ENTRIES: usize = 1024;
@@ -97,9 +106,9 @@ pub fn warnings(path: &Path, problems: &[Problem]) -> Vec<String> {
         .collect();
     if problems.len() > MAX_WARNINGS {
         lines.push(format!(
-            "peer cache {}: {} more lines skipped",
+            "peer cache {}: {} skipped",
             path.display(),
-            problems.len() - MAX_WARNINGS
+            crate::books::plural((problems.len() - MAX_WARNINGS) as u64, "more line")
         ));
     }
     lines
@@ -334,6 +343,15 @@ mod tests {
             lines[MAX_WARNINGS],
             "peer cache peers.txt: 5 more lines skipped"
         );
+    }
+
+    #[test]
+    fn counts_read_as_english() {
+        let (_, problems) = parse("x\n".repeat(MAX_WARNINGS + 1).as_str());
+        let lines = warnings(Path::new("p"), &problems);
+        assert_eq!(lines[MAX_WARNINGS], "peer cache p: 1 more line skipped");
+        assert_eq!(addresses(1), "1 member address");
+        assert_eq!(addresses(52), "52 member addresses");
     }
 
     #[test]

@@ -15,6 +15,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a remembered member outside the view is tried (jittered).
 const HEAL_EVERY: Duration = Duration::from_secs(10);
+/// How soon after members fell silent the first heal dial goes out: an
+/// island (a part of the group that lost its links to the rest) notices
+/// after 3 × keepalive of silence, and should not wait another 10 s.
+const HEAL_SOON: Duration = Duration::from_secs(1);
 /// The most addresses remembered; more are ignored until some go.
 const MAX_ADDRS: usize = 16384;
 
@@ -66,6 +70,12 @@ pub struct DialPolicy {
     /// Addresses being dialed now (their results are pending).
     dialing: BTreeSet<SocketAddr>,
     next_heal: Instant,
+    /// Alternatives a neighbour handed us as it let us go (PEERS before a
+    /// "too many neighbours" BYE, or a refusal): members in its part of
+    /// the group, dialed before any other learned address, so that a
+    /// trimmed node rejoins that group instead of pairing with the others
+    /// trimmed at the same moment. Cleared once a dial connects.
+    preferred: Vec<SocketAddr>,
 }
 
 impl DialPolicy {
@@ -81,6 +91,7 @@ impl DialPolicy {
             addrs: BTreeMap::new(),
             dialing: BTreeSet::new(),
             next_heal: now + rng.jitter(HEAL_EVERY),
+            preferred: Vec::new(),
         }
     }
 
@@ -104,7 +115,18 @@ impl DialPolicy {
         }
     }
 
+    /// Members just fell silent: try one of them soon.
+    pub fn heal_soon(&mut self, now: Instant, rng: &mut Rng) {
+        self.next_heal = self.next_heal.min(now + rng.jitter(HEAL_SOON));
+    }
+
+    /// Alternatives to dial first (see `preferred`).
+    pub fn prefer(&mut self, addrs: impl Iterator<Item = SocketAddr>) {
+        self.preferred = addrs.filter(|a| self.addrs.contains_key(a)).collect();
+    }
+
     pub fn connected(&mut self, target: &DialTarget, node: Option<NodeId>) {
+        self.preferred.clear();
         match target {
             DialTarget::Seed(i) => {
                 if let Some(seed) = self.seeds.get_mut(*i) {
@@ -124,11 +146,15 @@ impl DialPolicy {
         }
     }
 
+    /// `neighbours`: how many we have; a PEER that refused us without
+    /// alternatives while we have none is dialed again (it may have room
+    /// later), otherwise a refusal counts as its answer.
     pub fn result(
         &mut self,
         now: Instant,
         target: &DialTarget,
         result: &DialResult,
+        neighbours: usize,
         rng: &mut Rng,
     ) {
         match (target, result) {
@@ -145,6 +171,17 @@ impl DialPolicy {
                 if let Some(known) = self.addrs.get_mut(addr) {
                     known.myself = true;
                     known.attempt.pending = false;
+                }
+            }
+            (DialTarget::Seed(i), DialResult::Refused { alternatives })
+                if !alternatives.is_empty() || neighbours > 0 =>
+            {
+                // It answered: full, naming others to try, or "already
+                // connected" (we reached it another way). Dialing it again
+                // would only be refused again.
+                if let Some(seed) = self.seeds.get_mut(*i) {
+                    seed.reached = true;
+                    seed.attempt.pending = false;
                 }
             }
             (DialTarget::Seed(i), _) => {
@@ -208,17 +245,27 @@ impl Mesh {
         if have >= self.cfg.degree {
             return;
         }
+        let wanted = |k: &Known| {
+            self.may_dial(k, now)
+                && k.node
+                    .map_or(true, |n| self.members.get(&n).map_or(true, |m| m.up))
+        };
         let mut candidates: Vec<SocketAddr> = self
             .dial
-            .addrs
+            .preferred
             .iter()
-            .filter(|(_, k)| self.may_dial(k, now))
-            .filter(|(_, k)| {
-                k.node
-                    .map_or(true, |n| self.members.get(&n).map_or(true, |m| m.up))
-            })
-            .map(|(a, _)| *a)
+            .filter(|a| self.dial.addrs.get(a).is_some_and(wanted))
+            .copied()
             .collect();
+        if candidates.is_empty() {
+            candidates = self
+                .dial
+                .addrs
+                .iter()
+                .filter(|(_, k)| wanted(k))
+                .map(|(a, _)| *a)
+                .collect();
+        }
         // One connection per node: two addresses of one member count once.
         let mut chosen_nodes = Vec::new();
         for _ in have..self.cfg.degree {
@@ -253,10 +300,7 @@ impl Mesh {
             .addrs
             .iter()
             .filter(|(_, k)| self.may_dial(k, now))
-            .filter(|(_, k)| {
-                k.node
-                    .is_some_and(|n| self.members.get(&n).map_or(true, |m| !m.up))
-            })
+            .filter(|(_, k)| k.node.is_some_and(|n| self.heal_candidate(n)))
             .map(|(a, _)| *a)
             .collect();
         if candidates.is_empty() {
@@ -265,6 +309,15 @@ impl Mesh {
         let addr = candidates[self.rng.below(candidates.len())];
         self.dial.dialing(addr);
         self.push(Action::Dial(DialTarget::Addr(addr)));
+    }
+
+    /// A member worth a heal dial: one that was live and went down (maybe
+    /// behind a partition). Not one we only know from beyond our ttl: it
+    /// was never a member for us, and dialing it would undo the ttl.
+    fn heal_candidate(&self, node: NodeId) -> bool {
+        self.members
+            .get(&node)
+            .is_some_and(|m| !m.up && m.down.is_some())
     }
 
     /// Above 2 × degree, the most recently added non-PEER links are closed
@@ -282,9 +335,12 @@ impl Mesh {
             .map(|(c, n)| (n.added, *c))
             .collect();
         extra.sort_by(|a, b| b.cmp(a));
-        for (_, conn) in extra.into_iter().take(open - limit) {
+        extra.truncate(open - limit);
+        for &(_, conn) in &extra {
             self.neighbours.get_mut(&conn).expect("listed").closing = true;
-            let alternatives = self.alternatives(8);
+        }
+        for (_, conn) in extra {
+            let alternatives = self.trim_alternatives(8);
             self.push(Action::Close {
                 conn,
                 reason: "too many neighbours".to_owned(),
@@ -295,6 +351,44 @@ impl Mesh {
 }
 
 impl Mesh {
+    /// Whom a trimmed neighbour should dial instead: the neighbours we
+    /// keep (they are in our part of the group for sure, so it rejoins the
+    /// group through them); other live members only if none of those has
+    /// an address; never one being let go now (handing the trimmed ones
+    /// each other is how islands formed).
+    fn trim_alternatives(&mut self, n: usize) -> Vec<(NodeId, SocketAddr)> {
+        let leaving: BTreeSet<NodeId> = self
+            .neighbours
+            .values()
+            .filter(|x| x.closing)
+            .map(|x| x.node)
+            .collect();
+        let kept: BTreeSet<NodeId> = self
+            .neighbours
+            .values()
+            .filter(|x| !x.closing)
+            .map(|x| x.node)
+            .collect();
+        let mut near = Vec::new();
+        let mut far = Vec::new();
+        for (id, addr) in self.live_addrs() {
+            if kept.contains(&id) {
+                near.push((id, addr));
+            } else if !leaving.contains(&id) {
+                far.push((id, addr));
+            }
+        }
+        // Only the kept ones while there are any: any other member may be
+        // one trimmed a moment ago elsewhere, not yet back in the group.
+        let pool = if near.is_empty() { &mut far } else { &mut near };
+        let mut out = Vec::new();
+        while out.len() < n && !pool.is_empty() {
+            let i = self.rng.below(pool.len());
+            out.push(pool.swap_remove(i));
+        }
+        out
+    }
+
     /// When `target` is due to be dialed again after a failed dial (for the
     /// caller's log line); `None` if it will not be (reached, or ourselves).
     pub fn next_dial_at(&self, target: &DialTarget) -> Option<Instant> {

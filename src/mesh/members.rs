@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId};
+use super::table::Filed;
+use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, REFUSAL_LOG_EVERY};
 use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
 
 /// What we know of another member.
@@ -36,9 +37,34 @@ pub struct Member {
     /// Where we start delivering its messages, from its first STATUS,
     /// until it has per-origin state; 0 = no STATUS seen.
     pub base_hint: u64,
+    /// Where the table's indexes file it.
+    pub filed: Filed,
 }
 
 impl Member {
+    /// One we have just heard of, down until its STATUS says otherwise.
+    fn new(status_seq: u64, now: Instant) -> Member {
+        Member {
+            name: String::new(),
+            addrs: Vec::new(),
+            status_seq,
+            heard: now,
+            up: false,
+            down: None,
+            down_seq: None,
+            last_status: None,
+            ack: None,
+            owed_from: 0,
+            owed_end: None,
+            lost_before: 0,
+            base_hint: 0,
+            filed: Filed {
+                lossy: false,
+                at: now,
+            },
+        }
+    }
+
     pub fn is_live(&self) -> bool {
         self.up
     }
@@ -221,7 +247,7 @@ impl Mesh {
             }
             None => true,
         };
-        if !fresh {
+        if !fresh || !self.may_merge(now, conn, status) {
             return;
         }
         let mut status = status.clone();
@@ -241,32 +267,66 @@ impl Mesh {
         if forward {
             self.broadcast(&bytes, 0, Some(conn));
         }
+        // Kept for new neighbours without its acks: they are stale by then
+        // (its next STATUS brings fresh ones), and up to 4096 of them per
+        // member would cost ~100 KB each.
+        let kept = if status.acks.is_empty() {
+            bytes
+        } else {
+            let acks = std::mem::take(&mut status.acks);
+            let kept = Arc::new(Frame::Status(status.clone()).to_bytes());
+            status.acks = acks;
+            kept
+        };
         status.hops = hops;
-        self.merge_status(now, &status, bytes);
+        self.merge_status(now, &status, kept);
         self.after_status(&status);
+    }
+
+    /// Whether the table has room for what `status` makes of its member:
+    /// a new live member needs a free place (live members are never
+    /// evicted); beyond the cap it is refused, with a rate-limited warning
+    /// naming the neighbour it came from.
+    fn may_merge(&mut self, now: Instant, conn: Conn, status: &Status) -> bool {
+        let joins = status.hops <= self.cfg.ttl && status.flags & FLAG_LEAVING == 0;
+        let live = self.members.get(&status.member).is_some_and(|m| m.up);
+        if !joins || live || self.members.has_room() {
+            return true;
+        }
+        self.refused_members += 1;
+        let due = self.refused_warned.map_or(true, |at| {
+            now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY
+        });
+        if due {
+            let from = self.neighbours.get(&conn).map_or_else(
+                || format!("connection {conn}"),
+                |n| format!("{:016x} at {}", n.node, n.remote),
+            );
+            log::warn!(
+                "{} known: refusing new member {:016x} (name {:?}) announced by neighbour {from}, \
+                 {} refused since the last warning",
+                super::table::MAX_MEMBERS,
+                status.member,
+                status.name,
+                self.refused_members
+            );
+            self.refused_warned = Some(now);
+            self.refused_members = 0;
+        }
+        false
     }
 
     fn merge_status(&mut self, now: Instant, status: &Status, bytes: Bytes) {
         let id = status.member;
         let in_reach = status.hops <= self.cfg.ttl;
         let owed_from = self.own.last_seq + 1;
-        let m = self.members.entry(id).or_insert_with(|| Member {
-            name: String::new(),
-            addrs: Vec::new(),
-            status_seq: 0,
-            heard: now,
-            up: false,
-            down: None,
-            down_seq: None,
-            last_status: None,
-            ack: None,
-            owed_from: 0,
-            owed_end: None,
-            lost_before: 0,
-            base_hint: 0,
-        });
+        let last = self.own.last_seq;
+        let clock = self.silence_clock(now);
+        self.members
+            .insert_down(id, clock, last, Member::new(0, clock));
+        self.members.heard(id, clock);
+        let m = self.members.get_mut(&id).expect("inserted");
         m.status_seq = status.status_seq;
-        m.heard = now;
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
         m.last_status = Some(bytes);
@@ -288,8 +348,8 @@ impl Mesh {
                 self.mark_down(id, "left");
             }
         } else if in_reach && !was_up {
+            self.members.set_up(id, true, false);
             let m = self.members.get_mut(&id).expect("inserted");
-            m.up = true;
             if m.owed_from != 0 {
                 // Back from the dead: its earlier life's losses stay booked.
                 if let Some(b) = m.books(id, self.own.last_seq) {
@@ -357,10 +417,13 @@ impl Mesh {
             }
             return;
         }
-        if let Some(m) = self.members.get(&member) {
-            if m.down_seq.is_some_and(|d| d >= status_seq) || m.status_seq > status_seq {
-                return;
-            }
+        // A member we do not know is not recorded nor passed on: a stranger
+        // could flood DOWNs with fresh ids, and none could be de-duplicated.
+        let Some(m) = self.members.get(&member) else {
+            return;
+        };
+        if m.down_seq.is_some_and(|d| d >= status_seq) || m.status_seq > status_seq {
+            return;
         }
         self.down_record(member, status_seq, now);
         if self.members.get(&member).is_some_and(|m| m.up) {
@@ -379,21 +442,11 @@ impl Mesh {
     }
 
     fn down_record(&mut self, member: NodeId, status_seq: u64, now: Instant) {
-        let m = self.members.entry(member).or_insert_with(|| Member {
-            name: String::new(),
-            addrs: Vec::new(),
-            status_seq,
-            heard: now,
-            up: false,
-            down: None,
-            down_seq: None,
-            last_status: None,
-            ack: None,
-            owed_from: 0,
-            owed_end: None,
-            lost_before: 0,
-            base_hint: 0,
-        });
+        let last = self.own.last_seq;
+        let clock = self.silence_clock(now);
+        self.members
+            .insert_down(member, clock, last, Member::new(status_seq, clock));
+        let m = self.members.get_mut(&member).expect("inserted");
         m.down_seq = Some(status_seq.max(m.down_seq.unwrap_or(0)));
     }
 
@@ -422,10 +475,13 @@ impl Mesh {
         if !m.up {
             return;
         }
-        m.up = false;
         m.down = Some(reason.to_owned());
         m.owed_end = Some(last + 1);
+        m.up = false;
+        let lossy = m.books(id, last).is_some_and(|b| b.lost > 0);
+        m.up = true;
         let name = m.name.clone();
+        self.members.set_up(id, false, lossy);
         self.push(Action::MemberDown {
             id,
             name,
@@ -437,13 +493,11 @@ impl Mesh {
     /// Members silent for 3 × keepalive are down.
     pub(super) fn find_silent(&mut self, now: Instant) {
         let limit = self.cfg.keepalive * 3;
-        let silent: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.up && now.duration_since(m.heard) > limit)
-            .map(|(id, _)| *id)
-            .collect();
+        let silent = self.members.silent(self.silence_clock(now), limit);
         let reason = format!("silent for {}s", limit.as_secs_f64());
+        if !silent.is_empty() {
+            self.dial.heal_soon(now, &mut self.rng);
+        }
         for id in silent {
             self.mark_down(id, &reason);
         }

@@ -26,14 +26,16 @@ mod relay;
 mod rng;
 #[doc(hidden)]
 pub mod sim;
+mod table;
 #[cfg(test)]
 mod tests;
 
 use dial::DialPolicy;
 use flow::Own;
-use members::Member;
 use origin::Origins;
 use rng::Rng;
+use table::Table;
+pub use table::MAX_MEMBERS;
 
 /// The router's `ConnId` value: names one neighbour connection.
 pub type Conn = u64;
@@ -190,8 +192,17 @@ pub struct Mesh {
     /// Ordered maps throughout: a simulation run must be reproducible.
     neighbours: BTreeMap<Conn, Neighbour>,
     origins: Origins,
-    /// Other members, live or remembered as down.
-    members: BTreeMap<NodeId, Member>,
+    /// Other members, live or remembered as down (capped).
+    members: Table,
+    /// New members refused since the last warning about it, and when
+    /// that warning was.
+    refused_members: u64,
+    refused_warned: Option<Instant>,
+    /// Since when the router has held back frames from neighbours (its
+    /// stdout is blocked), and how long it did before: silence is measured
+    /// on a clock that stops meanwhile (see [`Mesh::inbound_held`]).
+    held_since: Option<Instant>,
+    held_before: Duration,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
     own: Own,
@@ -224,6 +235,8 @@ const STATUS_QUIET: Duration = Duration::from_millis(50);
 const STATUS_LAZY: Duration = Duration::from_secs(1);
 /// The longest a caller may wait between ticks.
 const TICK: Duration = Duration::from_millis(100);
+/// How often a full member table says it refuses newcomers.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Mesh {
     pub fn new(cfg: MeshConfig, now: Instant) -> Mesh {
@@ -237,7 +250,11 @@ impl Mesh {
             rng,
             neighbours: BTreeMap::new(),
             origins: Origins::default(),
-            members: BTreeMap::new(),
+            members: Table::default(),
+            refused_members: 0,
+            refused_warned: None,
+            held_since: None,
+            held_before: Duration::ZERO,
             holes: BTreeSet::new(),
             dial,
             next_keepalive: now + keepalive,
@@ -317,8 +334,10 @@ impl Mesh {
                 to_seq,
             } => self.answer_repair(conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
+                // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
                 self.learned(now, &addrs);
+                self.dial.prefer(entries.iter().map(|(_, a)| *a));
             }
             _ => {}
         }
@@ -341,11 +360,16 @@ impl Mesh {
 
     /// How a dial asked for with [`Action::Dial`] ended.
     pub fn dial_result(&mut self, now: Instant, target: &DialTarget, result: DialResult) {
+        let neighbours = self.neighbours.len();
+        self.dial
+            .result(now, target, &result, neighbours, &mut self.rng);
         if let DialResult::Refused { alternatives } = &result {
             let addrs: Vec<_> = alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
             self.learned(now, &addrs);
+            if !alternatives.is_empty() {
+                self.dial.prefer(alternatives.iter().map(|(_, a)| *a));
+            }
         }
-        self.dial.result(now, target, &result, &mut self.rng);
     }
 
     /// Time passes: keepalive STATUS, silence timeouts, repair, dialing.
@@ -380,6 +404,37 @@ impl Mesh {
         self.actions.pop_front()
     }
 
+    /// The router stopped (`true`) or went back to (`false`) taking frames
+    /// from its neighbours, because its own stdout is blocked. Meanwhile
+    /// members' STATUS frames wait unread in our own queues, so their
+    /// silence is not counted: a member is down for silence only after 3 ×
+    /// keepalive during which we were listening.
+    pub fn inbound_held(&mut self, now: Instant, held: bool) {
+        match (self.held_since, held) {
+            (None, true) => self.held_since = Some(now),
+            (Some(since), false) => {
+                self.held_before += now.saturating_duration_since(since);
+                self.held_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether [`Mesh::inbound_held`] said the router holds frames back.
+    pub fn is_inbound_held(&self) -> bool {
+        self.held_since.is_some()
+    }
+
+    /// `now` on the clock silence is measured by: real time less the time
+    /// the router held back frames from neighbours.
+    fn silence_clock(&self, now: Instant) -> Instant {
+        let held = self.held_before
+            + self
+                .held_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        now.checked_sub(held).unwrap_or(now)
+    }
+
     /// Bytes of our own lines that may be sent now.
     pub fn window_room(&self) -> usize {
         self.own.room()
@@ -392,7 +447,7 @@ impl Mesh {
 
     /// Other live members, not counting ourselves.
     pub fn live_members(&self) -> usize {
-        self.members.values().filter(|m| m.is_live()).count()
+        self.members.live()
     }
 
     pub fn member_name(&self, id: NodeId) -> Option<&str> {
@@ -435,10 +490,24 @@ impl Mesh {
 
     /// Per member: what it owed, got and lost of our lines.
     pub fn books(&self) -> Vec<MemberBooks> {
-        self.members
+        let mut books: Vec<MemberBooks> = self
+            .members
             .iter()
             .filter_map(|(id, m)| m.books(*id, self.own.last_seq))
-            .collect()
+            .collect();
+        if self.members.forgotten_lost > 0 {
+            // Members forgotten to make room (see MAX_MEMBERS) keep their
+            // losses on the books, summed.
+            books.push(MemberBooks {
+                id: 0,
+                name: format!("{} forgotten members", self.members.forgotten),
+                owed: 0..0,
+                delivered: 0,
+                lost: self.members.forgotten_lost,
+                down: Some("forgotten: the member table was full".to_owned()),
+            });
+        }
+        books
     }
 
     /// Bytes held back and cached for all origins: bounded by the window

@@ -270,6 +270,11 @@ impl Sim {
 
     /// Starts a node that dials `seeds` (node indexes); returns its index.
     pub fn add_node(&mut self, seeds: Vec<usize>) -> usize {
+        self.add_node_with_degree(seeds, self.cfg.degree)
+    }
+
+    /// As [`Sim::add_node`], with a `--degree` of its own.
+    pub fn add_node_with_degree(&mut self, seeds: Vec<usize>, degree: usize) -> usize {
         let index = self.nodes.len();
         let id = self.rng.next_u64();
         let addr = SocketAddr::new(
@@ -283,7 +288,7 @@ impl Sim {
             advertise: None,
             ttl: self.cfg.ttl,
             relay: true,
-            degree: self.cfg.degree,
+            degree,
             max_peers: self.cfg.max_peers,
             window: self.cfg.window,
             max_frame: 1 << 20,
@@ -378,12 +383,12 @@ impl Sim {
                     if !self.nodes[node].alive {
                         continue;
                     }
-                    self.nodes[node].mesh.neighbour_down(now, conn, None);
+                    // As the router does: PEERS arrive before the BYE.
                     if node != closer && !alternatives.is_empty() {
-                        let addrs: Vec<_> =
-                            alternatives.iter().map(|(n, a)| (Some(*n), *a)).collect();
-                        self.nodes[node].mesh.learned(now, &addrs);
+                        let peers = Frame::Peers(alternatives.clone());
+                        self.nodes[node].mesh.on_frame(now, conn, &peers);
                     }
+                    self.nodes[node].mesh.neighbour_down(now, conn, None);
                     self.after(node);
                 }
             }

@@ -474,6 +474,104 @@ fn a_member_silent_for_three_keepalives_is_down() {
     assert_eq!(member_events(&back), ["up 7"]);
 }
 
+/// A stranger announcing fresh ids fills the table up to the cap and no
+/// further: later ones are neither members nor forwarded, the live ones
+/// stay, and once the fakes fall silent a real newcomer gets in.
+#[test]
+fn the_member_table_is_capped_and_newcomers_never_evict_live_members() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 2, status(7, 1, 1, 0));
+    let flood = MAX_MEMBERS as u64 + 500;
+    let mut ups = 0;
+    let mut forwarded = 0;
+    let t1 = t0 + Duration::from_millis(500);
+    for id in 0..flood {
+        let actions = on_status(&mut m, t1, 1, status(0x1_0000 + id, 1, 1, 0));
+        ups += member_events(&actions).len();
+        forwarded += statuses_sent(&actions).len();
+    }
+    assert_eq!(ups, MAX_MEMBERS - 1, "7 took one place");
+    assert_eq!(forwarded, MAX_MEMBERS - 1, "refused ones are not forwarded");
+    assert_eq!(m.live_members(), MAX_MEMBERS);
+    assert!(m.members.get(&7).is_some_and(|x| x.up), "7 was evicted");
+    // 7 keeps talking; the fakes fall silent and expire, each once.
+    on_status(&mut m, t0 + Duration::from_secs(3), 2, status(7, 2, 1, 0));
+    m.tick(t1 + Duration::from_millis(3100));
+    let downs = member_events(&drain(&mut m));
+    assert_eq!(downs.len(), MAX_MEMBERS - 1);
+    assert_eq!(m.live_members(), 1);
+    let back = on_status(
+        &mut m,
+        t1 + Duration::from_secs(4),
+        1,
+        status(0xbeef, 1, 1, 0),
+    );
+    assert_eq!(member_events(&back), ["up beef"]);
+}
+
+/// Remembered members are bounded too: down ones are forgotten, those that
+/// missed nothing first; a forgotten one's losses stay on the books.
+#[test]
+fn remembered_members_are_bounded_and_losses_survive_forgetting() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let (frames, _) = batch(&[(ME, 1, 1, 16)]);
+    m.local(t0, &frames, 1, 1);
+    m.tick(t0 + Duration::from_secs(4)); // 7 silent: down, owing line 1
+    drain(&mut m);
+    for round in 0..3u64 {
+        let now = t0 + Duration::from_secs(5 + 4 * round);
+        for id in 0..MAX_MEMBERS as u64 {
+            on_status(
+                &mut m,
+                now,
+                1,
+                status(0x10_0000 * (round + 1) + id, 1, 1, 0),
+            );
+        }
+        m.tick(now + Duration::from_millis(3100));
+        drain(&mut m);
+    }
+    assert!(m.members.iter().count() <= table::MAX_REMEMBERED);
+    let lost: u64 = m.books().iter().map(|b| b.lost).sum();
+    assert_eq!(lost, 1, "{:?}", m.books());
+}
+
+/// A DOWN about a member nobody announced is not passed on: a stranger's
+/// flood of them would cross the whole group, and none is de-duplicated.
+#[test]
+fn a_down_about_an_unknown_member_goes_nowhere() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let down = Frame::Down {
+        member: 0x5555,
+        status_seq: 1,
+        hops: 1,
+        ttl: 16,
+        reason: b"gone",
+    };
+    m.on_frame(t0, 1, &down);
+    assert!(sent(&drain(&mut m)).is_empty());
+    assert!(m.members.get(&0x5555).is_none());
+}
+
+/// While the router holds back frames from neighbours (its stdout is
+/// blocked), their STATUS frames wait unread: that time is not silence.
+#[test]
+fn silence_is_not_counted_while_inbound_is_held_back() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    m.inbound_held(t0 + Duration::from_secs(1), true);
+    assert!(m.is_inbound_held());
+    m.tick(t0 + Duration::from_secs(20));
+    assert!(member_events(&drain(&mut m)).is_empty(), "down while held");
+    m.inbound_held(t0 + Duration::from_secs(20), false);
+    // 1 s heard before the hold, 1.9 s after: not yet 3 s of silence.
+    m.tick(t0 + Duration::from_millis(21_900));
+    assert!(member_events(&drain(&mut m)).is_empty(), "down too soon");
+    m.tick(t0 + Duration::from_millis(22_200));
+    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 3s"]);
+}
+
 #[test]
 fn a_down_report_is_believed_unless_older_and_forwarded_once() {
     let (mut m, t0) = with_neighbours(config(), 2);
@@ -715,6 +813,142 @@ fn above_twice_the_degree_the_newest_non_peer_links_are_closed() {
     assert!(drain(&mut m)
         .iter()
         .all(|a| !matches!(a, Action::Close { .. })));
+}
+
+/// A hub trimming several neighbours at once hands each of them members
+/// it keeps, never one of the others let go at the same moment (handing
+/// them each other is how islands formed).
+#[test]
+fn trimmed_neighbours_are_sent_to_the_ones_kept_not_to_each_other() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            degree: 2,
+            ..config()
+        },
+        0,
+    );
+    for c in 1..=9u64 {
+        let at = t0 + Duration::from_millis(c);
+        m.neighbour_up(
+            at,
+            c,
+            100 + c,
+            "",
+            addr(&format!("10.0.0.{c}:1")),
+            7000,
+            None,
+        );
+        let mut s = status(100 + c, 1, 1, 0);
+        s.addrs = vec![addr(&format!("10.0.0.{c}:7000"))];
+        on_status(&mut m, at, c, s);
+    }
+    drain(&mut m);
+    m.tick(t0 + Duration::from_secs(1));
+    let closes: Vec<(Conn, Vec<NodeId>)> = drain(&mut m)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Close {
+                conn, alternatives, ..
+            } => Some((conn, alternatives.iter().map(|(n, _)| *n).collect())),
+            _ => None,
+        })
+        .collect();
+    let trimmed: Vec<NodeId> = closes.iter().map(|(c, _)| 100 + c).collect();
+    assert_eq!(trimmed, [109, 108, 107, 106, 105]);
+    for (conn, alternatives) in closes {
+        let mut alternatives = alternatives;
+        alternatives.sort();
+        assert_eq!(alternatives, [101, 102, 103, 104], "to conn {conn}");
+    }
+}
+
+/// A node let go with PEERS dials those first, not any member it knows.
+#[test]
+fn a_trimmed_node_dials_the_alternatives_it_was_handed() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            degree: 1,
+            ..config()
+        },
+        1,
+    );
+    for id in 10..40u64 {
+        let mut s = status(id, 1, 2, 0);
+        s.addrs = vec![addr(&format!("10.1.0.{id}:7000"))];
+        on_status(&mut m, t0, 1, s);
+    }
+    drain(&mut m);
+    let peers = Frame::Peers(vec![(33, addr("10.1.0.33:7000"))]);
+    m.on_frame(t0, 1, &peers);
+    m.neighbour_down(t0, 1, None);
+    m.tick(t0 + Duration::from_millis(10));
+    assert_eq!(
+        dials(&drain(&mut m)),
+        [DialTarget::Addr(addr("10.1.0.33:7000"))]
+    );
+}
+
+/// The heal dialer tries members that went down, never ones we only know
+/// from beyond our ttl: dialing those would undo the ttl.
+#[test]
+fn the_heal_dialer_never_dials_members_beyond_our_ttl() {
+    let (mut m, t0) = with_neighbours(MeshConfig { ttl: 1, ..config() }, 1);
+    let mut far = status(7, 1, 2, 0);
+    far.addrs = vec![addr("10.0.0.7:7000")];
+    on_status(&mut m, t0, 1, far);
+    assert_eq!(m.live_members(), 0);
+    for s in 1..40 {
+        m.tick(t0 + Duration::from_secs(s));
+        assert!(
+            dials(&drain(&mut m)).is_empty(),
+            "dialed a member beyond our ttl at {s} s"
+        );
+    }
+}
+
+/// A PEER that refused us with alternatives, or as "already connected"
+/// while we have a neighbour, has answered: it is not dialed again. One
+/// that refused with nothing while we are alone is (it may have room later).
+#[test]
+fn a_peer_that_refused_has_answered_unless_we_are_alone() {
+    let seeded = MeshConfig {
+        seeds: 1,
+        ..config()
+    };
+    let seed_dials = |m: &mut Mesh, t0: Instant| {
+        (1..60)
+            .map(|s| {
+                m.tick(t0 + Duration::from_secs(s));
+                dials(&drain(m))
+                    .iter()
+                    .filter(|d| **d == DialTarget::Seed(0))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let refused = |alternatives| DialResult::Refused { alternatives };
+    // Full, with alternatives.
+    let (mut m, t0) = with_neighbours(seeded.clone(), 0);
+    m.tick(t0);
+    assert_eq!(dials(&drain(&mut m)), [DialTarget::Seed(0)]);
+    m.dial_result(
+        t0,
+        &DialTarget::Seed(0),
+        refused(vec![(5, addr("10.0.0.5:7000"))]),
+    );
+    assert_eq!(seed_dials(&mut m, t0), 0);
+    // "already connected": we have a neighbour.
+    let (mut m, t0) = with_neighbours(seeded.clone(), 1);
+    m.tick(t0);
+    drain(&mut m);
+    m.dial_result(t0, &DialTarget::Seed(0), refused(Vec::new()));
+    assert_eq!(seed_dials(&mut m, t0), 0);
+    // Alone and refused with nothing: tried again, with backoff.
+    let (mut m, t0) = with_neighbours(seeded, 0);
+    m.tick(t0);
+    drain(&mut m);
+    m.dial_result(t0, &DialTarget::Seed(0), refused(Vec::new()));
+    assert!(seed_dials(&mut m, t0) > 0);
 }
 
 #[test]
@@ -1366,4 +1600,41 @@ fn a_members_newest_acknowledgement_counts_not_a_lower_base_it_gave_up() {
     on_status(&mut m, t0, 1, ack_status(7, 3, 7, 8));
     let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
     assert_eq!((b7.owed.clone(), b7.delivered, b7.lost), (5..9, 2, 2));
+}
+
+// ---- Degree trimming -------------------------------------------------------
+
+/// A hub with --degree 2 and nine spokes with --degree 1 that all name only
+/// the hub, started at once (the attack's star2.py). The hub trims down to
+/// 4 links; the trimmed spokes must end in one group with the rest, not in
+/// islands of their own, within 30 s, for many seeds.
+#[test]
+fn trimming_at_a_hub_leaves_one_group() {
+    let mut split = Vec::new();
+    for seed in 1..=20 {
+        let mut sim = Sim::new(SimConfig {
+            keepalive: secs(1.0),
+            seed,
+            ..SimConfig::default()
+        });
+        let hub = sim.add_node_with_degree(vec![], 2);
+        for _ in 0..9 {
+            sim.add_node_with_degree(vec![hub], 1);
+        }
+        let whole = (0..300).any(|_| {
+            sim.run_for(secs(0.1));
+            sim.now > secs(5.0) && sim.connected_graph() && all_know_all(&sim)
+        });
+        // And it stays whole.
+        sim.run_for(secs(10.0));
+        if !whole || !sim.connected_graph() || !all_know_all(&sim) {
+            split.push((seed, sim.components()));
+        }
+    }
+    assert!(split.is_empty(), "islands: {split:?}");
+}
+
+fn all_know_all(sim: &Sim) -> bool {
+    let n = sim.nodes.len();
+    sim.nodes.iter().all(|x| x.mesh.live_members() == n - 1)
 }

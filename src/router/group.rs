@@ -398,7 +398,7 @@ impl Router {
                 log::debug!(
                     "peer cache {}: wrote {}",
                     path.display(),
-                    plural(known.len() as u64, "member address")
+                    peer_cache::addresses(known.len())
                 );
             }
             // Once per run of failures, not every 10 s.

@@ -237,6 +237,20 @@ impl Router {
                     }
                 }
             }
+            // While outputs wait for stdout, frames from neighbours wait
+            // unread (next_step): the mesh stops counting their silence.
+            let held = !self.backlog.is_empty();
+            if held != self.mesh.is_inbound_held() {
+                log::debug!(
+                    "{}",
+                    if held {
+                        "stdout is blocked: frames from peers wait unread"
+                    } else {
+                        "stdout takes output again: reading frames from peers"
+                    }
+                );
+                self.mesh.inbound_held(Instant::now(), held);
+            }
             self.drain_actions();
         }
         self.gate.shut();

@@ -72,3 +72,51 @@ fn a_healthy_peer_with_a_longer_keepalive_is_not_taken_for_dead() {
     assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
     assert_eq!(b.count_log("peer down"), 0, "{}", b.log_text());
 }
+
+/// c's stdout is never read, so its router holds back frames from its
+/// peers (a's STATUS frames among them) while it waits for stdout. Before,
+/// its timers ran on and it declared a down, "silent for 3s", though a was
+/// alive and talking; now silence is not counted while c is not listening.
+#[test]
+fn a_node_with_a_blocked_stdout_does_not_call_live_members_silent() {
+    use std::io::{BufRead, BufReader};
+    const LINES: u64 = 20_000;
+    let args = ["--keepalive", "1", "--stall-timeout", "60"];
+    let mut a = node("a").args(&args).start();
+    let mut c = node("c")
+        .args(&args)
+        .arg("-v")
+        .raw_stdout()
+        .dial(&a)
+        .start();
+    let stdout = c.take_stdout(); // not read until the end
+    a.wait_log("member up: c");
+    a.send(&crate::support::padded_lines(1, LINES, 100));
+    c.wait_log("stdout is blocked: frames from peers wait unread");
+    let held_at = Instant::now();
+    // Twice 3 x keepalive: the member-down would have come by then.
+    let window = Duration::from_secs(6);
+    let wrongly_down = c.log.wait_until(window, |lines| {
+        lines
+            .iter()
+            .any(|l| String::from_utf8_lossy(l).contains("member down"))
+    });
+    assert!(
+        held_at.elapsed() >= window || wrongly_down,
+        "the log ended early"
+    );
+    assert!(
+        !wrongly_down,
+        "c called a live member down:\n{}",
+        c.log_text()
+    );
+    // Its stdout read at last, c prints every line.
+    let printed = BufReader::new(stdout)
+        .lines()
+        .take(LINES as usize)
+        .filter(|l| l.is_ok())
+        .count();
+    assert_eq!(printed as u64, LINES);
+    assert_eq!(c.count_log("member down"), 0, "{}", c.log_text());
+    drop(a);
+}

@@ -945,3 +945,65 @@ fn member_up_and_member_down_name_every_other_member_and_why_it_left() {
         }
     });
 }
+
+/// The attack's star2.py: a hub with --degree 2 and nine spokes with
+/// --degree 1 that all name only the hub, started at once. The hub trims
+/// to 4 links; before, the spokes it let go were handed each other and
+/// paired into islands, whose members saw the rest fall silent after 3 x
+/// keepalive (15 s), and did not always heal. Now they are sent to the
+/// members the hub keeps: nobody sees anyone go, and lines reach all.
+#[test]
+fn a_hub_trimming_its_spokes_leaves_one_group() {
+    let _turn = one_at_a_time();
+    const N: usize = 10;
+    const LINES: u64 = 20;
+    let specs = (0..N)
+        .map(|i| {
+            if i == 0 {
+                Spec::new("hub").args(&["--degree", "2"]).input(Input::Pipe)
+            } else {
+                Spec::new(name("s", i))
+                    .args(&["--degree", "1"])
+                    .input(Input::Pipe)
+                    .dial(0)
+            }
+        })
+        .collect();
+    let mut g = Group::start("star2", specs, Fmt::Json);
+    // The hub keeps 2 x degree = 4 of its 9 links.
+    g.nodes[0].wait_log_count("too many neighbours", N - 1 - 4);
+    // An island would see the rest fall silent 3 x keepalive (15 s) after
+    // the trim; one group sees nobody go for longer than that.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for m in &g.nodes {
+        let left = m
+            .log
+            .wait_until(deadline.saturating_duration_since(Instant::now()), |l| {
+                l.iter()
+                    .any(|l| String::from_utf8_lossy(l).contains("member down"))
+            });
+        assert!(!left, "{} saw members go:\n{}", m.name, links_log(&g));
+    }
+    // And lines sent now reach everyone.
+    for m in &mut g.nodes {
+        m.send(&numbered_lines(1, LINES));
+    }
+    g.wait_complete(&all(N), &all(N), LINES, Duration::from_secs(10));
+    assert_exactly(&g, LINES);
+}
+
+/// Every node's log lines about its links, for a failure message.
+fn links_log(g: &Group) -> String {
+    let mut out = String::new();
+    for m in &g.nodes {
+        for line in m.log_text().lines() {
+            if ["peer up", "peer down", "closing", "member down"]
+                .iter()
+                .any(|k| line.contains(k))
+            {
+                out += &format!("{}: {line}\n", m.name);
+            }
+        }
+    }
+    out
+}

@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use peercat::frame::{self, Frame};
 
-use crate::support::{node, RawPeer, DEADLINE};
+use crate::support::{node, texts, RawPeer, DEADLINE};
 
 /// Waits until every reader thread (`rx-N`) of process `pid` is asleep,
 /// three samples in a row: blocked in `read`, done with whatever the last
@@ -207,4 +207,65 @@ fn a_flood_of_bad_connections_is_logged_a_few_times() {
         a.log_text()
     );
     assert!(a.count_log("WARN") <= 2 * windows, "{}", a.log_text());
+}
+
+/// One stranger announces thousands of members, each STATUS with a fresh id
+/// and a full load of acknowledgements. Before, every one became a member
+/// and its whole STATUS (~100 KB) was kept: the node grew by hundreds of
+/// MB. Now the table stops at its cap, refusals are warned about naming the
+/// neighbour, memory stays bounded, and a real peer is still served.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_flood_of_fresh_member_ids_is_capped() {
+    use peercat::frame::{Ack, Status};
+    use peercat::mesh::MAX_MEMBERS;
+    const FAKES: u64 = 2000;
+    let a = node("a").start();
+    let mut stranger = RawPeer::handshake(&a, "stranger");
+    let before = a.rss_kib();
+    let acks: Vec<Ack> = (0..frame::MAX_STATUS_ACKS as u64)
+        .map(|i| Ack {
+            origin: 0xacc0_0000 + i,
+            base: 1,
+            delivered: 1,
+            skipped: 0,
+        })
+        .collect();
+    for i in 0..FAKES {
+        let fake = Frame::Status(Status {
+            member: 0xfa4e_0000_0000 + i,
+            status_seq: 1,
+            hops: 1,
+            ttl: 16,
+            sent_seq: 0,
+            flags: 0,
+            name: format!("fake{i}"),
+            addrs: Vec::new(),
+            acks: acks.clone(),
+            misses: Vec::new(),
+        });
+        stranger.send(&fake.to_bytes());
+    }
+    let warning = a.wait_log("refusing new member");
+    assert!(
+        warning.contains(&stranger.local_addr()),
+        "the warning does not name the neighbour: {warning}"
+    );
+    // A real peer joins and is heard: the node has worked through the flood.
+    let mut b = node("b").dial(&a).start();
+    b.wait_peer("a");
+    b.send(b"hello from b\n");
+    assert_eq!(texts(&a.wait_lines(1)), ["hello from b"]);
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 48 * 1024,
+        "{FAKES} fake members grew the node by {grown} KiB"
+    );
+    let ups = a.count_log("member up");
+    assert!(
+        ups <= MAX_MEMBERS + 1,
+        "{ups} members admitted (cap {MAX_MEMBERS})"
+    );
+    assert_eq!(a.count_log("refusing new member"), 1, "{}", a.log_text());
+    drop(stranger);
 }

@@ -136,6 +136,16 @@ fn help_lists_every_flag_and_exits_0() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
+    // Says what README says: the group, not direct peers; sizes take G.
+    assert!(
+        help.contains("each line of stdin reaches every member") && !help.contains("every peer,"),
+        "{help}"
+    );
+    let eof = help.split("--exit-on-eof").nth(1).unwrap();
+    assert!(eof.contains("acknowledged"), "{eof}");
+    assert!(!eof.contains("peer confirmed"), "{eof}");
+    let max_frame = help.split("--max-frame").nth(1).unwrap();
+    assert!(max_frame.contains("K, M and G"), "{max_frame}");
     let quiet = help.split("--quiet").nth(1).unwrap();
     let quiet = quiet.split("--log-file").next().unwrap();
     assert!(

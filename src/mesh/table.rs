@@ -1,0 +1,162 @@
+//! The member table: every other member we know, live or remembered as
+//! down, with a hard cap, and two ordered indexes so that nothing a
+//! stranger can announce costs more than O(log n) per frame:
+//! live members by when they were last heard (the silence expiry pops the
+//! oldest), and down members by how much they matter (the one forgotten
+//! first when the table is full: one that missed nothing, the longest
+//! silent).
+//!
+//! Why a cap: without keys, anyone who can reach a node can announce as
+//! many members as it likes, each STATUS with a fresh id. The cap bounds
+//! the memory and the work (acks, window, books, dialing) those cost.
+//! Live members are never evicted by newcomers: a full table refuses new
+//! ones instead, so a flood cannot push real members out.
+
+use std::collections::btree_map::{Iter, Values};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::members::Member;
+use super::NodeId;
+
+/// The most live members a node keeps; a STATUS that would add one more
+/// is ignored (not merged, not forwarded).
+pub const MAX_MEMBERS: usize = 1024;
+/// The most members remembered, live and down: beyond it the least useful
+/// down member is forgotten.
+pub const MAX_REMEMBERED: usize = 2 * MAX_MEMBERS;
+
+/// Where a member is filed: under `at` (when last heard) in the live or
+/// the down index; a down member that missed lines of ours is `lossy`.
+#[derive(Debug, Clone, Copy)]
+pub struct Filed {
+    pub lossy: bool,
+    pub at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    map: BTreeMap<NodeId, Member>,
+    /// Live members by when they were last heard.
+    silence: BTreeSet<(Instant, NodeId)>,
+    /// Down members, the first to forget first.
+    gone: BTreeSet<(bool, Instant, NodeId)>,
+    /// Lines of ours lost to members forgotten while down (their books
+    /// live on here, so the exit status still says someone missed lines).
+    pub forgotten_lost: u64,
+    pub forgotten: u64,
+}
+
+impl Table {
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.map.get(id)
+    }
+
+    /// For fields other than `up`, `heard` and `filed`: those change only
+    /// through [`Table::heard`] and [`Table::set_up`], which keep the
+    /// indexes right.
+    pub fn get_mut(&mut self, id: &NodeId) -> Option<&mut Member> {
+        self.map.get_mut(id)
+    }
+
+    pub fn values(&self) -> Values<'_, NodeId, Member> {
+        self.map.values()
+    }
+
+    pub fn iter(&self) -> Iter<'_, NodeId, Member> {
+        self.map.iter()
+    }
+
+    /// How many members are live.
+    pub fn live(&self) -> usize {
+        self.silence.len()
+    }
+
+    /// Whether a member not yet live may become live.
+    pub fn has_room(&self) -> bool {
+        self.live() < MAX_MEMBERS
+    }
+
+    /// Adds `member` (down) under `id` if it is new, first forgetting the
+    /// least useful down member when the table is full. `last` is our
+    /// last seq (for the books of the one forgotten).
+    pub fn insert_down(&mut self, id: NodeId, now: Instant, last: u64, member: Member) {
+        if self.map.contains_key(&id) {
+            return;
+        }
+        if self.map.len() >= MAX_REMEMBERED {
+            self.forget_one(last);
+        }
+        let mut member = member;
+        member.up = false;
+        member.heard = now;
+        member.filed = Filed {
+            lossy: false,
+            at: now,
+        };
+        self.gone.insert((false, now, id));
+        self.map.insert(id, member);
+    }
+
+    fn forget_one(&mut self, last: u64) {
+        let Some((_, _, id)) = self.gone.pop_first() else {
+            return; // cannot happen: live ones are at most half the table
+        };
+        if let Some(m) = self.map.remove(&id) {
+            if let Some(books) = m.books(id, last) {
+                if books.lost > 0 {
+                    self.forgotten += 1;
+                    self.forgotten_lost += books.lost;
+                }
+            }
+        }
+    }
+
+    /// A new STATUS from `id` arrived at `now`.
+    pub fn heard(&mut self, id: NodeId, now: Instant) {
+        let Some(m) = self.map.get_mut(&id) else {
+            return;
+        };
+        let old = m.filed;
+        m.heard = now;
+        m.filed.at = now;
+        if m.up {
+            self.silence.remove(&(old.at, id));
+            self.silence.insert((now, id));
+        } else {
+            self.gone.remove(&(old.lossy, old.at, id));
+            self.gone.insert((old.lossy, now, id));
+        }
+    }
+
+    /// Moves `id` between the live and the down index. `lossy`: (going
+    /// down) it missed lines of ours, so it is remembered longer.
+    pub fn set_up(&mut self, id: NodeId, up: bool, lossy: bool) {
+        let Some(m) = self.map.get_mut(&id) else {
+            return;
+        };
+        let old = m.filed;
+        if m.up {
+            self.silence.remove(&(old.at, id));
+        } else {
+            self.gone.remove(&(old.lossy, old.at, id));
+        }
+        m.up = up;
+        m.filed.lossy = lossy && !up;
+        if up {
+            self.silence.insert((old.at, id));
+        } else {
+            self.gone.insert((m.filed.lossy, old.at, id));
+        }
+    }
+
+    /// Live members not heard from for longer than `limit`, oldest first:
+    /// O(log n) each, nothing for the ones still fresh.
+    pub fn silent(&self, now: Instant, limit: Duration) -> Vec<NodeId> {
+        self.silence
+            .iter()
+            .take_while(|(heard, _)| now.saturating_duration_since(*heard) > limit)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+}
