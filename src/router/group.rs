@@ -136,17 +136,31 @@ impl Router {
             Action::Send { to, frames, msgs } => self.send(to, frames, msgs),
             Action::Deliver(deliveries) => {
                 self.books.delivered += deliveries.len() as u64;
-                let lines = deliveries
-                    .into_iter()
-                    .map(|msg| Line {
-                        from: self.name_of(msg.origin),
-                        via: msg
-                            .via
-                            .and_then(|conn| self.peers.get(&conn))
-                            .map(|e| e.info.name.clone()),
-                        msg,
-                    })
-                    .collect();
+                // Names are looked up once per run of one origin (or one
+                // neighbour), not per line: a batch is mostly such runs.
+                let mut from: Option<(NodeId, Arc<str>)> = None;
+                let mut via: Option<(Option<u64>, Option<Arc<str>>)> = None;
+                let mut lines = Vec::with_capacity(deliveries.len());
+                for msg in deliveries {
+                    let from = match &from {
+                        Some((id, name)) if *id == msg.origin => name.clone(),
+                        _ => from
+                            .insert((msg.origin, self.name_of(msg.origin)))
+                            .1
+                            .clone(),
+                    };
+                    let via = match &via {
+                        Some((conn, name)) if *conn == msg.via => name.clone(),
+                        _ => {
+                            let name = msg
+                                .via
+                                .and_then(|conn| self.peers.get(&conn))
+                                .map(|e| e.info.name.clone());
+                            via.insert((msg.via, name)).1.clone()
+                        }
+                    };
+                    lines.push(Line { from, via, msg });
+                }
                 self.output(Output::Msgs(Lines {
                     at: SystemTime::now(),
                     lines,
