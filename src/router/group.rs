@@ -20,6 +20,7 @@ impl Router {
     /// and each control frame go to the mesh.
     pub(super) fn on_inbound(&mut self, batch: Inbound) {
         let conn = batch.conn;
+        self.count_dropped();
         let Some((admitted, up)) = self.is_admitted(conn) else {
             log::debug!("frames from connection {conn}, which is gone; dropped");
             return;
@@ -47,6 +48,14 @@ impl Router {
         }
         self.msgs_to_mesh(now, conn, in_mesh, &batch.buf, &mut msgs);
         self.finish_down(conn);
+    }
+
+    /// Duplicates the readers dropped (see [`crate::delivered`]) were
+    /// received all the same: into the books.
+    pub(super) fn count_dropped(&mut self) {
+        let (msgs, bytes) = self.node.delivered.take_dropped();
+        self.books.totals.msgs_in += msgs;
+        self.books.totals.bytes_in += bytes;
     }
 
     /// Hands a run of received messages to the mesh.
@@ -141,7 +150,14 @@ impl Router {
                 let mut from: Option<(NodeId, Arc<str>)> = None;
                 let mut via: Option<(Option<u64>, Option<Arc<str>>)> = None;
                 let mut lines = Vec::with_capacity(deliveries.len());
+                // Per run of one origin, the last seq delivered: readers
+                // drop copies of these from now on.
+                let mut runs: Vec<(NodeId, u64)> = Vec::new();
                 for msg in deliveries {
+                    match runs.last_mut() {
+                        Some((id, seq)) if *id == msg.origin => *seq = msg.seq,
+                        _ => runs.push((msg.origin, msg.seq)),
+                    }
                     let from = match &from {
                         Some((id, name)) if *id == msg.origin => name.clone(),
                         _ => from
@@ -161,6 +177,7 @@ impl Router {
                     };
                     lines.push(Line { from, via, msg });
                 }
+                self.node.delivered.mark(&runs);
                 self.output(Output::Msgs(Lines {
                     at: SystemTime::now(),
                     lines,
