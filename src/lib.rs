@@ -52,6 +52,8 @@
 //! - [`peer_cache`]: `--peer-cache`, known members' addresses in a file.
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
+//! - [`delivered`]: per origin, what the router has delivered, so that
+//!   readers drop duplicate copies before handing them over.
 //! - [`mesh`]: the pure mesh state machine: relay with de-duplication and
 //!   order, membership (a capped member table), dialing policy, end-to-end
 //!   flow control.
@@ -68,6 +70,7 @@
 pub mod acceptor;
 pub mod books;
 pub mod config;
+pub mod delivered;
 pub mod dialer;
 pub mod discovery;
 pub mod error;

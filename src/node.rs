@@ -70,6 +70,8 @@ pub struct Node {
     pub recycle: Sender<Vec<u8>>,
     /// stdin lines skipped as longer than `--max-frame`, for the summary.
     pub stdin_skipped: AtomicU64,
+    /// What the router has delivered, per origin: readers drop duplicates.
+    pub delivered: crate::delivered::Delivered,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
     /// Inbound handshakes under way, per source address; an address is
@@ -266,6 +268,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         spare_buffers,
         recycle,
         stdin_skipped: AtomicU64::new(0),
+        delivered: Default::default(),
         next_conn: AtomicU64::new(1),
         handshakes: AtomicUsize::new(0),
         handshakes_by_ip: Mutex::new(HashMap::new()),

@@ -24,7 +24,7 @@ use crossbeam_channel::{bounded, select, Receiver, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::event::{ConnId, Direction, Ending, Event, Handover, InFrame, Inbound, PeerInfo};
-use crate::frame::{self, Frame};
+use crate::frame::{self, Frame, NodeId};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::mesh::{DialTarget, MsgRef};
 use crate::node::{Node, PendingHandshake};
@@ -326,6 +326,11 @@ impl Reader<'_> {
     /// as one batch. Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
         let mut frames = Vec::new();
+        // Duplicates of what the router has delivered are dropped here
+        // (counted for the books); the mark is looked up once per run of
+        // one origin.
+        let mut mark: Option<(NodeId, u64)> = None;
+        let (mut dropped, mut dropped_bytes) = (0, 0);
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
         let broken = loop {
@@ -351,14 +356,23 @@ impl Reader<'_> {
                     if !self.accepted {
                         break Some(Ending::Protocol("a message before ACCEPT".to_owned()));
                     }
-                    frames.push(InFrame::Msg(MsgRef {
-                        origin,
-                        seq,
-                        hops,
-                        ttl,
-                        start: at,
-                        end: at + used,
-                    }));
+                    let delivered_to = match mark {
+                        Some((id, to)) if id == origin => to,
+                        _ => mark.insert((origin, self.node.delivered.mark_of(origin))).1,
+                    };
+                    if seq <= delivered_to {
+                        dropped += 1;
+                        dropped_bytes += used as u64;
+                    } else {
+                        frames.push(InFrame::Msg(MsgRef {
+                            origin,
+                            seq,
+                            hops,
+                            ttl,
+                            start: at,
+                            end: at + used,
+                        }));
+                    }
                 }
                 Frame::Accept => {
                     log::trace!("{}: <- accept", self.info);
@@ -414,6 +428,7 @@ impl Reader<'_> {
             }
             self.rb.consume(used);
         };
+        self.node.delivered.dropped(dropped, dropped_bytes);
         let waited = if frames.is_empty() {
             false
         } else {

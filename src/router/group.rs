@@ -20,6 +20,7 @@ impl Router {
     /// and each control frame go to the mesh.
     pub(super) fn on_inbound(&mut self, batch: Inbound) {
         let conn = batch.conn;
+        self.count_dropped();
         let Some((admitted, up)) = self.is_admitted(conn) else {
             log::debug!("frames from connection {conn}, which is gone; dropped");
             return;
@@ -50,6 +51,14 @@ impl Router {
         }
         self.msgs_to_mesh(now, conn, source, &batch.buf, &mut msgs);
         self.finish_down(conn);
+    }
+
+    /// Duplicates the readers dropped (see [`crate::delivered`]) were
+    /// received all the same: into the books.
+    pub(super) fn count_dropped(&mut self) {
+        let (msgs, bytes) = self.node.delivered.take_dropped();
+        self.books.totals.msgs_in += msgs;
+        self.books.totals.bytes_in += bytes;
     }
 
     /// Hands a run of received messages to the mesh.
@@ -146,17 +155,39 @@ impl Router {
             Action::Send { to, frames, msgs } => self.send(to, frames, msgs),
             Action::Deliver(deliveries) => {
                 self.books.delivered += deliveries.len() as u64;
-                let lines = deliveries
-                    .into_iter()
-                    .map(|msg| Line {
-                        from: self.name_of(msg.origin),
-                        via: msg
-                            .via
-                            .and_then(|conn| self.peers.get(&conn))
-                            .map(|e| e.info.name.clone()),
-                        msg,
-                    })
-                    .collect();
+                // Names are looked up once per run of one origin (or one
+                // neighbour), not per line: a batch is mostly such runs.
+                let mut from: Option<(NodeId, Arc<str>)> = None;
+                let mut via: Option<(Option<u64>, Option<Arc<str>>)> = None;
+                let mut lines = Vec::with_capacity(deliveries.len());
+                // Per run of one origin, the last seq delivered: readers
+                // drop copies of these from now on.
+                let mut runs: Vec<(NodeId, u64)> = Vec::new();
+                for msg in deliveries {
+                    match runs.last_mut() {
+                        Some((id, seq)) if *id == msg.origin => *seq = msg.seq,
+                        _ => runs.push((msg.origin, msg.seq)),
+                    }
+                    let from = match &from {
+                        Some((id, name)) if *id == msg.origin => name.clone(),
+                        _ => from
+                            .insert((msg.origin, self.name_of(msg.origin)))
+                            .1
+                            .clone(),
+                    };
+                    let via = match &via {
+                        Some((conn, name)) if *conn == msg.via => name.clone(),
+                        _ => {
+                            let name = msg
+                                .via
+                                .and_then(|conn| self.peers.get(&conn))
+                                .map(|e| e.info.name.clone());
+                            via.insert((msg.via, name)).1.clone()
+                        }
+                    };
+                    lines.push(Line { from, via, msg });
+                }
+                self.node.delivered.mark(&runs);
                 self.output(Output::Msgs(Lines {
                     at: SystemTime::now(),
                     lines,

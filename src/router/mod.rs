@@ -494,6 +494,7 @@ impl Router {
     }
 
     fn log_stats(&mut self) {
+        self.count_dropped();
         let every = self.node.config.stats.unwrap_or(Duration::from_secs(1));
         self.next_stats = Some(Instant::now() + every);
         let deepest = self
@@ -528,6 +529,7 @@ impl Router {
             entry.outbox.close(Close::Abort);
             self.account(&entry);
         }
+        self.count_dropped();
         self.save_peer_cache();
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
         let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
