@@ -17,6 +17,7 @@
 
 use std::io::IoSlice;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpStream};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -329,7 +330,7 @@ impl Reader<'_> {
         // Duplicates of what the router has delivered are dropped here
         // (counted for the books); the mark is looked up once per run of
         // one origin.
-        let mut mark: Option<(NodeId, u64)> = None;
+        let mut mark: Option<(NodeId, RangeInclusive<u64>)> = None;
         let (mut dropped, mut dropped_bytes) = (0, 0);
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
@@ -356,11 +357,14 @@ impl Reader<'_> {
                     if !self.accepted {
                         break Some(Ending::Protocol("a message before ACCEPT".to_owned()));
                     }
-                    let delivered_to = match mark {
-                        Some((id, to)) if id == origin => to,
-                        _ => mark.insert((origin, self.node.delivered.mark_of(origin))).1,
+                    let delivered = match &mark {
+                        Some((id, range)) if *id == origin => range.clone(),
+                        _ => mark
+                            .insert((origin, self.node.delivered.mark_of(origin)))
+                            .1
+                            .clone(),
                     };
-                    if seq <= delivered_to {
+                    if delivered.contains(&seq) {
                         dropped += 1;
                         dropped_bytes += used as u64;
                     } else {

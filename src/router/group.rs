@@ -160,13 +160,13 @@ impl Router {
                 let mut from: Option<(NodeId, Arc<str>)> = None;
                 let mut via: Option<(Option<u64>, Option<Arc<str>>)> = None;
                 let mut lines = Vec::with_capacity(deliveries.len());
-                // Per run of one origin, the last seq delivered: readers
-                // drop copies of these from now on.
-                let mut runs: Vec<(NodeId, u64)> = Vec::new();
+                // Per run of one origin, the first and last seq delivered:
+                // readers drop copies of these from now on.
+                let mut runs: Vec<(NodeId, u64, u64)> = Vec::new();
                 for msg in deliveries {
                     match runs.last_mut() {
-                        Some((id, seq)) if *id == msg.origin => *seq = msg.seq,
-                        _ => runs.push((msg.origin, msg.seq)),
+                        Some((id, _, last)) if *id == msg.origin => *last = msg.seq,
+                        _ => runs.push((msg.origin, msg.seq, msg.seq)),
                     }
                     let from = match &from {
                         Some((id, name)) if *id == msg.origin => name.clone(),
