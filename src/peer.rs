@@ -656,10 +656,17 @@ impl Writer {
                 return;
             }
             self.outbox.written(&work.batches);
-            moved = Instant::now();
+            let now = Instant::now();
+            // Only messages taken count as the peer moving: our own PINGs
+            // and STATUS frames fit in a stopped peer's socket buffers for
+            // a long while, and with them counted a stopped peer was never
+            // cut while --stall-timeout exceeded the keepalive period.
+            if work.batches.iter().any(|b| b.msgs > 0) {
+                moved = now;
+            }
             since_ping = if ping { 0 } else { since_ping + bytes };
             if ping {
-                self.outbox.pinged(token, moved);
+                self.outbox.pinged(token, now);
             }
             match (work.close, linger) {
                 (Some(Close::Abort), _) => return,

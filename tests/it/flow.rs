@@ -127,6 +127,46 @@ fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
     c.signal("CONT");
 }
 
+/// The same with the stall timeout above the keepalive period (as with
+/// the defaults, 10 s and 5 s): our keepalive PINGs and STATUS frames still
+/// fit in the stopped peer's socket buffers, and they must not count as the
+/// peer taking data. c is cut by the PING rule after --stall-timeout (3 s),
+/// well before its silence (3 × keepalive = 6 s) could drop it.
+#[test]
+fn a_stopped_peer_is_cut_by_the_stall_timeout_even_when_it_exceeds_the_keepalive() {
+    const LINES: usize = 300_000;
+    // A small window: the senders stop long before c's socket buffers
+    // fill, so no write of a's ever blocks (the first stall rule).
+    let args = [
+        "--stall-timeout",
+        "3",
+        "--keepalive",
+        "2",
+        "--window",
+        "256K",
+        "--max-frame",
+        "200K",
+    ];
+    let b = node("b").args(&args).start();
+    let c = node("c").args(&args).start();
+    let mut a = node("a").args(&args).dial(&b).dial(&c).start();
+    a.wait_peer("b");
+    a.wait_peer("c");
+    c.signal("STOP");
+    let stopped = Instant::now();
+    let (feeder, _) = feed(a.take_stdin(), LINES);
+    let line = a.wait_log("member down: c");
+    let took = stopped.elapsed();
+    assert!(line.contains("cut: accepted nothing for 3s"), "{line}");
+    assert!(
+        took <= Duration::from_millis(5800),
+        "dropped after {took:?}"
+    );
+    feeder.join().unwrap();
+    assert_all_lines(&b, LINES);
+    c.signal("CONT");
+}
+
 /// A member that reads, however slowly, is never cut. b's stdout is read
 /// at about 300 KB/s, so b reads its socket at that pace and a's PINGs wait
 /// behind megabytes of messages (more than a second's worth, the stall
