@@ -848,6 +848,58 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
+impl Frame<'_> {
+    /// A copy that borrows nothing, its byte slices leaked: for tests that
+    /// keep decoded frames beyond their buffer.
+    pub(crate) fn leak(self) -> Frame<'static> {
+        match self {
+            Frame::Msg {
+                origin,
+                seq,
+                hops,
+                ttl,
+                payload,
+            } => Frame::Msg {
+                origin,
+                seq,
+                hops,
+                ttl,
+                payload: Box::leak(payload.to_vec().into_boxed_slice()),
+            },
+            Frame::Down {
+                member,
+                status_seq,
+                hops,
+                ttl,
+                reason,
+            } => Frame::Down {
+                member,
+                status_seq,
+                hops,
+                ttl,
+                reason: Box::leak(reason.to_vec().into_boxed_slice()),
+            },
+            Frame::Status(s) => Frame::Status(s),
+            Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            } => Frame::Repair {
+                origin,
+                from_seq,
+                to_seq,
+            },
+            Frame::Peers(p) => Frame::Peers(p),
+            Frame::Bye(reason) => Frame::Bye(Box::leak(reason.to_vec().into_boxed_slice())),
+            Frame::Hello(h) => Frame::Hello(h),
+            Frame::Ping(t) => Frame::Ping(t),
+            Frame::Pong(t) => Frame::Pong(t),
+            Frame::Accept => Frame::Accept,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1049,59 +1101,12 @@ mod tests {
         for part in parts {
             buffered.extend_from_slice(part);
             while let Some((frame, used)) = decode(&buffered, LIMIT).unwrap() {
-                out.push(owned(frame));
+                out.push(frame.leak());
                 buffered.drain(..used);
             }
         }
         assert!(buffered.is_empty(), "bytes left over");
         out
-    }
-
-    fn owned(frame: Frame<'_>) -> Frame<'static> {
-        match frame {
-            Frame::Msg {
-                origin,
-                seq,
-                hops,
-                ttl,
-                payload,
-            } => Frame::Msg {
-                origin,
-                seq,
-                hops,
-                ttl,
-                payload: Box::leak(payload.to_vec().into_boxed_slice()),
-            },
-            Frame::Down {
-                member,
-                status_seq,
-                hops,
-                ttl,
-                reason,
-            } => Frame::Down {
-                member,
-                status_seq,
-                hops,
-                ttl,
-                reason: Box::leak(reason.to_vec().into_boxed_slice()),
-            },
-            Frame::Status(s) => Frame::Status(s),
-            Frame::Repair {
-                origin,
-                from_seq,
-                to_seq,
-            } => Frame::Repair {
-                origin,
-                from_seq,
-                to_seq,
-            },
-            Frame::Peers(p) => Frame::Peers(p),
-            Frame::Bye(reason) => Frame::Bye(Box::leak(reason.to_vec().into_boxed_slice())),
-            Frame::Hello(h) => Frame::Hello(h),
-            Frame::Ping(t) => Frame::Ping(t),
-            Frame::Pong(t) => Frame::Pong(t),
-            Frame::Accept => Frame::Accept,
-        }
     }
 
     #[test]

@@ -103,45 +103,14 @@ fn sent(actions: &[Action]) -> Vec<(Conn, Frame<'static>)> {
     out
 }
 
+/// A copy that outlives its buffer; only the frames the mesh sends.
 fn owned(f: Frame<'_>) -> Frame<'static> {
     match f {
-        Frame::Msg {
-            origin,
-            seq,
-            hops,
-            ttl,
-            payload,
-        } => Frame::Msg {
-            origin,
-            seq,
-            hops,
-            ttl,
-            payload: Box::leak(payload.to_vec().into_boxed_slice()),
-        },
-        Frame::Down {
-            member,
-            status_seq,
-            hops,
-            ttl,
-            reason,
-        } => Frame::Down {
-            member,
-            status_seq,
-            hops,
-            ttl,
-            reason: Box::leak(reason.to_vec().into_boxed_slice()),
-        },
-        Frame::Status(s) => Frame::Status(s),
-        Frame::Repair {
-            origin,
-            from_seq,
-            to_seq,
-        } => Frame::Repair {
-            origin,
-            from_seq,
-            to_seq,
-        },
-        Frame::Peers(p) => Frame::Peers(p),
+        Frame::Msg { .. }
+        | Frame::Down { .. }
+        | Frame::Status(_)
+        | Frame::Repair { .. }
+        | Frame::Peers(_) => f.leak(),
         other => panic!("unexpected {other:?}"),
     }
 }
