@@ -105,26 +105,8 @@ fn a_paused_peer_slows_stdin_without_losing_anything_and_memory_stays_bounded() 
 /// falling silent (90 s) is not what drops it. Then the others carry on.
 #[test]
 fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
-    const LINES: usize = 300_000;
-    let fast = ["--stall-timeout", "2", "--keepalive", "30"];
-    let b = node("b").args(&fast).start();
-    let c = node("c").args(&fast).start();
-    let mut a = node("a").args(&fast).dial(&b).dial(&c).start();
-    a.wait_peer("b");
-    a.wait_peer("c");
-    c.signal("STOP");
-    let stopped = Instant::now();
-    let (feeder, _) = feed(a.take_stdin(), LINES);
-    let line = a.wait_log("member down: c");
-    let took = stopped.elapsed();
-    assert!(line.contains("cut: accepted nothing for 2s"), "{line}");
-    assert!(
-        took <= Duration::from_millis(4500),
-        "dropped after {took:?}"
-    );
-    feeder.join().unwrap();
-    assert_all_lines(&b, LINES);
-    c.signal("CONT");
+    let args = ["--stall-timeout", "2", "--keepalive", "30"];
+    stopped_peer_is_cut(&args, "cut: accepted nothing for 2s", 4500);
 }
 
 /// The same with the stall timeout above the keepalive period (as with
@@ -134,7 +116,6 @@ fn a_stopped_peer_is_dropped_after_the_stall_timeout_and_the_others_carry_on() {
 /// well before its silence (3 × keepalive = 6 s) could drop it.
 #[test]
 fn a_stopped_peer_is_cut_by_the_stall_timeout_even_when_it_exceeds_the_keepalive() {
-    const LINES: usize = 300_000;
     // A small window: the senders stop long before c's socket buffers
     // fill, so no write of a's ever blocks (the first stall rule).
     let args = [
@@ -147,9 +128,17 @@ fn a_stopped_peer_is_cut_by_the_stall_timeout_even_when_it_exceeds_the_keepalive
         "--max-frame",
         "200K",
     ];
-    let b = node("b").args(&args).start();
-    let c = node("c").args(&args).start();
-    let mut a = node("a").args(&args).dial(&b).dial(&c).start();
+    stopped_peer_is_cut(&args, "cut: accepted nothing for 3s", 5800);
+}
+
+/// a sends to b and c with `args`; c is stopped: a must log c's member
+/// down with `reason` within `within_ms` of the stop, and b still gets
+/// every line.
+fn stopped_peer_is_cut(args: &[&str], reason: &str, within_ms: u64) {
+    const LINES: usize = 300_000;
+    let b = node("b").args(args).start();
+    let c = node("c").args(args).start();
+    let mut a = node("a").args(args).dial(&b).dial(&c).start();
     a.wait_peer("b");
     a.wait_peer("c");
     c.signal("STOP");
@@ -157,9 +146,9 @@ fn a_stopped_peer_is_cut_by_the_stall_timeout_even_when_it_exceeds_the_keepalive
     let (feeder, _) = feed(a.take_stdin(), LINES);
     let line = a.wait_log("member down: c");
     let took = stopped.elapsed();
-    assert!(line.contains("cut: accepted nothing for 3s"), "{line}");
+    assert!(line.contains(reason), "{line}");
     assert!(
-        took <= Duration::from_millis(5800),
+        took <= Duration::from_millis(within_ms),
         "dropped after {took:?}"
     );
     feeder.join().unwrap();
