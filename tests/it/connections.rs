@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, node, texts, RawPeer};
+use crate::support::{free_port, node, text, texts, Node, RawPeer, DEADLINE};
 
 #[test]
 fn a_peer_that_says_nothing_is_dropped_after_the_handshake_timeout() {
@@ -74,30 +74,46 @@ fn two_nodes_dialing_each_other_keep_exactly_one_connection() {
         .start();
     a.wait_peer("b");
     b.wait_peer("a");
-    // Both dials succeed, so each node sees two connections and both close
-    // the same one.
-    a.wait_log("two connections to b");
-    b.wait_log("two connections to a");
-    a.wait_log("extra connection");
-    b.wait_log("extra connection");
+    // Both dials succeed. Whichever node sees both connections at once
+    // closes the one dialed by the larger id; the other node either sees
+    // both too and closes the same one, or hears the goodbye first (its
+    // handshake on the second one had not reached its router yet) and
+    // then takes the second one as a new peer.
+    let settled = |n: &Node, other: &str| {
+        n.log.wait_until(DEADLINE, |lines| {
+            lines.iter().map(|l| text(l)).any(|l| {
+                l.contains(&format!("two connections to {other}"))
+                    || l.contains("said goodbye: duplicate connection")
+            })
+        })
+    };
+    assert!(settled(&a, "b"), "a never settled:\n{}", a.log_text());
+    assert!(settled(&b, "a"), "b never settled:\n{}", b.log_text());
+    assert!(
+        a.count_log("two connections to b") + b.count_log("two connections to a") >= 1,
+        "neither node saw two connections:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
     b.send(b"once\nmarker\n");
-    // peer_up, member_up and the two messages.
-    let lines = texts(&a.wait_lines(4));
+    let msgs_so_far = |lines: &[Vec<u8>]| {
+        texts(lines)
+            .iter()
+            .filter(|l| l.contains("\"type\":\"msg\""))
+            .count()
+    };
+    a.out.wait_until(DEADLINE, |lines| msgs_so_far(lines) >= 2);
+    // Anything extra would have arrived with the marker.
+    let lines = texts(&a.out.snapshot());
     let msgs: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("\"type\":\"msg\""))
         .collect();
     assert_eq!(msgs.len(), 2, "each message exactly once: {lines:?}");
-    assert_eq!(
-        lines.iter().filter(|l| l.contains("peer_up")).count(),
-        1,
-        "{lines:?}"
-    );
-    assert_eq!(
-        lines.iter().filter(|l| l.contains("peer_down")).count(),
-        0,
-        "{lines:?}"
-    );
+    let ups = lines.iter().filter(|l| l.contains("peer_up")).count();
+    let downs = lines.iter().filter(|l| l.contains("peer_down")).count();
+    assert_eq!(ups, downs + 1, "one connection left: {lines:?}");
+    assert!(ups <= 2, "{lines:?}");
 }
 
 #[test]

@@ -60,7 +60,7 @@ impl Lines {
     }
 }
 
-fn text(line: &[u8]) -> String {
+pub fn text(line: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
