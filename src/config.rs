@@ -165,6 +165,25 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
 
+    /// A pre-shared group secret (any bytes; hashed to a key): only nodes
+    /// holding the same secret can connect, and every link is encrypted
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+
+    /// Write a new node key pair to PATH (private, mode 0600) and PATH.pub,
+    /// print the public key, exit 0
+    #[arg(long, value_name = "PATH")]
+    keygen: Option<PathBuf>,
+
+    /// This node's key pair (from --keygen) [default: a fresh one each start]
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+
+    /// Admit only nodes whose public key is listed (one per line, base64 or
+    /// hex, optional name after it, # comments); implies encryption
+    #[arg(long, value_name = "PATH")]
+    allow: Option<PathBuf>,
+
     /// Print a shell completion script or the man page, then exit
     #[arg(long, value_name = "KIND", value_enum)]
     generate: Option<Generate>,
@@ -249,6 +268,12 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// `--generate`: print this and do nothing else.
     pub generate: Option<Generate>,
+    /// `--secret-file`, `--key`, `--allow`: read at start (`secure`).
+    pub secret_file: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub allow: Option<PathBuf>,
+    /// `--keygen`: write a key pair and do nothing else.
+    pub keygen: Option<PathBuf>,
 }
 
 /// Parses and validates a command line (the program name first).
@@ -259,7 +284,12 @@ where
 {
     let cli = Cli::try_parse_from(args)?;
     // --generate starts nothing, so the rest need not make sense together.
-    let starts = cli.generate.is_none();
+    let starts = cli.generate.is_none() && cli.keygen.is_none();
+    if starts && cli.key.is_some() && cli.secret_file.is_none() && cli.allow.is_none() {
+        return Err(usage(
+            "--key needs --secret-file or --allow: a key alone encrypts nothing".to_owned(),
+        ));
+    }
     if starts && cli.wait_peers > cli.max_peers {
         return Err(usage(format!(
             "--wait-peers {} can never be reached with --max-peers {}",
@@ -320,6 +350,10 @@ where
         },
         log_file: cli.log_file,
         generate: cli.generate,
+        secret_file: cli.secret_file,
+        key: cli.key,
+        allow: cli.allow,
+        keygen: cli.keygen,
     })
 }
 
@@ -592,6 +626,25 @@ mod tests {
         );
         assert!(error_text(&["--discover-addr", "239.1.1.1:5"]).contains("--discover"));
         assert!(error_text(&["--wait-members", "lots"]).contains("--wait-members"));
+    }
+
+    #[test]
+    fn the_private_group_flags_are_understood() {
+        let c = parse_args(&[
+            "--secret-file",
+            "t.secret",
+            "--key",
+            "me.key",
+            "--allow",
+            "m.txt",
+        ])
+        .unwrap();
+        assert_eq!(c.secret_file, Some(PathBuf::from("t.secret")));
+        assert_eq!(c.key, Some(PathBuf::from("me.key")));
+        assert_eq!(c.allow, Some(PathBuf::from("m.txt")));
+        let c = parse_args(&["--keygen", "me.key"]).unwrap();
+        assert_eq!(c.keygen, Some(PathBuf::from("me.key")));
+        assert!(error_text(&["--key", "me.key"]).contains("--key needs --secret-file or --allow"));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum Error {
     Spawn(io::Error),
     /// A worker thread panicked: a bug in peercat.
     Internal,
+    /// `--secret-file`, `--key` or `--allow` could not be used (the text
+    /// names the file, and the line of an `--allow` file).
+    Keys(String),
 }
 
 impl fmt::Display for Error {
@@ -40,6 +43,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::Spawn(e) => write!(f, "cannot start a thread: {}", describe(e)),
+            Error::Keys(why) => f.write_str(why),
             Error::Internal => write!(
                 f,
                 "internal error: a worker thread panicked (a bug; see the log)"
@@ -54,7 +58,7 @@ impl std::error::Error for Error {
             Error::Listen { source, .. } | Error::LogFile { source, .. } | Error::Spawn(source) => {
                 Some(source)
             }
-            Error::Internal => None,
+            Error::Internal | Error::Keys(_) => None,
         }
     }
 }

@@ -4,13 +4,20 @@
 //! waits for the other to speak first. Until a valid HELLO has arrived the
 //! peer is a stranger: it may send at most one HELLO's worth of bytes, and it
 //! gets a few seconds to do so.
+//!
+//! On an encrypted link the HELLOs travel inside the link's records (see
+//! [`crate::secure`]), and the id a HELLO claims must be the one the peer's
+//! key proves. A plaintext node that meets a private one sees its preamble
+//! and says so, instead of a puzzling frame error.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::frame::{self, Frame, FrameError, Hello, MAX_HELLO_LEN};
+use crate::frame::{self, Frame, FrameError, Hello, NodeId, MAX_HELLO_LEN};
+use crate::secure::link::Link;
+use crate::secure::noise::MAGIC;
 use crate::wire::{classify, describe, IoFailure, ReadBuf};
 
 /// How long a new connection may take to say HELLO.
@@ -26,6 +33,12 @@ pub enum HandshakeError {
     Protocol(String),
     /// The HELLO carries our own node id: we dialed ourselves.
     ItsMe,
+    /// The HELLO claims another id than the one its key proves.
+    NotItsId { claimed: NodeId, proven: NodeId },
+    /// The peer is a private (encrypted) node and we are not.
+    Private,
+    /// The peer said BYE instead of HELLO: it refuses us.
+    Refused(String),
     /// The socket failed.
     Io(io::Error),
 }
@@ -47,15 +60,26 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::Protocol(reason) => write!(f, "protocol error in handshake: {reason}"),
             HandshakeError::ItsMe => write!(f, "connected to itself"),
+            HandshakeError::NotItsId { claimed, proven } => write!(
+                f,
+                "its HELLO claims node {claimed:016x} but its key is node {proven:016x}; refusing it"
+            ),
+            HandshakeError::Private => write!(
+                f,
+                "a private peercat node (encrypted links, --secret-file or --allow) and this \
+                 node has neither: it cannot join that group"
+            ),
+            HandshakeError::Refused(reason) => write!(f, "refused by the peer: {reason}"),
             HandshakeError::Io(e) => write!(f, "handshake failed: {}", describe(e)),
         }
     }
 }
 
-/// Sends our HELLO and returns the peer's. Frames that arrive right after the
-/// peer's HELLO stay in `rb` for the reader.
+/// Sends our HELLO through `link` and returns the peer's. Frames that
+/// arrive right after the peer's HELLO stay in `rb` for the reader.
 pub fn exchange(
     stream: &TcpStream,
+    link: &mut Link,
     rb: &mut ReadBuf,
     ours: &Hello,
     timeout: Duration,
@@ -64,20 +88,48 @@ pub fn exchange(
     stream
         .set_write_timeout(Some(timeout))
         .map_err(HandshakeError::Io)?;
-    (&mut &*stream)
-        .write_all(&Frame::Hello(ours.clone()).to_bytes())
+    let hello = Frame::Hello(ours.clone()).to_bytes();
+    link.tx
+        .write_all(stream, &mut [std::io::IoSlice::new(&hello)], Duration::ZERO)
         .map_err(|e| match classify(&e) {
             IoFailure::Timeout => HandshakeError::Timeout(timeout),
             _ => HandshakeError::Io(e),
         })?;
     loop {
-        match frame::decode(rb.pending(), MAX_HELLO_LEN) {
+        let seen = rb.pending().len().min(MAGIC.len());
+        let preamble = link.remote.is_none() && seen > 0 && rb.pending()[..seen] == MAGIC[..seen];
+        if preamble && seen == MAGIC.len() {
+            return Err(HandshakeError::Private);
+        }
+        let decoded = if preamble {
+            Ok(None) // perhaps a private node's preamble: wait for all of it
+        } else {
+            frame::decode(rb.pending(), MAX_HELLO_LEN)
+        };
+        match decoded {
             Ok(Some((Frame::Hello(theirs), used))) => {
                 rb.consume(used);
                 if theirs.node_id == ours.node_id {
                     return Err(HandshakeError::ItsMe);
                 }
+                if let Some(proven) = link.proven_id() {
+                    if theirs.node_id != proven {
+                        return Err(HandshakeError::NotItsId {
+                            claimed: theirs.node_id,
+                            proven,
+                        });
+                    }
+                }
                 return Ok(theirs);
+            }
+            Ok(Some((Frame::Bye(reason), _))) => {
+                return Err(HandshakeError::Refused(
+                    String::from_utf8_lossy(reason)
+                        .chars()
+                        .take(200)
+                        .flat_map(char::escape_debug)
+                        .collect(),
+                ))
             }
             Ok(Some((other, _))) => {
                 return Err(HandshakeError::Protocol(format!(
@@ -95,7 +147,7 @@ pub fn exchange(
         stream
             .set_read_timeout(Some(left))
             .map_err(HandshakeError::Io)?;
-        match rb.read_from(&mut &*stream, MAX_HELLO_LEN) {
+        match link.rx.read_into(stream, rb, MAX_HELLO_LEN) {
             Ok(0) => {
                 return Err(HandshakeError::Closed {
                     got: rb.pending().len(),
@@ -104,6 +156,10 @@ pub fn exchange(
             Ok(_) => {}
             Err(e) => match classify(&e) {
                 IoFailure::Timeout | IoFailure::Interrupted => {}
+                // A bad record on an encrypted link, or a refusal.
+                _ if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(HandshakeError::Protocol(e.to_string()))
+                }
                 _ => return Err(HandshakeError::Io(e)),
             },
         }

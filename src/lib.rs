@@ -43,6 +43,9 @@
 //!   layering so that no queue imports the thread it feeds.
 //! - [`frame`]: frames and their pure codec; `PROTOCOL.md` is its prose twin.
 //! - [`wire`]: read buffers, vectored writes, and sorting socket errors.
+//! - [`secure`]: private groups: keys, the Noise handshake, the encrypted
+//!   record layer, and the link halves the connection threads read and
+//!   write through (plaintext or encrypted).
 //! - [`handshake`]: the HELLO exchange under a deadline.
 //! - [`acceptor`]: inbound connections.
 //! - [`dialer`]: the connection manager: dials the targets the mesh asks
@@ -86,6 +89,7 @@ pub mod peer;
 pub mod peer_cache;
 pub mod ratelog;
 pub mod router;
+pub mod secure;
 pub mod shutdown;
 pub mod stdio;
 pub mod threads;

@@ -28,6 +28,9 @@ fn main() -> ExitCode {
     if let Some(what) = config.generate {
         return generate(what);
     }
+    if let Some(path) = &config.keygen {
+        return keygen(path);
+    }
     // Before any thread starts, so that every thread inherits the mask.
     let hup_ignored = hup::keep_ignored();
     let log = match peercat::logging::init(config.log_level, config.log_file.as_deref()) {
@@ -63,6 +66,26 @@ fn main() -> ExitCode {
             if flushed || logs_to_file {
                 eprintln!("error: {e}");
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--keygen PATH`: a new key pair in PATH and PATH.pub; the public key on
+/// stdout, for the members' `--allow` lists.
+fn keygen(path: &std::path::Path) -> ExitCode {
+    match peercat::secure::keygen(path) {
+        Ok(public) => {
+            println!("{public}");
+            eprintln!(
+                "wrote {} (private, keep it) and {} (public, share it)",
+                path.display(),
+                peercat::secure::keys::pub_path(path).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }

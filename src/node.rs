@@ -70,6 +70,8 @@ pub struct Node {
     pub recycle: Sender<Vec<u8>>,
     /// stdin lines skipped as longer than `--max-frame`, for the summary.
     pub stdin_skipped: AtomicU64,
+    /// `--secret-file`/`--allow`: the keys every link is encrypted with.
+    pub security: Option<crate::secure::Security>,
     /// What the router has delivered, per origin: readers drop duplicates.
     pub delivered: crate::delivered::Delivered,
     next_conn: AtomicU64,
@@ -230,6 +232,7 @@ fn advertise(config: &Config) -> Option<SocketAddr> {
 /// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or
 /// stdout closed. Returns once everything has been flushed and closed.
 pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
+    let security = crate::secure::Security::load(&config).map_err(Error::Keys)?;
     let listener = match config.listen {
         Some(addr) => {
             Some(TcpListener::bind(addr).map_err(|source| Error::Listen { addr, source })?)
@@ -247,8 +250,18 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         Some(addr) => log::info!(target: ANNOUNCE, "listening on {addr}"),
         None => log::info!(target: ANNOUNCE, "not listening (--no-listen)"),
     }
-    let id = random_u64();
+    // With a key, the id is the key's: proven by every handshake.
+    let id = security
+        .as_ref()
+        .map_or_else(random_u64, crate::secure::Security::node_id);
     log::info!("this is node {} ({id:016x})", config.name);
+    match &security {
+        Some(security) => log::info!("{}", security.describe()),
+        None => log::warn!(
+            "links are not encrypted and anyone who reaches the port can join \
+             (--secret-file or --allow make the group private)"
+        ),
+    }
 
     let (events_tx, events_rx) = unbounded();
     let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE);
@@ -269,6 +282,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         recycle,
         stdin_skipped: AtomicU64::new(0),
         delivered: Default::default(),
+        security,
         next_conn: AtomicU64::new(1),
         handshakes: AtomicUsize::new(0),
         handshakes_by_ip: Mutex::new(HashMap::new()),

@@ -31,8 +31,9 @@ use crate::mesh::{DialTarget, MsgRef};
 use crate::node::{Node, PendingHandshake};
 use crate::outbox::{AfterBye, Batch, Close, Outbox, Work, PING_EVERY_BYTES};
 use crate::ratelog;
+use crate::secure::link::{self, RecvHalf, SendHalf};
 use crate::shutdown::Never;
-use crate::wire::{classify, describe, write_all_vectored, IoFailure, ReadBuf};
+use crate::wire::{classify, describe, IoFailure, ReadBuf};
 
 /// The writer's reason for ending a connection, read by the reader when its
 /// own read then fails. Mutex: written by one thread, read by the other.
@@ -83,12 +84,33 @@ fn connection(
     let _registered = node.register(conn, &stream);
     let _ = stream.set_nodelay(true);
     let mut rb = ReadBuf::default();
-    let handshake = handshake::exchange(&stream, &mut rb, &node.hello(), HANDSHAKE_TIMEOUT);
+    // Plaintext, or the Noise handshake first (which logs its refusals).
+    let opened = link::open(
+        node.security.as_ref(),
+        &stream,
+        addr,
+        direction,
+        HANDSHAKE_TIMEOUT,
+    );
+    let mut link = match opened {
+        Ok(link) => link,
+        Err(reason) => {
+            dial_failed(&node.events, dialed, reason, false);
+            return;
+        }
+    };
+    let handshake = handshake::exchange(
+        &stream,
+        &mut link,
+        &mut rb,
+        &node.hello(),
+        HANDSHAKE_TIMEOUT,
+    );
     drop(pending);
     let hello = match handshake {
         Ok(hello) => hello,
         Err(e) => {
-            handshake_failed(&stream, addr, &e, direction);
+            handshake_failed(&stream, &mut link.tx, addr, &e, direction);
             let myself = matches!(e, HandshakeError::ItsMe);
             dial_failed(&node.events, dialed, format!("{addr}: {e}"), myself);
             return;
@@ -112,15 +134,16 @@ fn connection(
     });
     let fault = Fault::default();
     let (reading, reader_done) = bounded::<Never>(0);
-    let writer_done = match start_writer(&node, &stream, &info, &outbox, &fault, reader_done) {
-        Ok(done) => done,
-        Err(e) => {
-            log::warn!("{info}: cannot start its writer: {}", describe(&e));
-            let _ = stream.shutdown(SocketShutdown::Both);
-            dial_failed(&node.events, dialed, describe(&e), false);
-            return;
-        }
-    };
+    let writer_done =
+        match start_writer(&node, &stream, link.tx, &info, &outbox, &fault, reader_done) {
+            Ok(done) => done,
+            Err(e) => {
+                log::warn!("{info}: cannot start its writer: {}", describe(&e));
+                let _ = stream.shutdown(SocketShutdown::Both);
+                dial_failed(&node.events, dialed, describe(&e), false);
+                return;
+            }
+        };
     let (gate_tx, gate) = bounded::<Never>(0);
     let handover = Handover::default();
     let _ = node.events.send(Event::Admit {
@@ -134,6 +157,7 @@ fn connection(
         node: &node,
         info: &info,
         stream: &stream,
+        rx: link.rx,
         rb,
         outbox: &outbox,
         gate: Some(gate),
@@ -207,7 +231,13 @@ fn printable(text: &str) -> String {
 /// dialed is logged by its dialer, in the one line that also says when it
 /// dials again; one a stranger opened is logged here, rate-limited per
 /// address (a stranger can fail handshakes as fast as it can connect).
-fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, dir: Direction) {
+fn handshake_failed(
+    stream: &TcpStream,
+    tx: &mut SendHalf,
+    addr: SocketAddr,
+    e: &HandshakeError,
+    dir: Direction,
+) {
     match (e, dir) {
         // Anyone who has seen our HELLO can echo our id back.
         (HandshakeError::ItsMe, Direction::In) => {
@@ -222,12 +252,22 @@ fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, di
                 ratelog::WINDOW.as_secs()
             )
         }),
+        // Private groups: the user must hear why this node cannot join.
+        (
+            HandshakeError::Private | HandshakeError::Refused(_) | HandshakeError::NotItsId { .. },
+            Direction::Out,
+        ) => log::warn!("{addr}: {e}"),
         (_, Direction::Out) => log::debug!("{addr}: {e}; closing"),
     }
-    if let HandshakeError::Protocol(reason) = e {
+    let reason = match e {
+        HandshakeError::Protocol(reason) => Some(reason.clone()),
+        HandshakeError::NotItsId { .. } => Some(e.to_string()),
+        _ => None,
+    };
+    if let Some(reason) = reason {
         // Tell a peercat peer why; a stranger will not mind the bytes.
         let bye = Frame::Bye(reason.as_bytes()).to_bytes();
-        let _ = std::io::Write::write_all(&mut &*stream, &bye);
+        let _ = tx.write_all(stream, &mut [IoSlice::new(&bye)], Duration::ZERO);
     }
     let _ = stream.shutdown(SocketShutdown::Both);
 }
@@ -235,6 +275,7 @@ fn handshake_failed(stream: &TcpStream, addr: SocketAddr, e: &HandshakeError, di
 fn start_writer(
     node: &Arc<Node>,
     stream: &Arc<TcpStream>,
+    tx: SendHalf,
     info: &PeerInfo,
     outbox: &Outbox,
     fault: &Fault,
@@ -243,6 +284,7 @@ fn start_writer(
     let (done_tx, done_rx) = bounded(0);
     let writer = Writer {
         stream: stream.clone(),
+        tx: std::cell::RefCell::new(tx),
         outbox: outbox.clone(),
         fault: fault.clone(),
         keepalive: node.config.keepalive,
@@ -262,6 +304,8 @@ struct Reader<'a> {
     node: &'a Node,
     info: &'a PeerInfo,
     stream: &'a TcpStream,
+    /// Reads the socket: plaintext, or opening encrypted records.
+    rx: RecvHalf,
     rb: ReadBuf,
     outbox: &'a Outbox,
     /// Closed (disconnected) once this connection may deliver messages;
@@ -303,7 +347,7 @@ impl Reader<'_> {
                     HANDSHAKE_TIMEOUT.as_secs()
                 ));
             }
-            match self.rb.read_from(&mut &*self.stream, limit) {
+            match self.rx.read_into(self.stream, &mut self.rb, limit) {
                 Ok(0) => return self.at_eof(limit),
                 Ok(_) => last_heard = Instant::now(),
                 Err(e) => match classify(&e) {
@@ -526,6 +570,9 @@ impl Reader<'_> {
 
 struct Writer {
     stream: Arc<TcpStream>,
+    /// Writes the socket: plaintext, or sealing encrypted records. A cell
+    /// because only this thread writes, through `&self` methods.
+    tx: std::cell::RefCell<SendHalf>,
     outbox: Outbox,
     fault: Fault,
     keepalive: Duration,
@@ -687,7 +734,9 @@ impl Writer {
     /// Writes every byte of `bufs`; a peer that takes no byte at all for
     /// `--stall-timeout` is stalled.
     fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-        write_all_vectored(&mut &*self.stream, bufs, self.stall)
+        self.tx
+            .borrow_mut()
+            .write_all(&self.stream, bufs, self.stall)
     }
 
     /// After our BYE, the peer may still send a PING (the one before its own

@@ -24,6 +24,7 @@ mod mesh;
 mod messages;
 #[cfg(target_os = "linux")]
 mod netns;
+mod private;
 mod shutdown;
 mod strangers;
 mod usage;

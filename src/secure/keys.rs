@@ -1,0 +1,247 @@
+//! Key material as text: 32-byte keys in base64 or hex, the key files of
+//! `--keygen`/`--key`, and the `--allow` list. Pure parsing, plus the few
+//! functions that read and write the files.
+//!
+//! base64 and hex are written here by hand (60 lines) rather than pulled in
+//! as crates: a key is 32 bytes, and nothing else in peercat needs either.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A Curve25519 key, public or private.
+pub type Key = [u8; KEY_LEN];
+pub const KEY_LEN: usize = 32;
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (44 characters for a key).
+pub fn to_base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A 32-byte key from 64 hex digits or 44 base64 characters (standard or
+/// URL-safe alphabet, padding optional).
+pub fn parse_key(text: &str) -> Result<Key, String> {
+    let bytes = if text.len() == 2 * KEY_LEN && text.bytes().all(|c| c.is_ascii_hexdigit()) {
+        from_hex(text)
+    } else {
+        from_base64(text).ok_or_else(|| {
+            format!(
+                "'{}' is not a key: expected 44 base64 characters or 64 hex digits",
+                shorten(text)
+            )
+        })?
+    };
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        format!(
+            "'{}' is {} bytes, a key is {KEY_LEN}",
+            shorten(text),
+            bytes.len()
+        )
+    })
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| digit(pair[0]) << 4 | digit(pair[1]))
+        .collect()
+}
+
+fn from_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    // Leftover bits must be zero padding, and a lone 6 bits is no byte.
+    (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
+}
+
+/// At most 20 characters of a stranger's text, for an error message.
+fn shorten(text: &str) -> String {
+    let mut s: String = text.chars().take(20).collect();
+    if s.len() < text.len() {
+        s.push_str("...");
+    }
+    s.escape_debug().to_string()
+}
+
+/// One member of an `--allow` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub key: Key,
+    /// The name after the key, if any (for the log).
+    pub name: Option<String>,
+}
+
+/// A line of an `--allow` file that is not a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for BadLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Parses an `--allow` file: one key per line (base64 or hex), an optional
+/// name after it, blank lines and `#` comments ignored.
+pub fn parse_allow(text: &str) -> Result<Vec<Allowed>, BadLine> {
+    let mut allowed = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (key, name) = match line.split_once(char::is_whitespace) {
+            Some((key, name)) => (key, Some(name.trim().to_owned())),
+            None => (line, None),
+        };
+        let key = parse_key(key).map_err(|reason| BadLine {
+            line: i + 1,
+            reason,
+        })?;
+        allowed.push(Allowed { key, name });
+    }
+    Ok(allowed)
+}
+
+/// Reads a private key file written by `--keygen` (or any file holding one
+/// key in base64 or hex).
+pub fn read_private(path: &Path) -> Result<Key, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read key file {}: {}", path.display(), describe(&e)))?;
+    parse_key(text.trim()).map_err(|e| format!("key file {}: {e}", path.display()))
+}
+
+/// Writes a new key pair: `path` (private, mode 0600, created new) and
+/// `path.pub`. Existing files are never overwritten.
+pub fn write_pair(path: &Path, private: &Key, public: &Key) -> Result<(), String> {
+    let public_path = pub_path(path);
+    let write = |p: &Path, text: String, private: bool| {
+        create_new(p, private)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(|e| format!("cannot write {}: {}", p.display(), describe(&e)))
+    };
+    if public_path.exists() {
+        return Err(format!(
+            "{} already exists; not overwriting a key",
+            public_path.display()
+        ));
+    }
+    write(path, format!("{}\n", to_base64(private)), true)?;
+    write(&public_path, format!("{}\n", to_base64(public)), false)
+}
+
+/// `PATH.pub`.
+pub fn pub_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pub");
+    name.into()
+}
+
+fn create_new(path: &Path, private: bool) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    options.open(path)
+}
+
+fn describe(e: &io::Error) -> String {
+    crate::wire::describe(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_matches_the_standard() {
+        assert_eq!(to_base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(to_base64(b"fooba"), "Zm9vYmE=");
+        assert_eq!(to_base64(b"foob"), "Zm9vYg==");
+        for n in 0..40u8 {
+            let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(from_base64(&to_base64(&bytes)), Some(bytes));
+        }
+        assert_eq!(from_base64("Zm9vYg"), Some(b"foob".to_vec()));
+        assert_eq!(from_base64("Zm9vYh=="), None, "non-zero padding bits");
+        assert_eq!(from_base64("Z"), None);
+    }
+
+    #[test]
+    fn a_key_is_read_in_base64_or_hex() {
+        let key: Key = std::array::from_fn(|i| i as u8 * 7);
+        assert_eq!(parse_key(&to_base64(&key)), Ok(key));
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_key(&hex), Ok(key));
+        assert_eq!(parse_key(&hex.to_uppercase()), Ok(key));
+        assert!(parse_key("abc")
+            .unwrap_err()
+            .contains("is 2 bytes, a key is 32"));
+        assert!(parse_key("not a key!")
+            .unwrap_err()
+            .contains("is not a key"));
+    }
+
+    #[test]
+    fn an_allow_list_takes_names_and_comments_and_names_bad_lines() {
+        let a = to_base64(&[1; 32]);
+        let b: String = [2u8; 32].iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!("# members\n\n{a} alice laptop\n  {b}   # bob\n");
+        let list = parse_allow(&text).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].key, [1; 32]);
+        assert_eq!(list[0].name.as_deref(), Some("alice laptop"));
+        assert_eq!((list[1].key, list[1].name.as_deref()), ([2; 32], None));
+        let e = parse_allow(&format!("{a}\n# ok\nbogus-key carol\n")).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e
+            .to_string()
+            .starts_with("line 3: 'bogus-key' is not a key"));
+        let e = parse_allow("AAAA\n").unwrap_err();
+        assert_eq!(e.to_string(), "line 1: 'AAAA' is 3 bytes, a key is 32");
+    }
+}

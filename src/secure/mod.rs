@@ -1,0 +1,241 @@
+//! Private groups: `--secret-file`, `--key`, `--allow` and `--keygen`.
+//!
+//! With a secret or an allow-list, every link runs a Noise handshake
+//! ([`noise`]) before peercat's HELLO, and everything after it travels in
+//! encrypted records ([`record`]); [`link`] is the seam the connection
+//! threads read and write through, plaintext or encrypted alike. A node's id
+//! is then derived from its static public key ([`node_id_of`]), so an id is
+//! proven by the handshake instead of claimed in a HELLO.
+
+pub mod keys;
+pub mod link;
+pub mod noise;
+pub mod record;
+
+use std::path::Path;
+
+use snow::params::{DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+
+use crate::config::Config;
+use crate::frame::NodeId;
+use keys::{Allowed, Key, KEY_LEN};
+
+/// What this node holds to run private links.
+pub struct Security {
+    pub private: Key,
+    pub public: Key,
+    /// `--secret-file`, hashed: the Noise PSK.
+    pub psk: Option<Key>,
+    /// `--allow`: the only keys admitted. `None`: any key holding the secret.
+    pub allow: Option<Vec<Allowed>>,
+}
+
+impl Security {
+    /// Reads the files `config` names. `Ok(None)`: no `--secret-file` and
+    /// no `--allow`, so links are plaintext. Errors name the file (and the
+    /// line of an `--allow` file).
+    pub fn load(config: &Config) -> Result<Option<Security>, String> {
+        if config.secret_file.is_none() && config.allow.is_none() {
+            return Ok(None);
+        }
+        let psk = config.secret_file.as_deref().map(read_secret).transpose()?;
+        let allow = config.allow.as_deref().map(read_allow).transpose()?;
+        let private = match &config.key {
+            Some(path) => {
+                warn_if_readable_by_others(path);
+                keys::read_private(path)?
+            }
+            None => generate_keypair()?.0,
+        };
+        Ok(Some(Security {
+            public: public_of(&private),
+            private,
+            psk,
+            allow,
+        }))
+    }
+
+    /// This node's id: derived from its public key.
+    pub fn node_id(&self) -> NodeId {
+        node_id_of(&self.public)
+    }
+
+    /// Whether `key` may join: any key without `--allow`, else a listed one.
+    pub fn admits(&self, key: &Key) -> bool {
+        self.allow
+            .as_ref()
+            .map_or(true, |list| list.iter().any(|a| &a.key == key))
+    }
+
+    /// The name the allow-list gives `key`, if any.
+    pub fn name_of(&self, key: &Key) -> Option<&str> {
+        let list = self.allow.as_ref()?;
+        list.iter().find(|a| &a.key == key)?.name.as_deref()
+    }
+
+    /// A line for the start-up log.
+    pub fn describe(&self) -> String {
+        let how = match (&self.psk, &self.allow) {
+            (Some(_), Some(list)) => {
+                format!(
+                    "a group secret and an allow-list of {}",
+                    keys_count(list.len())
+                )
+            }
+            (Some(_), None) => "a group secret".to_owned(),
+            (None, Some(list)) => format!("an allow-list of {}", keys_count(list.len())),
+            (None, None) => "nothing".to_owned(),
+        };
+        format!(
+            "private group: every link is encrypted (Noise), admitted by {how}; our key {}",
+            fingerprint(&self.public)
+        )
+    }
+}
+
+fn keys_count(n: usize) -> String {
+    if n == 1 {
+        "1 key".to_owned()
+    } else {
+        format!("{n} keys")
+    }
+}
+
+/// BLAKE2s of `parts`, one after another.
+pub fn blake2s(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hash = DefaultResolver
+        .resolve_hash(&HashChoice::Blake2s)
+        .expect("snow is built with BLAKE2s");
+    for part in parts {
+        hash.input(part);
+    }
+    let mut out = [0; 32];
+    hash.result(&mut out);
+    out
+}
+
+/// A node's id under a key: the first 8 bytes of BLAKE2s(public key).
+pub fn node_id_of(public: &Key) -> NodeId {
+    let hash = blake2s(&[public]);
+    u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
+}
+
+/// A key as the log shows it: the node id it stands for, in hex.
+pub fn fingerprint(public: &Key) -> String {
+    format!("{:016x}", node_id_of(public))
+}
+
+/// The group secret's key: BLAKE2s over a label and the file's bytes (any
+/// bytes; an empty file is refused, it would be no secret).
+fn read_secret(path: &Path) -> Result<Key, String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read --secret-file {}: {}",
+            path.display(),
+            crate::wire::describe(&e)
+        )
+    })?;
+    if bytes.is_empty() {
+        return Err(format!("--secret-file {} is empty", path.display()));
+    }
+    warn_if_readable_by_others(path);
+    Ok(blake2s(&[b"peercat group secret v1\0", &bytes]))
+}
+
+fn read_allow(path: &Path) -> Result<Vec<Allowed>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read --allow {}: {}",
+            path.display(),
+            crate::wire::describe(&e)
+        )
+    })?;
+    let list = keys::parse_allow(&text).map_err(|e| format!("--allow {}, {e}", path.display()))?;
+    if list.is_empty() {
+        return Err(format!(
+            "--allow {} lists no key: no node could join",
+            path.display()
+        ));
+    }
+    Ok(list)
+}
+
+/// A secret or private key others can read is worth a warning, not a stop.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                log::warn!(
+                    "{} can be read by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// A fresh Curve25519 key pair (private, public) from the OS's randomness.
+pub fn generate_keypair() -> Result<(Key, Key), String> {
+    let pair = snow::Builder::new(PARAMS_XX.parse().expect("valid Noise parameters"))
+        .generate_keypair()
+        .map_err(|e| format!("cannot generate a key: {e}"))?;
+    let private: Key = pair.private[..KEY_LEN].try_into().expect("32 bytes");
+    Ok((private, public_of(&private)))
+}
+
+/// The public key of a private key.
+pub fn public_of(private: &Key) -> Key {
+    let mut dh = DefaultResolver
+        .resolve_dh(&DHChoice::Curve25519)
+        .expect("snow is built with Curve25519");
+    dh.set(private);
+    dh.pubkey()[..KEY_LEN].try_into().expect("32 bytes")
+}
+
+/// `--keygen PATH`: writes a new pair and returns the public key (base64).
+pub fn keygen(path: &Path) -> Result<String, String> {
+    let (private, public) = generate_keypair()?;
+    keys::write_pair(path, &private, &public)?;
+    Ok(keys::to_base64(&public))
+}
+
+/// The Noise protocols: with a group secret, and with keys alone.
+pub const PARAMS_PSK: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+pub const PARAMS_XX: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_key_comes_from_its_private_key_and_names_the_node() {
+        let (private, public) = generate_keypair().unwrap();
+        assert_eq!(public_of(&private), public);
+        let (_, other) = generate_keypair().unwrap();
+        assert_ne!(public, other);
+        assert_ne!(node_id_of(&public), node_id_of(&other));
+        assert_eq!(
+            fingerprint(&public),
+            format!("{:016x}", node_id_of(&public))
+        );
+    }
+
+    #[test]
+    fn blake2s_is_the_standard_one() {
+        // RFC 7693, appendix B: BLAKE2s-256("abc").
+        let hex: String = blake2s(&[b"abc"])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982"
+        );
+    }
+}

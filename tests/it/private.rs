@@ -1,0 +1,501 @@
+//! Private groups: `--secret-file`, `--key`, `--allow`, `--keygen`. Members
+//! talk through encrypted links; strangers are refused, and both sides say
+//! why.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use crate::support::{node, texts, Node, DEADLINE};
+
+/// A scratch directory for one test's key files, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let dir =
+            std::env::temp_dir().join(format!("peercat-private-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn file(&self, name: &str, contents: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        path.to_str().unwrap().to_owned()
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// `peercat --keygen`: the private key's path and the public key.
+    fn keygen(&self, name: &str) -> (String, String) {
+        let path = self.path(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_peercat"))
+            .args(["--keygen", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            path,
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        )
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The key fingerprint a node announces at start ("our key 0123...").
+fn fingerprint_of(node: &Node) -> String {
+    let line = node.wait_log("our key ");
+    line.rsplit("our key ").next().unwrap().trim().to_owned()
+}
+
+#[test]
+fn two_nodes_with_the_same_secret_exchange_lines() {
+    let dir = Dir::new("same");
+    let secret = dir.file("team.secret", b"correct horse battery staple\n");
+    let mut b = node("b").args(&["--secret-file", &secret]).start();
+    let mut a = node("a").args(&["--secret-file", &secret]).dial(&b).start();
+    a.wait_peer("b");
+    b.wait_peer("a");
+    a.send(b"from a\n");
+    b.send(b"from b\n");
+    assert_eq!(texts(&b.wait_lines(1)), ["from a"]);
+    assert_eq!(texts(&a.wait_lines(1)), ["from b"]);
+    // The id each node shows for the other is the one its key proves.
+    let a_key = fingerprint_of(&a);
+    assert!(
+        b.wait_log("peer up: a ").contains(&a_key),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(a.count_log("links are not encrypted"), 0);
+}
+
+#[test]
+fn without_a_secret_peercat_says_links_are_open_once() {
+    let a = node("a").args(&["-q"]).start();
+    let line = a.wait_log("links are not encrypted");
+    assert!(line.contains("WARN") && line.contains("anyone who reaches the port can join"));
+    assert_eq!(a.count_log("links are not encrypted"), 1);
+}
+
+/// A group `a` + `c` that shares a secret, with `c` receiving what `a`
+/// sends, so that `a` reads its stdin: a line that never reaches the
+/// stranger has really been sent.
+fn group_with_a_listener(secret: &str) -> (Node, Node) {
+    let a = node("a").args(&["--secret-file", secret]).start();
+    let c = node("c").args(&["--secret-file", secret]).dial(&a).start();
+    a.wait_peer("c");
+    (a, c)
+}
+
+/// Sends a line through `a`, sees it reach `c`, and checks `stranger`
+/// printed nothing and never counted `a` as a peer.
+fn no_line_leaks(a: &mut Node, c: &Node, stranger: &Node) {
+    a.send(b"members only\n");
+    assert_eq!(texts(&c.wait_lines(1)), ["members only"]);
+    assert_eq!(stranger.out.len(), 0, "{}", stranger.log_text());
+    assert_eq!(stranger.count_log("peer up"), 0, "{}", stranger.log_text());
+    assert_eq!(
+        stranger.count_log("member up"),
+        0,
+        "{}",
+        stranger.log_text()
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_refused_on_both_sides_and_no_line_leaks() {
+    let dir = Dir::new("wrong");
+    let (mut a, c) = group_with_a_listener(&dir.file("team.secret", b"right"));
+    let wrong = dir.file("wrong.secret", b"wrong");
+    let x = node("x").args(&["--secret-file", &wrong]).dial(&a).start();
+    let x_key = fingerprint_of(&x);
+    let seen = a.wait_log("wrong group secret");
+    assert!(seen.contains(&x_key), "a names the key: {seen}");
+    assert!(seen.contains("127.0.0.1:"), "a names the address: {seen}");
+    let told = x.wait_log("refused by the peer");
+    assert!(told.contains("the group secret does not match"), "{told}");
+    assert!(told.contains(&a.addr()), "x names the address: {told}");
+    no_line_leaks(&mut a, &c, &x);
+}
+
+#[test]
+fn a_node_without_a_secret_and_a_private_group_refuse_each_other() {
+    let dir = Dir::new("plain");
+    let (mut a, c) = group_with_a_listener(&dir.file("team.secret", b"s"));
+    // A plaintext node dials the private group...
+    let p = node("p").dial(&a).start();
+    let seen = a.wait_log("a plaintext peercat node");
+    assert!(
+        seen.contains("(p, node ") && seen.contains("127.0.0.1:"),
+        "{seen}"
+    );
+    let told = p.wait_log("a private peercat node");
+    assert!(told.contains(&a.addr()), "{told}");
+    no_line_leaks(&mut a, &c, &p);
+    // ...and a private node dials a plaintext one.
+    let q = node("q").start();
+    let d = node("d")
+        .args(&["--secret-file", &dir.file("d.secret", b"s")])
+        .dial(&q)
+        .start();
+    let told = d.wait_log("a plaintext peercat node (q, node ");
+    assert!(told.contains(&q.addr()), "{told}");
+    q.wait_log("a private peercat node");
+    assert_eq!(q.count_log("peer up"), 0);
+}
+
+#[test]
+fn a_group_secret_and_keys_alone_refuse_each_other() {
+    let dir = Dir::new("mode");
+    let (mut a, c) = group_with_a_listener(&dir.file("team.secret", b"s"));
+    let (key, public) = dir.keygen("k.key");
+    let allow = dir.file("allow.txt", format!("{public} k\n").as_bytes());
+    let k = node("k")
+        .args(&["--key", &key, "--allow", &allow])
+        .dial(&a)
+        .start();
+    a.wait_log("the peer has no --secret-file (keys only)");
+    let told = k.wait_log("uses a --secret-file and this node has none");
+    assert!(told.contains(&a.addr()), "{told}");
+    no_line_leaks(&mut a, &c, &k);
+}
+
+#[test]
+fn a_key_not_on_the_allow_list_is_refused_on_both_sides() {
+    let dir = Dir::new("allow");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (c_key, c_pub) = dir.keygen("c.key");
+    let (x_key, x_pub) = dir.keygen("x.key");
+    let members = dir.file("members.txt", format!("{a_pub} a\n{c_pub} c\n").as_bytes());
+    let mut a = node("a")
+        .args(&["--key", &a_key, "--allow", &members])
+        .start();
+    let c = node("c")
+        .args(&["--key", &c_key, "--allow", &members])
+        .dial(&a)
+        .start();
+    a.wait_peer("c");
+    // x lists a, but a does not list x: a refuses it when it learns its key.
+    let x_list = dir.file("x.txt", format!("{a_pub} a\n{x_pub} x\n").as_bytes());
+    let x = node("x")
+        .args(&["--key", &x_key, "--allow", &x_list])
+        .dial(&a)
+        .start();
+    let x_fp = fingerprint_of(&x);
+    let seen = a.wait_log(&format!("key {x_fp} is not on our --allow list"));
+    assert!(seen.contains("127.0.0.1:"), "{seen}");
+    let told = x.wait_log("refused by the peer");
+    assert!(told.contains("is not on this node's --allow list") && told.contains(&a.addr()));
+    no_line_leaks(&mut a, &c, &x);
+}
+
+#[test]
+fn a_dialer_refuses_a_listener_not_on_its_allow_list() {
+    let dir = Dir::new("allow-out");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let members = dir.file("members.txt", format!("{a_pub} a\n").as_bytes());
+    let a = node("a")
+        .args(&["--key", &a_key, "--allow", &members])
+        .start();
+    // y does not list a: y, the dialer, refuses a before it says anything.
+    let (y_key, y_pub) = dir.keygen("y.key");
+    let y_list = dir.file("y.txt", format!("{y_pub} y\n").as_bytes());
+    let y = node("y")
+        .args(&["--key", &y_key, "--allow", &y_list])
+        .dial(&a)
+        .start();
+    let a_fp = fingerprint_of(&a);
+    let told = y.wait_log(&format!("key {a_fp} is not on our --allow list"));
+    assert!(told.contains(&a.addr()), "{told}");
+    let seen = a.wait_log("refused by the peer");
+    assert!(
+        seen.contains(&format!("key {a_fp} is not on this node's --allow list")),
+        "{seen}"
+    );
+    assert_eq!(y.count_log("peer up"), 0);
+}
+
+#[test]
+fn a_one_mib_message_crosses_an_encrypted_link() {
+    let dir = Dir::new("big");
+    let secret = dir.file("team.secret", b"s");
+    let b = node("b").args(&["--secret-file", &secret]).start();
+    let mut a = node("a").args(&["--secret-file", &secret]).dial(&b).start();
+    a.wait_peer("b");
+    let big: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut input = big.clone();
+    input.extend_from_slice(b"\nafter\n");
+    a.send(&input);
+    let got = b.wait_lines(2);
+    assert_eq!(got[0].len(), big.len());
+    assert!(got[0] == big, "the 1 MiB message arrived altered");
+    assert_eq!(texts(&got[1..]), ["after"]);
+}
+
+/// Relays one TCP connection through the test, keeping every byte that
+/// crosses it in either direction.
+fn relay_to(target: &Node) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let target = target.addr();
+    let seen_ = seen.clone();
+    thread::spawn(move || {
+        let (inbound, _) = listener.accept().unwrap();
+        let outbound = TcpStream::connect(target).unwrap();
+        let pump = |mut from: TcpStream, mut to: TcpStream, seen: Arc<Mutex<Vec<u8>>>| {
+            thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = from.read(&mut buf) {
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        };
+        pump(
+            inbound.try_clone().unwrap(),
+            outbound.try_clone().unwrap(),
+            seen_.clone(),
+        );
+        pump(outbound, inbound, seen_);
+    });
+    (addr, seen)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Two nodes talk through a relay; returns what crossed it.
+fn captured(args: &[&str]) -> Vec<u8> {
+    let mut b = node("bob-the-member").args(args).start();
+    let (relay, seen) = relay_to(&b);
+    let mut a = node("alice-the-member").args(args).arg(&relay).start();
+    a.wait_peer("bob-the-member");
+    a.send(b"attack at dawn\n");
+    b.send(b"retreat at dusk\n");
+    assert_eq!(texts(&b.wait_lines(1)), ["attack at dawn"]);
+    assert_eq!(texts(&a.wait_lines(1)), ["retreat at dusk"]);
+    let bytes = seen.lock().unwrap().clone();
+    bytes
+}
+
+#[test]
+fn no_plaintext_crosses_the_wire_between_private_nodes() {
+    // The capture works: between plaintext nodes the words are there.
+    let plain = captured(&[]);
+    assert!(contains(&plain, b"attack at dawn") && contains(&plain, b"retreat at dusk"));
+    let dir = Dir::new("wire");
+    let secret = dir.file("team.secret", b"s");
+    let private = captured(&["--secret-file", &secret]);
+    assert!(private.len() > 200, "{} bytes captured", private.len());
+    for needle in [
+        &b"attack at dawn"[..],
+        b"retreat at dusk",
+        b"alice-the-member",
+        b"bob-the-member",
+        b"attack",
+    ] {
+        assert!(
+            !contains(&private, needle),
+            "{:?} crossed the wire in clear",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
+#[test]
+fn three_private_nodes_relay_every_line() {
+    let dir = Dir::new("mesh");
+    let secret = dir.file("team.secret", b"s");
+    let keys: Vec<(String, String)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| dir.keygen(&format!("{n}.key")))
+        .collect();
+    let members: String = keys
+        .iter()
+        .map(|(_, public)| format!("{public}\n"))
+        .collect();
+    let allow = dir.file("members.txt", members.as_bytes());
+    let args = |i: usize| {
+        vec![
+            "--secret-file".to_owned(),
+            secret.clone(),
+            "--key".to_owned(),
+            keys[i].0.clone(),
+            "--allow".to_owned(),
+            allow.clone(),
+            // A line: c reaches a only through b.
+            "--degree".to_owned(),
+            "1".to_owned(),
+            "--max-peers".to_owned(),
+            "2".to_owned(),
+        ]
+    };
+    let mut b = node("b")
+        .args(&args(1).iter().map(String::as_str).collect::<Vec<_>>())
+        .start();
+    let mut a = node("a")
+        .args(&args(0).iter().map(String::as_str).collect::<Vec<_>>())
+        .dial(&b)
+        .start();
+    let mut c = node("c")
+        .args(&args(2).iter().map(String::as_str).collect::<Vec<_>>())
+        .args(&["--no-listen", "--wait-members", "2"])
+        .dial(&b)
+        .start();
+    a.wait_log("2 members known");
+    c.wait_log("2 members known");
+    a.send(b"from a\n");
+    c.send(b"from c\n");
+    b.send(b"from b\n");
+    let mut at_a = texts(&a.wait_lines(2));
+    let mut at_c = texts(&c.wait_lines(2));
+    at_a.sort();
+    at_c.sort();
+    assert_eq!(at_a, ["from b", "from c"]);
+    assert_eq!(at_c, ["from a", "from b"]);
+    assert_eq!(texts(&b.wait_lines(2)).len(), 2);
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_its_owner_reads_and_a_public_one() {
+    let dir = Dir::new("keygen");
+    let (path, public) = dir.keygen("me.key");
+    assert_eq!(public.len(), 44, "base64 of 32 bytes: {public}");
+    let pub_file = std::fs::read_to_string(format!("{path}.pub")).unwrap();
+    assert_eq!(pub_file.trim(), public);
+    let private = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(private.trim().len(), 44);
+    assert_ne!(private.trim(), public);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&format!("{path}.pub")), 0o644);
+    }
+    // A second run never overwrites a key.
+    let again = Command::new(env!("CARGO_BIN_EXE_peercat"))
+        .args(["--keygen", &path])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), private);
+    // The node that uses the key announces its fingerprint, which is its id.
+    let secret = dir.file("s", b"s");
+    let a = node("a")
+        .args(&["--key", &path, "--secret-file", &secret])
+        .start();
+    let fp = fingerprint_of(&a);
+    assert!(a.wait_log("this is node a").contains(&fp));
+    assert!(Path::new(&format!("{path}.pub")).exists());
+}
+
+/// Runs peercat with `args` and returns its exit code and stderr.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_peercat"))
+        .args(["-l", "127.0.0.1:0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_allow_file_is_an_error_naming_the_line() {
+    let dir = Dir::new("badallow");
+    let (_, public) = dir.keygen("a.key");
+    let allow = dir.file(
+        "members.txt",
+        format!("# the team\n{public} alice\n\nnot-a-key bob\n").as_bytes(),
+    );
+    let (code, stderr) = run_to_exit(&["--allow", &allow]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--allow {allow}, line 4: 'not-a-key' is not a key"
+        )),
+        "{stderr}"
+    );
+    let empty = dir.file("empty.txt", b"# nobody yet\n");
+    let (code, stderr) = run_to_exit(&["--allow", &empty]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("lists no key"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["--allow", &dir.path("missing.txt")]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot read --allow"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["--secret-file", &dir.file("empty.secret", b"")]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("is empty"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["--key", &dir.path("a.key")]);
+    assert_eq!(code, Some(2), "a key alone is a usage error: {stderr}");
+}
+
+/// A peer whose HELLO claims an id its key does not prove is refused: ids
+/// can no longer be claimed.
+#[test]
+fn a_hello_claiming_another_id_than_its_key_is_refused() {
+    use peercat::event::Direction;
+    use peercat::frame::{Frame, Hello};
+    use peercat::secure::{self, link, Security};
+
+    let dir = Dir::new("claim");
+    let secret = dir.file("team.secret", b"s");
+    let a = node("a").args(&["--secret-file", &secret]).start();
+    let (private, public) = secure::generate_keypair().unwrap();
+    let psk = secure::blake2s(&[b"peercat group secret v1\0", b"s"]);
+    let security = Security {
+        private,
+        public,
+        psk: Some(psk),
+        allow: None,
+    };
+    let stream = TcpStream::connect(a.addr()).unwrap();
+    let addr = stream.peer_addr().unwrap();
+    let mut link = link::open(Some(&security), &stream, addr, Direction::Out, DEADLINE).unwrap();
+    let forged = Frame::Hello(Hello {
+        node_id: 0x0123_4567_89ab_cdef,
+        listen_port: 0,
+        max_frame: 1 << 20,
+        keepalive_secs: 5,
+        name: "mallory".into(),
+    })
+    .to_bytes();
+    link.tx
+        .write_all(&stream, &mut [std::io::IoSlice::new(&forged)], DEADLINE)
+        .unwrap();
+    let seen = a.wait_log("claims node 0123456789abcdef but its key is node");
+    assert!(seen.contains(&secure::fingerprint(&public)), "{seen}");
+    assert_eq!(a.count_log("peer up"), 0);
+}
