@@ -6,6 +6,8 @@
 #   scripts/bench.sh --only 7,8,9,10   the mesh scenarios: a relay chain of 5,
 #       fan-out to 8 through a degree-3 mesh, one line to 16 members, bytes
 #       read per byte delivered in a degree-4 mesh (BENCHMARKS.md says more)
+#   scripts/bench.sh --only 11  encrypted (--secret-file) against unencrypted:
+#       one hop, 1 MiB messages, fan-out to 4, latency
 # Installs ncat when it is missing; builds peercat in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,13 +8,14 @@
 mod mesh;
 mod procs;
 mod scenarios;
+mod secure;
 
 use std::process::Command;
 use std::time::Instant;
 
 use scenarios::*;
 
-const USAGE: &str = "usage: bench [--quick] [--runs N] [--only 1,3,...] (scenarios 1-10)";
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only 1,3,...] (scenarios 1-11)";
 
 struct Row {
     scenario: &'static str,
@@ -139,7 +140,7 @@ fn main() {
     eprintln!("machine: {machine}");
     let dir = TempDir::new();
     let want = |scenario: u32| only.is_empty() || only.contains(&scenario);
-    let inputs = Inputs::make(&sizes, &dir.0, want(4));
+    let inputs = Inputs::make(&sizes, &dir.0, want(4) || want(11));
     let suite = Suite {
         inputs: &inputs,
         sizes: &sizes,
@@ -181,6 +182,9 @@ fn main() {
     }
     if want(10) {
         rows.extend(suite.bytes_per_delivered());
+    }
+    if want(11) {
+        rows.extend(suite.encrypted());
     }
     print_table(&rows, &machine, &sizes, runs, quick);
     eprintln!("suite took {:.0}s", started.elapsed().as_secs_f64());

@@ -148,16 +148,24 @@ pub fn one_hop_ncat(input: &Arc<[u8]>, path: &Path) -> Run {
 /// Scenario 2: one sender, four receivers. Returns seconds until every
 /// receiver has every line.
 pub fn fan_out_peercat(inputs: &Inputs) -> f64 {
+    fan_out_peercat_with(inputs, &[])
+}
+
+/// Scenario 2 with `extra` arguments for every node (scenario 11).
+pub fn fan_out_peercat_with(inputs: &Inputs, extra: &[&str]) -> f64 {
     let mut receivers = Vec::new();
     let mut sinks = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..4 {
-        let mut r = Proc::peercat(&format!("r{i}"), &["-q", "-l", "127.0.0.1:0"], Input::Null);
+        let mut args = vec!["-q", "-l", "127.0.0.1:0"];
+        args.extend(extra);
+        let mut r = Proc::peercat(&format!("r{i}"), &args, Input::Null);
         addrs.push(format!("127.0.0.1:{}", r.listening_port()));
         sinks.push(sink(r.take_stdout(), inputs.lines.clone()));
         receivers.push(r);
     }
     let mut args = vec!["-q", "--no-listen", "--wait-peers", "4", "--exit-on-eof"];
+    args.extend(extra);
     args.extend(addrs.iter().map(String::as_str));
     let start = Instant::now();
     let mut s = Proc::peercat("s", &args, Input::File(&inputs.lines_path));
@@ -241,9 +249,18 @@ fn latencies(mut stdin: impl Write, stdout: impl Read + Send + 'static, count: u
 }
 
 pub fn latency_peercat(count: usize) -> Vec<f64> {
-    let mut b = Proc::peercat("b", &["-q", "-l", "127.0.0.1:0"], Input::Null);
+    latency_peercat_with(count, &[])
+}
+
+/// Scenario 3 with `extra` arguments for both nodes (scenario 11).
+pub fn latency_peercat_with(count: usize, extra: &[&str]) -> Vec<f64> {
+    let mut args = vec!["-q", "-l", "127.0.0.1:0"];
+    args.extend(extra);
+    let mut b = Proc::peercat("b", &args, Input::Null);
     let addr = format!("127.0.0.1:{}", b.listening_port());
-    let mut a = Proc::peercat("a", &["--no-listen", &addr], Input::Pipe);
+    let mut args = vec!["--no-listen", &addr];
+    args.extend(extra);
+    let mut a = Proc::peercat("a", &args, Input::Pipe);
     a.wait_stderr("peer up");
     let stdin = a.stdin.take().unwrap();
     latencies(stdin, b.take_stdout(), count)
