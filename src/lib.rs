@@ -24,9 +24,13 @@
 //! Data in: socket -> reader -> router -> mesh (de-duplicate, order, relay)
 //! -> stdout, and relayed copies -> other peers' outboxes. Data out: stdin ->
 //! router -> mesh (numbered, cached) -> each neighbour's outbox -> writer ->
-//! socket; the router lets the stdin thread read only while a peer is up, a
-//! member is known, and the end-to-end window has room. A new peer: acceptor
-//! or dialer -> reader (HELLOs) -> router admits it (ACCEPT) or refuses it
+//! socket. In a private group (`--secret-file`, `--allow`) each writer
+//! encrypts and each reader decrypts its own connection's bytes (the router
+//! and the outboxes see only plaintext frames, shared by every peer). The
+//! router lets the stdin thread read only while a peer is up, a member is
+//! known, and the end-to-end window has room. A new peer: acceptor or
+//! dialer -> reader (in a private group the Noise handshake, then HELLOs)
+//! -> router admits it (ACCEPT) or refuses it
 //! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
 //! the mesh, which exchanges STATUS with it. Members acknowledge delivery in
 //! their STATUS; the mesh keeps the books per member and the router logs

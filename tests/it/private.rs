@@ -462,40 +462,89 @@ fn a_bad_allow_file_is_an_error_naming_the_line() {
     assert_eq!(code, Some(2), "a key alone is a usage error: {stderr}");
 }
 
+/// A hand-made private peer: its own key, the group's secret, the Noise
+/// handshake done through peercat's own link code.
+fn private_peer(
+    node: &Node,
+    secret: &[u8],
+) -> (
+    TcpStream,
+    peercat::secure::link::Link,
+    peercat::secure::keys::Key,
+) {
+    use peercat::event::Direction;
+    use peercat::secure::{self, link, Security};
+    let (private, public) = secure::generate_keypair().unwrap();
+    let security = Security {
+        private,
+        public,
+        psk: Some(secure::blake2s(&[b"peercat group secret v1\0", secret])),
+        allow: None,
+    };
+    let stream = TcpStream::connect(node.addr()).unwrap();
+    let addr = stream.peer_addr().unwrap();
+    let link = link::open(Some(&security), &stream, addr, Direction::Out, DEADLINE).unwrap();
+    (stream, link, public)
+}
+
+fn hello_as(node_id: u64, name: &str) -> Vec<u8> {
+    use peercat::frame::{Frame, Hello};
+    Frame::Hello(Hello {
+        node_id,
+        listen_port: 0,
+        max_frame: 1 << 20,
+        keepalive_secs: 5,
+        name: name.into(),
+    })
+    .to_bytes()
+}
+
 /// A peer whose HELLO claims an id its key does not prove is refused: ids
 /// can no longer be claimed.
 #[test]
 fn a_hello_claiming_another_id_than_its_key_is_refused() {
-    use peercat::event::Direction;
-    use peercat::frame::{Frame, Hello};
-    use peercat::secure::{self, link, Security};
-
     let dir = Dir::new("claim");
     let secret = dir.file("team.secret", b"s");
     let a = node("a").args(&["--secret-file", &secret]).start();
-    let (private, public) = secure::generate_keypair().unwrap();
-    let psk = secure::blake2s(&[b"peercat group secret v1\0", b"s"]);
-    let security = Security {
-        private,
-        public,
-        psk: Some(psk),
-        allow: None,
-    };
-    let stream = TcpStream::connect(a.addr()).unwrap();
-    let addr = stream.peer_addr().unwrap();
-    let mut link = link::open(Some(&security), &stream, addr, Direction::Out, DEADLINE).unwrap();
-    let forged = Frame::Hello(Hello {
-        node_id: 0x0123_4567_89ab_cdef,
-        listen_port: 0,
-        max_frame: 1 << 20,
-        keepalive_secs: 5,
-        name: "mallory".into(),
-    })
-    .to_bytes();
+    let (stream, mut link, public) = private_peer(&a, b"s");
+    let forged = hello_as(0x0123_4567_89ab_cdef, "mallory");
     link.tx
         .write_all(&stream, &mut [std::io::IoSlice::new(&forged)], DEADLINE)
         .unwrap();
     let seen = a.wait_log("claims node 0123456789abcdef but its key is node");
-    assert!(seen.contains(&secure::fingerprint(&public)), "{seen}");
+    assert!(
+        seen.contains(&peercat::secure::fingerprint(&public)),
+        "{seen}"
+    );
     assert_eq!(a.count_log("peer up"), 0);
+}
+
+/// `--max-frame` holds inside encrypted records: a frame announcing 1 GiB
+/// ends the link at its length prefix, and the node's memory stays put.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_encrypted_frame_over_max_frame_ends_the_link_before_any_room_is_made() {
+    use peercat::frame::Frame;
+    let dir = Dir::new("maxframe");
+    let secret = dir.file("team.secret", b"s");
+    let a = node("a").args(&["--secret-file", &secret]).start();
+    let (stream, mut link, public) = private_peer(&a, b"s");
+    let mut bytes = hello_as(peercat::secure::node_id_of(&public), "big");
+    bytes.extend_from_slice(&Frame::Accept.to_bytes());
+    link.tx
+        .write_all(&stream, &mut [std::io::IoSlice::new(&bytes)], DEADLINE)
+        .unwrap();
+    a.wait_peer("big");
+    let before = a.rss_kib();
+    // A MSG frame header announcing 1 GiB, and 200 KiB of it.
+    let mut huge = (1u32 << 30).to_be_bytes().to_vec();
+    huge.push(0x02);
+    huge.extend_from_slice(&vec![0u8; 200 * 1024]);
+    let _ = link
+        .tx
+        .write_all(&stream, &mut [std::io::IoSlice::new(&huge)], DEADLINE);
+    let down = a.wait_log("peer down: big");
+    assert!(down.contains("exceeds the limit of"), "{down}");
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(grown < 16 * 1024, "the node grew by {grown} KiB");
 }
