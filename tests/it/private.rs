@@ -99,6 +99,44 @@ fn without_a_secret_peercat_says_links_are_open_once() {
     assert_eq!(a.count_log("links are not encrypted"), 1);
 }
 
+/// The duplicate-connection rule runs on the ids the keys prove: two
+/// private nodes dialing each other keep one connection.
+#[test]
+fn two_private_nodes_dialing_each_other_keep_one_connection() {
+    let dir = Dir::new("mutual");
+    let secret = dir.file("team.secret", b"s");
+    let (pa, pb) = (crate::support::free_port(), crate::support::free_port());
+    let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let a = node("a")
+        .args(&["-f", "json", "--secret-file", &secret, "-l", &la, &lb])
+        .start();
+    let mut b = node("b")
+        .args(&["-f", "json", "--secret-file", &secret, "-l", &lb, &la])
+        .start();
+    let settled = |n: &Node, other: &str| {
+        n.log.wait_until(DEADLINE, |lines| {
+            lines.iter().map(|l| crate::support::text(l)).any(|l| {
+                l.contains(&format!("two connections to {other}"))
+                    || l.contains("said goodbye: duplicate connection")
+            })
+        })
+    };
+    assert!(settled(&a, "b"), "a never settled:\n{}", a.log_text());
+    assert!(settled(&b, "a"), "b never settled:\n{}", b.log_text());
+    b.send(b"once\n");
+    let msg = |l: &String| l.contains("\"type\":\"msg\"");
+    let count = |lines: &[String], what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    // Settled: the message is in, and one connection is left up.
+    let one_left = a.out.wait_until(DEADLINE, |lines| {
+        let lines = texts(lines);
+        lines.iter().any(msg) && count(&lines, "peer_up") == count(&lines, "peer_down") + 1
+    });
+    let lines = texts(&a.out.snapshot());
+    assert!(one_left, "{lines:?}");
+    assert!(count(&lines, "peer_up") <= 2, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| msg(l)).count(), 1, "{lines:?}");
+}
+
 /// A group `a` + `c` that shares a secret, with `c` receiving what `a`
 /// sends, so that `a` reads its stdin: a line that never reaches the
 /// stranger has really been sent.
