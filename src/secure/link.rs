@@ -153,6 +153,7 @@ impl SendHalf {
         };
         let mut bufs = bufs;
         let mut left: usize = bufs.iter().map(|b| b.len()).sum();
+        let small = left <= record::MAX_PLAINTEXT;
         while left > 0 {
             out.clear();
             let n = sealer
@@ -162,7 +163,8 @@ impl SendHalf {
             left -= n;
             write_all_vectored(&mut &*stream, &mut [IoSlice::new(out)], patience)?;
         }
-        if out.capacity() > 2 * SEAL_BATCH * record::MAX_RECORD {
+        // A quiet link gives back what a burst made it hold (256 KiB).
+        if small && out.capacity() > record::MAX_RECORD {
             *out = Vec::new();
         }
         Ok(())

@@ -207,7 +207,7 @@ impl Sealer {
         Sealer {
             dir: Direction::new(key),
             policy,
-            plain: Vec::with_capacity(MAX_PLAINTEXT),
+            plain: Vec::new(),
         }
     }
 
@@ -283,32 +283,37 @@ impl Sealer {
 }
 
 /// The receiving half: reads records from a socket and yields the stream
-/// bytes inside them. Its buffers are bounded by one record each.
+/// bytes inside them. Its buffers start small (an idle link costs little)
+/// and grow to one record each at most.
 pub struct Opener {
     dir: Direction,
     /// Bytes read from the socket: `cbuf[cstart..cend]` not yet opened.
-    cbuf: Box<[u8]>,
+    cbuf: Vec<u8>,
     cstart: usize,
     cend: usize,
     /// A record's plaintext that did not fit the caller's buffer:
     /// `plain[pstart..pend]` still to hand over.
-    plain: Box<[u8]>,
+    plain: Vec<u8>,
     pstart: usize,
     pend: usize,
 }
 
+/// An opener's first read buffer.
+const INITIAL_CBUF: usize = 4096;
+
 impl Opener {
     /// `pending`: bytes already read past the handshake (at most a record).
     pub fn new(key: &[u8; 32], pending: &[u8]) -> Opener {
-        let mut cbuf = vec![0; MAX_RECORD].into_boxed_slice();
+        debug_assert!(pending.len() <= MAX_RECORD);
         let n = pending.len().min(MAX_RECORD);
+        let mut cbuf = vec![0; INITIAL_CBUF.max(n)];
         cbuf[..n].copy_from_slice(&pending[..n]);
         Opener {
             dir: Direction::new(key),
             cbuf,
             cstart: 0,
             cend: n,
-            plain: vec![0; MAX_PLAINTEXT].into_boxed_slice(),
+            plain: Vec::new(),
             pstart: 0,
             pend: 0,
         }
@@ -361,6 +366,9 @@ impl Opener {
         let (dest, direct) = if out.len() >= size {
             (&mut out[..size], true)
         } else {
+            if self.plain.len() < size {
+                self.plain.resize(size, 0);
+            }
             (&mut self.plain[..size], false)
         };
         self.dir
@@ -389,6 +397,12 @@ impl Opener {
             self.cbuf.copy_within(self.cstart..self.cend, 0);
             self.cend -= self.cstart;
             self.cstart = 0;
+        }
+        if need > self.cbuf.len() || self.cend == self.cbuf.len() {
+            // Room for the record that has begun (at most MAX_RECORD):
+            // only an authenticated peer gets this far.
+            let grown = (2 * self.cbuf.len()).max(need).min(MAX_RECORD);
+            self.cbuf.resize(grown, 0);
         }
         let n = r.read(&mut self.cbuf[self.cend..])?;
         if n == 0 {
