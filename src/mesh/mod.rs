@@ -299,6 +299,7 @@ impl Mesh {
             },
         );
         self.greet(now, conn);
+        self.release_own(now);
     }
 
     /// A neighbour's connection ended. `cut`: it was cut for stalling (the
@@ -341,12 +342,16 @@ impl Mesh {
             }
             _ => {}
         }
+        // Acknowledgements, or a member gone, may have made room.
+        self.release_own(now);
     }
 
     /// Our own lines, already encoded by the stdin thread as MSG frames with
     /// seqs `first..=last`.
     pub fn local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
-        self.send_local(now, frames, first, last);
+        // They wait for room in the window (see `flow`).
+        self.own.queue(frames, first, last);
+        self.release_own(now);
     }
 
     /// Addresses learned outside the mesh (peer cache, discovery, PEERS).
@@ -386,6 +391,7 @@ impl Mesh {
         }
         self.check_holes(now);
         self.dial_tick(now);
+        self.release_own(now);
     }
 
     /// When [`Mesh::tick`] next has something to do (at the latest).
@@ -435,9 +441,14 @@ impl Mesh {
         now.checked_sub(held).unwrap_or(now)
     }
 
-    /// Bytes of our own lines that may be sent now.
+    /// Bytes of our own lines that may be read now.
     pub fn window_room(&self) -> usize {
         self.own.room()
+    }
+
+    /// Lines read from stdin that wait for room in the window.
+    pub fn waiting_lines(&self) -> u64 {
+        self.own.waiting()
     }
 
     /// How many neighbours the mesh has: our lines go nowhere without one.
@@ -485,7 +496,7 @@ impl Mesh {
 
     /// Every owed line acknowledged by every owing member, or it is down.
     pub fn eof_settled(&self) -> bool {
-        self.members.values().all(|m| m.settled(self.own.last_seq))
+        self.own.waiting() == 0 && self.members.values().all(|m| m.settled(self.own.last_seq))
     }
 
     /// Per member: what it owed, got and lost of our lines.

@@ -60,7 +60,8 @@ impl Mesh {
                     frame: m.start..m.end,
                     cost: (m.end - m.start).max(share),
                 };
-                match origin.arrive(m.seq, kept.cost, window) {
+                // Held messages cost their own length (`Origin::hold`).
+                match origin.arrive(m.seq, m.end - m.start, window) {
                     Arrival::Duplicate | Arrival::Overflow => continue,
                     Arrival::Late => {
                         late.extend(origin.lower_base(m.seq).map(|(f, l)| (id, f, l)));

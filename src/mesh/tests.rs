@@ -257,6 +257,30 @@ fn the_hold_back_buffer_is_bounded_by_the_window() {
 }
 
 #[test]
+fn a_held_message_costs_its_own_length_not_its_share_of_a_large_buffer() {
+    // Each message comes alone in a 1000-byte read buffer (the rest other
+    // frames). Held by reference, each would count 1000 bytes and the
+    // second would overflow a window of 1000; held alone, all fit.
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1000,
+            ..config()
+        },
+        1,
+    );
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    for seq in 3..=8 {
+        let (buf, refs) = batch(&[(7, seq, 1, 16)]);
+        let mut padded = buf.to_vec();
+        padded.resize(1000, 0);
+        m.on_msgs(t0, 1, &Arc::new(padded), &refs);
+    }
+    drain(&mut m);
+    let got = delivered(&feed(&mut m, t0, 1, &[(7, 2, 1, 16)]));
+    assert_eq!(got, (2..=8).map(|s| (7, s)).collect::<Vec<_>>());
+}
+
+#[test]
 fn the_base_comes_from_the_first_status_or_the_first_message() {
     let (mut m, t0) = with_neighbours(config(), 1);
     on_status(&mut m, t0, 1, status(7, 1, 1, 10));
@@ -1053,6 +1077,45 @@ fn a_repair_is_answered_from_the_cache_and_only_with_what_it_holds() {
     );
     assert_eq!(repair(&mut m, ME, 1, 1), [(2, ME, 1, 1)]);
     assert!(repair(&mut m, 9, 1, 1).is_empty());
+}
+
+#[test]
+fn lines_read_beyond_the_window_wait_for_room_and_stay_repairable() {
+    // Stdin is read while the window has room, so one read may bring more:
+    // 15 lines of 100 bytes against a window of 1000. Only 10 go out; the
+    // rest wait, numbered, until acknowledgements make room. Every line a
+    // member has not acknowledged is still in the cache for its REPAIR.
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1000,
+            ..config()
+        },
+        2,
+    );
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 15);
+    let seqs = |actions: &[Action]| -> Vec<u64> {
+        // What went to neighbour 2 (each send goes to both).
+        msgs_sent(actions)
+            .iter()
+            .filter(|s| s.0 == 2)
+            .map(|s| s.2)
+            .collect()
+    };
+    assert_eq!(seqs(&drain(&mut m)), (1..=10).collect::<Vec<_>>());
+    assert_eq!((m.window_room(), m.waiting_lines()), (0, 5));
+    assert!(!m.eof_settled(), "lines still wait");
+    assert_eq!(
+        seqs(&on_status(&mut m, t0, 1, ack_status(7, 2, 1, 3))),
+        [11, 12, 13]
+    );
+    repair(&mut m, t0, 2, ME, 4, 15);
+    assert_eq!(seqs(&drain(&mut m)), (4..=13).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&on_status(&mut m, t0, 1, ack_status(7, 3, 1, 13))),
+        [14, 15]
+    );
+    assert_eq!((m.window_room(), m.waiting_lines()), (800, 0));
 }
 
 #[test]

@@ -532,7 +532,8 @@ impl Router {
         self.count_dropped();
         self.save_peer_cache();
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
-        let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
+        let unsent =
+            self.unsent.take().map_or(0, |chunk| chunk.frames as u64) + self.mesh.waiting_lines();
         ratelog::flush_all();
         self.drain_backlog();
         if self.events_not_printed > 0 {
