@@ -269,3 +269,40 @@ fn a_flood_of_fresh_member_ids_is_capped() {
     assert_eq!(a.count_log("refusing new member"), 1, "{}", a.log_text());
     drop(stranger);
 }
+
+/// A MSG with seq 0 (seqs start at 1) from a raw peer: the node does not
+/// drop it in silence, nor panic; it ends the connection as a protocol
+/// error, naming the peer and the cause, and goes on serving others.
+#[test]
+fn a_message_with_seq_0_is_refused_naming_the_peer() {
+    let a = node("a").start();
+    let mut raw = RawPeer::handshake_as(&a, "zeroseq", 0x2e60);
+    let msg = Frame::Msg {
+        origin: 0x2e60,
+        seq: 0,
+        hops: 1,
+        ttl: 16,
+        payload: b"zero",
+    };
+    raw.send(&msg.to_bytes());
+    assert!(
+        raw.read_until_closed(DEADLINE),
+        "the node kept the connection"
+    );
+    let line = a.wait_log("seq is 0");
+    assert!(
+        line.contains("zeroseq") && line.contains(&raw.local_addr()),
+        "the log line does not name the peer: {line}"
+    );
+    // Still serving: a good peer's line is printed.
+    let mut good = RawPeer::handshake_as(&a, "good", 0x600d);
+    let ok = Frame::Msg {
+        origin: 0x600d,
+        seq: 1,
+        hops: 1,
+        ttl: 16,
+        payload: b"fine",
+    };
+    good.send(&ok.to_bytes());
+    assert_eq!(texts(&a.wait_lines(1)), ["fine"]);
+}
