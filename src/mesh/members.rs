@@ -32,8 +32,6 @@ pub struct Member {
     pub owed_from: u64,
     /// One past the last of our seqs it owes (set when it went down).
     pub owed_end: Option<u64>,
-    /// Lines lost in its earlier lives (it went down, then came back).
-    pub lost_before: u64,
     /// Where we start delivering its messages, from its first STATUS,
     /// until it has per-origin state; 0 = no STATUS seen.
     pub base_hint: u64,
@@ -56,7 +54,6 @@ impl Member {
             ack: None,
             owed_from: 0,
             owed_end: None,
-            lost_before: 0,
             base_hint: 0,
             filed: Filed {
                 lossy: false,
@@ -92,9 +89,15 @@ impl Member {
         !self.up || self.owed_from > last || self.done() >= last
     }
 
+    /// What it got of our lines. Lost are only the lines it will provably
+    /// never deliver: those below its base and those it skipped as gaps
+    /// (its acknowledgement says so). The rest of what it did not
+    /// acknowledge may still have been printed (a member stopped, cut,
+    /// then resumed prints what its buffers held): not acknowledged, never
+    /// claimed lost.
     pub fn books(&self, id: NodeId, last: u64) -> Option<MemberBooks> {
         let end = self.owed_end.unwrap_or(last + 1);
-        if self.owed_from == 0 || (self.owed_from >= end && self.lost_before == 0) {
+        if self.owed_from == 0 || self.owed_from >= end {
             return None;
         }
         let owed = self.owed_from..end.max(self.owed_from);
@@ -109,19 +112,13 @@ impl Member {
         let skipped = skipped.min(covered);
         let got = covered - skipped;
         let owed_count = owed.end - owed.start;
-        // Below its base it will never deliver; after it went down it
-        // delivers nothing more.
-        let lost = if !self.up {
-            owed_count - got
-        } else {
-            base.saturating_sub(self.owed_from).min(owed_count) + skipped
-        };
+        let lost = base.saturating_sub(self.owed_from).min(owed_count) + skipped;
         Some(MemberBooks {
             id,
             name: self.name.clone(),
             owed,
             delivered: got,
-            lost: lost + self.lost_before,
+            lost: lost.min(owed_count - got),
             down: self.down.clone(),
         })
     }
@@ -350,15 +347,17 @@ impl Mesh {
         } else if in_reach && !was_up {
             self.members.set_up(id, true, false);
             let m = self.members.get_mut(&id).expect("inserted");
-            if m.owed_from != 0 {
-                // Back from the dead: its earlier life's losses stay booked.
-                if let Some(b) = m.books(id, self.own.last_seq) {
-                    m.lost_before = b.lost;
-                }
+            // Back after we took it for gone (ids are never reused, so it
+            // is the same process, maybe stopped a while): it owes every
+            // line since it first did, those sent meanwhile too. Its
+            // acknowledgements count from its base across the break; it
+            // fetches what it missed, or reports it as a gap. So its books
+            // stay one range, and lines it printed after the break count as
+            // delivered, not as lost in an earlier life.
+            if m.owed_from == 0 {
+                m.owed_from = owed_from;
             }
-            m.owed_from = owed_from;
             m.owed_end = None;
-            m.ack = None;
             m.down = None;
             let name = m.name.clone();
             window_moved = true;
@@ -478,7 +477,9 @@ impl Mesh {
         m.down = Some(reason.to_owned());
         m.owed_end = Some(last + 1);
         m.up = false;
-        let lossy = m.books(id, last).is_some_and(|b| b.lost > 0);
+        let lossy = m
+            .books(id, last)
+            .is_some_and(|b| crate::books::missed(&b) > 0);
         m.up = true;
         let name = m.name.clone();
         self.members.set_up(id, false, lossy);

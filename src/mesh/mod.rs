@@ -509,12 +509,13 @@ impl Mesh {
         if self.members.forgotten_lost > 0 {
             // Members forgotten to make room (see MAX_MEMBERS) keep their
             // losses on the books, summed.
+            // What they missed is not acknowledged: 0 of that many.
             books.push(MemberBooks {
                 id: 0,
                 name: format!("{} forgotten members", self.members.forgotten),
-                owed: 0..0,
+                owed: 0..self.members.forgotten_lost,
                 delivered: 0,
-                lost: self.members.forgotten_lost,
+                lost: 0,
                 down: Some("forgotten: the member table was full".to_owned()),
             });
         }

@@ -549,20 +549,25 @@ fn a_ring_of_five_all_sending_200000_lines_at_once_completes_without_loss_or_cut
     }
 }
 
-/// The part of a summary line about `who`, and the number it counts as
-/// lost there (0 when it says nothing about loss).
-fn lost_in_summary(summary: &str, who: &str) -> Option<u64> {
+/// The part of a summary line about `who`, and the number of lines it
+/// says `who` missed there: lost plus not acknowledged (0 when neither).
+fn missed_in_summary(summary: &str, who: &str) -> Option<u64> {
     let part = summary
         .split(';')
         .find(|p| p.contains(&format!(" {who} (")))?;
-    let words: Vec<&str> = part.split_whitespace().collect();
-    let lost = words
-        .iter()
-        .position(|w| w.trim_matches(|c: char| !c.is_alphabetic()) == "lost")
-        .and_then(|at| at.checked_sub(1))
-        .and_then(|at| words[at].parse().ok())
-        .unwrap_or(0);
-    Some(lost)
+    let words: Vec<&str> = part
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .collect();
+    let counted = |at: usize| at.checked_sub(1).and_then(|n| words[n].parse::<u64>().ok());
+    let missed = (0..words.len())
+        .filter(|&at| {
+            words[at] == "lost"
+                || (words[at] == "not" && words.get(at + 1) == Some(&"acknowledged"))
+        })
+        .filter_map(counted)
+        .sum();
+    Some(missed)
 }
 
 #[test]
@@ -625,7 +630,7 @@ fn a_killed_relay_is_routed_around_and_exit_on_eof_senders_exit_3_naming_it() {
             tail(&log, 30)
         );
         let summary = m.wait_log("summary");
-        let lost = lost_in_summary(&summary, "r2");
+        let lost = missed_in_summary(&summary, "r2");
         assert!(
             lost.is_some_and(|n| n > 0),
             "{}'s summary does not name r2 as missing lines: {summary}",
@@ -634,7 +639,7 @@ fn a_killed_relay_is_routed_around_and_exit_on_eof_senders_exit_3_naming_it() {
         let other_sender = if s == s0 { "s1" } else { "s0" };
         for other in ["r0", "r1", "r3", other_sender] {
             assert_eq!(
-                lost_in_summary(&summary, other).unwrap_or(0),
+                missed_in_summary(&summary, other).unwrap_or(0),
                 0,
                 "{}'s summary: {summary}",
                 m.name
@@ -743,13 +748,13 @@ fn a_stopped_member_is_cut_after_the_stall_timeout_and_the_rest_finish() {
         assert_eq!(status.code(), Some(3), "{} exit: {status}", m.name);
         let summary = m.wait_log("summary");
         assert!(
-            lost_in_summary(&summary, "z").is_some_and(|n| n > 0),
+            missed_in_summary(&summary, "z").is_some_and(|n| n > 0),
             "{}'s summary does not name z as missing lines: {summary}",
             m.name
         );
         for other in ["m", "s0", "s1", "s2"].iter().filter(|&&o| o != m.name) {
             assert_eq!(
-                lost_in_summary(&summary, other).unwrap_or(0),
+                missed_in_summary(&summary, other).unwrap_or(0),
                 0,
                 "{}'s summary: {summary}",
                 m.name
@@ -1105,4 +1110,47 @@ fn a_relay_stopped_for_good_in_a_chain_costs_one_gap_and_nothing_after_the_relin
     assert_eq!(expect, LINES + 1);
     g.nodes[2].signal("CONT");
     feeder.join().unwrap();
+}
+
+#[test]
+fn a_member_stopped_taken_for_gone_then_resumed_is_booked_as_it_printed() {
+    let _turn = one_at_a_time();
+    // a - b - c. c freezes long enough for a to take it for gone (silent
+    // for 3 × keepalive), then resumes. It re-links, fetches what it
+    // missed from b's cache and prints everything, the lines sent while it
+    // was taken for gone too, so a's books must say it got them all: no
+    // line claimed lost, exit 0.
+    const LINES: u64 = 3000;
+    let common = ["--keepalive", "1", "--stall-timeout", "60"];
+    let specs = vec![
+        Spec::new("a")
+            .args(&common)
+            .args(&["--wait-members", "2", "--exit-on-eof"])
+            .dial(1),
+        Spec::new("b").args(&common).input(Input::Empty),
+        Spec::new("c").args(&common).input(Input::Empty).dial(1),
+    ];
+    let mut g = Group::start("stopcont", specs, Fmt::Json);
+    g.wait_members(&all(3), 2, LONG);
+    g.nodes[0].send(&numbered_lines(1, 1000));
+    g.wait_complete(&[1, 2], &[0], 1000, LONG);
+    g.nodes[2].signal("STOP");
+    g.nodes[0].send(&numbered_lines(1001, 2000));
+    g.nodes[0].wait_log_for("member down: c", LONG);
+    // b closed its link to c too (no data for 3 × keepalive): on resuming,
+    // c announces itself again before it has fetched the lines it missed.
+    g.nodes[1].wait_log_for("peer down: c", LONG);
+    g.nodes[0].send(&numbered_lines(2001, LINES));
+    g.nodes[2].signal("CONT");
+    g.wait_complete(&[1, 2], &[0], LINES, LONG);
+    g.nodes[0].close_stdin();
+    let status = g.nodes[0].expect_exit(LONG);
+    let a = &g.nodes[0];
+    let summary = a.wait_log("summary");
+    assert!(
+        summary.contains(" c (") && missed_in_summary(&summary, "c") == Some(0),
+        "a's summary claims c missed lines it printed: {summary}\n{}",
+        tail(&a.log_text(), 20)
+    );
+    assert_eq!(status.code(), Some(0), "a's exit: {status}; {summary}");
 }
