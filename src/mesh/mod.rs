@@ -182,6 +182,9 @@ struct Neighbour {
     added: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
+    /// REPAIR answers we queued for it, while its writer still holds them
+    /// (see `lost.rs`, `repair_room`).
+    answers: Vec<Bytes>,
 }
 
 /// The state machine. See the module documentation.
@@ -296,6 +299,7 @@ impl Mesh {
                 seed,
                 added: now,
                 closing: false,
+                answers: Vec::new(),
             },
         );
         self.greet(now, conn);

@@ -173,6 +173,9 @@ impl Mesh {
         if origin != self.cfg.id && !self.cfg.relay {
             return;
         }
+        if !self.repair_room(conn) {
+            return;
+        }
         let Some(state) = self.origins.get(origin) else {
             return;
         };
@@ -193,9 +196,11 @@ impl Mesh {
         if msgs == 0 {
             return;
         }
+        let frames = Arc::new(out);
+        self.answered(conn, &frames);
         self.push(Action::Send {
             to: conn,
-            frames: Arc::new(out),
+            frames,
             msgs,
         });
     }

@@ -1544,6 +1544,31 @@ fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64,
 }
 
 #[test]
+fn repair_answers_still_queued_for_a_neighbour_are_at_most_a_window() {
+    // Our 10 lines of 100 bytes are cached (window 1000). A neighbour asks
+    // for all of them again and again without reading: while the first
+    // answer waits in its queue (the action still holds it), a second
+    // would pass the window: not answered. Once it is sent, answered.
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1000,
+            ..config()
+        },
+        1,
+    );
+    own_lines(&mut m, t0, 1, 10);
+    drain(&mut m);
+    repair(&mut m, t0, 1, ME, 1, 10);
+    let queued = drain(&mut m);
+    assert_eq!(msgs_sent(&queued).len(), 10);
+    repair(&mut m, t0, 1, ME, 1, 10);
+    assert!(drain(&mut m).is_empty(), "a second copy queued");
+    drop(queued);
+    repair(&mut m, t0, 1, ME, 1, 10);
+    assert_eq!(msgs_sent(&drain(&mut m)).len(), 10);
+}
+
+#[test]
 fn a_no_relay_node_answers_repairs_only_for_its_own_lines() {
     let (mut m, t0) = with_neighbours(
         MeshConfig {

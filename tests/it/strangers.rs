@@ -306,3 +306,56 @@ fn a_message_with_seq_0_is_refused_naming_the_peer() {
     good.send(&ok.to_bytes());
     assert_eq!(texts(&a.wait_lines(1)), ["fine"]);
 }
+
+/// A neighbour that asks for every cached message again and again, and
+/// reads nothing, must not make the node queue a copy of its cache per
+/// request: one answer waits for it at a time. (Each 25-byte REPAIR made
+/// a node queue up to a window of messages: 200 of them, 200 MB.)
+#[test]
+#[cfg(target_os = "linux")]
+fn repeated_repair_requests_from_a_peer_that_reads_nothing_cost_one_answer() {
+    const REPAIRS: usize = 200;
+    const LINES: usize = 10_000; // about 1.1 MB cached for repairs
+    let mut a = node("a").start();
+    let b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    let mut lines = Vec::new();
+    for n in 0..LINES {
+        lines.extend_from_slice(format!("{n:08} {}\n", "r".repeat(100)).as_bytes());
+    }
+    a.send(&lines);
+    assert_eq!(b.wait_lines_for(LINES, DEADLINE).len(), LINES);
+    let mut greedy = RawPeer::connect(&a);
+    greedy.send(&crate::support::hello("greedy", 0x9eed));
+    let id = greedy.read_hello().node_id;
+    greedy.send(&Frame::Accept.to_bytes());
+    a.wait_peer("greedy");
+    let before = a.rss_kib();
+    let repair = Frame::Repair {
+        origin: id,
+        from_seq: 1,
+        to_seq: u64::MAX,
+    }
+    .to_bytes();
+    let mut flood = repair.repeat(REPAIRS);
+    // A line of its own after them: once a prints it, a has dealt with
+    // every REPAIR before it.
+    flood.extend_from_slice(
+        &Frame::Msg {
+            origin: 0x9eed,
+            seq: 1,
+            hops: 1,
+            ttl: 16,
+            payload: b"after the repairs",
+        }
+        .to_bytes(),
+    );
+    greedy.send(&flood);
+    assert_eq!(texts(&a.wait_lines(1)), ["after the repairs"]);
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 40 * 1024,
+        "{REPAIRS} REPAIRs from a peer reading nothing grew the node by {grown} KiB"
+    );
+    drop(greedy);
+}
