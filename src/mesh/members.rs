@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::table::Filed;
 use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, REFUSAL_LOG_EVERY};
@@ -123,6 +123,9 @@ impl Member {
         })
     }
 }
+
+/// How often a DOWN about us is refuted at once (see `refute_down`).
+const REFUTE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where `hops` (then `ttl`) sits in an encoded STATUS frame: length
 /// prefix, type, member, status_seq.
@@ -409,10 +412,8 @@ impl Mesh {
     ) {
         let reason = printable(reason);
         if member == self.cfg.id {
-            // Reported gone while alive (we stalled, or a false alarm):
-            // say so at once with a newer STATUS.
             if status_seq >= self.own.status_seq {
-                self.send_status(now);
+                self.refute_down(now);
             }
             return;
         }
@@ -437,6 +438,23 @@ impl Mesh {
                 reason: reason.as_bytes(),
             };
             self.broadcast(&Arc::new(frame.to_bytes()), 0, Some(conn));
+        }
+    }
+
+    /// Reported gone while alive (we stalled, or a false alarm): say so
+    /// with a newer STATUS, at once, but at most once per [`REFUTE_EVERY`]
+    /// (then with the next keepalive, moved up to that mark). Each STATUS
+    /// floods the whole group: a neighbour sending DOWN after DOWN about
+    /// us must not turn each 30-byte frame into a group-wide flood.
+    fn refute_down(&mut self, now: Instant) {
+        match self.refuted {
+            Some(at) if now.saturating_duration_since(at) < REFUTE_EVERY => {
+                self.next_keepalive = self.next_keepalive.min(at + REFUTE_EVERY);
+            }
+            _ => {
+                self.refuted = Some(now);
+                self.send_status(now);
+            }
         }
     }
 

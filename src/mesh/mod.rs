@@ -201,6 +201,8 @@ pub struct Mesh {
     /// that warning was.
     refused_members: u64,
     refused_warned: Option<Instant>,
+    /// When a DOWN about us was last refuted with a STATUS at once.
+    refuted: Option<Instant>,
     /// Since when the router has held back frames from neighbours (its
     /// stdout is blocked), and how long it did before: silence is measured
     /// on a clock that stops meanwhile (see [`Mesh::inbound_held`]).
@@ -256,6 +258,7 @@ impl Mesh {
             members: Table::default(),
             refused_members: 0,
             refused_warned: None,
+            refuted: None,
             held_since: None,
             held_before: Duration::ZERO,
             holes: BTreeSet::new(),

@@ -597,6 +597,38 @@ fn a_down_report_is_believed_unless_older_and_forwarded_once() {
 }
 
 #[test]
+fn downs_about_us_are_refuted_at_most_once_a_second() {
+    // A neighbour sends DOWN after DOWN about us: each STATUS we send in
+    // answer floods the group, so one goes out at once, the next only at
+    // the one-second mark, whatever the number of DOWNs.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let down = Frame::Down {
+        member: ME,
+        status_seq: u64::MAX,
+        hops: 1,
+        ttl: 16,
+        reason: b"forged",
+    };
+    let mut statuses = 0;
+    for i in 0..100 {
+        let now = t0 + Duration::from_millis(i * 5);
+        m.on_frame(now, 1, &down);
+        m.tick(now);
+        statuses += statuses_sent(&drain(&mut m))
+            .iter()
+            .filter(|(to, s)| *to == 2 && s.member == ME)
+            .count();
+    }
+    assert_eq!(statuses, 1, "within the first 500 ms");
+    m.tick(t0 + Duration::from_millis(1000));
+    let later = statuses_sent(&drain(&mut m));
+    assert!(
+        later.iter().any(|(_, s)| s.member == ME),
+        "refuted again at the one-second mark"
+    );
+}
+
+#[test]
 fn a_neighbour_cut_for_stalling_is_reported_down_to_everyone() {
     let (mut m, t0) = with_neighbours(config(), 2);
     on_status(&mut m, t0, 1, status(101, 3, 1, 0));
