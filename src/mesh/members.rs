@@ -130,6 +130,10 @@ const REFUTE_EVERY: Duration = Duration::from_secs(1);
 /// Where `hops` (then `ttl`) sits in an encoded STATUS frame: length
 /// prefix, type, member, status_seq.
 const STATUS_HOPS_AT: usize = 4 + 1 + 8 + 8;
+/// Where the flags sit: after hops, ttl and sent_seq.
+const STATUS_FLAGS_AT: usize = STATUS_HOPS_AT + 1 + 1 + 8;
+/// How many members that left a greeting names (see `lately_left`).
+const GREET_LEFT: usize = 32;
 
 impl Mesh {
     /// Peer exchange: a new neighbour gets our STATUS and the latest
@@ -150,11 +154,40 @@ impl Mesh {
                 }
             }
         }
+        if relay {
+            for status in self.lately_left() {
+                out.extend_from_slice(&status);
+            }
+        }
         self.push(Action::Send {
             to: conn,
             frames: Arc::new(out),
             msgs: 0,
         });
+    }
+
+    /// The leaving STATUS of the members that left most lately (at most
+    /// [`GREET_LEFT`]), for a greeting: a node linking up after a break
+    /// (stopped, cut, partitioned) missed their goodbye. Told, it knows
+    /// they left and how far their lines went, so it fetches what it
+    /// missed or reports it as a gap, instead of waiting in silence for
+    /// lines that will never come. Only a STATUS that carries the leaving
+    /// flag: a member cut or gone silent is not announced again.
+    fn lately_left(&self) -> Vec<Bytes> {
+        let mut left: Vec<(Instant, Bytes)> = self
+            .members
+            .values()
+            .filter(|m| !m.up)
+            .filter_map(|m| {
+                let status = m.last_status.as_ref()?;
+                let (hops, ttl) = (status[STATUS_HOPS_AT], status[STATUS_HOPS_AT + 1]);
+                let leaving = status[STATUS_FLAGS_AT] & FLAG_LEAVING != 0;
+                (leaving && hops <= ttl).then(|| (m.heard, status.clone()))
+            })
+            .collect();
+        left.sort_by_key(|(heard, _)| std::cmp::Reverse(*heard));
+        left.truncate(GREET_LEFT);
+        left.into_iter().map(|(_, status)| status).collect()
     }
 
     /// Our STATUS as it goes out now; counts a new status_seq.

@@ -454,6 +454,45 @@ fn a_new_neighbour_gets_our_status_and_every_live_members() {
 }
 
 #[test]
+fn a_greeting_tells_a_new_neighbour_who_left_and_how_far_their_lines_went() {
+    // 7 left after sending 5 lines. A neighbour that links up after a
+    // break missed that goodbye: the greeting carries it. The neighbour
+    // (here a second mesh that had 7's lines 1 and 2) then knows 7 left
+    // and that 3..=5 are missing: repaired, or reported as a gap.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let leaving = Status {
+        flags: FLAG_LEAVING,
+        ..status(7, 2, 1, 5)
+    };
+    on_status(&mut m, t0, 1, leaving);
+    m.neighbour_up(t0, 9, 109, "", addr("10.0.0.9:1"), 7000, None);
+    let greeting = statuses_sent(&drain(&mut m));
+    let told = greeting.iter().find(|(_, s)| s.member == 7);
+    assert!(
+        told.is_some_and(|(to, s)| *to == 9 && s.flags & FLAG_LEAVING != 0 && s.sent_seq == 5),
+        "{greeting:?}"
+    );
+    let (mut other, t1) = with_neighbours(
+        MeshConfig {
+            id: 0xbbbb,
+            ..config()
+        },
+        1,
+    );
+    on_status(&mut other, t1, 1, status(7, 1, 2, 0));
+    feed(&mut other, t1, 1, &[(7, 1, 2, 16), (7, 2, 2, 16)]);
+    let (_, told) = told.unwrap().clone();
+    let events = member_events(&on_status(&mut other, t1, 1, told));
+    assert_eq!(events, ["down 7: left"]);
+    other.tick(t1 + Duration::from_secs(6));
+    let mut all = drain(&mut other);
+    other.tick(t1 + Duration::from_secs(12));
+    all.extend(drain(&mut other));
+    assert_eq!(gaps(&all), [(7, 3, 5)]);
+}
+
+#[test]
 fn a_member_silent_for_three_keepalives_is_down() {
     let (mut m, t0) = with_neighbours(config(), 1);
     on_status(&mut m, t0, 1, status(7, 1, 1, 0));

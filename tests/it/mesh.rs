@@ -1154,3 +1154,76 @@ fn a_member_stopped_taken_for_gone_then_resumed_is_booked_as_it_printed() {
     );
     assert_eq!(status.code(), Some(0), "a's exit: {status}; {summary}");
 }
+
+#[test]
+fn a_member_resumed_after_the_sender_left_gets_the_rest_or_a_gap() {
+    let _turn = one_at_a_time();
+    // a - b - c. c freezes; a sends on, finishes and leaves (c is cut, so
+    // a need not wait for it). c resumes and links up again: it missed
+    // a's goodbye, but b's greeting carries it, so c learns how far a's
+    // lines went: it fetches what b still caches and reports the rest as
+    // a gap, instead of waiting in silence for lines that never come.
+    const LINES: u64 = 20_000;
+    let common = [
+        "--keepalive",
+        "1",
+        "--stall-timeout",
+        "2",
+        "--window",
+        "64K",
+        "--max-frame",
+        "1K",
+    ];
+    let specs = vec![
+        Spec::new("a")
+            .args(&common)
+            .args(&["--wait-members", "2", "--exit-on-eof"])
+            .dial(1),
+        Spec::new("b").args(&common).input(Input::Empty),
+        Spec::new("c").args(&common).input(Input::Empty).dial(1),
+    ];
+    let mut g = Group::start("leftwhilestopped", specs, Fmt::Json);
+    g.wait_members(&all(3), 2, LONG);
+    g.nodes[0].send(&numbered_lines(1, 1000));
+    g.wait_complete(&[1, 2], &[0], 1000, LONG);
+    g.nodes[2].signal("STOP");
+    g.nodes[0].send(&numbered_lines(1001, LINES));
+    g.nodes[0].close_stdin();
+    g.nodes[0].expect_exit(LONG);
+    g.nodes[2].signal("CONT");
+    let c = &g.nodes[2];
+    let covered = |p: &crate::support::Printed| -> u64 {
+        let printed = p.msgs.iter().filter(|m| m.from == "a").map(|m| m.seq);
+        let gaps = p
+            .events_of("gap")
+            .into_iter()
+            .filter(|e| e.str("name") == Some("a"))
+            .map(|e| e.num("last_seq").unwrap_or(0));
+        printed.chain(gaps).max().unwrap_or(0)
+    };
+    let done = c.out.wait_until(LONG, |p| covered(p) >= LINES);
+    let (seqs, gaps) = seqs_and_gaps(c, "a");
+    assert!(
+        done,
+        "c printed {} of a's lines, gaps {gaps:?}, and waits in silence\n{}",
+        seqs.len(),
+        tail(&c.log_text(), 30)
+    );
+    // Once each, in order, the rest inside the gaps.
+    let mut expect = 1;
+    let mut gaps_left = gaps.iter().peekable();
+    for seq in seqs {
+        while let Some(&&(first, last)) = gaps_left.peek() {
+            if expect == first {
+                expect = last + 1;
+            }
+            if last < expect {
+                gaps_left.next();
+            } else {
+                break;
+            }
+        }
+        assert_eq!(seq, expect, "c's lines from a; gaps {gaps:?}");
+        expect += 1;
+    }
+}
