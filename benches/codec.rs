@@ -11,7 +11,7 @@ use peercat::frame::{self, msg_header, Frame};
 
 fn encode(payload: &[u8], count: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(count * (payload.len() + frame::MSG_HEADER_LEN));
-    for seq in 0..count as u64 {
+    for seq in 1..=count as u64 {
         out.extend_from_slice(&msg_header(7, seq, 1, 16, payload.len()));
         out.extend_from_slice(payload);
     }

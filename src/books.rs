@@ -4,8 +4,12 @@
 //! A line counts as *delivered* to a member once the member has
 //! acknowledged it through the mesh (its STATUS says it delivered every
 //! line of ours up to that one). The mesh owes a line to the members it
-//! knew when the line was read; a member that went down before it had them
-//! all *missed* the rest, and anything missed makes `--exit-on-eof` exit 3.
+//! knew when the line was read; what a member did not acknowledge it
+//! *missed*, and anything missed makes `--exit-on-eof` exit 3. Of that,
+//! *lost* is only what it will provably never print (it skipped it as a
+//! gap, or it came after it); the rest is *not acknowledged*: a member that
+//! went down may still have printed it (stopped, cut, then resumed, it
+//! prints what its buffers held).
 
 use std::time::Duration;
 
@@ -124,13 +128,10 @@ fn describe(m: &MemberBooks) -> String {
         plural(m.delivered, "line")
     );
     let missed = missed(m);
-    // Lost: it went down first, or it skipped them as a gap (its
-    // acknowledgement says so); the rest may still come.
-    let lost = if m.down.is_some() {
-        missed
-    } else {
-        m.lost.min(missed)
-    };
+    // Lost: it skipped them as a gap, or they came before its first line
+    // (its acknowledgement says so). The rest may still come, or may have
+    // been printed after it went down: never claimed lost.
+    let lost = m.lost.min(missed);
     if lost > 0 {
         text += &format!(", {lost} lost");
     }
@@ -201,7 +202,7 @@ mod tests {
             ..Books::default()
         };
         let mut c = member("c", 0xc, 1..1001, 550);
-        c.lost = 450;
+        c.lost = 50;
         c.down = Some("cut: accepted nothing for 2s".to_owned());
         let members = [
             member("b", 0xb, 1..1001, 1000),
@@ -213,7 +214,7 @@ mod tests {
             books.summary(&members, 0, 0),
             "summary: read 1000 lines from stdin; \
              to b (000000000000000b): 1000 lines delivered; \
-             to c (000000000000000c): 550 lines delivered, 450 lost \
+             to c (000000000000000c): 550 lines delivered, 50 lost, 400 not acknowledged \
              (member down: cut: accepted nothing for 2s); \
              to idle (000000000000000d): 0 lines delivered; \
              received 17 messages"

@@ -330,9 +330,14 @@ fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     if ttl == 0 {
         return Err(malformed("message", "ttl is 0"));
     }
+    // Seqs start at 1 (0 means "none" in STATUS and acknowledgements).
+    let seq = BigEndian::read_u64(&body[8..16]);
+    if seq == 0 {
+        return Err(malformed("message", "seq is 0"));
+    }
     Ok(Frame::Msg {
         origin: BigEndian::read_u64(&body[0..8]),
-        seq: BigEndian::read_u64(&body[8..16]),
+        seq,
         hops,
         ttl,
         payload,
@@ -1055,7 +1060,7 @@ mod tests {
         for (seq, payload) in PAYLOADS.iter().enumerate() {
             frames.push(Frame::Msg {
                 origin: 9,
-                seq: seq as u64,
+                seq: seq as u64 + 1,
                 hops: seq as u8 + 1,
                 ttl: 16,
                 payload,
@@ -1137,7 +1142,7 @@ mod tests {
         for (seq, word) in [&b"Hello"[..], b"World!"].iter().enumerate() {
             Frame::Msg {
                 origin: 1,
-                seq: seq as u64,
+                seq: seq as u64 + 1,
                 hops: 1,
                 ttl: 16,
                 payload: word,
@@ -1315,6 +1320,10 @@ mod tests {
             (
                 unhex("00000015 02 0123456789abcdef 0000000000000001 01 00 6162"),
                 malformed("message", "ttl is 0"),
+            ),
+            (
+                unhex("00000015 02 0123456789abcdef 0000000000000000 01 10 6162"),
+                malformed("message", "seq is 0"),
             ),
         ];
         for (bytes, expected) in cases {

@@ -74,9 +74,17 @@ pub struct Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Most kinds are things a source did to us ("refused connections
+        // from 10.0.0.1"); a kind ending in " to" is something we did
+        // toward it ("messages too big to send to 10.0.0.1").
+        let toward = if self.kind.ends_with(" to") {
+            " "
+        } else {
+            " from "
+        };
         write!(
             f,
-            "{} from {}: ... and {} more in the last {} s",
+            "{}{toward}{}: ... and {} more in the last {} s",
             self.kind,
             self.source,
             self.suppressed,
@@ -172,7 +180,9 @@ static LIMITER: Mutex<Option<RateLimiter>> = parking_lot::const_mutex(None);
 
 /// Logs `message()` as a warning unless a warning of `kind` from `from` was
 /// logged within the last [`WINDOW`]; then it is only counted. `kind` is a
-/// short phrase for the summary line, e.g. "refused connections".
+/// short phrase for the summary line, e.g. "refused connections" (read
+/// "refused connections from SOURCE"), or, for what we did toward the
+/// source, one ending in " to" ("messages too big to send to SOURCE").
 pub fn warn(kind: &'static str, from: IpAddr, message: impl FnOnce() -> String) {
     log(log::Level::Warn, kind, from, message)
 }
@@ -254,6 +264,20 @@ mod tests {
         assert_eq!(
             ended[0].to_string(),
             "refused from 10.0.0.1: ... and 523 more in the last 10 s"
+        );
+    }
+
+    #[test]
+    fn a_summary_of_what_we_did_toward_a_source_does_not_say_it_came_from_it() {
+        let summary = Summary {
+            kind: "messages too big to send to",
+            source: Source::Ip(ip(1)),
+            suppressed: 10,
+            window: WINDOW,
+        };
+        assert_eq!(
+            summary.to_string(),
+            "messages too big to send to 10.0.0.1: ... and 10 more in the last 10 s"
         );
     }
 

@@ -254,7 +254,7 @@ mod tests {
 
     fn messages(count: usize, size: usize) -> Vec<u8> {
         let mut bytes = Vec::new();
-        for seq in 0..count {
+        for seq in 1..=count {
             let payload = vec![fill(seq as u64); size + seq % 7];
             Frame::Msg {
                 origin: 1,
@@ -300,7 +300,10 @@ mod tests {
     fn frames_survive_any_read_size() {
         let data = messages(200, 100);
         for step in [1, 2, 3, 7, 64, 1000, 4096, 100_000] {
-            assert_eq!(read_all(&data, step, 1 << 20), (0..200).collect::<Vec<_>>());
+            assert_eq!(
+                read_all(&data, step, 1 << 20),
+                (1..=200).collect::<Vec<_>>()
+            );
         }
     }
 
@@ -438,7 +441,7 @@ mod tests {
     #[test]
     fn the_buffer_grows_for_a_frame_bigger_than_itself() {
         let data = messages(3, 300_000);
-        assert_eq!(read_all(&data, 8192, 1 << 20), vec![0, 1, 2]);
+        assert_eq!(read_all(&data, 8192, 1 << 20), vec![1, 2, 3]);
     }
 
     #[test]

@@ -2,8 +2,30 @@
 //! `--window` bytes of its messages not yet acknowledged by every live
 //! member that owes them. Relays never block; this window is what bounds
 //! what they hold (see PROTOCOL.md, "Flow control").
+//!
+//! Stdin is read while the window has room, and one read may bring more
+//! lines than the room left: those wait here, numbered, until
+//! acknowledgements make room for them. A member's hold-back buffer (one
+//! window) then never overflows behind a hole, which would drop lines that
+//! only a REPAIR could bring back.
 
 use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::Instant;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use super::{Bytes, Mesh};
+use crate::frame::LEN_PREFIX;
+
+/// Our lines read but not sent yet: `bytes[at]` holds MSG frames with
+/// seqs `first..`.
+#[derive(Debug)]
+struct Pending {
+    bytes: Bytes,
+    at: Range<usize>,
+    first: u64,
+}
 
 #[derive(Debug)]
 pub struct Own {
@@ -17,6 +39,10 @@ pub struct Own {
     unacked: usize,
     /// Every owing live member has every one of our lines up to here.
     low: u64,
+    /// Lines read beyond the window, oldest first.
+    pending: VecDeque<Pending>,
+    /// How many lines wait in `pending`.
+    pending_lines: u64,
 }
 
 impl Own {
@@ -29,7 +55,64 @@ impl Own {
             sizes: VecDeque::new(),
             unacked: 0,
             low: 0,
+            pending: VecDeque::new(),
+            pending_lines: 0,
         }
+    }
+
+    /// Lines read from stdin, MSG frames `first..=last`: they wait for room.
+    pub fn queue(&mut self, bytes: &Bytes, first: u64, last: u64) {
+        self.pending.push_back(Pending {
+            bytes: bytes.clone(),
+            at: 0..bytes.len(),
+            first,
+        });
+        self.pending_lines += last + 1 - first;
+    }
+
+    /// How many lines read from stdin wait for room in the window.
+    pub fn waiting(&self) -> u64 {
+        self.pending_lines
+    }
+
+    /// The oldest waiting lines that fit the window now, as one buffer
+    /// with their first and last seq. A line always fits when nothing is
+    /// unacknowledged (`--window` is at least one message).
+    fn take_fitting(&mut self) -> Option<(Bytes, u64, u64)> {
+        let front = self.pending.front_mut()?;
+        let frames = &front.bytes[front.at.clone()];
+        let mut used = 0;
+        let mut count = 0;
+        while used + LEN_PREFIX <= frames.len() {
+            let len = LEN_PREFIX + BigEndian::read_u32(&frames[used..]) as usize;
+            if self.unacked + used + len > self.window && (self.unacked > 0 || used > 0) {
+                break;
+            }
+            used += len;
+            count += 1;
+        }
+        if count == 0 {
+            return None;
+        }
+        let first = front.first;
+        let last = first + count - 1;
+        self.pending_lines -= count;
+        if used == frames.len() {
+            let whole = front.at == (0..front.bytes.len());
+            let p = self.pending.pop_front().expect("front");
+            let bytes = if whole {
+                p.bytes
+            } else {
+                Bytes::new(p.bytes[p.at].to_vec())
+            };
+            return Some((bytes, first, last));
+        }
+        // Split at the window: the part that fits is copied (rare: once
+        // per window filled), the rest keeps waiting in place.
+        let part = Bytes::new(frames[..used].to_vec());
+        front.at.start += used;
+        front.first = last + 1;
+        Some((part, first, last))
     }
 
     pub fn sent(&mut self, seq: u64, len: usize) {
@@ -52,14 +135,32 @@ impl Own {
         }
     }
 
-    /// Bytes of our own lines that may be sent now.
+    /// Bytes of our own lines that may be read now: none while read lines
+    /// still wait for room.
     pub fn room(&self) -> usize {
-        self.window.saturating_sub(self.unacked)
+        if self.pending.is_empty() {
+            self.window.saturating_sub(self.unacked)
+        } else {
+            0
+        }
     }
 
     #[cfg(test)]
     pub fn unacked(&self) -> usize {
         self.unacked
+    }
+}
+
+impl Mesh {
+    /// Sends the waiting lines that fit the window, if there is a
+    /// neighbour to send them to.
+    pub(super) fn release_own(&mut self, now: Instant) {
+        while !self.neighbours.is_empty() {
+            let Some((frames, first, last)) = self.own.take_fitting() else {
+                return;
+            };
+            self.send_local(now, &frames, first, last);
+        }
     }
 }
 

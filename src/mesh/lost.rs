@@ -3,11 +3,45 @@
 //! in its acknowledgement; an origin that sees a member acknowledge a base
 //! above the first line it owes that member tells it so in its STATUS
 //! (a miss entry), so that the member reports that run too.
+//!
+//! Repairs cost the answering node at most a window per neighbour: a
+//! neighbour that asks again and again and reads nothing gets no second
+//! copy of the cache queued while the first still waits for its writer.
 
-use super::{Action, Mesh, NodeId};
+use std::sync::Arc;
+
+use super::{Action, Bytes, Conn, Mesh, NodeId};
 use crate::frame::{Miss, Status, MAX_STATUS_MISSES};
 
 impl Mesh {
+    /// Whether a REPAIR answer for `conn` may be queued: the answers still
+    /// waiting for its writer (their buffers shared with its queue) add up
+    /// to less than a window. Without this bound, each 25-byte REPAIR from
+    /// a neighbour that reads nothing queued up to a window of messages.
+    pub(super) fn repair_room(&mut self, conn: Conn) -> bool {
+        let window = self.cfg.window;
+        let Some(n) = self.neighbours.get_mut(&conn) else {
+            return false;
+        };
+        n.answers.retain(|a| Arc::strong_count(a) > 1);
+        let queued: usize = n.answers.iter().map(|a| a.len()).sum();
+        if queued >= window {
+            log::debug!(
+                "REPAIR from connection {conn} not answered: {queued} bytes of earlier \
+                 answers still wait to be sent to it"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Keeps track of an answer queued for `conn` (see [`Mesh::repair_room`]).
+    pub(super) fn answered(&mut self, conn: Conn, answer: &Bytes) {
+        if let Some(n) = self.neighbours.get_mut(&conn) {
+            n.answers.push(answer.clone());
+        }
+    }
+
     /// Reports `origin`'s seqs `first..=last` as lost to this node. Our
     /// acknowledgements changed (the run counts as skipped): a STATUS is due.
     pub(super) fn gap(&mut self, origin: NodeId, first: u64, last: u64, reason: &str) {

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::table::Filed;
 use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, REFUSAL_LOG_EVERY};
@@ -32,8 +32,6 @@ pub struct Member {
     pub owed_from: u64,
     /// One past the last of our seqs it owes (set when it went down).
     pub owed_end: Option<u64>,
-    /// Lines lost in its earlier lives (it went down, then came back).
-    pub lost_before: u64,
     /// Where we start delivering its messages, from its first STATUS,
     /// until it has per-origin state; 0 = no STATUS seen.
     pub base_hint: u64,
@@ -56,7 +54,6 @@ impl Member {
             ack: None,
             owed_from: 0,
             owed_end: None,
-            lost_before: 0,
             base_hint: 0,
             filed: Filed {
                 lossy: false,
@@ -92,9 +89,15 @@ impl Member {
         !self.up || self.owed_from > last || self.done() >= last
     }
 
+    /// What it got of our lines. Lost are only the lines it will provably
+    /// never deliver: those below its base and those it skipped as gaps
+    /// (its acknowledgement says so). The rest of what it did not
+    /// acknowledge may still have been printed (a member stopped, cut,
+    /// then resumed prints what its buffers held): not acknowledged, never
+    /// claimed lost.
     pub fn books(&self, id: NodeId, last: u64) -> Option<MemberBooks> {
         let end = self.owed_end.unwrap_or(last + 1);
-        if self.owed_from == 0 || (self.owed_from >= end && self.lost_before == 0) {
+        if self.owed_from == 0 || self.owed_from >= end {
             return None;
         }
         let owed = self.owed_from..end.max(self.owed_from);
@@ -109,27 +112,28 @@ impl Member {
         let skipped = skipped.min(covered);
         let got = covered - skipped;
         let owed_count = owed.end - owed.start;
-        // Below its base it will never deliver; after it went down it
-        // delivers nothing more.
-        let lost = if !self.up {
-            owed_count - got
-        } else {
-            base.saturating_sub(self.owed_from).min(owed_count) + skipped
-        };
+        let lost = base.saturating_sub(self.owed_from).min(owed_count) + skipped;
         Some(MemberBooks {
             id,
             name: self.name.clone(),
             owed,
             delivered: got,
-            lost: lost + self.lost_before,
+            lost: lost.min(owed_count - got),
             down: self.down.clone(),
         })
     }
 }
 
+/// How often a DOWN about us is refuted at once (see `refute_down`).
+const REFUTE_EVERY: Duration = Duration::from_secs(1);
+
 /// Where `hops` (then `ttl`) sits in an encoded STATUS frame: length
 /// prefix, type, member, status_seq.
 const STATUS_HOPS_AT: usize = 4 + 1 + 8 + 8;
+/// Where the flags sit: after hops, ttl and sent_seq.
+const STATUS_FLAGS_AT: usize = STATUS_HOPS_AT + 1 + 1 + 8;
+/// How many members that left a greeting names (see `lately_left`).
+const GREET_LEFT: usize = 32;
 
 impl Mesh {
     /// Peer exchange: a new neighbour gets our STATUS and the latest
@@ -150,11 +154,40 @@ impl Mesh {
                 }
             }
         }
+        if relay {
+            for status in self.lately_left() {
+                out.extend_from_slice(&status);
+            }
+        }
         self.push(Action::Send {
             to: conn,
             frames: Arc::new(out),
             msgs: 0,
         });
+    }
+
+    /// The leaving STATUS of the members that left most lately (at most
+    /// [`GREET_LEFT`]), for a greeting: a node linking up after a break
+    /// (stopped, cut, partitioned) missed their goodbye. Told, it knows
+    /// they left and how far their lines went, so it fetches what it
+    /// missed or reports it as a gap, instead of waiting in silence for
+    /// lines that will never come. Only a STATUS that carries the leaving
+    /// flag: a member cut or gone silent is not announced again.
+    fn lately_left(&self) -> Vec<Bytes> {
+        let mut left: Vec<(Instant, Bytes)> = self
+            .members
+            .values()
+            .filter(|m| !m.up)
+            .filter_map(|m| {
+                let status = m.last_status.as_ref()?;
+                let (hops, ttl) = (status[STATUS_HOPS_AT], status[STATUS_HOPS_AT + 1]);
+                let leaving = status[STATUS_FLAGS_AT] & FLAG_LEAVING != 0;
+                (leaving && hops <= ttl).then(|| (m.heard, status.clone()))
+            })
+            .collect();
+        left.sort_by_key(|(heard, _)| std::cmp::Reverse(*heard));
+        left.truncate(GREET_LEFT);
+        left.into_iter().map(|(_, status)| status).collect()
     }
 
     /// Our STATUS as it goes out now; counts a new status_seq.
@@ -350,15 +383,17 @@ impl Mesh {
         } else if in_reach && !was_up {
             self.members.set_up(id, true, false);
             let m = self.members.get_mut(&id).expect("inserted");
-            if m.owed_from != 0 {
-                // Back from the dead: its earlier life's losses stay booked.
-                if let Some(b) = m.books(id, self.own.last_seq) {
-                    m.lost_before = b.lost;
-                }
+            // Back after we took it for gone (ids are never reused, so it
+            // is the same process, maybe stopped a while): it owes every
+            // line since it first did, those sent meanwhile too. Its
+            // acknowledgements count from its base across the break; it
+            // fetches what it missed, or reports it as a gap. So its books
+            // stay one range, and lines it printed after the break count as
+            // delivered, not as lost in an earlier life.
+            if m.owed_from == 0 {
+                m.owed_from = owed_from;
             }
-            m.owed_from = owed_from;
             m.owed_end = None;
-            m.ack = None;
             m.down = None;
             let name = m.name.clone();
             window_moved = true;
@@ -410,10 +445,8 @@ impl Mesh {
     ) {
         let reason = printable(reason);
         if member == self.cfg.id {
-            // Reported gone while alive (we stalled, or a false alarm):
-            // say so at once with a newer STATUS.
             if status_seq >= self.own.status_seq {
-                self.send_status(now);
+                self.refute_down(now);
             }
             return;
         }
@@ -438,6 +471,23 @@ impl Mesh {
                 reason: reason.as_bytes(),
             };
             self.broadcast(&Arc::new(frame.to_bytes()), 0, Some(conn));
+        }
+    }
+
+    /// Reported gone while alive (we stalled, or a false alarm): say so
+    /// with a newer STATUS, at once, but at most once per [`REFUTE_EVERY`]
+    /// (then with the next keepalive, moved up to that mark). Each STATUS
+    /// floods the whole group: a neighbour sending DOWN after DOWN about
+    /// us must not turn each 30-byte frame into a group-wide flood.
+    fn refute_down(&mut self, now: Instant) {
+        match self.refuted {
+            Some(at) if now.saturating_duration_since(at) < REFUTE_EVERY => {
+                self.next_keepalive = self.next_keepalive.min(at + REFUTE_EVERY);
+            }
+            _ => {
+                self.refuted = Some(now);
+                self.send_status(now);
+            }
         }
     }
 
@@ -478,7 +528,9 @@ impl Mesh {
         m.down = Some(reason.to_owned());
         m.owed_end = Some(last + 1);
         m.up = false;
-        let lossy = m.books(id, last).is_some_and(|b| b.lost > 0);
+        let lossy = m
+            .books(id, last)
+            .is_some_and(|b| crate::books::missed(&b) > 0);
         m.up = true;
         let name = m.name.clone();
         self.members.set_up(id, false, lossy);

@@ -182,6 +182,9 @@ struct Neighbour {
     added: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
+    /// REPAIR answers we queued for it, while its writer still holds them
+    /// (see `lost.rs`, `repair_room`).
+    answers: Vec<Bytes>,
 }
 
 /// The state machine. See the module documentation.
@@ -198,6 +201,8 @@ pub struct Mesh {
     /// that warning was.
     refused_members: u64,
     refused_warned: Option<Instant>,
+    /// When a DOWN about us was last refuted with a STATUS at once.
+    refuted: Option<Instant>,
     /// Since when the router has held back frames from neighbours (its
     /// stdout is blocked), and how long it did before: silence is measured
     /// on a clock that stops meanwhile (see [`Mesh::inbound_held`]).
@@ -253,6 +258,7 @@ impl Mesh {
             members: Table::default(),
             refused_members: 0,
             refused_warned: None,
+            refuted: None,
             held_since: None,
             held_before: Duration::ZERO,
             holes: BTreeSet::new(),
@@ -296,9 +302,11 @@ impl Mesh {
                 seed,
                 added: now,
                 closing: false,
+                answers: Vec::new(),
             },
         );
         self.greet(now, conn);
+        self.release_own(now);
     }
 
     /// A neighbour's connection ended. `cut`: it was cut for stalling (the
@@ -341,12 +349,16 @@ impl Mesh {
             }
             _ => {}
         }
+        // Acknowledgements, or a member gone, may have made room.
+        self.release_own(now);
     }
 
     /// Our own lines, already encoded by the stdin thread as MSG frames with
     /// seqs `first..=last`.
     pub fn local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
-        self.send_local(now, frames, first, last);
+        // They wait for room in the window (see `flow`).
+        self.own.queue(frames, first, last);
+        self.release_own(now);
     }
 
     /// Addresses learned outside the mesh (peer cache, discovery, PEERS).
@@ -386,6 +398,7 @@ impl Mesh {
         }
         self.check_holes(now);
         self.dial_tick(now);
+        self.release_own(now);
     }
 
     /// When [`Mesh::tick`] next has something to do (at the latest).
@@ -435,9 +448,14 @@ impl Mesh {
         now.checked_sub(held).unwrap_or(now)
     }
 
-    /// Bytes of our own lines that may be sent now.
+    /// Bytes of our own lines that may be read now.
     pub fn window_room(&self) -> usize {
         self.own.room()
+    }
+
+    /// Lines read from stdin that wait for room in the window.
+    pub fn waiting_lines(&self) -> u64 {
+        self.own.waiting()
     }
 
     /// How many neighbours the mesh has: our lines go nowhere without one.
@@ -485,7 +503,7 @@ impl Mesh {
 
     /// Every owed line acknowledged by every owing member, or it is down.
     pub fn eof_settled(&self) -> bool {
-        self.members.values().all(|m| m.settled(self.own.last_seq))
+        self.own.waiting() == 0 && self.members.values().all(|m| m.settled(self.own.last_seq))
     }
 
     /// Per member: what it owed, got and lost of our lines.
@@ -498,12 +516,13 @@ impl Mesh {
         if self.members.forgotten_lost > 0 {
             // Members forgotten to make room (see MAX_MEMBERS) keep their
             // losses on the books, summed.
+            // What they missed is not acknowledged: 0 of that many.
             books.push(MemberBooks {
                 id: 0,
                 name: format!("{} forgotten members", self.members.forgotten),
-                owed: 0..0,
+                owed: 0..self.members.forgotten_lost,
                 delivered: 0,
-                lost: self.members.forgotten_lost,
+                lost: 0,
                 down: Some("forgotten: the member table was full".to_owned()),
             });
         }

@@ -107,7 +107,15 @@ impl Origin {
         }
     }
 
-    pub fn hold(&mut self, seq: u64, kept: Kept) {
+    pub fn hold(&mut self, seq: u64, mut kept: Kept) {
+        if kept.cost > kept.frame.len() {
+            // Held alone, not by a share of the buffer it came in: the
+            // hold-back buffer takes a whole window of messages, as the
+            // origin's window lets that many be in flight to us.
+            kept.bytes = Bytes::new(kept.bytes[kept.frame.clone()].to_vec());
+            kept.frame = 0..kept.frame.len();
+            kept.cost = kept.frame.len();
+        }
         self.held_bytes += kept.cost;
         self.held.insert(seq, kept);
     }

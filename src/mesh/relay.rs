@@ -60,7 +60,8 @@ impl Mesh {
                     frame: m.start..m.end,
                     cost: (m.end - m.start).max(share),
                 };
-                match origin.arrive(m.seq, kept.cost, window) {
+                // Held messages cost their own length (`Origin::hold`).
+                match origin.arrive(m.seq, m.end - m.start, window) {
                     Arrival::Duplicate | Arrival::Overflow => continue,
                     Arrival::Late => {
                         late.extend(origin.lower_base(m.seq).map(|(f, l)| (id, f, l)));
@@ -172,6 +173,9 @@ impl Mesh {
         if origin != self.cfg.id && !self.cfg.relay {
             return;
         }
+        if !self.repair_room(conn) {
+            return;
+        }
         let Some(state) = self.origins.get(origin) else {
             return;
         };
@@ -192,9 +196,11 @@ impl Mesh {
         if msgs == 0 {
             return;
         }
+        let frames = Arc::new(out);
+        self.answered(conn, &frames);
         self.push(Action::Send {
             to: conn,
-            frames: Arc::new(out),
+            frames,
             msgs,
         });
     }

@@ -41,8 +41,9 @@ pub struct Table {
     silence: BTreeSet<(Instant, NodeId)>,
     /// Down members, the first to forget first.
     gone: BTreeSet<(bool, Instant, NodeId)>,
-    /// Lines of ours lost to members forgotten while down (their books
-    /// live on here, so the exit status still says someone missed lines).
+    /// Lines of ours that members forgotten while down missed (never
+    /// acknowledged; their books live on here, so the exit status still
+    /// says someone missed lines).
     pub forgotten_lost: u64,
     pub forgotten: u64,
 }
@@ -104,9 +105,10 @@ impl Table {
         };
         if let Some(m) = self.map.remove(&id) {
             if let Some(books) = m.books(id, last) {
-                if books.lost > 0 {
+                let missed = crate::books::missed(&books);
+                if missed > 0 {
                     self.forgotten += 1;
-                    self.forgotten_lost += books.lost;
+                    self.forgotten_lost += missed;
                 }
             }
         }

@@ -277,7 +277,7 @@ impl Router {
             // the larger ones; it reports the hole as a gap.
             let (batch, skipped) = spare(&frames, msgs, limit);
             if skipped > 0 {
-                ratelog::warn("messages too big", entry.info.addr.ip(), || {
+                ratelog::warn("messages too big to send to", entry.info.addr.ip(), || {
                     format!(
                         "{} over the --max-frame of {} ({limit} bytes); not sent to it",
                         plural(skipped, "message"),

@@ -54,6 +54,8 @@ const CACHE_EVERY: Duration = Duration::from_secs(10);
 /// How soon it is written after a member comes up: a node killed a few
 /// seconds after joining still finds the group again.
 const CACHE_SOON: Duration = Duration::from_secs(1);
+/// Waking this long after a deadline means the process did not run.
+const OVERSLEPT: Duration = Duration::from_secs(1);
 
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,10 +307,14 @@ impl Router {
         .flatten()
         .min();
         let oper = match timer {
-            Some(at) => match sel.select_deadline(at) {
-                Ok(oper) => oper,
-                Err(_) => return Step::Timer,
-            },
+            Some(at) => {
+                let oper = sel.select_deadline(at);
+                note_oversleep(&mut self.mesh, at);
+                match oper {
+                    Ok(oper) => oper,
+                    Err(_) => return Step::Timer,
+                }
+            }
             None => sel.select(),
         };
         match oper.index() {
@@ -532,7 +538,8 @@ impl Router {
         self.count_dropped();
         self.save_peer_cache();
         let skipped = self.node.stdin_skipped.load(Ordering::Relaxed);
-        let unsent = self.unsent.take().map_or(0, |chunk| chunk.frames as u64);
+        let unsent =
+            self.unsent.take().map_or(0, |chunk| chunk.frames as u64) + self.mesh.waiting_lines();
         ratelog::flush_all();
         self.drain_backlog();
         if self.events_not_printed > 0 {
@@ -553,5 +560,18 @@ impl Router {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,
         }
+    }
+}
+
+/// Woken long after the deadline we slept to: the process was stopped
+/// (SIGSTOP, a suspended host) or starved meanwhile, and frames from
+/// neighbours waited unread all that time. The mesh does not count it as
+/// their silence (a resumed node called live members down, "silent for
+/// 15s", before it had read what they sent).
+fn note_oversleep(mesh: &mut Mesh, deadline: Instant) {
+    let now = Instant::now();
+    if now > deadline + OVERSLEPT && !mesh.is_inbound_held() {
+        mesh.inbound_held(deadline, true);
+        mesh.inbound_held(now, false);
     }
 }

@@ -265,3 +265,36 @@ fn a_slow_stdout_pushes_back_on_the_sender_without_loss_or_unbounded_memory() {
     assert_eq!(reader.join().unwrap(), LINES);
     assert_eq!(a.count_log("peer down"), 0);
 }
+
+/// A member whose stdout nobody reads (alive, its stdout pipe full) takes
+/// nothing more from the group: at the default timeouts (stall 10 s,
+/// keepalive 5 s) it is cut after --stall-timeout like a stopped one, and
+/// the others carry on. Its keepalive PONGs and STATUS must not keep it in.
+#[test]
+fn a_member_whose_stdout_nobody_reads_is_cut_at_the_default_timeouts() {
+    const LINES: usize = 100_000; // about 11 MB: more than c's buffers
+    let b = node("b").start();
+    // c's stdout is a pipe the test holds and never reads.
+    let mut c = node("c").raw_stdout().dial(&b).start();
+    let _unread = c.take_stdout();
+    let mut a = node("a")
+        .args(&["--wait-members", "2", "--exit-on-eof"])
+        .dial(&b)
+        .start();
+    a.wait_log("reading stdin");
+    let started = Instant::now();
+    let (feeder, _) = feed(a.take_stdin(), LINES);
+    let line = a.wait_log_for("member down: c", Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(line.contains("cut"), "{line}");
+    assert!(
+        took <= Duration::from_secs(18),
+        "c was dropped only after {took:?}"
+    );
+    feeder.join().unwrap();
+    assert_all_lines(&b, LINES);
+    let status = a.expect_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "a's exit: {status}");
+    let summary = a.wait_log("summary");
+    assert!(summary.contains("to c ("), "{summary}");
+}

@@ -120,3 +120,56 @@ fn a_node_with_a_blocked_stdout_does_not_call_live_members_silent() {
     assert_eq!(c.count_log("member down"), 0, "{}", c.log_text());
     drop(a);
 }
+
+/// A node stopped (SIGSTOP) for longer than 3 × keepalive heard nothing
+/// meanwhile because it was not running, not because its members fell
+/// silent: on waking it must not call them down ("silent for 3s") before
+/// it has read what they sent meanwhile. a keeps talking (its lines, and
+/// the STATUS frames that go with them); its own keepalive is 30 s, so it
+/// keeps the link to the stopped c (no data for 90 s) and does not cut it
+/// (--stall-timeout 60).
+#[test]
+fn a_node_resumed_after_a_stop_does_not_call_live_members_silent() {
+    let mut a = node("a")
+        .args(&["--keepalive", "30", "--stall-timeout", "60"])
+        .start();
+    let c = node("c")
+        .args(&["--keepalive", "1", "--stall-timeout", "60"])
+        .dial(&a)
+        .start();
+    a.wait_log("member up: c");
+    let mut stdin = a.take_stdin();
+    let feeder = thread::spawn(move || {
+        let lines: String = (1..=400_000).map(|n| format!("{n}\n")).collect();
+        // Fails once the test is over and a is gone: nothing to check.
+        let _ = stdin.write_all(lines.as_bytes());
+    });
+    c.wait_lines(1000);
+    c.signal("STOP");
+    // Stopped for 5 s, past c's 3 s silence limit; a must keep it.
+    let stopped = Duration::from_secs(5);
+    let cut = a.log.wait_until(stopped, |lines| {
+        lines
+            .iter()
+            .any(|l| String::from_utf8_lossy(l).contains("member down"))
+    });
+    assert!(!cut, "a cut c:\n{}", a.log_text());
+    c.signal("CONT");
+    let resumed = Instant::now();
+    let wrongly_down = c.log.wait_until(Duration::from_secs(4), |lines| {
+        lines
+            .iter()
+            .any(|l| String::from_utf8_lossy(l).contains("member down"))
+    });
+    assert!(
+        resumed.elapsed() >= Duration::from_secs(4) || wrongly_down,
+        "c's log ended early"
+    );
+    assert!(
+        !wrongly_down,
+        "c called a live member down:\n{}",
+        c.log_text()
+    );
+    drop(a);
+    feeder.join().unwrap();
+}

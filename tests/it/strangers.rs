@@ -269,3 +269,93 @@ fn a_flood_of_fresh_member_ids_is_capped() {
     assert_eq!(a.count_log("refusing new member"), 1, "{}", a.log_text());
     drop(stranger);
 }
+
+/// A MSG with seq 0 (seqs start at 1) from a raw peer: the node does not
+/// drop it in silence, nor panic; it ends the connection as a protocol
+/// error, naming the peer and the cause, and goes on serving others.
+#[test]
+fn a_message_with_seq_0_is_refused_naming_the_peer() {
+    let a = node("a").start();
+    let mut raw = RawPeer::handshake_as(&a, "zeroseq", 0x2e60);
+    let msg = Frame::Msg {
+        origin: 0x2e60,
+        seq: 0,
+        hops: 1,
+        ttl: 16,
+        payload: b"zero",
+    };
+    raw.send(&msg.to_bytes());
+    assert!(
+        raw.read_until_closed(DEADLINE),
+        "the node kept the connection"
+    );
+    let line = a.wait_log("seq is 0");
+    assert!(
+        line.contains("zeroseq") && line.contains(&raw.local_addr()),
+        "the log line does not name the peer: {line}"
+    );
+    // Still serving: a good peer's line is printed.
+    let mut good = RawPeer::handshake_as(&a, "good", 0x600d);
+    let ok = Frame::Msg {
+        origin: 0x600d,
+        seq: 1,
+        hops: 1,
+        ttl: 16,
+        payload: b"fine",
+    };
+    good.send(&ok.to_bytes());
+    assert_eq!(texts(&a.wait_lines(1)), ["fine"]);
+}
+
+/// A neighbour that asks for every cached message again and again, and
+/// reads nothing, must not make the node queue a copy of its cache per
+/// request: one answer waits for it at a time. (Each 25-byte REPAIR made
+/// a node queue up to a window of messages: 200 of them, 200 MB.)
+#[test]
+#[cfg(target_os = "linux")]
+fn repeated_repair_requests_from_a_peer_that_reads_nothing_cost_one_answer() {
+    const REPAIRS: usize = 200;
+    const LINES: usize = 10_000; // about 1.1 MB cached for repairs
+    let mut a = node("a").start();
+    let b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    let mut lines = Vec::new();
+    for n in 0..LINES {
+        lines.extend_from_slice(format!("{n:08} {}\n", "r".repeat(100)).as_bytes());
+    }
+    a.send(&lines);
+    assert_eq!(b.wait_lines_for(LINES, DEADLINE).len(), LINES);
+    let mut greedy = RawPeer::connect(&a);
+    greedy.send(&crate::support::hello("greedy", 0x9eed));
+    let id = greedy.read_hello().node_id;
+    greedy.send(&Frame::Accept.to_bytes());
+    a.wait_peer("greedy");
+    let before = a.rss_kib();
+    let repair = Frame::Repair {
+        origin: id,
+        from_seq: 1,
+        to_seq: u64::MAX,
+    }
+    .to_bytes();
+    let mut flood = repair.repeat(REPAIRS);
+    // A line of its own after them: once a prints it, a has dealt with
+    // every REPAIR before it.
+    flood.extend_from_slice(
+        &Frame::Msg {
+            origin: 0x9eed,
+            seq: 1,
+            hops: 1,
+            ttl: 16,
+            payload: b"after the repairs",
+        }
+        .to_bytes(),
+    );
+    greedy.send(&flood);
+    assert_eq!(texts(&a.wait_lines(1)), ["after the repairs"]);
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 40 * 1024,
+        "{REPAIRS} REPAIRs from a peer reading nothing grew the node by {grown} KiB"
+    );
+    drop(greedy);
+}
