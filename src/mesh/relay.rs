@@ -354,6 +354,14 @@ impl Mesh {
     /// Asks `conn` for `origin`'s `from..=to` and to relay its new
     /// messages to us again (GRAFT).
     pub(super) fn graft(&mut self, origin: NodeId, conn: Conn, from: u64, to: u64) {
+        // Rare (a hole 250 ms old, at most one ask a second, or a lost
+        // parent): worth a debug line.
+        if let Some(n) = self.neighbours.get(&conn) {
+            log::debug!(
+                "asking neighbour {:016x} for {origin:016x}'s lines from {from} and to relay them to us again (GRAFT)",
+                n.node
+            );
+        }
         self.tree.grafting(origin, conn);
         self.send_frame(
             conn,
