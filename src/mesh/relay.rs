@@ -333,13 +333,17 @@ impl Mesh {
             // has them no more.
             let ahead = self
                 .tree
-                .has(id, first)
-                .filter(|c| hole.rr % 2 == 0 && self.neighbours.contains_key(c));
-            let rank = hole.rr % self.neighbours.len();
-            hole.rr += 1;
+                .ahead_turn(id, first)
+                .filter(|c| self.neighbours.contains_key(c));
             hole.next_repair = now + REPAIR_RETRY;
-            let conn =
-                ahead.unwrap_or_else(|| *self.neighbours.keys().nth(rank).expect("rank < len"));
+            let conn = match ahead {
+                Some(conn) => conn,
+                None => {
+                    let rank = hole.rr % self.neighbours.len();
+                    hole.rr += 1;
+                    *self.neighbours.keys().nth(rank).expect("rank < len")
+                }
+            };
             // Nothing held back: what we lack may go on past what we know
             // of, so ask for all the neighbour has.
             let to = if origin.first_held().is_some() {

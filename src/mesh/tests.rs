@@ -373,13 +373,18 @@ fn two_hundred_nodes_with_churn_deliver_exactly_once_in_order_and_report_every_l
     let deliveries: u64 = sim.nodes.iter().map(|n| n.deliveries).sum();
     let links: usize = (0..sim.nodes.len()).map(|i| sim.degree_of(i)).sum();
     eprintln!(
-        "deliveries {deliveries}, msgs in {}, gaps {gaps}, frames {}, statuses {}, mean degree {:.1}",
+        "deliveries {deliveries}, msgs in {} ({:.3} duplicates per delivery), gaps {gaps}, \
+         frames {}, statuses {}, mean degree {:.1}",
         sim.nodes.iter().map(|n| n.msgs_in).sum::<u64>(),
+        sim.duplicates_per_delivery(),
         sim.frames,
         sim.statuses,
         links as f64 / sim.nodes.iter().filter(|n| n.alive).count() as f64
     );
     assert!(deliveries > 100_000);
+    // Flooding would bring each line about mean degree - 1 extra times;
+    // the tree, churn included, a small fraction of once.
+    assert!(sim.duplicates_per_delivery() < 0.3);
 }
 
 // ---- Membership ------------------------------------------------------
@@ -1743,6 +1748,13 @@ fn a_neighbour_acknowledging_lines_we_lack_is_grafted_for_them() {
     );
     m.tick(t0 + secs(0.4));
     assert_eq!(grafts(&drain(&mut m)), [(3, 7, 2, u64::MAX)]);
+    // Unanswered: every other ask goes round the neighbours.
+    let mut asked = Vec::new();
+    for s in [1.5, 2.5, 3.5] {
+        m.tick(t0 + secs(s));
+        asked.extend(grafts(&drain(&mut m)).iter().map(|g| g.0));
+    }
+    assert_eq!(asked, [1, 3, 2]);
     // The same acks relayed from further away (hops 2) tell nothing
     // about what a neighbour holds.
     let (mut m, t0) = with_neighbours(config(), 3);

@@ -40,6 +40,8 @@ struct Branch {
     ahead: Option<(Conn, u64)>,
     /// The first seq of the open hole, when last checked (0: none).
     hole_first: u64,
+    /// The last ask went to `ahead`: the next goes round the neighbours.
+    skip_ahead: bool,
 }
 
 impl Branch {
@@ -166,10 +168,19 @@ impl Tree {
         }
     }
 
-    /// The neighbour known to have `origin`'s messages up to `seq`, if any.
-    pub fn has(&self, origin: NodeId, seq: u64) -> Option<Conn> {
-        let (conn, delivered) = self.branches.get(&origin)?.ahead?;
-        (delivered >= seq).then_some(conn)
+    /// Whom to ask for `origin`'s lines from `seq` on, if it is the turn
+    /// of the neighbour known to have them: every other ask, when one is
+    /// known (the others go round the neighbours, in case it has them no
+    /// more).
+    pub fn ahead_turn(&mut self, origin: NodeId, seq: u64) -> Option<Conn> {
+        let b = self.branches.get_mut(&origin)?;
+        let (conn, delivered) = b.ahead?;
+        if delivered < seq {
+            return None;
+        }
+        let turn = !b.skip_ahead;
+        b.skip_ahead = turn;
+        turn.then_some(conn)
     }
 
     /// `conn` is gone. Returns, per origin it was our parent for, the
