@@ -349,10 +349,7 @@ impl Mesh {
                 origin,
                 from_seq,
                 to_seq,
-            } => {
-                self.tree.grafted_by(*origin, conn);
-                self.answer_repair(conn, *origin, *from_seq, *to_seq);
-            }
+            } => self.on_graft(conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
                 // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();

@@ -378,25 +378,45 @@ impl Mesh {
     }
 
     /// A neighbour is gone: for each origin it was our parent for, graft
-    /// at once every neighbour we had pruned for it, asking for what we
-    /// lack from `next` on (the hole checker would get there too, but only
-    /// once a STATUS shows the hole).
+    /// at once every other neighbour, asking for what we lack from `next`
+    /// on (the hole checker would get there too, but only once a STATUS
+    /// shows the hole). Not only those we pruned: a child of ours that
+    /// gets the graft has lost its supply too and grafts its own
+    /// neighbours, down the tree to the first node with another path.
     pub(super) fn regraft(&mut self, conn: Conn) {
-        for (id, conns) in self.tree.neighbour_down(conn) {
-            let Some(origin) = self.origins.get(id) else {
-                continue;
-            };
-            if origin.next == 0 {
-                continue;
-            }
-            let from = origin.next;
-            let to = origin.first_held().map_or(u64::MAX, |held| held - 1);
-            if to < from {
-                continue;
-            }
-            for c in conns {
-                self.graft(id, c, from, to);
-            }
+        for id in self.tree.neighbour_down(conn) {
+            self.graft_all(id, None);
+        }
+    }
+
+    /// A GRAFT from `conn`: it wants `origin`'s lines from us again, and
+    /// those it lacks. If it is our parent for that origin, our supply is
+    /// cut as if it had gone: we graft our other neighbours.
+    pub(super) fn on_graft(&mut self, conn: Conn, origin: NodeId, from: u64, to: u64) {
+        self.tree.grafted_by(origin, conn);
+        if self.tree.orphaned_by(origin, conn) {
+            self.graft_all(origin, Some(conn));
+        }
+        self.answer_repair(conn, origin, from, to);
+    }
+
+    /// Grafts every neighbour but `except` for what we lack of `origin`,
+    /// from `next` on.
+    fn graft_all(&mut self, id: NodeId, except: Option<Conn>) {
+        let Some(origin) = self.origins.get(id) else {
+            return;
+        };
+        if origin.next == 0 {
+            return;
+        }
+        let from = origin.next;
+        let to = origin.first_held().map_or(u64::MAX, |held| held - 1);
+        if to < from {
+            return;
+        }
+        let conns: Vec<Conn> = self.neighbours.keys().copied().collect();
+        for c in conns.into_iter().filter(|c| Some(*c) != except) {
+            self.graft(id, c, from, to);
         }
     }
 

@@ -1791,11 +1791,19 @@ fn a_hole_that_moves_is_a_new_hole_not_a_gap() {
 }
 
 #[test]
-fn losing_the_parent_grafts_the_pruned_neighbours_at_once() {
+fn losing_the_parent_grafts_the_other_neighbours_at_once() {
     let (mut m, t0) = with_neighbours(config(), 3);
     feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
     feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
     feed(&mut m, t0, 3, &[(7, 1, 2, 16)]);
+    m.neighbour_down(t0, 1, None);
+    let mut g = grafts(&drain(&mut m));
+    g.sort();
+    assert_eq!(g, [(2, 7, 2, u64::MAX), (3, 7, 2, u64::MAX)]);
+    // Every other neighbour, not only those pruned: a child that loses
+    // its supply grafts its own neighbours in turn.
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
     m.neighbour_down(t0, 1, None);
     let mut g = grafts(&drain(&mut m));
     g.sort();
@@ -1925,4 +1933,28 @@ fn overlapping_streams_prune_one_side_though_each_run_brings_something_new() {
     // sent it): conn 1 stays, it is all we have left.
     let back = feed(&mut m, t0, 1, &[(7, 3, 2, 16), (7, 4, 2, 16)]);
     assert!(prunes(&back).is_empty());
+}
+
+#[test]
+fn a_graft_from_our_parent_grafts_our_other_neighbours() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    drain(&mut m);
+    // Conn 3, not our parent, grafts: answered, nothing more.
+    let graft = |from_seq| Frame::Graft {
+        origin: 7,
+        from_seq,
+        to_seq: u64::MAX,
+    };
+    m.on_frame(t0, 3, &graft(1));
+    let actions = drain(&mut m);
+    assert!(grafts(&actions).is_empty());
+    assert_eq!(msgs_sent(&actions), [(3, 7, 1, 2)]);
+    // Our parent grafts us: it lacks lines, so do we, soon.
+    m.on_frame(t0, 1, &graft(2));
+    assert_eq!(
+        grafts(&drain(&mut m)),
+        [(2, 7, 2, u64::MAX), (3, 7, 2, u64::MAX)]
+    );
 }

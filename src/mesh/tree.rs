@@ -183,9 +183,9 @@ impl Tree {
         turn.then_some(conn)
     }
 
-    /// `conn` is gone. Returns, per origin it was our parent for, the
-    /// neighbours we had pruned for that origin: to graft at once.
-    pub fn neighbour_down(&mut self, conn: Conn) -> Vec<(NodeId, Vec<Conn>)> {
+    /// `conn` is gone. Returns the origins it was our parent for: to
+    /// graft at once.
+    pub fn neighbour_down(&mut self, conn: Conn) -> Vec<NodeId> {
         let mut orphaned = Vec::new();
         for (origin, b) in self.branches.iter_mut() {
             b.lazy.retain(|c| *c != conn);
@@ -195,10 +195,7 @@ impl Tree {
             }
             if b.parent.is_some_and(|(c, _)| c == conn) {
                 b.parent = None;
-                let graft: Vec<Conn> = b.pruned.iter().map(|(c, _)| *c).collect();
-                if !graft.is_empty() {
-                    orphaned.push((*origin, graft));
-                }
+                orphaned.push(*origin);
             }
         }
         self.branches.retain(|_, b| !b.is_empty());
@@ -219,6 +216,19 @@ impl Tree {
         if let Some(b) = self.branches.get_mut(&origin) {
             b.hole_first = 0;
         }
+    }
+
+    /// `conn` grafted us for `origin`. Whether it was our parent for it:
+    /// then it lacks lines itself, and we have no parent.
+    pub fn orphaned_by(&mut self, origin: NodeId, conn: Conn) -> bool {
+        let Some(b) = self.branches.get_mut(&origin) else {
+            return false;
+        };
+        if b.parent.map(|(c, _)| c) != Some(conn) {
+            return false;
+        }
+        b.parent = None;
+        true
     }
 
     /// The parent of `origin`'s branch.
