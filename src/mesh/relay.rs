@@ -45,7 +45,7 @@ impl Mesh {
                 }
                 continue;
             }
-            // The newest new copy's hops, and the fewest a duplicate had.
+            // The newest copy delivered's hops, and the fewest a duplicate had.
             let mut newest: Option<u8> = None;
             let mut dup: Option<u8> = None;
             let origin = self.origins.entry(id);
@@ -92,13 +92,17 @@ impl Mesh {
                         if origin.missing().is_some() {
                             self.holes.insert(id);
                         }
+                        // Only a copy delivered in order makes a parent: a
+                        // new link may bring later lines at once (held), while
+                        // the lines before them are still on their way along
+                        // the old path, which must not be pruned for that.
+                        newest = Some(m.hops);
                     }
                     Arrival::Hold => {
                         origin.hold(m.seq, kept.clone());
                         self.holes.insert(id);
                     }
                 }
-                newest = Some(m.hops);
                 if forwarding && m.hops < m.ttl {
                     let at = fwd.len();
                     if at == 0 {

@@ -1958,3 +1958,17 @@ fn a_graft_from_our_parent_grafts_our_other_neighbours() {
         [(2, 7, 2, u64::MAX), (3, 7, 2, u64::MAX)]
     );
 }
+
+#[test]
+fn a_new_short_link_bringing_later_lines_does_not_get_the_old_path_pruned() {
+    // The old, long path (conn 1) is still bringing lines 2.. when a new
+    // link (conn 2) starts with line 100 at hops 1.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 4, 16)]);
+    feed(&mut m, t0, 2, &[(7, 100, 1, 16)]);
+    // A copy of line 1 (a repair answer, say) comes along the old path
+    // again: the old path is our supply, and is not pruned.
+    let again = feed(&mut m, t0, 1, &[(7, 1, 4, 16), (7, 2, 4, 16)]);
+    assert!(prunes(&again).is_empty());
+    assert_eq!(delivered(&again), [(7, 2)]);
+}

@@ -33,7 +33,8 @@ struct Branch {
     lazy: Vec<Conn>,
     /// Neighbours we pruned, and when we last told them.
     pruned: Vec<(Conn, Instant)>,
-    /// The neighbour the newest new copy came from, and its hops.
+    /// The neighbour the newest copy delivered in order came from, and
+    /// its hops.
     parent: Option<(Conn, u8)>,
     /// The neighbour whose own STATUS acknowledged the most of this
     /// origin beyond what we had, and how far: whom to graft first.
@@ -104,8 +105,8 @@ impl Tree {
         }
     }
 
-    /// A new copy of `origin`'s came from `conn` with `hops`: it is our
-    /// parent for that origin.
+    /// A copy of `origin`'s delivered in order came from `conn` with
+    /// `hops`: it is our parent for that origin.
     pub fn new_copy(&mut self, origin: NodeId, conn: Conn, hops: u8) {
         let b = self.branch(origin);
         b.parent = Some((conn, hops));
