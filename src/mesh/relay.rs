@@ -48,6 +48,15 @@ impl Mesh {
             // The newest copy delivered's hops, and the fewest a duplicate had.
             let mut newest: Option<u8> = None;
             let mut dup: Option<u8> = None;
+            // A leaf of this origin's tree (every other neighbour pruned
+            // it) forwards nothing, and caches the copies as they came
+            // instead of copying each to rewrite its hops.
+            let eager = forwarding
+                && (!self.tree.has_lazy(id)
+                    || self
+                        .neighbours
+                        .keys()
+                        .any(|&c| c != conn && !self.tree.is_lazy(id, c)));
             let origin = self.origins.entry(id);
             if origin.next == 0 {
                 match self.members.get(&id).map(|m| m.base_hint) {
@@ -103,7 +112,7 @@ impl Mesh {
                         self.holes.insert(id);
                     }
                 }
-                if forwarding && m.hops < m.ttl {
+                if eager && m.hops < m.ttl {
                     let at = fwd.len();
                     if at == 0 {
                         fwd.reserve(buf.len());

@@ -1726,6 +1726,23 @@ fn a_pruned_link_carries_none_of_that_origins_lines_until_grafted() {
     let mut to: Vec<Conn> = msgs_sent(&next).iter().map(|s| s.0).collect();
     to.sort();
     assert_eq!(to, [2, 3]);
+    // Pruned by every other neighbour: a leaf of 7's tree sends nothing,
+    // and still answers a GRAFT from what it cached, one hop more.
+    m.on_frame(t0, 2, &Frame::Prune { origin: 7 });
+    m.on_frame(t0, 3, &Frame::Prune { origin: 7 });
+    let leaf = feed(&mut m, t0, 1, &[(7, 3, 1, 16)]);
+    assert_eq!(delivered(&leaf), [(7, 3)]);
+    assert!(msgs_sent(&leaf).is_empty());
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Graft {
+            origin: 7,
+            from_seq: 3,
+            to_seq: 3,
+        },
+    );
+    assert_eq!(msgs_sent(&drain(&mut m)), [(2, 7, 3, 2)]);
 }
 
 #[test]
