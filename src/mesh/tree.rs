@@ -112,7 +112,8 @@ impl Tree {
         b.parent = Some((conn, hops));
     }
 
-    /// A copy `origin`'s that we had already came from `conn` with `hops`.
+    /// A copy of one of `origin`'s messages that we had already came from
+    /// `conn` with `hops`.
     /// Returns the neighbour to send PRUNE to, if any: normally `conn`;
     /// the parent instead when the duplicate came the shorter way (the
     /// tree keeps paths short, and the ttl reachable); nobody when `conn`
