@@ -1,6 +1,7 @@
 //! The mesh at scale, in the deterministic simulator (no sockets): nodes
 //! join one after another through a random earlier member; then one line
-//! floods the group; then 30% of the nodes are killed at once and another
+//! floods the group (a new origin's first lines flood: the tree forms from
+//! their duplicates, see `src/mesh/tree.rs`); then 30% of the nodes are killed at once and another
 //! line floods the survivors. Reports duplicates per delivered message,
 //! hops and time of the last delivery, and how long membership took to
 //! converge (every live node counting every other live node as a member)

@@ -19,7 +19,7 @@ pub type NodeId = u64;
 /// The first bytes of every HELLO body: tells a peercat peer from a stranger.
 pub const MAGIC: [u8; 4] = *b"PCAT";
 /// The one protocol version this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
@@ -94,6 +94,8 @@ pub mod kind {
     pub const DOWN: u8 = 0x08;
     pub const REPAIR: u8 = 0x09;
     pub const PEERS: u8 = 0x0a;
+    pub const PRUNE: u8 = 0x0b;
+    pub const GRAFT: u8 = 0x0c;
 }
 
 /// The largest length field a node with `--max-frame max_frame` accepts
@@ -164,6 +166,19 @@ pub enum Frame<'a> {
     },
     /// Other members to dial, sent before the BYE of a refusal.
     Peers(Vec<(NodeId, SocketAddr)>),
+    /// "A copy of `origin`'s messages reached me through you that I had
+    /// already: stop relaying that origin's messages to me" (the tree).
+    Prune {
+        origin: NodeId,
+    },
+    /// "Send me `origin`'s messages `from_seq..=to_seq` if you still have
+    /// them, and relay its new ones to me again" (the tree; a REPAIR that
+    /// undoes a PRUNE). `to_seq` may be `u64::MAX`: all you have.
+    Graft {
+        origin: NodeId,
+        from_seq: u64,
+        to_seq: u64,
+    },
 }
 
 /// The body of a STATUS frame.
@@ -309,6 +324,8 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
         kind::DOWN => decode_down(body)?,
         kind::REPAIR => decode_repair(body)?,
         kind::PEERS => decode_peers(body)?,
+        kind::PRUNE => decode_prune(body)?,
+        kind::GRAFT => decode_graft(body)?,
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((decoded, LEN_PREFIX + len)))
@@ -528,6 +545,29 @@ fn decode_repair(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     })
 }
 
+fn decode_prune(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut b = Body::new(body, "prune");
+    let origin = b.u64()?;
+    b.end()?;
+    Ok(Frame::Prune { origin })
+}
+
+fn decode_graft(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut b = Body::new(body, "graft");
+    let origin = b.u64()?;
+    let from_seq = b.u64()?;
+    let to_seq = b.u64()?;
+    b.end()?;
+    if from_seq == 0 || to_seq < from_seq {
+        return Err(malformed("graft", "an empty or backward range"));
+    }
+    Ok(Frame::Graft {
+        origin,
+        from_seq,
+        to_seq,
+    })
+}
+
 fn decode_peers(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let mut b = Body::new(body, "peers");
     let count = b.u8()? as usize;
@@ -736,6 +776,20 @@ impl Frame<'_> {
                     put_addr(out, addr);
                 }
             }
+            Frame::Prune { origin } => {
+                put_header(out, kind::PRUNE, 8);
+                out.extend_from_slice(&origin.to_be_bytes());
+            }
+            Frame::Graft {
+                origin,
+                from_seq,
+                to_seq,
+            } => {
+                put_header(out, kind::GRAFT, 24);
+                out.extend_from_slice(&origin.to_be_bytes());
+                out.extend_from_slice(&from_seq.to_be_bytes());
+                out.extend_from_slice(&to_seq.to_be_bytes());
+            }
         }
     }
 
@@ -895,6 +949,16 @@ impl Frame<'_> {
                 to_seq,
             },
             Frame::Peers(p) => Frame::Peers(p),
+            Frame::Prune { origin } => Frame::Prune { origin },
+            Frame::Graft {
+                origin,
+                from_seq,
+                to_seq,
+            } => Frame::Graft {
+                origin,
+                from_seq,
+                to_seq,
+            },
             Frame::Bye(reason) => Frame::Bye(Box::leak(reason.to_vec().into_boxed_slice())),
             Frame::Hello(h) => Frame::Hello(h),
             Frame::Ping(t) => Frame::Ping(t),
@@ -937,7 +1001,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -997,6 +1061,20 @@ mod tests {
                     "127.0.0.1:7117".parse().unwrap(),
                 )]),
                 "00000011 0a 01 fedcba9876543210 04 7f000001 1bcd",
+            ),
+            (
+                Frame::Prune {
+                    origin: 0x0123_4567_89ab_cdef,
+                },
+                "00000009 0b 0123456789abcdef",
+            ),
+            (
+                Frame::Graft {
+                    origin: 0x0123_4567_89ab_cdef,
+                    from_seq: 3,
+                    to_seq: u64::MAX,
+                },
+                "00000019 0c 0123456789abcdef 0000000000000003 ffffffffffffffff",
             ),
         ]
     }
@@ -1089,6 +1167,12 @@ mod tests {
             (2, "10.0.0.1:65535".parse().unwrap()),
         ]));
         frames.push(Frame::Peers(Vec::new()));
+        frames.push(Frame::Prune { origin: 3 });
+        frames.push(Frame::Graft {
+            origin: 3,
+            from_seq: 4,
+            to_seq: 4,
+        });
         frames.push(Frame::Pong(u64::MAX));
         frames.push(Frame::Bye(b"bye"));
         let mut bytes = Vec::new();
@@ -1298,6 +1382,14 @@ mod tests {
                 malformed("repair", "an empty or backward range"),
             ),
             (
+                unhex("00000019 0c 0123456789abcdef 0000000000000000 0000000000000003"),
+                malformed("graft", "an empty or backward range"),
+            ),
+            (
+                unhex("0000000a 0b 0123456789abcdef 00"),
+                malformed("prune", "bytes after the last field"),
+            ),
+            (
                 unhex("0000000b 0a 01 fedcba9876543210 04"),
                 malformed("peers", "body ends early"),
             ),
@@ -1372,31 +1464,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0002 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -1415,7 +1507,7 @@ mod tests {
                 malformed("message", "payload contains a newline"),
             ),
             (
-                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -1424,7 +1516,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -1433,7 +1525,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0002 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,

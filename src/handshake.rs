@@ -178,6 +178,8 @@ pub fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Down { .. } => "DOWN",
         Frame::Repair { .. } => "REPAIR",
         Frame::Peers(_) => "PEERS",
+        Frame::Prune { .. } => "PRUNE",
+        Frame::Graft { .. } => "GRAFT",
     }
 }
 

@@ -60,9 +60,10 @@
 //! - [`outbox`]: one peer's send queue, its delivery ledger, and the flow
 //!   control built on it.
 //! - [`delivered`]: per origin, what the router has delivered, so that
-//!   readers drop duplicate copies before handing them over.
-//! - [`mesh`]: the pure mesh state machine: relay with de-duplication and
-//!   order, membership (a capped member table), dialing policy, end-to-end
+//!   readers drop duplicate copies before handing them over (the first of
+//!   a run still goes to the mesh, which prunes its sender).
+//! - [`mesh`]: the pure mesh state machine: relay along a broadcast tree
+//!   per origin (PRUNE, GRAFT) with de-duplication and order, membership (a capped member table), dialing policy, end-to-end
 //!   flow control.
 //! - [`router`]: the thread that owns the peer table and drives the mesh.
 //! - [`books`]: what each member got; the exit summary and `--stats` lines.

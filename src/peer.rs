@@ -376,6 +376,7 @@ impl Reader<'_> {
         // one origin.
         let mut mark: Option<(NodeId, RangeInclusive<u64>)> = None;
         let (mut dropped, mut dropped_bytes) = (0, 0);
+        let mut dup_passed: Option<NodeId> = None;
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
         let broken = loop {
@@ -408,10 +409,16 @@ impl Reader<'_> {
                             .1
                             .clone(),
                     };
-                    if delivered.contains(&seq) {
+                    // The first duplicate of each run still goes to the
+                    // mesh: it prunes the sender from that origin's tree.
+                    let duplicate = delivered.contains(&seq);
+                    if duplicate && dup_passed == Some(origin) {
                         dropped += 1;
                         dropped_bytes += used as u64;
                     } else {
+                        if duplicate {
+                            dup_passed = Some(origin);
+                        }
                         frames.push(InFrame::Msg(MsgRef {
                             origin,
                             seq,
@@ -462,6 +469,8 @@ impl Reader<'_> {
                 other @ (Frame::Status(_)
                 | Frame::Down { .. }
                 | Frame::Repair { .. }
+                | Frame::Prune { .. }
+                | Frame::Graft { .. }
                 | Frame::Peers(_)) => {
                     let kind = crate::handshake::frame_name(&other);
                     log::trace!("{}: <- {kind}", self.info);

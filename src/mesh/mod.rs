@@ -1,5 +1,6 @@
 //! The mesh: a pure state machine that turns a node's neighbours into a
-//! group. It floods messages with de-duplication and per-origin order,
+//! group. It relays messages along a broadcast tree per origin (flooding
+//! until duplicates prune it) with de-duplication and per-origin order,
 //! keeps the membership, picks whom to dial, and runs the end-to-end flow
 //! control window.
 //!
@@ -29,6 +30,7 @@ pub mod sim;
 mod table;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 use dial::DialPolicy;
 use flow::Own;
@@ -36,6 +38,7 @@ use origin::Origins;
 use rng::Rng;
 use table::Table;
 pub use table::MAX_MEMBERS;
+use tree::Tree;
 
 /// The router's `ConnId` value: names one neighbour connection.
 pub type Conn = u64;
@@ -210,6 +213,8 @@ pub struct Mesh {
     held_before: Duration,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
+    /// Per origin, which neighbours get its messages (the broadcast tree).
+    tree: Tree,
     own: Own,
     dial: DialPolicy,
     /// When our next keepalive STATUS is due.
@@ -262,6 +267,7 @@ impl Mesh {
             held_since: None,
             held_before: Duration::ZERO,
             holes: BTreeSet::new(),
+            tree: Tree::default(),
             dial,
             next_keepalive: now + keepalive,
             next_scan: now + keepalive / 2,
@@ -315,6 +321,7 @@ impl Mesh {
         let Some(gone) = self.neighbours.remove(&conn) else {
             return;
         };
+        self.regraft(conn);
         if let Some(reason) = cut {
             self.report_down(now, gone.node, reason);
         }
@@ -325,10 +332,14 @@ impl Mesh {
         self.relay(now, conn, buf, msgs);
     }
 
-    /// A STATUS, DOWN, REPAIR or PEERS frame from `conn`; others are ignored.
+    /// A STATUS, DOWN, REPAIR, PRUNE, GRAFT or PEERS frame from `conn`;
+    /// others are ignored.
     pub fn on_frame(&mut self, now: Instant, conn: Conn, frame: &Frame<'_>) {
         match frame {
-            Frame::Status(status) => self.on_status(now, conn, status),
+            Frame::Status(status) => {
+                self.on_status(now, conn, status);
+                self.heard_acks(conn, status);
+            }
             Frame::Down {
                 member,
                 status_seq,
@@ -341,6 +352,12 @@ impl Mesh {
                 from_seq,
                 to_seq,
             } => self.answer_repair(conn, *origin, *from_seq, *to_seq),
+            Frame::Prune { origin } => self.tree.pruned_by(*origin, conn),
+            Frame::Graft {
+                origin,
+                from_seq,
+                to_seq,
+            } => self.on_graft(conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
                 // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();

@@ -1,7 +1,8 @@
-//! The flooding relay: de-duplication by (origin, seq), per-origin order
-//! with a bounded hold-back buffer, ttl, forwarding one shared re-encoded
-//! buffer per inbound batch, our own lines, REPAIR answers, and holes that
-//! become gaps after `--stall-timeout`.
+//! The relay: de-duplication by (origin, seq), per-origin order with a
+//! bounded hold-back buffer, ttl, forwarding one shared re-encoded buffer
+//! per inbound batch along the broadcast tree (`tree.rs`: duplicates prune
+//! links, holes graft them back), our own lines, REPAIR and GRAFT answers,
+//! and holes that become gaps after `--stall-timeout`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use byteorder::{BigEndian, ByteOrder};
 
 use super::origin::{Arrival, Hole, Kept};
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
-use crate::frame::{Frame, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
+use crate::frame::{Frame, Status, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 
 /// How long a hole may be in-flight reordering before the first REPAIR.
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
@@ -33,11 +34,29 @@ impl Mesh {
         let window = self.cfg.window;
         // A batch is mostly runs of one origin: its state is looked up once
         // per run, not per message (the lookup was a fifth of a relay's time).
+        // Whom to PRUNE, for which origin: duplicates show redundant links.
+        let mut prunes: Vec<(NodeId, Conn)> = Vec::new();
         for run in msgs.chunk_by(|a, b| a.origin == b.origin) {
             let id = run[0].origin;
             if id == self.cfg.id {
+                // Our own lines come back only over redundant links.
+                if let Some(to) = self.tree.duplicate(now, id, conn, run[0].hops, true) {
+                    prunes.push((id, to));
+                }
                 continue;
             }
+            // The newest copy delivered's hops, and the fewest a duplicate had.
+            let mut newest: Option<u8> = None;
+            let mut dup: Option<u8> = None;
+            // A leaf of this origin's tree (every other neighbour pruned
+            // it) forwards nothing, and caches the copies as they came
+            // instead of copying each to rewrite its hops.
+            let eager = forwarding
+                && (!self.tree.has_lazy(id)
+                    || self
+                        .neighbours
+                        .keys()
+                        .any(|&c| c != conn && !self.tree.is_lazy(id, c)));
             let origin = self.origins.entry(id);
             if origin.next == 0 {
                 match self.members.get(&id).map(|m| m.base_hint) {
@@ -62,7 +81,14 @@ impl Mesh {
                 };
                 // Held messages cost their own length (`Origin::hold`).
                 match origin.arrive(m.seq, m.end - m.start, window) {
-                    Arrival::Duplicate | Arrival::Overflow => continue,
+                    Arrival::Duplicate => {
+                        // Below the base it was never ours: not a second copy.
+                        if m.seq >= origin.base {
+                            dup = Some(dup.map_or(m.hops, |h| h.min(m.hops)));
+                        }
+                        continue;
+                    }
+                    Arrival::Overflow => continue,
                     Arrival::Late => {
                         late.extend(origin.lower_base(m.seq).map(|(f, l)| (id, f, l)));
                         continue;
@@ -76,13 +102,18 @@ impl Mesh {
                         if origin.missing().is_some() {
                             self.holes.insert(id);
                         }
+                        // Only a copy delivered in order makes a parent: a
+                        // new link may bring later lines at once (held), while
+                        // the lines before them are still on their way along
+                        // the old path, which must not be pruned for that.
+                        newest = Some(m.hops);
                     }
                     Arrival::Hold => {
                         origin.hold(m.seq, kept.clone());
                         self.holes.insert(id);
                     }
                 }
-                if forwarding && m.hops < m.ttl {
+                if eager && m.hops < m.ttl {
                     let at = fwd.len();
                     if at == 0 {
                         fwd.reserve(buf.len());
@@ -94,6 +125,22 @@ impl Mesh {
                     origin.cache(m.seq, kept, window);
                 }
             }
+            // Duplicates first: where two neighbours' streams overlap, a
+            // run holds the other's last lines and then new ones, and as
+            // copy by copy, the duplicate is judged against the parent
+            // before this run (a run that always brought something new
+            // would never be pruned).
+            if let Some(hops) = dup {
+                if let Some(to) = self.tree.duplicate(now, id, conn, hops, false) {
+                    prunes.push((id, to));
+                }
+            }
+            if let Some(hops) = newest {
+                self.tree.new_copy(id, conn, hops);
+            }
+        }
+        for (origin, to) in prunes {
+            self.send_frame(to, &Frame::Prune { origin });
         }
         if !fwd_seqs.is_empty() {
             let fwd: Bytes = Arc::new(fwd);
@@ -111,7 +158,7 @@ impl Mesh {
                     origin.cache(*seq, kept, window);
                 }
             }
-            self.broadcast(&fwd, fwd_seqs.len() as u64, Some(conn));
+            self.forward(&fwd, &fwd_seqs, Some(conn));
         }
         if !deliveries.is_empty() {
             self.last_activity = now;
@@ -128,6 +175,54 @@ impl Mesh {
         self.maybe_send_status(now);
     }
 
+    /// Sends the frames of `fwd` (`seqs`: origin, seq and range of each)
+    /// to every neighbour but `except` that has not pruned their origin:
+    /// the whole buffer to those eager for all of it (the usual case: a
+    /// batch is mostly one origin), a copy of their part to the others.
+    fn forward(&mut self, fwd: &Bytes, seqs: &[(NodeId, u64, Range<usize>)], except: Option<Conn>) {
+        let runs: Vec<(NodeId, Range<usize>, u64)> = seqs
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|r| (r[0].0, r[0].2.start..r[r.len() - 1].2.end, r.len() as u64))
+            .collect();
+        if !runs.iter().any(|(id, _, _)| self.tree.has_lazy(*id)) {
+            self.broadcast(fwd, seqs.len() as u64, except);
+            return;
+        }
+        let conns: Vec<Conn> = self.neighbours.keys().copied().collect();
+        for conn in conns.into_iter().filter(|c| Some(*c) != except) {
+            let eager: Vec<&(NodeId, Range<usize>, u64)> = runs
+                .iter()
+                .filter(|(id, _, _)| !self.tree.is_lazy(*id, conn))
+                .collect();
+            let msgs: u64 = eager.iter().map(|(_, _, n)| n).sum();
+            let frames = if eager.len() == runs.len() {
+                fwd.clone()
+            } else if eager.is_empty() {
+                continue;
+            } else {
+                let mut part = Vec::new();
+                for (_, range, _) in eager {
+                    part.extend_from_slice(&fwd[range.clone()]);
+                }
+                Arc::new(part)
+            };
+            self.push(Action::Send {
+                to: conn,
+                frames,
+                msgs,
+            });
+        }
+    }
+
+    /// One control frame to one neighbour.
+    pub(super) fn send_frame(&mut self, to: Conn, frame: &Frame<'_>) {
+        self.push(Action::Send {
+            to,
+            frames: Arc::new(frame.to_bytes()),
+            msgs: 0,
+        });
+    }
+
     /// Hands deliveries to the caller; acknowledgements advanced.
     fn delivered(&mut self, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
@@ -140,8 +235,9 @@ impl Mesh {
     /// Our own lines: to every neighbour, into our cache, into the window.
     pub(super) fn send_local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
         let mut rest = 0;
-        let mut count = 0;
+        let mut seqs = Vec::new();
         let window = self.cfg.window;
+        let me = self.cfg.id;
         while rest + MSG_HEADER_LEN <= frames.len() {
             let len = LEN_PREFIX + BigEndian::read_u32(&frames[rest..]) as usize;
             let seq = BigEndian::read_u64(&frames[rest + 13..]);
@@ -154,11 +250,11 @@ impl Mesh {
             };
             self.origins.entry(self.cfg.id).cache(seq, kept, window);
             self.own.sent(seq, len);
+            seqs.push((me, seq, rest..rest + len));
             rest += len;
-            count += 1;
         }
-        debug_assert_eq!(count, last + 1 - first);
-        self.broadcast(frames, count, None);
+        debug_assert_eq!(seqs.len() as u64, last + 1 - first);
+        self.forward(frames, &seqs, None);
         self.update_window();
         self.status_due = true;
         self.last_activity = now;
@@ -218,13 +314,21 @@ impl Mesh {
         let stall = self.cfg.stall_timeout;
         let Some(origin) = self.origins.get_mut(id) else {
             self.holes.remove(&id);
+            self.tree.hole_closed(id);
             return;
         };
         let Some((first, last)) = origin.missing() else {
             origin.hole = None;
             self.holes.remove(&id);
+            self.tree.hole_closed(id);
             return;
         };
+        // Lines arrived since the last check: what is missing now is a new
+        // hole, timed from now (a stream that lags what a STATUS showed,
+        // but moves, is no hole to give up on).
+        if self.tree.hole_moved(id, first) {
+            origin.hole = None;
+        }
         let hole = origin.hole.get_or_insert(Hole {
             since: now,
             next_repair: now + REPAIR_DELAY,
@@ -243,20 +347,122 @@ impl Mesh {
             return;
         }
         if now >= hole.next_repair && !self.neighbours.is_empty() {
-            let rank = hole.rr % self.neighbours.len();
-            hole.rr += 1;
+            // Every other ask goes to the neighbour whose STATUS says it
+            // has the run, if one does; the rest round-robin, in case it
+            // has them no more.
+            let ahead = self
+                .tree
+                .ahead_turn(id, first)
+                .filter(|c| self.neighbours.contains_key(c));
             hole.next_repair = now + REPAIR_RETRY;
-            let conn = *self.neighbours.keys().nth(rank).expect("rank < len");
-            let frame = Frame::Repair {
-                origin: id,
-                from_seq: first,
-                to_seq: last,
+            let conn = match ahead {
+                Some(conn) => conn,
+                None => {
+                    let rank = hole.rr % self.neighbours.len();
+                    hole.rr += 1;
+                    *self.neighbours.keys().nth(rank).expect("rank < len")
+                }
             };
-            self.push(Action::Send {
-                to: conn,
-                frames: Arc::new(frame.to_bytes()),
-                msgs: 0,
-            });
+            // Nothing held back: what we lack may go on past what we know
+            // of, so ask for all the neighbour has.
+            let to = if origin.first_held().is_some() {
+                last
+            } else {
+                u64::MAX
+            };
+            self.graft(id, conn, first, to);
+        }
+    }
+
+    /// Asks `conn` for `origin`'s `from..=to` and to relay its new
+    /// messages to us again (GRAFT).
+    pub(super) fn graft(&mut self, origin: NodeId, conn: Conn, from: u64, to: u64) {
+        // Rare (a hole 250 ms old, at most one ask a second, or a lost
+        // parent): worth a debug line.
+        if let Some(n) = self.neighbours.get(&conn) {
+            log::debug!(
+                "asking neighbour {:016x} for {origin:016x}'s lines from {from} and to relay them to us again (GRAFT)",
+                n.node
+            );
+        }
+        self.tree.grafting(origin, conn);
+        self.send_frame(
+            conn,
+            &Frame::Graft {
+                origin,
+                from_seq: from,
+                to_seq: to,
+            },
+        );
+    }
+
+    /// A neighbour is gone: for each origin it was our parent for, graft
+    /// at once every other neighbour, asking for what we lack from `next`
+    /// on (the hole checker would get there too, but only once a STATUS
+    /// shows the hole). Not only those we pruned: a child of ours that
+    /// gets the graft has lost its supply too and grafts its own
+    /// neighbours, down the tree to the first node with another path.
+    pub(super) fn regraft(&mut self, conn: Conn) {
+        for id in self.tree.neighbour_down(conn) {
+            self.graft_all(id, None);
+        }
+    }
+
+    /// A GRAFT from `conn`: it wants `origin`'s lines from us again, and
+    /// those it lacks. If it is our parent for that origin, our supply is
+    /// cut as if it had gone: we graft our other neighbours.
+    pub(super) fn on_graft(&mut self, conn: Conn, origin: NodeId, from: u64, to: u64) {
+        self.tree.grafted_by(origin, conn);
+        if self.tree.orphaned_by(origin, conn) {
+            self.graft_all(origin, Some(conn));
+        }
+        self.answer_repair(conn, origin, from, to);
+    }
+
+    /// Grafts every neighbour but `except` for what we lack of `origin`,
+    /// from `next` on.
+    fn graft_all(&mut self, id: NodeId, except: Option<Conn>) {
+        let Some(origin) = self.origins.get(id) else {
+            return;
+        };
+        if origin.next == 0 {
+            return;
+        }
+        let from = origin.next;
+        let to = origin.first_held().map_or(u64::MAX, |held| held - 1);
+        if to < from {
+            return;
+        }
+        let conns: Vec<Conn> = self.neighbours.keys().copied().collect();
+        for c in conns.into_iter().filter(|c| Some(*c) != except) {
+            self.graft(id, c, from, to);
+        }
+    }
+
+    /// A neighbour's own STATUS: where it acknowledges more of an origin
+    /// than we have, we lack lines it has (the lazy push of the tree: no
+    /// IHAVE frames needed). They count as known sent, so the hole checker
+    /// grafts for them (first from that neighbour) if they do not arrive
+    /// within [`REPAIR_DELAY`].
+    pub(super) fn heard_acks(&mut self, conn: Conn, status: &Status) {
+        let direct = status.hops == 1
+            && self
+                .neighbours
+                .get(&conn)
+                .is_some_and(|n| n.node == status.member);
+        if !direct {
+            return;
+        }
+        for ack in &status.acks {
+            let Some(origin) = self.origins.get_mut(ack.origin) else {
+                continue;
+            };
+            if origin.next == 0 || ack.delivered < origin.next {
+                continue;
+            }
+            origin.known_sent = origin.known_sent.max(ack.delivered);
+            self.holes.insert(ack.origin);
+            self.tree.ahead(ack.origin, conn, ack.delivered);
         }
     }
 }

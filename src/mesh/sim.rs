@@ -777,6 +777,32 @@ impl Sim {
         }
     }
 
+    /// The node at the other end of `node`'s connection `conn`, if it is up.
+    pub fn peer_of(&self, node: usize, conn: Conn) -> Option<usize> {
+        let link = self.links.get(self.conn_link.get(&conn)?)?;
+        link.ends
+            .iter()
+            .find(|(n, c)| *n != node || *c != conn)
+            .map(|(n, _)| *n)
+    }
+
+    /// MSG copies received per message delivered, less one, over every
+    /// node since the last [`Sim::reset_counts`]: 0 when each member gets
+    /// each message once (a settled tree), about degree - 1 when flooding.
+    pub fn duplicates_per_delivery(&self) -> f64 {
+        let copies: u64 = self.nodes.iter().map(|n| n.msgs_in).sum();
+        let deliveries: u64 = self.nodes.iter().map(|n| n.deliveries).sum();
+        copies.saturating_sub(deliveries) as f64 / deliveries.max(1) as f64
+    }
+
+    /// Starts counting copies and deliveries afresh.
+    pub fn reset_counts(&mut self) {
+        for n in &mut self.nodes {
+            n.msgs_in = 0;
+            n.deliveries = 0;
+        }
+    }
+
     /// Whether the live nodes form one connected graph.
     pub fn connected_graph(&self) -> bool {
         self.components().len() <= 1

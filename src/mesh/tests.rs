@@ -110,6 +110,8 @@ fn owned(f: Frame<'_>) -> Frame<'static> {
         | Frame::Down { .. }
         | Frame::Status(_)
         | Frame::Repair { .. }
+        | Frame::Prune { .. }
+        | Frame::Graft { .. }
         | Frame::Peers(_) => f.leak(),
         other => panic!("unexpected {other:?}"),
     }
@@ -395,13 +397,18 @@ fn two_hundred_nodes_with_churn_deliver_exactly_once_in_order_and_report_every_l
     let deliveries: u64 = sim.nodes.iter().map(|n| n.deliveries).sum();
     let links: usize = (0..sim.nodes.len()).map(|i| sim.degree_of(i)).sum();
     eprintln!(
-        "deliveries {deliveries}, msgs in {}, gaps {gaps}, frames {}, statuses {}, mean degree {:.1}",
+        "deliveries {deliveries}, msgs in {} ({:.3} duplicates per delivery), gaps {gaps}, \
+         frames {}, statuses {}, mean degree {:.1}",
         sim.nodes.iter().map(|n| n.msgs_in).sum::<u64>(),
+        sim.duplicates_per_delivery(),
         sim.frames,
         sim.statuses,
         links as f64 / sim.nodes.iter().filter(|n| n.alive).count() as f64
     );
     assert!(deliveries > 100_000);
+    // Flooding would bring each line about mean degree - 1 extra times;
+    // the tree, churn included, a small fraction of once.
+    assert!(sim.duplicates_per_delivery() < 0.3);
 }
 
 // ---- Membership ------------------------------------------------------
@@ -1222,7 +1229,7 @@ fn lines_read_beyond_the_window_wait_for_room_and_stay_repairable() {
 }
 
 #[test]
-fn a_hole_is_repaired_round_robin_then_reported_as_a_gap_after_the_stall_timeout() {
+fn a_hole_is_grafted_round_robin_then_reported_as_a_gap_after_the_stall_timeout() {
     let (mut m, t0) = with_neighbours(config(), 2);
     feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
     let at = |ms| t0 + Duration::from_millis(ms);
@@ -1230,7 +1237,7 @@ fn a_hole_is_repaired_round_robin_then_reported_as_a_gap_after_the_stall_timeout
         sent(actions)
             .into_iter()
             .filter_map(|(to, f)| match f {
-                Frame::Repair {
+                Frame::Graft {
                     from_seq, to_seq, ..
                 } => Some((to, from_seq, to_seq)),
                 _ => None,
@@ -1276,7 +1283,7 @@ fn a_hole_is_repaired_round_robin_then_reported_as_a_gap_after_the_stall_timeout
 }
 
 #[test]
-fn a_hole_at_the_tail_is_seen_from_the_origins_status() {
+fn a_hole_at_the_tail_is_seen_from_the_origins_status_and_grafted_for_all_the_neighbour_has() {
     let (mut m, t0) = with_neighbours(config(), 1);
     feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
     on_status(&mut m, t0, 1, status(7, 1, 2, 3));
@@ -1287,9 +1294,9 @@ fn a_hole_at_the_tail_is_seen_from_the_origins_status() {
         .filter(|(_, f)| {
             matches!(
                 f,
-                Frame::Repair {
+                Frame::Graft {
                     from_seq: 2,
-                    to_seq: 3,
+                    to_seq: u64::MAX,
                     ..
                 }
             )
@@ -1735,10 +1742,10 @@ fn lines_owed_below_a_base_that_a_status_set_are_fetched_when_nothing_was_delive
     let asked = sent(&drain(&mut m)).into_iter().any(|(_, f)| {
         matches!(
             f,
-            Frame::Repair {
+            Frame::Graft {
                 origin: 7,
                 from_seq: 1,
-                to_seq: 50
+                to_seq: u64::MAX
             }
         )
     });
@@ -1797,4 +1804,379 @@ fn trimming_at_a_hub_leaves_one_group() {
 fn all_know_all(sim: &Sim) -> bool {
     let n = sim.nodes.len();
     sim.nodes.iter().all(|x| x.mesh.live_members() == n - 1)
+}
+
+// ---- The broadcast tree ------------------------------------------------------
+
+fn prunes(actions: &[Action]) -> Vec<(Conn, NodeId)> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Prune { origin } => Some((to, origin)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn grafts(actions: &[Action]) -> Vec<(Conn, NodeId, u64, u64)> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Graft {
+                origin,
+                from_seq,
+                to_seq,
+            } => Some((to, origin, from_seq, to_seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_copy_prunes_the_neighbour_it_came_through_once() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let again = feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    assert_eq!(prunes(&again), [(2, 7)], "the later copy's link");
+    let more = feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    assert!(prunes(&more).is_empty(), "copies in flight: told once");
+    // Still arriving a while later (its side of the link was replaced):
+    // told again.
+    let later = feed(&mut m, t0 + secs(1.5), 2, &[(7, 1, 2, 16)]);
+    assert_eq!(prunes(&later), [(2, 7)]);
+    // A duplicate from the parent itself prunes nobody.
+    assert!(prunes(&feed(&mut m, t0, 1, &[(7, 1, 1, 16)])).is_empty());
+}
+
+#[test]
+fn a_shorter_duplicate_prunes_the_parent_instead() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 5, 16)]);
+    let shorter = feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    assert_eq!(prunes(&shorter), [(1, 7)], "the long way goes");
+    // Conn 1's copies still in flight prune nobody else: conn 2 is the
+    // parent now.
+    assert!(prunes(&feed(&mut m, t0, 3, &[(7, 1, 3, 16)])) == [(3, 7)]);
+}
+
+#[test]
+fn racing_duplicates_never_prune_the_last_eager_link() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    assert_eq!(prunes(&feed(&mut m, t0, 2, &[(7, 1, 2, 16)])), [(2, 7)]);
+    // Conn 2's next copy wins the race before our PRUNE reached it; then
+    // conn 1's arrives second: conn 1 must stay, or nobody relays to us.
+    feed(&mut m, t0, 2, &[(7, 2, 2, 16)]);
+    assert!(prunes(&feed(&mut m, t0, 1, &[(7, 2, 2, 16)])).is_empty());
+}
+
+#[test]
+fn duplicates_below_the_base_and_our_own_lines_coming_back() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 10)); // base 11
+    feed(&mut m, t0, 1, &[(7, 11, 1, 16)]);
+    assert!(
+        prunes(&feed(&mut m, t0, 2, &[(7, 3, 2, 16)])).is_empty(),
+        "a line from before our base is no second copy"
+    );
+    own_lines(&mut m, t0, 1, 1);
+    drain(&mut m);
+    assert_eq!(
+        prunes(&feed(&mut m, t0, 2, &[(ME, 1, 3, 16)])),
+        [(2, ME)],
+        "our own lines come back only over redundant links"
+    );
+}
+
+#[test]
+fn a_pruned_link_carries_none_of_that_origins_lines_until_grafted() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    m.on_frame(t0, 3, &Frame::Prune { origin: 7 });
+    // A batch of two origins: conn 2 gets all of it, conn 3 only 8's.
+    let actions = feed(&mut m, t0, 1, &[(7, 1, 1, 16), (8, 1, 1, 16)]);
+    let mut fwd = msgs_sent(&actions);
+    fwd.sort();
+    assert_eq!(fwd, [(2, 7, 1, 2), (2, 8, 1, 2), (3, 8, 1, 2)]);
+    // Our own lines too follow the tree.
+    m.on_frame(t0, 2, &Frame::Prune { origin: ME });
+    own_lines(&mut m, t0, 1, 1);
+    let own: Vec<Conn> = msgs_sent(&drain(&mut m)).iter().map(|s| s.0).collect();
+    assert_eq!(own, [1, 3]);
+    // GRAFT: answered from the cache, and eager again.
+    m.on_frame(
+        t0,
+        3,
+        &Frame::Graft {
+            origin: 7,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    assert_eq!(msgs_sent(&drain(&mut m)), [(3, 7, 1, 2)]);
+    let next = feed(&mut m, t0, 1, &[(7, 2, 1, 16)]);
+    let mut to: Vec<Conn> = msgs_sent(&next).iter().map(|s| s.0).collect();
+    to.sort();
+    assert_eq!(to, [2, 3]);
+    // Pruned by every other neighbour: a leaf of 7's tree sends nothing,
+    // and still answers a GRAFT from what it cached, one hop more.
+    m.on_frame(t0, 2, &Frame::Prune { origin: 7 });
+    m.on_frame(t0, 3, &Frame::Prune { origin: 7 });
+    let leaf = feed(&mut m, t0, 1, &[(7, 3, 1, 16)]);
+    assert_eq!(delivered(&leaf), [(7, 3)]);
+    assert!(msgs_sent(&leaf).is_empty());
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Graft {
+            origin: 7,
+            from_seq: 3,
+            to_seq: 3,
+        },
+    );
+    assert_eq!(msgs_sent(&drain(&mut m)), [(2, 7, 3, 2)]);
+}
+
+#[test]
+fn a_neighbour_acknowledging_lines_we_lack_is_grafted_for_them() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    // Neighbour 3 (node 103) says it has 7's lines up to 5.
+    let mut st = status(103, 1, 1, 0);
+    st.acks = vec![Ack {
+        origin: 7,
+        base: 1,
+        delivered: 5,
+        skipped: 0,
+    }];
+    on_status(&mut m, t0, 3, st);
+    m.tick(t0 + secs(0.1));
+    assert!(
+        grafts(&drain(&mut m)).is_empty(),
+        "a moment for them to arrive"
+    );
+    m.tick(t0 + secs(0.4));
+    assert_eq!(grafts(&drain(&mut m)), [(3, 7, 2, u64::MAX)]);
+    // Unanswered: every other ask goes round the neighbours.
+    let mut asked = Vec::new();
+    for s in [1.5, 2.5, 3.5] {
+        m.tick(t0 + secs(s));
+        asked.extend(grafts(&drain(&mut m)).iter().map(|g| g.0));
+    }
+    assert_eq!(asked, [1, 3, 2]);
+    // The same acks relayed from further away (hops 2) tell nothing
+    // about what a neighbour holds.
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let mut st = status(103, 1, 2, 0);
+    st.acks = vec![Ack {
+        origin: 7,
+        base: 1,
+        delivered: 5,
+        skipped: 0,
+    }];
+    on_status(&mut m, t0, 3, st);
+    m.tick(t0 + secs(0.1));
+    m.tick(t0 + secs(0.4));
+    assert!(grafts(&drain(&mut m)).is_empty());
+}
+
+#[test]
+fn a_hole_that_moves_is_a_new_hole_not_a_gap() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    // The origin's STATUS runs ahead of a stream that keeps coming: each
+    // check finds a hole, but a later one than before.
+    for i in 1..=40u64 {
+        let now = t0 + secs(0.2 * i as f64);
+        on_status(&mut m, now, 1, status(7, i, 1, i * 10 + 5));
+        let lines: Vec<_> = (2.max(i * 10 - 9)..=i * 10)
+            .map(|s| (7, s, 1, 16))
+            .collect();
+        feed(&mut m, now, 1, &lines);
+        m.tick(now);
+        assert!(gaps(&drain(&mut m)).is_empty(), "no gap at {i}");
+    }
+}
+
+#[test]
+fn losing_the_parent_grafts_the_other_neighbours_at_once() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    feed(&mut m, t0, 3, &[(7, 1, 2, 16)]);
+    m.neighbour_down(t0, 1, None);
+    let mut g = grafts(&drain(&mut m));
+    g.sort();
+    assert_eq!(g, [(2, 7, 2, u64::MAX), (3, 7, 2, u64::MAX)]);
+    // Every other neighbour, not only those pruned: a child that loses
+    // its supply grafts its own neighbours in turn.
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    m.neighbour_down(t0, 1, None);
+    let mut g = grafts(&drain(&mut m));
+    g.sort();
+    assert_eq!(g, [(2, 7, 2, u64::MAX), (3, 7, 2, u64::MAX)]);
+    // Losing a neighbour that was not the parent grafts nobody.
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    m.neighbour_down(t0, 3, None);
+    assert!(grafts(&drain(&mut m)).is_empty());
+}
+
+#[test]
+fn a_leaf_prunes_extra_senders_and_grafts_but_forwards_nothing() {
+    let cfg = MeshConfig {
+        relay: false,
+        ..config()
+    };
+    let (mut m, t0) = with_neighbours(cfg, 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let again = feed(&mut m, t0, 2, &[(7, 1, 1, 16)]);
+    assert_eq!(prunes(&again), [(2, 7)]);
+    assert!(msgs_sent(&again).is_empty());
+    // A GRAFT for another origin gets nothing from a leaf.
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Graft {
+            origin: 7,
+            from_seq: 1,
+            to_seq: 1,
+        },
+    );
+    assert!(msgs_sent(&drain(&mut m)).is_empty());
+}
+
+/// A group of `n` nodes joining at random members, with `--degree` 4.
+fn degree_four_group(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        degree: 4,
+        seed,
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..n {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(3.0));
+    assert!(sim.connected_graph(), "the joins formed one group");
+    sim
+}
+
+fn stream(sim: &mut Sim, senders: &[usize], for_secs: f64) {
+    let end = sim.now + secs(for_secs);
+    while sim.now < end {
+        for &s in senders {
+            sim.send_lines(s, 5);
+        }
+        sim.run_for(secs(0.05));
+    }
+}
+
+#[test]
+fn once_the_tree_settles_each_member_gets_each_message_about_once() {
+    let mut sim = degree_four_group(50, 3);
+    let links: usize = (0..50).map(|i| sim.degree_of(i)).sum();
+    assert!(links as f64 / 50.0 >= 3.5, "a degree-4 mesh, not a tree");
+    let senders = [0, 17, 33];
+    stream(&mut sim, &senders, 2.0);
+    let settling = sim.duplicates_per_delivery();
+    sim.reset_counts();
+    stream(&mut sim, &senders, 3.0);
+    sim.run_for(secs(2.0));
+    assert_complete(&sim, &senders);
+    let dups = sim.duplicates_per_delivery();
+    eprintln!("duplicates per delivery: {settling:.2} while settling, {dups:.3} after");
+    assert!(dups < 0.2, "{dups:.3} duplicates per delivered message");
+    assert_eq!(sim.nodes.iter().map(|n| n.gaps).sum::<u64>(), 0);
+}
+
+#[test]
+fn a_member_whose_parent_is_killed_grafts_and_misses_nothing() {
+    let mut sim = degree_four_group(30, 5);
+    let sender = 0;
+    let origin = sim.nodes[sender].id;
+    stream(&mut sim, &[sender], 2.0);
+    // A member whose parent is a relay (not the sender), that has pruned
+    // other links for the sender's lines, and whose parent can die
+    // without splitting the group.
+    let (x, parent) = (1..30)
+        .find_map(|x| {
+            let conn = sim.nodes[x].mesh.tree.parent(origin)?;
+            let p = sim.peer_of(x, conn)?;
+            let pruned = sim.nodes[x].mesh.tree.pruned_for(origin);
+            (p != sender && pruned > 0).then_some((x, p))
+        })
+        .expect("some member hangs below a relay");
+    sim.crash(parent);
+    assert!(sim.connected_graph());
+    // One line at a time, each given 0.2 s: without the graft at once the
+    // hole would show only in a STATUS, then wait 250 ms for reordering.
+    for _ in 0..10 {
+        sim.send_lines(sender, 1);
+        sim.run_for(secs(0.2));
+        let got = sim.nodes[x].seen.get(&origin).map_or(0, |s| s.covered_to);
+        assert_eq!(
+            got, sim.nodes[sender].sent,
+            "n{x} lags after losing n{parent}"
+        );
+    }
+    assert_eq!(sim.nodes[x].gaps, 0);
+    let survivors: Vec<usize> = vec![sender];
+    sim.run_for(secs(1.0));
+    assert_complete(&sim, &survivors);
+}
+
+#[test]
+fn overlapping_streams_prune_one_side_though_each_run_brings_something_new() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16), (7, 2, 2, 16)]);
+    // Conn 2's run repeats 2, then brings 3 first.
+    let overlap = feed(&mut m, t0, 2, &[(7, 2, 2, 16), (7, 3, 2, 16)]);
+    assert_eq!(prunes(&overlap), [(2, 7)]);
+    // Conn 1's next run repeats 3 (its PRUNE had not arrived when conn 2
+    // sent it): conn 1 stays, it is all we have left.
+    let back = feed(&mut m, t0, 1, &[(7, 3, 2, 16), (7, 4, 2, 16)]);
+    assert!(prunes(&back).is_empty());
+}
+
+#[test]
+fn a_graft_from_our_parent_grafts_our_other_neighbours() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    feed(&mut m, t0, 2, &[(7, 1, 2, 16)]);
+    drain(&mut m);
+    // Conn 3, not our parent, grafts: answered, nothing more.
+    let graft = |from_seq| Frame::Graft {
+        origin: 7,
+        from_seq,
+        to_seq: u64::MAX,
+    };
+    m.on_frame(t0, 3, &graft(1));
+    let actions = drain(&mut m);
+    assert!(grafts(&actions).is_empty());
+    assert_eq!(msgs_sent(&actions), [(3, 7, 1, 2)]);
+    // Our parent grafts us: it lacks lines, so do we, soon.
+    m.on_frame(t0, 1, &graft(2));
+    assert_eq!(
+        grafts(&drain(&mut m)),
+        [(2, 7, 2, u64::MAX), (3, 7, 2, u64::MAX)]
+    );
+}
+
+#[test]
+fn a_new_short_link_bringing_later_lines_does_not_get_the_old_path_pruned() {
+    // The old, long path (conn 1) is still bringing lines 2.. when a new
+    // link (conn 2) starts with line 100 at hops 1.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 4, 16)]);
+    feed(&mut m, t0, 2, &[(7, 100, 1, 16)]);
+    // A copy of line 1 (a repair answer, say) comes along the old path
+    // again: the old path is our supply, and is not pruned.
+    let again = feed(&mut m, t0, 1, &[(7, 1, 4, 16), (7, 2, 4, 16)]);
+    assert!(prunes(&again).is_empty());
+    assert_eq!(delivered(&again), [(7, 2)]);
 }
