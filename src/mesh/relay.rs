@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::origin::{Arrival, Hole, Kept};
+use super::origin::{Arrival, Hole, Kept, Run};
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
 use crate::frame::{Frame, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 
@@ -26,8 +26,10 @@ impl Mesh {
         let forwarding = self.cfg.relay && self.neighbours.keys().any(|&c| c != conn);
         let mut late = Vec::new();
         let mut fwd: Vec<u8> = Vec::new();
-        let mut fwd_seqs: Vec<(NodeId, u64, Range<usize>)> = Vec::new();
-        let mut deliveries = Vec::new();
+        // Per run of one origin's consecutive seqs in `fwd`: cached as one.
+        let mut fwd_runs: Vec<(NodeId, u64, u64, Range<usize>)> = Vec::new();
+        let mut fwd_msgs = 0;
+        let mut deliveries = Vec::with_capacity(msgs.len());
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
         let window = self.cfg.window;
@@ -45,6 +47,8 @@ impl Mesh {
                     _ => {}
                 }
             }
+            // What is cached as it arrived, one entry per in-order stretch.
+            let mut cached: Option<Run> = None;
             for m in run {
                 // A copy that crossed more links than its origin's ttl
                 // allows came along no correct path: neither delivered nor
@@ -53,14 +57,15 @@ impl Mesh {
                 if m.hops > m.ttl {
                     continue;
                 }
-                let kept = Kept {
+                // Kept (a reference into `buf`) only if held back.
+                let kept = || Kept {
                     hops: m.hops,
                     via: Some(conn),
                     bytes: buf.clone(),
                     frame: m.start..m.end,
                     cost: (m.end - m.start).max(share),
                 };
-                match origin.arrive(m.seq, kept.cost, window) {
+                match origin.arrive(m.seq, (m.end - m.start).max(share), window) {
                     Arrival::Duplicate | Arrival::Overflow => continue,
                     Arrival::Late => {
                         late.extend(origin.lower_base(m.seq).map(|(f, l)| (id, f, l)));
@@ -68,7 +73,13 @@ impl Mesh {
                     }
                     Arrival::Deliver => {
                         origin.next = origin.next.saturating_add(1);
-                        deliveries.push(delivery(id, m.seq, &kept));
+                        deliveries.push(Delivery {
+                            origin: id,
+                            seq: m.seq,
+                            hops: m.hops,
+                            via: Some(conn),
+                            payload: (buf.clone(), m.start + MSG_HEADER_LEN..m.end),
+                        });
                         while let Some((seq, held)) = origin.take_next_held() {
                             deliveries.push(delivery(id, seq, &held));
                         }
@@ -77,7 +88,7 @@ impl Mesh {
                         }
                     }
                     Arrival::Hold => {
-                        origin.hold(m.seq, kept.clone());
+                        origin.hold(m.seq, kept());
                         self.holes.insert(id);
                     }
                 }
@@ -88,29 +99,49 @@ impl Mesh {
                     }
                     fwd.extend_from_slice(&buf[m.start..m.end]);
                     fwd[at + MSG_HOPS_AT] = m.hops + 1;
-                    fwd_seqs.push((id, m.seq, at..fwd.len()));
+                    fwd_msgs += 1;
+                    match fwd_runs.last_mut() {
+                        Some((o, _, last, frames))
+                            if *o == id && *last + 1 == m.seq && frames.end == at =>
+                        {
+                            *last = m.seq;
+                            frames.end = fwd.len();
+                        }
+                        _ => fwd_runs.push((id, m.seq, m.seq, at..fwd.len())),
+                    }
                 } else {
-                    origin.cache(m.seq, kept, window);
+                    let more = cached
+                        .as_mut()
+                        .is_some_and(|r| r.extend(m.seq, true, &(m.start..m.end)));
+                    if !more {
+                        let next = Run::one(m.seq, true, buf, m.start..m.end, share);
+                        if let Some(done) = cached.replace(next) {
+                            origin.cache(done, window);
+                        }
+                    }
                 }
+            }
+            if let Some(done) = cached {
+                origin.cache(done, window);
             }
         }
-        if !fwd_seqs.is_empty() {
+        if fwd_msgs > 0 {
             let fwd: Bytes = Arc::new(fwd);
-            let share = fwd.len() / fwd_seqs.len();
-            for run in fwd_seqs.chunk_by(|a, b| a.0 == b.0) {
-                let origin = self.origins.entry(run[0].0);
-                for (_, seq, frame) in run {
-                    let kept = Kept {
-                        hops: fwd[frame.start + MSG_HOPS_AT],
-                        via: None,
-                        bytes: fwd.clone(),
-                        frame: frame.clone(),
-                        cost: frame.len().max(share),
-                    };
-                    origin.cache(*seq, kept, window);
-                }
+            for (id, first, last, frames) in fwd_runs {
+                // The forward buffer holds nothing else: a frame costs its size.
+                let cost = frames.len();
+                let run = Run {
+                    first,
+                    last,
+                    received: false,
+                    bytes: fwd.clone(),
+                    frames,
+                    share: 0,
+                    cost,
+                };
+                self.origins.entry(id).cache(run, window);
             }
-            self.broadcast(&fwd, fwd_seqs.len() as u64, Some(conn));
+            self.broadcast(&fwd, fwd_msgs, Some(conn));
         }
         if !deliveries.is_empty() {
             self.last_activity = now;
@@ -140,23 +171,27 @@ impl Mesh {
     pub(super) fn send_local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
         let mut rest = 0;
         let mut count = 0;
-        let window = self.cfg.window;
         while rest + MSG_HEADER_LEN <= frames.len() {
             let len = LEN_PREFIX + BigEndian::read_u32(&frames[rest..]) as usize;
             let seq = BigEndian::read_u64(&frames[rest + 13..]);
-            let kept = Kept {
-                hops: 1,
-                via: None,
-                bytes: frames.clone(),
-                frame: rest..rest + len,
-                cost: len,
-            };
-            self.origins.entry(self.cfg.id).cache(seq, kept, window);
             self.own.sent(seq, len);
             rest += len;
             count += 1;
         }
         debug_assert_eq!(count, last + 1 - first);
+        if count > 0 {
+            // The chunk is our seqs first..=last back to back: one entry.
+            let run = Run {
+                first,
+                last,
+                received: false,
+                bytes: frames.clone(),
+                frames: 0..rest,
+                share: 0,
+                cost: rest,
+            };
+            self.origins.entry(self.cfg.id).cache(run, self.cfg.window);
+        }
         self.broadcast(frames, count, None);
         self.update_window();
         self.status_due = true;
@@ -177,10 +212,10 @@ impl Mesh {
         };
         let mut out = Vec::new();
         let mut msgs = 0;
-        for kept in state.cached(from, to) {
-            let frame = &kept.bytes[kept.frame.clone()];
+        for cached in state.cached(from, to) {
+            let frame = cached.frame;
             // Cached as it arrived (via a neighbour), or as we sent it on.
-            let hops = kept.hops.saturating_add(u8::from(kept.via.is_some()));
+            let hops = frame[MSG_HOPS_AT].saturating_add(u8::from(cached.received));
             if hops > frame[MSG_HOPS_AT + 1] {
                 continue;
             }
