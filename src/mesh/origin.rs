@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::{Bytes, Conn, NodeId};
+use super::{Bytes, Conn, MsgRef, NodeId};
 use crate::frame::LEN_PREFIX;
 
 /// The most origins remembered; the least recently used is forgotten first.
@@ -19,7 +19,6 @@ pub const MAX_ORIGINS: usize = 4096;
 /// A message kept by reference into the buffer it arrived in.
 #[derive(Debug, Clone)]
 pub struct Kept {
-    pub hops: u8,
     pub via: Option<Conn>,
     pub bytes: Bytes,
     /// The whole frame, length prefix included.
@@ -188,6 +187,26 @@ impl Origin {
         } else {
             Arrival::Hold
         }
+    }
+
+    /// How many of `msgs` (this origin's, in the order they came) are the
+    /// next seqs, back to back in their buffer and within their ttl (below
+    /// it when `forwarding`), with nothing held back: each would be
+    /// delivered as it came, so they can be taken as one stretch.
+    pub fn in_order(&self, msgs: &[MsgRef], forwarding: bool) -> usize {
+        if self.next == 0 || !self.held.is_empty() {
+            return 0;
+        }
+        let (mut seq, mut end) = (self.next, msgs.first().map_or(0, |m| m.start));
+        for (i, m) in msgs.iter().enumerate() {
+            let fits = m.hops < m.ttl || (m.hops == m.ttl && !forwarding);
+            if m.seq != seq || m.start != end || !fits || seq == u64::MAX {
+                return i;
+            }
+            seq += 1;
+            end = m.end;
+        }
+        msgs.len()
     }
 
     pub fn hold(&mut self, seq: u64, kept: Kept) {
@@ -380,7 +399,6 @@ mod tests {
 
     fn kept(cost: usize) -> Kept {
         Kept {
-            hops: 1,
             via: None,
             bytes: Arc::new(vec![0; cost]),
             frame: 0..cost,

@@ -29,7 +29,7 @@ impl Mesh {
         // Per run of one origin's consecutive seqs in `fwd`: cached as one.
         let mut fwd_runs: Vec<(NodeId, u64, u64, Range<usize>)> = Vec::new();
         let mut fwd_msgs = 0;
-        let mut deliveries = Vec::with_capacity(msgs.len());
+        let mut deliveries = Vec::new();
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
         let window = self.cfg.window;
@@ -49,7 +49,58 @@ impl Mesh {
             }
             // What is cached as it arrived, one entry per in-order stretch.
             let mut cached: Option<Run> = None;
-            for m in run {
+            let mut i = 0;
+            while i < run.len() {
+                // The common case first: the next seqs in order, back to back,
+                // nothing held back. Delivered, cached and forwarded as one
+                // stretch, with no work per message beyond checking it.
+                let k = origin.in_order(&run[i..], forwarding);
+                if k > 0 {
+                    let head = &run[i..i + k];
+                    i += k;
+                    let (a, z) = (&head[0], &head[k - 1]);
+                    let frames = a.start..z.end;
+                    origin.next = z.seq + 1;
+                    let stretch = Delivery {
+                        origin: id,
+                        first: a.seq,
+                        last: z.seq,
+                        via: Some(conn),
+                        bytes: buf.clone(),
+                        frames: frames.clone(),
+                    };
+                    deliver(&mut deliveries, stretch);
+                    if origin.missing().is_some() {
+                        self.holes.insert(id);
+                    }
+                    if forwarding {
+                        let at = fwd.len();
+                        if at == 0 {
+                            fwd.reserve(buf.len());
+                        }
+                        fwd.extend_from_slice(&buf[frames.clone()]);
+                        for m in head {
+                            fwd[at + m.start - frames.start + MSG_HOPS_AT] = m.hops + 1;
+                        }
+                        fwd_msgs += head.len() as u64;
+                        fwd_run(&mut fwd_runs, id, a.seq, z.seq, at..fwd.len());
+                    } else {
+                        let cost = head.iter().map(|m| (m.end - m.start).max(share)).sum();
+                        let stretch = Run {
+                            first: a.seq,
+                            last: z.seq,
+                            received: true,
+                            bytes: buf.clone(),
+                            frames,
+                            share,
+                            cost,
+                        };
+                        origin.cache(stretch, window);
+                    }
+                    continue;
+                }
+                let m = &run[i];
+                i += 1;
                 // A copy that crossed more links than its origin's ttl
                 // allows came along no correct path: neither delivered nor
                 // passed on (a hole, if it was the only copy: repaired or
@@ -59,7 +110,6 @@ impl Mesh {
                 }
                 // Kept (a reference into `buf`) only if held back.
                 let kept = || Kept {
-                    hops: m.hops,
                     via: Some(conn),
                     bytes: buf.clone(),
                     frame: m.start..m.end,
@@ -73,15 +123,11 @@ impl Mesh {
                     }
                     Arrival::Deliver => {
                         origin.next = origin.next.saturating_add(1);
-                        deliveries.push(Delivery {
-                            origin: id,
-                            seq: m.seq,
-                            hops: m.hops,
-                            via: Some(conn),
-                            payload: (buf.clone(), m.start + MSG_HEADER_LEN..m.end),
-                        });
+                        let one = Delivery::one(id, m.seq, Some(conn), buf, m.start..m.end);
+                        deliver(&mut deliveries, one);
                         while let Some((seq, held)) = origin.take_next_held() {
-                            deliveries.push(delivery(id, seq, &held));
+                            let one = Delivery::one(id, seq, held.via, &held.bytes, held.frame);
+                            deliver(&mut deliveries, one);
                         }
                         if origin.missing().is_some() {
                             self.holes.insert(id);
@@ -100,15 +146,7 @@ impl Mesh {
                     fwd.extend_from_slice(&buf[m.start..m.end]);
                     fwd[at + MSG_HOPS_AT] = m.hops + 1;
                     fwd_msgs += 1;
-                    match fwd_runs.last_mut() {
-                        Some((o, _, last, frames))
-                            if *o == id && *last + 1 == m.seq && frames.end == at =>
-                        {
-                            *last = m.seq;
-                            frames.end = fwd.len();
-                        }
-                        _ => fwd_runs.push((id, m.seq, m.seq, at..fwd.len())),
-                    }
+                    fwd_run(&mut fwd_runs, id, m.seq, m.seq, at..fwd.len());
                 } else {
                     let more = cached
                         .as_mut()
@@ -162,7 +200,10 @@ impl Mesh {
     fn delivered(&mut self, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
             self.status_due = true;
-            self.unacked_delivered += deliveries.iter().map(|d| d.payload.1.len()).sum::<usize>();
+            self.unacked_delivered += deliveries
+                .iter()
+                .map(Delivery::payload_bytes)
+                .sum::<usize>();
             self.push(Action::Deliver(deliveries));
         }
     }
@@ -264,7 +305,8 @@ impl Mesh {
             origin.hole = None;
             let mut released = Vec::new();
             while let Some((seq, held)) = origin.take_next_held() {
-                released.push(delivery(id, seq, &held));
+                let one = Delivery::one(id, seq, held.via, &held.bytes, held.frame);
+                deliver(&mut released, one);
             }
             let reason = format!("not repaired within {}s", stall.as_secs_f64());
             self.gap(id, first, last, &reason);
@@ -290,15 +332,29 @@ impl Mesh {
     }
 }
 
-fn delivery(origin: NodeId, seq: u64, kept: &Kept) -> Delivery {
-    Delivery {
-        origin,
-        seq,
-        hops: kept.hops,
-        via: kept.via,
-        payload: (
-            kept.bytes.clone(),
-            kept.frame.start + MSG_HEADER_LEN..kept.frame.end,
-        ),
+/// Adds seqs `first..=last` at `fwd[frames]` to the runs of the forward
+/// buffer: to the last run if they continue it.
+fn fwd_run(
+    runs: &mut Vec<(NodeId, u64, u64, Range<usize>)>,
+    id: NodeId,
+    first: u64,
+    last: u64,
+    frames: Range<usize>,
+) {
+    match runs.last_mut() {
+        Some((o, _, end_seq, range))
+            if *o == id && end_seq.wrapping_add(1) == first && range.end == frames.start =>
+        {
+            *end_seq = last;
+            range.end = frames.end;
+        }
+        _ => runs.push((id, first, last, frames)),
+    }
+}
+
+/// Adds a message to the deliveries: to the last run if it continues it.
+fn deliver(deliveries: &mut Vec<Delivery>, next: Delivery) {
+    if !deliveries.last_mut().is_some_and(|d| d.extend(&next)) {
+        deliveries.push(next);
     }
 }

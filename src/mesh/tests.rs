@@ -82,7 +82,10 @@ fn delivered(actions: &[Action]) -> Vec<(NodeId, u64)> {
     actions
         .iter()
         .flat_map(|a| match a {
-            Action::Deliver(d) => d.iter().map(|d| (d.origin, d.seq)).collect(),
+            Action::Deliver(d) => d
+                .iter()
+                .flat_map(|d| d.msgs().map(|(seq, ..)| (d.origin, seq)))
+                .collect(),
             _ => Vec::new(),
         })
         .collect()
@@ -1606,4 +1609,73 @@ fn trimming_at_a_hub_leaves_one_group() {
 fn all_know_all(sim: &Sim) -> bool {
     let n = sim.nodes.len();
     sim.nodes.iter().all(|x| x.mesh.live_members() == n - 1)
+}
+
+// ---- Batches in order take the fast path ---------------------------------
+
+/// `batch` with a PING's worth of other bytes before the frame at `gap`,
+/// as readers leave them between the messages they hand over.
+fn batch_with_gap(msgs: &[(NodeId, u64, u8, u8)], gap: usize) -> (Bytes, Vec<MsgRef>) {
+    let (buf, mut refs) = batch(msgs);
+    let mut bytes = buf[..refs[gap].start].to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 9, frame::kind::PING, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let shift = bytes.len() - refs[gap].start;
+    bytes.extend_from_slice(&buf[refs[gap].start..]);
+    for r in &mut refs[gap..] {
+        r.start += shift;
+        r.end += shift;
+    }
+    (Arc::new(bytes), refs)
+}
+
+fn runs_delivered(actions: &[Action]) -> Vec<(u64, u64)> {
+    actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Deliver(d) => d.iter().map(|d| (d.first, d.last)).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn an_in_order_batch_is_delivered_cached_and_forwarded_as_stretches() {
+    for neighbours in [1, 2] {
+        let (mut m, t0) = with_neighbours(config(), neighbours);
+        // 1..=40 in order with other bytes before 21, then 42 (held), 41
+        // (which releases 42), a duplicate of 5, and 43..=50.
+        let mut msgs: Vec<_> = (1..=40).map(|s| (7, s, 2, 16)).collect();
+        msgs.extend([(7, 42, 2, 16), (7, 41, 2, 16), (7, 5, 2, 16)]);
+        msgs.extend((43..=50).map(|s| (7, s, 2, 16)));
+        let (buf, refs) = batch_with_gap(&msgs, 20);
+        m.on_msgs(t0, 1, &buf, &refs);
+        let actions = drain(&mut m);
+        let want: Vec<_> = (1..=50).map(|s| (7, s)).collect();
+        assert_eq!(delivered(&actions), want, "{neighbours} neighbours");
+        assert_eq!(
+            runs_delivered(&actions),
+            [(1, 20), (21, 40), (41, 41), (42, 42), (43, 50)],
+            "one delivery per stretch back to back"
+        );
+        let forwarded = msgs_sent(&actions);
+        if neighbours == 2 {
+            let want: Vec<_> = (1..=42)
+                .filter(|&s| s != 41)
+                .chain([41])
+                .chain(43..=50)
+                .map(|s| (2, 7, s, 3))
+                .collect();
+            assert_eq!(forwarded, want, "as they came, one hop more");
+        } else {
+            assert!(forwarded.is_empty());
+        }
+        // Whatever the path, every message is cached once for repairs,
+        // answered with the hop it crosses to the asker.
+        m.neighbour_up(t0, 9, 909, "", addr("10.0.0.9:4009"), 7000, None);
+        drain(&mut m);
+        repair(&mut m, t0, 9, 7, 1, 50);
+        let answered: Vec<_> = msgs_sent(&drain(&mut m));
+        let want: Vec<_> = (1..=50).map(|s| (9, 7, s, 3)).collect();
+        assert_eq!(answered, want, "{neighbours} neighbours");
+    }
 }
