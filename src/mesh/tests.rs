@@ -1679,3 +1679,21 @@ fn an_in_order_batch_is_delivered_cached_and_forwarded_as_stretches() {
         assert_eq!(answered, want, "{neighbours} neighbours");
     }
 }
+
+/// The window refills at the pace of the link: a quarter of a window
+/// delivered is acknowledged 2 ms after the previous STATUS (10 ms capped
+/// one hop at a window per 10 ms, about 400 MB/s with the default window).
+#[test]
+fn urgent_acknowledgements_go_out_2_ms_after_the_previous_status() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let msgs: Vec<_> = (1..=1000).map(|s| (7, s, 1, 16)).collect();
+    let actions = feed(&mut m, t0, 1, &msgs);
+    assert_eq!(delivered(&actions).len(), 1000);
+    assert!(statuses_sent(&actions).is_empty(), "one went out at t0");
+    m.tick(t0 + Duration::from_millis(1));
+    assert!(statuses_sent(&drain(&mut m)).is_empty(), "not within 2 ms");
+    m.tick(t0 + Duration::from_millis(2));
+    let acks = statuses_sent(&drain(&mut m));
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].1.acks.iter().any(|a| a.origin == 7), "{acks:?}");
+}
