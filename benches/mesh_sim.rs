@@ -154,7 +154,7 @@ fn relay_rate() -> f64 {
         mesh.on_msgs(t0, 1, &Arc::new(buf), &refs);
         while let Some(action) = mesh.poll_action() {
             if let Action::Deliver(d) = action {
-                delivered += d.len() as u64;
+                delivered += d.iter().map(|d| d.len()).sum::<u64>();
             }
         }
     }

@@ -225,6 +225,8 @@ pub struct Lines {
     pub lines: Vec<Line>,
 }
 
+/// One delivery (a run of one origin's messages, see [`Delivery`]) and the
+/// names its lines are printed under.
 pub struct Line {
     pub msg: Delivery,
     /// The origin's name (its id in hex while the mesh does not know it).

@@ -82,46 +82,47 @@ fn write_lines(out: &mut impl Write, format: Format, batch: &Lines) -> io::Resul
         _ => String::new(),
     };
     for line in &batch.lines {
-        let payload = line.msg.payload();
-        match format {
-            Format::Plain => {}
-            Format::Tagged => {
-                out.write_all(line.from.as_bytes())?;
-                out.write_all(b"> ")?;
+        for (seq, hops, payload) in line.msg.msgs() {
+            match format {
+                Format::Plain => {}
+                Format::Tagged => {
+                    out.write_all(line.from.as_bytes())?;
+                    out.write_all(b"> ")?;
+                }
+                Format::Json => {
+                    json_msg(out, line, seq, hops, &ts)?;
+                    json_text(out, payload)?;
+                    out.write_all(b"}\n")?;
+                    continue;
+                }
             }
-            Format::Json => {
-                json_msg(out, line, &ts)?;
-                json_text(out, payload)?;
-                out.write_all(b"}\n")?;
-                continue;
+            if payload.len() >= LARGE {
+                // One writev for payload and newline, past the buffer.
+                let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
+                write_all_vectored(out, &mut slices, Duration::ZERO)?;
+            } else {
+                out.write_all(payload)?;
+                out.write_all(b"\n")?;
             }
-        }
-        if payload.len() >= LARGE {
-            // One writev for payload and newline, past the buffer.
-            let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
-            write_all_vectored(out, &mut slices, Duration::ZERO)?;
-        } else {
-            out.write_all(payload)?;
-            out.write_all(b"\n")?;
         }
     }
     Ok(())
 }
 
 /// A msg object up to its `text`.
-fn json_msg(out: &mut impl Write, line: &Line, ts: &str) -> io::Result<()> {
+fn json_msg(out: &mut impl Write, line: &Line, seq: u64, hops: u8, ts: &str) -> io::Result<()> {
     out.write_all(b"{\"type\":\"msg\",\"from\":")?;
     json_string(out, &line.from)?;
     write!(
         out,
         ",\"origin\":\"{:016x}\",\"ts\":\"{ts}\",\"hops\":{},\"via\":",
-        line.msg.origin, line.msg.hops
+        line.msg.origin, hops
     )?;
     match &line.via {
         Some(via) => json_string(out, via)?,
         None => out.write_all(b"null")?,
     }
-    write!(out, ",\"seq\":{},\"text\":", line.msg.seq)
+    write!(out, ",\"seq\":{seq},\"text\":")
 }
 
 fn peer_event(out: &mut impl Write, kind: &str, info: &PeerInfo) -> io::Result<()> {
@@ -239,33 +240,35 @@ mod tests {
     use crate::mesh::Delivery;
     use std::sync::Arc;
 
+    /// The payloads as one delivery: a run of frames in one buffer.
     fn batch(payloads: &[&[u8]]) -> Output {
         let mut buf = Vec::new();
-        let mut ranges = Vec::new();
-        for p in payloads {
-            let start = buf.len();
-            buf.extend_from_slice(p);
-            ranges.push(start..buf.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            crate::frame::Frame::Msg {
+                origin: 0xab,
+                seq: i as u64 + 1,
+                hops: 2,
+                ttl: 16,
+                payload,
+            }
+            .encode(&mut buf);
         }
-        let buf = Arc::new(buf);
-        let lines = ranges
-            .into_iter()
-            .enumerate()
-            .map(|(i, range)| Line {
-                msg: Delivery {
-                    origin: 0xab,
-                    seq: i as u64 + 1,
-                    hops: 2,
-                    via: Some(1),
-                    payload: (buf.clone(), range),
-                },
-                from: "bob".into(),
-                via: Some("carol".into()),
-            })
-            .collect();
+        let len = buf.len();
+        let line = Line {
+            msg: Delivery {
+                origin: 0xab,
+                first: 1,
+                last: payloads.len() as u64,
+                via: Some(1),
+                bytes: Arc::new(buf),
+                frames: 0..len,
+            },
+            from: "bob".into(),
+            via: Some("carol".into()),
+        };
         Output::Msgs(Lines {
             at: UNIX_EPOCH + std::time::Duration::from_micros(1_795_766_462_123_456),
-            lines,
+            lines: vec![line],
         })
     }
 

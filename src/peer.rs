@@ -370,7 +370,9 @@ impl Reader<'_> {
     /// Handles every whole frame in the buffer; messages go to the router
     /// as one batch. Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
-        let mut frames = Vec::new();
+        // Room for what is buffered at a typical line's size: growing one
+        // entry at a time was a tenth of a reader's work.
+        let mut frames = Vec::with_capacity(self.rb.pending().len() / TYPICAL_FRAME);
         // Duplicates of what the router has delivered are dropped here
         // (counted for the books); the mark is looked up once per run of
         // one origin.
@@ -598,6 +600,9 @@ const STALL_TICK: Duration = Duration::from_millis(100);
 const ACK_EVERY: Duration = Duration::from_millis(100);
 /// How long a refused peer gets to close after our BYE.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
+/// A line of text as a MSG frame, roughly: what a batch's list of frames
+/// is sized for before decoding it.
+const TYPICAL_FRAME: usize = 64;
 
 impl Writer {
     fn run(self) {

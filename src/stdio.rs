@@ -364,7 +364,7 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
 /// full.
 fn recycle(node: &Node, batch: Lines) {
     for line in batch.lines {
-        if let Ok(buf) = Arc::try_unwrap(line.msg.payload.0) {
+        if let Ok(buf) = Arc::try_unwrap(line.msg.bytes) {
             if buf.len() <= SPARE_BUFFER_MAX {
                 let _ = node.recycle.try_send(buf);
             }

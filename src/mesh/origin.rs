@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::time::Instant;
 
-use super::{Bytes, Conn, NodeId};
+use byteorder::{BigEndian, ByteOrder};
+
+use super::{Bytes, Conn, MsgRef, NodeId};
+use crate::frame::LEN_PREFIX;
 
 /// The most origins remembered; the least recently used is forgotten first.
 pub const MAX_ORIGINS: usize = 4096;
@@ -16,7 +19,6 @@ pub const MAX_ORIGINS: usize = 4096;
 /// A message kept by reference into the buffer it arrived in.
 #[derive(Debug, Clone)]
 pub struct Kept {
-    pub hops: u8,
     pub via: Option<Conn>,
     pub bytes: Bytes,
     /// The whole frame, length prefix included.
@@ -24,6 +26,86 @@ pub struct Kept {
     /// What it counts against the bounds: at least its share of the buffer
     /// it keeps alive.
     pub cost: usize,
+}
+
+/// Messages of one origin cached for REPAIR answers: seqs `first..=last`,
+/// in order, as consecutive MSG frames in `bytes[frames]`. A batch that
+/// arrived (or went out) in order costs one entry and one reference to its
+/// buffer, not one per message; each frame's own header says its seq, hops
+/// and ttl.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub first: u64,
+    pub last: u64,
+    /// As it arrived from a neighbour (a repair answer adds the hop it
+    /// crosses to us), rather than as we sent it on or sent it ourselves.
+    pub received: bool,
+    pub bytes: Bytes,
+    pub frames: Range<usize>,
+    /// A frame counts at least this much against the bound: its share of
+    /// the buffer it keeps alive (0: the frames fill their buffer).
+    pub share: usize,
+    /// What the whole run counts against the bound.
+    pub cost: usize,
+}
+
+impl Run {
+    /// A run of the one frame at `frame` in `bytes`.
+    pub fn one(seq: u64, received: bool, bytes: &Bytes, frame: Range<usize>, share: usize) -> Run {
+        Run {
+            first: seq,
+            last: seq,
+            received,
+            bytes: bytes.clone(),
+            cost: frame.len().max(share),
+            frames: frame,
+            share,
+        }
+    }
+
+    /// Adds the frame at `frame` with `seq` if it continues the run (the
+    /// next seq, right behind it in the same buffer); false if it does not.
+    pub fn extend(&mut self, seq: u64, received: bool, frame: &Range<usize>) -> bool {
+        if seq != self.last.wrapping_add(1)
+            || frame.start != self.frames.end
+            || received != self.received
+        {
+            return false;
+        }
+        self.last = seq;
+        self.frames.end = frame.end;
+        self.cost += frame.len().max(self.share);
+        true
+    }
+
+    /// The run's frames with their seqs, in order.
+    pub fn frames(&self) -> impl Iterator<Item = (u64, Range<usize>)> + '_ {
+        let mut at = self.frames.start;
+        (self.first..=self.last).map(move |seq| {
+            let len = LEN_PREFIX + BigEndian::read_u32(&self.bytes[at..]) as usize;
+            at += len;
+            (seq, at - len..at)
+        })
+    }
+
+    /// Drops the first frame; what it counted. The run must hold two or more.
+    fn drop_first(&mut self) -> usize {
+        let at = self.frames.start;
+        let len = LEN_PREFIX + BigEndian::read_u32(&self.bytes[at..]) as usize;
+        let cost = len.max(self.share);
+        self.frames.start += len;
+        self.first += 1;
+        self.cost -= cost;
+        cost
+    }
+}
+
+/// A cached message found for a REPAIR answer.
+#[derive(Debug, Clone)]
+pub struct Cached<'a> {
+    pub received: bool,
+    /// The whole frame, length prefix included.
+    pub frame: &'a [u8],
 }
 
 /// A run of missing seqs being repaired.
@@ -73,7 +155,7 @@ pub struct Origin {
     lead_gap_from: u64,
     held: BTreeMap<u64, Kept>,
     held_bytes: usize,
-    cache: VecDeque<(u64, Kept)>,
+    cache: VecDeque<Run>,
     cache_bytes: usize,
     pub hole: Option<Hole>,
     used: u64,
@@ -105,6 +187,26 @@ impl Origin {
         } else {
             Arrival::Hold
         }
+    }
+
+    /// How many of `msgs` (this origin's, in the order they came) are the
+    /// next seqs, back to back in their buffer and within their ttl (below
+    /// it when `forwarding`), with nothing held back: each would be
+    /// delivered as it came, so they can be taken as one stretch.
+    pub fn in_order(&self, msgs: &[MsgRef], forwarding: bool) -> usize {
+        if self.next == 0 || !self.held.is_empty() {
+            return 0;
+        }
+        let (mut seq, mut end) = (self.next, msgs.first().map_or(0, |m| m.start));
+        for (i, m) in msgs.iter().enumerate() {
+            let fits = m.hops < m.ttl || (m.hops == m.ttl && !forwarding);
+            if m.seq != seq || m.start != end || !fits || seq == u64::MAX {
+                return i;
+            }
+            seq += 1;
+            end = m.end;
+        }
+        msgs.len()
     }
 
     pub fn hold(&mut self, seq: u64, mut kept: Kept) {
@@ -210,28 +312,55 @@ impl Origin {
         (first < reported).then_some((first, reported - 1))
     }
 
-    pub fn cache(&mut self, seq: u64, kept: Kept, window: usize) {
-        self.cache_bytes += kept.cost;
-        self.cache.push_back((seq, kept));
+    /// Caches a run of messages. The cache keeps at least the last
+    /// `window` bytes: every line an origin's window lets be unacknowledged
+    /// stays repairable. The oldest run goes whole, and only while the rest
+    /// still holds a window (so the cache holds less than a window plus one
+    /// run): trimming it frame by frame read each old frame's header, a
+    /// cache miss per message that cost a receiver's router a quarter of
+    /// its time. Only the newest run, alone over the bound, loses its
+    /// oldest frames one by one.
+    pub fn cache(&mut self, run: Run, window: usize) {
+        self.cache_bytes += run.cost;
+        self.cache.push_back(run);
         while self.cache_bytes > window {
-            let Some((_, old)) = self.cache.pop_front() else {
+            let newest_alone = self.cache.len() == 1;
+            let Some(front) = self.cache.front_mut() else {
                 break;
             };
-            self.cache_bytes -= old.cost;
+            if !newest_alone {
+                if self.cache_bytes - front.cost < window {
+                    break;
+                }
+                self.cache_bytes -= front.cost;
+                self.cache.pop_front();
+            } else if front.first == front.last {
+                self.cache_bytes -= front.cost;
+                self.cache.pop_front();
+            } else {
+                self.cache_bytes -= front.drop_first();
+            }
         }
     }
 
-    /// Cached frames with seqs in `from..=to`, in seq order.
-    pub fn cached(&self, from: u64, to: u64) -> Vec<&Kept> {
-        let mut found: Vec<(u64, &Kept)> = self
-            .cache
-            .iter()
-            .filter(|(seq, _)| (from..=to).contains(seq))
-            .map(|(seq, kept)| (*seq, kept))
-            .collect();
+    /// Cached frames with seqs in `from..=to`, in seq order, each once.
+    pub fn cached(&self, from: u64, to: u64) -> Vec<Cached<'_>> {
+        let mut found: Vec<(u64, Cached<'_>)> = Vec::new();
+        for run in &self.cache {
+            if run.last < from || run.first > to {
+                continue;
+            }
+            for (seq, frame) in run.frames() {
+                if (from..=to).contains(&seq) {
+                    let frame = &run.bytes[frame];
+                    let received = run.received;
+                    found.push((seq, Cached { received, frame }));
+                }
+            }
+        }
         found.sort_by_key(|(seq, _)| *seq);
         found.dedup_by_key(|(seq, _)| *seq);
-        found.into_iter().map(|(_, kept)| kept).collect()
+        found.into_iter().map(|(_, cached)| cached).collect()
     }
 
     /// Bytes this origin holds back and caches.
@@ -291,7 +420,6 @@ mod tests {
 
     fn kept(cost: usize) -> Kept {
         Kept {
-            hops: 1,
             via: None,
             bytes: Arc::new(vec![0; cost]),
             frame: 0..cost,
@@ -380,16 +508,100 @@ mod tests {
         assert_eq!((o.base, o.skipped), (1, 6));
     }
 
+    /// A buffer of MSG frames with seqs `seqs`, each `len` bytes whole.
+    fn frames(seqs: std::ops::RangeInclusive<u64>, len: usize) -> (Bytes, Vec<Range<usize>>) {
+        let mut buf = Vec::new();
+        let mut at = Vec::new();
+        for seq in seqs {
+            let start = buf.len();
+            let payload = vec![b'x'; len - crate::frame::MSG_HEADER_LEN];
+            crate::frame::Frame::Msg {
+                origin: 7,
+                seq,
+                hops: 1,
+                ttl: 16,
+                payload: &payload,
+            }
+            .encode(&mut buf);
+            at.push(start..buf.len());
+        }
+        (Arc::new(buf), at)
+    }
+
+    fn seqs(found: &[Cached<'_>]) -> Vec<u64> {
+        use byteorder::{BigEndian, ByteOrder};
+        found
+            .iter()
+            .map(|c| BigEndian::read_u64(&c.frame[LEN_PREFIX + 9..]))
+            .collect()
+    }
+
     #[test]
     fn the_cache_keeps_the_last_window_bytes() {
         let mut o = Origin::default();
-        for seq in 1..=10 {
-            o.cache(seq, kept(100), 350);
+        let (bytes, at) = frames(1..=10, 100);
+        for seq in 1..=10u64 {
+            let frame = at[seq as usize - 1].clone();
+            o.cache(Run::one(seq, true, &bytes, frame, 0), 350);
         }
-        let seqs: Vec<usize> = o.cached(1, 10).iter().map(|k| k.cost).collect();
-        assert_eq!(seqs.len(), 3);
-        assert!(o.cached(1, 7).is_empty());
+        // At least the last 350 bytes, in whole runs: four of them.
+        assert_eq!(seqs(&o.cached(1, 10)), [7, 8, 9, 10]);
+        assert!(o.cached(1, 6).is_empty());
         assert_eq!(o.cached(8, 8).len(), 1);
+        assert_eq!(o.footprint(), 400);
+    }
+
+    #[test]
+    fn a_run_is_one_entry_and_loses_its_oldest_frames_one_by_one() {
+        let mut o = Origin::default();
+        let (bytes, at) = frames(1..=10, 100);
+        let mut run = Run::one(1, true, &bytes, at[0].clone(), 0);
+        for seq in 2..=10u64 {
+            assert!(run.extend(seq, true, &at[seq as usize - 1]));
+        }
+        assert!(!run.extend(12, true, &at[9]), "not the next seq");
+        o.cache(run, 350);
+        assert_eq!(o.cache.len(), 1);
+        assert_eq!(seqs(&o.cached(1, 10)), [8, 9, 10]);
+        assert_eq!(o.footprint(), 300);
+        // Its share of a buffer counts when it is more than the frame.
+        let mut o = Origin::default();
+        let mut run = Run::one(1, false, &bytes, at[0].clone(), 150);
+        assert!(!run.extend(2, true, &at[1]), "received and sent do not mix");
+        assert!(run.extend(2, false, &at[1]));
+        assert_eq!(run.cost, 300);
+        o.cache(run, 200);
+        assert_eq!((seqs(&o.cached(1, 2)), o.footprint()), (vec![2], 150));
+        // Runs overlapping in seq are answered in order, each seq once.
+        let (later, at2) = frames(2..=3, 100);
+        o.cache(Run::one(3, true, &later, at2[1].clone(), 0), 1000);
+        o.cache(Run::one(2, true, &later, at2[0].clone(), 0), 1000);
+        assert_eq!(seqs(&o.cached(1, 9)), [2, 3]);
+    }
+
+    #[test]
+    fn an_older_run_goes_whole_without_reading_its_frames() {
+        let mut o = Origin::default();
+        let (bytes, at) = frames(1..=6, 100);
+        let mut old = Run::one(1, true, &bytes, at[0].clone(), 0);
+        for seq in 2..=3u64 {
+            assert!(old.extend(seq, true, &at[seq as usize - 1]));
+        }
+        let mut new = Run::one(4, true, &bytes, at[3].clone(), 0);
+        for seq in 5..=6u64 {
+            assert!(new.extend(seq, true, &at[seq as usize - 1]));
+        }
+        let mut both = Origin::default();
+        both.cache(old.clone(), 500);
+        both.cache(new.clone(), 500);
+        // Without the older run less than a window is left: it stays, so
+        // every line of the last window can still be repaired.
+        assert_eq!(seqs(&both.cached(1, 6)), [1, 2, 3, 4, 5, 6]);
+        o.cache(old, 300);
+        o.cache(new, 300);
+        // The newer run alone holds the window: the older one goes whole.
+        assert_eq!(seqs(&o.cached(1, 6)), [4, 5, 6]);
+        assert_eq!(o.footprint(), 300);
     }
 
     #[test]

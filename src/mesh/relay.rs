@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::origin::{Arrival, Hole, Kept};
+use super::origin::{Arrival, Hole, Kept, Run};
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
 use crate::frame::{Frame, Status, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 
@@ -27,15 +27,17 @@ impl Mesh {
         let forwarding = self.cfg.relay && self.neighbours.keys().any(|&c| c != conn);
         let mut late = Vec::new();
         let mut fwd: Vec<u8> = Vec::new();
-        let mut fwd_seqs: Vec<(NodeId, u64, Range<usize>)> = Vec::new();
+        // Per run of one origin's consecutive seqs in `fwd`: cached as one.
+        let mut fwd_runs: Vec<(NodeId, u64, u64, Range<usize>)> = Vec::new();
+        let mut fwd_msgs = 0;
         let mut deliveries = Vec::new();
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
         let window = self.cfg.window;
-        // A batch is mostly runs of one origin: its state is looked up once
-        // per run, not per message (the lookup was a fifth of a relay's time).
         // Whom to PRUNE, for which origin: duplicates show redundant links.
         let mut prunes: Vec<(NodeId, Conn)> = Vec::new();
+        // A batch is mostly runs of one origin: its state is looked up once
+        // per run, not per message (the lookup was a fifth of a relay's time).
         for run in msgs.chunk_by(|a, b| a.origin == b.origin) {
             let id = run[0].origin;
             if id == self.cfg.id {
@@ -64,7 +66,64 @@ impl Mesh {
                     _ => {}
                 }
             }
-            for m in run {
+            // What is cached as it arrived, one entry per in-order stretch.
+            let mut cached: Option<Run> = None;
+            let mut i = 0;
+            while i < run.len() {
+                // The common case first: the next seqs in order, back to back,
+                // nothing held back. Delivered, cached and forwarded as one
+                // stretch, with no work per message beyond checking it.
+                let k = origin.in_order(&run[i..], eager);
+                if k > 0 {
+                    let head = &run[i..i + k];
+                    i += k;
+                    let (a, z) = (&head[0], &head[k - 1]);
+                    let frames = a.start..z.end;
+                    origin.next = z.seq + 1;
+                    newest = Some(z.hops);
+                    let stretch = Delivery {
+                        origin: id,
+                        first: a.seq,
+                        last: z.seq,
+                        via: Some(conn),
+                        bytes: buf.clone(),
+                        frames: frames.clone(),
+                    };
+                    deliver(&mut deliveries, stretch);
+                    if origin.missing().is_some() {
+                        self.holes.insert(id);
+                    }
+                    if eager {
+                        let at = fwd.len();
+                        if at == 0 {
+                            fwd.reserve(buf.len());
+                        }
+                        fwd.extend_from_slice(&buf[frames.clone()]);
+                        for m in head {
+                            fwd[at + m.start - frames.start + MSG_HOPS_AT] = m.hops + 1;
+                        }
+                        fwd_msgs += head.len() as u64;
+                        fwd_run(&mut fwd_runs, id, a.seq, z.seq, at..fwd.len());
+                    } else {
+                        let cost = head.iter().map(|m| (m.end - m.start).max(share)).sum();
+                        let stretch = Run {
+                            first: a.seq,
+                            last: z.seq,
+                            received: true,
+                            bytes: buf.clone(),
+                            frames,
+                            share,
+                            cost,
+                        };
+                        if let Some(done) = cached.take() {
+                            origin.cache(done, window);
+                        }
+                        origin.cache(stretch, window);
+                    }
+                    continue;
+                }
+                let m = &run[i];
+                i += 1;
                 // A copy that crossed more links than its origin's ttl
                 // allows came along no correct path: neither delivered nor
                 // passed on (a hole, if it was the only copy: repaired or
@@ -72,8 +131,8 @@ impl Mesh {
                 if m.hops > m.ttl {
                     continue;
                 }
-                let kept = Kept {
-                    hops: m.hops,
+                // Kept (a reference into `buf`) only if held back.
+                let kept = || Kept {
                     via: Some(conn),
                     bytes: buf.clone(),
                     frame: m.start..m.end,
@@ -95,9 +154,11 @@ impl Mesh {
                     }
                     Arrival::Deliver => {
                         origin.next = origin.next.saturating_add(1);
-                        deliveries.push(delivery(id, m.seq, &kept));
+                        let one = Delivery::one(id, m.seq, Some(conn), buf, m.start..m.end);
+                        deliver(&mut deliveries, one);
                         while let Some((seq, held)) = origin.take_next_held() {
-                            deliveries.push(delivery(id, seq, &held));
+                            let one = Delivery::one(id, seq, held.via, &held.bytes, held.frame);
+                            deliver(&mut deliveries, one);
                         }
                         if origin.missing().is_some() {
                             self.holes.insert(id);
@@ -109,7 +170,7 @@ impl Mesh {
                         newest = Some(m.hops);
                     }
                     Arrival::Hold => {
-                        origin.hold(m.seq, kept.clone());
+                        origin.hold(m.seq, kept());
                         self.holes.insert(id);
                     }
                 }
@@ -120,10 +181,22 @@ impl Mesh {
                     }
                     fwd.extend_from_slice(&buf[m.start..m.end]);
                     fwd[at + MSG_HOPS_AT] = m.hops + 1;
-                    fwd_seqs.push((id, m.seq, at..fwd.len()));
+                    fwd_msgs += 1;
+                    fwd_run(&mut fwd_runs, id, m.seq, m.seq, at..fwd.len());
                 } else {
-                    origin.cache(m.seq, kept, window);
+                    let more = cached
+                        .as_mut()
+                        .is_some_and(|r| r.extend(m.seq, true, &(m.start..m.end)));
+                    if !more {
+                        let next = Run::one(m.seq, true, buf, m.start..m.end, share);
+                        if let Some(done) = cached.replace(next) {
+                            origin.cache(done, window);
+                        }
+                    }
                 }
+            }
+            if let Some(done) = cached {
+                origin.cache(done, window);
             }
             // Duplicates first: where two neighbours' streams overlap, a
             // run holds the other's last lines and then new ones, and as
@@ -142,23 +215,23 @@ impl Mesh {
         for (origin, to) in prunes {
             self.send_frame(to, &Frame::Prune { origin });
         }
-        if !fwd_seqs.is_empty() {
+        if fwd_msgs > 0 {
             let fwd: Bytes = Arc::new(fwd);
-            let share = fwd.len() / fwd_seqs.len();
-            for run in fwd_seqs.chunk_by(|a, b| a.0 == b.0) {
-                let origin = self.origins.entry(run[0].0);
-                for (_, seq, frame) in run {
-                    let kept = Kept {
-                        hops: fwd[frame.start + MSG_HOPS_AT],
-                        via: None,
-                        bytes: fwd.clone(),
-                        frame: frame.clone(),
-                        cost: frame.len().max(share),
-                    };
-                    origin.cache(*seq, kept, window);
-                }
+            for (id, first, last, frames) in &fwd_runs {
+                // The forward buffer holds nothing else: a frame costs its size.
+                let cost = frames.len();
+                let run = Run {
+                    first: *first,
+                    last: *last,
+                    received: false,
+                    bytes: fwd.clone(),
+                    frames: frames.clone(),
+                    share: 0,
+                    cost,
+                };
+                self.origins.entry(*id).cache(run, window);
             }
-            self.forward(&fwd, &fwd_seqs, Some(conn));
+            self.forward(&fwd, &fwd_runs, Some(conn));
         }
         if !deliveries.is_empty() {
             self.last_activity = now;
@@ -175,34 +248,38 @@ impl Mesh {
         self.maybe_send_status(now);
     }
 
-    /// Sends the frames of `fwd` (`seqs`: origin, seq and range of each)
-    /// to every neighbour but `except` that has not pruned their origin:
-    /// the whole buffer to those eager for all of it (the usual case: a
-    /// batch is mostly one origin), a copy of their part to the others.
-    fn forward(&mut self, fwd: &Bytes, seqs: &[(NodeId, u64, Range<usize>)], except: Option<Conn>) {
-        let runs: Vec<(NodeId, Range<usize>, u64)> = seqs
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|r| (r[0].0, r[0].2.start..r[r.len() - 1].2.end, r.len() as u64))
-            .collect();
-        if !runs.iter().any(|(id, _, _)| self.tree.has_lazy(*id)) {
-            self.broadcast(fwd, seqs.len() as u64, except);
+    /// Sends the frames of `fwd` (`runs`: origin, first and last seq, and
+    /// range of each stretch of consecutive seqs) to every neighbour but
+    /// `except` that has not pruned their origin: the whole buffer to those
+    /// eager for all of it (the usual case: a batch is mostly one origin),
+    /// a copy of their part to the others.
+    fn forward(
+        &mut self,
+        fwd: &Bytes,
+        runs: &[(NodeId, u64, u64, Range<usize>)],
+        except: Option<Conn>,
+    ) {
+        let count = |r: &(NodeId, u64, u64, Range<usize>)| (r.2 - r.1).saturating_add(1);
+        let total: u64 = runs.iter().map(count).sum();
+        if !runs.iter().any(|r| self.tree.has_lazy(r.0)) {
+            self.broadcast(fwd, total, except);
             return;
         }
         let conns: Vec<Conn> = self.neighbours.keys().copied().collect();
         for conn in conns.into_iter().filter(|c| Some(*c) != except) {
-            let eager: Vec<&(NodeId, Range<usize>, u64)> = runs
+            let eager: Vec<&(NodeId, u64, u64, Range<usize>)> = runs
                 .iter()
-                .filter(|(id, _, _)| !self.tree.is_lazy(*id, conn))
+                .filter(|r| !self.tree.is_lazy(r.0, conn))
                 .collect();
-            let msgs: u64 = eager.iter().map(|(_, _, n)| n).sum();
+            let msgs: u64 = eager.iter().map(|r| count(r)).sum();
             let frames = if eager.len() == runs.len() {
                 fwd.clone()
             } else if eager.is_empty() {
                 continue;
             } else {
                 let mut part = Vec::new();
-                for (_, range, _) in eager {
-                    part.extend_from_slice(&fwd[range.clone()]);
+                for r in eager {
+                    part.extend_from_slice(&fwd[r.3.clone()]);
                 }
                 Arc::new(part)
             };
@@ -227,7 +304,10 @@ impl Mesh {
     fn delivered(&mut self, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
             self.status_due = true;
-            self.unacked_delivered += deliveries.iter().map(|d| d.payload.1.len()).sum::<usize>();
+            self.unacked_delivered += deliveries
+                .iter()
+                .map(Delivery::payload_bytes)
+                .sum::<usize>();
             self.push(Action::Deliver(deliveries));
         }
     }
@@ -235,26 +315,30 @@ impl Mesh {
     /// Our own lines: to every neighbour, into our cache, into the window.
     pub(super) fn send_local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
         let mut rest = 0;
-        let mut seqs = Vec::new();
-        let window = self.cfg.window;
-        let me = self.cfg.id;
+        let mut count = 0;
         while rest + MSG_HEADER_LEN <= frames.len() {
             let len = LEN_PREFIX + BigEndian::read_u32(&frames[rest..]) as usize;
             let seq = BigEndian::read_u64(&frames[rest + 13..]);
-            let kept = Kept {
-                hops: 1,
-                via: None,
-                bytes: frames.clone(),
-                frame: rest..rest + len,
-                cost: len,
-            };
-            self.origins.entry(self.cfg.id).cache(seq, kept, window);
             self.own.sent(seq, len);
-            seqs.push((me, seq, rest..rest + len));
             rest += len;
+            count += 1;
         }
-        debug_assert_eq!(seqs.len() as u64, last + 1 - first);
-        self.forward(frames, &seqs, None);
+        debug_assert_eq!(count, last + 1 - first);
+        if count > 0 {
+            // The chunk is our seqs first..=last back to back: one entry.
+            let run = Run {
+                first,
+                last,
+                received: false,
+                bytes: frames.clone(),
+                frames: 0..rest,
+                share: 0,
+                cost: rest,
+            };
+            self.origins.entry(self.cfg.id).cache(run, self.cfg.window);
+            let me = self.cfg.id;
+            self.forward(frames, &[(me, first, last, 0..rest)], None);
+        }
         self.update_window();
         self.status_due = true;
         self.last_activity = now;
@@ -277,10 +361,10 @@ impl Mesh {
         };
         let mut out = Vec::new();
         let mut msgs = 0;
-        for kept in state.cached(from, to) {
-            let frame = &kept.bytes[kept.frame.clone()];
+        for cached in state.cached(from, to) {
+            let frame = cached.frame;
             // Cached as it arrived (via a neighbour), or as we sent it on.
-            let hops = kept.hops.saturating_add(u8::from(kept.via.is_some()));
+            let hops = frame[MSG_HOPS_AT].saturating_add(u8::from(cached.received));
             if hops > frame[MSG_HOPS_AT + 1] {
                 continue;
             }
@@ -339,7 +423,8 @@ impl Mesh {
             origin.hole = None;
             let mut released = Vec::new();
             while let Some((seq, held)) = origin.take_next_held() {
-                released.push(delivery(id, seq, &held));
+                let one = Delivery::one(id, seq, held.via, &held.bytes, held.frame);
+                deliver(&mut released, one);
             }
             let reason = format!("not repaired within {}s", stall.as_secs_f64());
             self.gap(id, first, last, &reason);
@@ -467,15 +552,29 @@ impl Mesh {
     }
 }
 
-fn delivery(origin: NodeId, seq: u64, kept: &Kept) -> Delivery {
-    Delivery {
-        origin,
-        seq,
-        hops: kept.hops,
-        via: kept.via,
-        payload: (
-            kept.bytes.clone(),
-            kept.frame.start + MSG_HEADER_LEN..kept.frame.end,
-        ),
+/// Adds seqs `first..=last` at `fwd[frames]` to the runs of the forward
+/// buffer: to the last run if they continue it.
+fn fwd_run(
+    runs: &mut Vec<(NodeId, u64, u64, Range<usize>)>,
+    id: NodeId,
+    first: u64,
+    last: u64,
+    frames: Range<usize>,
+) {
+    match runs.last_mut() {
+        Some((o, _, end_seq, range))
+            if *o == id && end_seq.wrapping_add(1) == first && range.end == frames.start =>
+        {
+            *end_seq = last;
+            range.end = frames.end;
+        }
+        _ => runs.push((id, first, last, frames)),
+    }
+}
+
+/// Adds a message to the deliveries: to the last run if it continues it.
+fn deliver(deliveries: &mut Vec<Delivery>, next: Delivery) {
+    if !deliveries.last_mut().is_some_and(|d| d.extend(&next)) {
+        deliveries.push(next);
     }
 }

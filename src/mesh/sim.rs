@@ -499,13 +499,15 @@ impl Sim {
                 let now = self.now;
                 let n = &mut self.nodes[node];
                 for d in deliveries {
-                    n.deliveries += 1;
-                    n.last_delivery = Some((now, d.hops));
-                    record(n, d.origin, d.seq, d.seq, false);
-                    assert!(
-                        !d.payload().contains(&b'\n'),
-                        "a delivered payload holds a newline"
-                    );
+                    for (seq, hops, payload) in d.msgs() {
+                        n.deliveries += 1;
+                        n.last_delivery = Some((now, hops));
+                        record(n, d.origin, seq, seq, false);
+                        assert!(
+                            !payload.contains(&b'\n'),
+                            "a delivered payload holds a newline"
+                        );
+                    }
                 }
             }
             Action::Gap {

@@ -82,7 +82,10 @@ fn delivered(actions: &[Action]) -> Vec<(NodeId, u64)> {
     actions
         .iter()
         .flat_map(|a| match a {
-            Action::Deliver(d) => d.iter().map(|d| (d.origin, d.seq)).collect(),
+            Action::Deliver(d) => d
+                .iter()
+                .flat_map(|d| d.msgs().map(|(seq, ..)| (d.origin, seq)))
+                .collect(),
             _ => Vec::new(),
         })
         .collect()
@@ -2179,4 +2182,91 @@ fn a_new_short_link_bringing_later_lines_does_not_get_the_old_path_pruned() {
     let again = feed(&mut m, t0, 1, &[(7, 1, 4, 16), (7, 2, 4, 16)]);
     assert!(prunes(&again).is_empty());
     assert_eq!(delivered(&again), [(7, 2)]);
+}
+
+// ---- Batches in order take the fast path ---------------------------------
+
+/// `batch` with a PING's worth of other bytes before the frame at `gap`,
+/// as readers leave them between the messages they hand over.
+fn batch_with_gap(msgs: &[(NodeId, u64, u8, u8)], gap: usize) -> (Bytes, Vec<MsgRef>) {
+    let (buf, mut refs) = batch(msgs);
+    let mut bytes = buf[..refs[gap].start].to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 9, frame::kind::PING, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let shift = bytes.len() - refs[gap].start;
+    bytes.extend_from_slice(&buf[refs[gap].start..]);
+    for r in &mut refs[gap..] {
+        r.start += shift;
+        r.end += shift;
+    }
+    (Arc::new(bytes), refs)
+}
+
+fn runs_delivered(actions: &[Action]) -> Vec<(u64, u64)> {
+    actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Deliver(d) => d.iter().map(|d| (d.first, d.last)).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn an_in_order_batch_is_delivered_cached_and_forwarded_as_stretches() {
+    for neighbours in [1, 2] {
+        let (mut m, t0) = with_neighbours(config(), neighbours);
+        // 1..=40 in order with other bytes before 21, then 42 (held), 41
+        // (which releases 42), a duplicate of 5, and 43..=50.
+        let mut msgs: Vec<_> = (1..=40).map(|s| (7, s, 2, 16)).collect();
+        msgs.extend([(7, 42, 2, 16), (7, 41, 2, 16), (7, 5, 2, 16)]);
+        msgs.extend((43..=50).map(|s| (7, s, 2, 16)));
+        let (buf, refs) = batch_with_gap(&msgs, 20);
+        m.on_msgs(t0, 1, &buf, &refs);
+        let actions = drain(&mut m);
+        let want: Vec<_> = (1..=50).map(|s| (7, s)).collect();
+        assert_eq!(delivered(&actions), want, "{neighbours} neighbours");
+        assert_eq!(
+            runs_delivered(&actions),
+            [(1, 20), (21, 40), (41, 41), (42, 42), (43, 50)],
+            "one delivery per stretch back to back"
+        );
+        let forwarded = msgs_sent(&actions);
+        if neighbours == 2 {
+            let want: Vec<_> = (1..=42)
+                .filter(|&s| s != 41)
+                .chain([41])
+                .chain(43..=50)
+                .map(|s| (2, 7, s, 3))
+                .collect();
+            assert_eq!(forwarded, want, "as they came, one hop more");
+        } else {
+            assert!(forwarded.is_empty());
+        }
+        // Whatever the path, every message is cached once for repairs,
+        // answered with the hop it crosses to the asker.
+        m.neighbour_up(t0, 9, 909, "", addr("10.0.0.9:4009"), 7000, None);
+        drain(&mut m);
+        repair(&mut m, t0, 9, 7, 1, 50);
+        let answered: Vec<_> = msgs_sent(&drain(&mut m));
+        let want: Vec<_> = (1..=50).map(|s| (9, 7, s, 3)).collect();
+        assert_eq!(answered, want, "{neighbours} neighbours");
+    }
+}
+
+/// The window refills at the pace of the link: a quarter of a window
+/// delivered is acknowledged 2 ms after the previous STATUS (10 ms capped
+/// one hop at a window per 10 ms, about 400 MB/s with the default window).
+#[test]
+fn urgent_acknowledgements_go_out_2_ms_after_the_previous_status() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let msgs: Vec<_> = (1..=1000).map(|s| (7, s, 1, 16)).collect();
+    let actions = feed(&mut m, t0, 1, &msgs);
+    assert_eq!(delivered(&actions).len(), 1000);
+    assert!(statuses_sent(&actions).is_empty(), "one went out at t0");
+    m.tick(t0 + Duration::from_millis(1));
+    assert!(statuses_sent(&drain(&mut m)).is_empty(), "not within 2 ms");
+    m.tick(t0 + Duration::from_millis(2));
+    let acks = statuses_sent(&drain(&mut m));
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].1.acks.iter().any(|a| a.origin == 7), "{acks:?}");
 }

@@ -39,7 +39,7 @@ impl Router {
         // their meshes, and nothing the other side sent may be dropped.
         let source = self.mesh_source(conn);
         let now = Instant::now();
-        let mut msgs: Vec<MsgRef> = Vec::new();
+        let mut msgs: Vec<MsgRef> = Vec::with_capacity(batch.frames.len());
         for f in &batch.frames {
             match *f {
                 InFrame::Msg(m) => msgs.push(m),
@@ -154,7 +154,6 @@ impl Router {
         match action {
             Action::Send { to, frames, msgs } => self.send(to, frames, msgs),
             Action::Deliver(deliveries) => {
-                self.books.delivered += deliveries.len() as u64;
                 // Names are looked up once per run of one origin (or one
                 // neighbour), not per line: a batch is mostly such runs.
                 let mut from: Option<(NodeId, Arc<str>)> = None;
@@ -164,9 +163,10 @@ impl Router {
                 // readers drop copies of these from now on.
                 let mut runs: Vec<(NodeId, u64, u64)> = Vec::new();
                 for msg in deliveries {
+                    self.books.delivered += msg.len();
                     match runs.last_mut() {
-                        Some((id, _, last)) if *id == msg.origin => *last = msg.seq,
-                        _ => runs.push((msg.origin, msg.seq, msg.seq)),
+                        Some((id, _, last)) if *id == msg.origin => *last = msg.last,
+                        _ => runs.push((msg.origin, msg.first, msg.last)),
                     }
                     let from = match &from {
                         Some((id, name)) if *id == msg.origin => name.clone(),

@@ -71,7 +71,9 @@ impl Router {
             let mut msgs = 0;
             for output in std::iter::once(e.into_inner()).chain(self.backlog.drain(..)) {
                 match output {
-                    Output::Msgs(batch) => msgs += batch.lines.len() as u64,
+                    Output::Msgs(batch) => {
+                        msgs += batch.lines.iter().map(|l| l.msg.len()).sum::<u64>()
+                    }
                     _ => self.events_not_printed += 1,
                 }
             }
