@@ -5,6 +5,8 @@
 
 mod support;
 
+#[cfg(target_os = "linux")]
+mod abuse;
 mod bad_input;
 mod connections;
 #[cfg(unix)]
