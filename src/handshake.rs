@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::frame::{self, Frame, FrameError, Hello, MAX_HELLO_LEN};
+use crate::frame::{self, Frame, FrameError, Hello, NodeId, MAX_HELLO_LEN};
 use crate::wire::{classify, describe, IoFailure, ReadBuf};
 
 /// How long a new connection may take to say HELLO.
@@ -71,22 +71,9 @@ pub fn exchange(
             _ => HandshakeError::Io(e),
         })?;
     loop {
-        match frame::decode(rb.pending(), MAX_HELLO_LEN) {
-            Ok(Some((Frame::Hello(theirs), used))) => {
-                rb.consume(used);
-                if theirs.node_id == ours.node_id {
-                    return Err(HandshakeError::ItsMe);
-                }
-                return Ok(theirs);
-            }
-            Ok(Some((other, _))) => {
-                return Err(HandshakeError::Protocol(format!(
-                    "expected HELLO first, got {}",
-                    frame_name(&other)
-                )))
-            }
-            Ok(None) => {}
-            Err(e) => return Err(HandshakeError::Protocol(explain_stranger(&e, rb.pending()))),
+        if let Some((theirs, used)) = parse_hello(rb.pending(), ours.node_id)? {
+            rb.consume(used);
+            return Ok(theirs);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -107,6 +94,28 @@ pub fn exchange(
                 _ => return Err(HandshakeError::Io(e)),
             },
         }
+    }
+}
+
+/// What the bytes a peer has sent so far make of its HELLO: the HELLO and
+/// the bytes it used, `Ok(None)` while it is incomplete, or why the
+/// connection must end. The pure half of [`exchange`]; public so that the
+/// fuzz targets (`fuzz/`) drive the very code a stranger reaches.
+pub fn parse_hello(
+    pending: &[u8],
+    our_id: NodeId,
+) -> Result<Option<(Hello, usize)>, HandshakeError> {
+    match frame::decode(pending, MAX_HELLO_LEN) {
+        Ok(Some((Frame::Hello(theirs), _))) if theirs.node_id == our_id => {
+            Err(HandshakeError::ItsMe)
+        }
+        Ok(Some((Frame::Hello(theirs), used))) => Ok(Some((theirs, used))),
+        Ok(Some((other, _))) => Err(HandshakeError::Protocol(format!(
+            "expected HELLO first, got {}",
+            frame_name(&other)
+        ))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(HandshakeError::Protocol(explain_stranger(&e, pending))),
     }
 }
 

@@ -15,6 +15,7 @@ mod delivery;
 mod discovery;
 #[cfg(unix)]
 mod flow;
+mod fuzz_corpus;
 #[cfg(target_os = "linux")]
 mod lab;
 #[cfg(unix)]
