@@ -182,6 +182,10 @@ struct Neighbour {
     added: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
+    /// Bytes of REPAIR answers sent to it since `repair_since`: bounded
+    /// per period (see `relay::REPAIR_BUDGET_EVERY`).
+    repair_sent: usize,
+    repair_since: Instant,
 }
 
 /// The state machine. See the module documentation.
@@ -296,6 +300,8 @@ impl Mesh {
                 seed,
                 added: now,
                 closing: false,
+                repair_sent: 0,
+                repair_since: now,
             },
         );
         self.greet(now, conn);
@@ -332,7 +338,7 @@ impl Mesh {
                 origin,
                 from_seq,
                 to_seq,
-            } => self.answer_repair(conn, *origin, *from_seq, *to_seq),
+            } => self.answer_repair(now, conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
                 // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();

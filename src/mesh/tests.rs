@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::relay::REPAIR_BUDGET_EVERY;
 use super::sim::{Sim, SimConfig};
 use super::*;
 use crate::frame::{self, Ack, Status, FLAG_LEAVING};
@@ -1446,6 +1447,50 @@ fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64,
             to_seq,
         },
     );
+}
+
+/// Bytes of MSG frames the actions send to `conn`.
+fn bytes_sent_to(actions: &[Action], conn: Conn) -> usize {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Send { to, frames, .. } if *to == conn => frames.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A REPAIR is 33 bytes and its answer up to a window: a neighbour that
+/// asked again and again for everything (and read nothing) made a node
+/// queue a window per REPAIR, 1.2 GB for 8.7 KB of REPAIRs. Now one
+/// neighbour gets at most a window of answers per second.
+#[test]
+fn repair_answers_to_one_neighbour_are_bounded_to_a_window_per_second() {
+    let cfg = config();
+    let window = cfg.window;
+    let (mut m, t0) = with_neighbours(cfg, 2);
+    // A full window of our own lines, cached (100 bytes each).
+    own_lines(&mut m, t0, 1, (window / 100) as u64);
+    drain(&mut m);
+    let mut answered = 0;
+    for _ in 0..100 {
+        repair(&mut m, t0, 2, ME, 1, u64::MAX);
+        answered += bytes_sent_to(&drain(&mut m), 2);
+    }
+    assert!(
+        answered >= window - 100,
+        "the first answer is whole: {answered}"
+    );
+    assert!(
+        answered <= window,
+        "{answered} bytes answered within a second"
+    );
+    // The other neighbour has its own budget, and a second later so does
+    // this one again.
+    repair(&mut m, t0, 1, ME, 1, u64::MAX);
+    assert!(bytes_sent_to(&drain(&mut m), 1) >= window - 100);
+    repair(&mut m, t0 + REPAIR_BUDGET_EVERY, 2, ME, 1, u64::MAX);
+    assert!(bytes_sent_to(&drain(&mut m), 2) >= window - 100);
 }
 
 #[test]
