@@ -7,9 +7,10 @@ use peercat_fuzz::alloc::{bounded, Counting};
 use peercat_fuzz::record;
 
 /// Heap an input may cost at once: an opener's two record buffers
-/// (128 KiB), and the harness's copies of what it sealed (at most 256 KiB
-/// of plaintext, sealed and opened: about 1 MiB).
-const BASE: usize = 2 << 20;
+/// (128 KiB), and the harness's own copies of what it sealed (up to 256 KiB
+/// of plaintext and a piece of 128 KiB more, each kept as plaintext, sealed
+/// and opened, in vectors that double: about 3 MiB).
+const BASE: usize = 4 << 20;
 const PER_BYTE: usize = 16;
 
 #[global_allocator]

@@ -16,7 +16,7 @@ use crate::frame::{Frame, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 /// How long a hole may be in-flight reordering before the first REPAIR.
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
 /// A neighbour's REPAIR answers are bounded to a window per this period. A
-/// REPAIR is 33 bytes and its answer up to a window: without a bound, 8.7
+/// REPAIR is 29 bytes and its answer up to a window: without a bound, 8.7
 /// KB of REPAIRs from a neighbour that reads nothing made a node queue 1.2
 /// GB for it.
 pub(super) const REPAIR_BUDGET_EVERY: Duration = Duration::from_secs(1);

@@ -1460,7 +1460,7 @@ fn bytes_sent_to(actions: &[Action], conn: Conn) -> usize {
         .sum()
 }
 
-/// A REPAIR is 33 bytes and its answer up to a window: a neighbour that
+/// A REPAIR is 29 bytes and its answer up to a window: a neighbour that
 /// asked again and again for everything (and read nothing) made a node
 /// queue a window per REPAIR, 1.2 GB for 8.7 KB of REPAIRs. Now one
 /// neighbour gets at most a window of answers per second.
