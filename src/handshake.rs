@@ -101,44 +101,23 @@ pub fn exchange(
         if preamble && seen == MAGIC.len() {
             return Err(HandshakeError::Private);
         }
-        let decoded = if preamble {
-            Ok(None) // perhaps a private node's preamble: wait for all of it
+        // Perhaps a private node's preamble: wait for all of it.
+        let parsed = if preamble {
+            None
         } else {
-            frame::decode(rb.pending(), MAX_HELLO_LEN)
+            parse_hello(rb.pending(), ours.node_id)?
         };
-        match decoded {
-            Ok(Some((Frame::Hello(theirs), used))) => {
-                rb.consume(used);
-                if theirs.node_id == ours.node_id {
-                    return Err(HandshakeError::ItsMe);
+        if let Some((theirs, used)) = parsed {
+            rb.consume(used);
+            if let Some(proven) = link.proven_id() {
+                if theirs.node_id != proven {
+                    return Err(HandshakeError::NotItsId {
+                        claimed: theirs.node_id,
+                        proven,
+                    });
                 }
-                if let Some(proven) = link.proven_id() {
-                    if theirs.node_id != proven {
-                        return Err(HandshakeError::NotItsId {
-                            claimed: theirs.node_id,
-                            proven,
-                        });
-                    }
-                }
-                return Ok(theirs);
             }
-            Ok(Some((Frame::Bye(reason), _))) => {
-                return Err(HandshakeError::Refused(
-                    String::from_utf8_lossy(reason)
-                        .chars()
-                        .take(200)
-                        .flat_map(char::escape_debug)
-                        .collect(),
-                ))
-            }
-            Ok(Some((other, _))) => {
-                return Err(HandshakeError::Protocol(format!(
-                    "expected HELLO first, got {}",
-                    frame_name(&other)
-                )))
-            }
-            Ok(None) => {}
-            Err(e) => return Err(HandshakeError::Protocol(explain_stranger(&e, rb.pending()))),
+            return Ok(theirs);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -163,6 +142,35 @@ pub fn exchange(
                 _ => return Err(HandshakeError::Io(e)),
             },
         }
+    }
+}
+
+/// What the bytes a peer has sent so far make of its HELLO: the HELLO and
+/// the bytes it used, `Ok(None)` while it is incomplete, or why the
+/// connection must end. The pure half of [`exchange`]; public so that the
+/// fuzz targets (`fuzz/`) drive the very code a stranger reaches.
+pub fn parse_hello(
+    pending: &[u8],
+    our_id: NodeId,
+) -> Result<Option<(Hello, usize)>, HandshakeError> {
+    match frame::decode(pending, MAX_HELLO_LEN) {
+        Ok(Some((Frame::Hello(theirs), _))) if theirs.node_id == our_id => {
+            Err(HandshakeError::ItsMe)
+        }
+        Ok(Some((Frame::Hello(theirs), used))) => Ok(Some((theirs, used))),
+        Ok(Some((Frame::Bye(reason), _))) => Err(HandshakeError::Refused(
+            String::from_utf8_lossy(reason)
+                .chars()
+                .take(200)
+                .flat_map(char::escape_debug)
+                .collect(),
+        )),
+        Ok(Some((other, _))) => Err(HandshakeError::Protocol(format!(
+            "expected HELLO first, got {}",
+            frame_name(&other)
+        ))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(HandshakeError::Protocol(explain_stranger(&e, pending))),
     }
 }
 

@@ -8,9 +8,11 @@
 //! written when the next rate-limited warning of any kind is considered, or
 //! at [`flush`], since nothing here runs a timer.
 //!
-//! Memory is bounded: at most [`MAX_SOURCES`] sources are tracked at once;
-//! beyond that, warnings of a kind from untracked sources share one entry,
-//! so a stranger cycling through addresses cannot grow the table.
+//! Memory and lines are bounded: at most [`MAX_SOURCES`] (kind, source)
+//! pairs are tracked at once; beyond that, warnings of a kind from
+//! untracked sources share one entry ("other sources"), so a stranger
+//! cycling through addresses can neither grow the table nor get a line per
+//! address: a window logs at most `MAX_SOURCES` lines plus one per kind.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,8 +23,11 @@ use parking_lot::Mutex;
 
 /// How long one logged warning stands for the others like it.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// How many (kind, source) pairs are tracked at once.
-pub const MAX_SOURCES: usize = 1024;
+/// How many (kind, source) pairs are tracked at once, each with a line of
+/// its own per window. Small: it bounds the lines a flood from many
+/// addresses logs (1,000 connections from 250 addresses logged 389 lines
+/// with 1,024), and a few sources named are enough to tell an attack.
+pub const MAX_SOURCES: usize = 16;
 
 /// The unit a stranger is counted by, here and for the handshake limit per
 /// address: an IPv4 address, or an IPv6 /64 (one host usually holds a whole
@@ -302,6 +307,28 @@ mod tests {
             }]
         );
         assert!(rl.is_empty(), "ended windows are forgotten");
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_logs_a_bounded_number_of_lines() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(WINDOW, MAX_SOURCES);
+        let kinds = ["failed handshakes", "failed connections", "refused"];
+        let mut logged = 0;
+        for n in 0..1000u32 {
+            let from = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
+            let at = t0 + Duration::from_millis(n.into());
+            for kind in kinds {
+                logged += usize::from(rl.check(kind, from, at).0);
+            }
+        }
+        // A few dozen lines per window, whatever the number of addresses.
+        assert_eq!(logged, MAX_SOURCES + kinds.len());
+        assert!(
+            logged <= 32,
+            "3,000 warnings from 1,000 addresses logged {logged} lines"
+        );
+        assert!(logged > kinds.len(), "some sources are still named");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::frame::{self, LEN_PREFIX};
 /// A reader starts small, so an idle peer costs little memory...
 const INITIAL_CAPACITY: usize = 4 * 1024;
 /// ...and grows to this when the peer is busy, so a flood costs few syscalls.
-const BUSY_CAPACITY: usize = 64 * 1024;
+pub const BUSY_CAPACITY: usize = 64 * 1024;
 
 /// Bytes read from a socket, of which `buf[..pos]` have been decoded.
 ///
@@ -52,6 +52,12 @@ impl ReadBuf {
     /// The undecoded bytes.
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.pos..self.filled]
+    }
+
+    /// Bytes of buffer this reader holds now, whatever is in them: what a
+    /// peer's stream costs in memory (the fuzz targets bound it).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
     }
 
     /// Offset of `pending()` within the buffer `take_decoded` will return.

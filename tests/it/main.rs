@@ -5,6 +5,8 @@
 
 mod support;
 
+#[cfg(target_os = "linux")]
+mod abuse;
 mod bad_input;
 mod connections;
 #[cfg(unix)]
@@ -13,6 +15,7 @@ mod delivery;
 mod discovery;
 #[cfg(unix)]
 mod flow;
+mod fuzz_corpus;
 #[cfg(target_os = "linux")]
 mod lab;
 #[cfg(unix)]
