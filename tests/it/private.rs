@@ -40,6 +40,13 @@ impl Dir {
 
     /// `peercat --keygen`: the private key's path and the public key.
     fn keygen(&self, name: &str) -> (String, String) {
+        let (path, public, _) = self.keygen_full(name);
+        (path, public)
+    }
+
+    /// `peercat --keygen`: the private key's path, the public key and what
+    /// it said on stderr.
+    fn keygen_full(&self, name: &str) -> (String, String, String) {
         let path = self.path(name);
         let out = Command::new(env!("CARGO_BIN_EXE_peercat"))
             .args(["--keygen", &path])
@@ -53,6 +60,7 @@ impl Dir {
         (
             path,
             String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 }
@@ -424,13 +432,21 @@ fn three_private_nodes_relay_every_line() {
 #[test]
 fn keygen_writes_a_private_key_only_its_owner_reads_and_a_public_one() {
     let dir = Dir::new("keygen");
-    let (path, public) = dir.keygen("me.key");
+    let (path, public, said) = dir.keygen_full("me.key");
     assert_eq!(public.len(), 44, "base64 of 32 bytes: {public}");
+    // Each file starts with a comment naming the node id the log shows.
     let pub_file = std::fs::read_to_string(format!("{path}.pub")).unwrap();
-    assert_eq!(pub_file.trim(), public);
+    let (header, key) = pub_file.trim().split_once('\n').unwrap();
+    assert_eq!(key, public);
+    let header_fp = header
+        .strip_prefix("# peercat public key of node ")
+        .unwrap_or_else(|| panic!("{header}"));
+    assert!(said.contains(&format!("node {header_fp}")), "{said}");
     let private = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(private.trim().len(), 44);
-    assert_ne!(private.trim(), public);
+    assert!(private.starts_with("# peercat private key"), "{private}");
+    let private_key = private.trim().lines().last().unwrap();
+    assert_eq!(private_key.len(), 44);
+    assert_ne!(private_key, public);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -453,6 +469,7 @@ fn keygen_writes_a_private_key_only_its_owner_reads_and_a_public_one() {
         .start();
     let fp = fingerprint_of(&a);
     assert!(a.wait_log("this is node a").contains(&fp));
+    assert_eq!(fp, header_fp);
     assert!(Path::new(&format!("{path}.pub")).exists());
 }
 
@@ -516,7 +533,7 @@ fn private_peer(
     let security = Security {
         private,
         public,
-        psk: Some(secure::blake2s(&[b"peercat group secret v1\0", secret])),
+        psk: Some(secure::derive_psk(secret)),
         allow: None,
     };
     let stream = TcpStream::connect(node.addr()).unwrap();
@@ -585,4 +602,61 @@ fn an_encrypted_frame_over_max_frame_ends_the_link_before_any_room_is_made() {
     assert!(down.contains("exceeds the limit of"), "{down}");
     let grown = a.rss_kib().saturating_sub(before);
     assert!(grown < 16 * 1024, "the node grew by {grown} KiB");
+}
+
+#[test]
+fn a_low_order_or_misplaced_key_is_an_error_naming_the_file() {
+    let dir = Dir::new("weakkeys");
+    let (key, public) = dir.keygen("a.key");
+    // An all-zero placeholder would let anyone in without a private key.
+    for zero in ["A".repeat(43) + "=", "0".repeat(64)] {
+        let allow = dir.file(
+            "members.txt",
+            format!("{public} alice\n{zero} placeholder\n").as_bytes(),
+        );
+        let (code, stderr) = run_to_exit(&["--key", &key, "--allow", &allow]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("--allow {allow}, line 2: ")) && stderr.contains("low-order"),
+            "{stderr}"
+        );
+    }
+    let allow = dir.file("ok.txt", format!("{public}\n").as_bytes());
+    // A .pub file as --key would silently be another identity.
+    let (code, stderr) = run_to_exit(&["--key", &format!("{key}.pub"), "--allow", &allow]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a public key file"), "{stderr}");
+    // A private key as --allow.
+    let (code, stderr) = run_to_exit(&["--key", &key, "--allow", &key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a private key file"), "{stderr}");
+}
+
+#[test]
+fn doubtful_allow_lists_and_secrets_draw_warnings() {
+    let dir = Dir::new("warnings");
+    let (a_key, _) = dir.keygen("a.key");
+    let (_, b_public) = dir.keygen("b.key");
+    let list = dir.file(
+        "members.txt",
+        format!("{b_public} bob\n# again\n{b_public} bobby\n").as_bytes(),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let a = node("a").args(&["--key", &a_key, "--allow", &list]).start();
+    a.wait_log("is listed already on line 1; counted once");
+    assert!(a.wait_log("line 3: key").contains(&list));
+    a.wait_log("our own key (node ");
+    a.wait_log("an allow-list of 1 key");
+    #[cfg(unix)]
+    a.wait_log("can be changed by any user (mode 666)");
+    let secret = dir.file("weak.secret", b"hunter2\n");
+    let b = node("b")
+        .args(&["--allow", &list, "--secret-file", &secret])
+        .start();
+    b.wait_log("--allow without --key");
+    b.wait_log("looks weak (it is only 8 bytes)");
 }
