@@ -94,8 +94,8 @@ pub fn open(
 }
 
 /// Refusals and failures of the encrypted handshake. Those a stranger can
-/// cause (any inbound connection) are rate-limited per address; ours to a
-/// peer we dialed are logged each time.
+/// cause (any inbound connection) are rate-limited per address; those of a
+/// peer we dialed are the dialer's to log.
 fn log_refusal(addr: SocketAddr, e: &SecureError, direction: Direction) {
     let quiet = matches!(e, SecureError::Closed | SecureError::Timeout(_));
     match direction {
@@ -107,8 +107,9 @@ fn log_refusal(addr: SocketAddr, e: &SecureError, direction: Direction) {
                 ratelog::WINDOW.as_secs()
             )
         }),
-        Direction::Out if quiet => log::debug!("{addr}: {e}; closing"),
-        Direction::Out => log::warn!("{addr}: {e}"),
+        // The dialer logs the reason in its own line, which also says when
+        // it dials again: one line per attempt.
+        Direction::Out => log::debug!("{addr}: {e}; closing"),
     }
 }
 

@@ -273,8 +273,17 @@ fn a_dialer_refuses_a_listener_not_on_its_allow_list() {
         .dial(&a)
         .start();
     let a_fp = fingerprint_of(&a);
-    let told = y.wait_log(&format!("key {a_fp} is not on our --allow list"));
+    let refusal = format!("key {a_fp} is not on our --allow list");
+    let told = y.wait_log(&refusal);
     assert!(told.contains(&a.addr()), "{told}");
+    // One line per attempt, saying when the next comes.
+    y.wait_log_count(&refusal, 2);
+    let log = y.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&refusal)).collect();
+    assert!(
+        lines.iter().all(|l| l.contains("dialing again in")),
+        "{lines:#?}"
+    );
     let seen = a.wait_log("refused by the peer");
     assert!(
         seen.contains(&format!("key {a_fp} is not on this node's --allow list")),
