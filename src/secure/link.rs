@@ -98,6 +98,12 @@ pub fn open(
 /// peer we dialed are the dialer's to log.
 fn log_refusal(addr: SocketAddr, e: &SecureError, direction: Direction) {
     let quiet = matches!(e, SecureError::Closed | SecureError::Timeout(_));
+    if let SecureError::SameKey(_) = e {
+        // Only a holder of our private key gets this far: no stranger can
+        // flood it, and the user must hear of it.
+        log::error!("{addr}: {e}");
+        return;
+    }
     match direction {
         Direction::In if quiet => log::debug!("{addr}: {e}; closing"),
         Direction::In => ratelog::warn("refused connections", addr.ip(), || {

@@ -29,7 +29,12 @@ pub struct Security {
     pub psk: Option<Key>,
     /// `--allow`: the only keys admitted. `None`: any key holding the secret.
     pub allow: Option<Vec<Allowed>>,
+    /// Random for each process: tells a second node using our key file
+    /// from ourselves (see [`noise`]).
+    pub instance: [u8; INSTANCE_LEN],
 }
+
+pub const INSTANCE_LEN: usize = 16;
 
 impl Security {
     /// Reads the files `config` names. `Ok(None)`: no `--secret-file` and
@@ -53,6 +58,7 @@ impl Security {
             private,
             psk,
             allow,
+            instance: random_instance()?,
         };
         if let Some(allow) = &config.allow {
             security.warn_about_own_key(allow, config.key.is_some());
@@ -305,6 +311,17 @@ fn warn_if_readable_by_others(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+/// A random instance id from the OS's randomness.
+fn random_instance() -> Result<[u8; INSTANCE_LEN], String> {
+    let mut instance = [0; INSTANCE_LEN];
+    DefaultResolver
+        .resolve_rng()
+        .expect("snow is built with getrandom")
+        .try_fill_bytes(&mut instance)
+        .map_err(|e| format!("cannot get random bytes: {e}"))?;
+    Ok(instance)
 }
 
 /// A fresh Curve25519 key pair (private, public) from the OS's randomness.

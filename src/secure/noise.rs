@@ -80,6 +80,8 @@ pub enum SecureError {
     OldSecret,
     /// The peer's static key is low-order: it proves nothing.
     WeakKey(Key),
+    /// Another process proves our own key: two nodes share one key file.
+    SameKey(Key),
     /// The peer's last handshake message did not authenticate: it holds
     /// another group secret (or none).
     WrongSecret(Option<Key>),
@@ -136,6 +138,13 @@ impl fmt::Display for SecureError {
                  nothing; refusing it",
                 fingerprint(key)
             ),
+            SecureError::SameKey(key) => write!(
+                f,
+                "another node is using our key (node {}, from our --key file): two nodes \
+                 with one key cannot link, and members cannot tell them apart; give each \
+                 node its own key (peercat --keygen)",
+                fingerprint(key)
+            ),
             SecureError::WrongSecret(key) => write!(
                 f,
                 "wrong group secret{}: its handshake does not authenticate with our --secret-file; refusing it",
@@ -184,16 +193,22 @@ pub fn handshake(
     }
     let mut hs = build(security, initiator, &preamble)?;
     let mut msg = [0u8; MAX_HANDSHAKE_BODY];
+    // The encrypted payloads of messages 2 and 3 carry each side's
+    // instance: a node holding our key that is not this process is a
+    // copy of our key, not ourselves.
+    let instance = &security.instance[..];
     if initiator {
-        io.send(&mut hs, &mut msg)?; // -> e
-        io.receive(&mut hs, &mut msg, false)?; // <- e, ee, s, es
+        io.send(&mut hs, &mut msg, &[])?; // -> e
+        let theirs = io.receive(&mut hs, &mut msg, false)?; // <- e, ee, s, es
         io.check_allowed(security)?;
-        io.send(&mut hs, &mut msg)?; // -> s, se (psk)
+        io.send(&mut hs, &mut msg, instance)?; // -> s, se (psk)
+        io.check_same_key(security, &theirs)?;
     } else {
         io.receive(&mut hs, &mut msg, false)?;
-        io.send(&mut hs, &mut msg)?;
-        io.receive(&mut hs, &mut msg, security.psk.is_some())?;
+        io.send(&mut hs, &mut msg, instance)?;
+        let theirs = io.receive(&mut hs, &mut msg, security.psk.is_some())?;
         io.check_allowed(security)?;
+        io.check_same_key(security, &theirs)?;
     }
     let remote = io
         .remote
@@ -306,24 +321,29 @@ impl HandshakeIo<'_> {
     }
 
     /// Writes the next handshake message.
-    fn send(&mut self, hs: &mut HandshakeState, msg: &mut [u8]) -> Result<(), SecureError> {
+    fn send(
+        &mut self,
+        hs: &mut HandshakeState,
+        msg: &mut [u8],
+        payload: &[u8],
+    ) -> Result<(), SecureError> {
         let n = hs
-            .write_message(&[], msg)
+            .write_message(payload, msg)
             .map_err(|e| SecureError::Noise(e.to_string()))?;
         let mut out = Vec::with_capacity(record::HEADER + n);
         record::encode(Kind::Handshake, &msg[..n], &mut out);
         self.write(&out)
     }
 
-    /// Reads the next handshake message; a refusal ends the handshake.
-    /// `mixes_secret`: the message that proves the group secret (the
-    /// initiator's last, read by the responder).
+    /// Reads the next handshake message and returns its payload; a refusal
+    /// ends the handshake. `mixes_secret`: the message that proves the
+    /// group secret (the initiator's last, read by the responder).
     fn receive(
         &mut self,
         hs: &mut HandshakeState,
         msg: &mut [u8],
         mixes_secret: bool,
-    ) -> Result<(), SecureError> {
+    ) -> Result<Vec<u8>, SecureError> {
         let body = self.read_record()?;
         let read = hs.read_message(&body, msg);
         // snow has the static key even when what follows it fails.
@@ -333,7 +353,7 @@ impl HandshakeIo<'_> {
                 .and_then(|k| k.try_into().ok())
         });
         match read {
-            Ok(_) => Ok(()),
+            Ok(n) => Ok(msg[..n].to_vec()),
             Err(snow::Error::Decrypt) if mixes_secret => {
                 self.refuse("the group secret does not match this node's --secret-file");
                 Err(SecureError::WrongSecret(self.remote))
@@ -396,6 +416,19 @@ impl HandshakeIo<'_> {
                 fingerprint(&key)
             ));
             return Err(SecureError::NotAllowed(key));
+        }
+        Ok(())
+    }
+
+    /// Refuses a peer that proves our own key from another process: two
+    /// nodes started with one --key file. (Our own process, dialed by
+    /// mistake, sends our instance; the HELLO exchange says so.) A peer
+    /// that sends no instance (an older peercat) is let through.
+    fn check_same_key(&mut self, security: &Security, theirs: &[u8]) -> Result<(), SecureError> {
+        let ours = &security.instance[..];
+        if self.remote == Some(security.public) && theirs.len() == ours.len() && theirs != ours {
+            self.refuse("this node uses the same --key as you: each node needs its own key");
+            return Err(SecureError::SameKey(security.public));
         }
         Ok(())
     }
@@ -522,6 +555,7 @@ mod tests {
             public: public_of(&private),
             private,
             psk: None,
+            instance: [3; 16],
             allow: Some(
                 allow
                     .into_iter()
@@ -601,6 +635,46 @@ mod tests {
     }
 
     use std::thread;
+
+    /// Both ends of one handshake over loopback.
+    fn both_ends(
+        dialer: Security,
+        listener: Security,
+    ) -> (Result<Secured, SecureError>, Result<Secured, SecureError>) {
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let node = thread_node(socket, listener);
+        let stream = TcpStream::connect(addr).unwrap();
+        let ours = handshake(&dialer, &stream, true, Duration::from_secs(10));
+        drop(stream);
+        (ours, node.join().unwrap())
+    }
+
+    fn with_key(private: Key, instance: u8) -> Security {
+        let mut security = security(vec![public_of(&private)]);
+        security.private = private;
+        security.public = public_of(&private);
+        security.instance = [instance; crate::secure::INSTANCE_LEN];
+        security
+    }
+
+    #[test]
+    fn another_process_with_our_key_is_named_and_ourselves_is_not() {
+        let private = generate_keypair().unwrap().0;
+        let (a, b) = both_ends(with_key(private, 1), with_key(private, 2));
+        for end in [a, b] {
+            match end {
+                Err(e @ SecureError::SameKey(_)) => {
+                    assert!(e.to_string().starts_with("another node is using our key"))
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("two nodes with one key linked"),
+            }
+        }
+        // Our own process (the same instance): the HELLO exchange tells.
+        let (a, b) = both_ends(with_key(private, 1), with_key(private, 1));
+        assert!(a.is_ok() && b.is_ok());
+    }
 
     #[test]
     fn a_node_deriving_its_secret_the_old_way_is_named() {

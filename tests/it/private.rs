@@ -544,6 +544,7 @@ fn private_peer(
         public,
         psk: Some(secure::derive_psk(secret)),
         allow: None,
+        instance: [9; secure::INSTANCE_LEN],
     };
     let stream = TcpStream::connect(node.addr()).unwrap();
     let addr = stream.peer_addr().unwrap();
@@ -668,4 +669,22 @@ fn doubtful_allow_lists_and_secrets_draw_warnings() {
         .start();
     b.wait_log("--allow without --key");
     b.wait_log("looks weak (it is only 8 bytes)");
+}
+
+#[test]
+fn two_nodes_started_with_one_key_say_so() {
+    let dir = Dir::new("samekey");
+    let (key, public) = dir.keygen("me.key");
+    let allow = dir.file("members.txt", format!("{public} me\n").as_bytes());
+    let a1 = node("a1").args(&["--key", &key, "--allow", &allow]).start();
+    let a2 = node("a2")
+        .args(&["--key", &key, "--allow", &allow])
+        .dial(&a1)
+        .start();
+    let fp = fingerprint_of(&a1);
+    for a in [&a1, &a2] {
+        let said = a.wait_log("another node is using our key");
+        assert!(said.contains(&fp) && said.contains("[ERROR]"), "{said}");
+        assert_eq!(a.count_log("connected to itself"), 0);
+    }
 }
