@@ -224,7 +224,8 @@ impl Router {
         if self.announced.insert(info.node_id) {
             self.announced_any += 1;
             log::info!(
-                "peer up: {info} [{}], node {:016x}; {} connected",
+                "peer up: {info}{} [{}], node {:016x}; {} connected",
+                self.listed_as(&info),
                 match info.direction {
                     Direction::In => "they dialed",
                     Direction::Out => "we dialed",
@@ -235,6 +236,20 @@ impl Router {
             self.output(Output::PeerUp(info));
         }
         self.join_mesh(conn);
+    }
+
+    /// " (key listed as bob)" when the allow-list names the peer's key
+    /// otherwise than its HELLO does: a name is claimed, a key proven.
+    fn listed_as(&self, info: &PeerInfo) -> String {
+        let listed = self
+            .node
+            .security
+            .as_ref()
+            .and_then(|s| s.listed_name(info.node_id));
+        match listed {
+            Some(name) if name != &*info.name => format!(" (key listed as {name})"),
+            _ => String::new(),
+        }
     }
 
     /// Makes an up peer a neighbour of the mesh, unless it still waits for

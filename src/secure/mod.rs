@@ -103,6 +103,17 @@ impl Security {
         list.iter().find(|a| &a.key == key)?.name.as_deref()
     }
 
+    /// The name the allow-list gives the key of node `id`, if any: on a
+    /// private link the id is the key's, so this is who the peer proved
+    /// to be, whatever name its HELLO claims.
+    pub fn listed_name(&self, id: NodeId) -> Option<&str> {
+        let list = self.allow.as_ref()?;
+        list.iter()
+            .find(|a| node_id_of(&a.key) == id)?
+            .name
+            .as_deref()
+    }
+
     /// A line for the start-up log.
     pub fn describe(&self) -> String {
         let how = match (&self.psk, &self.allow) {

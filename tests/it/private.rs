@@ -688,3 +688,26 @@ fn two_nodes_started_with_one_key_say_so() {
         assert_eq!(a.count_log("connected to itself"), 0);
     }
 }
+
+/// A name is claimed (the HELLO, `-n`), a key proven: `peer up` shows the
+/// name the allow-list gives the key when the two differ.
+#[test]
+fn peer_up_shows_the_name_the_allow_list_gives_a_key_that_claims_another() {
+    let dir = Dir::new("names");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (b_key, b_pub) = dir.keygen("b.key");
+    let members = dir.file(
+        "members.txt",
+        format!("{a_pub} a\n{b_pub} bob\n").as_bytes(),
+    );
+    let a = node("a")
+        .args(&["--key", &a_key, "--allow", &members])
+        .start();
+    let _b = node("alice")
+        .args(&["--key", &b_key, "--allow", &members])
+        .dial(&a)
+        .start();
+    let up = a.wait_log("peer up: alice");
+    assert!(up.contains("(key listed as bob)"), "{up}");
+    assert!(up.contains("[INFO]"), "shown at the default level: {up}");
+}
