@@ -325,6 +325,8 @@ impl Router {
             let line = || format!("{}: ended before it was a peer: {ending}", entry.info);
             if ending.is_polite() {
                 log::info!("{}", line());
+            } else if self.node.security.is_some() {
+                log::warn!("{}", line()); // a member: see log_peer_down
             } else {
                 ratelog::warn("failed connections", entry.info.addr.ip(), line);
             }
@@ -336,7 +338,9 @@ impl Router {
         let line = || format!("peer down: {} {ending}; {left} connected", entry.info);
         if ending.is_polite() {
             log::info!("{}", line());
-        } else if entry.since.elapsed() >= ESTABLISHED {
+        } else if entry.since.elapsed() >= ESTABLISHED || self.node.security.is_some() {
+            // In a private group the peer proved the secret or a listed
+            // key: a member, whose broken link is always worth its line.
             log::warn!("{}", line());
         } else {
             // Short-lived: a stranger cycling connections must not flood

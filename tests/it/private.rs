@@ -711,3 +711,53 @@ fn peer_up_shows_the_name_the_allow_list_gives_a_key_that_claims_another() {
     assert!(up.contains("(key listed as bob)"), "{up}");
     assert!(up.contains("[INFO]"), "shown at the default level: {up}");
 }
+
+/// Each kind of refusal from one address gets its own first line: a flood
+/// of one kind (rate-limited per kind and source) hides no other.
+#[test]
+fn each_kind_of_refusal_from_one_address_gets_its_own_line() {
+    let dir = Dir::new("kinds");
+    let a = node("a")
+        .args(&["--secret-file", &dir.file("team.secret", b"s")])
+        .start();
+    let _wrong = node("w")
+        .args(&["--secret-file", &dir.file("wrong.secret", b"t")])
+        .dial(&a)
+        .start();
+    a.wait_log("wrong group secret");
+    let _plain = node("p").dial(&a).start();
+    a.wait_log("a plaintext peercat node (p, node ");
+    let (key, public) = dir.keygen("k.key");
+    let allow = dir.file("allow.txt", format!("{public} k\n").as_bytes());
+    let _keys = node("k")
+        .args(&["--key", &key, "--allow", &allow])
+        .dial(&a)
+        .start();
+    a.wait_log("the peer has no --secret-file (keys only)");
+}
+
+/// A member whose link breaks (here: a record that fails authentication)
+/// gets its `peer down` line with the reason, however soon after `peer up`
+/// and however many others from the same address did.
+#[test]
+fn every_members_broken_link_is_logged_with_its_reason() {
+    use peercat::frame::Frame;
+    let dir = Dir::new("broken");
+    let secret = dir.file("team.secret", b"s");
+    let a = node("a").args(&["--secret-file", &secret]).start();
+    for name in ["m1", "m2"] {
+        let (mut stream, mut link, public) = private_peer(&a, b"s");
+        let mut bytes = hello_as(peercat::secure::node_id_of(&public), name);
+        bytes.extend_from_slice(&Frame::Accept.to_bytes());
+        link.tx
+            .write_all(&stream, &mut [std::io::IoSlice::new(&bytes)], DEADLINE)
+            .unwrap();
+        a.wait_peer(name);
+        // A data record whose tag cannot check out.
+        let mut forged = vec![2u8, 0, 40];
+        forged.extend_from_slice(&[0x55; 40]);
+        stream.write_all(&forged).unwrap();
+        let down = a.wait_log(&format!("peer down: {name}"));
+        assert!(down.contains("failed authentication"), "{down}");
+    }
+}
