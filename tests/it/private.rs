@@ -761,3 +761,18 @@ fn every_members_broken_link_is_logged_with_its_reason() {
         assert!(down.contains("failed authentication"), "{down}");
     }
 }
+
+#[test]
+fn help_says_what_key_needs_and_how_to_make_a_secret() {
+    let out = Command::new(env!("CARGO_BIN_EXE_peercat"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(help.contains("needs --secret-file or --allow"), "{help}");
+    assert!(help.contains("head -c 32 /dev/urandom"), "{help}");
+    assert!(help.contains("not its .pub"), "{help}");
+}
