@@ -98,9 +98,10 @@ pub fn open(
 /// peer we dialed are the dialer's to log.
 fn log_refusal(addr: SocketAddr, e: &SecureError, direction: Direction) {
     let quiet = matches!(e, SecureError::Closed | SecureError::Timeout(_));
-    if let SecureError::SameKey(_) = e {
+    if let (SecureError::SameKey(_), Direction::In) = (e, direction) {
         // Only a holder of our private key gets this far: no stranger can
-        // flood it, and the user must hear of it.
+        // flood it, and the user must hear of it. (A dialer's line says it
+        // for an outbound link.)
         log::error!("{addr}: {e}");
         return;
     }
