@@ -165,17 +165,19 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
 
-    /// A pre-shared group secret (any bytes; hashed to a key): only nodes
+    /// A pre-shared group secret (any bytes, a trailing newline included;
+    /// make one with `head -c 32 /dev/urandom > team.secret`): only nodes
     /// holding the same secret can connect, and every link is encrypted
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
 
     /// Write a new node key pair to PATH (private, mode 0600) and PATH.pub,
-    /// print the public key, exit 0
+    /// print the public key (and, on stderr, the node id logs show), exit 0
     #[arg(long, value_name = "PATH")]
     keygen: Option<PathBuf>,
 
-    /// This node's key pair (from --keygen) [default: a fresh one each start]
+    /// This node's private key (the file --keygen wrote, not its .pub);
+    /// needs --secret-file or --allow [default: a fresh one each start]
     #[arg(long, value_name = "PATH")]
     key: Option<PathBuf>,
 

@@ -72,13 +72,14 @@ fn main() -> ExitCode {
 }
 
 /// `--keygen PATH`: a new key pair in PATH and PATH.pub; the public key on
-/// stdout, for the members' `--allow` lists.
+/// stdout, for the members' `--allow` lists, and its node id on stderr.
 fn keygen(path: &std::path::Path) -> ExitCode {
     match peercat::secure::keygen(path) {
-        Ok(public) => {
+        Ok((public, fingerprint)) => {
             println!("{public}");
             eprintln!(
-                "wrote {} (private, keep it) and {} (public, share it)",
+                "wrote {} (private, keep it) and {} (public, share it); \
+                 the log shows this key as node {fingerprint}",
                 path.display(),
                 peercat::secure::keys::pub_path(path).display()
             );

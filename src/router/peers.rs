@@ -224,7 +224,8 @@ impl Router {
         if self.announced.insert(info.node_id) {
             self.announced_any += 1;
             log::info!(
-                "peer up: {info} [{}], node {:016x}; {} connected",
+                "peer up: {info}{} [{}], node {:016x}; {} connected",
+                self.listed_as(&info),
                 match info.direction {
                     Direction::In => "they dialed",
                     Direction::Out => "we dialed",
@@ -235,6 +236,20 @@ impl Router {
             self.output(Output::PeerUp(info));
         }
         self.join_mesh(conn);
+    }
+
+    /// " (key listed as bob)" when the allow-list names the peer's key
+    /// otherwise than its HELLO does: a name is claimed, a key proven.
+    fn listed_as(&self, info: &PeerInfo) -> String {
+        let listed = self
+            .node
+            .security
+            .as_ref()
+            .and_then(|s| s.listed_name(info.node_id));
+        match listed {
+            Some(name) if name != &*info.name => format!(" (key listed as {name})"),
+            _ => String::new(),
+        }
     }
 
     /// Makes an up peer a neighbour of the mesh, unless it still waits for
@@ -310,6 +325,8 @@ impl Router {
             let line = || format!("{}: ended before it was a peer: {ending}", entry.info);
             if ending.is_polite() {
                 log::info!("{}", line());
+            } else if self.node.security.is_some() {
+                log::warn!("{}", line()); // a member: see log_peer_down
             } else {
                 ratelog::warn("failed connections", entry.info.addr.ip(), line);
             }
@@ -321,7 +338,9 @@ impl Router {
         let line = || format!("peer down: {} {ending}; {left} connected", entry.info);
         if ending.is_polite() {
             log::info!("{}", line());
-        } else if entry.since.elapsed() >= ESTABLISHED {
+        } else if entry.since.elapsed() >= ESTABLISHED || self.node.security.is_some() {
+            // In a private group the peer proved the secret or a listed
+            // key: a member, whose broken link is always worth its line.
             log::warn!("{}", line());
         } else {
             // Short-lived: a stranger cycling connections must not flood

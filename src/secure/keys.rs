@@ -105,6 +105,8 @@ pub struct Allowed {
     pub key: Key,
     /// The name after the key, if any (for the log).
     pub name: Option<String>,
+    /// Where in the file (1-based), for warnings.
+    pub line: usize,
 }
 
 /// A line of an `--allow` file that is not a key.
@@ -133,40 +135,114 @@ pub fn parse_allow(text: &str) -> Result<Vec<Allowed>, BadLine> {
             Some((key, name)) => (key, Some(name.trim().to_owned())),
             None => (line, None),
         };
-        let key = parse_key(key).map_err(|reason| BadLine {
+        let bad = |reason| BadLine {
             line: i + 1,
             reason,
-        })?;
-        allowed.push(Allowed { key, name });
+        };
+        let key = parse_key(key).map_err(bad)?;
+        if super::is_low_order(&key) {
+            return Err(bad(weak_key(&key)));
+        }
+        allowed.push(Allowed {
+            key,
+            name,
+            line: i + 1,
+        });
     }
     Ok(allowed)
 }
 
+/// Why a low-order key is refused.
+fn weak_key(key: &Key) -> String {
+    format!(
+        "'{}' is a low-order (weak) key such as all zeros: anyone could claim it \
+         without a private key",
+        shorten(&to_base64(key))
+    )
+}
+
+/// The first line of the files `--keygen` writes: what the file is, and
+/// the node id (as the log shows it) the key stands for.
+const PRIVATE_HEADER: &str = "# peercat private key (keep it secret) of node";
+const PUBLIC_HEADER: &str = "# peercat public key of node";
+
 /// Reads a private key file written by `--keygen` (or any file holding one
-/// key in base64 or hex).
+/// key in base64 or hex, `#` comments aside). A `.pub` file is refused: it
+/// would silently become another identity.
 pub fn read_private(path: &Path) -> Result<Key, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read key file {}: {}", path.display(), describe(&e)))?;
-    parse_key(text.trim()).map_err(|e| format!("key file {}: {e}", path.display()))
+    let is_pub = path.extension().is_some_and(|e| e == "pub");
+    if is_pub || text.trim_start().starts_with(PUBLIC_HEADER) {
+        return Err(format!(
+            "--key {} is a public key file; give the private key (the file --keygen wrote \
+             without .pub)",
+            path.display()
+        ));
+    }
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let key = match (lines.next(), lines.next()) {
+        (Some(line), None) => parse_key(line),
+        (None, _) => Err("it holds no key".to_owned()),
+        (Some(_), Some(_)) => {
+            Err("it holds more than one line: a key file holds one key".to_owned())
+        }
+    }
+    .map_err(|e| format!("key file {}: {e}", path.display()))?;
+    if key == [0; KEY_LEN] {
+        return Err(format!(
+            "key file {}: an all-zero private key is no secret",
+            path.display()
+        ));
+    }
+    Ok(key)
+}
+
+/// Whether an `--allow` file is a private key file `--keygen` wrote.
+pub fn is_private_key_file(text: &str) -> bool {
+    text.trim_start().starts_with(PRIVATE_HEADER)
 }
 
 /// Writes a new key pair: `path` (private, mode 0600, created new) and
-/// `path.pub`. Existing files are never overwritten.
-pub fn write_pair(path: &Path, private: &Key, public: &Key) -> Result<(), String> {
+/// `path.pub`, each headed by a comment naming the node id (`fingerprint`).
+/// Existing files are never overwritten, and a failure leaves neither.
+pub fn write_pair(
+    path: &Path,
+    private: &Key,
+    public: &Key,
+    fingerprint: &str,
+) -> Result<(), String> {
     let public_path = pub_path(path);
     let write = |p: &Path, text: String, private: bool| {
         create_new(p, private)
             .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .map_err(|e| format!("cannot write {}: {}", p.display(), describe(&e)))
+            .map_err(|e| match std::fs::metadata(p) {
+                Ok(meta) if meta.is_dir() => {
+                    format!("cannot write {}: it is a directory", p.display())
+                }
+                _ => format!("cannot write {}: {}", p.display(), describe(&e)),
+            })
     };
-    if public_path.exists() {
-        return Err(format!(
-            "{} already exists; not overwriting a key",
-            public_path.display()
-        ));
+    for p in [path, &public_path] {
+        // symlink_metadata: a dangling symlink exists too.
+        if std::fs::symlink_metadata(p).is_ok() {
+            let what = if p.is_dir() { "a directory" } else { "a file" };
+            return Err(format!(
+                "{} already exists ({what}); not overwriting it with a key",
+                p.display()
+            ));
+        }
     }
-    write(path, format!("{}\n", to_base64(private)), true)?;
-    write(&public_path, format!("{}\n", to_base64(public)), false)
+    let private_text = format!("{PRIVATE_HEADER} {fingerprint}\n{}\n", to_base64(private));
+    write(path, private_text, true)?;
+    let public_text = format!("{PUBLIC_HEADER} {fingerprint}\n{}\n", to_base64(public));
+    write(&public_path, public_text, false).inspect_err(|_| {
+        // Half a pair is no use, and a stray private key is a risk.
+        let _ = std::fs::remove_file(path);
+    })
 }
 
 /// `PATH.pub`.
@@ -243,5 +319,61 @@ mod tests {
             .starts_with("line 3: 'bogus-key' is not a key"));
         let e = parse_allow("AAAA\n").unwrap_err();
         assert_eq!(e.to_string(), "line 1: 'AAAA' is 3 bytes, a key is 32");
+    }
+
+    #[test]
+    fn a_low_order_key_is_no_member() {
+        let zeros = "0".repeat(64);
+        let one = format!("01{}", "0".repeat(62));
+        for weak in [to_base64(&[0; 32]), zeros, one] {
+            let text = format!("{} alice\n{weak} placeholder\n", to_base64(&[9; 32]));
+            let e = parse_allow(&text).unwrap_err();
+            assert_eq!(e.line, 2);
+            assert!(e.reason.contains("low-order"), "{e}");
+        }
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("peercat-keys-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_pair_that_cannot_be_written_whole_leaves_no_private_key() {
+        let dir = scratch("half");
+        // A name the file system takes, whose .pub is one byte too long.
+        let path = dir.join("k".repeat(252));
+        let e = write_pair(&path, &[1; 32], &[2; 32], "0123456789abcdef").unwrap_err();
+        assert!(e.contains(".pub"), "{e}");
+        assert!(!path.exists(), "the private key was left behind");
+        let e = write_pair(&dir, &[1; 32], &[2; 32], "0123456789abcdef").unwrap_err();
+        assert!(e.contains("a directory"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_public_key_file_is_no_private_key() {
+        let dir = scratch("pub");
+        let path = dir.join("me.key");
+        write_pair(&path, &[1; 32], &[2; 32], "0123456789abcdef").unwrap();
+        assert_eq!(read_private(&path), Ok([1; 32]));
+        let e = read_private(&pub_path(&path)).unwrap_err();
+        assert!(e.contains("is a public key file"), "{e}");
+        // Renamed, its header still tells.
+        let renamed = dir.join("other");
+        std::fs::copy(pub_path(&path), &renamed).unwrap();
+        assert!(read_private(&renamed)
+            .unwrap_err()
+            .contains("public key file"));
+        // A bare key (older --keygen) still reads; an all-zero one does not.
+        std::fs::write(&renamed, format!("{}\n", to_base64(&[3; 32]))).unwrap();
+        assert_eq!(read_private(&renamed), Ok([3; 32]));
+        std::fs::write(&renamed, "0".repeat(64)).unwrap();
+        assert!(read_private(&renamed).unwrap_err().contains("all-zero"));
+        let private = std::fs::read_to_string(&path).unwrap();
+        assert!(is_private_key_file(&private));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

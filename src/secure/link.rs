@@ -94,21 +94,43 @@ pub fn open(
 }
 
 /// Refusals and failures of the encrypted handshake. Those a stranger can
-/// cause (any inbound connection) are rate-limited per address; ours to a
-/// peer we dialed are logged each time.
+/// cause (any inbound connection) are rate-limited per address; those of a
+/// peer we dialed are the dialer's to log.
 fn log_refusal(addr: SocketAddr, e: &SecureError, direction: Direction) {
     let quiet = matches!(e, SecureError::Closed | SecureError::Timeout(_));
+    if let (SecureError::SameKey(_), Direction::In) = (e, direction) {
+        // Only a holder of our private key gets this far: no stranger can
+        // flood it, and the user must hear of it. (A dialer's line says it
+        // for an outbound link.)
+        log::error!("{addr}: {e}");
+        return;
+    }
     match direction {
         Direction::In if quiet => log::debug!("{addr}: {e}; closing"),
-        Direction::In => ratelog::warn("refused connections", addr.ip(), || {
+        Direction::In => ratelog::warn(refusal_kind(e), addr.ip(), || {
             format!(
-                "{addr}: {e} (more from {} are counted, not logged, for {}s)",
+                "{addr}: {e} (more like it from {} are counted, not logged, for {}s)",
                 ratelog::describe_source(addr.ip()),
                 ratelog::WINDOW.as_secs()
             )
         }),
-        Direction::Out if quiet => log::debug!("{addr}: {e}; closing"),
-        Direction::Out => log::warn!("{addr}: {e}"),
+        // The dialer logs the reason in its own line, which also says when
+        // it dials again: one line per attempt.
+        Direction::Out => log::debug!("{addr}: {e}; closing"),
+    }
+}
+
+/// The rate-limit kind of a refusal: each reason from one source gets its
+/// own first line, so a flood of one kind hides no other (a plaintext node
+/// after a wrong secret, say).
+fn refusal_kind(e: &SecureError) -> &'static str {
+    match e {
+        SecureError::Plaintext(_) => "refused plaintext nodes",
+        SecureError::Mode { .. } | SecureError::OldSecret => "refused nodes of another kind",
+        SecureError::WrongSecret(_) => "refused wrong group secrets",
+        SecureError::NotAllowed(_) | SecureError::WeakKey(_) => "refused keys",
+        SecureError::Refused { .. } => "refusals by peers",
+        _ => "refused connections",
     }
 }
 

@@ -29,7 +29,12 @@ pub struct Security {
     pub psk: Option<Key>,
     /// `--allow`: the only keys admitted. `None`: any key holding the secret.
     pub allow: Option<Vec<Allowed>>,
+    /// Random for each process: tells a second node using our key file
+    /// from ourselves (see [`noise`]).
+    pub instance: [u8; INSTANCE_LEN],
 }
+
+pub const INSTANCE_LEN: usize = 16;
 
 impl Security {
     /// Reads the files `config` names. `Ok(None)`: no `--secret-file` and
@@ -48,12 +53,36 @@ impl Security {
             }
             None => generate_keypair()?.0,
         };
-        Ok(Some(Security {
+        let security = Security {
             public: public_of(&private),
             private,
             psk,
             allow,
-        }))
+            instance: random_instance()?,
+        };
+        if let Some(allow) = &config.allow {
+            security.warn_about_own_key(allow, config.key.is_some());
+        }
+        Ok(Some(security))
+    }
+
+    /// A key that no `--allow` list can hold, or that is missing from our
+    /// own list (which the members usually share), is worth a warning.
+    fn warn_about_own_key(&self, allow: &Path, from_file: bool) {
+        if !from_file {
+            log::warn!(
+                "--allow without --key: this node's key is new at every start, so it is on \
+                 no member's --allow list and they will refuse it; make one with \
+                 `peercat --keygen me.key` and give --key me.key"
+            );
+        } else if !self.admits(&self.public) {
+            log::warn!(
+                "our own key (node {}) is not on our --allow list {}: members that share \
+                 this list will refuse us",
+                fingerprint(&self.public),
+                allow.display()
+            );
+        }
     }
 
     /// This node's id: derived from its public key.
@@ -72,6 +101,17 @@ impl Security {
     pub fn name_of(&self, key: &Key) -> Option<&str> {
         let list = self.allow.as_ref()?;
         list.iter().find(|a| &a.key == key)?.name.as_deref()
+    }
+
+    /// The name the allow-list gives the key of node `id`, if any: on a
+    /// private link the id is the key's, so this is who the peer proved
+    /// to be, whatever name its HELLO claims.
+    pub fn listed_name(&self, id: NodeId) -> Option<&str> {
+        let list = self.allow.as_ref()?;
+        list.iter()
+            .find(|a| node_id_of(&a.key) == id)?
+            .name
+            .as_deref()
     }
 
     /// A line for the start-up log.
@@ -126,8 +166,57 @@ pub fn fingerprint(public: &Key) -> String {
     format!("{:016x}", node_id_of(public))
 }
 
-/// The group secret's key: BLAKE2s over a label and the file's bytes (any
-/// bytes; an empty file is refused, it would be no secret).
+/// Whether `key` is a low-order Curve25519 point (all zeros, one, and the
+/// few others of order 1, 2, 4 or 8, in any encoding): a Diffie-Hellman
+/// with it gives all zeros whatever the private key, so anyone could
+/// "prove" it without a private key. X25519 multiplies by a multiple of 8,
+/// so such points, and only they, give zero for any private key.
+pub fn is_low_order(key: &Key) -> bool {
+    let mut dh = DefaultResolver
+        .resolve_dh(&DHChoice::Curve25519)
+        .expect("snow is built with Curve25519");
+    dh.set(&[0x5a; KEY_LEN]);
+    let mut out = [0u8; KEY_LEN];
+    dh.dh(key, &mut out).is_err() || out == [0; KEY_LEN]
+}
+
+/// The salt of the group secret's derivation: its label and version (v1
+/// was one BLAKE2s, see PROTOCOL.md).
+const SECRET_LABEL: &[u8] = b"peercat group secret v2";
+/// Argon2id's cost: 64 MiB, 3 passes, one lane. About 0.15 s once at start;
+/// every guess of someone cracking a weak secret offline costs the same.
+const SECRET_KIB: u32 = 64 * 1024;
+const SECRET_PASSES: u32 = 3;
+
+/// The group secret's key (the Noise PSK): Argon2id over the file's bytes
+/// (any bytes; an empty file is refused, it would be no secret). Slow on
+/// purpose: a node this node dials learns enough to test guesses offline.
+pub fn derive_psk(secret: &[u8]) -> Key {
+    let params = argon2::Params::new(SECRET_KIB, SECRET_PASSES, 1, Some(KEY_LEN))
+        .expect("valid Argon2 parameters");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut key = [0; KEY_LEN];
+    argon
+        .hash_password_into(secret, SECRET_LABEL, &mut key)
+        .expect("a non-empty secret and a long enough salt");
+    key
+}
+
+/// Why a secret looks guessable, if it does: short, or typed text.
+pub fn weak_secret(secret: &[u8]) -> Option<String> {
+    let text = secret.iter().all(|&b| b.is_ascii_graphic() || b == b' ')
+        || secret
+            .strip_suffix(b"\n")
+            .is_some_and(|s| s.iter().all(|&b| b.is_ascii_graphic() || b == b' '));
+    if secret.len() < 16 {
+        Some(format!("it is only {} bytes", secret.len()))
+    } else if text && secret.len() < 32 {
+        Some(format!("it is {} bytes of typed text", secret.len()))
+    } else {
+        None
+    }
+}
+
 fn read_secret(path: &Path) -> Result<Key, String> {
     let bytes = std::fs::read(path).map_err(|e| {
         format!(
@@ -140,7 +229,15 @@ fn read_secret(path: &Path) -> Result<Key, String> {
         return Err(format!("--secret-file {} is empty", path.display()));
     }
     warn_if_readable_by_others(path);
-    Ok(blake2s(&[b"peercat group secret v1\0", &bytes]))
+    if let Some(why) = weak_secret(&bytes) {
+        log::warn!(
+            "--secret-file {} looks weak ({why}): a node this one dials can test guesses \
+             offline; make one with: head -c 32 /dev/urandom > {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(derive_psk(&bytes))
 }
 
 fn read_allow(path: &Path) -> Result<Vec<Allowed>, String> {
@@ -151,7 +248,15 @@ fn read_allow(path: &Path) -> Result<Vec<Allowed>, String> {
             crate::wire::describe(&e)
         )
     })?;
+    if keys::is_private_key_file(&text) {
+        return Err(format!(
+            "--allow {} is a private key file; list the members' public keys (their .pub files)",
+            path.display()
+        ));
+    }
     let list = keys::parse_allow(&text).map_err(|e| format!("--allow {}, {e}", path.display()))?;
+    warn_if_writable_by_others(path);
+    let list = without_repeats(path, list);
     if list.is_empty() {
         return Err(format!(
             "--allow {} lists no key: no node could join",
@@ -159,6 +264,45 @@ fn read_allow(path: &Path) -> Result<Vec<Allowed>, String> {
         ));
     }
     Ok(list)
+}
+
+/// A key listed twice counts once; the second line is named, since it may
+/// be a typo for another member's key.
+fn without_repeats(path: &Path, list: Vec<Allowed>) -> Vec<Allowed> {
+    let mut kept: Vec<Allowed> = Vec::with_capacity(list.len());
+    for allowed in list {
+        match kept.iter().find(|k| k.key == allowed.key) {
+            Some(first) => log::warn!(
+                "--allow {}, line {}: key {} is listed already on line {}; counted once",
+                path.display(),
+                allowed.line,
+                fingerprint(&allowed.key),
+                first.line
+            ),
+            None => kept.push(allowed),
+        }
+    }
+    kept
+}
+
+/// An allow-list anyone can change lets anyone in.
+fn warn_if_writable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o002 != 0 {
+                log::warn!(
+                    "--allow {} can be changed by any user (mode {mode:o}), who could add \
+                     their own key; chmod o-w it",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// A secret or private key others can read is worth a warning, not a stop.
@@ -180,6 +324,17 @@ fn warn_if_readable_by_others(path: &Path) {
     let _ = path;
 }
 
+/// A random instance id from the OS's randomness.
+fn random_instance() -> Result<[u8; INSTANCE_LEN], String> {
+    let mut instance = [0; INSTANCE_LEN];
+    DefaultResolver
+        .resolve_rng()
+        .expect("snow is built with getrandom")
+        .try_fill_bytes(&mut instance)
+        .map_err(|e| format!("cannot get random bytes: {e}"))?;
+    Ok(instance)
+}
+
 /// A fresh Curve25519 key pair (private, public) from the OS's randomness.
 pub fn generate_keypair() -> Result<(Key, Key), String> {
     let pair = snow::Builder::new(PARAMS_XX.parse().expect("valid Noise parameters"))
@@ -198,11 +353,13 @@ pub fn public_of(private: &Key) -> Key {
     dh.pubkey()[..KEY_LEN].try_into().expect("32 bytes")
 }
 
-/// `--keygen PATH`: writes a new pair and returns the public key (base64).
-pub fn keygen(path: &Path) -> Result<String, String> {
+/// `--keygen PATH`: writes a new pair and returns the public key (base64)
+/// and its fingerprint (the node id the log shows).
+pub fn keygen(path: &Path) -> Result<(String, String), String> {
     let (private, public) = generate_keypair()?;
-    keys::write_pair(path, &private, &public)?;
-    Ok(keys::to_base64(&public))
+    let fingerprint = fingerprint(&public);
+    keys::write_pair(path, &private, &public, &fingerprint)?;
+    Ok((keys::to_base64(&public), fingerprint))
 }
 
 /// The Noise protocols: with a group secret, and with keys alone.
@@ -223,6 +380,29 @@ mod tests {
         assert_eq!(
             fingerprint(&public),
             format!("{:016x}", node_id_of(&public))
+        );
+    }
+
+    #[test]
+    fn the_group_secret_is_stretched_slowly_and_a_weak_one_is_named() {
+        let start = std::time::Instant::now();
+        let psk = derive_psk(b"hunter2");
+        let took = start.elapsed();
+        // Each offline guess costs what a start costs: at least this much
+        // even on a fast machine (64 MiB written three times).
+        assert!(took >= std::time::Duration::from_millis(20), "{took:?}");
+        assert_eq!(psk, derive_psk(b"hunter2"));
+        assert_ne!(psk, derive_psk(b"hunter3"));
+        assert_ne!(psk, blake2s(&[b"peercat group secret v1\0", b"hunter2"]));
+        assert_eq!(weak_secret(b"x").unwrap(), "it is only 1 bytes");
+        assert!(weak_secret(b"correct horse battery staple\n")
+            .unwrap()
+            .contains("typed text"));
+        assert_eq!(weak_secret(&[0xa7; 32]), None);
+        assert_eq!(
+            weak_secret("ab".repeat(32).as_bytes()),
+            None,
+            "64 hex digits"
         );
     }
 

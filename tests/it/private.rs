@@ -40,6 +40,13 @@ impl Dir {
 
     /// `peercat --keygen`: the private key's path and the public key.
     fn keygen(&self, name: &str) -> (String, String) {
+        let (path, public, _) = self.keygen_full(name);
+        (path, public)
+    }
+
+    /// `peercat --keygen`: the private key's path, the public key and what
+    /// it said on stderr.
+    fn keygen_full(&self, name: &str) -> (String, String, String) {
         let path = self.path(name);
         let out = Command::new(env!("CARGO_BIN_EXE_peercat"))
             .args(["--keygen", &path])
@@ -53,6 +60,7 @@ impl Dir {
         (
             path,
             String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 }
@@ -265,8 +273,17 @@ fn a_dialer_refuses_a_listener_not_on_its_allow_list() {
         .dial(&a)
         .start();
     let a_fp = fingerprint_of(&a);
-    let told = y.wait_log(&format!("key {a_fp} is not on our --allow list"));
+    let refusal = format!("key {a_fp} is not on our --allow list");
+    let told = y.wait_log(&refusal);
     assert!(told.contains(&a.addr()), "{told}");
+    // One line per attempt, saying when the next comes.
+    y.wait_log_count(&refusal, 2);
+    let log = y.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&refusal)).collect();
+    assert!(
+        lines.iter().all(|l| l.contains("dialing again in")),
+        "{lines:#?}"
+    );
     let seen = a.wait_log("refused by the peer");
     assert!(
         seen.contains(&format!("key {a_fp} is not on this node's --allow list")),
@@ -424,13 +441,21 @@ fn three_private_nodes_relay_every_line() {
 #[test]
 fn keygen_writes_a_private_key_only_its_owner_reads_and_a_public_one() {
     let dir = Dir::new("keygen");
-    let (path, public) = dir.keygen("me.key");
+    let (path, public, said) = dir.keygen_full("me.key");
     assert_eq!(public.len(), 44, "base64 of 32 bytes: {public}");
+    // Each file starts with a comment naming the node id the log shows.
     let pub_file = std::fs::read_to_string(format!("{path}.pub")).unwrap();
-    assert_eq!(pub_file.trim(), public);
+    let (header, key) = pub_file.trim().split_once('\n').unwrap();
+    assert_eq!(key, public);
+    let header_fp = header
+        .strip_prefix("# peercat public key of node ")
+        .unwrap_or_else(|| panic!("{header}"));
+    assert!(said.contains(&format!("node {header_fp}")), "{said}");
     let private = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(private.trim().len(), 44);
-    assert_ne!(private.trim(), public);
+    assert!(private.starts_with("# peercat private key"), "{private}");
+    let private_key = private.trim().lines().last().unwrap();
+    assert_eq!(private_key.len(), 44);
+    assert_ne!(private_key, public);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -453,6 +478,7 @@ fn keygen_writes_a_private_key_only_its_owner_reads_and_a_public_one() {
         .start();
     let fp = fingerprint_of(&a);
     assert!(a.wait_log("this is node a").contains(&fp));
+    assert_eq!(fp, header_fp);
     assert!(Path::new(&format!("{path}.pub")).exists());
 }
 
@@ -516,8 +542,9 @@ fn private_peer(
     let security = Security {
         private,
         public,
-        psk: Some(secure::blake2s(&[b"peercat group secret v1\0", secret])),
+        psk: Some(secure::derive_psk(secret)),
         allow: None,
+        instance: [9; secure::INSTANCE_LEN],
     };
     let stream = TcpStream::connect(node.addr()).unwrap();
     let addr = stream.peer_addr().unwrap();
@@ -585,4 +612,173 @@ fn an_encrypted_frame_over_max_frame_ends_the_link_before_any_room_is_made() {
     assert!(down.contains("exceeds the limit of"), "{down}");
     let grown = a.rss_kib().saturating_sub(before);
     assert!(grown < 16 * 1024, "the node grew by {grown} KiB");
+}
+
+#[test]
+fn a_low_order_or_misplaced_key_is_an_error_naming_the_file() {
+    let dir = Dir::new("weakkeys");
+    let (key, public) = dir.keygen("a.key");
+    // An all-zero placeholder would let anyone in without a private key.
+    for zero in ["A".repeat(43) + "=", "0".repeat(64)] {
+        let allow = dir.file(
+            "members.txt",
+            format!("{public} alice\n{zero} placeholder\n").as_bytes(),
+        );
+        let (code, stderr) = run_to_exit(&["--key", &key, "--allow", &allow]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("--allow {allow}, line 2: ")) && stderr.contains("low-order"),
+            "{stderr}"
+        );
+    }
+    let allow = dir.file("ok.txt", format!("{public}\n").as_bytes());
+    // A .pub file as --key would silently be another identity.
+    let (code, stderr) = run_to_exit(&["--key", &format!("{key}.pub"), "--allow", &allow]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a public key file"), "{stderr}");
+    // A private key as --allow.
+    let (code, stderr) = run_to_exit(&["--key", &key, "--allow", &key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a private key file"), "{stderr}");
+}
+
+#[test]
+fn doubtful_allow_lists_and_secrets_draw_warnings() {
+    let dir = Dir::new("warnings");
+    let (a_key, _) = dir.keygen("a.key");
+    let (_, b_public) = dir.keygen("b.key");
+    let list = dir.file(
+        "members.txt",
+        format!("{b_public} bob\n# again\n{b_public} bobby\n").as_bytes(),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let a = node("a").args(&["--key", &a_key, "--allow", &list]).start();
+    a.wait_log("is listed already on line 1; counted once");
+    assert!(a.wait_log("line 3: key").contains(&list));
+    a.wait_log("our own key (node ");
+    a.wait_log("an allow-list of 1 key");
+    #[cfg(unix)]
+    a.wait_log("can be changed by any user (mode 666)");
+    let secret = dir.file("weak.secret", b"hunter2\n");
+    let b = node("b")
+        .args(&["--allow", &list, "--secret-file", &secret])
+        .start();
+    b.wait_log("--allow without --key");
+    b.wait_log("looks weak (it is only 8 bytes)");
+}
+
+#[test]
+fn two_nodes_started_with_one_key_say_so() {
+    let dir = Dir::new("samekey");
+    let (key, public) = dir.keygen("me.key");
+    let allow = dir.file("members.txt", format!("{public} me\n").as_bytes());
+    let a1 = node("a1").args(&["--key", &key, "--allow", &allow]).start();
+    let a2 = node("a2")
+        .args(&["--key", &key, "--allow", &allow])
+        .dial(&a1)
+        .start();
+    let fp = fingerprint_of(&a1);
+    let said = a1.wait_log("another node is using our key");
+    assert!(said.contains(&fp) && said.contains("[ERROR]"), "{said}");
+    // The dialer says it in its line per attempt (a warning for a PEER).
+    let said = a2.wait_log("another node is using our key");
+    assert!(
+        said.contains(&fp) && said.contains("dialing again"),
+        "{said}"
+    );
+    for a in [&a1, &a2] {
+        assert_eq!(a.count_log("connected to itself"), 0);
+    }
+}
+
+/// A name is claimed (the HELLO, `-n`), a key proven: `peer up` shows the
+/// name the allow-list gives the key when the two differ.
+#[test]
+fn peer_up_shows_the_name_the_allow_list_gives_a_key_that_claims_another() {
+    let dir = Dir::new("names");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (b_key, b_pub) = dir.keygen("b.key");
+    let members = dir.file(
+        "members.txt",
+        format!("{a_pub} a\n{b_pub} bob\n").as_bytes(),
+    );
+    let a = node("a")
+        .args(&["--key", &a_key, "--allow", &members])
+        .start();
+    let _b = node("alice")
+        .args(&["--key", &b_key, "--allow", &members])
+        .dial(&a)
+        .start();
+    let up = a.wait_log("peer up: alice");
+    assert!(up.contains("(key listed as bob)"), "{up}");
+    assert!(up.contains("[INFO]"), "shown at the default level: {up}");
+}
+
+/// Each kind of refusal from one address gets its own first line: a flood
+/// of one kind (rate-limited per kind and source) hides no other.
+#[test]
+fn each_kind_of_refusal_from_one_address_gets_its_own_line() {
+    let dir = Dir::new("kinds");
+    let a = node("a")
+        .args(&["--secret-file", &dir.file("team.secret", b"s")])
+        .start();
+    let _wrong = node("w")
+        .args(&["--secret-file", &dir.file("wrong.secret", b"t")])
+        .dial(&a)
+        .start();
+    a.wait_log("wrong group secret");
+    let _plain = node("p").dial(&a).start();
+    a.wait_log("a plaintext peercat node (p, node ");
+    let (key, public) = dir.keygen("k.key");
+    let allow = dir.file("allow.txt", format!("{public} k\n").as_bytes());
+    let _keys = node("k")
+        .args(&["--key", &key, "--allow", &allow])
+        .dial(&a)
+        .start();
+    a.wait_log("the peer has no --secret-file (keys only)");
+}
+
+/// A member whose link breaks (here: a record that fails authentication)
+/// gets its `peer down` line with the reason, however soon after `peer up`
+/// and however many others from the same address did.
+#[test]
+fn every_members_broken_link_is_logged_with_its_reason() {
+    use peercat::frame::Frame;
+    let dir = Dir::new("broken");
+    let secret = dir.file("team.secret", b"s");
+    let a = node("a").args(&["--secret-file", &secret]).start();
+    for name in ["m1", "m2"] {
+        let (mut stream, mut link, public) = private_peer(&a, b"s");
+        let mut bytes = hello_as(peercat::secure::node_id_of(&public), name);
+        bytes.extend_from_slice(&Frame::Accept.to_bytes());
+        link.tx
+            .write_all(&stream, &mut [std::io::IoSlice::new(&bytes)], DEADLINE)
+            .unwrap();
+        a.wait_peer(name);
+        // A data record whose tag cannot check out.
+        let mut forged = vec![2u8, 0, 40];
+        forged.extend_from_slice(&[0x55; 40]);
+        stream.write_all(&forged).unwrap();
+        let down = a.wait_log(&format!("peer down: {name}"));
+        assert!(down.contains("failed authentication"), "{down}");
+    }
+}
+
+#[test]
+fn help_says_what_key_needs_and_how_to_make_a_secret() {
+    let out = Command::new(env!("CARGO_BIN_EXE_peercat"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(help.contains("needs --secret-file or --allow"), "{help}");
+    assert!(help.contains("head -c 32 /dev/urandom"), "{help}");
+    assert!(help.contains("not its .pub"), "{help}");
 }
