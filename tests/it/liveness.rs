@@ -124,10 +124,12 @@ fn a_node_with_a_blocked_stdout_does_not_call_live_members_silent() {
 /// A node stopped (SIGSTOP) for longer than 3 × keepalive heard nothing
 /// meanwhile because it was not running, not because its members fell
 /// silent: on waking it must not call them down ("silent for 3s") before
-/// it has read what they sent meanwhile. a keeps talking (its lines, and
-/// the STATUS frames that go with them); its own keepalive is 30 s, so it
-/// keeps the link to the stopped c (no data for 90 s) and does not cut it
-/// (--stall-timeout 60).
+/// it has read what they sent meanwhile. a keeps talking, a line every
+/// 5 ms from before the stop until after the check (its lines, and the
+/// STATUS frames that go with them; a member that falls quiet for 3 × c's
+/// keepalive would rightly be called down, so a must never run out of
+/// lines); its own keepalive is 30 s, so it keeps the link to the stopped
+/// c (no data for 90 s) and does not cut it (--stall-timeout 60).
 #[test]
 fn a_node_resumed_after_a_stop_does_not_call_live_members_silent() {
     let mut a = node("a")
@@ -139,12 +141,21 @@ fn a_node_resumed_after_a_stop_does_not_call_live_members_silent() {
         .start();
     a.wait_log("member up: c");
     let mut stdin = a.take_stdin();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_feeding = done.clone();
     let feeder = thread::spawn(move || {
-        let lines: String = (1..=400_000).map(|n| format!("{n}\n")).collect();
-        // Fails once the test is over and a is gone: nothing to check.
-        let _ = stdin.write_all(lines.as_bytes());
+        // At most 30 s of lines; the test ends long before.
+        for n in 1..=6000 {
+            if stop_feeding.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if stdin.write_all(format!("{n}\n").as_bytes()).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
     });
-    c.wait_lines(1000);
+    c.wait_lines(100);
     c.signal("STOP");
     // Stopped for 5 s, past c's 3 s silence limit; a must keep it.
     let stopped = Duration::from_secs(5);
@@ -170,6 +181,7 @@ fn a_node_resumed_after_a_stop_does_not_call_live_members_silent() {
         "c called a live member down:\n{}",
         c.log_text()
     );
-    drop(a);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     feeder.join().unwrap();
+    drop(a);
 }
