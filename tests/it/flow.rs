@@ -139,8 +139,10 @@ fn stopped_peer_is_cut(args: &[&str], reason: &str, within_ms: u64) {
     let b = node("b").args(args).start();
     let c = node("c").args(args).start();
     let mut a = node("a").args(args).dial(&b).dial(&c).start();
-    a.wait_peer("b");
-    a.wait_peer("c");
+    // Members, not only peers: c stopped before its first STATUS reached
+    // a would be no member to call down.
+    a.wait_log("member up: b");
+    a.wait_log("member up: c");
     c.signal("STOP");
     let stopped = Instant::now();
     let (feeder, _) = feed(a.take_stdin(), LINES);
