@@ -261,10 +261,22 @@ fn a_flood_of_fresh_member_ids_is_capped() {
         grown < 48 * 1024,
         "{FAKES} fake members grew the node by {grown} KiB"
     );
-    let ups = a.count_log("member up");
+    // Live members at any moment, from the log in order: on a loaded
+    // machine the flood may take longer than the fakes' expiry (3 x
+    // keepalive), and expired ones make room for later ones.
+    let mut live: usize = 0;
+    let mut most = 0;
+    for line in a.log_text().lines() {
+        if line.contains("member up") {
+            live += 1;
+        } else if line.contains("member down") {
+            live = live.saturating_sub(1);
+        }
+        most = most.max(live);
+    }
     assert!(
-        ups <= MAX_MEMBERS + 1,
-        "{ups} members admitted (cap {MAX_MEMBERS})"
+        most <= MAX_MEMBERS + 1,
+        "{most} members at once (cap {MAX_MEMBERS})"
     );
     assert_eq!(a.count_log("refusing new member"), 1, "{}", a.log_text());
     drop(stranger);
