@@ -131,6 +131,32 @@ pub fn one_hop_peercat(input: &Arc<[u8]>, path: &Path, extra: &[&str]) -> Run {
     run
 }
 
+/// Scenario 11's one hop: as [`one_hop_peercat`], but the clock starts
+/// once the two nodes are connected, so a process's one-time start-up
+/// (with `--secret-file`, deriving the key from the secret on purpose
+/// slowly) is not counted against the link's throughput. Seconds from the
+/// first byte written to the sender's stdin to the last line printed.
+pub fn one_hop_connected(input: &Arc<[u8]>, extra: &[&str]) -> f64 {
+    let mut args = vec!["-q", "-l", "127.0.0.1:0"];
+    args.extend(extra);
+    let mut b = Proc::peercat("b", &args, Input::Null);
+    let port = b.listening_port();
+    let out = sink(b.take_stdout(), input.clone());
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--no-listen", "--exit-on-eof", &addr];
+    args.extend(extra);
+    let mut a = Proc::peercat("a", &args, Input::Pipe);
+    a.wait_stderr("peer up: b");
+    let mut stdin = a.stdin.take().expect("stdin");
+    let start = Instant::now();
+    let feed = input.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&feed));
+    let done = finish(&out, "peercat one hop, connected first");
+    writer.join().unwrap().expect("write the sender's stdin");
+    a.wait_success();
+    secs(start, done)
+}
+
 pub fn one_hop_ncat(input: &Arc<[u8]>, path: &Path) -> Run {
     let port = free_port().to_string();
     let mut b = Proc::ncat(
@@ -148,11 +174,16 @@ pub fn one_hop_ncat(input: &Arc<[u8]>, path: &Path) -> Run {
 /// Scenario 2: one sender, four receivers. Returns seconds until every
 /// receiver has every line.
 pub fn fan_out_peercat(inputs: &Inputs) -> f64 {
-    fan_out_peercat_with(inputs, &[])
+    fan_out(inputs, &[], false)
 }
 
-/// Scenario 2 with `extra` arguments for every node (scenario 11).
-pub fn fan_out_peercat_with(inputs: &Inputs, extra: &[&str]) -> f64 {
+/// Scenario 11's fan-out: the clock starts once the sender is connected to
+/// all four (see [`one_hop_connected`]).
+pub fn fan_out_connected(inputs: &Inputs, extra: &[&str]) -> f64 {
+    fan_out(inputs, extra, true)
+}
+
+fn fan_out(inputs: &Inputs, extra: &[&str], connected_first: bool) -> f64 {
     let mut receivers = Vec::new();
     let mut sinks = Vec::new();
     let mut addrs = Vec::new();
@@ -164,16 +195,36 @@ pub fn fan_out_peercat_with(inputs: &Inputs, extra: &[&str]) -> f64 {
         sinks.push(sink(r.take_stdout(), inputs.lines.clone()));
         receivers.push(r);
     }
-    let mut args = vec!["-q", "--no-listen", "--wait-peers", "4", "--exit-on-eof"];
+    let mut args = vec!["--no-listen", "--wait-peers", "4", "--exit-on-eof"];
+    if !connected_first {
+        args.push("-q");
+    }
     args.extend(extra);
     args.extend(addrs.iter().map(String::as_str));
-    let start = Instant::now();
-    let mut s = Proc::peercat("s", &args, Input::File(&inputs.lines_path));
+    let (start, mut s, writer) = if connected_first {
+        let mut s = Proc::peercat("s", &args, Input::Pipe);
+        s.wait_stderr_count("peer up: r", 4);
+        let mut stdin = s.stdin.take().expect("stdin");
+        let feed = inputs.lines.clone();
+        let start = Instant::now();
+        (
+            start,
+            s,
+            Some(thread::spawn(move || stdin.write_all(&feed))),
+        )
+    } else {
+        let start = Instant::now();
+        let s = Proc::peercat("s", &args, Input::File(&inputs.lines_path));
+        (start, s, None)
+    };
     let done = sinks
         .iter()
         .map(|out| finish(out, "peercat fan-out"))
         .max()
         .unwrap();
+    if let Some(writer) = writer {
+        writer.join().unwrap().expect("write the sender's stdin");
+    }
     s.wait_success();
     secs(start, done)
 }
