@@ -170,7 +170,7 @@ const PUBLIC_HEADER: &str = "# peercat public key of node";
 /// key in base64 or hex, `#` comments aside). A `.pub` file is refused: it
 /// would silently become another identity.
 pub fn read_private(path: &Path) -> Result<Key, String> {
-    let text = std::fs::read_to_string(path)
+    let text = super::read_bounded_text(path, super::MAX_KEY_FILE)
         .map_err(|e| format!("cannot read key file {}: {}", path.display(), describe(&e)))?;
     let is_pub = path.extension().is_some_and(|e| e == "pub");
     if is_pub || text.trim_start().starts_with(PUBLIC_HEADER) {

@@ -217,8 +217,38 @@ pub fn weak_secret(secret: &[u8]) -> Option<String> {
     }
 }
 
+/// The most a secret file may hold: any secret worth having is far smaller.
+pub const MAX_SECRET_FILE: u64 = 1 << 20;
+/// The most an allow-list may hold (about 300,000 keys).
+pub const MAX_ALLOW_FILE: u64 = 16 << 20;
+/// The most a key file may hold.
+pub const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Reads a file of at most `limit` bytes: `--secret-file /dev/zero` must be
+/// an error, not all of memory.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] for a text file.
+pub fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, limit)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
 fn read_secret(path: &Path) -> Result<Key, String> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_bounded(path, MAX_SECRET_FILE).map_err(|e| {
         format!(
             "cannot read --secret-file {}: {}",
             path.display(),
@@ -241,7 +271,7 @@ fn read_secret(path: &Path) -> Result<Key, String> {
 }
 
 fn read_allow(path: &Path) -> Result<Vec<Allowed>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_bounded_text(path, MAX_ALLOW_FILE).map_err(|e| {
         format!(
             "cannot read --allow {}: {}",
             path.display(),
@@ -369,6 +399,21 @@ pub const PARAMS_XX: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_secret_and_allow_files_are_read_only_up_to_their_limit() {
+        let dir = std::env::temp_dir().join(format!("peercat-bounded-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, vec![b'k'; 100]).unwrap();
+        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
+        let e = read_bounded(&path, 99).unwrap_err().to_string();
+        assert!(e.contains("larger than 99 bytes"), "{e}");
+        // A device that never ends is cut at the limit, not read to the end.
+        let e = read_bounded(Path::new("/dev/zero"), 4096).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_public_key_comes_from_its_private_key_and_names_the_node() {

@@ -296,6 +296,8 @@ pub struct Opener {
     plain: Vec<u8>,
     pstart: usize,
     pend: usize,
+    /// A record has been opened: the peer proved its keys on this link.
+    opened: bool,
 }
 
 /// An opener's first read buffer.
@@ -316,6 +318,7 @@ impl Opener {
             plain: Vec::new(),
             pstart: 0,
             pend: 0,
+            opened: false,
         }
     }
 
@@ -355,8 +358,19 @@ impl Opener {
         self.cstart += used;
         match kind {
             Kind::Data | Kind::DataThenRekey => {}
+            // A refusal is plaintext, so anyone on the path could write
+            // one: it is believed only as the first record (the responder
+            // refusing our last handshake message), never once the peer
+            // has sent encrypted data; its text is the peer's, escaped.
+            Kind::Refusal if self.opened => {
+                return Err(OpenError::Unexpected("a plaintext refusal"));
+            }
             Kind::Refusal => {
-                let reason = String::from_utf8_lossy(&self.cbuf[body]).into_owned();
+                let reason = String::from_utf8_lossy(&self.cbuf[body])
+                    .chars()
+                    .take(200)
+                    .flat_map(char::escape_debug)
+                    .collect();
                 return Err(OpenError::Refused(reason));
             }
             Kind::Handshake => return Err(OpenError::Unexpected("a handshake record")),
@@ -375,6 +389,7 @@ impl Opener {
             .cipher
             .decrypt(nonce, &header, &self.cbuf[body], dest)
             .map_err(|_| OpenError::Record(RecordError::Forged))?;
+        self.opened = true;
         if kind == Kind::DataThenRekey {
             self.dir.rekey();
         }
@@ -601,6 +616,20 @@ mod tests {
         encode(Kind::Refusal, b"not on the list", &mut refused);
         let e = open_all(&refused, 4096, 4096).unwrap_err();
         assert_eq!(e.to_string(), "refused by the peer: not on the list");
+        // Its text is the peer's: escaped, never a line of our log.
+        let mut forged = Vec::new();
+        encode(
+            Kind::Refusal,
+            b"x\n12:00 [ERROR] forged\x1b[2J",
+            &mut forged,
+        );
+        let e = open_all(&forged, 4096, 4096).unwrap_err().to_string();
+        assert!(!e.contains('\n') && !e.contains('\x1b'), "{e}");
+        // After encrypted data, a plaintext refusal is anyone's on the path.
+        let mut late = wire.clone();
+        late.extend_from_slice(&refused);
+        let e = open_all(&late, 4096, 4096).unwrap_err().to_string();
+        assert_eq!(e, "a plaintext refusal after the handshake");
     }
 
     #[test]
