@@ -192,6 +192,48 @@ pub enum Event {
     },
     /// Addresses found outside the mesh (LAN discovery).
     Learned(Vec<(Option<NodeId>, SocketAddr)>),
+    /// The stdout thread wrote out more lines ([`PrintedSoFar`]).
+    Printed,
+}
+
+/// How far the stdout thread has written each origin's lines out (flushed
+/// to the pipe or file), since the router last looked. The mesh
+/// acknowledges only printed lines: a line handed to a blocked stdout is
+/// not yet delivered, and would be lost if the node stopped then.
+/// Mutex: the stdout thread records, the router takes.
+#[derive(Default)]
+pub struct PrintedSoFar {
+    seqs: Mutex<(std::collections::HashMap<NodeId, u64>, usize)>,
+    /// An [`Event::Printed`] is on its way: one is enough.
+    told: std::sync::atomic::AtomicBool,
+    /// Messages handed to the stdout thread, and written out, in all: what
+    /// a node stopping with stdout blocked did not print is said, not lost
+    /// in silence.
+    pub handed: std::sync::atomic::AtomicU64,
+    pub written: std::sync::atomic::AtomicU64,
+}
+
+impl PrintedSoFar {
+    /// Records the runs written out (origin, last seq, payload bytes,
+    /// messages), emptying `runs`; true if the router must be told.
+    pub fn record(&self, runs: &mut Vec<(NodeId, u64, usize, u64)>) -> bool {
+        let mut seqs = self.seqs.lock();
+        for (origin, last, bytes, count) in runs.drain(..) {
+            self.written
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            let seq = seqs.0.entry(origin).or_insert(last);
+            *seq = (*seq).max(last);
+            seqs.1 += bytes;
+        }
+        !self.told.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// What was written out since the last call.
+    /// Per origin the last seq, and the payload bytes in all.
+    pub fn take(&self) -> (std::collections::HashMap<NodeId, u64>, usize) {
+        self.told.store(false, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *self.seqs.lock())
+    }
 }
 
 /// What the router gives the stdout thread.

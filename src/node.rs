@@ -74,6 +74,8 @@ pub struct Node {
     pub security: Option<crate::secure::Security>,
     /// What the router has delivered, per origin: readers drop duplicates.
     pub delivered: crate::delivered::Delivered,
+    /// What the stdout thread has written out, for acknowledgements.
+    pub printed: crate::event::PrintedSoFar,
     next_conn: AtomicU64,
     handshakes: AtomicUsize,
     /// Inbound handshakes under way, per source address; an address is
@@ -282,6 +284,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         recycle,
         stdin_skipped: AtomicU64::new(0),
         delivered: Default::default(),
+        printed: Default::default(),
         security,
         next_conn: AtomicU64::new(1),
         handshakes: AtomicUsize::new(0),
@@ -312,6 +315,9 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         router::mesh_config(&node, advertise(&node.config)),
         Instant::now(),
     );
+    // A line is acknowledged once stdout took it, not when it was handed
+    // to the stdout thread (see `event::PrintedSoFar`).
+    mesh.acknowledge_printed_only();
     if let Some(path) = &node.config.peer_cache {
         mesh.learned(Instant::now(), &load_peer_cache(path));
     }
@@ -333,6 +339,16 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let (running, panicked) = threads.join_all(Instant::now() + JOIN_DEADLINE);
     if !running.is_empty() {
         log::debug!("leaving threads blocked at exit: {}", running.join(", "));
+    }
+    let handed = node.printed.handed.load(Ordering::Relaxed);
+    let written = node.printed.written.load(Ordering::Relaxed);
+    if handed > written {
+        // Never acknowledged (see `event::PrintedSoFar`): the senders count
+        // them as not acknowledged, and this node says so too.
+        log::warn!(
+            "{} received were not printed: stdout did not take them before the node stopped",
+            crate::books::plural(handed - written, "message")
+        );
     }
     if panicked || shutdown.cause() == Some(Cause::Fatal) {
         return Err(Error::Internal);

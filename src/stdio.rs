@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::event::{Lines, Output};
+use crate::event::{Event, Lines, Output};
 use crate::frame::{self, msg_header, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
 use crate::outbox::Bytes;
@@ -336,18 +336,34 @@ pub fn spawn_stdout(node: &Arc<Node>, outputs: Receiver<Output>) -> io::Result<(
 
 fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
     let mut out = BufWriter::with_capacity(WRITE_SIZE, raw_stdout());
+    // Runs written into `out` and not yet flushed: printed once flushed.
+    let mut unflushed: Vec<(NodeId, u64, usize, u64)> = Vec::new();
+    let printed = |unflushed: &mut Vec<(NodeId, u64, usize, u64)>| {
+        if !unflushed.is_empty() && node.printed.record(unflushed) {
+            let _ = node.events.send(Event::Printed);
+        }
+    };
     let mut print = || -> io::Result<()> {
         // Ends when the router, the only sender, is done.
         for item in outputs.iter() {
             output::write(&mut out, node.config.format, &item)?;
             if let Output::Msgs(batch) = item {
+                unflushed.extend(
+                    batch
+                        .lines
+                        .iter()
+                        .map(|l| (l.msg.origin, l.msg.last, l.msg.payload_bytes(), l.msg.len())),
+                );
                 recycle(node, batch);
             }
             if outputs.is_empty() {
                 out.flush()?;
+                printed(&mut unflushed);
             }
         }
-        out.flush()
+        out.flush()?;
+        printed(&mut unflushed);
+        Ok(())
     };
     if let Err(e) = print() {
         if e.kind() == io::ErrorKind::BrokenPipe {

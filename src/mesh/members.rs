@@ -234,10 +234,17 @@ impl Mesh {
             .filter(|(id, o)| **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0))
             .map(|(id, o)| {
                 let live = self.members.get(id).is_some_and(|m| m.up);
+                let delivered = if self.ack_printed {
+                    // Only what is written out (or skipped: a gap is
+                    // skipped at delivery and never printed).
+                    (o.next - 1).min(o.printed.max(o.base.saturating_sub(1)))
+                } else {
+                    o.next - 1
+                };
                 let ack = Ack {
                     origin: *id,
                     base: o.base,
-                    delivered: o.next - 1,
+                    delivered,
                     skipped: o.skipped,
                 };
                 (!live, ack)

@@ -291,6 +291,9 @@ pub struct Mesh {
     /// When we last delivered or sent a line.
     last_activity: Instant,
     last_tick: Instant,
+    /// Acknowledge only what the caller says was printed
+    /// ([`Mesh::acknowledge_printed_only`]), not what was delivered.
+    ack_printed: bool,
 }
 
 /// How long a STATUS carrying urgent acknowledgements waits after the
@@ -337,6 +340,7 @@ impl Mesh {
             unacked_delivered: 0,
             last_activity: now,
             last_tick: now,
+            ack_printed: false,
         }
     }
 
@@ -509,6 +513,37 @@ impl Mesh {
             }
             _ => {}
         }
+    }
+
+    /// From now on our acknowledgements say what [`Mesh::printed`] reports
+    /// as written out, not what was handed over in `Deliver`: a line
+    /// waiting for a blocked stdout is not delivered yet, and would be lost
+    /// if this node stopped then (the node turns this on; the simulator
+    /// and tests acknowledge on delivery).
+    pub fn acknowledge_printed_only(&mut self) {
+        self.ack_printed = true;
+    }
+
+    /// The caller wrote out `origin`'s lines up to `seq`s (`bytes` of
+    /// payload in all): acknowledgements advance.
+    pub fn printed(
+        &mut self,
+        now: Instant,
+        seqs: impl IntoIterator<Item = (NodeId, u64)>,
+        bytes: usize,
+    ) {
+        for (origin, seq) in seqs {
+            if let Some(o) = self.origins.get_mut(origin) {
+                if seq > o.printed {
+                    o.printed = seq;
+                    self.status_due = true;
+                }
+            }
+        }
+        if self.ack_printed {
+            self.unacked_delivered += bytes;
+        }
+        self.maybe_send_status(now);
     }
 
     /// Whether [`Mesh::inbound_held`] said the router holds frames back.

@@ -147,6 +147,8 @@ pub struct Origin {
     /// Seqs in `base..next` skipped as gaps, never delivered: our
     /// acknowledgement says so, so that the origin counts them as lost.
     pub skipped: u64,
+    /// The highest seq written out ([`super::Mesh::printed`]; 0 = none).
+    pub printed: u64,
     /// The base came from the first message, not from a STATUS: we do not
     /// know what the origin sent before it.
     pub base_from_msg: bool,

@@ -304,10 +304,13 @@ impl Mesh {
     fn delivered(&mut self, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
             self.status_due = true;
-            self.unacked_delivered += deliveries
-                .iter()
-                .map(Delivery::payload_bytes)
-                .sum::<usize>();
+            // Acknowledged on printing instead: counted in `printed`.
+            if !self.ack_printed {
+                self.unacked_delivered += deliveries
+                    .iter()
+                    .map(Delivery::payload_bytes)
+                    .sum::<usize>();
+            }
             self.push(Action::Deliver(deliveries));
         }
     }

@@ -460,6 +460,10 @@ impl Router {
                 myself,
             } => self.dial_failed(target, reason, myself),
             Event::Learned(addrs) => self.mesh.learned(Instant::now(), &addrs),
+            Event::Printed => {
+                let (seqs, bytes) = self.node.printed.take();
+                self.mesh.printed(Instant::now(), seqs, bytes);
+            }
         }
     }
 

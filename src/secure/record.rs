@@ -366,11 +366,14 @@ impl Opener {
                 return Err(OpenError::Unexpected("a plaintext refusal"));
             }
             Kind::Refusal => {
-                let reason = String::from_utf8_lossy(&self.cbuf[body])
-                    .chars()
-                    .take(200)
-                    .flat_map(char::escape_debug)
-                    .collect();
+                let mut reason = String::new();
+                for c in String::from_utf8_lossy(&self.cbuf[body]).chars().take(200) {
+                    if c.is_control() {
+                        reason.extend(c.escape_debug());
+                    } else {
+                        reason.push(c);
+                    }
+                }
                 return Err(OpenError::Refused(reason));
             }
             Kind::Handshake => return Err(OpenError::Unexpected("a handshake record")),

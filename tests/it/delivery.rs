@@ -867,3 +867,50 @@ fn a_line_skipped_as_a_gap_counts_as_lost_and_exit_on_eof_exits_3() {
         assert!(gap, "{}: {:?}", n.name, texts(&n.out.snapshot()));
     }
 }
+
+/// A line is delivered when the member's stdout took it, not when its
+/// router handed it to the stdout thread: a member whose stdout nobody
+/// reads (and that is not cut: --stall-timeout 60) has printed at most a
+/// pipe's worth, so the sender must not exit 0 claiming every line
+/// delivered. Once the member's stdout is read, everything is printed and
+/// acknowledged, and the sender exits 0.
+#[test]
+fn a_line_waiting_for_a_blocked_stdout_is_not_acknowledged() {
+    const LINES: u64 = 40_000; // about 400 KB: several pipes' worth
+    let slow = ["--stall-timeout", "60"];
+    let mut b = node("b").args(&slow).raw_stdout().start();
+    let mut a = node("a")
+        .args(&slow)
+        .args(&["--exit-on-eof", "--wait-members", "1"])
+        .dial(&b)
+        .start();
+    a.wait_log("member up: b");
+    let input: String = (1..=LINES).map(|n| format!("line {n}\n")).collect();
+    a.send(input.as_bytes());
+    a.close_stdin();
+    // b's router has everything long before this; its stdout has a pipe's
+    // worth. Before the fix a exited 0 here, "40000 lines delivered".
+    let early = a.wait_exit(Duration::from_secs(4));
+    assert!(
+        early.is_none(),
+        "a exited ({early:?}) while b's stdout held its lines unprinted:\n{}",
+        a.log_text()
+    );
+    let stdout = b.take_stdout();
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(LINES as usize)
+            .map_while(Result::ok)
+            .count() as u64
+    });
+    let status = a.expect_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", a.log_text());
+    assert!(
+        a.log_text().contains(&format!("{LINES} lines delivered")),
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(reader.join().unwrap(), LINES);
+}
