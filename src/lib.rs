@@ -32,8 +32,9 @@
 //! dialer -> reader (in a private group the Noise handshake, then HELLOs)
 //! -> router admits it (ACCEPT) or refuses it
 //! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
-//! the mesh, which exchanges STATUS with it. Members acknowledge delivery in
-//! their STATUS; the mesh keeps the books per member and the router logs
+//! the mesh, which exchanges STATUS with it. Members acknowledge in their
+//! STATUS the lines their stdout took (the stdout thread reports what it
+//! wrote out, `event::PrintedSoFar`); the mesh keeps the books per member and the router logs
 //! them at exit (`--exit-on-eof`: exit 3 if a member missed a line).
 //! Ctrl-C: shutdown trigger -> router tells the group it leaves, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket
