@@ -185,3 +185,89 @@ fn a_node_resumed_after_a_stop_does_not_call_live_members_silent() {
     feeder.join().unwrap();
     drop(a);
 }
+
+/// A node stopped (SIGSTOP) just after it sent messages and a PING: the
+/// peer's PONG arrives while it is stopped, behind 4 MB of the peer's own
+/// PINGs. On waking, its writer must not cut the peer for "read none of our
+/// messages for 2s" before its reader has got to that PONG: the time the
+/// node did not run says nothing about the peer (a resumed relay cut
+/// healthy neighbours, and the group called them down).
+#[test]
+fn a_node_resumed_after_a_stop_does_not_cut_a_peer_whose_pong_waits_unread() {
+    use crate::support::RawPeer;
+    use peercat::frame::{kind, Frame};
+    use std::io::Read;
+    let mut a = node("a")
+        .args(&["--stall-timeout", "2", "--keepalive", "30"])
+        .start();
+    let mut r = RawPeer::handshake_as(&a, "r", 0x5eed);
+    // A member, so that lines are owed and sent to it.
+    r.send(
+        &Frame::Status(peercat::frame::Status {
+            member: 0x5eed,
+            status_seq: 1,
+            hops: 1,
+            ttl: 16,
+            sent_seq: 0,
+            flags: 0,
+            name: "r".into(),
+            addrs: Vec::new(),
+            acks: Vec::new(),
+            misses: Vec::new(),
+        })
+        .to_bytes(),
+    );
+    a.wait_log("member up: r");
+    a.send(b"one\n");
+    // a's message, then the PING that asks us to confirm it.
+    let mut seen_msg = false;
+    let token = loop {
+        let (k, body) = r.read_frame().expect("a's frames");
+        seen_msg |= k == kind::MSG;
+        if k == kind::PING {
+            let token = u64::from_be_bytes(body[..8].try_into().unwrap());
+            if seen_msg {
+                break token;
+            }
+            // Earlier PINGs are answered: only this one waits.
+            r.send(&Frame::Pong(token).to_bytes());
+        }
+    };
+    a.signal("STOP");
+    // While a is stopped: 4 MB of our PINGs, then the PONG it waits for.
+    let mut tx = r.stream.try_clone().unwrap();
+    let backlog = thread::spawn(move || {
+        let ping = Frame::Ping(1).to_bytes();
+        let junk: Vec<u8> = ping.repeat(4_000_000 / ping.len());
+        tx.write_all(&junk)?;
+        tx.write_all(&Frame::Pong(token).to_bytes())?;
+        Ok::<_, std::io::Error>(tx)
+    });
+    // Read what a writes after it wakes (its PONGs to our PINGs), until it
+    // closes at the end of the test.
+    let mut rx = r.stream.try_clone().unwrap();
+    rx.set_read_timeout(None).unwrap();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = rx.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    // Stopped past the stall timeout.
+    let stopped = Instant::now();
+    while stopped.elapsed() < Duration::from_secs(3) {
+        thread::park_timeout(Duration::from_millis(100));
+    }
+    a.signal("CONT");
+    backlog.join().unwrap().expect("write the backlog");
+    // No new line was sent, so nothing can stall after the PONG: any cut
+    // within the stall timeout is the one under test.
+    let cut = a.log.wait_until(Duration::from_millis(1900), |lines| {
+        lines
+            .iter()
+            .any(|l| String::from_utf8_lossy(l).contains("peer down"))
+    });
+    assert!(!cut, "a cut r after waking:\n{}", a.log_text());
+}
