@@ -105,15 +105,42 @@ fn secs(from: Instant, to: Instant) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
 
+/// A listening peercat (`-q`, any port on 127.0.0.1) whose stdout is
+/// checked against `expected`: the process, its sink and its address.
+fn receiver(
+    name: &str,
+    expected: &Arc<[u8]>,
+    extra: &[&str],
+) -> (Proc, Receiver<Result<Instant, String>>, String) {
+    let mut args = vec!["-q", "-l", "127.0.0.1:0"];
+    args.extend(extra);
+    let mut r = Proc::peercat(name, &args, Input::Null);
+    let addr = format!("127.0.0.1:{}", r.listening_port());
+    let out = sink(r.take_stdout(), expected.clone());
+    (r, out, addr)
+}
+
+/// Once `sender` (started with `Input::Pipe`, without `-q`) is linked to
+/// `peers` receivers (named r...), writes `input` to its stdin on a
+/// thread: the instant it began, and the writer. Scenario 11 times from
+/// here, so that start-up (with `--secret-file`, deriving the key from the
+/// secret on purpose slowly) is not counted against the links' throughput.
+fn feed_once_linked(
+    sender: &mut Proc,
+    peers: usize,
+    input: &Arc<[u8]>,
+) -> (Instant, JoinHandle<std::io::Result<()>>) {
+    sender.wait_stderr_count("peer up: r", peers);
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let feed = input.clone();
+    let start = Instant::now();
+    (start, thread::spawn(move || stdin.write_all(&feed)))
+}
+
 /// Scenario 1 and 4: everything in `input` from one node's stdin to
 /// another's stdout. Returns seconds until the last line was printed.
 pub fn one_hop_peercat(input: &Arc<[u8]>, path: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["-q", "-l", "127.0.0.1:0"];
-    args.extend(extra);
-    let mut b = Proc::peercat("b", &args, Input::Null);
-    let port = b.listening_port();
-    let out = sink(b.take_stdout(), input.clone());
-    let addr = format!("127.0.0.1:{port}");
+    let (_r, out, addr) = receiver("r", input, extra);
     let mut args = vec![
         "-q",
         "--no-listen",
@@ -131,26 +158,15 @@ pub fn one_hop_peercat(input: &Arc<[u8]>, path: &Path, extra: &[&str]) -> Run {
     run
 }
 
-/// Scenario 11's one hop: as [`one_hop_peercat`], but the clock starts
-/// once the two nodes are connected, so a process's one-time start-up
-/// (with `--secret-file`, deriving the key from the secret on purpose
-/// slowly) is not counted against the link's throughput. Seconds from the
-/// first byte written to the sender's stdin to the last line printed.
+/// Scenario 11's one hop: as [`one_hop_peercat`], but timed from the
+/// moment the link is up ([`feed_once_linked`]). Seconds from the first
+/// byte written to the sender's stdin to the last line printed.
 pub fn one_hop_connected(input: &Arc<[u8]>, extra: &[&str]) -> f64 {
-    let mut args = vec!["-q", "-l", "127.0.0.1:0"];
-    args.extend(extra);
-    let mut b = Proc::peercat("b", &args, Input::Null);
-    let port = b.listening_port();
-    let out = sink(b.take_stdout(), input.clone());
-    let addr = format!("127.0.0.1:{port}");
+    let (_r, out, addr) = receiver("r", input, extra);
     let mut args = vec!["--no-listen", "--exit-on-eof", &addr];
     args.extend(extra);
     let mut a = Proc::peercat("a", &args, Input::Pipe);
-    a.wait_stderr("peer up: b");
-    let mut stdin = a.stdin.take().expect("stdin");
-    let start = Instant::now();
-    let feed = input.clone();
-    let writer = std::thread::spawn(move || stdin.write_all(&feed));
+    let (start, writer) = feed_once_linked(&mut a, 1, input);
     let done = finish(&out, "peercat one hop, connected first");
     writer.join().unwrap().expect("write the sender's stdin");
     a.wait_success();
@@ -188,12 +204,10 @@ fn fan_out(inputs: &Inputs, extra: &[&str], connected_first: bool) -> f64 {
     let mut sinks = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..4 {
-        let mut args = vec!["-q", "-l", "127.0.0.1:0"];
-        args.extend(extra);
-        let mut r = Proc::peercat(&format!("r{i}"), &args, Input::Null);
-        addrs.push(format!("127.0.0.1:{}", r.listening_port()));
-        sinks.push(sink(r.take_stdout(), inputs.lines.clone()));
+        let (r, out, addr) = receiver(&format!("r{i}"), &inputs.lines, extra);
         receivers.push(r);
+        sinks.push(out);
+        addrs.push(addr);
     }
     let mut args = vec!["--no-listen", "--wait-peers", "4", "--exit-on-eof"];
     if !connected_first {
@@ -203,15 +217,8 @@ fn fan_out(inputs: &Inputs, extra: &[&str], connected_first: bool) -> f64 {
     args.extend(addrs.iter().map(String::as_str));
     let (start, mut s, writer) = if connected_first {
         let mut s = Proc::peercat("s", &args, Input::Pipe);
-        s.wait_stderr_count("peer up: r", 4);
-        let mut stdin = s.stdin.take().expect("stdin");
-        let feed = inputs.lines.clone();
-        let start = Instant::now();
-        (
-            start,
-            s,
-            Some(thread::spawn(move || stdin.write_all(&feed))),
-        )
+        let (start, writer) = feed_once_linked(&mut s, 4, &inputs.lines);
+        (start, s, Some(writer))
     } else {
         let start = Instant::now();
         let s = Proc::peercat("s", &args, Input::File(&inputs.lines_path));
