@@ -530,19 +530,26 @@ fn decode_down(body: &[u8]) -> Result<Frame<'_>, FrameError> {
 }
 
 fn decode_repair(body: &[u8]) -> Result<Frame<'_>, FrameError> {
-    let mut b = Body::new(body, "repair");
-    let origin = b.u64()?;
-    let from_seq = b.u64()?;
-    let to_seq = b.u64()?;
-    b.end()?;
-    if from_seq == 0 || to_seq < from_seq {
-        return Err(malformed("repair", "an empty or backward range"));
-    }
+    let (origin, from_seq, to_seq) = decode_range(body, "repair")?;
     Ok(Frame::Repair {
         origin,
         from_seq,
         to_seq,
     })
+}
+
+/// The body REPAIR and GRAFT share: an origin and a non-empty, forward
+/// range of its seqs.
+fn decode_range(body: &[u8], what: &'static str) -> Result<(u64, u64, u64), FrameError> {
+    let mut b = Body::new(body, what);
+    let origin = b.u64()?;
+    let from_seq = b.u64()?;
+    let to_seq = b.u64()?;
+    b.end()?;
+    if from_seq == 0 || to_seq < from_seq {
+        return Err(malformed(what, "an empty or backward range"));
+    }
+    Ok((origin, from_seq, to_seq))
 }
 
 fn decode_prune(body: &[u8]) -> Result<Frame<'_>, FrameError> {
@@ -553,14 +560,7 @@ fn decode_prune(body: &[u8]) -> Result<Frame<'_>, FrameError> {
 }
 
 fn decode_graft(body: &[u8]) -> Result<Frame<'_>, FrameError> {
-    let mut b = Body::new(body, "graft");
-    let origin = b.u64()?;
-    let from_seq = b.u64()?;
-    let to_seq = b.u64()?;
-    b.end()?;
-    if from_seq == 0 || to_seq < from_seq {
-        return Err(malformed("graft", "an empty or backward range"));
-    }
+    let (origin, from_seq, to_seq) = decode_range(body, "graft")?;
     Ok(Frame::Graft {
         origin,
         from_seq,
