@@ -1032,6 +1032,29 @@ fn seqs_and_gaps(m: &Member, origin: &str) -> (Vec<u64>, Vec<(u64, u64)>) {
     })
 }
 
+/// Asserts that `seqs` run 1, 2, 3, ... each once and in order, stepping
+/// over the `gaps` (first, last) reported; returns the seq that would come
+/// next.
+fn assert_in_order_around_gaps(seqs: &[u64], gaps: &[(u64, u64)], what: &str) -> u64 {
+    let mut expect = 1;
+    let mut gaps_left = gaps.iter().peekable();
+    for &seq in seqs {
+        while let Some(&&(first, last)) = gaps_left.peek() {
+            if expect == first {
+                expect = last + 1;
+            }
+            if last < expect {
+                gaps_left.next();
+            } else {
+                break;
+            }
+        }
+        assert_eq!(seq, expect, "{what} out of order; gaps {gaps:?}");
+        expect += 1;
+    }
+    expect
+}
+
 #[test]
 fn a_relay_stopped_for_good_in_a_chain_costs_one_gap_and_nothing_after_the_relink() {
     let _turn = one_at_a_time();
@@ -1094,20 +1117,8 @@ fn a_relay_stopped_for_good_in_a_chain_costs_one_gap_and_nothing_after_the_relin
         tail(&n3.log_text(), 30)
     );
     // Every line once, in order, or inside the one gap.
-    let mut expect = 1;
-    for seq in seqs {
-        if let Some(&(first, last)) = gaps.first() {
-            if expect == first {
-                expect = last + 1;
-            }
-        }
-        assert_eq!(
-            seq, expect,
-            "n3's lines from n0 out of order; gaps {gaps:?}"
-        );
-        expect += 1;
-    }
-    assert_eq!(expect, LINES + 1);
+    let next = assert_in_order_around_gaps(&seqs, &gaps, "n3's lines from n0");
+    assert_eq!(next, LINES + 1);
     g.nodes[2].signal("CONT");
     feeder.join().unwrap();
 }
@@ -1210,22 +1221,7 @@ fn a_member_resumed_after_the_sender_left_gets_the_rest_or_a_gap() {
         tail(&c.log_text(), 30)
     );
     // Once each, in order, the rest inside the gaps.
-    let mut expect = 1;
-    let mut gaps_left = gaps.iter().peekable();
-    for seq in seqs {
-        while let Some(&&(first, last)) = gaps_left.peek() {
-            if expect == first {
-                expect = last + 1;
-            }
-            if last < expect {
-                gaps_left.next();
-            } else {
-                break;
-            }
-        }
-        assert_eq!(seq, expect, "c's lines from a; gaps {gaps:?}");
-        expect += 1;
-    }
+    assert_in_order_around_gaps(&seqs, &gaps, "c's lines from a");
 }
 
 /// "stats: totals: in N messages (...)" from a node's log at exit.
