@@ -206,9 +206,9 @@ pub struct PrintedSoFar {
     seqs: Mutex<(std::collections::HashMap<NodeId, u64>, usize)>,
     /// An [`Event::Printed`] is on its way: one is enough.
     told: std::sync::atomic::AtomicBool,
-    /// Messages handed to the stdout thread, and written out, in all: what
-    /// a node stopping with stdout blocked did not print is said, not lost
-    /// in silence.
+    /// Messages delivered in all (the router sets it when it finishes) and
+    /// written out: what a node stopping with stdout blocked did not print
+    /// is said, not lost in silence.
     pub handed: std::sync::atomic::AtomicU64,
     pub written: std::sync::atomic::AtomicU64,
 }

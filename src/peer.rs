@@ -598,9 +598,6 @@ struct Writer {
 const STALL_TICK: Duration = Duration::from_millis(100);
 /// The least time between two PINGs that confirm written messages.
 const ACK_EVERY: Duration = Duration::from_millis(100);
-/// A wait that ended this much after its deadline means the process was
-/// not running meanwhile.
-const OVERSLEPT: Duration = Duration::from_secs(1);
 /// How long a refused peer gets to close after our BYE.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
 /// A line of text as a MSG frame, roughly: what a batch's list of frames
@@ -649,7 +646,7 @@ impl Writer {
                 .unwrap_or(next_ping);
             let work = self.outbox.wait(until);
             let now = Instant::now();
-            if now > until + OVERSLEPT {
+            if now > until + crate::threads::OVERSLEPT {
                 // We were not running (SIGSTOP, a suspended host): that time
                 // says nothing about the peer, whose PONGs may be waiting
                 // unread in our own socket. The stall rule starts over.

@@ -6,12 +6,17 @@
 use std::io;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use crate::shutdown::{Cause, Never, Shutdown};
+
+/// A thread that wakes this long after the deadline it slept to was not
+/// running meanwhile (SIGSTOP, a suspended host): the router and the
+/// writers do not count that time against peers.
+pub const OVERSLEPT: Duration = Duration::from_secs(1);
 
 /// Stack for connection and service threads: they hold no big arrays, and a
 /// node with hundreds of peers should not reserve megabytes for each.

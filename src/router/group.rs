@@ -164,10 +164,6 @@ impl Router {
                 let mut runs: Vec<(NodeId, u64, u64)> = Vec::new();
                 for msg in deliveries {
                     self.books.delivered += msg.len();
-                    self.node
-                        .printed
-                        .handed
-                        .fetch_add(msg.len(), std::sync::atomic::Ordering::Relaxed);
                     match runs.last_mut() {
                         Some((id, _, last)) if *id == msg.origin => *last = msg.last,
                         _ => runs.push((msg.origin, msg.first, msg.last)),

@@ -54,8 +54,6 @@ const CACHE_EVERY: Duration = Duration::from_secs(10);
 /// How soon it is written after a member comes up: a node killed a few
 /// seconds after joining still finds the group again.
 const CACHE_SOON: Duration = Duration::from_secs(1);
-/// Waking this long after a deadline means the process did not run.
-const OVERSLEPT: Duration = Duration::from_secs(1);
 
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -552,6 +550,12 @@ impl Router {
                 self.events_not_printed
             );
         }
+        // Everything delivered went to the stdout thread: the node compares
+        // it with what was written out once that thread is done.
+        self.node
+            .printed
+            .handed
+            .store(self.books.delivered, Ordering::Relaxed);
         let members = self.mesh.books();
         log::info!("{}", self.books.summary(&members, skipped, unsent));
         if self.node.config.stats.is_some() {
@@ -574,7 +578,7 @@ impl Router {
 /// 15s", before it had read what they sent).
 fn note_oversleep(mesh: &mut Mesh, deadline: Instant) {
     let now = Instant::now();
-    if now > deadline + OVERSLEPT && !mesh.is_inbound_held() {
+    if now > deadline + crate::threads::OVERSLEPT && !mesh.is_inbound_held() {
         mesh.inbound_held(deadline, true);
         mesh.inbound_held(now, false);
     }
