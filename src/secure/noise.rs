@@ -442,7 +442,7 @@ impl HandshakeIo<'_> {
 }
 
 /// A peer's refusal reason, safe for one log line and short.
-fn printable_reason(body: &[u8]) -> String {
+pub(super) fn printable_reason(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     text.chars()
         .take(200)

@@ -366,14 +366,7 @@ impl Opener {
                 return Err(OpenError::Unexpected("a plaintext refusal"));
             }
             Kind::Refusal => {
-                let mut reason = String::new();
-                for c in String::from_utf8_lossy(&self.cbuf[body]).chars().take(200) {
-                    if c.is_control() {
-                        reason.extend(c.escape_debug());
-                    } else {
-                        reason.push(c);
-                    }
-                }
+                let reason = super::noise::printable_reason(&self.cbuf[body]);
                 return Err(OpenError::Refused(reason));
             }
             Kind::Handshake => return Err(OpenError::Unexpected("a handshake record")),
