@@ -332,6 +332,51 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
 }
 
 fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let m = decode_msg_body(body)?;
+    Ok(Frame::Msg {
+        origin: m.origin,
+        seq: m.seq,
+        hops: m.hops,
+        ttl: m.ttl,
+        payload: m.payload,
+    })
+}
+
+/// The fields of one MSG frame, borrowed from the buffer: what
+/// [`decode_msg_frame`] returns instead of a whole [`Frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Msg<'a> {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub hops: u8,
+    pub ttl: u8,
+    pub payload: &'a [u8],
+}
+
+/// Decodes the frame at the start of `buf` if it is a whole MSG frame,
+/// checked exactly as [`decode`] checks it; `Ok(None)` for anything else
+/// (another type, or not all there yet: ask [`decode`]). The readers' hot
+/// path: a `Frame` is a large value, and moving one out of `decode` per
+/// line was most of a reader's own work.
+#[inline]
+pub fn decode_msg_frame(
+    buf: &[u8],
+    max_len: usize,
+) -> Result<Option<(Msg<'_>, usize)>, FrameError> {
+    if buf.get(LEN_PREFIX) != Some(&kind::MSG) {
+        return Ok(None);
+    }
+    let Some(len) = peek_len(buf, max_len)? else {
+        return Ok(None);
+    };
+    let Some(frame) = buf.get(LEN_PREFIX + 1..LEN_PREFIX + len) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_msg_body(frame)?, LEN_PREFIX + len)))
+}
+
+#[inline]
+fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     const HEADER: usize = MSG_HEADER_LEN - LEN_PREFIX - 1;
     if body.len() < HEADER {
         return Err(malformed("message", "shorter than its 18-byte header"));
@@ -352,7 +397,7 @@ fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     if seq == 0 {
         return Err(malformed("message", "seq is 0"));
     }
-    Ok(Frame::Msg {
+    Ok(Msg {
         origin: BigEndian::read_u64(&body[0..8]),
         seq,
         hops,
@@ -1204,6 +1249,64 @@ mod tests {
         for cut in 0..=bytes.len() {
             let (a, b) = bytes.split_at(cut);
             assert_eq!(decode_in_parts(&[a, b]), frames, "split at {cut}");
+        }
+    }
+
+    /// What `decode_msg_frame` must answer for `bytes`: `decode`'s MSG,
+    /// its error for a MSG frame, and `None` for anything else.
+    fn check_msg_fast_path(bytes: &[u8], limit: usize) {
+        let fast = decode_msg_frame(bytes, limit);
+        let full = decode(bytes, limit);
+        let is_msg = bytes.get(LEN_PREFIX) == Some(&kind::MSG);
+        match (fast, full) {
+            (Ok(Some((m, used))), Ok(Some((frame, used_too)))) => {
+                let as_frame = Frame::Msg {
+                    origin: m.origin,
+                    seq: m.seq,
+                    hops: m.hops,
+                    ttl: m.ttl,
+                    payload: m.payload,
+                };
+                assert_eq!((as_frame, used), (frame, used_too), "{}", hex(bytes));
+            }
+            (Ok(None), Ok(Some((frame, _)))) => {
+                assert!(!matches!(frame, Frame::Msg { .. }), "{}", hex(bytes))
+            }
+            (Ok(None), Ok(None)) => {}
+            (Ok(None), Err(_)) => assert!(!is_msg, "{}", hex(bytes)),
+            (Err(e), Err(e_too)) => assert_eq!(e, e_too, "{}", hex(bytes)),
+            (fast, full) => panic!("{}: fast {fast:?}, full {full:?}", hex(bytes)),
+        }
+    }
+
+    #[test]
+    fn the_readers_msg_fast_path_agrees_with_decode() {
+        let (_, bytes) = stream();
+        for end in 0..=bytes.len() {
+            for start in 0..end.min(40) {
+                check_msg_fast_path(&bytes[start..end], LIMIT);
+            }
+            check_msg_fast_path(&bytes[end..], LIMIT);
+        }
+        for (text, _) in not_frames() {
+            check_msg_fast_path(&unhex(text), LIMIT);
+        }
+        let msg = Frame::Msg {
+            origin: 1,
+            seq: 2,
+            hops: 3,
+            ttl: 4,
+            payload: b"abc",
+        }
+        .to_bytes();
+        for i in 0..msg.len() {
+            for v in [0u8, 1, 2, b'\n', 0x7f, 0xff] {
+                let mut bad = msg.clone();
+                bad[i] = v;
+                for limit in [0, 5, 18, 19, 21, 22, LIMIT] {
+                    check_msg_fast_path(&bad, limit);
+                }
+            }
         }
     }
 

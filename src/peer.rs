@@ -372,17 +372,29 @@ impl Reader<'_> {
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
         // Room for what is buffered at a typical line's size: growing one
         // entry at a time was a tenth of a reader's work.
-        let mut frames = Vec::with_capacity(self.rb.pending().len() / TYPICAL_FRAME);
-        // Duplicates of what the router has delivered are dropped here
-        // (counted for the books); the mark is looked up once per run of
-        // one origin.
-        let mut mark: Option<(NodeId, RangeInclusive<u64>)> = None;
-        let (mut dropped, mut dropped_bytes) = (0, 0);
-        let mut dup_passed: Option<NodeId> = None;
+        let mut msgs = MsgScan {
+            frames: Vec::with_capacity(self.rb.pending().len() / TYPICAL_FRAME),
+            mark: None,
+            dropped: 0,
+            dropped_bytes: 0,
+            dup_passed: None,
+        };
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
         let broken = loop {
             let at = self.rb.pos();
+            // Messages first, without building a `Frame` for each.
+            match frame::decode_msg_frame(self.rb.pending(), limit) {
+                Ok(Some((msg, used))) => {
+                    if let Err(ending) = self.on_msg(&mut msgs, msg, at, used) {
+                        break Some(ending);
+                    }
+                    self.rb.consume(used);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => break Some(Ending::Protocol(e.to_string())),
+            }
             let (frame, used) = match frame::decode(self.rb.pending(), limit) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break None,
@@ -396,39 +408,15 @@ impl Reader<'_> {
                     ttl,
                     payload,
                 } => {
-                    log::trace!(
-                        "{}: <- message {origin:016x}/{seq}, {} bytes",
-                        self.info,
-                        payload.len()
-                    );
-                    if !self.accepted {
-                        break Some(Ending::Protocol("a message before ACCEPT".to_owned()));
-                    }
-                    let delivered = match &mark {
-                        Some((id, range)) if *id == origin => range.clone(),
-                        _ => mark
-                            .insert((origin, self.node.delivered.mark_of(origin)))
-                            .1
-                            .clone(),
+                    let msg = frame::Msg {
+                        origin,
+                        seq,
+                        hops,
+                        ttl,
+                        payload,
                     };
-                    // The first duplicate of each run still goes to the
-                    // mesh: it prunes the sender from that origin's tree.
-                    let duplicate = delivered.contains(&seq);
-                    if duplicate && dup_passed == Some(origin) {
-                        dropped += 1;
-                        dropped_bytes += used as u64;
-                    } else {
-                        if duplicate {
-                            dup_passed = Some(origin);
-                        }
-                        frames.push(InFrame::Msg(MsgRef {
-                            origin,
-                            seq,
-                            hops,
-                            ttl,
-                            start: at,
-                            end: at + used,
-                        }));
+                    if let Err(ending) = self.on_msg(&mut msgs, msg, at, used) {
+                        break Some(ending);
                     }
                 }
                 Frame::Accept => {
@@ -479,7 +467,7 @@ impl Reader<'_> {
                     if !self.accepted && !matches!(other, Frame::Peers(_)) {
                         break Some(Ending::Protocol(format!("a {kind} before ACCEPT")));
                     }
-                    frames.push(InFrame::Control {
+                    msgs.frames.push(InFrame::Control {
                         start: at,
                         end: at + used,
                     });
@@ -487,16 +475,73 @@ impl Reader<'_> {
             }
             self.rb.consume(used);
         };
-        self.node.delivered.dropped(dropped, dropped_bytes);
-        let waited = if frames.is_empty() {
+        self.node
+            .delivered
+            .dropped(msgs.dropped, msgs.dropped_bytes);
+        let waited = if msgs.frames.is_empty() {
             false
         } else {
-            self.deliver(frames, limit)?
+            self.deliver(msgs.frames, limit)?
         };
         match broken {
             Some(ending) => Err(ending),
             None => Ok(waited),
         }
+    }
+
+    /// One MSG frame of a batch (`used` bytes at `at`): queued for the
+    /// router, or dropped as a duplicate of what it has delivered.
+    #[inline]
+    fn on_msg(
+        &self,
+        scan: &mut MsgScan,
+        msg: frame::Msg<'_>,
+        at: usize,
+        used: usize,
+    ) -> Result<(), Ending> {
+        let frame::Msg {
+            origin,
+            seq,
+            hops,
+            ttl,
+            payload,
+        } = msg;
+        log::trace!(
+            "{}: <- message {origin:016x}/{seq}, {} bytes",
+            self.info,
+            payload.len()
+        );
+        if !self.accepted {
+            return Err(Ending::Protocol("a message before ACCEPT".to_owned()));
+        }
+        let delivered = match &scan.mark {
+            Some((id, range)) if *id == origin => range.clone(),
+            _ => scan
+                .mark
+                .insert((origin, self.node.delivered.mark_of(origin)))
+                .1
+                .clone(),
+        };
+        // The first duplicate of each run still goes to the mesh: it
+        // prunes the sender from that origin's tree.
+        let duplicate = delivered.contains(&seq);
+        if duplicate && scan.dup_passed == Some(origin) {
+            scan.dropped += 1;
+            scan.dropped_bytes += used as u64;
+        } else {
+            if duplicate {
+                scan.dup_passed = Some(origin);
+            }
+            scan.frames.push(InFrame::Msg(MsgRef {
+                origin,
+                seq,
+                hops,
+                ttl,
+                start: at,
+                end: at + used,
+            }));
+        }
+        Ok(())
     }
 
     /// Hands a batch of frames to the router, once the gate is open.
@@ -577,6 +622,18 @@ impl Reader<'_> {
             Ending::Refused(reason)
         }
     }
+}
+
+/// What one pass over the read buffer has gathered of its messages.
+struct MsgScan {
+    frames: Vec<InFrame>,
+    /// Duplicates of what the router has delivered are dropped here
+    /// (counted for the books); the mark is looked up once per run of one
+    /// origin.
+    mark: Option<(NodeId, RangeInclusive<u64>)>,
+    dropped: u64,
+    dropped_bytes: u64,
+    dup_passed: Option<NodeId>,
 }
 
 struct Writer {
