@@ -9,8 +9,11 @@ use crate::frame::{self, LEN_PREFIX};
 
 /// A reader starts small, so an idle peer costs little memory...
 const INITIAL_CAPACITY: usize = 4 * 1024;
-/// ...and grows to this when the peer is busy, so a flood costs few syscalls.
-pub const BUSY_CAPACITY: usize = 64 * 1024;
+/// ...and grows to this when the peer is busy, so a flood costs few syscalls
+/// and, above all, few batches: each wakes the router, the writers it
+/// forwards to and the stdout thread (at 64 KiB, a fan-out through a mesh
+/// took a third more context switches and CPU; BENCHMARKS.md).
+pub const BUSY_CAPACITY: usize = 128 * 1024;
 
 /// Bytes read from a socket, of which `buf[..pos]` have been decoded.
 ///

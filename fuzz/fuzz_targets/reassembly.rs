@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use peercat_fuzz::alloc::{bounded, Counting};
 use peercat_fuzz::harness;
 
-/// Heap an input may cost at once: a read buffer, a taken one and a spare: each at most twice what arrived, or 64 KiB.
+/// Heap an input may cost at once: a read buffer, a taken one and a spare: each at most twice what arrived, or 128 KiB (`BUSY_CAPACITY`).
 const BASE: usize = 512 * 1024;
 const PER_BYTE: usize = 8;
 
