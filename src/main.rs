@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     if let Some(path) = &config.keygen {
         return keygen(path);
     }
+    heap::keep_freed_memory();
     // Before any thread starts, so that every thread inherits the mask.
     let hup_ignored = hup::keep_ignored();
     let log = match peercat::logging::init(config.log_level, config.log_file.as_deref()) {
@@ -155,6 +156,37 @@ fn handle_signals(shutdown: Arc<Shutdown>, log: LogSink, hup_ignored: bool) {
         // ctrlc handles SIGHUP too; give it back to nohup.
         hup::ignore();
         log::debug!("SIGHUP was ignored at start (nohup): it stays ignored");
+    }
+}
+
+/// How the C heap gives memory back to the system.
+mod heap {
+    /// Blocks below this come from the heap, not a mapping of their own:
+    /// every read buffer (128 KiB when busy) and a 1 MiB message with room
+    /// to spare.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+    /// Free memory at the heap's top is handed back to the system only past
+    /// this.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+
+    /// Read buffers go from a reader to the router, the writers, the stdout
+    /// thread and the mesh's cache, and are freed wherever the last one lets
+    /// go. glibc's defaults hand such memory back to the system at once and
+    /// fault it in again, page by page, for the next buffer: with these
+    /// thresholds, the fan-out through a mesh took under half its page
+    /// faults, and 1 MiB messages went faster (BENCHMARKS.md). The price:
+    /// up to 64 MiB freed after a burst may stay with the process. Other C
+    /// libraries: left as they are.
+    pub fn keep_freed_memory() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only sets the allocator's tuning parameters; it is
+        // called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        }
     }
 }
 
