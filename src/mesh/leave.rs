@@ -14,7 +14,7 @@
 //! leaves out as lost, not merely unacknowledged (see PROTOCOL.md, "Exit
 //! on EOF across the mesh").
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::members::Member;
 use super::{Delivery, Mesh};
@@ -28,6 +28,16 @@ pub const FLAG_FINAL: u8 = 4;
 /// it leaves once its lines are acknowledged. Members leaving themselves
 /// keep relaying for it meanwhile (see [`Mesh::others_leaving`]).
 pub const FLAG_DRAINING: u8 = 8;
+/// STATUS flags bit 4, with bit 3: lines it read still wait for room in its
+/// window, so more of its lines are coming. A node about to leave waits
+/// for them (see [`Mesh::caught_up`]).
+pub const FLAG_SENDING: u8 = 16;
+
+/// How long no line may have arrived (or gone out) before a node counts
+/// as caught up: a member still sending streams lines that are owed to us
+/// until it hears that we left; waiting for a pause (within the router's
+/// bound) lets them arrive and be acknowledged instead of dropped.
+const LEAVE_QUIET: Duration = Duration::from_millis(100);
 
 /// Our side of leaving.
 #[derive(Debug, Default)]
@@ -57,8 +67,16 @@ impl Mesh {
     /// Whether everything live members sent that we know of is delivered
     /// and written out: for each live member that sent lines, nothing
     /// missing up to what its STATUS says it sent, nothing held back, and
-    /// (when acknowledging what was printed) everything delivered printed.
-    pub fn caught_up(&self) -> bool {
+    /// (when acknowledging what was printed) everything delivered printed;
+    /// and no line arrived for [`LEAVE_QUIET`], and no live member whose
+    /// stdin ended still has lines waiting to go out ([`FLAG_SENDING`]).
+    pub fn caught_up(&self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.last_activity) < LEAVE_QUIET {
+            return false;
+        }
+        if self.members.values().any(|m| m.up && m.sending) {
+            return false;
+        }
         self.origins.iter().all(|(id, o)| {
             let live = *id != self.cfg.id && self.members.get(id).is_some_and(|m| m.up);
             if !live || o.next == 0 {
@@ -101,7 +119,8 @@ impl Mesh {
         self.members.values().any(|m| m.up && m.draining)
     }
 
-    /// The flags [`FLAG_FINAL`] and [`FLAG_DRAINING`] add to our STATUS.
+    /// The flags [`FLAG_FINAL`], [`FLAG_DRAINING`] and [`FLAG_SENDING`]
+    /// add to our STATUS.
     pub(super) fn leave_flags(&self) -> u8 {
         let mut flags = 0;
         if self.leaving.final_acks.is_some() {
@@ -109,6 +128,9 @@ impl Mesh {
         }
         if self.leaving.draining {
             flags |= FLAG_DRAINING;
+            if self.own.waiting() > 0 {
+                flags |= FLAG_SENDING;
+            }
         }
         flags
     }
@@ -128,6 +150,7 @@ impl Mesh {
 pub(super) fn note_flags(m: &mut Member, flags: u8) {
     m.left_final = flags & FLAG_LEAVING != 0 && flags & FLAG_FINAL != 0;
     m.draining = flags & FLAG_DRAINING != 0;
+    m.sending = m.draining && flags & FLAG_SENDING != 0;
 }
 
 #[cfg(test)]
@@ -247,17 +270,26 @@ mod tests {
     #[test]
     fn caught_up_means_every_line_a_live_member_said_it_sent_is_printed() {
         let (mut m, t0) = mesh(1);
+        let later = t0 + LEAVE_QUIET;
         m.acknowledge_printed_only();
         m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
-        assert!(m.caught_up(), "7 has sent nothing");
+        assert!(m.caught_up(later), "7 has sent nothing");
         assert_eq!(feed(&mut m, t0, 7, 1..=2), 2);
         m.on_frame(t0, 1, &Frame::Status(status(7, 2, 3, 0, Vec::new())));
         m.printed(t0, [(7, 2)], 2);
-        assert!(!m.caught_up(), "7 says it sent 3: still on its way");
-        assert_eq!(feed(&mut m, t0, 7, 3..=3), 1);
-        assert!(!m.caught_up(), "delivered, not printed yet");
-        m.printed(t0, [(7, 3)], 1);
-        assert!(m.caught_up());
+        assert!(!m.caught_up(later), "7 says it sent 3: still on its way");
+        assert_eq!(feed(&mut m, later, 7, 3..=3), 1);
+        m.printed(later, [(7, 3)], 1);
+        assert!(!m.caught_up(later), "a line just arrived: 7 may send more");
+        let quiet = later + LEAVE_QUIET;
+        assert!(m.caught_up(quiet));
+        assert_eq!(feed(&mut m, quiet, 7, 4..=4), 1);
+        assert!(
+            !m.caught_up(quiet + LEAVE_QUIET),
+            "delivered, not printed yet"
+        );
+        m.printed(quiet, [(7, 4)], 1);
+        assert!(m.caught_up(quiet + LEAVE_QUIET));
     }
 
     #[test]
@@ -332,5 +364,32 @@ mod tests {
         m.tick(t0 + Duration::from_millis(100));
         let st = statuses(&drain(&mut m));
         assert!(st.iter().any(|s| s.flags & FLAG_DRAINING != 0), "{st:?}");
+    }
+
+    #[test]
+    fn a_node_is_not_caught_up_while_a_member_whose_stdin_ended_has_lines_waiting() {
+        let (mut m, t0) = mesh(1);
+        let later = t0 + LEAVE_QUIET;
+        let sending = FLAG_DRAINING | FLAG_SENDING;
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, sending, Vec::new())));
+        assert!(!m.caught_up(later), "7 has more lines coming");
+        m.on_frame(
+            t0,
+            1,
+            &Frame::Status(status(7, 2, 0, FLAG_DRAINING, Vec::new())),
+        );
+        assert!(m.caught_up(later));
+        // Our own STATUS says so while our lines wait for the window.
+        let mut buf = Vec::new();
+        for seq in 1..=200 {
+            buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, 100));
+            buf.extend_from_slice(&[b'x'; 100]);
+        }
+        m.local(t0, &Arc::new(buf), 1, 200);
+        assert!(m.waiting_lines() > 0, "beyond the window");
+        m.draining();
+        m.tick(later);
+        let st = statuses(&drain(&mut m));
+        assert!(st.iter().any(|s| s.flags & FLAG_SENDING != 0), "{st:?}");
     }
 }

@@ -40,8 +40,10 @@ pub struct Member {
     /// It left with final acknowledgements (`leave.rs`): what they leave
     /// out of the lines it owed, it never printed.
     pub left_final: bool,
-    /// Its stdin ended under `--exit-on-eof`: it leaves soon (`leave.rs`).
+    /// Its stdin ended under `--exit-on-eof`: it leaves soon (`leave.rs`);
+    /// `sending`: lines it read still wait to go out.
     pub draining: bool,
+    pub sending: bool,
 }
 
 impl Member {
@@ -66,6 +68,7 @@ impl Member {
             },
             left_final: false,
             draining: false,
+            sending: false,
         }
     }
 

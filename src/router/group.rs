@@ -430,7 +430,7 @@ impl Router {
                 return;
             }
             let leave_by = *self.leave_by.get_or_insert(now + LEAVE_WAIT);
-            let caught_up = self.mesh.caught_up() && self.backlog.is_empty();
+            let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
             if !caught_up && now < leave_by {
                 return;
             }
