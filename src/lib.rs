@@ -35,7 +35,9 @@
 //! the mesh, which exchanges STATUS with it. Members acknowledge in their
 //! STATUS the lines their stdout took (the stdout thread reports what it
 //! wrote out, `event::PrintedSoFar`); the mesh keeps the books per member and the router logs
-//! them at exit (`--exit-on-eof`: exit 3 if a member missed a line).
+//! them at exit (`--exit-on-eof`: exit 3 if a member missed a line; a node
+//! leaving at the end of its stdin first prints what is on its way to it,
+//! so that its leaving STATUS acknowledges it finally, `mesh::leave`).
 //! Ctrl-C: shutdown trigger -> router tells the group it leaves, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket
 //! still open -> threads joined.

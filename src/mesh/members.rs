@@ -37,6 +37,13 @@ pub struct Member {
     pub base_hint: u64,
     /// Where the table's indexes file it.
     pub filed: Filed,
+    /// It left with final acknowledgements (`leave.rs`): what they leave
+    /// out of the lines it owed, it never printed.
+    pub left_final: bool,
+    /// Its stdin ended under `--exit-on-eof`: it leaves soon (`leave.rs`);
+    /// `sending`: lines it read still wait to go out.
+    pub draining: bool,
+    pub sending: bool,
 }
 
 impl Member {
@@ -59,6 +66,9 @@ impl Member {
                 lossy: false,
                 at: now,
             },
+            left_final: false,
+            draining: false,
+            sending: false,
         }
     }
 
@@ -112,7 +122,10 @@ impl Member {
         let skipped = skipped.min(covered);
         let got = covered - skipped;
         let owed_count = owed.end - owed.start;
-        let lost = base.saturating_sub(self.owed_from).min(owed_count) + skipped;
+        let mut lost = base.saturating_sub(self.owed_from).min(owed_count) + skipped;
+        if self.left_final {
+            lost = owed_count;
+        }
         Some(MemberBooks {
             id,
             name: self.name.clone(),
@@ -211,6 +224,7 @@ impl Mesh {
         if self.own.leaving {
             flags |= FLAG_LEAVING;
         }
+        flags |= self.leave_flags();
         Status {
             member: self.cfg.id,
             status_seq: self.own.status_seq,
@@ -220,14 +234,14 @@ impl Mesh {
             flags,
             name: self.cfg.name.clone(),
             addrs,
-            acks: self.acks(),
+            acks: self.status_acks(),
             misses: self.misses(),
         }
     }
 
     /// Our acknowledgements: every origin that has sent something, live
     /// members first when there are more than fit.
-    fn acks(&self) -> Vec<Ack> {
+    pub(super) fn acks(&self) -> Vec<Ack> {
         let mut acks: Vec<(bool, Ack)> = self
             .origins
             .iter()
@@ -381,6 +395,7 @@ impl Mesh {
             m.ack = Some(merged);
         }
         let leaving = status.flags & FLAG_LEAVING != 0;
+        super::leave::note_flags(m, status.flags);
         let was_up = m.up;
         let addrs: Vec<SocketAddr> = m.dialable().collect();
         if leaving {

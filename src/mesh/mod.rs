@@ -20,6 +20,7 @@ pub use crate::frame::NodeId;
 
 mod dial;
 mod flow;
+mod leave;
 mod lost;
 mod members;
 mod origin;
@@ -34,6 +35,7 @@ mod tree;
 
 use dial::DialPolicy;
 use flow::Own;
+use leave::Leaving;
 use origin::Origins;
 use rng::Rng;
 use table::Table;
@@ -276,6 +278,8 @@ pub struct Mesh {
     /// Per origin, which neighbours get its messages (the broadcast tree).
     tree: Tree,
     own: Own,
+    /// Our final acknowledgements once we left with them (`leave.rs`).
+    leaving: Leaving,
     dial: DialPolicy,
     /// When our next keepalive STATUS is due.
     next_keepalive: Instant,
@@ -332,6 +336,7 @@ impl Mesh {
             held_before: Duration::ZERO,
             holes: BTreeSet::new(),
             tree: Tree::default(),
+            leaving: Leaving::default(),
             dial,
             next_keepalive: now + keepalive,
             next_scan: now + keepalive / 2,
@@ -606,12 +611,6 @@ impl Mesh {
             .iter()
             .flat_map(|(id, m)| m.dialable().map(move |a| (*id, a)))
             .collect()
-    }
-
-    /// A polite exit: floods our STATUS with the leaving flag.
-    pub fn leave(&mut self, now: Instant) {
-        self.own.leaving = true;
-        self.send_status(now);
     }
 
     /// Every owed line acknowledged by every owing member, or it is down.

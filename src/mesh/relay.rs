@@ -302,7 +302,7 @@ impl Mesh {
 
     /// Hands deliveries to the caller; acknowledgements advanced.
     fn delivered(&mut self, deliveries: Vec<Delivery>) {
-        if !deliveries.is_empty() {
+        if !deliveries.is_empty() && self.may_deliver(&deliveries) {
             self.status_due = true;
             // Acknowledged on printing instead: counted in `printed`.
             if !self.ack_printed {

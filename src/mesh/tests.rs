@@ -1513,7 +1513,7 @@ fn gaps(actions: &[Action]) -> Vec<(NodeId, u64, u64)> {
 
 /// Our acknowledgement of `origin` in the next STATUS we send.
 fn our_ack(m: &mut Mesh, now: Instant, origin: NodeId) -> Option<Ack> {
-    m.leave(now);
+    m.leave(now, false);
     let st = statuses_sent(&drain(m));
     let ack = st[0].1.acks.iter().find(|a| a.origin == origin).copied();
     ack

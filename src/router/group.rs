@@ -2,7 +2,7 @@
 //! stdin gate, and `--exit-on-eof` across the group.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Router;
 use crate::books::plural;
@@ -14,6 +14,10 @@ use crate::peer_cache;
 use crate::ratelog;
 use crate::shutdown::Cause;
 use crate::stdio::Chunk;
+
+/// How long a node whose lines are all acknowledged at the end of stdin
+/// waits at most for lines still on their way to it before it leaves.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 impl Router {
     /// Frames from a neighbour, in the order they came: runs of messages
@@ -136,6 +140,7 @@ impl Router {
         if self.node.config.exit_on_eof {
             log::info!("stdin ended: stopping once every member has acknowledged every line");
             self.eof_pending = true;
+            self.mesh.draining();
         } else {
             log::info!("stdin ended; still relaying and printing until Ctrl-C");
         }
@@ -178,10 +183,7 @@ impl Router {
                     let via = match &via {
                         Some((conn, name)) if *conn == msg.via => name.clone(),
                         _ => {
-                            let name = msg
-                                .via
-                                .and_then(|conn| self.peers.get(&conn))
-                                .map(|e| e.info.name.clone());
+                            let name = msg.via.and_then(|conn| self.via_name(conn));
                             via.insert((msg.via, name)).1.clone()
                         }
                     };
@@ -322,6 +324,16 @@ impl Router {
         self.full.remove(&conn);
     }
 
+    /// The name of the neighbour connection `conn`, also if it has closed
+    /// since it brought a message that waited in the hold-back buffer.
+    fn via_name(&self, conn: ConnId) -> Option<Arc<str>> {
+        if let Some(entry) = self.peers.get(&conn) {
+            return Some(entry.info.name.clone());
+        }
+        let closed = self.closed_names.iter().rev().find(|(c, _)| *c == conn);
+        closed.map(|(_, name)| name.clone())
+    }
+
     /// A member's name for printing: from its STATUS, or its id in hex
     /// while the mesh does not know it.
     fn name_of(&mut self, id: NodeId) -> Arc<str> {
@@ -401,13 +413,43 @@ impl Router {
 
     /// After stdin's end under `--exit-on-eof`: once every line is
     /// acknowledged by every member that owes it (or that member is down),
-    /// leave the group and stop.
+    /// leave the group and stop. Lines the others sent us may still be on
+    /// their way: we leave once we have printed every line we know was
+    /// sent (at most [`LEAVE_WAIT`] later), so that our leaving STATUS
+    /// acknowledges all we print, finally; then we keep relaying while
+    /// other members are about to leave too (at most [`LEAVE_WAIT`] more),
+    /// so that their final acknowledgements still find a path (see
+    /// `mesh::leave`).
     fn check_eof(&mut self) {
-        if !self.eof_pending || self.stopping || self.unsent.is_some() || !self.mesh.eof_settled() {
+        if !self.eof_pending || self.stopping || self.unsent.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if !self.left {
+            if !self.mesh.eof_settled() {
+                return;
+            }
+            let leave_by = *self.leave_by.get_or_insert(now + LEAVE_WAIT);
+            let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
+            if !caught_up && now < leave_by {
+                return;
+            }
+            log::info!("every member that was owed a line has it, or is gone");
+            if !caught_up {
+                log::warn!(
+                    "leaving before every line sent to this node was printed (waited {}s)",
+                    LEAVE_WAIT.as_secs()
+                );
+            }
+            self.left = true;
+            self.mesh.leave(now, caught_up);
+            self.leave_by = Some(now + LEAVE_WAIT);
+        }
+        if self.mesh.others_leaving() && self.leave_by.is_some_and(|at| now < at) {
             return;
         }
         self.eof_pending = false;
-        log::info!("every member that was owed a line has it, or is gone");
+        self.leave_by = None;
         self.node.shutdown.trigger(Cause::StdinEof);
     }
 

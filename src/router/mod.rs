@@ -51,6 +51,9 @@ use peers::Entry;
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// How often `--peer-cache` is written while the node runs.
 const CACHE_EVERY: Duration = Duration::from_secs(10);
+/// How many closed connections' names are kept for `via` (see
+/// `Router::closed_names`): a held message waits at most `--stall-timeout`.
+const CLOSED_NAMES: usize = 256;
 /// How soon it is written after a member comes up: a node killed a few
 /// seconds after joining still finds the group again.
 const CACHE_SOON: Duration = Duration::from_secs(1);
@@ -108,6 +111,10 @@ pub struct Router {
     full: HashSet<ConnId>,
     /// Members' names, for printing what they sent.
     names: HashMap<NodeId, Arc<str>>,
+    /// The names of the last [`CLOSED_NAMES`] connections that closed: a
+    /// message held back (waiting for an earlier one) that one of them
+    /// brought still names it as `via` when it is released.
+    closed_names: VecDeque<(ConnId, Arc<str>)>,
     /// Members the mesh announced as up and not yet as down.
     members: HashSet<NodeId>,
     backlog: VecDeque<Output>,
@@ -122,6 +129,11 @@ pub struct Router {
     unsent: Option<Chunk>,
     /// stdin ended under `--exit-on-eof`: stop once the group has every line.
     eof_pending: bool,
+    /// Every line of ours is acknowledged: we leave once we have printed
+    /// what the group sent us, or at this deadline (see `check_eof`).
+    leave_by: Option<Instant>,
+    /// Our leaving STATUS went out.
+    left: bool,
     /// Seeds whose failures were logged as warnings since they last worked.
     seeds_warned: HashSet<usize>,
     stopping: bool,
@@ -198,6 +210,7 @@ impl Router {
             successors: HashMap::new(),
             full: HashSet::new(),
             names: HashMap::new(),
+            closed_names: VecDeque::new(),
             members: HashSet::new(),
             backlog: VecDeque::new(),
             events_in_backlog: 0,
@@ -206,6 +219,8 @@ impl Router {
             stdin_open: true,
             unsent: None,
             eof_pending: false,
+            leave_by: None,
+            left: false,
             seeds_warned: HashSet::new(),
             stopping: false,
             deadline: None,
@@ -300,6 +315,7 @@ impl Router {
             Some(self.next_flush),
             self.mesh.next_deadline(),
             self.unannounced_until(),
+            self.leave_by,
         ]
         .into_iter()
         .flatten()
@@ -481,8 +497,11 @@ impl Router {
             self.peers.len()
         );
         // The group hears that we leave (our STATUS with the leaving flag)
-        // before our goodbyes.
-        self.mesh.leave(Instant::now());
+        // before our goodbyes (at the end of stdin, it did already).
+        if !self.left {
+            self.left = true;
+            self.mesh.leave(Instant::now(), false);
+        }
         self.drain_actions();
         for entry in self.peers.values_mut() {
             entry.closing = true;
@@ -557,6 +576,15 @@ impl Router {
             .handed
             .store(self.books.delivered, Ordering::Relaxed);
         let members = self.mesh.books();
+        let dropped = self.mesh.dropped_after_leaving();
+        if dropped > 0 {
+            log::warn!(
+                "{} arrived after this node left the group and {} not printed \
+                 (their senders count them as lost to it)",
+                plural(dropped, "message"),
+                if dropped == 1 { "was" } else { "were" }
+            );
+        }
         log::info!("{}", self.books.summary(&members, skipped, unsent));
         if self.node.config.stats.is_some() {
             let mut books = std::mem::take(&mut self.books);

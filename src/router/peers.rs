@@ -288,6 +288,10 @@ impl Router {
         let (ending, _) = entry.down.clone().expect("down");
         entry.outbox.close(Close::Abort);
         self.account(&entry);
+        if self.closed_names.len() == super::CLOSED_NAMES {
+            self.closed_names.pop_front();
+        }
+        self.closed_names.push_back((conn, entry.info.name.clone()));
         if entry.in_mesh {
             // A neighbour our writer cut for stalling (its socket took
             // nothing, or it answered no PING after our messages) is

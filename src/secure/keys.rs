@@ -166,8 +166,10 @@ fn weak_key(key: &Key) -> String {
 const PRIVATE_HEADER: &str = "# peercat private key (keep it secret) of node";
 const PUBLIC_HEADER: &str = "# peercat public key of node";
 
-/// Reads a private key file written by `--keygen` (or any file holding one
-/// key in base64 or hex, `#` comments aside). A `.pub` file is refused: it
+/// Reads a private key file written by `--keygen`: its header line, then
+/// one key in base64 or hex (`#` comments aside). Anything else is refused,
+/// naming what it looks like: a public key given as `--key` (a `.pub` file,
+/// or its key line copied alone, which no one can tell from a private key)
 /// would silently become another identity.
 pub fn read_private(path: &Path) -> Result<Key, String> {
     let text = super::read_bounded_text(path, super::MAX_KEY_FILE)
@@ -184,6 +186,14 @@ pub fn read_private(path: &Path) -> Result<Key, String> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    if !is_private_key_file(&text) {
+        return Err(format!(
+            "--key {} is not a private key file (it does not start with \"{PRIVATE_HEADER}\"): \
+             it looks like {}; give the file --keygen wrote",
+            path.display(),
+            looks_like(lines.clone().count(), lines.next())
+        ));
+    }
     let key = match (lines.next(), lines.next()) {
         (Some(line), None) => parse_key(line),
         (None, _) => Err("it holds no key".to_owned()),
@@ -201,6 +211,31 @@ pub fn read_private(path: &Path) -> Result<Key, String> {
     Ok(key)
 }
 
+/// What a file that is no private key file looks like, from its lines
+/// (comments aside): how many, and the first.
+fn looks_like(count: usize, first: Option<&str>) -> String {
+    match (count, first) {
+        (0, _) | (_, None) => "an empty file".to_owned(),
+        (1, Some(line)) if parse_key(line).is_ok() => {
+            "a bare key line, as in a .pub file or an --allow list (a key without the header \
+             could be anyone's public key)"
+                .to_owned()
+        }
+        (1, Some(line)) => format!("one line of text, '{}'", shorten(line)),
+        (n, Some(line)) if parse_allow_line(line) => {
+            format!("a list of {n} keys (an --allow list?)")
+        }
+        (n, Some(line)) => format!("{n} lines of text, the first '{}'", shorten(line)),
+    }
+}
+
+/// Whether `line` is an `--allow` line: a key, maybe followed by a name.
+fn parse_allow_line(line: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_some_and(|k| parse_key(k).is_ok())
+}
+
 /// Whether an `--allow` file is a private key file `--keygen` wrote.
 pub fn is_private_key_file(text: &str) -> bool {
     text.trim_start().starts_with(PRIVATE_HEADER)
@@ -215,6 +250,13 @@ pub fn write_pair(
     public: &Key,
     fingerprint: &str,
 ) -> Result<(), String> {
+    if path.extension().is_some_and(|e| e == "pub") {
+        return Err(format!(
+            "--keygen {}: the private key would go to a file named like a public key (the \
+             public one goes to PATH.pub); give the path without .pub",
+            path.display()
+        ));
+    }
     let public_path = pub_path(path);
     let write = |p: &Path, text: String, private: bool| {
         create_new(p, private)
@@ -367,13 +409,49 @@ mod tests {
         assert!(read_private(&renamed)
             .unwrap_err()
             .contains("public key file"));
-        // A bare key (older --keygen) still reads; an all-zero one does not.
-        std::fs::write(&renamed, format!("{}\n", to_base64(&[3; 32]))).unwrap();
+        // With its header, any key reads; an all-zero one does not.
+        let headed = |key: &str| format!("{PRIVATE_HEADER} 0123456789abcdef\n{key}\n");
+        std::fs::write(&renamed, headed(&to_base64(&[3; 32]))).unwrap();
         assert_eq!(read_private(&renamed), Ok([3; 32]));
-        std::fs::write(&renamed, "0".repeat(64)).unwrap();
+        std::fs::write(&renamed, headed(&"0".repeat(64))).unwrap();
         assert!(read_private(&renamed).unwrap_err().contains("all-zero"));
         let private = std::fs::read_to_string(&path).unwrap();
         assert!(is_private_key_file(&private));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_private_key_file_is_a_private_key_and_the_refusal_says_what_it_was() {
+        let dir = scratch("bare");
+        let path = dir.join("me.key");
+        let refusal = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_private(&path).unwrap_err()
+        };
+        // A public key's line without its comment: anyone's key.
+        let e = refusal(&format!("{}\n", to_base64(&[2; 32])));
+        assert!(
+            e.contains("is not a private key file") && e.contains("a bare key line"),
+            "{e}"
+        );
+        let e = refusal(&format!(
+            "{} alice\n{} bob\n",
+            to_base64(&[2; 32]),
+            "ab".repeat(32)
+        ));
+        assert!(e.contains("a list of 2 keys"), "{e}");
+        assert!(refusal("hunter2\n").contains("one line of text, 'hunter2'"));
+        assert!(refusal("# just a comment\n").contains("an empty file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn keygen_refuses_a_path_ending_in_pub() {
+        let dir = scratch("keygenpub");
+        let path = dir.join("x.pub");
+        let e = write_pair(&path, &[1; 32], &[2; 32], "0123456789abcdef").unwrap_err();
+        assert!(e.contains("give the path without .pub"), "{e}");
+        assert!(!path.exists() && !pub_path(&path).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

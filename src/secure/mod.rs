@@ -285,7 +285,14 @@ fn read_allow(path: &Path) -> Result<Vec<Allowed>, String> {
         ));
     }
     let list = keys::parse_allow(&text).map_err(|e| format!("--allow {}, {e}", path.display()))?;
-    warn_if_writable_by_others(path);
+    if let Some(mode) = mode_of(path).filter(|m| m & 0o022 != 0) {
+        log::warn!(
+            "--allow {} can be changed by {} (mode {mode:o}), who could add their own key; \
+             chmod go-w it",
+            path.display(),
+            others(mode & 0o022)
+        );
+    }
     let list = without_repeats(path, list);
     if list.is_empty() {
         return Err(format!(
@@ -315,43 +322,49 @@ fn without_repeats(path: &Path, list: Vec<Allowed>) -> Vec<Allowed> {
     kept
 }
 
-/// An allow-list anyone can change lets anyone in.
-fn warn_if_writable_by_others(path: &Path) {
+/// The permission bits of `path` (unix; `None` elsewhere or unreadable).
+fn mode_of(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o002 != 0 {
-                log::warn!(
-                    "--allow {} can be changed by any user (mode {mode:o}), who could add \
-                     their own key; chmod o-w it",
-                    path.display()
-                );
-            }
-        }
+        std::fs::metadata(path)
+            .ok()
+            .map(|meta| meta.permissions().mode() & 0o777)
     }
     #[cfg(not(unix))]
-    let _ = path;
+    {
+        let _ = path;
+        None
+    }
 }
 
-/// A secret or private key others can read is worth a warning, not a stop.
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                log::warn!(
-                    "{} can be read by other users (mode {:o}); chmod 600 it",
-                    path.display(),
-                    meta.permissions().mode() & 0o777
-                );
-            }
-        }
+/// Who `bits` (the group and other bits of one kind, read or write) let
+/// in: "the file's group", "any user", or both.
+fn others(bits: u32) -> &'static str {
+    match (bits & 0o070 != 0, bits & 0o007 != 0) {
+        (true, true) => "its group and any user",
+        (true, false) => "the users of its group",
+        _ => "any user",
     }
-    #[cfg(not(unix))]
-    let _ = path;
+}
+
+/// A secret or private key others can read or change is worth a warning
+/// (as ssh warns about its keys), not a stop: read, it lets them in; changed,
+/// it makes this node someone else, or no member.
+fn warn_if_readable_by_others(path: &Path) {
+    let Some(mode) = mode_of(path).filter(|m| m & 0o066 != 0) else {
+        return;
+    };
+    let can = match (mode & 0o044 != 0, mode & 0o022 != 0) {
+        (true, true) => format!(
+            "can be read by {} and changed by {}",
+            others(mode & 0o044),
+            others(mode & 0o022)
+        ),
+        (true, false) => format!("can be read by {}", others(mode & 0o044)),
+        _ => format!("can be changed by {}", others(mode & 0o022)),
+    };
+    log::warn!("{} {can} (mode {mode:o}); chmod 600 it", path.display());
 }
 
 /// A random instance id from the OS's randomness.

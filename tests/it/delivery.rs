@@ -402,6 +402,49 @@ fn a_message_from_another_origin_is_relayed_and_printed_under_its_origin() {
     assert_eq!(a.count_log("peer down"), 0, "{}", a.log_text());
 }
 
+/// A message held back (an earlier one of its origin is missing) keeps the
+/// neighbour it came from as `via`, also when that connection has closed
+/// by the time the missing one arrives through another. (It printed
+/// `"via":null`: the router looked the connection up among the open ones.)
+#[test]
+fn a_held_message_names_its_neighbour_as_via_after_that_link_closed() {
+    let a = node("a").args(&["-f", "json"]).start();
+    let origin = 0x4e;
+    let mut first = RawPeer::handshake_as(&a, "first", 77);
+    // The origin's STATUS: it has sent nothing yet, so 1 is owed first.
+    first.send(&status(origin, 1, "o", &[]));
+    a.wait_log("member up: o");
+    first.send(&msg(origin, 2, b"two"));
+    first.send(&Frame::Bye(b"").to_bytes());
+    // Read to the end: closed with our bytes unread, the socket would be
+    // reset, and the message lost on the way.
+    assert!(first.read_until_closed(DEADLINE), "{}", a.log_text());
+    drop(first);
+    a.wait_log("peer down: first");
+    let mut second = RawPeer::handshake_as(&a, "second", 79);
+    second.send(&msg(origin, 1, b"one"));
+    let is_msg = |l: &Vec<u8>| l.starts_with(b"{\"type\":\"msg\"");
+    let both = a.out.wait_until(DEADLINE, |lines| {
+        lines.iter().filter(|l| is_msg(l)).count() >= 2
+    });
+    let lines = texts(&a.out.snapshot());
+    assert!(both, "{lines:?}\n{}", a.log_text());
+    let msgs: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("{\"type\":\"msg\""))
+        .collect();
+    assert!(
+        msgs[0].contains("\"via\":\"second\",\"seq\":1,"),
+        "{}",
+        msgs[0]
+    );
+    assert!(
+        msgs[1].contains("\"via\":\"first\",\"seq\":2,"),
+        "{}",
+        msgs[1]
+    );
+}
+
 #[test]
 fn a_message_before_accept_is_a_protocol_error() {
     let a = node("a").start();

@@ -654,7 +654,8 @@ fn doubtful_allow_lists_and_secrets_draw_warnings() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o666)).unwrap();
+        // Writable by its group only: that is enough to add a key.
+        std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o664)).unwrap();
     }
     let a = node("a").args(&["--key", &a_key, "--allow", &list]).start();
     a.wait_log("is listed already on line 1; counted once");
@@ -662,13 +663,20 @@ fn doubtful_allow_lists_and_secrets_draw_warnings() {
     a.wait_log("our own key (node ");
     a.wait_log("an allow-list of 1 key");
     #[cfg(unix)]
-    a.wait_log("can be changed by any user (mode 666)");
+    a.wait_log("can be changed by the users of its group (mode 664), who could add their own key");
     let secret = dir.file("weak.secret", b"hunter2\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o620)).unwrap();
+    }
     let b = node("b")
         .args(&["--allow", &list, "--secret-file", &secret])
         .start();
     b.wait_log("--allow without --key");
     b.wait_log("looks weak (it is only 8 bytes)");
+    #[cfg(unix)]
+    b.wait_log("can be changed by the users of its group (mode 620); chmod 600 it");
 }
 
 #[test]

@@ -1,0 +1,395 @@
+//! Leaving the group politely, with final acknowledgements.
+//!
+//! A node that leaves sends its STATUS with the leaving flag; the origins
+//! then owe it no more lines and count what it acknowledged. Lines still
+//! on their way to it when it left were printed all the same, but never
+//! acknowledged, and the origins booked them as missed ("member down:
+//! left", exit 3 under `--exit-on-eof`). So a node leaving at the end of
+//! its stdin first waits (the router bounds the wait) until it is
+//! [`caught up`](Mesh::caught_up): every live member's lines it knows were
+//! sent are delivered and written out. Then its leaving STATUS carries
+//! *final* acknowledgements ([`FLAG_FINAL`]): they cover everything it
+//! printed, it prints nothing after them, and every later STATUS of ours
+//! repeats them. An origin counts the lines a final acknowledgement
+//! leaves out as lost, not merely unacknowledged (see PROTOCOL.md, "Exit
+//! on EOF across the mesh").
+
+use std::time::{Duration, Instant};
+
+use super::members::Member;
+use super::{Delivery, Mesh};
+use crate::frame::{Ack, FLAG_LEAVING};
+
+/// STATUS flags bit 2, only with the leaving flag: the acknowledgements
+/// are final (the member printed nothing it does not acknowledge, and
+/// prints nothing more). Older nodes ignore the bit.
+pub const FLAG_FINAL: u8 = 4;
+/// STATUS flags bit 3: the member's stdin ended under `--exit-on-eof`, and
+/// it leaves once its lines are acknowledged. Members leaving themselves
+/// keep relaying for it meanwhile (see [`Mesh::others_leaving`]).
+pub const FLAG_DRAINING: u8 = 8;
+/// STATUS flags bit 4, with bit 3: lines it read still wait for room in its
+/// window, so more of its lines are coming. A node about to leave waits
+/// for them (see [`Mesh::caught_up`]).
+pub const FLAG_SENDING: u8 = 16;
+
+/// How long no line may have arrived (or gone out) before a node counts
+/// as caught up: a member still sending streams lines that are owed to us
+/// until it hears that we left; waiting for a pause (within the router's
+/// bound) lets them arrive and be acknowledged instead of dropped.
+const LEAVE_QUIET: Duration = Duration::from_millis(100);
+
+/// Our side of leaving.
+#[derive(Debug, Default)]
+pub struct Leaving {
+    /// The acknowledgements frozen when we left with final ones.
+    final_acks: Option<Vec<Ack>>,
+    /// Our stdin ended under `--exit-on-eof` ([`FLAG_DRAINING`]).
+    draining: bool,
+    /// Messages that arrived after our final acknowledgements: not
+    /// printed (they would have printed lines we said we never would).
+    pub dropped: u64,
+}
+
+impl Mesh {
+    /// A polite exit: floods our STATUS with the leaving flag. `final_acks`:
+    /// we are caught up and print nothing more, so our acknowledgements
+    /// are final (see the module documentation); only when we had not left
+    /// already (a STATUS sent again says the same).
+    pub fn leave(&mut self, now: Instant, final_acks: bool) {
+        if final_acks && !self.own.leaving {
+            self.leaving.final_acks = Some(self.acks());
+        }
+        self.own.leaving = true;
+        self.send_status(now);
+    }
+
+    /// Whether everything live members sent that we know of is delivered
+    /// and written out: for each live member that sent lines, nothing
+    /// missing up to what its STATUS says it sent, nothing held back, and
+    /// (when acknowledging what was printed) everything delivered printed;
+    /// and no line arrived for [`LEAVE_QUIET`], and no live member whose
+    /// stdin ended still has lines waiting to go out ([`FLAG_SENDING`]).
+    pub fn caught_up(&self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.last_activity) < LEAVE_QUIET {
+            return false;
+        }
+        if self.members.values().any(|m| m.up && m.sending) {
+            return false;
+        }
+        self.origins.iter().all(|(id, o)| {
+            let live = *id != self.cfg.id && self.members.get(id).is_some_and(|m| m.up);
+            if !live || o.next == 0 {
+                return true;
+            }
+            let printed = !self.ack_printed || o.printed.max(o.base - 1) + 1 >= o.next;
+            o.missing().is_none() && printed
+        })
+    }
+
+    /// Lines that arrived after we left with final acknowledgements, and
+    /// were not printed.
+    pub fn dropped_after_leaving(&self) -> u64 {
+        self.leaving.dropped
+    }
+
+    /// The acknowledgements our STATUS carries: the final ones once we
+    /// left with them, else the current ones.
+    pub(super) fn status_acks(&self) -> Vec<Ack> {
+        match &self.leaving.final_acks {
+            Some(acks) => acks.clone(),
+            None => self.acks(),
+        }
+    }
+
+    /// Our stdin ended under `--exit-on-eof`: we leave once our lines are
+    /// acknowledged, and our next STATUS (soon) says so.
+    pub fn draining(&mut self) {
+        self.leaving.draining = true;
+        self.status_due = true;
+    }
+
+    /// Whether a live member says it leaves soon ([`FLAG_DRAINING`]). A
+    /// node that left keeps its links (relaying, printing nothing) while
+    /// one does, for a bounded time: when every member leaves at about
+    /// the same moment, the first to close its links would cut the paths
+    /// by which the others' final acknowledgements reach the origins, and
+    /// the last one would wait for members it can no longer hear from.
+    pub fn others_leaving(&self) -> bool {
+        self.members.values().any(|m| m.up && m.draining)
+    }
+
+    /// The flags [`FLAG_FINAL`], [`FLAG_DRAINING`] and [`FLAG_SENDING`]
+    /// add to our STATUS.
+    pub(super) fn leave_flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.leaving.final_acks.is_some() {
+            flags |= FLAG_FINAL;
+        }
+        if self.leaving.draining {
+            flags |= FLAG_DRAINING;
+            if self.own.waiting() > 0 {
+                flags |= FLAG_SENDING;
+            }
+        }
+        flags
+    }
+
+    /// False, and the messages counted, once our acknowledgements are
+    /// final: what they do not cover is never printed.
+    pub(super) fn may_deliver(&mut self, deliveries: &[Delivery]) -> bool {
+        if self.leaving.final_acks.is_none() {
+            return true;
+        }
+        self.leaving.dropped += deliveries.iter().map(Delivery::len).sum::<u64>();
+        false
+    }
+}
+
+/// What a member's STATUS `flags` say about its leaving.
+pub(super) fn note_flags(m: &mut Member, flags: u8) {
+    m.left_final = flags & FLAG_LEAVING != 0 && flags & FLAG_FINAL != 0;
+    m.draining = flags & FLAG_DRAINING != 0;
+    m.sending = m.draining && flags & FLAG_SENDING != 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::frame::{self, Frame, Status};
+    use crate::mesh::{Action, MeshConfig, MsgRef, NodeId};
+
+    const ME: NodeId = 0xaaaa;
+
+    fn mesh(neighbours: u64) -> (Mesh, Instant) {
+        let cfg = MeshConfig {
+            id: ME,
+            name: "me".into(),
+            listen_port: 7000,
+            advertise: None,
+            ttl: 16,
+            relay: true,
+            degree: 2,
+            max_peers: 32,
+            window: 10_000,
+            max_frame: 1 << 20,
+            keepalive: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(5),
+            seeds: 0,
+            rng_seed: 1,
+        };
+        let t0 = Instant::now();
+        let mut m = Mesh::new(cfg, t0);
+        for c in 1..=neighbours {
+            let remote = format!("10.0.0.{c}:4000").parse().unwrap();
+            m.neighbour_up(t0, c, 100 + c, "", remote, 7000, None);
+        }
+        drain(&mut m);
+        (m, t0)
+    }
+
+    fn drain(m: &mut Mesh) -> Vec<Action> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn status(member: NodeId, status_seq: u64, sent_seq: u64, flags: u8, acks: Vec<Ack>) -> Status {
+        Status {
+            member,
+            status_seq,
+            hops: 1,
+            ttl: 16,
+            sent_seq,
+            flags,
+            name: format!("m{member:x}"),
+            addrs: Vec::new(),
+            acks,
+            misses: Vec::new(),
+        }
+    }
+
+    fn ack(origin: NodeId, delivered: u64) -> Vec<Ack> {
+        vec![Ack {
+            origin,
+            base: 1,
+            delivered,
+            skipped: 0,
+        }]
+    }
+
+    /// `origin`'s messages `seqs` from neighbour 1; how many were delivered.
+    fn feed(
+        m: &mut Mesh,
+        now: Instant,
+        origin: NodeId,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> u64 {
+        let mut buf = Vec::new();
+        let mut refs = Vec::new();
+        for seq in seqs {
+            let start = buf.len();
+            buf.extend_from_slice(&frame::msg_header(origin, seq, 1, 16, 1));
+            buf.push(b'x');
+            refs.push(MsgRef {
+                origin,
+                seq,
+                hops: 1,
+                ttl: 16,
+                start,
+                end: buf.len(),
+            });
+        }
+        m.on_msgs(now, 1, &Arc::new(buf), &refs);
+        drain(m)
+            .iter()
+            .map(|a| match a {
+                Action::Deliver(d) => d.iter().map(Delivery::len).sum(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn statuses(actions: &[Action]) -> Vec<Status> {
+        let mut out = Vec::new();
+        for a in actions {
+            if let Action::Send { frames, .. } = a {
+                let mut rest = &frames[..];
+                while let Some((f, used)) = frame::decode(rest, usize::MAX).unwrap() {
+                    if let Frame::Status(s) = f.leak() {
+                        out.push(s);
+                    }
+                    rest = &rest[used..];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn caught_up_means_every_line_a_live_member_said_it_sent_is_printed() {
+        let (mut m, t0) = mesh(1);
+        let later = t0 + LEAVE_QUIET;
+        m.acknowledge_printed_only();
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
+        assert!(m.caught_up(later), "7 has sent nothing");
+        assert_eq!(feed(&mut m, t0, 7, 1..=2), 2);
+        m.on_frame(t0, 1, &Frame::Status(status(7, 2, 3, 0, Vec::new())));
+        m.printed(t0, [(7, 2)], 2);
+        assert!(!m.caught_up(later), "7 says it sent 3: still on its way");
+        assert_eq!(feed(&mut m, later, 7, 3..=3), 1);
+        m.printed(later, [(7, 3)], 1);
+        assert!(!m.caught_up(later), "a line just arrived: 7 may send more");
+        let quiet = later + LEAVE_QUIET;
+        assert!(m.caught_up(quiet));
+        assert_eq!(feed(&mut m, quiet, 7, 4..=4), 1);
+        assert!(
+            !m.caught_up(quiet + LEAVE_QUIET),
+            "delivered, not printed yet"
+        );
+        m.printed(quiet, [(7, 4)], 1);
+        assert!(m.caught_up(quiet + LEAVE_QUIET));
+    }
+
+    #[test]
+    fn a_final_leave_acknowledges_what_was_printed_and_prints_nothing_after() {
+        let (mut m, t0) = mesh(1);
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
+        feed(&mut m, t0, 7, 1..=3);
+        drain(&mut m);
+        m.leave(t0, true);
+        let st = statuses(&drain(&mut m));
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].flags, FLAG_LEAVING | FLAG_FINAL);
+        assert_eq!(st[0].acks, ack(7, 3));
+        assert_eq!(feed(&mut m, t0, 7, 4..=5), 0, "after the final acks");
+        assert_eq!(m.dropped_after_leaving(), 2);
+        m.tick(t0 + Duration::from_secs(2));
+        let later = statuses(&drain(&mut m));
+        assert!(!later.is_empty(), "keepalive");
+        assert!(later.iter().all(|s| s.acks == ack(7, 3)), "{later:?}");
+    }
+
+    #[test]
+    fn an_origin_counts_a_final_acknowledgement_and_what_it_leaves_out_as_lost() {
+        let (mut m, t0) = mesh(1);
+        for id in [7, 8, 9] {
+            m.on_frame(t0, 1, &Frame::Status(status(id, 1, 0, 0, Vec::new())));
+        }
+        let mut buf = Vec::new();
+        for seq in 1..=6 {
+            buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, 1));
+            buf.push(b'x');
+        }
+        m.local(t0, &Arc::new(buf), 1, 6);
+        let leaving = FLAG_LEAVING | FLAG_FINAL;
+        // 7 printed all six, and that reaches us only with its leave.
+        m.on_frame(t0, 1, &Frame::Status(status(7, 2, 0, leaving, ack(ME, 6))));
+        // 8 left with four printed, for good: two are lost to it.
+        m.on_frame(t0, 1, &Frame::Status(status(8, 2, 0, leaving, ack(ME, 4))));
+        // 9 left without final acks: two are not acknowledged, not lost.
+        let not_final = FLAG_LEAVING;
+        m.on_frame(
+            t0,
+            1,
+            &Frame::Status(status(9, 2, 0, not_final, ack(ME, 4))),
+        );
+        assert!(m.eof_settled());
+        let books = m.books();
+        let of = |id| {
+            let b = books.iter().find(|b| b.id == id).unwrap();
+            (b.delivered, b.lost, crate::books::missed(b))
+        };
+        assert_eq!(of(7), (6, 0, 0));
+        assert_eq!(of(8), (4, 2, 2));
+        assert_eq!(of(9), (4, 0, 2));
+    }
+
+    #[test]
+    fn members_about_to_leave_are_known_from_their_status() {
+        let (mut m, t0) = mesh(1);
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
+        assert!(!m.others_leaving());
+        m.on_frame(
+            t0,
+            1,
+            &Frame::Status(status(7, 2, 0, FLAG_DRAINING, Vec::new())),
+        );
+        assert!(m.others_leaving());
+        let gone = FLAG_DRAINING | FLAG_LEAVING | FLAG_FINAL;
+        m.on_frame(t0, 1, &Frame::Status(status(7, 3, 0, gone, Vec::new())));
+        assert!(!m.others_leaving(), "it left");
+        m.draining();
+        m.tick(t0 + Duration::from_millis(100));
+        let st = statuses(&drain(&mut m));
+        assert!(st.iter().any(|s| s.flags & FLAG_DRAINING != 0), "{st:?}");
+    }
+
+    #[test]
+    fn a_node_is_not_caught_up_while_a_member_whose_stdin_ended_has_lines_waiting() {
+        let (mut m, t0) = mesh(1);
+        let later = t0 + LEAVE_QUIET;
+        let sending = FLAG_DRAINING | FLAG_SENDING;
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, sending, Vec::new())));
+        assert!(!m.caught_up(later), "7 has more lines coming");
+        m.on_frame(
+            t0,
+            1,
+            &Frame::Status(status(7, 2, 0, FLAG_DRAINING, Vec::new())),
+        );
+        assert!(m.caught_up(later));
+        // Our own STATUS says so while our lines wait for the window.
+        let mut buf = Vec::new();
+        for seq in 1..=200 {
+            buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, 100));
+            buf.extend_from_slice(&[b'x'; 100]);
+        }
+        m.local(t0, &Arc::new(buf), 1, 200);
+        assert!(m.waiting_lines() > 0, "beyond the window");
+        m.draining();
+        m.tick(later);
+        let st = statuses(&drain(&mut m));
+        assert!(st.iter().any(|s| s.flags & FLAG_SENDING != 0), "{st:?}");
+    }
+}
