@@ -75,10 +75,18 @@ impl Member {
     }
 
     /// The highest of our seqs it has, for the window: every owed one up to
-    /// here is delivered, or will never be (below its base).
+    /// here is delivered, or reported lost (skipped). An acknowledgement
+    /// whose base is above the first line it owes says nothing of the owed
+    /// lines below that base: its base came from a STATUS that overtook
+    /// them, and our miss entry makes it fetch them (or report them) and
+    /// lower its base. Until then they stay in the window, so that they
+    /// are still in our cache and our neighbours' when it asks: counted
+    /// done at once, they left every cache while it was being told, and a
+    /// live member lost lines the origin had held for it.
     pub fn done(&self) -> u64 {
         let floor = self.owed_from.saturating_sub(1);
         match self.ack {
+            Some((base, _, _)) if base > self.owed_from => floor,
             Some((_, delivered, _)) => delivered.max(floor),
             None => floor,
         }

@@ -1115,6 +1115,32 @@ fn the_window_closes_until_every_live_member_acknowledges() {
 }
 
 #[test]
+fn lines_owed_below_a_members_acknowledged_base_stay_in_the_window_until_it_answers_the_miss() {
+    // 7 was known when lines 1..=6 were read, but its base came from a
+    // STATUS that overtook them (it acknowledges from 5 on). Counted done,
+    // lines 1..=4 would leave every cache while 7 is told it missed them,
+    // and it would find no one to fetch them from (the mesh harness: a
+    // live member lost the first 262 lines of a sender, "not repaired").
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1000,
+            ..config()
+        },
+        1,
+    );
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 6);
+    drain(&mut m);
+    on_status(&mut m, t0, 1, ack_status(7, 2, 5, 6));
+    assert_eq!(m.window_room(), 400, "1..=4 are owed and not acknowledged");
+    assert!(!m.eof_settled());
+    // Told, 7 fetched them: its base is down at 1, and all 6 delivered.
+    on_status(&mut m, t0, 1, ack_status(7, 3, 1, 6));
+    assert_eq!(m.window_room(), 1000);
+    assert!(m.eof_settled());
+}
+
+#[test]
 fn a_member_taken_for_gone_that_comes_back_is_booked_for_what_it_printed_after() {
     // 7 acknowledged 4 of 10 lines, then fell silent (stopped): down. It
     // resumes, announces itself (still at 4), then fetches and prints the
