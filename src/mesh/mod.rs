@@ -377,6 +377,7 @@ impl Mesh {
             },
         );
         self.greet(now, conn);
+        self.graft_new_neighbour(now, conn);
         self.release_own(now);
     }
 
@@ -386,7 +387,7 @@ impl Mesh {
         let Some(gone) = self.neighbours.remove(&conn) else {
             return;
         };
-        self.regraft(conn);
+        self.regraft(now, conn);
         if let Some(reason) = cut {
             self.report_down(now, gone.node, reason);
         }
@@ -422,7 +423,7 @@ impl Mesh {
                 origin,
                 from_seq,
                 to_seq,
-            } => self.on_graft(conn, *origin, *from_seq, *to_seq),
+            } => self.on_graft(now, conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
                 // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();

@@ -18,6 +18,9 @@ use crate::frame::{Frame, Status, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
 /// How long a REPAIR is given before another neighbour is asked.
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
+/// However often new paths restart a hole's clock, it is given up at the
+/// latest this many stall timeouts after it was seen.
+const HOLE_LIMIT: u32 = 3;
 
 impl Mesh {
     /// The hot path: one pass over the batch, one forward buffer shared by
@@ -416,12 +419,10 @@ impl Mesh {
         if self.tree.hole_moved(id, first) {
             origin.hole = None;
         }
-        let hole = origin.hole.get_or_insert(Hole {
-            since: now,
-            next_repair: now + REPAIR_DELAY,
-            rr: 0,
-        });
-        if now >= hole.since + stall {
+        let hole = origin
+            .hole
+            .get_or_insert_with(|| Hole::new(now, now + REPAIR_DELAY));
+        if now >= hole.since + stall || now >= hole.seen + stall * HOLE_LIMIT {
             origin.skip_to(last);
             origin.hole = None;
             let mut released = Vec::new();
@@ -435,13 +436,23 @@ impl Mesh {
             return;
         }
         if now >= hole.next_repair && !self.neighbours.is_empty() {
-            // Every other ask goes to the neighbour whose STATUS says it
-            // has the run, if one does; the rest round-robin, in case it
-            // has them no more.
-            let ahead = self
-                .tree
-                .ahead_turn(id, first)
-                .filter(|c| self.neighbours.contains_key(c));
+            // Every other ask goes to the origin, if it is a neighbour: it
+            // holds every line we have not acknowledged (its window). The
+            // rest, or all when it is not, alternate between the neighbour
+            // whose STATUS says it has the run, if one does, and the
+            // others in turn, in case it has them no more.
+            hole.asks += 1;
+            let origin_conn = self
+                .neighbours
+                .iter()
+                .find(|(_, n)| n.node == id)
+                .map(|(c, _)| *c)
+                .filter(|_| hole.asks % 2 == 1);
+            let ahead = origin_conn.or_else(|| {
+                self.tree
+                    .ahead_turn(id, first)
+                    .filter(|c| self.neighbours.contains_key(c))
+            });
             hole.next_repair = now + REPAIR_RETRY;
             let conn = match ahead {
                 Some(conn) => conn,
@@ -490,19 +501,65 @@ impl Mesh {
     /// shows the hole). Not only those we pruned: a child of ours that
     /// gets the graft has lost its supply too and grafts its own
     /// neighbours, down the tree to the first node with another path.
-    pub(super) fn regraft(&mut self, conn: Conn) {
+    pub(super) fn regraft(&mut self, now: Instant, conn: Conn) {
         for id in self.tree.neighbour_down(conn) {
             self.graft_all(id, None);
+            self.new_path(now, id);
+        }
+    }
+
+    /// A neighbour came up: for every origin with an open hole, it is
+    /// grafted at once (it may have the lines, or a path to them that the
+    /// others lack: a node linking up after its relay was cut), and the
+    /// hole's clock starts over.
+    pub(super) fn graft_new_neighbour(&mut self, now: Instant, conn: Conn) {
+        let ids: Vec<NodeId> = self.holes.iter().copied().collect();
+        for id in ids {
+            let Some(origin) = self.origins.get(id) else {
+                continue;
+            };
+            let Some((first, last)) = origin.missing() else {
+                continue;
+            };
+            let to = if origin.first_held().is_some() {
+                last
+            } else {
+                u64::MAX
+            };
+            self.graft(id, conn, first, to);
+            self.new_path(now, id);
+        }
+    }
+
+    /// A new path to `id`'s missing lines is being tried: the hole's
+    /// clock starts over, so that it becomes a gap only after
+    /// `--stall-timeout` without progress along that path too (and at the
+    /// latest [`HOLE_LIMIT`] stall timeouts after it was seen). Without
+    /// this, a hole whose parent stalled was as old as the stall timeout
+    /// by the time the parent was cut, and was given up at once, before
+    /// the grafts that the cut set off could bring the lines.
+    fn new_path(&mut self, now: Instant, id: NodeId) {
+        if let Some(hole) = self.origins.get_mut(id).and_then(|o| o.hole.as_mut()) {
+            hole.since = now;
+            hole.next_repair = hole.next_repair.min(now + REPAIR_RETRY);
         }
     }
 
     /// A GRAFT from `conn`: it wants `origin`'s lines from us again, and
     /// those it lacks. If it is our parent for that origin, our supply is
     /// cut as if it had gone: we graft our other neighbours.
-    pub(super) fn on_graft(&mut self, conn: Conn, origin: NodeId, from: u64, to: u64) {
+    pub(super) fn on_graft(
+        &mut self,
+        now: Instant,
+        conn: Conn,
+        origin: NodeId,
+        from: u64,
+        to: u64,
+    ) {
         self.tree.grafted_by(origin, conn);
         if self.tree.orphaned_by(origin, conn) {
             self.graft_all(origin, Some(conn));
+            self.new_path(now, origin);
         }
         self.answer_repair(conn, origin, from, to);
     }

@@ -2296,3 +2296,160 @@ fn urgent_acknowledgements_go_out_2_ms_after_the_previous_status() {
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert!(acks[0].1.acks.iter().any(|a| a.origin == 7), "{acks:?}");
 }
+
+// ---- A stalled relay ---------------------------------------------------
+
+#[test]
+fn a_hole_below_a_stalled_parent_is_repaired_through_the_link_made_after_the_cut() {
+    // o -- r -- x, and a leaf y linked to o and x. x gets o's lines through
+    // r; y gets them straight from o and acknowledges them in its own
+    // STATUS to x, so x sees a hole as soon as r stops (SIGSTOP), but y,
+    // a leaf, answers no GRAFT for o's lines: no neighbour of x can fill
+    // it. o holds every line x has not acknowledged (its window). After
+    // the stall timeout x cuts r, its parent for o, and, below its degree,
+    // links to o. By then the hole is as old as the stall timeout: given
+    // up at once, x lost lines that o still held. The cut and the new
+    // link are new paths: the hole's clock starts over, and o fills it.
+    let mut sim = Sim::new(SimConfig {
+        window: 3_000,
+        keepalive: secs(1.0),
+        stall_timeout: secs(2.0),
+        ..SimConfig::default()
+    });
+    let o = sim.add_node_with(vec![], 1, true);
+    sim.run_for(secs(0.1));
+    let r = sim.add_node_with(vec![o], 1, true);
+    sim.run_for(secs(0.1));
+    let y = sim.add_node_with(vec![o], 1, false);
+    sim.run_for(secs(0.1));
+    let x = sim.add_node_with(vec![r, y], 2, true);
+    sim.run_for(secs(2.0));
+    let mut links = sim.neighbours_of(x);
+    links.sort();
+    assert_eq!(links, [r, y], "x hangs below r, and links to the leaf y");
+    assert!(!sim.neighbours_of(o).contains(&x));
+    stream(&mut sim, &[o], 1.0);
+    let origin = sim.nodes[o].id;
+    let parent = sim.nodes[x].mesh.tree.parent(origin);
+    assert_eq!(parent.and_then(|c| sim.peer_of(x, c)), Some(r));
+    sim.stall(r);
+    stream(&mut sim, &[o], 6.0);
+    sim.run_for(secs(4.0));
+    assert!(
+        sim.neighbours_of(x).contains(&o),
+        "x linked to o after the cut"
+    );
+    assert_eq!(
+        sim.nodes[x].gaps, 0,
+        "x reported lines o still held as lost"
+    );
+    assert_complete(&sim, &[o]);
+    assert!(sim.nodes[o].sent > 200, "o went on once r was cut");
+}
+
+/// Eight nodes joined through one seed with `--degree 3`, as people start a
+/// group: the seed is the first neighbour of each, and the parent of many
+/// members in the senders' trees.
+fn joined_through_a_seed(cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg);
+    let seed = sim.add_node(vec![]);
+    for _ in 1..8 {
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(3.0));
+    assert!(sim.connected_graph(), "the joins formed one group");
+    sim
+}
+
+#[test]
+fn members_below_a_stalled_seed_lose_nothing_when_it_is_cut() {
+    // The mesh harness's run: the seed stops (SIGSTOP) while two members
+    // stream, for longer than the stall timeout, and is cut. Every live
+    // member gets every line, exactly once, in order, with no gap, for
+    // many seeds of the simulation (the seed is the parent of some
+    // members for a sender in most of them).
+    let mut below = 0;
+    for seed in 1..=12 {
+        let mut sim = joined_through_a_seed(SimConfig {
+            degree: 3,
+            window: 4_000,
+            keepalive: secs(2.0),
+            stall_timeout: secs(3.0),
+            seed,
+            ..SimConfig::default()
+        });
+        let senders = [1, 2];
+        stream(&mut sim, &senders, 1.0);
+        let relay = 0;
+        below += (1..8)
+            .filter(|&x| {
+                senders.iter().any(|&s| {
+                    let parent = sim.nodes[x].mesh.tree.parent(sim.nodes[s].id);
+                    parent.and_then(|c| sim.peer_of(x, c)) == Some(relay)
+                })
+            })
+            .count();
+        sim.stall(relay);
+        stream(&mut sim, &senders, 6.0);
+        sim.run_for(secs(5.0));
+        let gaps: Vec<(usize, u64)> = (1..8)
+            .map(|i| (i, sim.nodes[i].gaps))
+            .filter(|(_, g)| *g > 0)
+            .collect();
+        assert!(
+            gaps.is_empty(),
+            "seed {seed}: gaps at live members {gaps:?}"
+        );
+        assert_complete(&sim, &senders);
+        assert!(senders.iter().all(|&s| sim.nodes[s].sent > 300));
+    }
+    assert!(
+        below > 6,
+        "the stalled seed was a parent: {below} members below it"
+    );
+}
+
+#[test]
+fn new_paths_restart_a_holes_clock_but_it_is_given_up_within_three_stall_timeouts() {
+    // Stall timeout 5 s. A neighbour comes up every 2 s and is grafted at
+    // once: each is a new path, so the hole outlives 5 s; but links that
+    // come and go must not keep it open for ever.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    m.tick(t0);
+    drain(&mut m);
+    for k in 1..=8u64 {
+        let now = t0 + secs(2.0 * k as f64);
+        let remote = addr(&format!("10.0.1.{k}:4000"));
+        m.neighbour_up(now, 10 + k, 200 + k, "", remote, 7000, None);
+        let asked = grafts(&drain(&mut m));
+        assert!(
+            asked.contains(&(10 + k, 7, 2, 3)),
+            "the new neighbour is asked at once: {asked:?}"
+        );
+        m.tick(now + secs(0.5));
+        let lost = gaps(&drain(&mut m));
+        if now + secs(0.5) < t0 + secs(15.0) {
+            assert!(lost.is_empty(), "given up at {}s", 2 * k);
+        } else {
+            assert_eq!(lost, [(7, 2, 3)], "given up after 15 s");
+            return;
+        }
+    }
+    panic!("the hole was never given up");
+}
+
+#[test]
+fn a_hole_whose_origin_is_a_neighbour_asks_the_origin_every_other_time() {
+    // Conn 2 is the origin itself (node 102): it holds every line we have
+    // not acknowledged. Round robin alone would ask conn 1 first.
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(102, 1, 2, 16), (102, 4, 2, 16)]);
+    let mut asked = Vec::new();
+    for ms in [100, 400, 1500, 2600, 3700] {
+        m.tick(t0 + Duration::from_millis(ms));
+        asked.extend(grafts(&drain(&mut m)).into_iter().map(|(c, ..)| c));
+    }
+    assert_eq!(asked, [2, 1, 2, 2]);
+}
