@@ -243,6 +243,9 @@ struct Neighbour {
     /// A command-line PEER link: never trimmed.
     seed: bool,
     added: Instant,
+    /// When a frame from it last reached the mesh: a parent silent for a
+    /// while is about to be cut (see `relay.rs`, `parent_silent`).
+    heard: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
     /// REPAIR answers we queued for it, while its writer still holds them
@@ -372,6 +375,7 @@ impl Mesh {
                 remote,
                 seed,
                 added: now,
+                heard: now,
                 closing: false,
                 answers: Vec::new(),
             },
@@ -395,12 +399,14 @@ impl Mesh {
 
     /// A batch of MSG frames read from `conn`, all inside `buf`.
     pub fn on_msgs(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
+        self.heard_from(now, conn);
         self.relay(now, conn, buf, msgs);
     }
 
     /// A STATUS, DOWN, REPAIR, PRUNE, GRAFT or PEERS frame from `conn`;
     /// others are ignored.
     pub fn on_frame(&mut self, now: Instant, conn: Conn, frame: &Frame<'_>) {
+        self.heard_from(now, conn);
         match frame {
             Frame::Status(status) => {
                 self.on_status(now, conn, status);
@@ -663,6 +669,12 @@ impl Mesh {
         (self.last_activity + STATUS_QUIET)
             .min(last + STATUS_LAZY)
             .max(earliest)
+    }
+
+    fn heard_from(&mut self, now: Instant, conn: Conn) {
+        if let Some(n) = self.neighbours.get_mut(&conn) {
+            n.heard = now;
+        }
     }
 
     fn push(&mut self, action: Action) {

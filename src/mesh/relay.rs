@@ -21,6 +21,8 @@ const REPAIR_RETRY: Duration = Duration::from_secs(1);
 /// However often new paths restart a hole's clock, it is given up at the
 /// latest this many stall timeouts after it was seen.
 const HOLE_LIMIT: u32 = 3;
+/// A parent that sent nothing for this many keepalives has stopped.
+const PARENT_SILENT: f64 = 1.5;
 
 impl Mesh {
     /// The hot path: one pass over the batch, one forward buffer shared by
@@ -402,6 +404,7 @@ impl Mesh {
 
     fn check_hole(&mut self, now: Instant, id: NodeId) {
         let stall = self.cfg.stall_timeout;
+        let parent_silent = self.parent_silent(now, id);
         let Some(origin) = self.origins.get_mut(id) else {
             self.holes.remove(&id);
             self.tree.hole_closed(id);
@@ -422,7 +425,8 @@ impl Mesh {
         let hole = origin
             .hole
             .get_or_insert_with(|| Hole::new(now, now + REPAIR_DELAY));
-        if now >= hole.since + stall || now >= hole.seen + stall * HOLE_LIMIT {
+        let stalled = now >= hole.since + stall && !parent_silent;
+        if stalled || now >= hole.seen + stall * HOLE_LIMIT {
             origin.skip_to(last);
             origin.hole = None;
             let mut released = Vec::new();
@@ -529,6 +533,26 @@ impl Mesh {
             self.graft(id, conn, first, to);
             self.new_path(now, id);
         }
+    }
+
+    /// Whether our parent for `id`, a live origin, is still a neighbour
+    /// but has sent us nothing for [`PARENT_SILENT`] keepalives (every neighbour sends its
+    /// STATUS each keepalive): it has stopped, and will be cut (by our
+    /// writer after the stall timeout, or as dead after 3 × keepalive of
+    /// silence), which is a new path. Until then the hole waits (within
+    /// [`HOLE_LIMIT`]): a parent that stops is often cut a little after
+    /// the stall timeout of a hole seen when it stopped.
+    fn parent_silent(&self, now: Instant, id: NodeId) -> bool {
+        // An origin that is down holds nothing for us any more: then the
+        // stall timeout alone decides.
+        let origin_live = self.members.get(&id).is_some_and(|m| m.is_live());
+        let Some(conn) = self.tree.parent(id).filter(|_| origin_live) else {
+            return false;
+        };
+        let silent = self.cfg.keepalive.mul_f64(PARENT_SILENT);
+        self.neighbours
+            .get(&conn)
+            .is_some_and(|n| now.saturating_duration_since(n.heard) >= silent)
     }
 
     /// A new path to `id`'s missing lines is being tried: the hole's

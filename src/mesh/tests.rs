@@ -2453,3 +2453,45 @@ fn a_hole_whose_origin_is_a_neighbour_asks_the_origin_every_other_time() {
     }
     assert_eq!(asked, [2, 1, 2, 2]);
 }
+
+#[test]
+fn a_hole_waits_while_its_silent_parent_is_not_yet_cut_then_the_cut_restarts_its_clock() {
+    // Origin 7 is live (its STATUS keeps coming through conn 2). Our
+    // parent for it, conn 1, stopped after line 1; the hole 2..=3 is seen
+    // at once. Its writer cuts conn 1 only 8 s later, past the 5 s stall
+    // timeout: the hole must not be given up meanwhile (conn 1 is silent,
+    // about to be cut), and the cut is a new path.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 2, status(7, 1, 2, 0));
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    on_status(&mut m, t0, 2, status(7, 2, 2, 3));
+    for k in 1..=16u64 {
+        let now = t0 + secs(0.5 * k as f64);
+        on_status(&mut m, now, 2, status(7, 2 + k, 2, 3));
+        m.tick(now);
+    }
+    assert!(gaps(&drain(&mut m)).is_empty(), "given up before the cut");
+    m.neighbour_down(t0 + secs(8.0), 1, Some("cut: accepted nothing for 5s"));
+    assert!(grafts(&drain(&mut m)).contains(&(2, 7, 2, u64::MAX)));
+    m.tick(t0 + secs(9.0));
+    assert!(
+        gaps(&drain(&mut m)).is_empty(),
+        "the cut restarted the clock"
+    );
+    let filled = feed(&mut m, t0 + secs(9.5), 2, &[(7, 2, 2, 16), (7, 3, 2, 16)]);
+    assert_eq!(delivered(&filled), [(7, 2), (7, 3)]);
+    // A parent that keeps talking but has nothing: the stall timeout
+    // alone decides, as before.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 2, status(7, 1, 2, 0));
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    on_status(&mut m, t0, 2, status(7, 2, 2, 3));
+    let mut lost = Vec::new();
+    for k in 1..=12u64 {
+        let now = t0 + secs(0.5 * k as f64);
+        on_status(&mut m, now, 1, status(101, k, 1, 0));
+        m.tick(now);
+        lost.extend(gaps(&drain(&mut m)));
+    }
+    assert_eq!(lost, [(7, 2, 3)]);
+}
