@@ -66,6 +66,12 @@ impl Member {
         self.up
     }
 
+    /// Whether it is live, or down only because we stopped hearing it (no
+    /// one said it left or was cut): its lines may still be held for us.
+    pub fn maybe_live(&self) -> bool {
+        self.up || self.down.as_deref().is_some_and(|r| r.starts_with(SILENT))
+    }
+
     /// Addresses one could dial (not the unspecified ones).
     pub fn dialable(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.addrs
@@ -131,6 +137,9 @@ impl Member {
         })
     }
 }
+
+/// How the reason of a member down for silence starts.
+const SILENT: &str = "silent for";
 
 /// How often a DOWN about us is refuted at once (see `refute_down`).
 const REFUTE_EVERY: Duration = Duration::from_secs(1);
@@ -561,7 +570,7 @@ impl Mesh {
     pub(super) fn find_silent(&mut self, now: Instant) {
         let limit = self.cfg.keepalive * 3;
         let silent = self.members.silent(self.silence_clock(now), limit);
-        let reason = format!("silent for {}s", limit.as_secs_f64());
+        let reason = format!("{SILENT} {}s", limit.as_secs_f64());
         if !silent.is_empty() {
             self.dial.heal_soon(now, &mut self.rng);
         }

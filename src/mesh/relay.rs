@@ -535,7 +535,8 @@ impl Mesh {
         }
     }
 
-    /// Whether our parent for `id`, a live origin, is still a neighbour
+    /// Whether our parent for `id`, an origin not known to be gone, is
+    /// still a neighbour
     /// but has sent us nothing for [`PARENT_SILENT`] keepalives (every neighbour sends its
     /// STATUS each keepalive): it has stopped, and will be cut (by our
     /// writer after the stall timeout, or as dead after 3 × keepalive of
@@ -543,9 +544,11 @@ impl Mesh {
     /// [`HOLE_LIMIT`]): a parent that stops is often cut a little after
     /// the stall timeout of a hole seen when it stopped.
     fn parent_silent(&self, now: Instant, id: NodeId) -> bool {
-        // An origin that is down holds nothing for us any more: then the
-        // stall timeout alone decides.
-        let origin_live = self.members.get(&id).is_some_and(|m| m.is_live());
+        // An origin that left or was cut holds nothing for us any more:
+        // then the stall timeout alone decides. One we only stopped
+        // hearing may be silent because the stopped parent carried its
+        // STATUS to us too.
+        let origin_live = self.members.get(&id).is_some_and(|m| m.maybe_live());
         let Some(conn) = self.tree.parent(id).filter(|_| origin_live) else {
             return false;
         };
