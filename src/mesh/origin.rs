@@ -125,6 +125,8 @@ pub struct Hole {
     /// How many asks went out: every other one goes to the origin itself
     /// when it is a neighbour.
     pub asks: u64,
+    /// We dialed the origin for it (once per hole).
+    pub dialed_origin: bool,
 }
 
 impl Hole {
@@ -135,6 +137,7 @@ impl Hole {
             next_repair: first_ask,
             rr: 0,
             asks: 0,
+            dialed_origin: false,
         }
     }
 }

@@ -425,6 +425,11 @@ impl Mesh {
         let hole = origin
             .hole
             .get_or_insert_with(|| Hole::new(now, now + REPAIR_DELAY));
+        // Half a stall timeout with no progress: the neighbours cannot
+        // fill it; the origin can (it holds every line we have not
+        // acknowledged), so we link to it, once per hole, whatever our
+        // degree (a link too many is trimmed later like any other).
+        let dial_origin = !hole.dialed_origin && now >= hole.since + stall / 2;
         let stalled = now >= hole.since + stall && !parent_silent;
         if stalled || now >= hole.seen + stall * HOLE_LIMIT {
             origin.skip_to(last);
@@ -439,6 +444,17 @@ impl Mesh {
             self.delivered(released);
             return;
         }
+        let dialed = dial_origin && self.origin_reachable(id) && self.dial_member(now, id);
+        if dialed {
+            log::debug!("{id:016x}'s lines from {first} not repaired by any neighbour: dialing it");
+        }
+        let Some(origin) = self.origins.get_mut(id) else {
+            return;
+        };
+        let Some(hole) = origin.hole.as_mut() else {
+            return;
+        };
+        hole.dialed_origin |= dialed;
         if now >= hole.next_repair && !self.neighbours.is_empty() {
             // Every other ask goes to the origin, if it is a neighbour: it
             // holds every line we have not acknowledged (its window). The
@@ -556,6 +572,12 @@ impl Mesh {
         self.neighbours
             .get(&conn)
             .is_some_and(|n| now.saturating_duration_since(n.heard) >= silent)
+    }
+
+    /// Whether `id` may still hold lines for us and is not a neighbour.
+    fn origin_reachable(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.maybe_live())
+            && !self.neighbours.values().any(|n| n.node == id)
     }
 
     /// A new path to `id`'s missing lines is being tried: the hole's

@@ -2495,3 +2495,41 @@ fn a_hole_waits_while_its_silent_parent_is_not_yet_cut_then_the_cut_restarts_its
     }
     assert_eq!(lost, [(7, 2, 3)]);
 }
+
+#[test]
+fn a_hole_no_neighbour_fills_for_half_a_stall_timeout_dials_the_origin_once() {
+    // Degree 2, two neighbours: no dial for the degree. Origin 7 (two
+    // hops away, at 10.0.0.7:7007) sent up to 3; our neighbours have
+    // nothing. After 2.5 s (half the 5 s stall timeout) we dial 7 itself,
+    // which holds every line we have not acknowledged; once.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let far = Status {
+        addrs: vec![addr("10.0.0.7:7007")],
+        ..status(7, 1, 2, 0)
+    };
+    on_status(&mut m, t0, 1, far.clone());
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    on_status(
+        &mut m,
+        t0,
+        1,
+        Status {
+            status_seq: 2,
+            sent_seq: 3,
+            ..far
+        },
+    );
+    let mut dialed = Vec::new();
+    for ms in (100..=4900).step_by(100) {
+        let now = t0 + Duration::from_millis(ms);
+        // The neighbours are alive (each says so every keepalive).
+        on_status(&mut m, now, 1, status(101, ms, 1, 0));
+        on_status(&mut m, now, 2, status(102, ms, 1, 0));
+        m.tick(now);
+        let actions = drain(&mut m);
+        assert!(gaps(&actions).is_empty());
+        dialed.extend(dials(&actions).into_iter().map(|d| (ms, d)));
+    }
+    let target = DialTarget::Addr(addr("10.0.0.7:7007"));
+    assert_eq!(dialed, [(2600, target)]);
+}

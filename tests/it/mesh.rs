@@ -1292,11 +1292,12 @@ fn a_member_below_a_stopped_relay_gets_its_lines_through_the_link_it_makes_after
     // straight from o. r stops (SIGSTOP) and o sends 100 more lines: y's
     // own STATUS tells x it lacks them at once, but no neighbour of x can
     // give them (y answers no GRAFT for others' lines). o still holds
-    // them. x drops r as dead after 3 × keepalive of silence (3 s), more
-    // than the 2 s stall timeout after the hole showed, then links to o.
-    // Given up when the stall timeout ran out, the lines were a gap; the
-    // hole must wait for its silent parent's cut and then be filled
-    // through the new link.
+    // them. x drops r as dead only after 3 × keepalive of silence (3 s),
+    // more than the 2 s stall timeout after the hole showed. Given up when
+    // the stall timeout ran out, the lines were a gap (and x's link after
+    // the drop went to r's address again, stuck in the handshake of a
+    // stopped process). The hole must wait for its silent parent's cut,
+    // and x must link to o, which holds the lines, and get them from it.
     let quick = ["--keepalive", "1", "--stall-timeout", "2", "--degree", "1"];
     let specs = vec![
         Spec::new("o").args(&quick),
@@ -1309,10 +1310,18 @@ fn a_member_below_a_stopped_relay_gets_its_lines_through_the_link_it_makes_after
     ];
     let mut g = Group::start("stoppedparent", specs, Fmt::Json);
     g.wait_members(&[0, 1], 2, DEADLINE);
-    let mut args: Vec<String> = ["--keepalive", "1", "--stall-timeout", "2", "--degree", "2"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "--keepalive",
+        "1",
+        "--stall-timeout",
+        "2",
+        "--degree",
+        "2",
+        "-v",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
     args.extend([g.addr(1), g.addr(2)]);
     let x = Group::extra("x", &args, Fmt::Json);
     g.wait_members(&[0], 3, DEADLINE);
