@@ -2,7 +2,9 @@
 //! bounded hold-back buffer, ttl, forwarding one shared re-encoded buffer
 //! per inbound batch along the broadcast tree (`tree.rs`: duplicates prune
 //! links, holes graft them back), our own lines, REPAIR and GRAFT answers,
-//! and holes that become gaps after `--stall-timeout`.
+//! and holes: asked of neighbours, of the origin (dialed if need be), and
+//! given up as gaps only after `--stall-timeout` without progress since
+//! the last new path to the lines (at most three stall timeouts).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -552,13 +554,13 @@ impl Mesh {
     }
 
     /// Whether our parent for `id`, an origin not known to be gone, is
-    /// still a neighbour
-    /// but has sent us nothing for [`PARENT_SILENT`] keepalives (every neighbour sends its
-    /// STATUS each keepalive): it has stopped, and will be cut (by our
-    /// writer after the stall timeout, or as dead after 3 × keepalive of
-    /// silence), which is a new path. Until then the hole waits (within
-    /// [`HOLE_LIMIT`]): a parent that stops is often cut a little after
-    /// the stall timeout of a hole seen when it stopped.
+    /// still a neighbour but has sent us nothing for [`PARENT_SILENT`]
+    /// keepalives (every neighbour sends its STATUS each keepalive): it
+    /// has stopped, and will be cut (by our writer after the stall
+    /// timeout, or as dead after 3 × keepalive of silence), which is a new
+    /// path. Until then the hole waits (within [`HOLE_LIMIT`]): a parent
+    /// that stops is often cut a little after the stall timeout of a hole
+    /// seen when it stopped.
     fn parent_silent(&self, now: Instant, id: NodeId) -> bool {
         // An origin that left or was cut holds nothing for us any more:
         // then the stall timeout alone decides. One we only stopped
