@@ -285,6 +285,25 @@ impl Mesh {
         }
     }
 
+    /// Dials `node` now, whatever the degree, if one of its addresses may
+    /// be dialed (not ourselves, not a neighbour, not being dialed, its
+    /// backoff over): the origin of a hole no neighbour fills holds the
+    /// lines (see `relay.rs`, `check_hole`). Whether a dial went out.
+    pub(super) fn dial_member(&mut self, now: Instant, node: NodeId) -> bool {
+        let addr = self
+            .dial
+            .addrs
+            .iter()
+            .find(|(_, k)| k.node == Some(node) && self.may_dial(k, now))
+            .map(|(a, _)| *a);
+        let Some(addr) = addr else {
+            return false;
+        };
+        self.dial.dialing(addr);
+        self.push(Action::Dial(DialTarget::Addr(addr)));
+        true
+    }
+
     /// Now and then, one remembered member that is not in the view: the
     /// two sides of a healed partition find each other this way.
     fn dial_to_heal(&mut self, now: Instant) {

@@ -76,6 +76,12 @@ impl Member {
         self.up
     }
 
+    /// Whether it is live, or down only because we stopped hearing it (no
+    /// one said it left or was cut): its lines may still be held for us.
+    pub fn maybe_live(&self) -> bool {
+        self.up || self.down.as_deref().is_some_and(|r| r.starts_with(SILENT))
+    }
+
     /// Addresses one could dial (not the unspecified ones).
     pub fn dialable(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.addrs
@@ -85,10 +91,18 @@ impl Member {
     }
 
     /// The highest of our seqs it has, for the window: every owed one up to
-    /// here is delivered, or will never be (below its base).
+    /// here is delivered, or reported lost (skipped). An acknowledgement
+    /// whose base is above the first line it owes says nothing of the owed
+    /// lines below that base: its base came from a STATUS that overtook
+    /// them, and our miss entry makes it fetch them (or report them) and
+    /// lower its base. Until then they stay in the window, so that they
+    /// are still in our cache and our neighbours' when it asks: counted
+    /// done at once, they left every cache while it was being told, and a
+    /// live member lost lines the origin had held for it.
     pub fn done(&self) -> u64 {
         let floor = self.owed_from.saturating_sub(1);
         match self.ack {
+            Some((base, _, _)) if base > self.owed_from => floor,
             Some((_, delivered, _)) => delivered.max(floor),
             None => floor,
         }
@@ -136,6 +150,9 @@ impl Member {
         })
     }
 }
+
+/// How the reason of a member down for silence starts.
+const SILENT: &str = "silent for";
 
 /// How often a DOWN about us is refuted at once (see `refute_down`).
 const REFUTE_EVERY: Duration = Duration::from_secs(1);
@@ -568,7 +585,7 @@ impl Mesh {
     pub(super) fn find_silent(&mut self, now: Instant) {
         let limit = self.cfg.keepalive * 3;
         let silent = self.members.silent(self.silence_clock(now), limit);
-        let reason = format!("silent for {}s", limit.as_secs_f64());
+        let reason = format!("{SILENT} {}s", limit.as_secs_f64());
         if !silent.is_empty() {
             self.dial.heal_soon(now, &mut self.rng);
         }

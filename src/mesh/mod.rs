@@ -245,6 +245,9 @@ struct Neighbour {
     /// A command-line PEER link: never trimmed.
     seed: bool,
     added: Instant,
+    /// When a frame from it last reached the mesh: a parent silent for a
+    /// while is about to be cut (see `relay.rs`, `parent_silent`).
+    heard: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
     /// REPAIR answers we queued for it, while its writer still holds them
@@ -377,11 +380,13 @@ impl Mesh {
                 remote,
                 seed,
                 added: now,
+                heard: now,
                 closing: false,
                 answers: Vec::new(),
             },
         );
         self.greet(now, conn);
+        self.graft_new_neighbour(now, conn);
         self.release_own(now);
     }
 
@@ -391,7 +396,7 @@ impl Mesh {
         let Some(gone) = self.neighbours.remove(&conn) else {
             return;
         };
-        self.regraft(conn);
+        self.regraft(now, conn);
         if let Some(reason) = cut {
             self.report_down(now, gone.node, reason);
         }
@@ -399,12 +404,14 @@ impl Mesh {
 
     /// A batch of MSG frames read from `conn`, all inside `buf`.
     pub fn on_msgs(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
+        self.heard_from(now, conn);
         self.relay(now, conn, buf, msgs);
     }
 
     /// A STATUS, DOWN, REPAIR, PRUNE, GRAFT or PEERS frame from `conn`;
     /// others are ignored.
     pub fn on_frame(&mut self, now: Instant, conn: Conn, frame: &Frame<'_>) {
+        self.heard_from(now, conn);
         match frame {
             Frame::Status(status) => {
                 self.on_status(now, conn, status);
@@ -427,7 +434,7 @@ impl Mesh {
                 origin,
                 from_seq,
                 to_seq,
-            } => self.on_graft(conn, *origin, *from_seq, *to_seq),
+            } => self.on_graft(now, conn, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
                 // Sent just before a neighbour lets us go: where to go next.
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
@@ -661,6 +668,12 @@ impl Mesh {
         (self.last_activity + STATUS_QUIET)
             .min(last + STATUS_LAZY)
             .max(earliest)
+    }
+
+    fn heard_from(&mut self, now: Instant, conn: Conn) {
+        if let Some(n) = self.neighbours.get_mut(&conn) {
+            n.heard = now;
+        }
     }
 
     fn push(&mut self, action: Action) {

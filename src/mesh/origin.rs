@@ -111,10 +111,35 @@ pub struct Cached<'a> {
 /// A run of missing seqs being repaired.
 #[derive(Debug, Clone)]
 pub struct Hole {
+    /// When its clock started: when it was seen, or when a new path to
+    /// the lines was last tried (our parent for the origin went and the
+    /// others were grafted, or a neighbour came up and was grafted).
     pub since: Instant,
+    /// When it was seen: new paths restart its clock, but it is given up
+    /// at the latest a few stall timeouts after this (never waited on
+    /// forever, however often links come and go).
+    pub seen: Instant,
     pub next_repair: Instant,
-    /// Which neighbour (by rank) the next REPAIR goes to.
+    /// Which neighbour (by rank) the next round-robin ask goes to.
     pub rr: usize,
+    /// How many asks went out: every other one goes to the origin itself
+    /// when it is a neighbour.
+    pub asks: u64,
+    /// We dialed the origin for it (once per hole).
+    pub dialed_origin: bool,
+}
+
+impl Hole {
+    pub fn new(now: Instant, first_ask: Instant) -> Hole {
+        Hole {
+            since: now,
+            seen: now,
+            next_repair: first_ask,
+            rr: 0,
+            asks: 0,
+            dialed_origin: false,
+        }
+    }
 }
 
 /// What to do with a message that arrived.

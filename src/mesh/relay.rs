@@ -2,7 +2,9 @@
 //! bounded hold-back buffer, ttl, forwarding one shared re-encoded buffer
 //! per inbound batch along the broadcast tree (`tree.rs`: duplicates prune
 //! links, holes graft them back), our own lines, REPAIR and GRAFT answers,
-//! and holes that become gaps after `--stall-timeout`.
+//! and holes: asked of neighbours, of the origin (dialed if need be), and
+//! given up as gaps only after `--stall-timeout` without progress since
+//! the last new path to the lines (at most three stall timeouts).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -18,6 +20,11 @@ use crate::frame::{Frame, Status, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
 /// How long a REPAIR is given before another neighbour is asked.
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
+/// However often new paths restart a hole's clock, it is given up at the
+/// latest this many stall timeouts after it was seen.
+const HOLE_LIMIT: u32 = 3;
+/// A parent that sent nothing for this many keepalives has stopped.
+const PARENT_SILENT: f64 = 1.5;
 
 impl Mesh {
     /// The hot path: one pass over the batch, one forward buffer shared by
@@ -399,6 +406,7 @@ impl Mesh {
 
     fn check_hole(&mut self, now: Instant, id: NodeId) {
         let stall = self.cfg.stall_timeout;
+        let parent_silent = self.parent_silent(now, id);
         let Some(origin) = self.origins.get_mut(id) else {
             self.holes.remove(&id);
             self.tree.hole_closed(id);
@@ -416,12 +424,16 @@ impl Mesh {
         if self.tree.hole_moved(id, first) {
             origin.hole = None;
         }
-        let hole = origin.hole.get_or_insert(Hole {
-            since: now,
-            next_repair: now + REPAIR_DELAY,
-            rr: 0,
-        });
-        if now >= hole.since + stall {
+        let hole = origin
+            .hole
+            .get_or_insert_with(|| Hole::new(now, now + REPAIR_DELAY));
+        // Half a stall timeout with no progress: the neighbours cannot
+        // fill it; the origin can (it holds every line we have not
+        // acknowledged), so we link to it, once per hole, whatever our
+        // degree (a link too many is trimmed later like any other).
+        let dial_origin = !hole.dialed_origin && now >= hole.since + stall / 2;
+        let stalled = now >= hole.since + stall && !parent_silent;
+        if stalled || now >= hole.seen + stall * HOLE_LIMIT {
             origin.skip_to(last);
             origin.hole = None;
             let mut released = Vec::new();
@@ -434,14 +446,35 @@ impl Mesh {
             self.delivered(released);
             return;
         }
+        let dialed = dial_origin && self.origin_reachable(id) && self.dial_member(now, id);
+        if dialed {
+            log::debug!("{id:016x}'s lines from {first} not repaired by any neighbour: dialing it");
+        }
+        let Some(origin) = self.origins.get_mut(id) else {
+            return;
+        };
+        let Some(hole) = origin.hole.as_mut() else {
+            return;
+        };
+        hole.dialed_origin |= dialed;
         if now >= hole.next_repair && !self.neighbours.is_empty() {
-            // Every other ask goes to the neighbour whose STATUS says it
-            // has the run, if one does; the rest round-robin, in case it
-            // has them no more.
-            let ahead = self
-                .tree
-                .ahead_turn(id, first)
-                .filter(|c| self.neighbours.contains_key(c));
+            // Every other ask goes to the origin, if it is a neighbour: it
+            // holds every line we have not acknowledged (its window). The
+            // rest, or all when it is not, alternate between the neighbour
+            // whose STATUS says it has the run, if one does, and the
+            // others in turn, in case it has them no more.
+            hole.asks += 1;
+            let origin_conn = self
+                .neighbours
+                .iter()
+                .find(|(_, n)| n.node == id)
+                .map(|(c, _)| *c)
+                .filter(|_| hole.asks % 2 == 1);
+            let ahead = origin_conn.or_else(|| {
+                self.tree
+                    .ahead_turn(id, first)
+                    .filter(|c| self.neighbours.contains_key(c))
+            });
             hole.next_repair = now + REPAIR_RETRY;
             let conn = match ahead {
                 Some(conn) => conn,
@@ -490,19 +523,94 @@ impl Mesh {
     /// shows the hole). Not only those we pruned: a child of ours that
     /// gets the graft has lost its supply too and grafts its own
     /// neighbours, down the tree to the first node with another path.
-    pub(super) fn regraft(&mut self, conn: Conn) {
+    pub(super) fn regraft(&mut self, now: Instant, conn: Conn) {
         for id in self.tree.neighbour_down(conn) {
             self.graft_all(id, None);
+            self.new_path(now, id);
+        }
+    }
+
+    /// A neighbour came up: for every origin with an open hole, it is
+    /// grafted at once (it may have the lines, or a path to them that the
+    /// others lack: a node linking up after its relay was cut), and the
+    /// hole's clock starts over.
+    pub(super) fn graft_new_neighbour(&mut self, now: Instant, conn: Conn) {
+        let ids: Vec<NodeId> = self.holes.iter().copied().collect();
+        for id in ids {
+            let Some(origin) = self.origins.get(id) else {
+                continue;
+            };
+            let Some((first, last)) = origin.missing() else {
+                continue;
+            };
+            let to = if origin.first_held().is_some() {
+                last
+            } else {
+                u64::MAX
+            };
+            self.graft(id, conn, first, to);
+            self.new_path(now, id);
+        }
+    }
+
+    /// Whether our parent for `id`, an origin not known to be gone, is
+    /// still a neighbour but has sent us nothing for [`PARENT_SILENT`]
+    /// keepalives (every neighbour sends its STATUS each keepalive): it
+    /// has stopped, and will be cut (by our writer after the stall
+    /// timeout, or as dead after 3 × keepalive of silence), which is a new
+    /// path. Until then the hole waits (within [`HOLE_LIMIT`]): a parent
+    /// that stops is often cut a little after the stall timeout of a hole
+    /// seen when it stopped.
+    fn parent_silent(&self, now: Instant, id: NodeId) -> bool {
+        // An origin that left or was cut holds nothing for us any more:
+        // then the stall timeout alone decides. One we only stopped
+        // hearing may be silent because the stopped parent carried its
+        // STATUS to us too.
+        let origin_live = self.members.get(&id).is_some_and(|m| m.maybe_live());
+        let Some(conn) = self.tree.parent(id).filter(|_| origin_live) else {
+            return false;
+        };
+        let silent = self.cfg.keepalive.mul_f64(PARENT_SILENT);
+        self.neighbours
+            .get(&conn)
+            .is_some_and(|n| now.saturating_duration_since(n.heard) >= silent)
+    }
+
+    /// Whether `id` may still hold lines for us and is not a neighbour.
+    fn origin_reachable(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.maybe_live())
+            && !self.neighbours.values().any(|n| n.node == id)
+    }
+
+    /// A new path to `id`'s missing lines is being tried: the hole's
+    /// clock starts over, so that it becomes a gap only after
+    /// `--stall-timeout` without progress along that path too (and at the
+    /// latest [`HOLE_LIMIT`] stall timeouts after it was seen). Without
+    /// this, a hole whose parent stalled was as old as the stall timeout
+    /// by the time the parent was cut, and was given up at once, before
+    /// the grafts that the cut set off could bring the lines.
+    fn new_path(&mut self, now: Instant, id: NodeId) {
+        if let Some(hole) = self.origins.get_mut(id).and_then(|o| o.hole.as_mut()) {
+            hole.since = now;
+            hole.next_repair = hole.next_repair.min(now + REPAIR_RETRY);
         }
     }
 
     /// A GRAFT from `conn`: it wants `origin`'s lines from us again, and
     /// those it lacks. If it is our parent for that origin, our supply is
     /// cut as if it had gone: we graft our other neighbours.
-    pub(super) fn on_graft(&mut self, conn: Conn, origin: NodeId, from: u64, to: u64) {
+    pub(super) fn on_graft(
+        &mut self,
+        now: Instant,
+        conn: Conn,
+        origin: NodeId,
+        from: u64,
+        to: u64,
+    ) {
         self.tree.grafted_by(origin, conn);
         if self.tree.orphaned_by(origin, conn) {
             self.graft_all(origin, Some(conn));
+            self.new_path(now, origin);
         }
         self.answer_repair(conn, origin, from, to);
     }

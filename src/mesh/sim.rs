@@ -275,6 +275,12 @@ impl Sim {
 
     /// As [`Sim::add_node`], with a `--degree` of its own.
     pub fn add_node_with_degree(&mut self, seeds: Vec<usize>, degree: usize) -> usize {
+        self.add_node_with(seeds, degree, true)
+    }
+
+    /// As [`Sim::add_node`], with a `--degree` of its own; `relay` false
+    /// for a `--no-relay` leaf.
+    pub fn add_node_with(&mut self, seeds: Vec<usize>, degree: usize, relay: bool) -> usize {
         let index = self.nodes.len();
         let id = self.rng.next_u64();
         let addr = SocketAddr::new(
@@ -287,7 +293,7 @@ impl Sim {
             listen_port: 7117,
             advertise: None,
             ttl: self.cfg.ttl,
-            relay: true,
+            relay,
             degree,
             max_peers: self.cfg.max_peers,
             window: self.cfg.window,

@@ -1115,6 +1115,32 @@ fn the_window_closes_until_every_live_member_acknowledges() {
 }
 
 #[test]
+fn lines_owed_below_a_members_acknowledged_base_stay_in_the_window_until_it_answers_the_miss() {
+    // 7 was known when lines 1..=6 were read, but its base came from a
+    // STATUS that overtook them (it acknowledges from 5 on). Counted done,
+    // lines 1..=4 would leave every cache while 7 is told it missed them,
+    // and it would find no one to fetch them from (the mesh harness: a
+    // live member lost the first 262 lines of a sender, "not repaired").
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1000,
+            ..config()
+        },
+        1,
+    );
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 6);
+    drain(&mut m);
+    on_status(&mut m, t0, 1, ack_status(7, 2, 5, 6));
+    assert_eq!(m.window_room(), 400, "1..=4 are owed and not acknowledged");
+    assert!(!m.eof_settled());
+    // Told, 7 fetched them: its base is down at 1, and all 6 delivered.
+    on_status(&mut m, t0, 1, ack_status(7, 3, 1, 6));
+    assert_eq!(m.window_room(), 1000);
+    assert!(m.eof_settled());
+}
+
+#[test]
 fn a_member_taken_for_gone_that_comes_back_is_booked_for_what_it_printed_after() {
     // 7 acknowledged 4 of 10 lines, then fell silent (stopped): down. It
     // resumes, announces itself (still at 4), then fetches and prints the
@@ -2269,4 +2295,241 @@ fn urgent_acknowledgements_go_out_2_ms_after_the_previous_status() {
     let acks = statuses_sent(&drain(&mut m));
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert!(acks[0].1.acks.iter().any(|a| a.origin == 7), "{acks:?}");
+}
+
+// ---- A stalled relay ---------------------------------------------------
+
+#[test]
+fn a_hole_below_a_stalled_parent_is_repaired_through_the_link_made_after_the_cut() {
+    // o -- r -- x, and a leaf y linked to o and x. x gets o's lines through
+    // r; y gets them straight from o and acknowledges them in its own
+    // STATUS to x, so x sees a hole as soon as r stops (SIGSTOP), but y,
+    // a leaf, answers no GRAFT for o's lines: no neighbour of x can fill
+    // it. o holds every line x has not acknowledged (its window). After
+    // the stall timeout x cuts r, its parent for o, and, below its degree,
+    // links to o. By then the hole is as old as the stall timeout: given
+    // up at once, x lost lines that o still held. The cut and the new
+    // link are new paths: the hole's clock starts over, and o fills it.
+    let mut sim = Sim::new(SimConfig {
+        window: 3_000,
+        keepalive: secs(1.0),
+        stall_timeout: secs(2.0),
+        ..SimConfig::default()
+    });
+    let o = sim.add_node_with(vec![], 1, true);
+    sim.run_for(secs(0.1));
+    let r = sim.add_node_with(vec![o], 1, true);
+    sim.run_for(secs(0.1));
+    let y = sim.add_node_with(vec![o], 1, false);
+    sim.run_for(secs(0.1));
+    let x = sim.add_node_with(vec![r, y], 2, true);
+    sim.run_for(secs(2.0));
+    let mut links = sim.neighbours_of(x);
+    links.sort();
+    assert_eq!(links, [r, y], "x hangs below r, and links to the leaf y");
+    assert!(!sim.neighbours_of(o).contains(&x));
+    stream(&mut sim, &[o], 1.0);
+    let origin = sim.nodes[o].id;
+    let parent = sim.nodes[x].mesh.tree.parent(origin);
+    assert_eq!(parent.and_then(|c| sim.peer_of(x, c)), Some(r));
+    sim.stall(r);
+    stream(&mut sim, &[o], 6.0);
+    sim.run_for(secs(4.0));
+    assert!(
+        sim.neighbours_of(x).contains(&o),
+        "x linked to o after the cut"
+    );
+    assert_eq!(
+        sim.nodes[x].gaps, 0,
+        "x reported lines o still held as lost"
+    );
+    assert_complete(&sim, &[o]);
+    assert!(sim.nodes[o].sent > 200, "o went on once r was cut");
+}
+
+/// Eight nodes joined through one seed with `--degree 3`, as people start a
+/// group: the seed is the first neighbour of each, and the parent of many
+/// members in the senders' trees.
+fn joined_through_a_seed(cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg);
+    let seed = sim.add_node(vec![]);
+    for _ in 1..8 {
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(3.0));
+    assert!(sim.connected_graph(), "the joins formed one group");
+    sim
+}
+
+#[test]
+fn members_below_a_stalled_seed_lose_nothing_when_it_is_cut() {
+    // The mesh harness's run: the seed stops (SIGSTOP) while two members
+    // stream, for longer than the stall timeout, and is cut. Every live
+    // member gets every line, exactly once, in order, with no gap, for
+    // many seeds of the simulation (the seed is the parent of some
+    // members for a sender in most of them).
+    let mut below = 0;
+    for seed in 1..=12 {
+        let mut sim = joined_through_a_seed(SimConfig {
+            degree: 3,
+            window: 4_000,
+            keepalive: secs(2.0),
+            stall_timeout: secs(3.0),
+            seed,
+            ..SimConfig::default()
+        });
+        let senders = [1, 2];
+        stream(&mut sim, &senders, 1.0);
+        let relay = 0;
+        below += (1..8)
+            .filter(|&x| {
+                senders.iter().any(|&s| {
+                    let parent = sim.nodes[x].mesh.tree.parent(sim.nodes[s].id);
+                    parent.and_then(|c| sim.peer_of(x, c)) == Some(relay)
+                })
+            })
+            .count();
+        sim.stall(relay);
+        stream(&mut sim, &senders, 6.0);
+        sim.run_for(secs(5.0));
+        let gaps: Vec<(usize, u64)> = (1..8)
+            .map(|i| (i, sim.nodes[i].gaps))
+            .filter(|(_, g)| *g > 0)
+            .collect();
+        assert!(
+            gaps.is_empty(),
+            "seed {seed}: gaps at live members {gaps:?}"
+        );
+        assert_complete(&sim, &senders);
+        assert!(senders.iter().all(|&s| sim.nodes[s].sent > 300));
+    }
+    assert!(
+        below > 6,
+        "the stalled seed was a parent: {below} members below it"
+    );
+}
+
+#[test]
+fn new_paths_restart_a_holes_clock_but_it_is_given_up_within_three_stall_timeouts() {
+    // Stall timeout 5 s. A neighbour comes up every 2 s and is grafted at
+    // once: each is a new path, so the hole outlives 5 s; but links that
+    // come and go must not keep it open for ever.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    m.tick(t0);
+    drain(&mut m);
+    for k in 1..=8u64 {
+        let now = t0 + secs(2.0 * k as f64);
+        let remote = addr(&format!("10.0.1.{k}:4000"));
+        m.neighbour_up(now, 10 + k, 200 + k, "", remote, 7000, None);
+        let asked = grafts(&drain(&mut m));
+        assert!(
+            asked.contains(&(10 + k, 7, 2, 3)),
+            "the new neighbour is asked at once: {asked:?}"
+        );
+        m.tick(now + secs(0.5));
+        let lost = gaps(&drain(&mut m));
+        if now + secs(0.5) < t0 + secs(15.0) {
+            assert!(lost.is_empty(), "given up at {}s", 2 * k);
+        } else {
+            assert_eq!(lost, [(7, 2, 3)], "given up after 15 s");
+            return;
+        }
+    }
+    panic!("the hole was never given up");
+}
+
+#[test]
+fn a_hole_whose_origin_is_a_neighbour_asks_the_origin_every_other_time() {
+    // Conn 2 is the origin itself (node 102): it holds every line we have
+    // not acknowledged. Round robin alone would ask conn 1 first.
+    let (mut m, t0) = with_neighbours(config(), 3);
+    feed(&mut m, t0, 1, &[(102, 1, 2, 16), (102, 4, 2, 16)]);
+    let mut asked = Vec::new();
+    for ms in [100, 400, 1500, 2600, 3700] {
+        m.tick(t0 + Duration::from_millis(ms));
+        asked.extend(grafts(&drain(&mut m)).into_iter().map(|(c, ..)| c));
+    }
+    assert_eq!(asked, [2, 1, 2, 2]);
+}
+
+#[test]
+fn a_hole_waits_while_its_silent_parent_is_not_yet_cut_then_the_cut_restarts_its_clock() {
+    // Origin 7 is live (its STATUS keeps coming through conn 2). Our
+    // parent for it, conn 1, stopped after line 1; the hole 2..=3 is seen
+    // at once. Its writer cuts conn 1 only 8 s later, past the 5 s stall
+    // timeout: the hole must not be given up meanwhile (conn 1 is silent,
+    // about to be cut), and the cut is a new path.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 2, status(7, 1, 2, 0));
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    on_status(&mut m, t0, 2, status(7, 2, 2, 3));
+    for k in 1..=16u64 {
+        let now = t0 + secs(0.5 * k as f64);
+        on_status(&mut m, now, 2, status(7, 2 + k, 2, 3));
+        m.tick(now);
+    }
+    assert!(gaps(&drain(&mut m)).is_empty(), "given up before the cut");
+    m.neighbour_down(t0 + secs(8.0), 1, Some("cut: accepted nothing for 5s"));
+    assert!(grafts(&drain(&mut m)).contains(&(2, 7, 2, u64::MAX)));
+    m.tick(t0 + secs(9.0));
+    assert!(
+        gaps(&drain(&mut m)).is_empty(),
+        "the cut restarted the clock"
+    );
+    let filled = feed(&mut m, t0 + secs(9.5), 2, &[(7, 2, 2, 16), (7, 3, 2, 16)]);
+    assert_eq!(delivered(&filled), [(7, 2), (7, 3)]);
+    // A parent that keeps talking but has nothing: the stall timeout
+    // alone decides, as before.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 2, status(7, 1, 2, 0));
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    on_status(&mut m, t0, 2, status(7, 2, 2, 3));
+    let mut lost = Vec::new();
+    for k in 1..=12u64 {
+        let now = t0 + secs(0.5 * k as f64);
+        on_status(&mut m, now, 1, status(101, k, 1, 0));
+        m.tick(now);
+        lost.extend(gaps(&drain(&mut m)));
+    }
+    assert_eq!(lost, [(7, 2, 3)]);
+}
+
+#[test]
+fn a_hole_no_neighbour_fills_for_half_a_stall_timeout_dials_the_origin_once() {
+    // Degree 2, two neighbours: no dial for the degree. Origin 7 (two
+    // hops away, at 10.0.0.7:7007) sent up to 3; our neighbours have
+    // nothing. After 2.5 s (half the 5 s stall timeout) we dial 7 itself,
+    // which holds every line we have not acknowledged; once.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let far = Status {
+        addrs: vec![addr("10.0.0.7:7007")],
+        ..status(7, 1, 2, 0)
+    };
+    on_status(&mut m, t0, 1, far.clone());
+    feed(&mut m, t0, 1, &[(7, 1, 2, 16)]);
+    on_status(
+        &mut m,
+        t0,
+        1,
+        Status {
+            status_seq: 2,
+            sent_seq: 3,
+            ..far
+        },
+    );
+    let mut dialed = Vec::new();
+    for ms in (100..=4900).step_by(100) {
+        let now = t0 + Duration::from_millis(ms);
+        // The neighbours are alive (each says so every keepalive).
+        on_status(&mut m, now, 1, status(101, ms, 1, 0));
+        on_status(&mut m, now, 2, status(102, ms, 1, 0));
+        m.tick(now);
+        let actions = drain(&mut m);
+        assert!(gaps(&actions).is_empty());
+        dialed.extend(dials(&actions).into_iter().map(|d| (ms, d)));
+    }
+    let target = DialTarget::Addr(addr("10.0.0.7:7007"));
+    assert_eq!(dialed, [(2600, target)]);
 }

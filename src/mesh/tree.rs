@@ -234,7 +234,6 @@ impl Tree {
     }
 
     /// The parent of `origin`'s branch.
-    #[cfg(test)]
     pub fn parent(&self, origin: NodeId) -> Option<Conn> {
         self.branches.get(&origin)?.parent.map(|(c, _)| c)
     }

@@ -868,10 +868,14 @@ fn lines_on_the_link_kept_in_a_mutual_dial_are_delivered_not_dropped() {
     }
 }
 
-/// a - b - c, b with --max-frame 100: a's 150-byte line never reaches b or
-/// c, and each reports a gap. A gap is no delivery: a's acknowledgements
-/// say the line was skipped, so --exit-on-eof exits 3 naming b and c.
-/// (Attack finding 2: exit 0, "3 lines delivered" to each.)
+/// a - b - c, b with --max-frame 100: a's 150-byte line never reaches b,
+/// which reports a gap. A gap is no delivery: b's acknowledgements say the
+/// line was skipped, so --exit-on-eof exits 3 naming b. (Attack finding 2:
+/// exit 0, "3 lines delivered" to each.) c, whose hole b cannot fill,
+/// links to a, which holds the line, and gets it from there; on a machine
+/// too slow for that within the 1 s stall timeout it reports the gap too,
+/// and is named as well: either way its books match what it printed.
+
 #[test]
 fn a_line_skipped_as_a_gap_counts_as_lost_and_exit_on_eof_exits_3() {
     let quick = ["--degree", "1", "--stall-timeout", "1", "-f", "json"];
@@ -887,27 +891,53 @@ fn a_line_skipped_as_a_gap_counts_as_lost_and_exit_on_eof_exits_3() {
     let status = a.expect_exit(DEADLINE);
     assert_eq!(status.code(), Some(3), "{}", a.log_text());
     let summary = a.wait_log("summary:");
-    for who in ["b", "c"] {
+    let books = |who: &str| {
         assert!(
             summary.contains(&format!("to {who} (")),
             "{who} unnamed: {summary}"
         );
         let part = summary.split(&format!("to {who} (")).nth(1).unwrap();
-        assert!(
-            part.split(';')
-                .next()
-                .unwrap()
-                .ends_with("2 lines delivered, 1 lost"),
-            "{who}: {summary}"
-        );
-    }
-    for n in [&b, &c] {
-        let gap = n.out.wait_until(DEADLINE, |lines| {
+        // What it got, without why it went down (a loaded machine may
+        // see a debug build miss a 1 s stall timeout).
+        let part = part.split(';').next().unwrap();
+        part.split(" (member down").next().unwrap().to_owned()
+    };
+    let has_gap = |n: &Node, wait: Duration| {
+        n.out.wait_until(wait, |lines| {
             texts(lines).iter().any(|l| {
                 l.contains("\"type\":\"gap\"") && l.contains("\"first_seq\":2,\"last_seq\":2")
             })
-        });
-        assert!(gap, "{}: {:?}", n.name, texts(&n.out.snapshot()));
+        })
+    };
+    assert!(
+        books("b").ends_with("2 lines delivered, 1 lost"),
+        "b: {summary}"
+    );
+    assert!(has_gap(&b, DEADLINE), "b: {:?}", texts(&b.out.snapshot()));
+    let c_books = books("c");
+    if c_books.ends_with("3 lines delivered") {
+        assert!(
+            c.out.wait_until(DEADLINE, |lines| {
+                let msgs = texts(lines);
+                msgs.iter()
+                    .filter(|l| l.contains("\"type\":\"msg\""))
+                    .count()
+                    == 3
+            }),
+            "c: {:?}",
+            texts(&c.out.snapshot())
+        );
+        assert!(
+            !has_gap(&c, Duration::ZERO),
+            "{:?}",
+            texts(&c.out.snapshot())
+        );
+    } else {
+        assert!(
+            c_books.ends_with("2 lines delivered, 1 lost"),
+            "c: {summary}"
+        );
+        assert!(has_gap(&c, DEADLINE), "c: {:?}", texts(&c.out.snapshot()));
     }
 }
 

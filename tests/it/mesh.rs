@@ -1331,3 +1331,77 @@ fn in_a_full_mesh_the_tree_brings_each_line_about_once() {
         "{per_line:.2} copies per line delivered: {copies:?}"
     );
 }
+
+#[test]
+fn a_member_below_a_stopped_relay_gets_its_lines_through_the_link_it_makes_after_the_cut() {
+    let _turn = one_at_a_time();
+    // o <- r <- x, and a leaf y that dials o and that x dials too. x gets
+    // o's lines through r only (a leaf forwards nothing); y gets them
+    // straight from o. r stops (SIGSTOP) and o sends 100 more lines: y's
+    // own STATUS tells x it lacks them at once, but no neighbour of x can
+    // give them (y answers no GRAFT for others' lines). o still holds
+    // them. x drops r as dead only after 3 × keepalive of silence (3 s),
+    // more than the 2 s stall timeout after the hole showed. Given up when
+    // the stall timeout ran out, the lines were a gap (and x's link after
+    // the drop went to r's address again, stuck in the handshake of a
+    // stopped process). The hole must wait for its silent parent's cut,
+    // and x must link to o, which holds the lines, and get them from it.
+    let quick = ["--keepalive", "1", "--stall-timeout", "2", "--degree", "1"];
+    let specs = vec![
+        Spec::new("o").args(&quick),
+        Spec::new("r").args(&quick).input(Input::Empty).dial(0),
+        Spec::new("y")
+            .args(&quick)
+            .args(&["--no-relay"])
+            .input(Input::Empty)
+            .dial(0),
+    ];
+    let mut g = Group::start("stoppedparent", specs, Fmt::Json);
+    g.wait_members(&[0, 1], 2, DEADLINE);
+    let mut args: Vec<String> = [
+        "--keepalive",
+        "1",
+        "--stall-timeout",
+        "2",
+        "--degree",
+        "2",
+        "-v",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend([g.addr(1), g.addr(2)]);
+    let x = Group::extra("x", &args, Fmt::Json);
+    g.wait_members(&[0], 3, DEADLINE);
+    assert!(
+        x.out
+            .wait_until(DEADLINE, |p| p.live_members().contains("o")),
+        "x never saw o\n{}",
+        tail(&x.log_text(), 20)
+    );
+    g.nodes[0].send(&numbered_lines(1, 100));
+    assert!(
+        x.out.wait_until(DEADLINE, |p| p.count_from("o") == 100),
+        "x did not get o's first lines\n{}",
+        tail(&x.log_text(), 20)
+    );
+    let links = x.log_text();
+    assert!(
+        !links.contains("peer up: o "),
+        "x must hang below r, not link to o before the stop\n{links}"
+    );
+    g.nodes[1].signal("STOP");
+    g.nodes[0].send(&numbered_lines(101, 200));
+    let done = x.out.wait_until(DEADLINE, |p| {
+        p.count_from("o") == 200 || !p.events_of("gap").is_empty()
+    });
+    g.nodes[1].signal("CONT");
+    let (seqs, gaps) = seqs_and_gaps(&x, "o");
+    assert!(
+        done && gaps.is_empty(),
+        "x has {} of o's 200 lines, gaps {gaps:?}\n{}",
+        seqs.len(),
+        tail(&x.log_text(), 30)
+    );
+    assert_in_order_around_gaps(&seqs, &gaps, "x's lines from o");
+}
