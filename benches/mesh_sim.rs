@@ -173,16 +173,23 @@ fn main() {
     }
     let nodes = env("MESH_SIM_NODES", 1_000) as usize;
     let seed = env("MESH_SIM_SEED", 1);
+    let keepalive = env("MESH_SIM_KEEPALIVE", 5);
     let wall = Instant::now();
     let mut sim = Sim::new(SimConfig {
         degree: 4,
         max_peers: 64,
         ttl: 32,
-        keepalive: Duration::from_secs(5),
+        keepalive: Duration::from_secs(keepalive),
         seed,
+        // A real node keeps at most MAX_MEMBERS live members.
+        max_members: nodes.max(peercat::mesh::MAX_MEMBERS),
         ..SimConfig::default()
     });
-    println!("mesh_sim: {nodes} nodes, degree 4, ttl 32, keepalive 5 s, seed {seed}");
+    println!(
+        "mesh_sim: {nodes} nodes, degree 4, ttl 32, keepalive {keepalive} s, seed {seed}, \
+         member cap {}",
+        sim.cfg.max_members
+    );
     sim.add_node(vec![]);
     for i in 1..nodes {
         let seed = sim.rng.below(i);
@@ -200,10 +207,11 @@ fn main() {
     );
     let links: usize = (0..sim.nodes.len()).map(|i| sim.degree_of(i)).sum();
     println!(
-        "mean degree {:.2}; one group: {}; {} STATUS frames received so far",
+        "mean degree {:.2}; one group: {}; {} STATUS frames received so far (peak RSS {})",
         links as f64 / nodes as f64,
         sim.connected_graph(),
-        sim.statuses
+        sim.statuses,
+        peak_rss_mib()
     );
     println!(
         "flood: {} (wall {:.1} s)",
@@ -223,9 +231,11 @@ fn main() {
         wall.elapsed().as_secs_f64()
     );
     println!(
-        "flood after the kill: {} (wall {:.1} s)",
+        "flood after the kill: {} (wall {:.1} s, {} STATUS frames received in all, peak RSS {})",
         flood(&mut sim, 0),
-        wall.elapsed().as_secs_f64()
+        wall.elapsed().as_secs_f64(),
+        sim.statuses,
+        peak_rss_mib()
     );
 }
 
