@@ -209,7 +209,7 @@ fn main() {
     println!(
         "mean degree {:.2}; one group: {}; {} STATUS frames received so far (peak RSS {})",
         links as f64 / nodes as f64,
-        sim.connected_graph(),
+        groups(&sim),
         sim.statuses,
         peak_rss_mib()
     );
@@ -227,7 +227,7 @@ fn main() {
             "{:.2} s",
             d.as_secs_f64()
         )),
-        sim.connected_graph(),
+        groups(&sim),
         wall.elapsed().as_secs_f64()
     );
     println!(
@@ -237,6 +237,18 @@ fn main() {
         sim.statuses,
         peak_rss_mib()
     );
+}
+
+/// "true", or "false" and the components' sizes, and which nodes are
+/// alone (between links: trimmed, dialing the next).
+fn groups(sim: &Sim) -> String {
+    let comps = sim.components();
+    if comps.len() <= 1 {
+        return "true".to_owned();
+    }
+    let sizes: Vec<usize> = comps.iter().map(Vec::len).collect();
+    let alone: Vec<usize> = comps.iter().filter(|c| c.len() == 1).map(|c| c[0]).collect();
+    format!("false (components of {sizes:?}; alone at this instant: nodes {alone:?})")
 }
 
 /// Kills 30 % of the nodes (never node 0, the sender); returns how many.
