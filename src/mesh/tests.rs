@@ -590,6 +590,19 @@ fn the_member_table_is_capped_and_newcomers_never_evict_live_members() {
     assert_eq!(member_events(&back), ["up beef"]);
 }
 
+/// The simulator's groups larger than a node accepts: a raised cap holds
+/// them all, and still stops at itself.
+#[test]
+fn a_raised_member_cap_holds_a_larger_group_and_no_more() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let cap = MAX_MEMBERS + 300;
+    m.set_member_cap(cap);
+    for id in 0..cap as u64 + 10 {
+        on_status(&mut m, t0, 1, status(0x1_0000 + id, 1, 1, 0));
+    }
+    assert_eq!(m.live_members(), cap);
+}
+
 /// Remembered members are bounded too: down ones are forgotten, those that
 /// missed nothing first; a forgotten one's losses stay on the books.
 #[test]
