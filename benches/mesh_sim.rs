@@ -13,9 +13,9 @@
 //!
 //! The issue asks for 10,000 nodes. Every node keeps every member and
 //! every STATUS is flooded, so the full simulation's work and memory grow
-//! with nodes² (1,000 nodes: ~3 minutes and 1.3 GB; 2,000: ~4 times
-//! both; 10,000 would need about 90 GB and hours), hence the smaller
-//! default; see BENCHMARKS.md. Above 1,024 nodes each node's member cap
+//! with nodes² (1,000 nodes: 92 s of CPU and 1.3 GB; 2,000: 6 times the
+//! CPU, 4 times the memory; 10,000 would need about 100 GB and hours),
+//! hence the smaller default; see BENCHMARKS.md. Above 1,024 nodes each node's member cap
 //! is raised to the group's size: a real node keeps at most
 //! `MAX_MEMBERS` live members.
 //!
