@@ -170,7 +170,7 @@ impl Mesh {
     /// STATUS of every live member we know, in one send.
     pub(super) fn greet(&mut self, now: Instant, conn: Conn) {
         let mut out = Vec::new();
-        self.own_status(now).encode(&mut out);
+        self.greeting_status(now).encode(&mut out);
         // A leaf passes on no STATUS: who only reaches the group through
         // it cannot exchange lines with the group, so is no member of it.
         let relay = self.cfg.relay;
@@ -220,12 +220,42 @@ impl Mesh {
         left.into_iter().map(|(_, status)| status).collect()
     }
 
+    /// Our STATUS for a new neighbour: the last one we sent, as it was,
+    /// when another neighbour already carried it to the group and it still
+    /// says everything (only its status_seq may differ); else a new one.
+    /// A new status_seq is news to every member, so it floods the whole
+    /// group: one per link formed made each join cost a flood per link
+    /// at both ends (members × degree receptions each). A neighbour that
+    /// lacks the last one takes it as news all the same; one that took us
+    /// for gone since it has an older one (silence needs keepalives we
+    /// sent meanwhile); and when we have no other neighbour, whatever we
+    /// sent may have reached no one, so it is a new one then.
+    fn greeting_status(&mut self, now: Instant) -> Status {
+        if self.neighbours.len() > 1 {
+            if let Some(last) = &self.own_sent {
+                let mut same = self.status_now();
+                same.status_seq = last.status_seq;
+                if same == *last {
+                    return same;
+                }
+            }
+        }
+        self.own_status(now)
+    }
+
     /// Our STATUS as it goes out now; counts a new status_seq.
     fn own_status(&mut self, now: Instant) -> Status {
         self.own.status_seq += 1;
         self.last_status = Some(now);
         self.status_due = false;
         self.unacked_delivered = 0;
+        let status = self.status_now();
+        self.own_sent = Some(status.clone());
+        status
+    }
+
+    /// What our STATUS says now, under the current status_seq.
+    fn status_now(&self) -> Status {
         let addrs = match self.cfg.advertise {
             Some(addr) => vec![addr],
             None if self.cfg.listen_port != 0 => vec![SocketAddr::new(

@@ -291,6 +291,8 @@ pub struct Mesh {
     /// When the last STATUS went out, and whether another is wanted soon
     /// (acknowledgements advanced or new lines went out).
     last_status: Option<Instant>,
+    /// The last STATUS of ours that went out (see `greeting_status`).
+    own_sent: Option<crate::frame::Status>,
     status_due: bool,
     /// Payload bytes delivered since our last STATUS: past a quarter of the
     /// window, acknowledgements are urgent (the origins may be waiting).
@@ -344,6 +346,7 @@ impl Mesh {
             next_keepalive: now + keepalive,
             next_scan: now + keepalive / 2,
             last_status: None,
+            own_sent: None,
             status_due: false,
             unacked_delivered: 0,
             last_activity: now,
@@ -586,6 +589,13 @@ impl Mesh {
     /// How many neighbours the mesh has: our lines go nowhere without one.
     pub fn neighbour_count(&self) -> usize {
         self.neighbours.len()
+    }
+
+    /// Lifts the member table's cap ([`MAX_MEMBERS`] live members) to
+    /// `cap`: only for simulated groups larger than a node accepts.
+    #[doc(hidden)]
+    pub fn set_member_cap(&mut self, cap: usize) {
+        self.members.set_cap(cap);
     }
 
     /// Other live members, not counting ourselves.

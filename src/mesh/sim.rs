@@ -8,8 +8,7 @@
 //! previous one ended. Used by the tests below and by `benches/mesh_sim.rs`
 //! (through [`crate::mesh::sim_api`]).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,29 +154,6 @@ enum Ev {
     },
 }
 
-struct Scheduled {
-    at: Duration,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// Knobs of a simulation.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -197,6 +173,9 @@ pub struct SimConfig {
     /// learned, so nothing else is dialed. For relay measurements at sizes
     /// where every node knowing every member does not fit.
     pub membership: bool,
+    /// Each node's member table cap ([`super::MAX_MEMBERS`] by default, as
+    /// in a real node): raised for groups larger than that.
+    pub max_members: usize,
 }
 
 impl Default for SimConfig {
@@ -212,6 +191,7 @@ impl Default for SimConfig {
             max_delay: Duration::from_millis(20),
             seed: 1,
             membership: true,
+            max_members: super::MAX_MEMBERS,
         }
     }
 }
@@ -223,9 +203,14 @@ pub struct Sim {
     pub nodes: Vec<SimNode>,
     links: BTreeMap<u64, Link>,
     conn_link: HashMap<Conn, u64>,
+    /// Per node, its links' ids: degree and neighbours without a scan of
+    /// every link (a 10,000-node run dials tens of thousands of times).
+    node_links: Vec<Vec<u64>>,
     by_addr: HashMap<SocketAddr, usize>,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    /// Events by when they happen, in the order they were scheduled
+    /// within one instant: a calendar, cheaper than a heap of millions of
+    /// events in flight (most share one of a few thousand instants).
+    queue: BTreeMap<Duration, Vec<Ev>>,
     next_conn: Conn,
     next_link: u64,
     pub rng: Rng,
@@ -251,9 +236,9 @@ impl Sim {
             nodes: Vec::new(),
             links: BTreeMap::new(),
             conn_link: HashMap::new(),
+            node_links: Vec::new(),
             by_addr: HashMap::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: BTreeMap::new(),
             next_conn: 1,
             next_link: 1,
             frames: 0,
@@ -303,7 +288,8 @@ impl Sim {
             seeds: seeds.len(),
             rng_seed: self.rng.next_u64(),
         };
-        let mesh = Mesh::new(cfg, self.instant());
+        let mut mesh = Mesh::new(cfg, self.instant());
+        mesh.set_member_cap(self.cfg.max_members);
         self.nodes.push(SimNode {
             mesh,
             id,
@@ -321,17 +307,33 @@ impl Sim {
             tick_at: None,
         });
         self.by_addr.insert(addr, index);
+        self.node_links.push(Vec::new());
         self.schedule(Duration::ZERO, Ev::Tick { node: index });
         index
     }
 
     fn schedule(&mut self, after: Duration, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at: self.now + after,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.entry(self.now + after).or_default().push(ev);
+    }
+
+    fn add_link(&mut self, link: Link) {
+        let id = self.next_link;
+        self.next_link += 1;
+        for (node, conn) in link.ends {
+            self.conn_link.insert(conn, id);
+            self.node_links[node].push(id);
+        }
+        self.links.insert(id, link);
+    }
+
+    /// Removes link `id` from every index; its ends' conns stop mapping.
+    fn remove_link(&mut self, id: u64) -> Option<Link> {
+        let link = self.links.remove(&id)?;
+        for (node, conn) in link.ends {
+            self.conn_link.remove(&conn);
+            self.node_links[node].retain(|l| *l != id);
+        }
+        Some(link)
     }
 
     fn delay(&mut self) -> Duration {
@@ -341,13 +343,17 @@ impl Sim {
 
     /// Runs events until the virtual clock reaches `until`.
     pub fn run_until(&mut self, until: Duration) {
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.at > until {
+        // Events scheduled for the instant being run land in a new entry
+        // for it, run next: the order is the order of scheduling.
+        while let Some(entry) = self.queue.first_entry() {
+            if *entry.key() > until {
                 break;
             }
-            let Reverse(next) = self.queue.pop().expect("peeked");
-            self.now = next.at;
-            self.handle(next.ev);
+            let (at, events) = entry.remove_entry();
+            self.now = at;
+            for ev in events {
+                self.handle(ev);
+            }
         }
         self.now = until;
     }
@@ -381,11 +387,10 @@ impl Sim {
                 alternatives,
                 closer,
             } => {
-                let Some(l) = self.links.remove(&link) else {
+                let Some(l) = self.remove_link(link) else {
                     return;
                 };
                 for (node, conn) in l.ends {
-                    self.conn_link.remove(&conn);
                     if !self.nodes[node].alive {
                         continue;
                     }
@@ -402,11 +407,7 @@ impl Sim {
                 let Some(link) = self.conn_link.get(&conn).copied() else {
                     return;
                 };
-                if let Some(l) = self.links.remove(&link) {
-                    for (_, c) in l.ends {
-                        self.conn_link.remove(&c);
-                    }
-                }
+                self.remove_link(link);
                 if self.nodes[node].alive {
                     self.nodes[node]
                         .mesh
@@ -605,18 +606,11 @@ impl Sim {
             let delay = self.delay();
             let (ca, cb) = (self.next_conn, self.next_conn + 1);
             self.next_conn += 2;
-            let link = self.next_link;
-            self.next_link += 1;
-            self.links.insert(
-                link,
-                Link {
-                    ends: [(from, ca), (to, cb)],
-                    delay,
-                    closing: false,
-                },
-            );
-            self.conn_link.insert(ca, link);
-            self.conn_link.insert(cb, link);
+            self.add_link(Link {
+                ends: [(from, ca), (to, cb)],
+                delay,
+                closing: false,
+            });
             let (a_id, b_id) = (self.nodes[from].id, self.nodes[to].id);
             let (a_addr, b_addr) = (self.nodes[from].addr, self.nodes[to].addr);
             let remote_a = SocketAddr::new(a_addr.ip(), 40000);
@@ -664,26 +658,24 @@ impl Sim {
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {
-        self.links.values().any(|l| {
-            (l.ends[0].0 == a && l.ends[1].0 == b) || (l.ends[0].0 == b && l.ends[1].0 == a)
-        })
+        self.neighbours_of(a).contains(&b)
     }
 
     pub fn degree_of(&self, node: usize) -> usize {
-        self.links
-            .values()
-            .filter(|l| l.ends[0].0 == node || l.ends[1].0 == node)
-            .count()
+        self.node_links[node].len()
     }
 
-    /// The node's neighbours, by index.
+    /// The node's neighbours, by index, in the order the links formed.
     pub fn neighbours_of(&self, node: usize) -> Vec<usize> {
-        self.links
-            .values()
-            .filter_map(|l| match (l.ends[0].0, l.ends[1].0) {
-                (a, b) if a == node => Some(b),
-                (a, b) if b == node => Some(a),
-                _ => None,
+        self.node_links[node]
+            .iter()
+            .map(|id| {
+                let l = &self.links[id];
+                if l.ends[0].0 == node {
+                    l.ends[1].0
+                } else {
+                    l.ends[0].0
+                }
             })
             .collect()
     }
@@ -728,16 +720,11 @@ impl Sim {
     /// end after the link delay.
     pub fn crash(&mut self, node: usize) {
         self.nodes[node].alive = false;
-        let links: Vec<u64> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.ends.iter().any(|(n, _)| *n == node))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut links = self.node_links[node].clone();
+        links.sort_unstable();
         for id in links {
-            let l = self.links.remove(&id).expect("listed");
+            let l = self.remove_link(id).expect("listed");
             for (n, conn) in l.ends {
-                self.conn_link.remove(&conn);
                 if n != node {
                     self.schedule(l.delay, Ev::NeighbourDown { node: n, conn });
                 }
@@ -751,11 +738,11 @@ impl Sim {
         self.nodes[node].alive = false;
         let stall = self.cfg.stall_timeout;
         let reason = format!("cut: accepted nothing for {}s", stall.as_secs());
-        let ends: Vec<(usize, Conn)> = self
-            .links
-            .values()
-            .filter(|l| l.ends.iter().any(|(n, _)| *n == node))
-            .flat_map(|l| l.ends)
+        let mut links = self.node_links[node].clone();
+        links.sort_unstable();
+        let ends: Vec<(usize, Conn)> = links
+            .iter()
+            .flat_map(|id| self.links[id].ends)
             .filter(|(n, _)| *n != node)
             .collect();
         for (n, conn) in ends {
@@ -772,14 +759,15 @@ impl Sim {
 
     /// Cuts one link: both ends see it end.
     pub fn cut(&mut self, a: usize, b: usize) {
-        let found = self.links.iter().find_map(|(id, l)| {
-            let ends = (l.ends[0].0, l.ends[1].0);
-            (ends == (a, b) || ends == (b, a)).then_some(*id)
+        let mut links = self.node_links[a].clone();
+        links.sort_unstable();
+        let found = links.into_iter().find(|id| {
+            let ends = (self.links[id].ends[0].0, self.links[id].ends[1].0);
+            ends == (a, b) || ends == (b, a)
         });
         if let Some(id) = found {
-            let l = self.links.remove(&id).expect("found");
+            let l = self.remove_link(id).expect("found");
             for (n, conn) in l.ends {
-                self.conn_link.remove(&conn);
                 self.schedule(Duration::ZERO, Ev::NeighbourDown { node: n, conn });
             }
         }

@@ -34,8 +34,10 @@ pub struct Filed {
     pub at: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
+    /// The most live members: [`MAX_MEMBERS`] (see [`Table::set_cap`]).
+    cap: usize,
     map: BTreeMap<NodeId, Member>,
     /// Live members by when they were last heard.
     silence: BTreeSet<(Instant, NodeId)>,
@@ -48,7 +50,26 @@ pub struct Table {
     pub forgotten: u64,
 }
 
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            cap: MAX_MEMBERS,
+            map: BTreeMap::new(),
+            silence: BTreeSet::new(),
+            gone: BTreeSet::new(),
+            forgotten_lost: 0,
+            forgotten: 0,
+        }
+    }
+}
+
 impl Table {
+    /// Another cap than [`MAX_MEMBERS`] (and twice it remembered): for the
+    /// simulator's groups larger than a real node accepts.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
+
     pub fn get(&self, id: &NodeId) -> Option<&Member> {
         self.map.get(id)
     }
@@ -75,7 +96,7 @@ impl Table {
 
     /// Whether a member not yet live may become live.
     pub fn has_room(&self) -> bool {
-        self.live() < MAX_MEMBERS
+        self.live() < self.cap
     }
 
     /// Adds `member` (down) under `id` if it is new, first forgetting the
@@ -85,7 +106,7 @@ impl Table {
         if self.map.contains_key(&id) {
             return;
         }
-        if self.map.len() >= MAX_REMEMBERED {
+        if self.map.len() >= MAX_REMEMBERED / MAX_MEMBERS * self.cap {
             self.forget_one(last);
         }
         let mut member = member;

@@ -463,6 +463,45 @@ fn a_new_neighbour_gets_our_status_and_every_live_members() {
     assert!(greeting.iter().all(|(to, _)| *to == 9));
 }
 
+/// Our own STATUS in what `actions` sent to `conn`.
+fn own_status_to(actions: &[Action], conn: Conn) -> Status {
+    statuses_sent(actions)
+        .into_iter()
+        .find(|(to, s)| *to == conn && s.member == ME)
+        .expect("our STATUS went out")
+        .1
+}
+
+#[test]
+fn a_greeting_repeats_our_last_status_unless_it_changed_or_we_were_alone() {
+    // A new status_seq floods the whole group: a link coming up must not
+    // cost one while the last STATUS still says everything.
+    let t0 = Instant::now();
+    let mut m = Mesh::new(config(), t0);
+    m.neighbour_up(t0, 1, 101, "", addr("10.0.0.1:4001"), 7000, None);
+    let alone = own_status_to(&drain(&mut m), 1);
+    m.neighbour_up(t0, 2, 102, "", addr("10.0.0.2:4002"), 7000, None);
+    let again = own_status_to(&drain(&mut m), 2);
+    assert_eq!(
+        again, alone,
+        "nothing changed: the same STATUS, same status_seq"
+    );
+    // Something to acknowledge changes what it says: a new one.
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    drain(&mut m);
+    m.neighbour_up(t0, 3, 103, "", addr("10.0.0.3:4003"), 7000, None);
+    let changed = own_status_to(&drain(&mut m), 3);
+    assert!(changed.status_seq > alone.status_seq, "{changed:?}");
+    assert_eq!(changed.acks.len(), 1);
+    // Alone again, whatever went out before may have reached no one.
+    for conn in 1..=3 {
+        m.neighbour_down(t0, conn, None);
+    }
+    m.neighbour_up(t0, 4, 104, "", addr("10.0.0.4:4004"), 7000, None);
+    let rejoined = own_status_to(&drain(&mut m), 4);
+    assert!(rejoined.status_seq > changed.status_seq);
+}
+
 #[test]
 fn a_greeting_tells_a_new_neighbour_who_left_and_how_far_their_lines_went() {
     // 7 left after sending 5 lines. A neighbour that links up after a
@@ -549,6 +588,19 @@ fn the_member_table_is_capped_and_newcomers_never_evict_live_members() {
         status(0xbeef, 1, 1, 0),
     );
     assert_eq!(member_events(&back), ["up beef"]);
+}
+
+/// The simulator's groups larger than a node accepts: a raised cap holds
+/// them all, and still stops at itself.
+#[test]
+fn a_raised_member_cap_holds_a_larger_group_and_no_more() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let cap = MAX_MEMBERS + 300;
+    m.set_member_cap(cap);
+    for id in 0..cap as u64 + 10 {
+        on_status(&mut m, t0, 1, status(0x1_0000 + id, 1, 1, 0));
+    }
+    assert_eq!(m.live_members(), cap);
 }
 
 /// Remembered members are bounded too: down ones are forgotten, those that
