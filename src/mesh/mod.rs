@@ -549,8 +549,7 @@ impl Mesh {
     ) {
         for (origin, seq) in seqs {
             if let Some(o) = self.origins.get_mut(origin) {
-                if seq > o.printed {
-                    o.printed = seq;
+                if o.print_to(seq) {
                     self.status_due = true;
                 }
             }

@@ -1688,6 +1688,52 @@ fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
 }
 
+#[test]
+fn a_gap_beyond_what_was_printed_is_acknowledged_once_printing_passes_it() {
+    // A node acknowledging what stdout took (issue 7: resumed from
+    // SIGSTOP, it gave up holes behind lines its stdout had not taken
+    // yet, and its STATUS said "skipped more than it covers"). 7's lines
+    // 1, 4 and 5 arrive; 2 and 3 never do, and become a gap.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    m.acknowledge_printed_only();
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 4, 1, 16), (7, 5, 1, 16)],
+    );
+    m.tick(t0 + Duration::from_millis(10));
+    let t = t0 + Duration::from_secs(6);
+    m.tick(t);
+    assert_eq!(gaps(&drain(&mut m)), [(7, 2, 3)]);
+    // Nothing printed: nothing acknowledged, the gap neither (`our_ack`
+    // takes the STATUS through the decoder).
+    let ack = our_ack(&mut m, t, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 0, 0));
+    // Line 1 printed: printing passes the gap right after it.
+    m.printed(t, [(7, 1)], 1);
+    let ack = our_ack(&mut m, t, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+    // 7 says it sent up to 7: 6 and 7 are a gap at the end of what
+    // arrived, behind 4 and 5, which are not printed yet.
+    on_status(&mut m, t, 1, status(7, 1, 1, 7));
+    m.tick(t + Duration::from_millis(10));
+    // (Heard from meanwhile: a hole waits while its parent is silent.)
+    on_status(&mut m, t + Duration::from_secs(5), 1, status(7, 2, 1, 7));
+    let later = t + Duration::from_secs(6);
+    m.tick(later);
+    assert_eq!(gaps(&drain(&mut m)), [(7, 6, 7)]);
+    let ack = our_ack(&mut m, later, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+    m.printed(later, [(7, 4)], 1);
+    let ack = our_ack(&mut m, later, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
+    // The last printed line passes the gap after it: all dealt with.
+    m.printed(later, [(7, 5)], 1);
+    let ack = our_ack(&mut m, later, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 7, 4));
+}
+
 // ---- Repair answers are forwards (attack finding 4) -----------------------
 
 fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64, to_seq: u64) {
