@@ -1734,6 +1734,26 @@ fn a_gap_beyond_what_was_printed_is_acknowledged_once_printing_passes_it() {
     assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 7, 4));
 }
 
+#[test]
+fn a_gap_after_the_last_printed_line_does_not_keep_a_node_from_being_caught_up() {
+    // 7's lines 1 and 2 arrive and are printed; 3 and 4, which 7 says it
+    // sent, never do. Once they are a gap there is nothing left to print:
+    // the node is caught up (it may leave with final acknowledgements).
+    let (mut m, t0) = with_neighbours(config(), 1);
+    m.acknowledge_printed_only();
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 4));
+    m.printed(t0, [(7, 2)], 2);
+    m.tick(t0 + Duration::from_millis(10));
+    on_status(&mut m, t0 + Duration::from_secs(5), 1, status(7, 2, 1, 4));
+    let t = t0 + Duration::from_secs(6);
+    m.tick(t);
+    assert_eq!(gaps(&drain(&mut m)), [(7, 3, 4)]);
+    assert!(m.caught_up(t + Duration::from_secs(1)));
+    let ack = our_ack(&mut m, t, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
+}
+
 // ---- Repair answers are forwards (attack finding 4) -----------------------
 
 fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64, to_seq: u64) {
