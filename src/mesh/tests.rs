@@ -1754,6 +1754,119 @@ fn a_gap_after_the_last_printed_line_does_not_keep_a_node_from_being_caught_up()
     assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
 }
 
+/// What a node did with origin 7's lines, from its actions: the seqs it
+/// delivered (in order) and those it reported as gaps.
+#[derive(Default)]
+struct Shown {
+    delivered: Vec<u64>,
+    lost: std::collections::BTreeSet<u64>,
+}
+
+impl Shown {
+    fn note(&mut self, actions: &[Action]) {
+        for (origin, seq) in delivered(actions) {
+            assert_eq!(origin, 7);
+            self.delivered.push(seq);
+        }
+        for (_, first, last) in gaps(actions) {
+            self.lost.extend(first..=last);
+        }
+    }
+}
+
+/// Our acknowledgement of 7 passes the decoder (in a STATUS, encoded and
+/// decoded) and is true: every seq it covers was printed (the first
+/// `printed` delivered) or reported as a gap, and it counts exactly the
+/// latter as skipped.
+fn check_ack(m: &Mesh, shown: &Shown, printed: usize, context: &str) {
+    let st = Status {
+        acks: m.acks(),
+        ..status(ME, 1, 1, 0)
+    };
+    let bytes = Frame::Status(st).to_bytes();
+    let decoded = frame::decode(&bytes, usize::MAX);
+    let Ok(Some((Frame::Status(st), _))) = decoded else {
+        panic!("{context}: our STATUS does not decode: {decoded:?}");
+    };
+    let Some(ack) = st.acks.iter().find(|a| a.origin == 7) else {
+        return;
+    };
+    let took: std::collections::BTreeSet<u64> =
+        shown.delivered[..printed].iter().copied().collect();
+    for seq in ack.base..=ack.delivered {
+        assert!(
+            took.contains(&seq) || shown.lost.contains(&seq),
+            "{context}: {ack:?} covers {seq}, neither printed nor a gap"
+        );
+    }
+    let skipped = shown.lost.range(ack.base..ack.delivered + 1).count() as u64;
+    assert_eq!(ack.skipped, skipped, "{context}: {ack:?}");
+}
+
+#[test]
+fn acknowledgements_are_well_formed_and_true_whatever_arrives_and_is_printed() {
+    // Random arrivals (out of order, late, duplicated), STATUS frames
+    // (what 7 sent, what it says we missed), time passing (holes given up
+    // as gaps) and stdout taking lines at its own pace: after each step,
+    // our acknowledgement must pass the decoder and say only what is true.
+    for seed in 1..=200 {
+        let mut rng = rng::Rng::new(seed);
+        let (mut m, t0) = with_neighbours(config(), 1);
+        let printing = seed % 4 != 0;
+        if printing {
+            m.acknowledge_printed_only();
+        }
+        let (mut now, mut status_seq) = (t0, 0);
+        let mut shown = Shown::default();
+        let mut printed = 0;
+        for step in 0..150 {
+            let actions = match rng.below(10) {
+                0..=3 => {
+                    let first = 1 + rng.below(30) as u64;
+                    let msgs: Vec<_> = (first..first + rng.below(4) as u64)
+                        .map(|seq| (7, seq, 1, 16))
+                        .collect();
+                    feed(&mut m, now, 1, &msgs)
+                }
+                4 | 5 => {
+                    status_seq += 1;
+                    let mut st = status(7, status_seq, 1, rng.below(34) as u64);
+                    if rng.below(3) == 0 {
+                        let first = 1 + rng.below(20) as u64;
+                        st.misses = vec![frame::Miss {
+                            member: ME,
+                            first,
+                            last: first + rng.below(5) as u64,
+                        }];
+                    }
+                    on_status(&mut m, now, 1, st)
+                }
+                6 | 7 => {
+                    now += Duration::from_millis(rng.below(3000) as u64);
+                    m.tick(now);
+                    drain(&mut m)
+                }
+                _ => {
+                    let waiting = shown.delivered.len() - printed;
+                    if waiting > 0 {
+                        printed += 1 + rng.below(waiting);
+                        let seq = shown.delivered[printed - 1];
+                        m.printed(now, [(7, seq)], 1);
+                    }
+                    drain(&mut m)
+                }
+            };
+            shown.note(&actions);
+            let took = if printing {
+                printed
+            } else {
+                shown.delivered.len()
+            };
+            check_ack(&m, &shown, took, &format!("seed {seed} step {step}"));
+        }
+    }
+}
+
 // ---- Repair answers are forwards (attack finding 4) -----------------------
 
 fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64, to_seq: u64) {
