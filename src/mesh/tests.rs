@@ -1541,6 +1541,61 @@ fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
 }
 
 #[test]
+fn a_member_resumed_after_its_cut_acknowledges_what_it_printed_and_its_gaps_acceptably() {
+    // Issue 7: a node stopped (SIGSTOP) with lines its stdout had not
+    // printed, cut by its neighbours, then resumed, gave up its holes
+    // before its stdout caught up, and its STATUS said it skipped more
+    // than it covered: every neighbour dropped it as a protocol error
+    // (the simulator decodes every frame sent and stops at a bad one).
+    // Acknowledging what stdout printed, as real nodes do, it rejoins,
+    // reports what it missed as a gap, and the origin books it.
+    let mut sim = Sim::new(SimConfig {
+        window: 3_000,
+        keepalive: secs(1.0),
+        stall_timeout: secs(2.0),
+        print_lag: Some(secs(0.05)),
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..12 {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(2.0));
+    let frozen = 11;
+    for _ in 0..10 {
+        sim.send_lines(0, 20);
+        sim.run_for(secs(0.1));
+    }
+    // Stopped right after deliveries, before its stdout printed them.
+    sim.send_lines(0, 20);
+    sim.run_for(secs(0.03));
+    sim.stall(frozen);
+    for _ in 0..60 {
+        sim.send_lines(0, 20);
+        sim.run_for(secs(0.1));
+    }
+    sim.resume(frozen);
+    for _ in 0..40 {
+        sim.send_lines(0, 20);
+        sim.run_for(secs(0.1));
+    }
+    sim.run_for(secs(10.0));
+    assert!(sim.nodes[frozen].gaps > 0, "it missed lines while stopped");
+    assert_complete(&sim, &[0]);
+    // Its acknowledgement reached the origin: everything dealt with,
+    // what it missed booked as lost, the rest as delivered.
+    let frozen_id = sim.nodes[frozen].id;
+    let books = sim.nodes[0].mesh.books();
+    let b = books.iter().find(|b| b.id == frozen_id).expect("books");
+    let seen = &sim.nodes[frozen].seen[&sim.nodes[0].id];
+    assert!(b.down.is_none(), "a member again: {b:?}");
+    assert_eq!((b.delivered, b.lost), (seen.delivered, seen.lost), "{b:?}");
+    assert!(sim.nodes[0].mesh.eof_settled());
+}
+
+#[test]
 fn without_membership_the_sim_relays_over_the_seed_links_and_keeps_no_members() {
     // The relay-only mode behind `MESH_SIM_MODE=relay`: no STATUS or DOWN
     // crosses a link, so no node learns a member or dials beyond its
