@@ -295,13 +295,10 @@ impl Mesh {
             .filter(|(id, o)| **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0))
             .map(|(id, o)| {
                 let live = self.members.get(id).is_some_and(|m| m.up);
-                let (delivered, skipped) = if self.ack_printed {
-                    // Only what is written out, and the gaps printing
-                    // passed (a gap is never printed).
-                    o.printed_ack()
-                } else {
-                    (o.next - 1, o.skipped)
-                };
+                // When acknowledging what was printed: only what is
+                // written out, and the gaps printing passed (a gap is
+                // never printed).
+                let (delivered, skipped) = o.ack();
                 let ack = Ack {
                     origin: *id,
                     base: o.base,

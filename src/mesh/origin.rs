@@ -174,6 +174,9 @@ pub struct Origin {
     pub skipped: u64,
     /// The highest seq written out ([`super::Mesh::printed`]; 0 = none).
     pub printed: u64,
+    /// Our acknowledgement says what was printed, not what was delivered
+    /// ([`Origins::printing`]): `dealt` and the gaps ahead are kept.
+    printing: bool,
     /// Every seq from the base up to here is printed or skipped: what an
     /// acknowledgement of what was printed covers ([`Origin::printed_ack`]).
     dealt: u64,
@@ -223,11 +226,14 @@ impl Origin {
         true
     }
 
-    /// Our acknowledgement when it says what was printed: (delivered,
-    /// skipped). Every seq from the base up to `delivered` was printed or
-    /// skipped, and `skipped` counts the skipped ones among them, none
-    /// beyond.
-    pub fn printed_ack(&self) -> (u64, u64) {
+    /// Our acknowledgement: (delivered, skipped). Every seq from the base
+    /// up to `delivered` was delivered (printed, when acknowledging what
+    /// was printed) or skipped, and `skipped` counts the skipped ones
+    /// among them, none beyond.
+    pub fn ack(&self) -> (u64, u64) {
+        if !self.printing {
+            return (self.next.saturating_sub(1), self.skipped);
+        }
         let delivered = self
             .dealt
             .max(self.base.saturating_sub(1))
@@ -250,6 +256,9 @@ impl Origin {
     /// `first..=last` (in `base..next`, above every run noted before) is
     /// skipped: acknowledged as skipped once printing passes it.
     fn note_skipped(&mut self, first: u64, last: u64) {
+        if !self.printing {
+            return;
+        }
         match self.gaps_ahead.back_mut() {
             Some(back) if back.1.saturating_add(1) == first => back.1 = last,
             _ => self.gaps_ahead.push_back((first, last)),
@@ -468,6 +477,9 @@ impl Origin {
 pub struct Origins {
     map: HashMap<NodeId, Origin>,
     clock: u64,
+    /// Origins created from now on acknowledge what was printed
+    /// ([`super::Mesh::acknowledge_printed_only`]).
+    pub printing: bool,
 }
 
 impl Origins {
@@ -492,7 +504,11 @@ impl Origins {
                 .expect("table is full");
             self.map.remove(&oldest);
         }
-        let origin = self.map.entry(id).or_default();
+        let printing = self.printing;
+        let origin = self.map.entry(id).or_insert_with(|| Origin {
+            printing,
+            ..Origin::default()
+        });
         origin.used = self.clock;
         origin
     }
@@ -600,6 +616,37 @@ mod tests {
         // Told we owed from 1: 1 and 2 are news.
         assert_eq!(o.lower_base(1), Some((1, 2)));
         assert_eq!((o.base, o.skipped), (1, 6));
+    }
+
+    #[test]
+    fn printing_passes_a_gap_once_it_reaches_the_line_before_it() {
+        let mut t = Origins {
+            printing: true,
+            ..Origins::default()
+        };
+        let o = t.entry(7);
+        o.start_at(1);
+        o.next = 4; // 1..=3 delivered
+        o.skip_to(5); // 4 and 5 a gap
+        o.next = 8; // 6 and 7 delivered
+        o.skip_to(9); // 8 and 9 a gap
+        assert_eq!(o.ack(), (0, 0), "nothing printed");
+        assert!(o.print_to(2));
+        assert_eq!(o.ack(), (2, 0));
+        assert!(o.print_to(3));
+        assert_eq!(o.ack(), (5, 2), "past the gap after 3");
+        assert!(!o.print_to(3), "no news");
+        assert!(o.print_to(7));
+        assert_eq!(o.ack(), (9, 4), "past the gap at the end");
+        assert!(o.gaps_ahead.is_empty());
+        // Acknowledging on delivery: everything delivered or skipped, and
+        // no runs kept (nothing would ever pass them).
+        let mut o = Origin::default();
+        o.start_at(1);
+        o.next = 4;
+        o.skip_to(5);
+        assert_eq!(o.ack(), (5, 2));
+        assert!(o.gaps_ahead.is_empty());
     }
 
     /// A buffer of MSG frames with seqs `seqs`, each `len` bytes whole.
