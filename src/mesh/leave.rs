@@ -82,7 +82,8 @@ impl Mesh {
             if !live || o.next == 0 {
                 return true;
             }
-            let printed = !self.ack_printed || o.printed.max(o.base - 1) + 1 >= o.next;
+            // A gap is never printed: printing passes it (`Origin::ack`).
+            let printed = o.ack().0 + 1 >= o.next;
             o.missing().is_none() && printed
         })
     }

@@ -295,19 +295,17 @@ impl Mesh {
             .filter(|(id, o)| **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0))
             .map(|(id, o)| {
                 let live = self.members.get(id).is_some_and(|m| m.up);
-                let delivered = if self.ack_printed {
-                    // Only what is written out (or skipped: a gap is
-                    // skipped at delivery and never printed).
-                    (o.next - 1).min(o.printed.max(o.base.saturating_sub(1)))
-                } else {
-                    o.next - 1
-                };
+                // When acknowledging what was printed: only what is
+                // written out, and the gaps printing passed (a gap is
+                // never printed).
+                let (delivered, skipped) = o.ack();
                 let ack = Ack {
                     origin: *id,
                     base: o.base,
                     delivered,
-                    skipped: o.skipped,
+                    skipped,
                 };
+                debug_assert!(well_formed(&ack), "a malformed acknowledgement: {ack:?}");
                 (!live, ack)
             })
             .collect();
@@ -636,6 +634,13 @@ impl Mesh {
             .unwrap_or(last);
         self.own.acked_to(low);
     }
+}
+
+/// Whether an acknowledgement passes the decoder's rule (`frame.rs`,
+/// PROTOCOL.md STATUS): a neighbour drops a STATUS carrying one that
+/// does not as a protocol error.
+fn well_formed(ack: &Ack) -> bool {
+    ack.base >= 1 && ack.delivered >= ack.base - 1 && ack.skipped <= ack.delivered - (ack.base - 1)
 }
 
 /// Text from a stranger made safe to print on one line.

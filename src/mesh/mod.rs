@@ -534,9 +534,11 @@ impl Mesh {
     /// as written out, not what was handed over in `Deliver`: a line
     /// waiting for a blocked stdout is not delivered yet, and would be lost
     /// if this node stopped then (the node turns this on; the simulator
-    /// and tests acknowledge on delivery).
+    /// and most tests acknowledge on delivery). Turned on before any line
+    /// arrives: origins already known keep acknowledging on delivery.
     pub fn acknowledge_printed_only(&mut self) {
         self.ack_printed = true;
+        self.origins.printing = true;
     }
 
     /// The caller wrote out `origin`'s lines up to `seq`s (`bytes` of
@@ -549,8 +551,7 @@ impl Mesh {
     ) {
         for (origin, seq) in seqs {
             if let Some(o) = self.origins.get_mut(origin) {
-                if seq > o.printed {
-                    o.printed = seq;
+                if o.print_to(seq) {
                     self.status_due = true;
                 }
             }

@@ -174,6 +174,21 @@ pub struct Origin {
     pub skipped: u64,
     /// The highest seq written out ([`super::Mesh::printed`]; 0 = none).
     pub printed: u64,
+    /// Our acknowledgement says what was printed, not what was delivered
+    /// ([`Origins::printing`]): `dealt` and the gaps ahead are kept.
+    printing: bool,
+    /// Every seq from the base up to here is printed or skipped: what an
+    /// acknowledgement of what was printed covers ([`Origin::printed_ack`]).
+    dealt: u64,
+    /// Runs skipped beyond `dealt`, oldest first, `skipped_ahead` seqs in
+    /// all: a gap is never printed, so printing passes it once it reaches
+    /// the line before it; until then no acknowledgement counts it (it
+    /// would claim lines skipped beyond those it covers). Two runs always
+    /// have a line between them that is delivered and not yet printed, so
+    /// there are at most as many as lines wait for stdout (bounded: the
+    /// router stops reading frames while stdout lags).
+    gaps_ahead: VecDeque<(u64, u64)>,
+    skipped_ahead: u64,
     /// The base came from the first message, not from a STATUS: we do not
     /// know what the origin sent before it.
     pub base_from_msg: bool,
@@ -195,7 +210,61 @@ impl Origin {
         if self.next == 0 {
             self.next = seq.max(1);
             self.base = self.next;
+            self.dealt = self.base - 1;
         }
+    }
+
+    /// Stdout wrote out this origin's lines up to `seq`. False if that
+    /// is not news.
+    pub fn print_to(&mut self, seq: u64) -> bool {
+        if seq <= self.printed {
+            return false;
+        }
+        self.printed = seq;
+        self.dealt = self.dealt.max(seq);
+        self.pass_gaps();
+        true
+    }
+
+    /// Our acknowledgement: (delivered, skipped). Every seq from the base
+    /// up to `delivered` was delivered (printed, when acknowledging what
+    /// was printed) or skipped, and `skipped` counts the skipped ones
+    /// among them, none beyond.
+    pub fn ack(&self) -> (u64, u64) {
+        if !self.printing {
+            return (self.next.saturating_sub(1), self.skipped);
+        }
+        let delivered = self
+            .dealt
+            .max(self.base.saturating_sub(1))
+            .min(self.next.saturating_sub(1));
+        (delivered, self.skipped - self.skipped_ahead)
+    }
+
+    /// Moves `dealt` past the skipped runs that printing has reached.
+    fn pass_gaps(&mut self) {
+        while let Some(&(first, last)) = self.gaps_ahead.front() {
+            if first > self.dealt.saturating_add(1) {
+                break;
+            }
+            self.dealt = self.dealt.max(last);
+            self.skipped_ahead -= last + 1 - first;
+            self.gaps_ahead.pop_front();
+        }
+    }
+
+    /// `first..=last` (in `base..next`, above every run noted before) is
+    /// skipped: acknowledged as skipped once printing passes it.
+    fn note_skipped(&mut self, first: u64, last: u64) {
+        if !self.printing {
+            return;
+        }
+        match self.gaps_ahead.back_mut() {
+            Some(back) if back.1.saturating_add(1) == first => back.1 = last,
+            _ => self.gaps_ahead.push_back((first, last)),
+        }
+        self.skipped_ahead += last + 1 - first;
+        self.pass_gaps();
     }
 
     pub fn arrive(&mut self, seq: u64, cost: usize, window: usize) -> Arrival {
@@ -289,8 +358,10 @@ impl Origin {
                 self.lead_gap_from = self.base;
             }
             self.base = next;
-        } else {
+            self.dealt = self.dealt.max(next - 1);
+        } else if next > self.next {
             self.skipped += next - self.next;
+            self.note_skipped(self.next, next - 1);
         }
         self.next = next;
         // Anything held below the new next is now a duplicate.
@@ -312,8 +383,11 @@ impl Origin {
         if !fresh || first == 0 || first >= self.base {
             return false;
         }
+        // Nothing was delivered or skipped since the base: nothing noted.
+        debug_assert!(self.gaps_ahead.is_empty() && self.skipped == 0);
         self.base = first;
         self.next = first;
+        self.dealt = first - 1;
         true
     }
 
@@ -329,6 +403,8 @@ impl Origin {
             0 => self.base,
             from => from.max(first),
         };
+        // The run starts at the new base and ends below the old one, so
+        // `dealt` (never below the old base - 1) is past it already.
         self.skipped += self.base - first;
         self.base = first;
         // Reported now: from `first` on (the new run, then the old one).
@@ -401,6 +477,9 @@ impl Origin {
 pub struct Origins {
     map: HashMap<NodeId, Origin>,
     clock: u64,
+    /// Origins created from now on acknowledge what was printed
+    /// ([`super::Mesh::acknowledge_printed_only`]).
+    pub printing: bool,
 }
 
 impl Origins {
@@ -425,7 +504,11 @@ impl Origins {
                 .expect("table is full");
             self.map.remove(&oldest);
         }
-        let origin = self.map.entry(id).or_default();
+        let printing = self.printing;
+        let origin = self.map.entry(id).or_insert_with(|| Origin {
+            printing,
+            ..Origin::default()
+        });
         origin.used = self.clock;
         origin
     }
@@ -533,6 +616,37 @@ mod tests {
         // Told we owed from 1: 1 and 2 are news.
         assert_eq!(o.lower_base(1), Some((1, 2)));
         assert_eq!((o.base, o.skipped), (1, 6));
+    }
+
+    #[test]
+    fn printing_passes_a_gap_once_it_reaches_the_line_before_it() {
+        let mut t = Origins {
+            printing: true,
+            ..Origins::default()
+        };
+        let o = t.entry(7);
+        o.start_at(1);
+        o.next = 4; // 1..=3 delivered
+        o.skip_to(5); // 4 and 5 a gap
+        o.next = 8; // 6 and 7 delivered
+        o.skip_to(9); // 8 and 9 a gap
+        assert_eq!(o.ack(), (0, 0), "nothing printed");
+        assert!(o.print_to(2));
+        assert_eq!(o.ack(), (2, 0));
+        assert!(o.print_to(3));
+        assert_eq!(o.ack(), (5, 2), "past the gap after 3");
+        assert!(!o.print_to(3), "no news");
+        assert!(o.print_to(7));
+        assert_eq!(o.ack(), (9, 4), "past the gap at the end");
+        assert!(o.gaps_ahead.is_empty());
+        // Acknowledging on delivery: everything delivered or skipped, and
+        // no runs kept (nothing would ever pass them).
+        let mut o = Origin::default();
+        o.start_at(1);
+        o.next = 4;
+        o.skip_to(5);
+        assert_eq!(o.ack(), (5, 2));
+        assert!(o.gaps_ahead.is_empty());
     }
 
     /// A buffer of MSG frames with seqs `seqs`, each `len` bytes whole.

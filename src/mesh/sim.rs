@@ -1,6 +1,9 @@
 //! A deterministic simulator: many [`Mesh`] instances in one process,
 //! joined by simulated links with delays, polite closes, cuts and node
-//! crashes, driven by a virtual clock and one seeded RNG.
+//! crashes, driven by a virtual clock and one seeded RNG. Nodes may be
+//! stopped (SIGSTOP) and resumed, and may acknowledge only what their
+//! simulated stdout printed, some time after delivery
+//! ([`SimConfig::print_lag`]).
 //!
 //! It checks, as every delivery and gap happens, that each node sees each
 //! origin exactly once and in order, and that nothing is skipped without a
@@ -47,6 +50,11 @@ pub struct SimNode {
     pub members_up: u64,
     pub members_down: u64,
     tick_at: Option<Duration>,
+    /// Stopped ([`Sim::stall`]), so it may resume: its connections then,
+    /// and what its stdout was to print meanwhile (printed after it
+    /// resumes, as its stdout thread was stopped too).
+    stopped: Option<Vec<Conn>>,
+    prints_held: Vec<(NodeId, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +160,12 @@ enum Ev {
         conn: Conn,
         reason: String,
     },
+    /// `node`'s stdout wrote out `origin`'s lines up to `seq`.
+    Printed {
+        node: usize,
+        origin: NodeId,
+        seq: u64,
+    },
 }
 
 /// Knobs of a simulation.
@@ -176,6 +190,11 @@ pub struct SimConfig {
     /// Each node's member table cap ([`super::MAX_MEMBERS`] by default, as
     /// in a real node): raised for groups larger than that.
     pub max_members: usize,
+    /// Some: nodes acknowledge only what their stdout printed
+    /// ([`Mesh::acknowledge_printed_only`], as a real node does), and a
+    /// delivery is printed this long after it (a stopped node prints
+    /// nothing until it resumes). None: acknowledged on delivery.
+    pub print_lag: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -192,6 +211,7 @@ impl Default for SimConfig {
             seed: 1,
             membership: true,
             max_members: super::MAX_MEMBERS,
+            print_lag: None,
         }
     }
 }
@@ -290,6 +310,9 @@ impl Sim {
         };
         let mut mesh = Mesh::new(cfg, self.instant());
         mesh.set_member_cap(self.cfg.max_members);
+        if self.cfg.print_lag.is_some() {
+            mesh.acknowledge_printed_only();
+        }
         self.nodes.push(SimNode {
             mesh,
             id,
@@ -305,6 +328,8 @@ impl Sim {
             members_up: 0,
             members_down: 0,
             tick_at: None,
+            stopped: None,
+            prints_held: Vec::new(),
         });
         self.by_addr.insert(addr, index);
         self.node_links.push(Vec::new());
@@ -415,6 +440,15 @@ impl Sim {
                     self.after(node);
                 }
             }
+            Ev::Printed { node, origin, seq } => {
+                let n = &mut self.nodes[node];
+                if n.alive {
+                    n.mesh.printed(now, [(origin, seq)], 0);
+                    self.after(node);
+                } else if n.stopped.is_some() {
+                    n.prints_held.push((origin, seq));
+                }
+            }
             Ev::NeighbourDown { node, conn } => {
                 if self.nodes[node].alive {
                     self.nodes[node].mesh.neighbour_down(now, conn, None);
@@ -505,6 +539,7 @@ impl Sim {
             Action::Deliver(deliveries) => {
                 let now = self.now;
                 let n = &mut self.nodes[node];
+                let mut printed = Vec::new();
                 for d in deliveries {
                     for (seq, hops, payload) in d.msgs() {
                         n.deliveries += 1;
@@ -514,6 +549,12 @@ impl Sim {
                             !payload.contains(&b'\n'),
                             "a delivered payload holds a newline"
                         );
+                    }
+                    printed.extend(d.msgs().last().map(|(seq, ..)| (d.origin, seq)));
+                }
+                if let Some(lag) = self.cfg.print_lag {
+                    for (origin, seq) in printed {
+                        self.schedule(lag, Ev::Printed { node, origin, seq });
                     }
                 }
             }
@@ -720,6 +761,7 @@ impl Sim {
     /// end after the link delay.
     pub fn crash(&mut self, node: usize) {
         self.nodes[node].alive = false;
+        self.nodes[node].stopped = None;
         let mut links = self.node_links[node].clone();
         links.sort_unstable();
         for id in links {
@@ -740,6 +782,13 @@ impl Sim {
         let reason = format!("cut: accepted nothing for {}s", stall.as_secs());
         let mut links = self.node_links[node].clone();
         links.sort_unstable();
+        let own: Vec<Conn> = links
+            .iter()
+            .flat_map(|id| self.links[id].ends)
+            .filter(|(n, _)| *n == node)
+            .map(|(_, conn)| conn)
+            .collect();
+        self.nodes[node].stopped = Some(own);
         let ends: Vec<(usize, Conn)> = links
             .iter()
             .flat_map(|id| self.links[id].ends)
@@ -755,6 +804,32 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// A stopped node goes on (SIGCONT): it sees the links its neighbours
+    /// cut meanwhile end and ticks again; its stdout prints what it held
+    /// a print lag later (after the node's first steps). Frames sent to it while it was stopped are gone (a real
+    /// node reads what its socket buffers held: the simulated one starts
+    /// with holes instead, the harder case).
+    pub fn resume(&mut self, node: usize) {
+        let now = self.instant();
+        let n = &mut self.nodes[node];
+        let Some(conns) = n.stopped.take() else {
+            return;
+        };
+        n.alive = true;
+        n.tick_at = None;
+        for conn in conns {
+            if !self.conn_link.contains_key(&conn) {
+                self.nodes[node].mesh.neighbour_down(now, conn, None);
+            }
+        }
+        let held = std::mem::take(&mut self.nodes[node].prints_held);
+        let lag = self.cfg.print_lag.unwrap_or_default();
+        for (origin, seq) in held {
+            self.schedule(lag, Ev::Printed { node, origin, seq });
+        }
+        self.after(node);
     }
 
     /// Cuts one link: both ends see it end.

@@ -1541,6 +1541,61 @@ fn a_member_that_stops_reading_is_cut_forgotten_and_the_window_reopens() {
 }
 
 #[test]
+fn a_member_resumed_after_its_cut_acknowledges_what_it_printed_and_its_gaps_acceptably() {
+    // Issue 7: a node stopped (SIGSTOP) with lines its stdout had not
+    // printed, cut by its neighbours, then resumed, gave up its holes
+    // before its stdout caught up, and its STATUS said it skipped more
+    // than it covered: every neighbour dropped it as a protocol error
+    // (the simulator decodes every frame sent and stops at a bad one).
+    // Acknowledging what stdout printed, as real nodes do, it rejoins,
+    // reports what it missed as a gap, and the origin books it.
+    let mut sim = Sim::new(SimConfig {
+        window: 3_000,
+        keepalive: secs(1.0),
+        stall_timeout: secs(2.0),
+        print_lag: Some(secs(0.05)),
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..12 {
+        let seed = sim.rng.below(i);
+        sim.add_node(vec![seed]);
+        sim.run_for(secs(0.01));
+    }
+    sim.run_for(secs(2.0));
+    let frozen = 11;
+    for _ in 0..10 {
+        sim.send_lines(0, 20);
+        sim.run_for(secs(0.1));
+    }
+    // Stopped right after deliveries, before its stdout printed them.
+    sim.send_lines(0, 20);
+    sim.run_for(secs(0.03));
+    sim.stall(frozen);
+    for _ in 0..60 {
+        sim.send_lines(0, 20);
+        sim.run_for(secs(0.1));
+    }
+    sim.resume(frozen);
+    for _ in 0..40 {
+        sim.send_lines(0, 20);
+        sim.run_for(secs(0.1));
+    }
+    sim.run_for(secs(10.0));
+    assert!(sim.nodes[frozen].gaps > 0, "it missed lines while stopped");
+    assert_complete(&sim, &[0]);
+    // Its acknowledgement reached the origin: everything dealt with,
+    // what it missed booked as lost, the rest as delivered.
+    let frozen_id = sim.nodes[frozen].id;
+    let books = sim.nodes[0].mesh.books();
+    let b = books.iter().find(|b| b.id == frozen_id).expect("books");
+    let seen = &sim.nodes[frozen].seen[&sim.nodes[0].id];
+    assert!(b.down.is_none(), "a member again: {b:?}");
+    assert_eq!((b.delivered, b.lost), (seen.delivered, seen.lost), "{b:?}");
+    assert!(sim.nodes[0].mesh.eof_settled());
+}
+
+#[test]
 fn without_membership_the_sim_relays_over_the_seed_links_and_keeps_no_members() {
     // The relay-only mode behind `MESH_SIM_MODE=relay`: no STATUS or DOWN
     // crosses a link, so no node learns a member or dials beyond its
@@ -1686,6 +1741,185 @@ fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     let b7 = o.books().into_iter().find(|b| b.id == 7).unwrap();
     assert_eq!((b7.delivered, b7.lost, b7.down.clone()), (2, 2, None));
     assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
+}
+
+#[test]
+fn a_gap_beyond_what_was_printed_is_acknowledged_once_printing_passes_it() {
+    // A node acknowledging what stdout took (issue 7: resumed from
+    // SIGSTOP, it gave up holes behind lines its stdout had not taken
+    // yet, and its STATUS said "skipped more than it covers"). 7's lines
+    // 1, 4 and 5 arrive; 2 and 3 never do, and become a gap.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    m.acknowledge_printed_only();
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 4, 1, 16), (7, 5, 1, 16)],
+    );
+    m.tick(t0 + Duration::from_millis(10));
+    let t = t0 + Duration::from_secs(6);
+    m.tick(t);
+    assert_eq!(gaps(&drain(&mut m)), [(7, 2, 3)]);
+    // Nothing printed: nothing acknowledged, the gap neither (`our_ack`
+    // takes the STATUS through the decoder).
+    let ack = our_ack(&mut m, t, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 0, 0));
+    // Line 1 printed: printing passes the gap right after it.
+    m.printed(t, [(7, 1)], 1);
+    let ack = our_ack(&mut m, t, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+    // 7 says it sent up to 7: 6 and 7 are a gap at the end of what
+    // arrived, behind 4 and 5, which are not printed yet.
+    on_status(&mut m, t, 1, status(7, 1, 1, 7));
+    m.tick(t + Duration::from_millis(10));
+    // (Heard from meanwhile: a hole waits while its parent is silent.)
+    on_status(&mut m, t + Duration::from_secs(5), 1, status(7, 2, 1, 7));
+    let later = t + Duration::from_secs(6);
+    m.tick(later);
+    assert_eq!(gaps(&drain(&mut m)), [(7, 6, 7)]);
+    let ack = our_ack(&mut m, later, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
+    m.printed(later, [(7, 4)], 1);
+    let ack = our_ack(&mut m, later, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
+    // The last printed line passes the gap after it: all dealt with.
+    m.printed(later, [(7, 5)], 1);
+    let ack = our_ack(&mut m, later, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 7, 4));
+}
+
+#[test]
+fn a_gap_after_the_last_printed_line_does_not_keep_a_node_from_being_caught_up() {
+    // 7's lines 1 and 2 arrive and are printed; 3 and 4, which 7 says it
+    // sent, never do. Once they are a gap there is nothing left to print:
+    // the node is caught up (it may leave with final acknowledgements).
+    let (mut m, t0) = with_neighbours(config(), 1);
+    m.acknowledge_printed_only();
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 4));
+    m.printed(t0, [(7, 2)], 2);
+    m.tick(t0 + Duration::from_millis(10));
+    on_status(&mut m, t0 + Duration::from_secs(5), 1, status(7, 2, 1, 4));
+    let t = t0 + Duration::from_secs(6);
+    m.tick(t);
+    assert_eq!(gaps(&drain(&mut m)), [(7, 3, 4)]);
+    assert!(m.caught_up(t + Duration::from_secs(1)));
+    let ack = our_ack(&mut m, t, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 4, 2));
+}
+
+/// What a node did with origin 7's lines, from its actions: the seqs it
+/// delivered (in order) and those it reported as gaps.
+#[derive(Default)]
+struct Shown {
+    delivered: Vec<u64>,
+    lost: std::collections::BTreeSet<u64>,
+}
+
+impl Shown {
+    fn note(&mut self, actions: &[Action]) {
+        for (origin, seq) in delivered(actions) {
+            assert_eq!(origin, 7);
+            self.delivered.push(seq);
+        }
+        for (_, first, last) in gaps(actions) {
+            self.lost.extend(first..=last);
+        }
+    }
+}
+
+/// Our acknowledgement of 7 passes the decoder (in a STATUS, encoded and
+/// decoded) and is true: every seq it covers was printed (the first
+/// `printed` delivered) or reported as a gap, and it counts exactly the
+/// latter as skipped.
+fn check_ack(m: &Mesh, shown: &Shown, printed: usize, context: &str) {
+    let st = Status {
+        acks: m.acks(),
+        ..status(ME, 1, 1, 0)
+    };
+    let bytes = Frame::Status(st).to_bytes();
+    let decoded = frame::decode(&bytes, usize::MAX);
+    let Ok(Some((Frame::Status(st), _))) = decoded else {
+        panic!("{context}: our STATUS does not decode: {decoded:?}");
+    };
+    let Some(ack) = st.acks.iter().find(|a| a.origin == 7) else {
+        return;
+    };
+    let took: std::collections::BTreeSet<u64> =
+        shown.delivered[..printed].iter().copied().collect();
+    for seq in ack.base..=ack.delivered {
+        assert!(
+            took.contains(&seq) || shown.lost.contains(&seq),
+            "{context}: {ack:?} covers {seq}, neither printed nor a gap"
+        );
+    }
+    let skipped = shown.lost.range(ack.base..ack.delivered + 1).count() as u64;
+    assert_eq!(ack.skipped, skipped, "{context}: {ack:?}");
+}
+
+#[test]
+fn acknowledgements_are_well_formed_and_true_whatever_arrives_and_is_printed() {
+    // Random arrivals (out of order, late, duplicated), STATUS frames
+    // (what 7 sent, what it says we missed), time passing (holes given up
+    // as gaps) and stdout taking lines at its own pace: after each step,
+    // our acknowledgement must pass the decoder and say only what is true.
+    for seed in 1..=200 {
+        let mut rng = rng::Rng::new(seed);
+        let (mut m, t0) = with_neighbours(config(), 1);
+        let printing = seed % 4 != 0;
+        if printing {
+            m.acknowledge_printed_only();
+        }
+        let (mut now, mut status_seq) = (t0, 0);
+        let mut shown = Shown::default();
+        let mut printed = 0;
+        for step in 0..150 {
+            let actions = match rng.below(10) {
+                0..=3 => {
+                    let first = 1 + rng.below(30) as u64;
+                    let msgs: Vec<_> = (first..first + rng.below(4) as u64)
+                        .map(|seq| (7, seq, 1, 16))
+                        .collect();
+                    feed(&mut m, now, 1, &msgs)
+                }
+                4 | 5 => {
+                    status_seq += 1;
+                    let mut st = status(7, status_seq, 1, rng.below(34) as u64);
+                    if rng.below(3) == 0 {
+                        let first = 1 + rng.below(20) as u64;
+                        st.misses = vec![frame::Miss {
+                            member: ME,
+                            first,
+                            last: first + rng.below(5) as u64,
+                        }];
+                    }
+                    on_status(&mut m, now, 1, st)
+                }
+                6 | 7 => {
+                    now += Duration::from_millis(rng.below(3000) as u64);
+                    m.tick(now);
+                    drain(&mut m)
+                }
+                _ => {
+                    let waiting = shown.delivered.len() - printed;
+                    if waiting > 0 {
+                        printed += 1 + rng.below(waiting);
+                        let seq = shown.delivered[printed - 1];
+                        m.printed(now, [(7, seq)], 1);
+                    }
+                    drain(&mut m)
+                }
+            };
+            shown.note(&actions);
+            let took = if printing {
+                printed
+            } else {
+                shown.delivered.len()
+            };
+            check_ack(&m, &shown, took, &format!("seed {seed} step {step}"));
+        }
+    }
 }
 
 // ---- Repair answers are forwards (attack finding 4) -----------------------

@@ -1405,3 +1405,92 @@ fn a_member_below_a_stopped_relay_gets_its_lines_through_the_link_it_makes_after
     );
     assert_in_order_around_gaps(&seqs, &gaps, "x's lines from o");
 }
+
+#[test]
+fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted() {
+    let _turn = one_at_a_time();
+    // s -> m <- z. z prints s's first lines, then stops (SIGSTOP) and is
+    // cut; s sends on, far more than a window, so most of it leaves every
+    // cache. Resumed, z reads what its socket held, links up again and
+    // gives up the rest as a gap, longer than all it printed: its STATUS
+    // acknowledged that gap before its stdout had passed it ("skipped
+    // more than it covers"), and m dropped it as a protocol error.
+    const LINES: u64 = 20_000;
+    let common = [
+        "--stall-timeout",
+        "2",
+        "--keepalive",
+        "1",
+        "--window",
+        "256K",
+        "--max-frame",
+        "200K",
+    ];
+    let specs = vec![
+        Spec::new("m")
+            .args(&common)
+            .args(&["--degree", "4"])
+            .input(Input::Empty),
+        Spec::new("s")
+            .args(&common)
+            .args(&["--degree", "1", "--exit-on-eof"])
+            .dial(0),
+        Spec::new("z")
+            .args(&common)
+            .args(&["--degree", "1"])
+            .input(Input::Empty)
+            .dial(0),
+    ];
+    let mut g = Group::start("resumed", specs, Fmt::Json);
+    let (m, s, z) = (0, 1, 2);
+    g.wait_members(&all(3), 2, LONG);
+    g.nodes[s].send(&padded_lines(1, 10, 100));
+    let printed = g.nodes[z].out.wait_until(LONG, |p| p.count_from("s") == 10);
+    assert!(printed, "z never printed s's first lines\n{}", g.report());
+    g.nodes[z].signal("STOP");
+    g.nodes[s].send(&padded_lines(11, LINES, 100));
+    let through = g.nodes[m]
+        .out
+        .wait_until(LONG, |p| p.count_from("s") == LINES);
+    g.nodes[z].signal("CONT");
+    assert!(through, "m did not get s's lines\n{}", g.report());
+    let dealt = g.nodes[z].out.wait_until(LONG, |p| {
+        let gaps: u64 = p
+            .events_of("gap")
+            .iter()
+            .filter(|e| e.str("name") == Some("s"))
+            .map(|e| e.num("last_seq").unwrap() + 1 - e.num("first_seq").unwrap())
+            .sum();
+        p.count_from("s") + gaps == LINES
+    });
+    let (seqs, gaps) = seqs_and_gaps(&g.nodes[z], "s");
+    assert!(
+        dealt && !gaps.is_empty(),
+        "z has {} of s's lines, gaps {gaps:?}\n{}",
+        seqs.len(),
+        g.report()
+    );
+    assert_in_order_around_gaps(&seqs, &gaps, "z's lines from s");
+    // s leaves once z's acknowledgement of everything reaches it: z
+    // missed what its gaps say, and nothing is left unacknowledged.
+    g.nodes[s].close_stdin();
+    let status = g.nodes[s].expect_exit(LONG);
+    assert_eq!(status.code(), Some(3), "s exit: {status}");
+    let summary = g.nodes[s].wait_log("summary");
+    let lost: u64 = gaps.iter().map(|(f, l)| l + 1 - f).sum();
+    assert_eq!(
+        missed_in_summary(&summary, "z"),
+        Some(lost),
+        "s's summary: {summary}"
+    );
+    assert!(!summary.contains("not acknowledged"), "{summary}");
+    for node in &g.nodes {
+        let log = node.log_text();
+        assert!(
+            !log.contains("protocol error"),
+            "{} logged a protocol error:\n{}",
+            node.name,
+            tail(&log, 30)
+        );
+    }
+}
