@@ -343,22 +343,29 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
             let _ = node.events.send(Event::Printed);
         }
     };
+    // Payload bytes written into `out` since it was last flushed.
+    let mut unflushed_bytes = 0;
     let mut print = || -> io::Result<()> {
         // Ends when the router, the only sender, is done.
         for item in outputs.iter() {
             output::write(&mut out, node.config.format, &item)?;
             if let Output::Msgs(batch) = item {
-                unflushed.extend(
-                    batch
-                        .lines
-                        .iter()
-                        .map(|l| (l.msg.origin, l.msg.last, l.msg.payload_bytes(), l.msg.len())),
-                );
+                for l in &batch.lines {
+                    let bytes = l.msg.payload_bytes();
+                    unflushed_bytes += bytes;
+                    unflushed.push((l.msg.origin, l.msg.last, bytes, l.msg.len()));
+                }
                 recycle(node, batch);
             }
-            if outputs.is_empty() {
+            // Flushed when nothing else waits, and also once a buffer's
+            // worth was written (which `out` would have written anyway): a
+            // stdout read slowly but steadily keeps the queue from ever
+            // running empty, and its lines must be counted as printed (and
+            // acknowledged) as they go out, not only when it catches up.
+            if outputs.is_empty() || unflushed_bytes >= WRITE_SIZE {
                 out.flush()?;
                 printed(&mut unflushed);
+                unflushed_bytes = 0;
             }
         }
         out.flush()?;

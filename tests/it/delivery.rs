@@ -987,3 +987,62 @@ fn a_line_waiting_for_a_blocked_stdout_is_not_acknowledged() {
     );
     assert_eq!(reader.join().unwrap(), LINES);
 }
+
+/// A member whose stdout is read slowly but steadily never lets its output
+/// queue run empty. What it writes out must still count as printed as it
+/// goes (and be acknowledged): before, it was counted only when the queue
+/// ran empty, so a node stopped then said thousands of lines it had
+/// printed were "not printed", and its senders booked them unacknowledged.
+/// Here b is stopped once the test has read part of its output: what b
+/// says it did not print must match what it received and what came out
+/// of its stdout, within one write buffer (the write it was blocked in).
+#[test]
+fn lines_written_to_a_stdout_that_never_catches_up_count_as_printed() {
+    const LINES: u64 = 10_000; // 200-byte lines: 2 MB, within the window
+    const READ_FIRST: usize = 1_000;
+    let mut b = node("b").raw_stdout().start();
+    let mut a = node("a").args(&["--wait-members", "1"]).dial(&b).start();
+    a.wait_log("member up: b");
+    a.send(&crate::support::padded_lines(1, LINES, 200));
+    let mut stdout = std::io::BufReader::new(b.take_stdout());
+    let mut printed = 0;
+    let mut line = Vec::new();
+    use std::io::BufRead;
+    while printed < READ_FIRST {
+        line.clear();
+        assert!(
+            stdout.read_until(b'\n', &mut line).unwrap() > 0,
+            "b's stdout ended"
+        );
+        printed += 1;
+    }
+    // b's router holds the rest, its stdout thread blocks on the full pipe.
+    b.signal("TERM");
+    // Read the rest only once b is gone: what is in the pipe by then was
+    // printed before b stopped.
+    let status = b.expect_exit(DEADLINE);
+    assert!(status.success(), "{}", b.log_text());
+    printed += stdout.lines().map_while(Result::ok).count();
+    let log = b.log_text();
+    let number_before = |needle: &str| -> Option<u64> {
+        log.lines().find_map(|l| {
+            let at = l.find(needle)?;
+            l[..at].split_whitespace().last()?.parse().ok()
+        })
+    };
+    // The summary's "received N messages".
+    let received: u64 = log
+        .lines()
+        .find_map(|l| {
+            let at = l.find("received ")? + "received ".len();
+            l[at..].split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no received count in b's log:\n{log}"));
+    let not_printed = number_before(" messages received were not printed").unwrap_or(0);
+    let truly_not_printed = received - printed as u64;
+    // One write buffer (64 KiB) holds 325 of these lines.
+    assert!(
+        not_printed >= truly_not_printed && not_printed <= truly_not_printed + 2 * 330,
+        "b received {received}, printed {printed}, says {not_printed} not printed:\n{log}"
+    );
+}
