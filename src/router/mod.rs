@@ -49,6 +49,10 @@ use peers::Entry;
 /// How long a node stopping on a signal waits for its peers to take what is
 /// queued for them and close politely.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a node stopped by a signal waits for the group to acknowledge
+/// its lines and for the lines on their way to it to be printed, before it
+/// leaves anyway (see `Router::begin_stop`).
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// How often `--peer-cache` is written while the node runs.
 const CACHE_EVERY: Duration = Duration::from_secs(10);
 /// How many closed connections' names are kept for `via` (see
@@ -134,6 +138,10 @@ pub struct Router {
     leave_by: Option<Instant>,
     /// Our leaving STATUS went out.
     left: bool,
+    /// Stopping on a signal: until then we wait for the group to
+    /// acknowledge our lines and for what it sent us to be printed, before
+    /// we leave (see `settle`).
+    settle_by: Option<Instant>,
     /// Seeds whose failures were logged as warnings since they last worked.
     seeds_warned: HashSet<usize>,
     stopping: bool,
@@ -220,6 +228,7 @@ impl Router {
             unsent: None,
             eof_pending: false,
             leave_by: None,
+            settle_by: None,
             left: false,
             seeds_warned: HashSet::new(),
             stopping: false,
@@ -267,6 +276,7 @@ impl Router {
                 self.mesh.inbound_held(Instant::now(), held);
             }
             self.drain_actions();
+            self.settle();
         }
         self.gate.shut();
         self.finish()
@@ -289,6 +299,7 @@ impl Router {
         // under way when the last peer left), and then waits in `unsent`.
         let takes_stdin = self.stdin_open
             && !self.stopping
+            && self.settle_by.is_none()
             && self.full.is_empty()
             && (self.gate.is_open() || self.stdin.is_empty())
             && self.unsent.is_none();
@@ -297,12 +308,14 @@ impl Router {
         } else {
             usize::MAX
         };
-        let stop_i = if self.stopping {
+        let stop_i = if self.stopping || self.settle_by.is_some() {
             usize::MAX
         } else {
             sel.recv(stop)
         };
-        let hurry_i = if self.deadline.is_some() {
+        // A signal makes the stop hurry, but while it settles (bounded by
+        // `settle_by`) the hurry waits for it.
+        let hurry_i = if self.deadline.is_some() || self.settle_by.is_some() {
             usize::MAX
         } else {
             sel.recv(hurry)
@@ -316,6 +329,7 @@ impl Router {
             self.mesh.next_deadline(),
             self.unannounced_until(),
             self.leave_by,
+            self.settle_by,
         ]
         .into_iter()
         .flatten()
@@ -481,7 +495,46 @@ impl Router {
         }
     }
 
+    /// A stop was asked for. On a signal, while our lines are not all
+    /// acknowledged or the group's lines to us not all printed, we first
+    /// wait for that (at most [`SETTLE_WAIT`], reading no more stdin): a
+    /// node stopped mid-transfer then leaves with acknowledgements that
+    /// are true, and its summary (and exit code) says what the group got,
+    /// not what was still on its way at the instant of the signal.
     fn begin_stop(&mut self) {
+        if self.node.shutdown.cause() == Some(Cause::Signal) && !self.left {
+            self.gate.shut();
+            self.settle_by = Some(Instant::now() + SETTLE_WAIT);
+            log::info!(
+                "stopping (signal): waiting up to {}s for the group to acknowledge our lines",
+                SETTLE_WAIT.as_secs()
+            );
+            self.settle();
+        } else {
+            self.stop_now();
+        }
+    }
+
+    /// While stopping on a signal: stop once settled or at the deadline.
+    fn settle(&mut self) {
+        let Some(by) = self.settle_by else {
+            return;
+        };
+        let now = Instant::now();
+        let settled = self.unsent.is_none()
+            && self.mesh.eof_settled()
+            && self.mesh.caught_up(now)
+            && self.backlog.is_empty();
+        if !settled && now < by {
+            return;
+        }
+        self.settle_by = None;
+        self.left = true;
+        self.mesh.leave(now, settled);
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
         self.stopping = true;
         self.gate.shut();
         let cause = self.node.shutdown.cause();

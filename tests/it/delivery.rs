@@ -1046,3 +1046,55 @@ fn lines_written_to_a_stdout_that_never_catches_up_count_as_printed() {
         "b received {received}, printed {printed}, says {not_printed} not printed:\n{log}"
     );
 }
+
+/// Ctrl-C on a sender mid-transfer: it stops reading stdin, and before it
+/// leaves it waits (at most 2 s) for the group to acknowledge the lines it
+/// sent. Before, it left at once: its summary called the lines still on
+/// their way "not acknowledged" and, under --exit-on-eof, it exited 3
+/// although every member printed them. Here b's stdout is read only up to
+/// 1,000 lines when a is stopped, then read on: a must exit 0, with every
+/// line it read delivered.
+#[test]
+fn a_sender_stopped_by_a_signal_waits_for_its_lines_to_be_acknowledged() {
+    const LINES: u64 = 20_000;
+    let mut b = node("b").raw_stdout().start();
+    let mut a = node("a")
+        .args(&["--exit-on-eof", "--wait-members", "1"])
+        .dial(&b)
+        .start();
+    a.wait_log("member up: b");
+    a.send(&crate::support::padded_lines(1, LINES, 100));
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(b.take_stdout());
+    let mut line = Vec::new();
+    for _ in 0..1_000 {
+        line.clear();
+        assert!(
+            stdout.read_until(b'\n', &mut line).unwrap() > 0,
+            "b's stdout ended"
+        );
+    }
+    // b's stdout is full: much of what a sent is not yet printed.
+    a.signal("INT");
+    let reader = thread::spawn(move || stdout.lines().map_while(Result::ok).count() as u64);
+    let status = a.expect_exit(DEADLINE);
+    let log = a.log_text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("summary:"))
+        .unwrap_or_else(|| panic!("no summary:\n{log}"));
+    let read: u64 = summary
+        .split("read ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(read > 0, "{summary}");
+    assert!(
+        summary.contains(&format!("{read} lines delivered"))
+            && !summary.contains("not acknowledged"),
+        "{summary}"
+    );
+    drop(b);
+    assert!(1_000 + reader.join().unwrap() >= read);
+}
