@@ -3,12 +3,12 @@
 //! with jitter), now and then a remembered member that is not in the view
 //! (partition heal), and trimming above 2 × degree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::rng::Rng;
-use super::{Action, DialResult, DialTarget, Mesh, NodeId};
+use super::{Action, Conn, DialResult, DialTarget, Mesh, Neighbour, NodeId};
 
 /// The first retry after a failed dial; doubled after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -21,6 +21,8 @@ const HEAL_EVERY: Duration = Duration::from_secs(10);
 const HEAL_SOON: Duration = Duration::from_secs(1);
 /// The most addresses remembered; more are ignored until some go.
 const MAX_ADDRS: usize = 16384;
+/// How many keepalives a link's evidence of lying on a cycle lasts.
+const CYCLE_KEEPALIVES: u32 = 3;
 
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -76,6 +78,10 @@ pub struct DialPolicy {
     /// trimmed node rejoins that group instead of pairing with the others
     /// trimmed at the same moment. Cleared once a dial connects.
     preferred: Vec<SocketAddr>,
+    /// Per member, the seq of its newest STATUS seen, the neighbour its
+    /// first copy came through and when (see `heard_status_via`); emptied
+    /// when it reaches `MAX_ADDRS` members.
+    first_via: HashMap<NodeId, (u64, Conn, Instant)>,
 }
 
 impl DialPolicy {
@@ -92,6 +98,7 @@ impl DialPolicy {
             dialing: BTreeSet::new(),
             next_heal: now + rng.jitter(HEAL_EVERY),
             preferred: Vec::new(),
+            first_via: HashMap::new(),
         }
     }
 
@@ -339,26 +346,74 @@ impl Mesh {
             .is_some_and(|m| !m.up && m.down.is_some())
     }
 
-    /// Above 2 × degree, the most recently added non-PEER links are closed
-    /// politely, with alternatives; never below the degree.
-    fn trim(&mut self, _now: Instant) {
+    /// A STATUS of `member` (seq `seq`) came through `conn`. A copy that
+    /// comes after the first, through another neighbour, shows that this
+    /// link lies on a cycle: the first copy went from its member to us
+    /// along one path, this one along another that ends with this link and
+    /// crosses it once (we forward a STATUS once, so the second path may
+    /// pass through us, but not back through us), and together they close
+    /// a walk through this link: closing it splits nothing and leaves no
+    /// one alone, as long as the links those copies took stand (hence the
+    /// evidence lasts a few keepalives). Only when the first copy came
+    /// after this link did: a greeting repeats the STATUS frames its
+    /// sender already had, maybe from links it no longer has (a node
+    /// trimmed a moment ago). The copies come anyway, as every STATUS
+    /// floods; nothing is sent for it.
+    pub(super) fn heard_status_via(&mut self, now: Instant, conn: Conn, member: NodeId, seq: u64) {
+        let (first, at) = match self.dial.first_via.get(&member) {
+            Some(&(known, first, at)) if known == seq => (first, at),
+            Some(&(known, ..)) if known > seq => return,
+            _ => {
+                if self.dial.first_via.len() >= MAX_ADDRS {
+                    self.dial.first_via.clear();
+                }
+                self.dial.first_via.insert(member, (seq, conn, now));
+                return;
+            }
+        };
+        if let Some(n) = self.neighbours.get_mut(&conn) {
+            if first != conn && at > n.added {
+                n.on_cycle = Some(now);
+            }
+        }
+    }
+
+    /// Above 2 × degree, non-PEER links are closed politely, with
+    /// alternatives, never below the degree: first the newest of the links
+    /// known to lie on a cycle (see `heard_status_via`), then the newest of
+    /// the rest.
+    ///
+    /// We do not know a neighbour's degree. The newest link is the likeliest
+    /// to be the other side's only one (a node joining through us): trimmed
+    /// first, late joiners reaching full members were let go by each, and
+    /// handed others just as full, over and over (15 trims in 0.5 s for one
+    /// node of 600 in the simulator). A link on a cycle is no one's only
+    /// link, and closing it splits nothing. Trimming an older link of
+    /// unknown shape instead could cut a bridge: a hub's kept `--degree 1`
+    /// spoke and the spoke that joined through it became an island.
+    fn trim(&mut self, now: Instant) {
         let limit = 2 * self.cfg.degree;
         let open = self.neighbours.values().filter(|n| !n.closing).count();
         if open <= limit {
             return;
         }
-        let mut extra: Vec<(Instant, u64)> = self
+        // Evidence older than a few keepalives may be stale: the cycle's
+        // other links may be gone (every member's keepalive STATUS renews
+        // it while the cycle stands).
+        let since = now.checked_sub(self.cfg.keepalive * CYCLE_KEEPALIVES);
+        let on_cycle = |n: &Neighbour| n.on_cycle.is_some_and(|at| since.map_or(true, |s| at >= s));
+        let mut extra: Vec<(bool, Instant, u64)> = self
             .neighbours
             .iter()
             .filter(|(_, n)| !n.seed && !n.closing)
-            .map(|(c, n)| (n.added, *c))
+            .map(|(c, n)| (on_cycle(n), n.added, *c))
             .collect();
         extra.sort_by(|a, b| b.cmp(a));
         extra.truncate(open - limit);
-        for &(_, conn) in &extra {
+        for &(_, _, conn) in &extra {
             self.neighbours.get_mut(&conn).expect("listed").closing = true;
         }
-        for (_, conn) in extra {
+        for (_, _, conn) in extra {
             let alternatives = self.trim_alternatives(8);
             self.push(Action::Close {
                 conn,

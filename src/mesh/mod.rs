@@ -250,6 +250,9 @@ struct Neighbour {
     heard: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
+    /// When a STATUS last showed this link lies on a cycle (see
+    /// `dial.rs`, `heard_status_via`): trimming it leaves no one alone.
+    on_cycle: Option<Instant>,
     /// REPAIR answers we queued for it, while its writer still holds them
     /// (see `lost.rs`, `repair_room`).
     answers: Vec<Bytes>,
@@ -385,6 +388,7 @@ impl Mesh {
                 added: now,
                 heard: now,
                 closing: false,
+                on_cycle: None,
                 answers: Vec::new(),
             },
         );
@@ -417,6 +421,7 @@ impl Mesh {
         self.heard_from(now, conn);
         match frame {
             Frame::Status(status) => {
+                self.heard_status_via(now, conn, status.member, status.status_seq);
                 self.on_status(now, conn, status);
                 self.heard_acks(conn, status);
             }

@@ -988,6 +988,63 @@ fn trimmed_neighbours_are_sent_to_the_ones_kept_not_to_each_other() {
     }
 }
 
+fn closed(actions: &[Action]) -> Vec<Conn> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A STATUS that came first through one neighbour and again through an
+/// older one shows the older link lies on a cycle: it is trimmed before
+/// the newest, which may be its other side's only link.
+#[test]
+fn a_link_a_status_came_through_second_is_trimmed_before_a_newer_one() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut m = Mesh::new(
+        MeshConfig {
+            degree: 1,
+            ..config()
+        },
+        t0,
+    );
+    for c in 1..=3u64 {
+        let remote = addr(&format!("10.0.0.{c}:1"));
+        m.neighbour_up(ms(c), c, 100 + c, "", remote, 7000, None);
+    }
+    on_status(&mut m, ms(10), 2, status(7, 1, 2, 0));
+    on_status(&mut m, ms(11), 1, status(7, 1, 3, 0));
+    m.tick(ms(20));
+    assert_eq!(closed(&drain(&mut m)), [1], "not the newest (3)");
+}
+
+/// A greeting repeats the STATUS frames its sender had, maybe from links
+/// it no longer has: a copy of one we had before the link came up shows
+/// no cycle, and the newest link is trimmed as before.
+#[test]
+fn a_greeting_repeating_a_status_we_had_shows_no_cycle() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut m = Mesh::new(config(), t0);
+    let up = |m: &mut Mesh, at, c: u64| {
+        let remote = addr(&format!("10.0.0.{c}:1"));
+        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
+    };
+    up(&mut m, ms(1), 1);
+    up(&mut m, ms(2), 2);
+    on_status(&mut m, ms(5), 1, status(7, 1, 2, 0));
+    up(&mut m, ms(10), 3);
+    on_status(&mut m, ms(11), 3, status(7, 1, 3, 0));
+    up(&mut m, ms(12), 4);
+    up(&mut m, ms(13), 5);
+    m.tick(ms(20));
+    assert_eq!(closed(&drain(&mut m)), [5], "degree 2: one of 5 links goes");
+}
+
 /// A node let go with PEERS dials those first, not any member it knows.
 #[test]
 fn a_trimmed_node_dials_the_alternatives_it_was_handed() {
@@ -2114,6 +2171,55 @@ fn trimming_at_a_hub_leaves_one_group() {
         }
     }
     assert!(split.is_empty(), "islands: {split:?}");
+}
+
+/// A late joiner reaching a group where every member is at 2 × degree
+/// must keep a link: trimming the newest link let it go, and every member
+/// it was handed was full too (issue 7: 15 trims in 0.5 s for one node of
+/// 600, delaying the first flood's last delivery). Five nodes, each at
+/// 2 × degree (4 links, all to each other), then a sixth joins through
+/// one of them: within a second it has a link, and from then on it is
+/// never alone, for many seeds.
+#[test]
+fn a_newcomer_joining_full_members_is_not_left_alone() {
+    let mut failed = Vec::new();
+    for seed in 1..=10 {
+        let mut sim = Sim::new(SimConfig {
+            keepalive: secs(1.0),
+            degree: 2,
+            seed,
+            ..SimConfig::default()
+        });
+        for i in 0..5 {
+            sim.add_node((0..i).collect());
+        }
+        sim.run_for(secs(3.0));
+        assert!(
+            (0..5).all(|i| sim.degree_of(i) == 4),
+            "seed {seed}: the group is not at 2 × degree: {:?}",
+            (0..5).map(|i| sim.degree_of(i)).collect::<Vec<_>>()
+        );
+        let x = sim.add_node(vec![0]);
+        let joined = sim.now;
+        let mut linked = None;
+        let mut alone_again = 0;
+        while sim.now < joined + secs(5.0) {
+            sim.run_for(secs(0.01));
+            match (linked, sim.degree_of(x)) {
+                (None, d) if d > 0 => linked = Some(sim.now - joined),
+                (Some(_), 0) => alone_again += 1,
+                _ => {}
+            }
+        }
+        let in_time = linked.is_some_and(|at| at <= secs(1.0));
+        if !in_time || alone_again > 0 || sim.degree_of(x) == 0 {
+            failed.push((seed, linked, alone_again, sim.degree_of(x)));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "(seed, first link after, samples alone after it, links at the end): {failed:?}"
+    );
 }
 
 fn all_know_all(sim: &Sim) -> bool {
