@@ -140,6 +140,8 @@ fn describe(m: &MemberBooks) -> String {
     }
     if let Some(reason) = &m.down {
         text += &format!(" (member down: {reason})");
+    } else if m.stalled && missed > 0 {
+        text += " (stalled: it acknowledged none of them for --stall-timeout)";
     }
     text
 }
@@ -191,6 +193,7 @@ mod tests {
             delivered,
             lost: 0,
             down: None,
+            stalled: false,
         }
     }
 

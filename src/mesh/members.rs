@@ -44,6 +44,12 @@ pub struct Member {
     /// `sending`: lines it read still wait to go out.
     pub draining: bool,
     pub sending: bool,
+    /// Since when it has owed us lines without acknowledging more, and how
+    /// far it had acknowledged then (`find_stalled`).
+    pub waiting: Option<(Instant, u64)>,
+    /// It acknowledged none of our lines for `--stall-timeout` while it
+    /// owed some: it no longer holds our window or `--exit-on-eof` back.
+    pub stalled: bool,
 }
 
 impl Member {
@@ -69,6 +75,8 @@ impl Member {
             left_final: false,
             draining: false,
             sending: false,
+            waiting: None,
+            stalled: false,
         }
     }
 
@@ -110,7 +118,7 @@ impl Member {
 
     /// Whether it owes nothing more of our lines up to `last`.
     pub fn settled(&self, last: u64) -> bool {
-        !self.up || self.owed_from > last || self.done() >= last
+        !self.up || self.stalled || self.owed_from > last || self.done() >= last
     }
 
     /// What it got of our lines. Lost are only the lines it will provably
@@ -147,6 +155,7 @@ impl Member {
             delivered: got,
             lost: lost.min(owed_count - got),
             down: self.down.clone(),
+            stalled: self.stalled && self.up,
         })
     }
 }
@@ -622,13 +631,60 @@ impl Mesh {
         }
     }
 
+    /// Members that owe us lines and acknowledged none of them for
+    /// `--stall-timeout` (a stdout nobody reads: the node still takes our
+    /// frames, so no link stalls and nobody cuts it) stop holding our
+    /// window and `--exit-on-eof` back; their lines count as not
+    /// acknowledged. Our lines then go out past them: once their node
+    /// stops reading its links, its neighbours cut it like any stalled
+    /// peer. A member that acknowledges again holds the window again.
+    pub(super) fn find_stalled(&mut self, now: Instant) {
+        let now = self.silence_clock(now);
+        let last = self.own.last_seq;
+        let limit = self.cfg.stall_timeout;
+        let mut changed = false;
+        for (id, m) in self.members.iter_mut() {
+            let done = m.done();
+            if !m.up || m.owed_from == 0 || m.owed_from > last || done >= last {
+                m.waiting = None;
+                changed |= std::mem::take(&mut m.stalled);
+                continue;
+            }
+            match m.waiting {
+                Some((since, at)) if at == done => {
+                    if !m.stalled && now.saturating_duration_since(since) >= limit {
+                        m.stalled = true;
+                        changed = true;
+                        log::warn!(
+                            "member {} ({id:016x}) acknowledged none of our lines for {}s \
+                             ({} waiting): no longer waiting for it",
+                            m.name,
+                            limit.as_secs_f64(),
+                            last - done
+                        );
+                    }
+                }
+                _ => {
+                    if m.stalled {
+                        log::info!("member {} ({id:016x}) acknowledges our lines again", m.name);
+                    }
+                    m.waiting = Some((now, done));
+                    changed |= std::mem::take(&mut m.stalled);
+                }
+            }
+        }
+        if changed {
+            self.update_window();
+        }
+    }
+
     /// Recomputes the window's low mark from the members' acks.
     pub(super) fn update_window(&mut self) {
         let last = self.own.last_seq;
         let low = self
             .members
             .values()
-            .filter(|m| m.up && m.owed_from <= last)
+            .filter(|m| m.up && !m.stalled && m.owed_from <= last)
             .map(Member::done)
             .min()
             .unwrap_or(last);

@@ -235,6 +235,8 @@ pub struct MemberBooks {
     pub lost: u64,
     /// Why it went down, if it did.
     pub down: Option<String>,
+    /// Up, but it acknowledged none of our lines for `--stall-timeout`.
+    pub stalled: bool,
 }
 
 /// A neighbour: one connection that completed its handshake.
@@ -497,6 +499,7 @@ impl Mesh {
         if now >= self.next_scan {
             self.next_scan = now + (self.cfg.keepalive / 4).max(Duration::from_millis(10));
             self.find_silent(now);
+            self.find_stalled(now);
         }
         self.check_holes(now);
         self.dial_tick(now);
@@ -659,6 +662,7 @@ impl Mesh {
                 delivered: 0,
                 lost: 0,
                 down: Some("forgotten: the member table was full".to_owned()),
+                stalled: false,
             });
         }
         books

@@ -81,6 +81,11 @@ impl Table {
         self.map.get_mut(id)
     }
 
+    /// As [`Table::get_mut`], for every member.
+    pub fn iter_mut(&mut self) -> std::collections::btree_map::IterMut<'_, NodeId, Member> {
+        self.map.iter_mut()
+    }
+
     pub fn values(&self) -> Values<'_, NodeId, Member> {
         self.map.values()
     }

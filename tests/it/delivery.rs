@@ -1098,3 +1098,41 @@ fn a_sender_stopped_by_a_signal_waits_for_its_lines_to_be_acknowledged() {
     drop(b);
     assert!(1_000 + reader.join().unwrap() >= read);
 }
+
+/// A member whose stdout nobody reads (`peercat | sleep 600`) still takes
+/// its neighbours' frames, so no link stalls and nobody cuts it; an
+/// --exit-on-eof sender waited for its acknowledgements forever. Now a
+/// member that acknowledges none of our lines for --stall-timeout stops
+/// holding the sender back: it exits 3 within the stall timeout (plus two
+/// scans, 1/4 keepalive each), naming it.
+#[test]
+fn a_member_whose_stdout_is_never_read_does_not_hold_an_exit_on_eof_sender_forever() {
+    // Keepalive 1 s: members are scanned every 250 ms.
+    let stall = ["--stall-timeout", "2", "--keepalive", "1"];
+    let mut b = node("b").args(&stall).raw_stdout().start();
+    let _unread = b.take_stdout();
+    let mut a = node("a")
+        .args(&stall)
+        .args(&["--exit-on-eof", "--wait-members", "1"])
+        .dial(&b)
+        .start();
+    a.wait_log("member up: b");
+    // About 110 KB (as `seq 1 20000`): it fits in b's buffers and socket,
+    // so b's links never fill.
+    a.send(&crate::support::numbered_lines(1, 20_000));
+    a.close_stdin();
+    let start = Instant::now();
+    let status = a.expect_exit(DEADLINE);
+    let took = start.elapsed();
+    let log = a.log_text();
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(took < Duration::from_secs(4), "took {took:?}:\n{log}");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("summary:"))
+        .unwrap_or_default();
+    assert!(
+        summary.contains("not acknowledged (stalled"),
+        "{summary}\n{log}"
+    );
+}
