@@ -141,7 +141,7 @@ fn describe(m: &MemberBooks) -> String {
     if let Some(reason) = &m.down {
         text += &format!(" (member down: {reason})");
     } else if m.stalled && missed > 0 {
-        text += " (stalled: it acknowledged none of them for --stall-timeout)";
+        text += " (stalled: it acknowledged none of them for 2 x --stall-timeout)";
     }
     text
 }

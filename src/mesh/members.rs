@@ -47,7 +47,7 @@ pub struct Member {
     /// Since when it has owed us lines without acknowledging more, and how
     /// far it had acknowledged then (`find_stalled`).
     pub waiting: Option<(Instant, u64)>,
-    /// It acknowledged none of our lines for `--stall-timeout` while it
+    /// It acknowledged none of our lines for 2 × `--stall-timeout` while it
     /// owed some: it no longer holds our window or `--exit-on-eof` back.
     pub stalled: bool,
 }
@@ -631,7 +631,7 @@ impl Mesh {
         }
     }
 
-    /// Members that owe us lines and acknowledged none of them for
+    /// Members that owe us lines and acknowledged none of them for twice
     /// `--stall-timeout` (a stdout nobody reads: the node still takes our
     /// frames, so no link stalls and nobody cuts it) stop holding our
     /// window and `--exit-on-eof` back; their lines count as not
@@ -641,7 +641,12 @@ impl Mesh {
     pub(super) fn find_stalled(&mut self, now: Instant) {
         let now = self.silence_clock(now);
         let last = self.own.last_seq;
-        let limit = self.cfg.stall_timeout;
+        // Twice the stall timeout: its acknowledgements trail what its
+        // stdout took by up to two write buffers (ours and the pipe's,
+        // 64 KiB each) and a STATUS interval, so a member reading slowly
+        // but steadily (a link is cut below 128 KiB per stall timeout)
+        // must not look stalled here first.
+        let limit = self.cfg.stall_timeout * 2;
         let mut changed = false;
         for (id, m) in self.members.iter_mut() {
             let done = m.done();

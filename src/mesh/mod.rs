@@ -235,7 +235,7 @@ pub struct MemberBooks {
     pub lost: u64,
     /// Why it went down, if it did.
     pub down: Option<String>,
-    /// Up, but it acknowledged none of our lines for `--stall-timeout`.
+    /// Up, but it acknowledged none of our lines for 2 × `--stall-timeout`.
     pub stalled: bool,
 }
 

@@ -446,6 +446,9 @@ impl Router {
             self.give_up_waiting();
         }
         if self.deadline.is_some_and(|at| at <= now) {
+            if self.peers.is_empty() {
+                return true;
+            }
             log::warn!(
                 "{} did not close within {}s; closing them anyway",
                 plural(self.peers.len() as u64, "connection"),
@@ -496,13 +499,18 @@ impl Router {
     }
 
     /// A stop was asked for. On a signal, while our lines are not all
-    /// acknowledged or the group's lines to us not all printed, we first
-    /// wait for that (at most [`SETTLE_WAIT`], reading no more stdin): a
-    /// node stopped mid-transfer then leaves with acknowledgements that
-    /// are true, and its summary (and exit code) says what the group got,
-    /// not what was still on its way at the instant of the signal.
+    /// acknowledged, we first wait for that (at most [`SETTLE_WAIT`],
+    /// reading no more stdin): a sender stopped mid-transfer then says
+    /// what the group got (summary and exit code), not what was still on
+    /// its way at the instant of the signal. (Lines on their way to us
+    /// are not waited for: under steady traffic a node never catches up,
+    /// and a receiver that waited for that stopped 2 s later into a stream
+    /// it then could not close politely.)
     fn begin_stop(&mut self) {
-        if self.node.shutdown.cause() == Some(Cause::Signal) && !self.left {
+        if self.node.shutdown.cause() == Some(Cause::Signal)
+            && !self.left
+            && !self.mesh.eof_settled()
+        {
             self.gate.shut();
             self.settle_by = Some(Instant::now() + SETTLE_WAIT);
             log::info!(
@@ -521,16 +529,11 @@ impl Router {
             return;
         };
         let now = Instant::now();
-        let settled = self.unsent.is_none()
-            && self.mesh.eof_settled()
-            && self.mesh.caught_up(now)
-            && self.backlog.is_empty();
+        let settled = self.unsent.is_none() && self.mesh.eof_settled();
         if !settled && now < by {
             return;
         }
         self.settle_by = None;
-        self.left = true;
-        self.mesh.leave(now, settled);
         self.stop_now();
     }
 
