@@ -1684,6 +1684,62 @@ fn without_membership_the_sim_relays_over_the_seed_links_and_keeps_no_members() 
     assert_eq!(links, 1 + 1 + 47 * 2, "only the seed links");
 }
 
+/// The issue's chain (each node dials the one before, `--degree 1`) with
+/// a 5 s keepalive; `end` makes its middle node go (politely or by a
+/// crash). Returns how long after that a line from each end reached the
+/// other (both ways), or `None` within 20 s.
+fn chain_heal_time(end: fn(&mut Sim, usize)) -> Option<Duration> {
+    let mut sim = Sim::new(SimConfig {
+        degree: 1,
+        keepalive: secs(5.0),
+        stall_timeout: secs(15.0),
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..5 {
+        sim.add_node(vec![i - 1]);
+        sim.run_for(secs(0.1));
+    }
+    sim.run_for(secs(6.0));
+    assert!(sim.connected_graph(), "the chain formed");
+    for i in 0..5 {
+        assert_eq!(sim.nodes[i].mesh.live_members(), 4, "n{i} knows everyone");
+    }
+    end(&mut sim, 2);
+    let gone = sim.now;
+    let (a, b) = (sim.nodes[0].id, sim.nodes[4].id);
+    while sim.now < gone + secs(20.0) {
+        sim.send_lines(0, 1);
+        sim.send_lines(4, 1);
+        let (sent0, sent4) = (sim.nodes[0].sent, sim.nodes[4].sent);
+        sim.run_for(secs(0.05));
+        let got =
+            |n: usize, origin: NodeId| sim.nodes[n].seen.get(&origin).map_or(0, |s| s.covered_to);
+        if got(4, a) >= sent0 && got(0, b) >= sent4 {
+            return Some(sim.now - gone);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_chain_whose_middle_node_leaves_or_crashes_heals_within_two_seconds() {
+    // Each half still has its --degree of links, so nothing dials for the
+    // degree; the half beyond the lost link is only silent after 15 s.
+    for (how, end) in [
+        ("leaves", Sim::leave as fn(&mut Sim, usize)),
+        ("crashes", Sim::crash),
+    ] {
+        let took = chain_heal_time(end);
+        eprintln!("middle node {how}: the ends hear each other after {took:?}");
+        let took = took.unwrap_or_else(|| panic!("middle node {how}: still split after 20 s"));
+        assert!(
+            took < secs(2.0),
+            "middle node {how}: the halves were apart for {took:?}"
+        );
+    }
+}
+
 // ---- Lines lost, never silently (issue 7, attack findings 1 and 2) ----------
 
 fn gaps(actions: &[Action]) -> Vec<(NodeId, u64, u64)> {
