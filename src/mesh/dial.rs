@@ -412,6 +412,10 @@ impl Mesh {
     /// member whose backoff is over: in a well-knit group every member's
     /// STATUS comes through several neighbours and nothing is dialed.
     pub(super) fn dial_across(&mut self, now: Instant, conn: Conn, gone: NodeId) {
+        if self.own.leaving {
+            // Our own links are ending because we leave.
+            return;
+        }
         let mut cut_off: Vec<NodeId> = self
             .dial
             .first_via

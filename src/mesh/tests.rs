@@ -1154,6 +1154,45 @@ fn a_remembered_member_outside_the_view_is_retried_even_at_degree() {
     assert!(healed, "no heal dial within 20 s");
 }
 
+/// A mesh at its degree (neighbours 1 and 2) that heard member 7's STATUS
+/// only through neighbour 1 and member 8's through both, 2 first.
+fn heard_7_through_1_and_8_through_both() -> (Mesh, Instant) {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    for (member, conns) in [(7, &[1][..]), (8, &[2, 1][..])] {
+        for &conn in conns {
+            let mut s = status(member, 1, 2, 0);
+            s.addrs = vec![addr(&format!("10.0.0.{member}:7000"))];
+            on_status(&mut m, t0, conn, s);
+        }
+    }
+    (m, t0)
+}
+
+#[test]
+fn a_lost_link_dials_across_at_once_only_to_members_heard_through_it_alone() {
+    let to_7 = DialTarget::Addr(addr("10.0.0.7:7000"));
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.neighbour_down(t0, 1, None);
+    assert_eq!(dials(&drain(&mut m)), vec![to_7.clone()], "7 is cut off");
+    // Everyone 2 brought first also came through 1: nothing to dial.
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.neighbour_down(t0, 2, None);
+    assert_eq!(dials(&drain(&mut m)), vec![]);
+    // A neighbour that let us go (PEERS before its BYE) named whom to
+    // dial instead: no dial across.
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.on_frame(t0, 1, &Frame::Peers(vec![(8, addr("10.0.0.8:7000"))]));
+    drain(&mut m);
+    m.neighbour_down(t0, 1, None);
+    assert_eq!(dials(&drain(&mut m)), vec![]);
+    // Nor while we leave: our own links end.
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.leave(t0, false);
+    drain(&mut m);
+    m.neighbour_down(t0, 1, None);
+    assert_eq!(dials(&drain(&mut m)), vec![]);
+}
+
 // ---- Flow control and books ----------------------------------------------
 
 /// Our own lines `first..=last`, 100 bytes each with the header.
