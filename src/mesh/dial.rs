@@ -1,7 +1,8 @@
 //! Whom to dial and whom to let go: command-line PEERs until reached once,
 //! learned member addresses while below `--degree` (per-address backoff
 //! with jitter), now and then a remembered member that is not in the view
-//! (partition heal), and trimming above 2 × degree.
+//! (partition heal), at once a member cut off by a lost link (the dial
+//! across), and trimming above 2 × degree.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -1534,6 +1534,10 @@ fn chain_heals_after_its_middle_node_gets(signal: &str, tag: &str) {
             .out
             .wait_until(LONG, |p| p.count_from(from) >= 200);
         let took = gone.elapsed();
+        eprintln!(
+            "after c2 got SIG{signal}: {} printed {from}'s line 200 after {took:?}",
+            g.nodes[at].name
+        );
         let m = &g.nodes[at];
         assert!(
             got && took < Duration::from_secs(5),
