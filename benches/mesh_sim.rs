@@ -224,13 +224,16 @@ fn main() {
 
     let killed = kill_30_percent(&mut sim, nodes);
     let healed = run_until(&mut sim, Duration::from_secs(120), converged);
+    let links: usize = (0..sim.nodes.len()).map(|i| sim.degree_of(i)).sum();
     println!(
-        "killed {killed} (30%): membership converged {} later; one group: {} (wall {:.1} s)",
+        "killed {killed} (30%): membership converged {} later; one group: {}; mean degree {:.2} \
+         (wall {:.1} s)",
         healed.map_or("NOT within 120 s".to_owned(), |d| format!(
             "{:.2} s",
             d.as_secs_f64()
         )),
         groups(&sim),
+        links as f64 / (nodes - killed) as f64,
         wall.elapsed().as_secs_f64()
     );
     println!(

@@ -1,7 +1,8 @@
 //! Whom to dial and whom to let go: command-line PEERs until reached once,
 //! learned member addresses while below `--degree` (per-address backoff
 //! with jitter), now and then a remembered member that is not in the view
-//! (partition heal), and trimming above 2 × degree.
+//! (partition heal), at once a member cut off by a lost link (the dial
+//! across), and trimming above 2 × degree.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -78,10 +79,23 @@ pub struct DialPolicy {
     /// trimmed node rejoins that group instead of pairing with the others
     /// trimmed at the same moment. Cleared once a dial connects.
     preferred: Vec<SocketAddr>,
-    /// Per member, the seq of its newest STATUS seen, the neighbour its
-    /// first copy came through and when (see `heard_status_via`); emptied
-    /// when it reaches `MAX_ADDRS` members.
-    first_via: HashMap<NodeId, (u64, Conn, Instant)>,
+    /// Per member, how its newest STATUS reached us (see
+    /// `heard_status_via`); emptied when it reaches `MAX_ADDRS` members.
+    first_via: HashMap<NodeId, Heard>,
+}
+
+/// How a member's newest STATUS reached us.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    seq: u64,
+    /// The neighbour its first copy came through, and when.
+    first: Conn,
+    at: Instant,
+    /// A copy of this STATUS, or of the one before, came through another
+    /// neighbour: we have more than one path to the member. (The one
+    /// before too: copies of the newest may still be on their way.)
+    other: bool,
+    other_before: bool,
 }
 
 impl DialPolicy {
@@ -360,20 +374,63 @@ impl Mesh {
     /// trimmed a moment ago). The copies come anyway, as every STATUS
     /// floods; nothing is sent for it.
     pub(super) fn heard_status_via(&mut self, now: Instant, conn: Conn, member: NodeId, seq: u64) {
-        let (first, at) = match self.dial.first_via.get(&member) {
-            Some(&(known, first, at)) if known == seq => (first, at),
-            Some(&(known, ..)) if known > seq => return,
-            _ => {
+        let (first, at) = match self.dial.first_via.get_mut(&member) {
+            Some(h) if h.seq == seq => {
+                h.other |= h.first != conn;
+                (h.first, h.at)
+            }
+            Some(h) if h.seq > seq => return,
+            old => {
+                let other_before = old.is_some_and(|h| h.other);
                 if self.dial.first_via.len() >= MAX_ADDRS {
                     self.dial.first_via.clear();
                 }
-                self.dial.first_via.insert(member, (seq, conn, now));
+                let heard = Heard {
+                    seq,
+                    first: conn,
+                    at: now,
+                    other: false,
+                    other_before,
+                };
+                self.dial.first_via.insert(member, heard);
                 return;
             }
         };
         if let Some(n) = self.neighbours.get_mut(&conn) {
             if first != conn && at > n.added {
                 n.on_cycle = Some(now);
+            }
+        }
+    }
+
+    /// The link to neighbour `conn` (node `gone`) ended, not because we
+    /// trimmed it or it let us go with alternatives (PEERS): members whose STATUS
+    /// reached us only through it (no copy of the last two came through
+    /// another neighbour) are cut off from us, unless they find another
+    /// way. Each side of the split sees this at once, while a silence
+    /// timeout takes 3 × keepalive: one of them, live and not a neighbour,
+    /// is dialed now, whatever the degree. One dial per link lost, to a
+    /// member whose backoff is over: in a well-knit group every member's
+    /// STATUS comes through several neighbours and nothing is dialed.
+    pub(super) fn dial_across(&mut self, now: Instant, conn: Conn, gone: NodeId) {
+        if self.own.leaving {
+            // Our own links are ending because we leave.
+            return;
+        }
+        let mut cut_off: Vec<NodeId> = self
+            .dial
+            .first_via
+            .iter()
+            .filter(|(_, h)| h.first == conn && !h.other && !h.other_before)
+            .map(|(id, _)| *id)
+            .filter(|id| *id != gone && self.members.get(id).is_some_and(|m| m.is_live()))
+            .collect();
+        // Sorted first: a simulation run must be reproducible.
+        cut_off.sort_unstable();
+        while !cut_off.is_empty() {
+            let node = cut_off.swap_remove(self.rng.below(cut_off.len()));
+            if self.dial_member(now, node) {
+                return;
             }
         }
     }

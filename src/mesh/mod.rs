@@ -252,6 +252,9 @@ struct Neighbour {
     heard: Instant,
     /// We asked the caller to close it (degree trimming).
     closing: bool,
+    /// It sent PEERS: it is letting us go (trimming us) and named whom to
+    /// dial instead, so its end is no cut (see `dial.rs`, `dial_across`).
+    lets_us_go: bool,
     /// When a STATUS last showed this link lies on a cycle (see
     /// `dial.rs`, `heard_status_via`): trimming it leaves no one alone.
     on_cycle: Option<Instant>,
@@ -390,6 +393,7 @@ impl Mesh {
                 added: now,
                 heard: now,
                 closing: false,
+                lets_us_go: false,
                 on_cycle: None,
                 answers: Vec::new(),
             },
@@ -408,6 +412,9 @@ impl Mesh {
         self.regraft(now, conn);
         if let Some(reason) = cut {
             self.report_down(now, gone.node, reason);
+        }
+        if !gone.closing && !gone.lets_us_go {
+            self.dial_across(now, conn, gone.node);
         }
     }
 
@@ -450,6 +457,9 @@ impl Mesh {
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
                 self.learned(now, &addrs);
                 self.dial.prefer(entries.iter().map(|(_, a)| *a));
+                if let Some(n) = self.neighbours.get_mut(&conn) {
+                    n.lets_us_go = true;
+                }
             }
             _ => {}
         }

@@ -774,6 +774,17 @@ impl Sim {
         }
     }
 
+    /// The node leaves politely: its leaving STATUS goes out to its
+    /// neighbours, and once that has had time to arrive its connections
+    /// end (as a real node closes them after its goodbye).
+    pub fn leave(&mut self, node: usize) {
+        let now = self.instant();
+        self.nodes[node].mesh.leave(now, false);
+        self.after(node);
+        self.run_for(self.cfg.max_delay * 2);
+        self.crash(node);
+    }
+
     /// The node stops reading (SIGSTOP): it processes nothing more, and
     /// each neighbour's writer cuts it after the stall timeout.
     pub fn stall(&mut self, node: usize) {

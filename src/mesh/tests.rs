@@ -1154,6 +1154,45 @@ fn a_remembered_member_outside_the_view_is_retried_even_at_degree() {
     assert!(healed, "no heal dial within 20 s");
 }
 
+/// A mesh at its degree (neighbours 1 and 2) that heard member 7's STATUS
+/// only through neighbour 1 and member 8's through both, 2 first.
+fn heard_7_through_1_and_8_through_both() -> (Mesh, Instant) {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    for (member, conns) in [(7, &[1][..]), (8, &[2, 1][..])] {
+        for &conn in conns {
+            let mut s = status(member, 1, 2, 0);
+            s.addrs = vec![addr(&format!("10.0.0.{member}:7000"))];
+            on_status(&mut m, t0, conn, s);
+        }
+    }
+    (m, t0)
+}
+
+#[test]
+fn a_lost_link_dials_across_at_once_only_to_members_heard_through_it_alone() {
+    let to_7 = DialTarget::Addr(addr("10.0.0.7:7000"));
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.neighbour_down(t0, 1, None);
+    assert_eq!(dials(&drain(&mut m)), vec![to_7.clone()], "7 is cut off");
+    // Everyone 2 brought first also came through 1: nothing to dial.
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.neighbour_down(t0, 2, None);
+    assert_eq!(dials(&drain(&mut m)), vec![]);
+    // A neighbour that let us go (PEERS before its BYE) named whom to
+    // dial instead: no dial across.
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.on_frame(t0, 1, &Frame::Peers(vec![(8, addr("10.0.0.8:7000"))]));
+    drain(&mut m);
+    m.neighbour_down(t0, 1, None);
+    assert_eq!(dials(&drain(&mut m)), vec![]);
+    // Nor while we leave: our own links end.
+    let (mut m, t0) = heard_7_through_1_and_8_through_both();
+    m.leave(t0, false);
+    drain(&mut m);
+    m.neighbour_down(t0, 1, None);
+    assert_eq!(dials(&drain(&mut m)), vec![]);
+}
+
 // ---- Flow control and books ----------------------------------------------
 
 /// Our own lines `first..=last`, 100 bytes each with the header.
@@ -1682,6 +1721,62 @@ fn without_membership_the_sim_relays_over_the_seed_links_and_keeps_no_members() 
     let links: usize = (0..50).map(|i| sim.degree_of(i)).sum::<usize>() / 2;
     // n1 has one seed, and n2 names n1 twice: one link each; two for the rest.
     assert_eq!(links, 1 + 1 + 47 * 2, "only the seed links");
+}
+
+/// The issue's chain (each node dials the one before, `--degree 1`) with
+/// a 5 s keepalive; `end` makes its middle node go (politely or by a
+/// crash). Returns how long after that a line from each end reached the
+/// other (both ways), or `None` within 20 s.
+fn chain_heal_time(end: fn(&mut Sim, usize)) -> Option<Duration> {
+    let mut sim = Sim::new(SimConfig {
+        degree: 1,
+        keepalive: secs(5.0),
+        stall_timeout: secs(15.0),
+        ..SimConfig::default()
+    });
+    sim.add_node(vec![]);
+    for i in 1..5 {
+        sim.add_node(vec![i - 1]);
+        sim.run_for(secs(0.1));
+    }
+    sim.run_for(secs(6.0));
+    assert!(sim.connected_graph(), "the chain formed");
+    for i in 0..5 {
+        assert_eq!(sim.nodes[i].mesh.live_members(), 4, "n{i} knows everyone");
+    }
+    end(&mut sim, 2);
+    let gone = sim.now;
+    let (a, b) = (sim.nodes[0].id, sim.nodes[4].id);
+    while sim.now < gone + secs(20.0) {
+        sim.send_lines(0, 1);
+        sim.send_lines(4, 1);
+        let (sent0, sent4) = (sim.nodes[0].sent, sim.nodes[4].sent);
+        sim.run_for(secs(0.05));
+        let got =
+            |n: usize, origin: NodeId| sim.nodes[n].seen.get(&origin).map_or(0, |s| s.covered_to);
+        if got(4, a) >= sent0 && got(0, b) >= sent4 {
+            return Some(sim.now - gone);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_chain_whose_middle_node_leaves_or_crashes_heals_within_two_seconds() {
+    // Each half still has its --degree of links, so nothing dials for the
+    // degree; the half beyond the lost link is only silent after 15 s.
+    for (how, end) in [
+        ("leaves", Sim::leave as fn(&mut Sim, usize)),
+        ("crashes", Sim::crash),
+    ] {
+        let took = chain_heal_time(end);
+        eprintln!("middle node {how}: the ends hear each other after {took:?}");
+        let took = took.unwrap_or_else(|| panic!("middle node {how}: still split after 20 s"));
+        assert!(
+            took < secs(2.0),
+            "middle node {how}: the halves were apart for {took:?}"
+        );
+    }
 }
 
 // ---- Lines lost, never silently (issue 7, attack findings 1 and 2) ----------

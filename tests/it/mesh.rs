@@ -1494,3 +1494,73 @@ fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted(
         );
     }
 }
+
+/// The chain c0 <- c1 <- c2 <- c3 <- c4 (each dials the one
+/// before, `--degree 1`, default keepalive); c2 gets `signal` once every
+/// line so far is everywhere. Each half still has its degree of links,
+/// so only noticing the lost link makes someone dial across: lines the
+/// two ends send after c2 is gone must reach each other within 5 s (3 ×
+/// keepalive, 15 s, is when the halves would take each other for gone).
+fn chain_heals_after_its_middle_node_gets(signal: &str, tag: &str) {
+    let _turn = one_at_a_time();
+    let mut specs = Vec::new();
+    for i in 0..5 {
+        let mut spec = Spec::new(name("c", i)).args(&["--degree", "1"]);
+        if i > 0 {
+            spec = spec.dial(i - 1);
+        }
+        spec = if i == 0 || i == 4 {
+            spec.args(&["--wait-members", "4"])
+        } else {
+            spec.input(Input::Empty)
+        };
+        specs.push(spec);
+    }
+    let mut g = Group::start(tag, specs, Fmt::Json);
+    let (c0, c2, c4) = (0, 2, 4);
+    g.wait_members(&all(5), 4, LONG);
+    for s in [c0, c4] {
+        g.nodes[s].send(&numbered_lines(1, 100));
+    }
+    g.wait_complete(&all(5), &[c0, c4], 100, LONG);
+    g.nodes[c2].signal(signal);
+    g.nodes[c2].expect_exit(LONG);
+    let gone = Instant::now();
+    for s in [c0, c4] {
+        g.nodes[s].send(&numbered_lines(101, 200));
+    }
+    for (at, from) in [(c4, "c0"), (c0, "c4")] {
+        let got = g.nodes[at]
+            .out
+            .wait_until(LONG, |p| p.count_from(from) >= 200);
+        let took = gone.elapsed();
+        eprintln!(
+            "after c2 got SIG{signal}: {} printed {from}'s line 200 after {took:?}",
+            g.nodes[at].name
+        );
+        let m = &g.nodes[at];
+        assert!(
+            got && took < Duration::from_secs(5),
+            "after c2 got SIG{signal}, {} printed {from}'s line 200 {}\n{}its log:\n{}",
+            m.name,
+            if got {
+                format!("only after {took:?}")
+            } else {
+                format!("not within {LONG:?}")
+            },
+            g.report(),
+            tail(&m.log_text(), 30)
+        );
+    }
+    g.wait_complete(&[0, 1, 3, 4], &[c0, c4], 200, LONG);
+}
+
+#[test]
+fn a_chain_whose_middle_node_leaves_politely_heals_within_five_seconds() {
+    chain_heals_after_its_middle_node_gets("TERM", "chainterm");
+}
+
+#[test]
+fn a_chain_whose_middle_node_is_killed_heals_within_five_seconds() {
+    chain_heals_after_its_middle_node_gets("KILL", "chainkill");
+}
