@@ -357,12 +357,16 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
                 }
                 recycle(node, batch);
             }
-            // Flushed when nothing else waits, and also once a buffer's
-            // worth was written (which `out` would have written anyway): a
-            // stdout read slowly but steadily keeps the queue from ever
-            // running empty, and its lines must be counted as printed (and
-            // acknowledged) as they go out, not only when it catches up.
-            if outputs.is_empty() || unflushed_bytes >= WRITE_SIZE {
+            // Flushed when nothing else waits, and also once half a
+            // buffer's worth was written (before `out` would flush it by
+            // itself, uncounted): a stdout read slowly but steadily keeps
+            // the queue from ever running empty, and its lines must be
+            // counted as printed (and acknowledged) as they go out, not
+            // only when it catches up.
+            if outputs.is_empty()
+                || unflushed_bytes >= WRITE_SIZE / 2
+                || out.buffer().len() >= WRITE_SIZE / 2
+            {
                 out.flush()?;
                 printed(&mut unflushed);
                 unflushed_bytes = 0;
