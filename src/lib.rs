@@ -38,7 +38,10 @@
 //! them at exit (`--exit-on-eof`: exit 3 if a member missed a line; a node
 //! leaving at the end of its stdin first prints what is on its way to it,
 //! so that its leaving STATUS acknowledges it finally, `mesh::leave`).
-//! Ctrl-C: shutdown trigger -> router tells the group it leaves, closes every
+//! A member that acknowledges none of an origin's lines for 2 x
+//! `--stall-timeout` stops holding that origin back (`Mesh::find_stalled`).
+//! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
+//! acknowledged -> tells the group it leaves, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket
 //! still open -> threads joined.
 //!

@@ -161,27 +161,12 @@ mod tests {
 
     use super::*;
     use crate::frame::{self, Frame, Status};
-    use crate::mesh::{Action, MeshConfig, MsgRef, NodeId};
+    use crate::mesh::{Action, MsgRef, NodeId};
 
     const ME: NodeId = 0xaaaa;
 
     fn mesh(neighbours: u64) -> (Mesh, Instant) {
-        let cfg = MeshConfig {
-            id: ME,
-            name: "me".into(),
-            listen_port: 7000,
-            advertise: None,
-            ttl: 16,
-            relay: true,
-            degree: 2,
-            max_peers: 32,
-            window: 10_000,
-            max_frame: 1 << 20,
-            keepalive: Duration::from_secs(1),
-            stall_timeout: Duration::from_secs(5),
-            seeds: 0,
-            rng_seed: 1,
-        };
+        let cfg = crate::mesh::tests::config();
         let t0 = Instant::now();
         let mut m = Mesh::new(cfg, t0);
         for c in 1..=neighbours {

@@ -11,7 +11,9 @@ use crate::frame::{self, Ack, Status, FLAG_LEAVING};
 
 const ME: NodeId = 0xaaaa;
 
-fn config() -> MeshConfig {
+/// A node `ME` named "me", degree 2, window 10,000 bytes, keepalive 1 s,
+/// stall timeout 5 s (also for the tests of `leave.rs`).
+pub(super) fn config() -> MeshConfig {
     MeshConfig {
         id: ME,
         name: "me".into(),
