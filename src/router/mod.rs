@@ -529,7 +529,7 @@ impl Router {
             return;
         };
         let now = Instant::now();
-        let settled = self.unsent.is_none() && self.mesh.eof_settled();
+        let settled = self.mesh.eof_settled();
         if !settled && now < by {
             return;
         }
