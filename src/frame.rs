@@ -819,12 +819,7 @@ impl Frame<'_> {
                 origin,
                 from_seq,
                 to_seq,
-            } => {
-                put_header(out, kind::REPAIR, 24);
-                out.extend_from_slice(&origin.to_be_bytes());
-                out.extend_from_slice(&from_seq.to_be_bytes());
-                out.extend_from_slice(&to_seq.to_be_bytes());
-            }
+            } => put_range(out, kind::REPAIR, *origin, *from_seq, *to_seq),
             Frame::Peers(entries) => {
                 let entries = &entries[..entries.len().min(MAX_PEERS_ENTRIES)];
                 let body: usize = 1 + entries.iter().map(|(_, a)| 8 + addr_len(a)).sum::<usize>();
@@ -843,12 +838,7 @@ impl Frame<'_> {
                 origin,
                 from_seq,
                 to_seq,
-            } => {
-                put_header(out, kind::GRAFT, 24);
-                out.extend_from_slice(&origin.to_be_bytes());
-                out.extend_from_slice(&from_seq.to_be_bytes());
-                out.extend_from_slice(&to_seq.to_be_bytes());
-            }
+            } => put_range(out, kind::GRAFT, *origin, *from_seq, *to_seq),
         }
     }
 
@@ -945,6 +935,15 @@ fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
         }
     }
     out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// REPAIR and GRAFT: one body (origin, from_seq, to_seq), as they share
+/// one decoder.
+fn put_range(out: &mut Vec<u8>, kind: u8, origin: u64, from_seq: u64, to_seq: u64) {
+    put_header(out, kind, 24);
+    out.extend_from_slice(&origin.to_be_bytes());
+    out.extend_from_slice(&from_seq.to_be_bytes());
+    out.extend_from_slice(&to_seq.to_be_bytes());
 }
 
 fn put_header(out: &mut Vec<u8>, kind: u8, body_len: usize) {
