@@ -34,7 +34,9 @@
 //! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
 //! the mesh, which exchanges STATUS with it. Members acknowledge in their
 //! STATUS the lines their stdout took (the stdout thread reports what it
-//! wrote out, `event::PrintedSoFar`); the mesh keeps the books per member and the router logs
+//! wrote out, `event::PrintedSoFar`); a STATUS that only acknowledges goes
+//! up the senders' trees instead of flooding (`Mesh::send_status`); the
+//! mesh keeps the books per member and the router logs
 //! them at exit (`--exit-on-eof`: exit 3 if a member missed a line; a node
 //! leaving at the end of its stdin first prints what is on its way to it,
 //! so that its leaving STATUS acknowledges it finally, `mesh::leave`).

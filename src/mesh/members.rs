@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::table::Filed;
-use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, REFUSAL_LOG_EVERY};
+use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, REFUSAL_LOG_EVERY, STATUS_LAZY};
 use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
 
 /// What we know of another member.
@@ -21,6 +21,11 @@ pub struct Member {
     pub up: bool,
     /// Why it went down (while down).
     pub down: Option<String>,
+    /// The highest status_seq of a STATUS of its that flooded (not
+    /// [`FLAG_ROUTED`]): what every member has heard, so what a DOWN
+    /// about it is judged against (a routed one reached only the members
+    /// on its way, and proves nothing about after the cut).
+    pub flood_seq: u64,
     /// The highest status_seq a DOWN reported for it: DOWNs are flooded
     /// once per (member, status_seq).
     pub down_seq: Option<u64>,
@@ -59,6 +64,7 @@ impl Member {
             name: String::new(),
             addrs: Vec::new(),
             status_seq,
+            flood_seq: status_seq,
             heard: now,
             up: false,
             down: None,
@@ -171,6 +177,11 @@ const REFUTE_EVERY: Duration = Duration::from_secs(1);
 const STATUS_HOPS_AT: usize = 4 + 1 + 8 + 8;
 /// Where the flags sit: after hops, ttl and sent_seq.
 const STATUS_FLAGS_AT: usize = STATUS_HOPS_AT + 1 + 1 + 8;
+/// STATUS flags bit 5: the STATUS carries news only for the origins it
+/// acknowledges, and goes toward them along their trees instead of
+/// flooding (see `Mesh::own_route`). Older nodes ignore the bit and flood
+/// it, which loses nothing.
+pub const FLAG_ROUTED: u8 = 32;
 /// How many members that left a greeting names (see `lately_left`).
 const GREET_LEFT: usize = 32;
 
@@ -324,8 +335,75 @@ impl Mesh {
     }
 
     pub(super) fn send_status(&mut self, now: Instant) {
-        let bytes = Arc::new(Frame::Status(self.own_status(now)).to_bytes());
-        self.broadcast(&bytes, 0, None);
+        let status = self.own_status(now);
+        match self.own_route(now, &status) {
+            Some(to) => {
+                let mut routed = status;
+                routed.flags |= FLAG_ROUTED;
+                let bytes = Arc::new(Frame::Status(routed).to_bytes());
+                for conn in to {
+                    self.push(Action::Send {
+                        to: conn,
+                        frames: bytes.clone(),
+                        msgs: 0,
+                    });
+                }
+            }
+            None => {
+                let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
+                self.flood_due = false;
+                self.flooded = Some((now, status));
+                self.broadcast(&bytes, 0, None);
+            }
+        }
+    }
+
+    /// Where our STATUS goes when it need not flood ([`FLAG_ROUTED`]): its
+    /// only news is acknowledgements, and it says nothing else the group
+    /// has not heard from us in the last [`STATUS_LAZY`] (same flags,
+    /// sent_seq, name, addresses; no misses). Then it goes to our parent
+    /// for each live origin it acknowledges: the origins wait for it,
+    /// nobody else does, and a flood crosses every link of the group (most
+    /// of a fan-out's STATUS traffic, and the thread wake-ups it costs,
+    /// were acknowledgements flooded to members that had no use for them).
+    /// `None`: flood it.
+    fn own_route(&self, now: Instant, status: &Status) -> Option<Vec<Conn>> {
+        let (at, flooded) = self.flooded.as_ref()?;
+        let fresh = now.saturating_duration_since(*at) < STATUS_LAZY.min(self.cfg.keepalive);
+        if self.flood_due {
+            return None;
+        }
+        let mut same = status.clone();
+        same.status_seq = flooded.status_seq;
+        same.acks.clone_from(&flooded.acks);
+        if !fresh || !status.misses.is_empty() || same != *flooded {
+            return None;
+        }
+        self.ack_route(&status.acks, None)
+            .filter(|to| !to.is_empty())
+    }
+
+    /// The neighbours toward the live origins `acks` acknowledge (their
+    /// tree parents), `except` the link a routed STATUS came by; `None`
+    /// (flood instead) when one of them has no parent we can use.
+    fn ack_route(&self, acks: &[Ack], except: Option<Conn>) -> Option<Vec<Conn>> {
+        let mut to = Vec::new();
+        for ack in acks {
+            let live = self.members.get(&ack.origin).is_some_and(|m| m.up);
+            if ack.origin == self.cfg.id || !live {
+                continue;
+            }
+            let parent = self.tree.parent(ack.origin)?;
+            // A parent that is the link it came by is a loop in parents
+            // still settling: flooding cannot lose it.
+            if Some(parent) == except || !self.neighbours.contains_key(&parent) {
+                return None;
+            }
+            if !to.contains(&parent) {
+                to.push(parent);
+            }
+        }
+        Some(to)
     }
 
     /// A prompt STATUS when one is due and the last is old enough.
@@ -372,13 +450,27 @@ impl Mesh {
         let forward = hops < status.ttl && self.cfg.relay;
         status.hops = hops.saturating_add(1);
         let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
+        let routed = status.flags & FLAG_ROUTED != 0;
         if forward {
-            self.broadcast(&bytes, 0, Some(conn));
+            match routed.then(|| self.ack_route(&status.acks, Some(conn))) {
+                Some(Some(to)) => {
+                    for c in to {
+                        self.push(Action::Send {
+                            to: c,
+                            frames: bytes.clone(),
+                            msgs: 0,
+                        });
+                    }
+                }
+                _ => self.broadcast(&bytes, 0, Some(conn)),
+            }
         }
         // Kept for new neighbours without its acks: they are stale by then
         // (its next STATUS brings fresh ones), and up to 4096 of them per
-        // member would cost ~100 KB each.
-        let kept = if status.acks.is_empty() {
+        // member would cost ~100 KB each. Not routed: a greeting tells the
+        // new neighbour's side of the group.
+        status.flags &= !FLAG_ROUTED;
+        let kept = if status.acks.is_empty() && !routed {
             bytes
         } else {
             let acks = std::mem::take(&mut status.acks);
@@ -388,6 +480,11 @@ impl Mesh {
         };
         status.hops = hops;
         self.merge_status(now, &status, kept);
+        if !routed {
+            if let Some(m) = self.members.get_mut(&status.member) {
+                m.flood_seq = status.status_seq;
+            }
+        }
         self.after_status(&status);
     }
 
@@ -531,7 +628,7 @@ impl Mesh {
         let Some(m) = self.members.get(&member) else {
             return;
         };
-        if m.down_seq.is_some_and(|d| d >= status_seq) || m.status_seq > status_seq {
+        if m.down_seq.is_some_and(|d| d >= status_seq) || m.flood_seq > status_seq {
             return;
         }
         self.down_record(member, status_seq, now);
@@ -562,6 +659,7 @@ impl Mesh {
             }
             _ => {
                 self.refuted = Some(now);
+                self.flood_due = true;
                 self.send_status(now);
             }
         }

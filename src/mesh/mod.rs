@@ -301,6 +301,11 @@ pub struct Mesh {
     last_status: Option<Instant>,
     /// The last STATUS of ours that went out (see `greeting_status`).
     own_sent: Option<crate::frame::Status>,
+    /// The last STATUS of ours that flooded, and when: a routed one may
+    /// follow only while it is recent and still says the same.
+    flooded: Option<(Instant, crate::frame::Status)>,
+    /// Our next STATUS floods whatever it says: a keepalive, a refutation.
+    flood_due: bool,
     status_due: bool,
     /// Payload bytes delivered since our last STATUS: past a quarter of the
     /// window, acknowledgements are urgent (the origins may be waiting).
@@ -323,7 +328,7 @@ const STATUS_QUIET: Duration = Duration::from_millis(50);
 /// ... or, while traffic flows without pause, this long after the last:
 /// acks reach `--exit-on-eof` senders soon after the last line, without a
 /// flooded STATUS per delivery while lines stream.
-const STATUS_LAZY: Duration = Duration::from_secs(1);
+pub(super) const STATUS_LAZY: Duration = Duration::from_secs(1);
 /// The longest a caller may wait between ticks.
 const TICK: Duration = Duration::from_millis(100);
 /// How often a full member table says it refuses newcomers.
@@ -355,6 +360,8 @@ impl Mesh {
             next_scan: now + keepalive / 2,
             last_status: None,
             own_sent: None,
+            flooded: None,
+            flood_due: false,
             status_due: false,
             unacked_delivered: 0,
             last_activity: now,
@@ -504,6 +511,8 @@ impl Mesh {
         if now >= self.next_keepalive {
             self.next_keepalive = now + self.cfg.keepalive;
             self.status_due = true;
+            // The announcement members count our liveness by.
+            self.flood_due = true;
         }
         self.maybe_send_status(now);
         if now >= self.next_scan {
@@ -692,12 +701,18 @@ impl Mesh {
             return self.last_tick;
         };
         let earliest = last + STATUS_GAP;
-        if self.unacked_delivered >= self.cfg.window / 4 {
+        if self.acks_urgent() {
             return earliest;
         }
         (self.last_activity + STATUS_QUIET)
             .min(last + STATUS_LAZY)
             .max(earliest)
+    }
+
+    /// A quarter of a window delivered since our last STATUS: the origins
+    /// may be waiting for our acknowledgements.
+    fn acks_urgent(&self) -> bool {
+        self.unacked_delivered >= self.cfg.window / 4
     }
 
     fn heard_from(&mut self, now: Instant, conn: Conn) {

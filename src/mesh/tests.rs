@@ -3022,3 +3022,173 @@ fn a_hole_no_neighbour_fills_for_half_a_stall_timeout_dials_the_origin_once() {
     let target = DialTarget::Addr(addr("10.0.0.7:7007"));
     assert_eq!(dialed, [(2600, target)]);
 }
+
+// ---- Routed acknowledgements ------------------------------------------
+
+/// One sender streams bursts through a degree-4 group of 24: after each,
+/// every member acknowledges. The acknowledgements go up the sender's
+/// tree, one link per hop, instead of flooding every link of the group;
+/// a flood still goes out at least every STATUS_LAZY (membership), and
+/// every member gets every line.
+#[test]
+fn acknowledgements_travel_up_the_tree_instead_of_flooding() {
+    let mut sim = degree_four_group(24, 5);
+    let links: usize = (0..24).map(|i| sim.degree_of(i)).sum::<usize>() / 2;
+    stream(&mut sim, &[0], 1.0);
+    let before = sim.statuses;
+    let windows_before = sim.nodes[0].sent;
+    // About 25 bytes a line: 40 lines per 50 ms is ~16 windows a second.
+    let end = sim.now + secs(4.0);
+    while sim.now < end {
+        sim.send_lines(0, 40);
+        sim.run_for(secs(0.05));
+    }
+    sim.run_for(secs(2.0));
+    assert_complete(&sim, &[0]);
+    let statuses = sim.statuses - before;
+    let lines = sim.nodes[0].sent - windows_before;
+    // A flood of one STATUS crosses every link at least once: 23 members
+    // acknowledging each of 80 bursts would be at least this many.
+    let flooded = 80.0 * 23.0 * links as f64;
+    eprintln!(
+        "{statuses} STATUS frames for {lines} lines in 80 bursts ({links} links): \
+         {:.2} of a flood per burst",
+        statuses as f64 / flooded
+    );
+    assert!(
+        (statuses as f64) < flooded / 3.0,
+        "{statuses} STATUS frames; a flood per acknowledgement would be {flooded:.0}"
+    );
+    assert_eq!(sim.nodes.iter().map(|n| n.members_down).sum::<u64>(), 0);
+}
+
+/// Origin 7 reaches us through conn 1 (its tree parent here); conns 2 and
+/// 3 lead elsewhere.
+fn parent_of_7_is_conn_1() -> (Mesh, Instant) {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    on_status(&mut m, t0, 2, status(9, 1, 1, 0));
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    m.tick(t0 + Duration::from_millis(60));
+    drain(&mut m);
+    (m, t0)
+}
+
+#[test]
+fn an_acknowledgement_goes_to_the_origins_parent_only_while_a_flood_is_recent() {
+    let (mut m, t0) = parent_of_7_is_conn_1();
+    let t = t0 + Duration::from_millis(100);
+    let msgs: Vec<_> = (2..=2000).map(|s| (7, s, 1, 16)).collect();
+    let mut actions = feed(&mut m, t, 1, &msgs);
+    m.tick(t + Duration::from_millis(3));
+    actions.extend(drain(&mut m));
+    let sent = statuses_sent(&actions);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, 1, "toward origin 7 only");
+    assert_ne!(sent[0].1.flags & super::members::FLAG_ROUTED, 0);
+    // A second later the group has not heard from us: a flood, unrouted.
+    let t = t0 + Duration::from_millis(1100);
+    let msgs: Vec<_> = (2001..=4000).map(|s| (7, s, 1, 16)).collect();
+    let mut actions = feed(&mut m, t, 1, &msgs);
+    m.tick(t + Duration::from_millis(3));
+    actions.extend(drain(&mut m));
+    let sent = statuses_sent(&actions);
+    let mut to: Vec<Conn> = sent.iter().map(|(c, _)| *c).collect();
+    to.sort();
+    assert_eq!(to, [1, 2, 3], "{sent:?}");
+    assert!(sent
+        .iter()
+        .all(|(_, s)| s.flags & super::members::FLAG_ROUTED == 0));
+}
+
+#[test]
+fn a_routed_status_is_passed_toward_the_origin_and_flooded_where_no_parent_is_known() {
+    let (mut m, t0) = parent_of_7_is_conn_1();
+    let mut s = ack_status(9, 2, 1, 1);
+    s.acks[0].origin = 7;
+    s.flags |= super::members::FLAG_ROUTED;
+    let sent = statuses_sent(&on_status(&mut m, t0, 2, s.clone()));
+    let to: Vec<Conn> = sent.iter().map(|(c, _)| *c).collect();
+    assert_eq!(to, [1], "toward 7, not to 3: {sent:?}");
+    // An origin we know no parent for: flooded, as any STATUS.
+    s.status_seq = 3;
+    s.acks[0].origin = 8;
+    on_status(&mut m, t0, 3, status(8, 1, 1, 0));
+    let sent = statuses_sent(&on_status(&mut m, t0, 2, s));
+    let mut to: Vec<Conn> = sent.iter().map(|(c, _)| *c).collect();
+    to.sort();
+    assert_eq!(to, [1, 3], "{sent:?}");
+    // A new neighbour's greeting carries 9's STATUS unrouted.
+    m.neighbour_up(t0, 4, 104, "", addr("10.0.0.4:40004"), 7000, None);
+    let greeting = statuses_sent(&drain(&mut m));
+    let of_9: Vec<_> = greeting.iter().filter(|(_, s)| s.member == 9).collect();
+    assert_eq!(of_9.len(), 1, "{greeting:?}");
+    assert_eq!(of_9[0].1.flags & super::members::FLAG_ROUTED, 0);
+}
+
+/// A member stalls just after its routed STATUS went up the tree through
+/// us; the neighbour that cuts it knows only its last flooded one. Its
+/// DOWN must still count here, or it would stop on the very path to the
+/// origin that waits for the member.
+#[test]
+fn a_down_is_believed_on_the_path_a_newer_routed_status_took() {
+    let (mut m, t0) = parent_of_7_is_conn_1();
+    let mut s = ack_status(9, 5, 1, 1);
+    s.acks[0].origin = 7;
+    s.flags |= super::members::FLAG_ROUTED;
+    on_status(&mut m, t0, 2, s);
+    m.on_frame(
+        t0,
+        3,
+        &Frame::Down {
+            member: 9,
+            status_seq: 1,
+            hops: 1,
+            ttl: 16,
+            reason: b"cut: accepted nothing for 10s",
+        },
+    );
+    let actions = drain(&mut m);
+    assert_eq!(
+        member_events(&actions),
+        ["down 9: cut: accepted nothing for 10s"]
+    );
+    let passed_on = sent(&actions)
+        .iter()
+        .filter(|(_, f)| matches!(f, Frame::Down { member: 9, .. }))
+        .count();
+    assert_eq!(passed_on, 2, "on to conns 1 and 2");
+}
+
+/// The keepalive STATUS is what members count our liveness by: it floods
+/// even when it says only what a routed one could.
+#[test]
+fn a_keepalive_status_floods_even_right_after_another_flood() {
+    let (mut m, t0) = parent_of_7_is_conn_1();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    // A line of ours: our next STATUS says a new sent_seq, so it floods.
+    own_lines(&mut m, ms(900), 1, 1);
+    let mut t = 900;
+    let flood = loop {
+        t += 5;
+        m.tick(ms(t));
+        let sent = statuses_sent(&drain(&mut m));
+        if !sent.is_empty() {
+            break sent;
+        }
+    };
+    assert_eq!(flood.len(), 3, "{flood:?}");
+    // The keepalive comes soon after, saying nothing new: it floods too.
+    let keepalive = loop {
+        t += 5;
+        assert!(t < 2500, "no keepalive STATUS");
+        m.tick(ms(t));
+        let sent = statuses_sent(&drain(&mut m));
+        if !sent.is_empty() {
+            break sent;
+        }
+    };
+    let mut to: Vec<Conn> = keepalive.iter().map(|(c, _)| *c).collect();
+    to.sort();
+    assert_eq!(to, [1, 2, 3], "at {t} ms: {keepalive:?}");
+}
