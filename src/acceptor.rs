@@ -1,5 +1,5 @@
 //! The listening socket's thread: accepts connections and starts a
-//! [`peer`](crate::peer) for each.
+//! [`crate::peer`] for each.
 //!
 //! `accept` blocks, and nothing portable interrupts it, so at shutdown the
 //! node connects to its own listener to wake this thread up.

@@ -62,7 +62,7 @@ pub struct Node {
     /// Control events for the router; unbounded, because they are few and
     /// small and a reader must never block on announcing a peer's end.
     pub events: Sender<Event>,
-    /// Received messages for the router; bounded, see [`INBOUND_QUEUE`].
+    /// Received messages for the router; bounded (`INBOUND_QUEUE`).
     pub inbound: Sender<Inbound>,
     /// Read buffers whose messages have been printed, for readers to reuse
     /// instead of allocating and zeroing new ones.

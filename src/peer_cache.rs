@@ -90,7 +90,7 @@ fn warn_about(path: &Path, problems: &[Problem]) {
 }
 
 /// One warning per skipped line, naming the file and the line, up to
-/// [`MAX_WARNINGS`], then one that counts the rest.
+/// `MAX_WARNINGS`, then one that counts the rest.
 pub fn warnings(path: &Path, problems: &[Problem]) -> Vec<String> {
     let mut lines: Vec<String> = problems
         .iter()

@@ -9,7 +9,7 @@
 //! origin exactly once and in order, and that nothing is skipped without a
 //! gap: per (node, origin), every delivery or gap starts right where the
 //! previous one ended. Used by the tests below and by `benches/mesh_sim.rs`
-//! (through [`crate::mesh::sim_api`]).
+//! (this module is public for it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
