@@ -910,8 +910,11 @@ fn in_a_simulated_group_a_crashed_relay_is_down_everywhere_at_once_and_a_cut_lin
                 .map(|b| (a, b))
         })
         .expect("a link between two live nodes");
+    let downs = |sim: &Sim| sim.nodes.iter().map(|n| n.members_down).sum::<u64>();
+    let before = downs(&sim);
     sim.cut(a, b);
     sim.run_for(secs(2.0));
+    assert_eq!(downs(&sim), before, "member_down after {a}-{b} was cut");
     for (i, n) in sim.nodes.iter().enumerate().filter(|(i, _)| *i != 3) {
         assert_eq!(n.mesh.live_members(), 6, "node {i}, after {a}-{b} was cut");
     }
