@@ -11,6 +11,10 @@
 //! with alternatives, ourselves); a connect that fails goes to
 //! [`Plug::failed`] with the reason.
 //!
+//! [`probe`] is the other kind of connect: one try per address of a member
+//! whose link ended without a goodbye, to learn whether anything still
+//! listens there (the router runs it on a thread of its own).
+//!
 //! The manager knows targets only through its [`Plug`], so the same code
 //! serves the mesh's `DialTarget` and the command-line loop's PEER index,
 //! and tests drive it without a node.

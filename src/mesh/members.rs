@@ -1,6 +1,7 @@
 //! Membership: our STATUS (announcement plus acknowledgements), other
 //! members' STATUS merged and flooded once each, DOWN reports, silence
-//! timeouts, and the peer exchange when a neighbour comes up.
+//! timeouts, the probe of a neighbour lost without a goodbye, and the peer
+//! exchange when a neighbour comes up.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -874,6 +874,34 @@ fn a_member_that_listens_nowhere_or_was_let_go_is_not_probed() {
     assert_eq!(probes(&drain(&mut m)), []);
 }
 
+/// Attack finding F5: a sender gone without a goodbye after its STATUS
+/// said it sent lines 1..=10, of which 1..=5 reached us. Down at once
+/// ("gone"); the lines its STATUS proves it sent and nobody brought are a
+/// gap once the stall timeout passes without a repair, not a silent hole.
+/// (Lines it read but never announced are known to no one here: nothing
+/// is claimed about them.)
+#[test]
+fn lines_a_gone_member_announced_but_never_delivered_are_a_gap() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(101, 1, 1, 0));
+    let lines: Vec<_> = (1..=5).map(|seq| (101, seq, 1, 16)).collect();
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &lines)).len(), 5);
+    on_status(&mut m, t0, 1, status(101, 2, 1, 10));
+    m.neighbour_lost(t0, 1);
+    assert_eq!(probes(&drain(&mut m)).len(), 1);
+    m.probed(t0, 101, ProbeResult::Refused);
+    assert_eq!(
+        member_events(&drain(&mut m)),
+        [format!("down 65: {}", members::GONE)]
+    );
+    let mut all = Vec::new();
+    for ms in (100..=6000).step_by(100) {
+        m.tick(t0 + Duration::from_millis(ms));
+        all.extend(drain(&mut m));
+    }
+    assert_eq!(gaps(&all), [(101, 6, 10)]);
+}
+
 #[test]
 fn in_a_simulated_group_a_crashed_relay_is_down_everywhere_at_once_and_a_cut_link_downs_no_one() {
     let cfg = SimConfig {
