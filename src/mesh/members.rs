@@ -629,6 +629,8 @@ impl Mesh {
         });
         if result == ProbeResult::Refused && !heard_since && !self.own.leaving {
             self.report_down(now, member, GONE);
+            // Something may listen there again soon (a restart).
+            self.dial.heal_soon(now, &mut self.rng);
         }
     }
 

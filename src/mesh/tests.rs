@@ -874,6 +874,42 @@ fn a_member_that_listens_nowhere_or_was_let_go_is_not_probed() {
     assert_eq!(probes(&drain(&mut m)), []);
 }
 
+/// A node whose one neighbour is gone (found gone, or fallen silent) dials
+/// its remembered address again soon, alone as it is: a process restarted
+/// there is found (nothing else would dial a member that is down).
+#[test]
+fn a_node_left_alone_dials_its_gone_neighbours_address_again() {
+    let theirs = [
+        DialTarget::Addr(addr("10.0.0.1:7000")),
+        DialTarget::Addr(addr("10.0.0.1:7001")),
+    ];
+    for gone in [true, false] {
+        let (mut m, t0) = with_neighbours(config(), 1);
+        on_status(&mut m, t0, 1, status(101, 3, 1, 0));
+        let mut now = t0;
+        if gone {
+            m.neighbour_lost(t0, 1);
+            m.probed(t0, 101, ProbeResult::Refused);
+        } else {
+            m.neighbour_down(t0, 1, None);
+            now += Duration::from_millis(3300);
+            m.tick(now);
+        }
+        assert_eq!(m.live_members(), 0);
+        drain(&mut m);
+        let mut dialed = Vec::new();
+        for _ in 0..20 {
+            now += Duration::from_millis(100);
+            m.tick(now);
+            dialed.extend(dials(&drain(&mut m)));
+        }
+        assert!(
+            dialed.iter().any(|d| theirs.contains(d)),
+            "gone {gone}: {dialed:?}"
+        );
+    }
+}
+
 /// Attack finding F5: a sender gone without a goodbye after its STATUS
 /// said it sent lines 1..=10, of which 1..=5 reached us. Down at once
 /// ("gone"); the lines its STATUS proves it sent and nobody brought are a
