@@ -11,6 +11,10 @@
 //! with alternatives, ourselves); a connect that fails goes to
 //! [`Plug::failed`] with the reason.
 //!
+//! [`probe`] is the other kind of connect: one try per address of a member
+//! whose link ended without a goodbye, to learn whether anything still
+//! listens there (the router runs it on a thread of its own).
+//!
 //! The manager knows targets only through its [`Plug`], so the same code
 //! serves the mesh's `DialTarget` and the command-line loop's PEER index,
 //! and tests drive it without a node.
@@ -26,6 +30,7 @@ use std::time::Duration;
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
 use crate::config::PeerAddr;
+use crate::mesh::ProbeResult;
 use crate::shutdown::Shutdown;
 use crate::threads::Threads;
 use crate::wire::describe;
@@ -198,6 +203,31 @@ fn connect<P: Plug>(plug: &P, target: &P::Target) -> Result<TcpStream, Failure> 
         "cannot connect to {}: {last}",
         plug.name(target)
     )))
+}
+
+/// How long a probe's connect (to one address) may take: on a LAN or
+/// loopback a refusal comes back in well under a millisecond; a link cut
+/// on the way answers nothing, and then the probe says nothing.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Probes a member whose link ended without a goodbye: one connect to each
+/// address, closed again at once (no HELLO: the far side logs a failed
+/// handshake if a node listens there). Blocks up to [`PROBE_TIMEOUT`] per
+/// address: run it on a thread of its own.
+pub fn probe(addrs: &[SocketAddr], timeout: Duration) -> ProbeResult {
+    let mut refused = !addrs.is_empty();
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(_) => return ProbeResult::Answered,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(_) => refused = false,
+        }
+    }
+    if refused {
+        ProbeResult::Refused
+    } else {
+        ProbeResult::NoAnswer
+    }
 }
 
 /// What [`Queue::request`] did with a request.
@@ -452,6 +482,22 @@ mod tests {
             )
         );
         assert!(h.connected.is_empty());
+    }
+
+    #[test]
+    fn a_probe_tells_a_closed_port_from_a_listening_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = addr(
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+        );
+        assert_eq!(probe(&[closed], PROBE_TIMEOUT), ProbeResult::Refused);
+        assert_eq!(probe(&[closed, open], PROBE_TIMEOUT), ProbeResult::Answered);
+        assert_eq!(probe(&[], PROBE_TIMEOUT), ProbeResult::NoAnswer);
     }
 
     #[test]

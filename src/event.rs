@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::frame::NodeId;
-use crate::mesh::{Bytes, Delivery, DialTarget, MsgRef};
+use crate::mesh::{Bytes, Delivery, DialTarget, MsgRef, ProbeResult};
 use crate::outbox::Outbox;
 use crate::shutdown::Never;
 
@@ -190,6 +190,8 @@ pub enum Event {
         reason: String,
         myself: bool,
     },
+    /// The probe of a member asked for by the mesh ended.
+    Probed { member: NodeId, result: ProbeResult },
     /// Addresses found outside the mesh (LAN discovery).
     Learned(Vec<(Option<NodeId>, SocketAddr)>),
     /// The stdout thread wrote out more lines ([`PrintedSoFar`]).

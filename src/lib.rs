@@ -61,7 +61,8 @@
 //! - [`handshake`]: the HELLO exchange under a deadline.
 //! - [`acceptor`]: inbound connections.
 //! - [`dialer`]: the connection manager: dials the targets the mesh asks
-//!   for, a few at a time.
+//!   for, a few at a time; and the probe of a member whose link ended
+//!   without a goodbye (its address refusing: it is gone).
 //! - [`peer`]: one connection's reader and writer threads.
 //! - [`discovery`]: `--discover`, members found by UDP multicast beacons.
 //! - [`peer_cache`]: `--peer-cache`, known members' addresses in a file.

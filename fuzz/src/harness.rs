@@ -495,6 +495,9 @@ impl Fake {
                 Action::Dial(target) => self.dials.push(target),
                 // The router closes it: its reader then reports it down.
                 Action::Close { conn, .. } => self.down(conn, false),
+                // Never answered here (a probe may take as long as it
+                // likes): the member is left to the silence rule.
+                Action::Probe { .. } => {}
                 Action::MemberUp { .. } | Action::MemberDown { .. } => {}
             }
         }

@@ -136,7 +136,7 @@ impl DialPolicy {
         }
     }
 
-    /// Members just fell silent: try one of them soon.
+    /// Members just fell silent, or were found gone: try one of them soon.
     pub fn heal_soon(&mut self, now: Instant, rng: &mut Rng) {
         self.next_heal = self.next_heal.min(now + rng.jitter(HEAL_SOON));
     }
@@ -332,9 +332,10 @@ impl Mesh {
             return;
         }
         self.dial.next_heal = now + self.rng.jitter(HEAL_EVERY);
-        if self.neighbours.is_empty() {
-            return;
-        }
+        // Also with no neighbour left: then nothing else dials a member
+        // that went down (the degree dialer skips them, a PEER is dialed
+        // only until reached once), and a node whose one neighbour was
+        // killed and restarted at the same address would stay alone.
         let candidates: Vec<SocketAddr> = self
             .dial
             .addrs

@@ -1,13 +1,16 @@
 //! Membership: our STATUS (announcement plus acknowledgements), other
 //! members' STATUS merged and flooded once each, DOWN reports, silence
-//! timeouts, and the peer exchange when a neighbour comes up.
+//! timeouts, the probe of a neighbour lost without a goodbye, and the peer
+//! exchange when a neighbour comes up.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::table::Filed;
-use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, REFUSAL_LOG_EVERY, STATUS_LAZY};
+use super::{
+    Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult, REFUSAL_LOG_EVERY, STATUS_LAZY,
+};
 use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
 
 /// What we know of another member.
@@ -168,6 +171,15 @@ impl Member {
 
 /// How the reason of a member down for silence starts.
 const SILENT: &str = "silent for";
+
+/// Why a member is down whose link ended without a goodbye and whose
+/// listen addresses all refused our probe (see [`Mesh::probe`]).
+pub const GONE: &str =
+    "gone: its link closed without a goodbye and its address refuses connections";
+
+/// Probes under way at most: beyond, a member lost meanwhile is left to
+/// the silence rule (memory stays bounded whatever a stranger does).
+const MAX_PROBES: usize = 16;
 
 /// How often a DOWN about us is refuted at once (see `refute_down`).
 const REFUTE_EVERY: Duration = Duration::from_secs(1);
@@ -672,6 +684,54 @@ impl Mesh {
             .insert_down(member, clock, last, Member::new(status_seq, clock));
         let m = self.members.get_mut(&member).expect("inserted");
         m.down_seq = Some(status_seq.max(m.down_seq.unwrap_or(0)));
+    }
+
+    /// A neighbour's link ended without a goodbye: its process may be gone
+    /// (killed, crashed), or only the link (a reset, a cut network). We
+    /// dial its listen addresses once ([`Action::Probe`]); if every one
+    /// refuses the connection, nothing listens there any more, and
+    /// [`Mesh::probe_ended`] reports it down at once instead of after
+    /// 3 × keepalive of silence. Not probed: a member that is down
+    /// already, one that listens nowhere (`--no-listen`: the silence rule
+    /// stays), one still linked to us otherwise, and any while we leave.
+    pub(super) fn probe(&mut self, member: NodeId) {
+        if self.own.leaving
+            || self.probes.contains_key(&member)
+            || self.probes.len() >= MAX_PROBES
+            || self.neighbours.values().any(|n| n.node == member)
+        {
+            return;
+        }
+        let Some(m) = self.members.get(&member).filter(|m| m.up) else {
+            return;
+        };
+        let addrs: Vec<SocketAddr> = m.dialable().collect();
+        if addrs.is_empty() {
+            return;
+        }
+        self.probes.insert(member, m.status_seq);
+        self.push(Action::Probe { member, addrs });
+    }
+
+    /// The probe of `member` ended. Refused everywhere, and nothing heard
+    /// from it since its link ended (no newer STATUS through another
+    /// link, no new link to it): it is down, and the group is told with a
+    /// DOWN as for a member we cut. An answer (a live process there: the
+    /// member itself, or a new process with a new id at its address) or
+    /// no answer in time (a cut network, a host that drops packets) is no
+    /// evidence: the silence rule decides, as before.
+    pub(super) fn probe_ended(&mut self, now: Instant, member: NodeId, result: ProbeResult) {
+        let Some(seq) = self.probes.remove(&member) else {
+            return;
+        };
+        let heard_since = self.members.get(&member).map_or(true, |m| {
+            !m.up || m.status_seq != seq || self.neighbours.values().any(|n| n.node == member)
+        });
+        if result == ProbeResult::Refused && !heard_since && !self.own.leaving {
+            self.report_down(now, member, GONE);
+            // Something may listen there again soon (a restart).
+            self.dial.heal_soon(now, &mut self.rng);
+        }
     }
 
     /// A neighbour we cut for stalling: everyone is told to forget it.

@@ -184,6 +184,18 @@ pub enum DialResult {
     Myself,
 }
 
+/// How a probe of a member's listen addresses ([`Action::Probe`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// Every address refused the connection (ECONNREFUSED): nothing
+    /// listens there any more.
+    Refused,
+    /// An address accepted the connection: something lives there.
+    Answered,
+    /// No answer in time, or another error: no evidence either way.
+    NoAnswer,
+}
+
 /// What the caller must do.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -213,6 +225,13 @@ pub enum Action {
         reason: String,
     },
     Dial(DialTarget),
+    /// Connect once to each of `member`'s listen addresses (a short
+    /// connect timeout, no handshake) and report it with [`Mesh::probed`]:
+    /// its link ended without a goodbye (see `members.rs`, `probe`).
+    Probe {
+        member: NodeId,
+        addrs: Vec<SocketAddr>,
+    },
     /// Close this neighbour politely (BYE `reason`), PEERS `alternatives` first.
     Close {
         conn: Conn,
@@ -316,6 +335,9 @@ pub struct Mesh {
     /// Acknowledge only what the caller says was printed
     /// ([`Mesh::acknowledge_printed_only`]), not what was delivered.
     ack_printed: bool,
+    /// Members being probed (see `members.rs`, `probe`), with the
+    /// status_seq we had from each when its link ended.
+    probes: BTreeMap<NodeId, u64>,
 }
 
 /// How long a STATUS carrying urgent acknowledgements waits after the
@@ -367,6 +389,7 @@ impl Mesh {
             last_activity: now,
             last_tick: now,
             ack_printed: false,
+            probes: BTreeMap::new(),
         }
     }
 
@@ -423,6 +446,27 @@ impl Mesh {
         if !gone.closing && !gone.lets_us_go {
             self.dial_across(now, conn, gone.node);
         }
+    }
+
+    /// A neighbour's connection ended without a goodbye (EOF without BYE,
+    /// a reset, an error): as [`Mesh::neighbour_down`], and the member is
+    /// probed at its listen addresses (see `members.rs`, `probe`).
+    pub fn neighbour_lost(&mut self, now: Instant, conn: Conn) {
+        let lost = self
+            .neighbours
+            .get(&conn)
+            .filter(|n| !n.closing && !n.lets_us_go)
+            .map(|n| n.node);
+        self.neighbour_down(now, conn, None);
+        if let Some(node) = lost {
+            self.probe(node);
+        }
+    }
+
+    /// How the probe of `member` asked for with [`Action::Probe`] ended.
+    pub fn probed(&mut self, now: Instant, member: NodeId, result: ProbeResult) {
+        self.probe_ended(now, member, result);
+        self.release_own(now);
     }
 
     /// A batch of MSG frames read from `conn`, all inside `buf`.

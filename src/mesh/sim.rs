@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::rng::Rng;
-use super::{Action, Bytes, Conn, DialResult, DialTarget, Mesh, MeshConfig, MsgRef, NodeId};
+use super::{
+    Action, Bytes, Conn, DialResult, DialTarget, Mesh, MeshConfig, MsgRef, NodeId, ProbeResult,
+};
 use crate::frame::{self, Frame};
 
 /// Per (node, origin): what was delivered or reported lost.
@@ -159,6 +161,12 @@ enum Ev {
         node: usize,
         conn: Conn,
         reason: String,
+    },
+    /// `node`'s probe of `member`'s addresses ended.
+    Probed {
+        node: usize,
+        member: NodeId,
+        result: ProbeResult,
     },
     /// `node`'s stdout wrote out `origin`'s lines up to `seq`.
     Printed {
@@ -450,8 +458,19 @@ impl Sim {
                 }
             }
             Ev::NeighbourDown { node, conn } => {
+                // No goodbye: a crash or a cut link.
                 if self.nodes[node].alive {
-                    self.nodes[node].mesh.neighbour_down(now, conn, None);
+                    self.nodes[node].mesh.neighbour_lost(now, conn);
+                    self.after(node);
+                }
+            }
+            Ev::Probed {
+                node,
+                member,
+                result,
+            } => {
+                if self.nodes[node].alive {
+                    self.nodes[node].mesh.probed(now, member, result);
                     self.after(node);
                 }
             }
@@ -600,6 +619,18 @@ impl Sim {
                     },
                 );
             }
+            Action::Probe { member, addrs } => {
+                let result = self.probe(node, &addrs);
+                let delay = self.delay();
+                self.schedule(
+                    delay,
+                    Ev::Probed {
+                        node,
+                        member,
+                        result,
+                    },
+                );
+            }
             Action::Close {
                 conn, alternatives, ..
             } => {
@@ -671,6 +702,26 @@ impl Sim {
         }
         self.nodes[from].mesh.dial_result(now, &target, result);
         self.after(from);
+    }
+
+    /// A probe of `addrs` from `from`, as TCP answers it: a process that
+    /// runs there (or is stopped: its kernel still accepts) answers; a
+    /// crashed one's port refuses; across a partition nothing answers.
+    fn probe(&self, from: usize, addrs: &[SocketAddr]) -> ProbeResult {
+        let mut refused = true;
+        for to in addrs.iter().filter_map(|a| self.by_addr.get(a)) {
+            let n = &self.nodes[*to];
+            if self.split(from, *to) {
+                refused = false;
+            } else if n.alive || n.stopped.is_some() {
+                return ProbeResult::Answered;
+            }
+        }
+        if refused {
+            ProbeResult::Refused
+        } else {
+            ProbeResult::NoAnswer
+        }
     }
 
     fn split(&self, a: usize, b: usize) -> bool {

@@ -758,6 +758,232 @@ fn a_neighbour_cut_for_stalling_is_reported_down_to_everyone() {
     assert_eq!(downs[0].0, 2);
 }
 
+fn probes(actions: &[Action]) -> Vec<(NodeId, Vec<SocketAddr>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Probe { member, addrs } => Some((*member, addrs.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Neighbour 101 (conn 1, listening at 10.0.0.1:7001) announced itself
+/// with status_seq 3; its link has just ended without a goodbye.
+fn lost_neighbour_101() -> (Mesh, Instant) {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(101, 3, 1, 0));
+    m.neighbour_lost(t0, 1);
+    let actions = drain(&mut m);
+    assert_eq!(probes(&actions), [(101, vec![addr("10.0.0.1:7001")])]);
+    assert_eq!(member_events(&actions), Vec::<String>::new());
+    (m, t0)
+}
+
+#[test]
+fn a_neighbour_lost_without_goodbye_whose_address_refuses_is_down_at_once_for_everyone() {
+    let (mut m, t0) = lost_neighbour_101();
+    m.probed(t0 + Duration::from_millis(1), 101, ProbeResult::Refused);
+    let actions = drain(&mut m);
+    assert_eq!(
+        member_events(&actions),
+        [format!("down 65: {}", members::GONE)]
+    );
+    // The group is told as for a cut: a DOWN with the last status_seq.
+    let downs: Vec<Conn> = sent(&actions)
+        .into_iter()
+        .filter(|(_, f)| {
+            matches!(
+                f,
+                Frame::Down {
+                    member: 101,
+                    status_seq: 3,
+                    ..
+                }
+            )
+        })
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(downs, [2]);
+    assert_eq!(m.live_members(), 0);
+}
+
+#[test]
+fn a_lost_neighbour_whose_address_answers_or_does_not_answer_stays_up_until_silent() {
+    for result in [ProbeResult::Answered, ProbeResult::NoAnswer] {
+        let (mut m, t0) = lost_neighbour_101();
+        m.probed(t0 + Duration::from_millis(1), 101, result);
+        m.tick(t0 + Duration::from_millis(2900));
+        assert_eq!(
+            member_events(&drain(&mut m)),
+            Vec::<String>::new(),
+            "{result:?}"
+        );
+        assert_eq!(m.live_members(), 1, "{result:?}");
+        // The 3 × keepalive rule still holds (a cut network link).
+        m.tick(t0 + Duration::from_millis(3300));
+        assert_eq!(
+            member_events(&drain(&mut m)),
+            ["down 65: silent for 3s"],
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_probe_is_no_evidence_once_the_member_was_heard_from_again() {
+    // A newer STATUS through another link: it lives (its port refuses us
+    // for some other reason).
+    let (mut m, t0) = lost_neighbour_101();
+    on_status(&mut m, t0, 2, status(101, 4, 2, 0));
+    m.probed(t0 + Duration::from_millis(1), 101, ProbeResult::Refused);
+    assert_eq!(member_events(&drain(&mut m)), Vec::<String>::new());
+    assert_eq!(m.live_members(), 1);
+    // A new link to it: it lives.
+    let (mut m, t0) = lost_neighbour_101();
+    m.neighbour_up(t0, 5, 101, "", addr("10.0.0.1:40005"), 7001, None);
+    m.probed(t0 + Duration::from_millis(1), 101, ProbeResult::Refused);
+    assert_eq!(member_events(&drain(&mut m)), Vec::<String>::new());
+    assert_eq!(m.live_members(), 1);
+}
+
+#[test]
+fn a_member_that_listens_nowhere_or_was_let_go_is_not_probed() {
+    // --no-listen: no address, no probe; silence decides.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let mut s = status(101, 3, 1, 0);
+    s.addrs.clear();
+    on_status(&mut m, t0, 1, s);
+    m.neighbour_lost(t0, 1);
+    assert_eq!(probes(&drain(&mut m)), []);
+    // A link that ended after PEERS (it let us go) or that we trim.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(101, 3, 1, 0));
+    m.on_frame(t0, 1, &Frame::Peers(vec![(8, addr("10.0.0.8:7000"))]));
+    drain(&mut m);
+    m.neighbour_lost(t0, 1);
+    assert_eq!(probes(&drain(&mut m)), []);
+    // A member that is not up (a leaving one) is not probed either.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let mut s = status(101, 3, 1, 0);
+    s.flags = FLAG_LEAVING;
+    on_status(&mut m, t0, 1, status(101, 2, 1, 0));
+    on_status(&mut m, t0, 1, s);
+    drain(&mut m);
+    m.neighbour_lost(t0, 1);
+    assert_eq!(probes(&drain(&mut m)), []);
+}
+
+/// A node whose one neighbour is gone (found gone, or fallen silent) dials
+/// its remembered address again soon, alone as it is: a process restarted
+/// there is found (nothing else would dial a member that is down).
+#[test]
+fn a_node_left_alone_dials_its_gone_neighbours_address_again() {
+    let theirs = [
+        DialTarget::Addr(addr("10.0.0.1:7000")),
+        DialTarget::Addr(addr("10.0.0.1:7001")),
+    ];
+    for gone in [true, false] {
+        let (mut m, t0) = with_neighbours(config(), 1);
+        on_status(&mut m, t0, 1, status(101, 3, 1, 0));
+        let mut now = t0;
+        if gone {
+            m.neighbour_lost(t0, 1);
+            m.probed(t0, 101, ProbeResult::Refused);
+        } else {
+            m.neighbour_down(t0, 1, None);
+            now += Duration::from_millis(3300);
+            m.tick(now);
+        }
+        assert_eq!(m.live_members(), 0);
+        drain(&mut m);
+        let mut dialed = Vec::new();
+        for _ in 0..20 {
+            now += Duration::from_millis(100);
+            m.tick(now);
+            dialed.extend(dials(&drain(&mut m)));
+        }
+        assert!(
+            dialed.iter().any(|d| theirs.contains(d)),
+            "gone {gone}: {dialed:?}"
+        );
+    }
+}
+
+/// Attack finding F5: a sender gone without a goodbye after its STATUS
+/// said it sent lines 1..=10, of which 1..=5 reached us. Down at once
+/// ("gone"); the lines its STATUS proves it sent and nobody brought are a
+/// gap once the stall timeout passes without a repair, not a silent hole.
+/// (Lines it read but never announced are known to no one here: nothing
+/// is claimed about them.)
+#[test]
+fn lines_a_gone_member_announced_but_never_delivered_are_a_gap() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(101, 1, 1, 0));
+    let lines: Vec<_> = (1..=5).map(|seq| (101, seq, 1, 16)).collect();
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &lines)).len(), 5);
+    on_status(&mut m, t0, 1, status(101, 2, 1, 10));
+    m.neighbour_lost(t0, 1);
+    assert_eq!(probes(&drain(&mut m)).len(), 1);
+    m.probed(t0, 101, ProbeResult::Refused);
+    assert_eq!(
+        member_events(&drain(&mut m)),
+        [format!("down 65: {}", members::GONE)]
+    );
+    let mut all = Vec::new();
+    for ms in (100..=6000).step_by(100) {
+        m.tick(t0 + Duration::from_millis(ms));
+        all.extend(drain(&mut m));
+    }
+    assert_eq!(gaps(&all), [(101, 6, 10)]);
+}
+
+#[test]
+fn in_a_simulated_group_a_crashed_relay_is_down_everywhere_at_once_and_a_cut_link_downs_no_one() {
+    let cfg = SimConfig {
+        keepalive: Duration::from_secs(5),
+        stall_timeout: Duration::from_secs(10),
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg);
+    for i in 0..8 {
+        let seeds = if i == 0 { vec![] } else { vec![i - 1] };
+        sim.add_node(seeds);
+    }
+    sim.run_for(secs(5.0));
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert_eq!(n.mesh.live_members(), 7, "node {i} before the crash");
+    }
+    sim.crash(3);
+    // Link delays are at most 20 ms; the probe costs one more delay.
+    sim.run_for(secs(0.5));
+    for (i, n) in sim.nodes.iter().enumerate().filter(|(i, _)| *i != 3) {
+        assert_eq!(
+            n.mesh.live_members(),
+            6,
+            "node {i}, 0.5 s after node 3 crashed"
+        );
+    }
+    // Both ends of a cut link live: their probes are answered.
+    let (a, b) = (0..8)
+        .filter(|&a| a != 3)
+        .find_map(|a| {
+            sim.neighbours_of(a)
+                .into_iter()
+                .find(|&b| b != 3)
+                .map(|b| (a, b))
+        })
+        .expect("a link between two live nodes");
+    let downs = |sim: &Sim| sim.nodes.iter().map(|n| n.members_down).sum::<u64>();
+    let before = downs(&sim);
+    sim.cut(a, b);
+    sim.run_for(secs(2.0));
+    assert_eq!(downs(&sim), before, "member_down after {a}-{b} was cut");
+    for (i, n) in sim.nodes.iter().enumerate().filter(|(i, _)| *i != 3) {
+        assert_eq!(n.mesh.live_members(), 6, "node {i}, after {a}-{b} was cut");
+    }
+}
+
 #[test]
 fn a_leaving_member_is_down_and_a_member_beyond_our_ttl_is_none() {
     let (mut m, t0) = with_neighbours(MeshConfig { ttl: 3, ..config() }, 2);

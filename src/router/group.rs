@@ -1,14 +1,17 @@
 //! Driving the mesh: frames and stdin lines in, the mesh's actions out, the
 //! stdin gate, and `--exit-on-eof` across the group.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Router;
 use crate::books::plural;
+use crate::dialer::{self, PROBE_TIMEOUT};
+use crate::event::Event;
 use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
 use crate::frame::{self, Frame, NodeId};
-use crate::mesh::{Action, Bytes, MsgRef};
+use crate::mesh::{Action, Bytes, MsgRef, ProbeResult};
 use crate::outbox::{Batch, Close};
 use crate::peer_cache;
 use crate::ratelog;
@@ -254,6 +257,32 @@ impl Router {
                 reason,
                 alternatives,
             } => self.close_politely(conn, reason, alternatives),
+            Action::Probe { member, addrs } => self.probe(member, addrs),
+        }
+    }
+
+    /// Probes a member's listen addresses on a thread of its own (a
+    /// connect may take up to [`PROBE_TIMEOUT`] per address); the result
+    /// comes back as [`Event::Probed`]. No thread: no evidence.
+    fn probe(&mut self, member: NodeId, addrs: Vec<SocketAddr>) {
+        let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        log::debug!(
+            "probing member {} ({member:016x}) at {}: its link ended without a goodbye",
+            self.name_of(member),
+            at.join(", ")
+        );
+        let events = self.node.events.clone();
+        let spawned = self
+            .node
+            .threads
+            .spawn(format!("probe-{member:016x}"), move || {
+                let result = dialer::probe(&addrs, PROBE_TIMEOUT);
+                let _ = events.send(Event::Probed { member, result });
+            });
+        if let Err(e) = spawned {
+            log::debug!("no thread to probe {member:016x} from: {e}");
+            self.mesh
+                .probed(Instant::now(), member, ProbeResult::NoAnswer);
         }
     }
 

@@ -491,6 +491,7 @@ impl Router {
                 myself,
             } => self.dial_failed(target, reason, myself),
             Event::Learned(addrs) => self.mesh.learned(Instant::now(), &addrs),
+            Event::Probed { member, result } => self.mesh.probed(Instant::now(), member, result),
             Event::Printed => {
                 let (seqs, bytes) = self.node.printed.take();
                 self.mesh.printed(Instant::now(), seqs, bytes);

@@ -303,8 +303,14 @@ impl Router {
                 }
                 _ => None,
             };
-            self.mesh
-                .neighbour_down(Instant::now(), conn, cut.as_deref());
+            let now = Instant::now();
+            if cut.is_none() && no_goodbye(&ending) && !self.successors.contains_key(&conn) {
+                // Maybe killed: the mesh probes its address (see
+                // `Mesh::neighbour_lost`).
+                self.mesh.neighbour_lost(now, conn);
+            } else {
+                self.mesh.neighbour_down(now, conn, cut.as_deref());
+            }
         }
         if let Some(successor) = self.successors.remove(&conn) {
             if let Some(next) = self.peers.get_mut(&successor) {
@@ -517,4 +523,20 @@ impl Router {
     pub(super) fn is_admitted(&self, conn: ConnId) -> Option<(bool, bool)> {
         self.peers.get(&conn).map(|e| (e.admitted, e.up))
     }
+}
+
+/// Whether a connection ended without a goodbye from the peer's side and
+/// not by our doing: its process may be gone. (BYE, a refusal, our own
+/// stop or our BYE left unanswered are goodbyes or our doing; a stalled
+/// peer is cut and reported as such.)
+fn no_goodbye(ending: &Ending) -> bool {
+    matches!(
+        ending,
+        Ending::Eof
+            | Ending::Truncated { .. }
+            | Ending::Reset
+            | Ending::Silent(_)
+            | Ending::Protocol(_)
+            | Ending::Io(_)
+    )
 }

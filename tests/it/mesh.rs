@@ -1564,3 +1564,157 @@ fn a_chain_whose_middle_node_leaves_politely_heals_within_five_seconds() {
 fn a_chain_whose_middle_node_is_killed_heals_within_five_seconds() {
     chain_heals_after_its_middle_node_gets("KILL", "chainkill");
 }
+
+// ---- A member gone without a goodbye: probed, down at once -----------------
+
+/// Issue 7's proof, with the default `--keepalive` (5 s): a relay killed
+/// (SIGKILL) in a ring that stays connected. Its neighbours' links end
+/// without a goodbye; they dial its listen address, which refuses, and
+/// tell the group with a DOWN. The `--exit-on-eof` sender (not its
+/// neighbour) exits 3 naming it well within 3 × keepalive (15 s, what the
+/// silence rule alone took), and the survivors get every line.
+#[test]
+fn a_killed_relay_is_down_for_an_exit_on_eof_sender_well_within_three_keepalives() {
+    let _turn = one_at_a_time();
+    // The ring s - a - r - b - s: without r, s - a and s - b remain.
+    let (a, r, b, s) = (0, 1, 2, 3);
+    let ring = |i: usize| (i + 3) % 4;
+    let mut specs: Vec<Spec> = ["a", "r", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Spec::new(*n)
+                .args(&["--degree", "2"])
+                .input(Input::Empty)
+                .dial(ring(i))
+        })
+        .collect();
+    specs.push(
+        Spec::new("s")
+            .args(&["--degree", "2", "--wait-members", "3", "--exit-on-eof"])
+            .dial(ring(s)),
+    );
+    let mut g = Group::start("killdown", specs, Fmt::Json);
+    g.wait_members(&all(4), 3, LONG);
+    g.nodes[s].send(&numbered_lines(1, 100));
+    g.wait_complete(&[a, r, b], &[s], 100, LONG);
+    // Lines owed to r that it never prints: frozen, then killed.
+    g.nodes[r].signal("STOP");
+    g.nodes[s].send(&numbered_lines(101, 200));
+    g.wait_complete(&[a, b], &[s], 200, LONG);
+    g.nodes[r].signal("KILL");
+    let killed = Instant::now();
+    g.nodes[s].send(&numbered_lines(201, 300));
+    g.nodes[s].close_stdin();
+    let status = g.nodes[s].expect_exit(LONG);
+    let took = killed.elapsed();
+    let log = g.nodes[s].log_text();
+    eprintln!("s exited {took:?} after r was killed");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "s exit: {status}; log:\n{}",
+        tail(&log, 30)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "s exited {took:?} after r was killed (3 x keepalive is 15 s); log:\n{}",
+        tail(&log, 30)
+    );
+    let summary = g.nodes[s].wait_log("summary");
+    assert!(
+        missed_in_summary(&summary, "r").is_some_and(|n| n > 0),
+        "s's summary does not name r as missing lines: {summary}"
+    );
+    for other in ["a", "b"] {
+        assert_eq!(
+            missed_in_summary(&summary, other).unwrap_or(0),
+            0,
+            "{summary}"
+        );
+    }
+    g.wait_complete(&[a, b], &[s], 300, LONG);
+    for i in [a, b] {
+        let reason = g.nodes[i].out.with(|p| {
+            p.events_of("member_down")
+                .iter()
+                .find(|e| e.str("name") == Some("r"))
+                .and_then(|e| e.str("reason").map(str::to_owned))
+        });
+        assert!(
+            reason.as_deref().is_some_and(|r| r.starts_with("gone: ")),
+            "{}'s member_down for r: {reason:?}",
+            g.nodes[i].name
+        );
+    }
+}
+
+/// A hand-made member "ghost" of node `x`, announcing `listen` as its
+/// address; returns the link and when x knew it as a member.
+fn ghost_member(x: &crate::support::Node, listen: &str) -> crate::support::RawPeer {
+    use peercat::frame::{Frame, Status};
+    let mut ghost = crate::support::RawPeer::handshake_as(x, "ghost", 0x6405_7000);
+    ghost.send(
+        &Frame::Status(Status {
+            member: 0x6405_7000,
+            status_seq: 1,
+            hops: 1,
+            ttl: 16,
+            sent_seq: 0,
+            flags: 0,
+            name: "ghost".into(),
+            addrs: vec![listen.parse().unwrap()],
+            acks: Vec::new(),
+            misses: Vec::new(),
+        })
+        .to_bytes(),
+    );
+    x.wait_log("member up: ghost");
+    ghost
+}
+
+/// How long after `since` node `x` logged ghost down, and why.
+fn ghost_down(x: &crate::support::Node, since: Instant, timeout: Duration) -> (Duration, String) {
+    let line = x.wait_log_for("member down: ghost", timeout);
+    (since.elapsed(), line)
+}
+
+/// A member whose link closes without a goodbye (no BYE, no leaving
+/// STATUS) and whose listen address refuses connections is gone: down at
+/// once (default keepalive: the silence rule took 15 s), and says why.
+#[test]
+fn a_member_whose_link_closes_without_goodbye_and_whose_port_refuses_is_down_at_once() {
+    let x = crate::support::node("x").start();
+    let closed = format!("127.0.0.1:{}", crate::support::free_port());
+    let ghost = ghost_member(&x, &closed);
+    let lost = Instant::now();
+    drop(ghost);
+    let (took, line) = ghost_down(&x, lost, DEADLINE);
+    assert!(
+        took < Duration::from_secs(3),
+        "ghost down {took:?} after its link closed (3 x keepalive is 15 s): {line}"
+    );
+    assert!(line.contains("gone: "), "{line}");
+}
+
+/// The same, but something still listens at the member's address (the
+/// member lives; its link alone ended): the probe is answered, and the
+/// member is down only when its announcements stop for 3 × keepalive.
+#[test]
+fn a_member_whose_link_closes_but_whose_address_answers_is_not_declared_gone() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = listener.local_addr().unwrap().to_string();
+    let x = crate::support::node("x")
+        .args(&["--keepalive", "1"])
+        .start();
+    let ghost = ghost_member(&x, &listen);
+    let lost = Instant::now();
+    drop(ghost);
+    let (took, line) = ghost_down(&x, lost, DEADLINE);
+    assert!(line.contains("silent for 3s"), "{line}");
+    assert!(
+        took >= Duration::from_millis(2500),
+        "ghost down {took:?} after its link closed, while its address answers: {line}"
+    );
+    drop(listener);
+}
