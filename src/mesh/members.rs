@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::table::Filed;
-use super::{
-    Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult, REFUSAL_LOG_EVERY, STATUS_LAZY,
-};
+use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult, REFUSAL_LOG_EVERY};
 use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
 
 /// What we know of another member.
@@ -372,8 +370,9 @@ impl Mesh {
 
     /// Where our STATUS goes when it need not flood ([`FLAG_ROUTED`]): its
     /// only news is acknowledgements, and it says nothing else the group
-    /// has not heard from us in the last [`STATUS_LAZY`] (same flags,
-    /// sent_seq, name, addresses; no misses). Then it goes to our parent
+    /// has not heard from us since our last flooded one, less than a
+    /// keepalive ago (same flags, sent_seq, name, addresses; no misses; the
+    /// keepalive STATUS itself always floods). Then it goes to our parent
     /// for each live origin it acknowledges: the origins wait for it,
     /// nobody else does, and a flood crosses every link of the group (most
     /// of a fan-out's STATUS traffic, and the thread wake-ups it costs,
@@ -381,7 +380,7 @@ impl Mesh {
     /// `None`: flood it.
     fn own_route(&self, now: Instant, status: &Status) -> Option<Vec<Conn>> {
         let (at, flooded) = self.flooded.as_ref()?;
-        let fresh = now.saturating_duration_since(*at) < STATUS_LAZY.min(self.cfg.keepalive);
+        let fresh = now.saturating_duration_since(*at) < self.cfg.keepalive;
         if self.flood_due {
             return None;
         }

@@ -350,7 +350,7 @@ const STATUS_QUIET: Duration = Duration::from_millis(50);
 /// ... or, while traffic flows without pause, this long after the last:
 /// acks reach `--exit-on-eof` senders soon after the last line, without a
 /// flooded STATUS per delivery while lines stream.
-pub(super) const STATUS_LAZY: Duration = Duration::from_secs(1);
+const STATUS_LAZY: Duration = Duration::from_secs(1);
 /// The longest a caller may wait between ticks.
 const TICK: Duration = Duration::from_millis(100);
 /// How often a full member table says it refuses newcomers.

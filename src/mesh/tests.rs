@@ -3254,8 +3254,8 @@ fn a_hole_no_neighbour_fills_for_half_a_stall_timeout_dials_the_origin_once() {
 /// One sender streams bursts through a degree-4 group of 24: after each,
 /// every member acknowledges. The acknowledgements go up the sender's
 /// tree, one link per hop, instead of flooding every link of the group;
-/// a flood still goes out at least every STATUS_LAZY (membership), and
-/// every member gets every line.
+/// a flood still goes out every keepalive (membership), and every member
+/// gets every line.
 #[test]
 fn acknowledgements_travel_up_the_tree_instead_of_flooding() {
     let mut sim = degree_four_group(24, 5);
@@ -3312,7 +3312,8 @@ fn an_acknowledgement_goes_to_the_origins_parent_only_while_a_flood_is_recent() 
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].0, 1, "toward origin 7 only");
     assert_ne!(sent[0].1.flags & super::members::FLAG_ROUTED, 0);
-    // A second later the group has not heard from us: a flood, unrouted.
+    // A keepalive (1 s here) later the group has not heard from us: a
+    // flood, unrouted.
     let t = t0 + Duration::from_millis(1100);
     let msgs: Vec<_> = (2001..=4000).map(|s| (7, s, 1, 16)).collect();
     let mut actions = feed(&mut m, t, 1, &msgs);
