@@ -111,7 +111,8 @@ impl Router {
                 log::info!("every member that was owed a line has it, or is gone");
                 if !caught_up {
                     log::warn!(
-                        "lines are still arriving after {}s: leaving without printing more",
+                        "lines were still on their way to this node after {}s: \
+                         leaving without printing more",
                         catch_up.as_secs()
                     );
                 }

@@ -1649,7 +1649,7 @@ fn members_leaving_while_another_still_sends_acknowledge_exactly_what_they_print
         assert!(printed < LINES, "{} left before s's last line", l.name);
         lost += missed_in_summary(&summary, &l.name).unwrap();
         // It left while lines were still arriving, and said so.
-        l.wait_log("lines are still arriving");
+        l.wait_log("still on their way to this node after 2s");
     }
     // What l0 did not print while it relayed for l1 is on its log.
     g.nodes[2].wait_log("arrived after this node left the group");
