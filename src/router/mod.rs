@@ -546,6 +546,10 @@ impl Router {
     fn stop_now(&mut self) {
         self.stopping = true;
         self.gate.shut();
+        // The end-of-stdin leave is over (`check_eof` no longer runs): its
+        // deadlines, once past, would wake the loop at every turn.
+        self.leave_by = None;
+        self.drain_by = None;
         let cause = self.node.shutdown.cause();
         log::info!(
             "stopping ({}): closing connections politely ({} open)",
