@@ -38,8 +38,10 @@
 //! up the senders' trees instead of flooding (`Mesh::send_status`); the
 //! mesh keeps the books per member and the router logs
 //! them at exit (`--exit-on-eof`: exit 3 if a member missed a line; a node
-//! leaving at the end of its stdin first prints what is on its way to it,
-//! so that its leaving STATUS acknowledges it finally, `mesh::leave`).
+//! leaving at the end of its stdin first prints what is on its way to it
+//! (at most 2 s), then stops printing, and once stdout took what it was
+//! handed its leaving STATUS acknowledges exactly that, finally,
+//! `mesh::leave`).
 //! A member that acknowledges none of an origin's lines for 2 x
 //! `--stall-timeout` stops holding that origin back (`Mesh::find_stalled`).
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be

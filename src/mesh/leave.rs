@@ -13,6 +13,17 @@
 //! repeats them. An origin counts the lines a final acknowledgement
 //! leaves out as lost, not merely unacknowledged (see PROTOCOL.md, "Exit
 //! on EOF across the mesh").
+//!
+//! Under steady traffic a node is never caught up (lines keep arriving):
+//! it leaves at the router's bound all the same, and with final
+//! acknowledgements too. So that they cover exactly what it printed, the
+//! router first [stops printing](Mesh::stop_printing) (what arrives from
+//! then on is counted, not delivered), waits until its stdout thread has
+//! written out what it was handed, takes what that thread printed, and
+//! only then leaves. (Leaving at the bound without final
+//! acknowledgements, a node kept printing what it had queued and what
+//! still arrived, none of it acknowledged: its senders exited 3 with
+//! "N not acknowledged" for lines it had printed.)
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +55,9 @@ const LEAVE_QUIET: Duration = Duration::from_millis(100);
 pub struct Leaving {
     /// The acknowledgements frozen when we left with final ones.
     final_acks: Option<Vec<Ack>>,
+    /// Nothing more is delivered: we are about to leave
+    /// ([`Mesh::stop_printing`]).
+    closed: bool,
     /// Our stdin ended under `--exit-on-eof` ([`FLAG_DRAINING`]).
     draining: bool,
     /// Messages that arrived after our final acknowledgements: not
@@ -88,8 +102,16 @@ impl Mesh {
         })
     }
 
-    /// Lines that arrived after we left with final acknowledgements, and
-    /// were not printed.
+    /// We are about to leave: from now on nothing is delivered (what
+    /// arrives is relayed, and counted in [`Mesh::dropped_after_leaving`]),
+    /// so that once what was delivered is written out, our
+    /// acknowledgements cover everything we print and can be final.
+    pub fn stop_printing(&mut self) {
+        self.leaving.closed = true;
+    }
+
+    /// Lines that arrived after we stopped printing to leave, and were
+    /// not printed.
     pub fn dropped_after_leaving(&self) -> u64 {
         self.leaving.dropped
     }
@@ -136,10 +158,11 @@ impl Mesh {
         flags
     }
 
-    /// False, and the messages counted, once our acknowledgements are
-    /// final: what they do not cover is never printed.
+    /// False, and the messages counted, once we stopped printing to leave
+    /// or our acknowledgements are final: what they do not cover is never
+    /// printed.
     pub(super) fn may_deliver(&mut self, deliveries: &[Delivery]) -> bool {
-        if self.leaving.final_acks.is_none() {
+        if self.leaving.final_acks.is_none() && !self.leaving.closed {
             return true;
         }
         self.leaving.dropped += deliveries.iter().map(Delivery::len).sum::<u64>();
@@ -295,6 +318,26 @@ mod tests {
         let later = statuses(&drain(&mut m));
         assert!(!later.is_empty(), "keepalive");
         assert!(later.iter().all(|s| s.acks == ack(7, 3)), "{later:?}");
+    }
+
+    #[test]
+    fn a_node_that_stopped_printing_to_leave_acknowledges_only_what_it_printed() {
+        let (mut m, t0) = mesh(1);
+        m.acknowledge_printed_only();
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
+        assert_eq!(feed(&mut m, t0, 7, 1..=5), 5);
+        m.printed(t0, [(7, 3)], 3);
+        m.stop_printing();
+        assert_eq!(feed(&mut m, t0, 7, 6..=8), 0, "not delivered any more");
+        assert_eq!(m.dropped_after_leaving(), 3);
+        // The stdout thread wrote out what it had been handed.
+        m.printed(t0, [(7, 5)], 2);
+        drain(&mut m);
+        m.leave(t0, true);
+        let st = statuses(&drain(&mut m));
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].flags, FLAG_LEAVING | FLAG_FINAL);
+        assert_eq!(st[0].acks, ack(7, 5));
     }
 
     #[test]

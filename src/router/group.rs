@@ -444,11 +444,11 @@ impl Router {
     /// acknowledged by every member that owes it (or that member is down),
     /// leave the group and stop. Lines the others sent us may still be on
     /// their way: we leave once we have printed every line we know was
-    /// sent (at most [`LEAVE_WAIT`] later), so that our leaving STATUS
-    /// acknowledges all we print, finally; then we keep relaying while
-    /// other members are about to leave too (at most [`LEAVE_WAIT`] more),
-    /// so that their final acknowledgements still find a path (see
-    /// `mesh::leave`).
+    /// sent (at most [`LEAVE_WAIT`] later), with final acknowledgements
+    /// of exactly what we printed (`ready_to_leave`); then we keep
+    /// relaying while other members are about to leave too (at most
+    /// [`LEAVE_WAIT`] more), so that their final acknowledgements still
+    /// find a path (see `mesh::leave`).
     fn check_eof(&mut self) {
         if !self.eof_pending || self.stopping || self.unsent.is_some() {
             return;
@@ -458,20 +458,16 @@ impl Router {
             if !self.mesh.eof_settled() {
                 return;
             }
-            let leave_by = *self.leave_by.get_or_insert(now + LEAVE_WAIT);
-            let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
-            if !caught_up && now < leave_by {
+            let Some(final_acks) = self.ready_to_leave(now, LEAVE_WAIT) else {
                 return;
-            }
-            log::info!("every member that was owed a line has it, or is gone");
-            if !caught_up {
-                log::warn!(
-                    "leaving before every line sent to this node was printed (waited {}s)",
-                    LEAVE_WAIT.as_secs()
-                );
-            }
+            };
             self.left = true;
-            self.mesh.leave(now, caught_up);
+            self.mesh.leave(now, final_acks);
+            // Out now, not at the next turn of the loop: lines its senders
+            // send meanwhile are owed to us and no longer printed.
+            while let Some(action) = self.mesh.poll_action() {
+                self.act(action);
+            }
             self.leave_by = Some(now + LEAVE_WAIT);
         }
         if self.mesh.others_leaving() && self.leave_by.is_some_and(|at| now < at) {

@@ -136,6 +136,10 @@ pub struct Router {
     /// Every line of ours is acknowledged: we leave once we have printed
     /// what the group sent us, or at this deadline (see `check_eof`).
     leave_by: Option<Instant>,
+    /// We stopped printing to leave at the end of stdin: until our stdout
+    /// thread has written out what it was handed, or this deadline, our
+    /// leaving STATUS waits (see `Router::ready_to_leave`).
+    drain_by: Option<Instant>,
     /// Our leaving STATUS went out.
     left: bool,
     /// Stopping on a signal: until then we wait for the group to
@@ -229,6 +233,7 @@ impl Router {
             eof_pending: false,
             leave_by: None,
             settle_by: None,
+            drain_by: None,
             left: false,
             seeds_warned: HashSet::new(),
             stopping: false,
@@ -329,6 +334,7 @@ impl Router {
             self.mesh.next_deadline(),
             self.unannounced_until(),
             self.leave_by,
+            self.drain_by,
             self.settle_by,
         ]
         .into_iter()
@@ -541,6 +547,10 @@ impl Router {
     fn stop_now(&mut self) {
         self.stopping = true;
         self.gate.shut();
+        // The end-of-stdin leave is over (`check_eof` no longer runs): its
+        // deadlines, once past, would wake the loop at every turn.
+        self.leave_by = None;
+        self.drain_by = None;
         let cause = self.node.shutdown.cause();
         log::info!(
             "stopping ({}): closing connections politely ({} open)",
@@ -637,7 +647,7 @@ impl Router {
         if dropped > 0 {
             log::warn!(
                 "{} arrived after this node left the group and {} not printed \
-                 (their senders count them as lost to it)",
+                 (lost to it, for those their senders sent before they heard that it left)",
                 plural(dropped, "message"),
                 if dropped == 1 { "was" } else { "were" }
             );

@@ -1,6 +1,8 @@
-//! Handing output to the stdout thread without ever blocking on it.
+//! Handing output to the stdout thread without ever blocking on it, and
+//! closing stdout before the node leaves the group.
 
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
 
@@ -11,6 +13,10 @@ use crate::event::Output;
 /// Events waiting for a blocked stdout, at most; later ones are counted
 /// and logged instead of printed.
 const MAX_PENDING_EVENTS: usize = 1024;
+/// How long a node about to leave waits at most for its stdout thread to
+/// write out what it was handed, before it leaves without final
+/// acknowledgements (stdout is blocked).
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 impl Router {
     /// Events that find stdout blocked wait in a bounded backlog; messages
@@ -60,30 +66,76 @@ impl Router {
         }
     }
 
-    /// At the end: what waits for stdout gets a bounded time to go out;
-    /// what cannot is counted on the log, not dropped silently.
+    /// At the end: what waits for stdout goes out within the stop's
+    /// deadline (the peers' [`FLUSH_DEADLINE`], which has passed when they
+    /// did not close in time: a blocked stdout adds no wait of its own to
+    /// them). Messages it did not take are counted once, with every other
+    /// one stdout did not print, when the node has stopped
+    /// (`event::PrintedSoFar`); peer events here.
     pub(super) fn drain_backlog(&mut self) {
-        let deadline = Instant::now() + FLUSH_DEADLINE;
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + FLUSH_DEADLINE);
         while let Some(output) = self.backlog.pop_front() {
             let Err(e) = self.stdout.send_deadline(output, deadline) else {
                 continue;
             };
-            let mut msgs = 0;
             for output in std::iter::once(e.into_inner()).chain(self.backlog.drain(..)) {
-                match output {
-                    Output::Msgs(batch) => {
-                        msgs += batch.lines.iter().map(|l| l.msg.len()).sum::<u64>()
-                    }
-                    _ => self.events_not_printed += 1,
+                if !matches!(output, Output::Msgs(_)) {
+                    self.events_not_printed += 1;
                 }
             }
-            if msgs > 0 {
-                log::warn!(
-                    "stdout is blocked or closed: {} received were not printed",
-                    plural(msgs, "message")
-                );
-            }
         }
+    }
+
+    /// Whether the node may leave now, at the end of stdin, and with
+    /// final acknowledgements (`mesh::leave`). First it waits until it is
+    /// caught up (lines still on their way to it printed), at most
+    /// `catch_up`. Then it stops printing (what arrives from now on is
+    /// counted, not delivered) and waits until the stdout thread has
+    /// written out every message it was handed, at most [`DRAIN_WAIT`];
+    /// then what that thread printed goes to the mesh, so that the final
+    /// acknowledgements cover exactly what this node printed: its senders
+    /// count as delivered what it printed, and as lost what it did not.
+    /// A stdout that did not take it all in time: the acknowledgements
+    /// are not final (what it still writes may be printed after we left).
+    pub(super) fn ready_to_leave(&mut self, now: Instant, catch_up: Duration) -> Option<bool> {
+        let drain_by = match self.drain_by {
+            Some(at) => at,
+            None => {
+                let leave_by = *self.leave_by.get_or_insert(now + catch_up);
+                let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
+                if !caught_up && now < leave_by {
+                    return None;
+                }
+                log::info!("every member that was owed a line has it, or is gone");
+                if !caught_up {
+                    log::warn!(
+                        "lines were still on their way to this node after {}s: \
+                         leaving without printing more",
+                        catch_up.as_secs()
+                    );
+                }
+                self.mesh.stop_printing();
+                *self.drain_by.insert(now + DRAIN_WAIT)
+            }
+        };
+        let written = self.node.printed.written.load(Ordering::Relaxed);
+        let drained = self.backlog.is_empty() && written >= self.books.delivered;
+        if !drained && now < drain_by {
+            return None;
+        }
+        self.drain_by = None;
+        let (seqs, bytes) = self.node.printed.take();
+        self.mesh.printed(now, seqs, bytes);
+        if !drained {
+            log::warn!(
+                "stdout did not take {} within {}s: leaving without final acknowledgements",
+                plural(self.books.delivered - written, "message"),
+                DRAIN_WAIT.as_secs()
+            );
+        }
+        Some(drained)
     }
 
     fn push_backlog(&mut self, output: Output, is_event: bool) {

@@ -1171,3 +1171,69 @@ fn a_receiver_stopped_by_a_signal_mid_stream_says_goodbye() {
     drop(a);
     let _ = writer.join();
 }
+
+/// A receiver whose stdout is blocked (a pipe nobody reads) stopped by a
+/// signal while a peer streams: it stops within the peers' flush deadline
+/// (2 s) and the threads' join (0.5 s), as the README's "Stopping" says,
+/// and says once how many messages it received but did not print. It took
+/// three 2 s phases (the backlog for stdout got 2 s of its own after the
+/// peers' 2 s), and logged two different counts for the same messages.
+#[test]
+fn a_receiver_with_a_blocked_stdout_stops_in_time_and_counts_what_it_did_not_print_once() {
+    let mut b = node("b").args(&["-v"]).raw_stdout().start();
+    let mut a = node("a").args(&["--wait-members", "1"]).dial(&b).start();
+    a.wait_log("member up: b");
+    let mut stdin = a.take_stdin();
+    // A steady stream (10,000 lines a second, paced, not a wait), bounded.
+    let writer = thread::spawn(move || {
+        for batch in 0..3_000u64 {
+            let lines = crate::support::numbered_lines(batch * 100 + 1, (batch + 1) * 100);
+            if stdin.write_all(&lines).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let stdout = b.take_stdout(); // open, not read: stdout blocks
+    b.wait_log("stdout is blocked: frames from peers wait unread");
+    let stopped = Instant::now();
+    b.signal("TERM");
+    b.expect_exit(Duration::from_secs(10));
+    let took = stopped.elapsed();
+    let printed = {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::io::BufReader::new(stdout)
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes.iter().filter(|&&c| c == b'\n').count() as u64
+    };
+    drop(a);
+    let _ = writer.join();
+    let log = b.log_text();
+    assert!(
+        took < Duration::from_millis(3500),
+        "stopped {took:?} after the signal:\n{log}"
+    );
+    let received: u64 = count_after(&b.wait_log("summary"), "received ");
+    let counts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("not printed") && l.contains("message"))
+        .collect();
+    assert_eq!(counts.len(), 1, "one count of what was not printed:\n{log}");
+    let not_printed = count_after(counts[0], "] ");
+    assert_eq!(
+        printed + not_printed,
+        received,
+        "printed {printed}, received {received}:\n{log}"
+    );
+}
+
+/// The number right after `marker` in `line`.
+fn count_after(line: &str, marker: &str) -> u64 {
+    line.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {marker:?} in {line:?}"))
+}

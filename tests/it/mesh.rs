@@ -1718,3 +1718,96 @@ fn a_member_whose_link_closes_but_whose_address_answers_is_not_declared_gone() {
     );
     drop(listener);
 }
+
+/// The count in "to WHO (id): N lines delivered" of a summary.
+fn delivered_in_summary(summary: &str, who: &str) -> Option<u64> {
+    let part = summary
+        .split(';')
+        .find(|p| p.contains(&format!(" {who} (")))?;
+    let words: Vec<&str> = part
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(','))
+        .collect();
+    let at = words.windows(2).position(|w| w == ["lines", "delivered"])?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+#[test]
+fn members_leaving_while_another_still_sends_acknowledge_exactly_what_they_printed() {
+    let _turn = one_at_a_time();
+    // l0 and l1 send 20 lines and leave at the end of their stdin while s
+    // still streams (a line a millisecond, so they are never caught up and
+    // leave at the 2 s bound). l1's stdin ends 1.5 s after l0's, so the
+    // one that leaves first keeps relaying while the other is about to
+    // leave. They left without final
+    // acknowledgements, kept printing what was queued for stdout and what
+    // still arrived, and s exited 3 with "N not acknowledged" for lines
+    // they had printed. Now s's books say exactly what each printed of its
+    // lines, as delivered, and the rest as lost; nothing is printed after
+    // the leave. r stays (without it s would wait for a peer to send the
+    // rest to).
+    const LINES: u64 = 12_000;
+    let common = ["--wait-members", "3", "--exit-on-eof"];
+    let specs = vec![
+        Spec::new("s").args(&common),
+        Spec::new("r").dial(0),
+        Spec::new("l0")
+            .args(&common)
+            .input(Input::Numbered(20))
+            .dial(0),
+        Spec::new("l1").args(&common).dial(0),
+    ];
+    let mut g = Group::start("leavestream", specs, Fmt::JsonCounted);
+    g.nodes[0].wait_log("reading stdin");
+    let mut stdin = g.nodes[0].take_stdin();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        // 2000 lines a second for 6 s: pacing, not waiting. Fails only if
+        // s died; the checks below say so.
+        for first in (1..=LINES).step_by(20) {
+            if stdin.write_all(&numbered_lines(first, first + 19)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    g.nodes[2].wait_log("stdin ended");
+    let r = &g.nodes[1];
+    let stagger = r.out.wait_until(LONG, |p| p.count_from("s") >= 3000);
+    assert!(stagger, "r got too little of s\n{}", g.report());
+    g.nodes[3].send(&numbered_lines(1, 20));
+    g.nodes[3].close_stdin();
+    let mut codes = Vec::new();
+    for i in [0, 2, 3] {
+        codes.push(g.nodes[i].expect_exit(LONG).code());
+    }
+    feeder.join().unwrap();
+    let summary = g.nodes[0].wait_log("summary");
+    let mut lost = 0;
+    for l in &g.nodes[2..] {
+        let (printed, errors) = l.out.with(|p| (p.count_from("s"), p.errors.clone()));
+        assert!(errors.is_empty(), "{}: {errors:?}", l.name);
+        let part = summary
+            .split(';')
+            .find(|p| p.contains(&format!(" {} (", l.name)))
+            .unwrap_or_else(|| panic!("s's summary names no {}: {summary}", l.name));
+        assert_eq!(
+            delivered_in_summary(&summary, &l.name),
+            Some(printed),
+            "{} printed {printed} of s's lines; s's summary: {part}\n{}: {}",
+            l.name,
+            l.name,
+            tail(&l.log_text(), 12)
+        );
+        assert!(!part.contains("not acknowledged"), "a final leave: {part}");
+        assert!(printed < LINES, "{} left before s's last line", l.name);
+        lost += missed_in_summary(&summary, &l.name).unwrap();
+        // It left while lines were still arriving, and said so.
+        l.wait_log("still on their way to this node after 2s");
+    }
+    // What l0 did not print while it relayed for l1 is on its log.
+    g.nodes[2].wait_log("arrived after this node left the group");
+    let expected = if lost == 0 { 0 } else { 3 };
+    assert_eq!(codes[0], Some(expected), "s: {summary}");
+    assert_eq!(missed_in_summary(&summary, "r"), Some(0), "{summary}");
+}
