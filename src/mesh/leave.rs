@@ -82,8 +82,8 @@ impl Mesh {
     /// and written out: for each live member that sent lines, nothing
     /// missing up to what its STATUS says it sent, nothing held back, and
     /// (when acknowledging what was printed) everything delivered printed;
-    /// and no line arrived for [`LEAVE_QUIET`], and no live member whose
-    /// stdin ended still has lines waiting to go out ([`FLAG_SENDING`]).
+    /// and no line arrived for `LEAVE_QUIET`, and no live member whose
+    /// stdin ended still has lines waiting to go out (`FLAG_SENDING`).
     pub fn caught_up(&self, now: Instant) -> bool {
         if now.saturating_duration_since(self.last_activity) < LEAVE_QUIET {
             return false;
@@ -132,7 +132,7 @@ impl Mesh {
         self.status_due = true;
     }
 
-    /// Whether a live member says it leaves soon ([`FLAG_DRAINING`]). A
+    /// Whether a live member says it leaves soon (`FLAG_DRAINING`). A
     /// node that left keeps its links (relaying, printing nothing) while
     /// one does, for a bounded time: when every member leaves at about
     /// the same moment, the first to close its links would cut the paths
