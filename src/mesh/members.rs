@@ -596,7 +596,8 @@ impl Mesh {
         let has_origin = self.origins.get(id).is_some();
         if has_origin || status.sent_seq > 0 {
             let hint = self.members.get(&id).map_or(0, |m| m.base_hint);
-            let origin = self.origins.entry(id);
+            let kept = super::relay::kept_origins(&self.members, self.cfg.id);
+            let origin = self.origins.entry(id, kept);
             origin.start_at(if hint > 0 {
                 hint
             } else {

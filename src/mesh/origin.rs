@@ -491,17 +491,24 @@ impl Origins {
         self.map.get_mut(&id)
     }
 
-    /// The origin's state, created (evicting the least recently used one
-    /// when the table is full) if there is none.
-    pub fn entry(&mut self, id: NodeId) -> &mut Origin {
+    /// The origin's state, created if there is none. When the table is
+    /// full, the least recently used origin that is not `kept` makes room
+    /// (the mesh keeps its members' and its own): a stranger announcing
+    /// thousands of invented origins must not make us forget a member's
+    /// state, and deliver its lines again or lose them. Only when every
+    /// one is kept (more members than the table holds) does the least
+    /// recently used of all go.
+    pub fn entry(&mut self, id: NodeId, kept: impl Fn(NodeId) -> bool) -> &mut Origin {
         self.clock += 1;
         if !self.map.contains_key(&id) && self.map.len() >= MAX_ORIGINS {
-            let oldest = self
-                .map
-                .iter()
-                .min_by_key(|(_, o)| o.used)
-                .map(|(id, _)| *id)
-                .expect("table is full");
+            let lru = |only_unkept: bool| {
+                self.map
+                    .iter()
+                    .filter(|(id, _)| !only_unkept || !kept(**id))
+                    .min_by_key(|(_, o)| o.used)
+                    .map(|(id, _)| *id)
+            };
+            let oldest = lru(true).or_else(|| lru(false)).expect("table is full");
             self.map.remove(&oldest);
         }
         let printing = self.printing;
@@ -624,7 +631,7 @@ mod tests {
             printing: true,
             ..Origins::default()
         };
-        let o = t.entry(7);
+        let o = t.entry(7, |_| false);
         o.start_at(1);
         o.next = 4; // 1..=3 delivered
         o.skip_to(5); // 4 and 5 a gap
@@ -749,12 +756,35 @@ mod tests {
     fn the_origin_table_forgets_the_least_recently_used() {
         let mut t = Origins::default();
         for id in 0..MAX_ORIGINS as u64 {
-            t.entry(id).next = 1;
+            t.entry(id, |_| false).next = 1;
         }
-        t.entry(0); // used again: now the most recent
-        t.entry(u64::MAX);
+        t.entry(0, |_| false); // used again: now the most recent
+        t.entry(u64::MAX, |_| false);
         assert_eq!(t.len(), MAX_ORIGINS);
         assert!(t.get(0).is_some());
         assert!(t.get(1).is_none(), "the least recently used went");
+    }
+
+    #[test]
+    fn a_full_origin_table_forgets_an_origin_it_does_not_keep_first() {
+        let mut t = Origins::default();
+        // 1 and 2 are kept (members), and the least recently used.
+        for id in 1..=MAX_ORIGINS as u64 {
+            t.entry(id, |_| false).next = 1;
+        }
+        let kept = |id: NodeId| id <= 2;
+        for id in 10_000..20_000 {
+            t.entry(id, kept);
+        }
+        assert_eq!(t.len(), MAX_ORIGINS);
+        assert!(t.get(1).is_some() && t.get(2).is_some());
+        assert!(t.get(3).is_none());
+        // All kept: the least recently used of all goes.
+        let mut t = Origins::default();
+        for id in 1..=MAX_ORIGINS as u64 {
+            t.entry(id, |_| true);
+        }
+        t.entry(0, |_| true);
+        assert!(t.get(1).is_none());
     }
 }

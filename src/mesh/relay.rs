@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use byteorder::{BigEndian, ByteOrder};
 
 use super::origin::{Arrival, Hole, Kept, Run};
+use super::table::Table;
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
 use crate::frame::{Frame, Status, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
 
@@ -66,7 +67,8 @@ impl Mesh {
                         .neighbours
                         .keys()
                         .any(|&c| c != conn && !self.tree.is_lazy(id, c)));
-            let origin = self.origins.entry(id);
+            let kept = kept_origins(&self.members, self.cfg.id);
+            let origin = self.origins.entry(id, kept);
             if origin.next == 0 {
                 match self.members.get(&id).map(|m| m.base_hint) {
                     Some(hint) if hint > 0 => origin.start_at(hint),
@@ -236,7 +238,8 @@ impl Mesh {
                     share: 0,
                     cost,
                 };
-                self.origins.entry(*id).cache(run, window);
+                let kept = kept_origins(&self.members, self.cfg.id);
+                self.origins.entry(*id, kept).cache(run, window);
             }
             self.forward(&fwd, &fwd_runs, Some(conn));
         }
@@ -345,7 +348,10 @@ impl Mesh {
                 share: 0,
                 cost: rest,
             };
-            self.origins.entry(self.cfg.id).cache(run, self.cfg.window);
+            let kept = kept_origins(&self.members, self.cfg.id);
+            self.origins
+                .entry(self.cfg.id, kept)
+                .cache(run, self.cfg.window);
             let me = self.cfg.id;
             self.forward(frames, &[(me, first, last, 0..rest)], None);
         }
@@ -661,6 +667,13 @@ impl Mesh {
             self.tree.ahead(ack.origin, conn, ack.delivered);
         }
     }
+}
+
+/// The origins whose state a full origin table never drops for a new one
+/// (`Origins::entry`): members we know (live or remembered down: late
+/// copies of a departed member's lines must stay duplicates) and us.
+pub(super) fn kept_origins(members: &Table, me: NodeId) -> impl Fn(NodeId) -> bool + '_ {
+    move |id| id == me || members.get(&id).is_some()
 }
 
 /// Adds seqs `first..=last` at `fwd[frames]` to the runs of the forward

@@ -3419,3 +3419,27 @@ fn a_keepalive_status_floods_even_right_after_another_flood() {
     to.sort();
     assert_eq!(to, [1, 2, 3], "at {t} ms: {keepalive:?}");
 }
+
+/// A stranger sends one line each from thousands of invented origins,
+/// more than the origin table holds. A member's state stays: its lines
+/// are neither delivered twice nor lost (the table evicted it, and copies
+/// by another path printed its lines again from the first).
+#[test]
+fn invented_origins_flooding_the_origin_table_never_make_a_members_lines_print_twice() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let first: Vec<_> = (1..=10).map(|s| (7, s, 1, 16)).collect();
+    let mut got = delivered(&feed(&mut m, t0, 1, &first));
+    let forged: Vec<_> = (0..5000u64)
+        .map(|i| (0x1_0000_0000 + i, 1, 1, 16))
+        .collect();
+    feed(&mut m, t0, 2, &forged);
+    let more: Vec<_> = (1..=20).map(|s| (7, s, 2, 16)).collect();
+    got.extend(delivered(&feed(&mut m, t0, 2, &more)));
+    let of_7: Vec<u64> = got
+        .iter()
+        .filter(|(o, _)| *o == 7)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(of_7, (1..=20).collect::<Vec<_>>());
+}
