@@ -296,6 +296,10 @@ pub struct Mesh {
     /// that warning was.
     refused_members: u64,
     refused_warned: Option<Instant>,
+    /// Messages from origins no member announced, dropped with the origin
+    /// table full of such (`Origins::admit`) since the last warning.
+    refused_origin_msgs: u64,
+    refused_origins_warned: Option<Instant>,
     /// When a DOWN about us was last refuted with a STATUS at once.
     refuted: Option<Instant>,
     /// Since when the router has held back frames from neighbours (its
@@ -370,6 +374,8 @@ impl Mesh {
             origins: Origins::default(),
             members: Table::default(),
             refused_members: 0,
+            refused_origin_msgs: 0,
+            refused_origins_warned: None,
             refused_warned: None,
             refuted: None,
             held_since: None,
@@ -563,6 +569,7 @@ impl Mesh {
             self.next_scan = now + (self.cfg.keepalive / 4).max(Duration::from_millis(10));
             self.find_silent(now);
             self.find_stalled(now);
+            self.warn_refused_origins(now);
         }
         self.check_holes(now);
         self.dial_tick(now);
@@ -751,6 +758,25 @@ impl Mesh {
         (self.last_activity + STATUS_QUIET)
             .min(last + STATUS_LAZY)
             .max(earliest)
+    }
+
+    /// At most every [`REFUSAL_LOG_EVERY`]: how many messages from origins
+    /// no member announced were dropped (`Origins::admit`).
+    fn warn_refused_origins(&mut self, now: Instant) {
+        let due = self.refused_origins_warned.map_or(true, |at| {
+            now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY
+        });
+        if self.refused_origin_msgs == 0 || !due {
+            return;
+        }
+        log::warn!(
+            "dropped {} from senders no member announced: this node keeps the state of \
+             {} senders, all taken by such (a stranger inventing senders?)",
+            crate::books::plural(self.refused_origin_msgs, "message"),
+            origin::MAX_ORIGINS
+        );
+        self.refused_origin_msgs = 0;
+        self.refused_origins_warned = Some(now);
     }
 
     /// A quarter of a window delivered since our last STATUS: the origins

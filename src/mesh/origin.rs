@@ -520,6 +520,21 @@ impl Origins {
         origin
     }
 
+    /// As [`Origins::entry`], for an origin whose messages just arrived:
+    /// when the table is full and `id` is not `kept`, `None` instead of
+    /// forgetting another origin that is not kept either. So a stranger's
+    /// invented origins fill the table once and no more: each is delivered
+    /// once, and those beyond it never (forgotten and created again, each
+    /// copy relayed back to us was delivered anew, up to 11 times). A real
+    /// member announces itself (STATUS) before its lines, and is kept.
+    pub fn admit(&mut self, id: NodeId, kept: impl Fn(NodeId) -> bool) -> Option<&mut Origin> {
+        let full = self.map.len() >= MAX_ORIGINS;
+        if full && !self.map.contains_key(&id) && !kept(id) {
+            return None;
+        }
+        Some(self.entry(id, kept))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Origin)> {
         self.map.iter()
     }

@@ -68,7 +68,12 @@ impl Mesh {
                         .keys()
                         .any(|&c| c != conn && !self.tree.is_lazy(id, c)));
             let kept = kept_origins(&self.members, self.cfg.id);
-            let origin = self.origins.entry(id, kept);
+            let Some(origin) = self.origins.admit(id, kept) else {
+                // An origin no member announced, with the table full of
+                // such: neither delivered nor passed on (see `admit`).
+                self.refused_origin_msgs += run.len() as u64;
+                continue;
+            };
             if origin.next == 0 {
                 match self.members.get(&id).map(|m| m.base_hint) {
                     Some(hint) if hint > 0 => origin.start_at(hint),

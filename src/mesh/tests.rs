@@ -3433,7 +3433,7 @@ fn invented_origins_flooding_the_origin_table_never_make_a_members_lines_print_t
     let forged: Vec<_> = (0..5000u64)
         .map(|i| (0x1_0000_0000 + i, 1, 1, 16))
         .collect();
-    feed(&mut m, t0, 2, &forged);
+    got.extend(delivered(&feed(&mut m, t0, 2, &forged)));
     let more: Vec<_> = (1..=20).map(|s| (7, s, 2, 16)).collect();
     got.extend(delivered(&feed(&mut m, t0, 2, &more)));
     let of_7: Vec<u64> = got
@@ -3442,4 +3442,20 @@ fn invented_origins_flooding_the_origin_table_never_make_a_members_lines_print_t
         .map(|(_, s)| *s)
         .collect();
     assert_eq!(of_7, (1..=20).collect::<Vec<_>>());
+    // The invented origins fill the table once: copies relayed back to us
+    // are delivered no more (forgotten and created again, each was).
+    got.extend(delivered(&feed(&mut m, t0, 1, &forged)));
+    let mut forged_got: Vec<_> = got.iter().filter(|(o, _)| *o != 7).collect();
+    let all = forged_got.len();
+    forged_got.sort();
+    forged_got.dedup();
+    assert_eq!(
+        forged_got.len(),
+        all,
+        "an invented origin's line delivered twice"
+    );
+    assert!(
+        all < 5000,
+        "{all}: the table holds fewer origins than were invented"
+    );
 }
