@@ -741,21 +741,16 @@ fn a_neighbour_cut_for_stalling_is_reported_down_to_everyone() {
         member_events(&actions),
         ["down 65: cut: accepted nothing for 10s"]
     );
-    let downs: Vec<_> = sent(&actions)
+    assert_eq!(downs_sent(&actions, 101, 3), [2]);
+}
+
+/// Where a DOWN about `member` at `status_seq` went.
+fn downs_sent(actions: &[Action], member: NodeId, status_seq: u64) -> Vec<Conn> {
+    sent(actions)
         .into_iter()
-        .filter(|(_, f)| {
-            matches!(
-                f,
-                Frame::Down {
-                    member: 101,
-                    status_seq: 3,
-                    ..
-                }
-            )
-        })
-        .collect();
-    assert_eq!(downs.len(), 1);
-    assert_eq!(downs[0].0, 2);
+        .filter(|(_, f)| matches!(f, Frame::Down { member: m, status_seq: s, .. } if *m == member && *s == status_seq))
+        .map(|(c, _)| c)
+        .collect()
 }
 
 fn probes(actions: &[Action]) -> Vec<(NodeId, Vec<SocketAddr>)> {
@@ -790,21 +785,7 @@ fn a_neighbour_lost_without_goodbye_whose_address_refuses_is_down_at_once_for_ev
         [format!("down 65: {}", members::GONE)]
     );
     // The group is told as for a cut: a DOWN with the last status_seq.
-    let downs: Vec<Conn> = sent(&actions)
-        .into_iter()
-        .filter(|(_, f)| {
-            matches!(
-                f,
-                Frame::Down {
-                    member: 101,
-                    status_seq: 3,
-                    ..
-                }
-            )
-        })
-        .map(|(c, _)| c)
-        .collect();
-    assert_eq!(downs, [2]);
+    assert_eq!(downs_sent(&actions, 101, 3), [2]);
     assert_eq!(m.live_members(), 0);
 }
 
@@ -3303,29 +3284,26 @@ fn parent_of_7_is_conn_1() -> (Mesh, Instant) {
 #[test]
 fn an_acknowledgement_goes_to_the_origins_parent_only_while_a_flood_is_recent() {
     let (mut m, t0) = parent_of_7_is_conn_1();
-    let t = t0 + Duration::from_millis(100);
-    let msgs: Vec<_> = (2..=2000).map(|s| (7, s, 1, 16)).collect();
-    let mut actions = feed(&mut m, t, 1, &msgs);
-    m.tick(t + Duration::from_millis(3));
-    actions.extend(drain(&mut m));
-    let sent = statuses_sent(&actions);
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, 1, "toward origin 7 only");
-    assert_ne!(sent[0].1.flags & super::members::FLAG_ROUTED, 0);
+    // 7's seqs `first..=last` arrive `at_ms` after t0; the STATUS that
+    // acknowledges them goes out 3 ms later: where it went, and its flags.
+    let mut acked = |at_ms: u64, first: u64, last: u64| {
+        let t = t0 + Duration::from_millis(at_ms);
+        let msgs: Vec<_> = (first..=last).map(|s| (7, s, 1, 16)).collect();
+        let mut actions = feed(&mut m, t, 1, &msgs);
+        m.tick(t + Duration::from_millis(3));
+        actions.extend(drain(&mut m));
+        let mut sent: Vec<(Conn, u8)> = statuses_sent(&actions)
+            .into_iter()
+            .map(|(c, s)| (c, s.flags & super::members::FLAG_ROUTED))
+            .collect();
+        sent.sort();
+        sent
+    };
+    let routed = super::members::FLAG_ROUTED;
+    assert_eq!(acked(100, 2, 2000), [(1, routed)], "toward origin 7 only");
     // A keepalive (1 s here) later the group has not heard from us: a
     // flood, unrouted.
-    let t = t0 + Duration::from_millis(1100);
-    let msgs: Vec<_> = (2001..=4000).map(|s| (7, s, 1, 16)).collect();
-    let mut actions = feed(&mut m, t, 1, &msgs);
-    m.tick(t + Duration::from_millis(3));
-    actions.extend(drain(&mut m));
-    let sent = statuses_sent(&actions);
-    let mut to: Vec<Conn> = sent.iter().map(|(c, _)| *c).collect();
-    to.sort();
-    assert_eq!(to, [1, 2, 3], "{sent:?}");
-    assert!(sent
-        .iter()
-        .all(|(_, s)| s.flags & super::members::FLAG_ROUTED == 0));
+    assert_eq!(acked(1100, 2001, 4000), [(1, 0), (2, 0), (3, 0)]);
 }
 
 #[test]

@@ -1140,6 +1140,20 @@ fn a_member_whose_stdout_is_never_read_does_not_hold_an_exit_on_eof_sender_forev
     );
 }
 
+/// 10,000 numbered lines a second into `stdin` (paced, not a wait), for
+/// at most 30 s or until the node stops reading.
+fn steady_stream(mut stdin: impl Write + Send + 'static) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for batch in 0..3_000u64 {
+            let lines = crate::support::numbered_lines(batch * 100 + 1, (batch + 1) * 100);
+            if stdin.write_all(&lines).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
 /// SIGTERM on a node that only receives, while its peer streams lines at
 /// it: it says goodbye at once (it has no lines of its own to wait for),
 /// and the sender hears a polite goodbye and the member leave. (A guard:
@@ -1151,18 +1165,8 @@ fn a_receiver_stopped_by_a_signal_mid_stream_says_goodbye() {
     let b = node("b").start();
     let mut a = node("a").args(&["--wait-members", "1"]).dial(&b).start();
     a.wait_log("member up: b");
-    let mut stdin = a.take_stdin();
-    // A steady stream that never pauses for 100 ms (10,000 lines a
-    // second, paced, not a wait), bounded: at most 30 s.
-    let writer = thread::spawn(move || {
-        for batch in 0..3_000u64 {
-            let lines = crate::support::numbered_lines(batch * 100 + 1, (batch + 1) * 100);
-            if stdin.write_all(&lines).is_err() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    });
+    // A steady stream that never pauses for 100 ms.
+    let writer = steady_stream(a.take_stdin());
     b.wait_lines(1_000);
     b.signal("TERM");
     let line = a.wait_log("peer down: b");
@@ -1183,17 +1187,7 @@ fn a_receiver_with_a_blocked_stdout_stops_in_time_and_counts_what_it_did_not_pri
     let mut b = node("b").args(&["-v"]).raw_stdout().start();
     let mut a = node("a").args(&["--wait-members", "1"]).dial(&b).start();
     a.wait_log("member up: b");
-    let mut stdin = a.take_stdin();
-    // A steady stream (10,000 lines a second, paced, not a wait), bounded.
-    let writer = thread::spawn(move || {
-        for batch in 0..3_000u64 {
-            let lines = crate::support::numbered_lines(batch * 100 + 1, (batch + 1) * 100);
-            if stdin.write_all(&lines).is_err() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    });
+    let writer = steady_stream(a.take_stdin());
     let stdout = b.take_stdout(); // open, not read: stdout blocks
     b.wait_log("stdout is blocked: frames from peers wait unread");
     let stopped = Instant::now();
