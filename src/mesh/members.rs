@@ -709,7 +709,7 @@ impl Mesh {
         if addrs.is_empty() {
             return;
         }
-        self.probes.insert(member, m.status_seq);
+        self.probes.insert(member, m.flood_seq);
         self.push(Action::Probe { member, addrs });
     }
 
@@ -724,8 +724,13 @@ impl Mesh {
         let Some(seq) = self.probes.remove(&member) else {
             return;
         };
+        // Only a flooded STATUS counts as heard from it: a routed one (its
+        // acknowledgements on their way up a tree) was sent before its link
+        // ended as often as not, and reaches us through a neighbour after
+        // the loss (a killed leaf's last acknowledgements did, in half the
+        // runs, and it was down only after 3 x keepalive).
         let heard_since = self.members.get(&member).map_or(true, |m| {
-            !m.up || m.status_seq != seq || self.neighbours.values().any(|n| n.node == member)
+            !m.up || m.flood_seq != seq || self.neighbours.values().any(|n| n.node == member)
         });
         if result == ProbeResult::Refused && !heard_since && !self.own.leaving {
             self.report_down(now, member, GONE);

@@ -340,7 +340,8 @@ pub struct Mesh {
     /// ([`Mesh::acknowledge_printed_only`]), not what was delivered.
     ack_printed: bool,
     /// Members being probed (see `members.rs`, `probe`), with the
-    /// status_seq we had from each when its link ended.
+    /// status_seq of the last flooded STATUS we had from each when its
+    /// link ended.
     probes: BTreeMap<NodeId, u64>,
 }
 

@@ -826,6 +826,18 @@ fn a_refused_probe_is_no_evidence_once_the_member_was_heard_from_again() {
     m.probed(t0 + Duration::from_millis(1), 101, ProbeResult::Refused);
     assert_eq!(member_events(&drain(&mut m)), Vec::<String>::new());
     assert_eq!(m.live_members(), 1);
+    // Its routed acknowledgements, sent before it died and passed on to
+    // us by another neighbour after: no sign of life.
+    let (mut m, t0) = lost_neighbour_101();
+    let mut routed = ack_status(101, 4, 1, 1);
+    routed.hops = 2;
+    routed.flags |= super::members::FLAG_ROUTED;
+    on_status(&mut m, t0, 2, routed);
+    m.probed(t0 + Duration::from_millis(1), 101, ProbeResult::Refused);
+    assert_eq!(
+        member_events(&drain(&mut m)),
+        [format!("down 65: {}", members::GONE)]
+    );
 }
 
 #[test]
