@@ -696,7 +696,7 @@ impl Mesh {
     /// stays), one still linked to us otherwise, and any while we leave.
     pub(super) fn probe(&mut self, member: NodeId) {
         if self.own.leaving
-            || self.probes.contains_key(&member)
+            || self.probes.contains(&member)
             || self.probes.len() >= MAX_PROBES
             || self.neighbours.values().any(|n| n.node == member)
         {
@@ -709,28 +709,28 @@ impl Mesh {
         if addrs.is_empty() {
             return;
         }
-        self.probes.insert(member, m.flood_seq);
+        self.probes.insert(member);
         self.push(Action::Probe { member, addrs });
     }
 
-    /// The probe of `member` ended. Refused everywhere, and nothing heard
-    /// from it since its link ended (no newer STATUS through another
-    /// link, no new link to it): it is down, and the group is told with a
+    /// The probe of `member` ended. Refused everywhere, and no new link to
+    /// it since its link ended: it is down, and the group is told with a
     /// DOWN as for a member we cut. An answer (a live process there: the
     /// member itself, or a new process with a new id at its address) or
     /// no answer in time (a cut network, a host that drops packets) is no
     /// evidence: the silence rule decides, as before.
     pub(super) fn probe_ended(&mut self, now: Instant, member: NodeId, result: ProbeResult) {
-        let Some(seq) = self.probes.remove(&member) else {
+        if !self.probes.remove(&member) {
             return;
-        };
-        // Only a flooded STATUS counts as heard from it: a routed one (its
-        // acknowledgements on their way up a tree) was sent before its link
-        // ended as often as not, and reaches us through a neighbour after
-        // the loss (a killed leaf's last acknowledgements did, in half the
-        // runs, and it was down only after 3 x keepalive).
+        }
+        // A STATUS of its that came since is no sign of life: the probe
+        // ends within a round trip of the loss, and what arrives meanwhile
+        // was sent before it (its last STATUS, passed on by a neighbour
+        // that read it first; counting it, a killed sender was down only
+        // by silence in half the runs). A live member whose address
+        // refuses us (a wrong --advertise) refutes the DOWN.
         let heard_since = self.members.get(&member).map_or(true, |m| {
-            !m.up || m.flood_seq != seq || self.neighbours.values().any(|n| n.node == member)
+            !m.up || self.neighbours.values().any(|n| n.node == member)
         });
         if result == ProbeResult::Refused && !heard_since && !self.own.leaving {
             self.report_down(now, member, GONE);

@@ -339,10 +339,8 @@ pub struct Mesh {
     /// Acknowledge only what the caller says was printed
     /// ([`Mesh::acknowledge_printed_only`]), not what was delivered.
     ack_printed: bool,
-    /// Members being probed (see `members.rs`, `probe`), with the
-    /// status_seq of the last flooded STATUS we had from each when its
-    /// link ended.
-    probes: BTreeMap<NodeId, u64>,
+    /// Members being probed (see `members.rs`, `probe`).
+    probes: BTreeSet<NodeId>,
 }
 
 /// How long a STATUS carrying urgent acknowledgements waits after the
@@ -396,7 +394,7 @@ impl Mesh {
             last_activity: now,
             last_tick: now,
             ack_printed: false,
-            probes: BTreeMap::new(),
+            probes: BTreeSet::new(),
         }
     }
 
