@@ -396,12 +396,17 @@ impl Mesh {
 
     /// The neighbours toward the live origins `acks` acknowledge (their
     /// tree parents), `except` the link a routed STATUS came by; `None`
-    /// (flood instead) when one of them has no parent we can use.
+    /// (flood instead) when one of them has no parent we can use, or is
+    /// no member we know.
     fn ack_route(&self, acks: &[Ack], except: Option<Conn>) -> Option<Vec<Conn>> {
         let mut to = Vec::new();
         for ack in acks {
-            let live = self.members.get(&ack.origin).is_some_and(|m| m.up);
-            if ack.origin == self.cfg.id || !live {
+            if ack.origin == self.cfg.id {
+                continue;
+            }
+            // A member we know is down waits for nothing; one we do not
+            // know at all may be live beyond us: flood.
+            if !self.members.get(&ack.origin)?.up {
                 continue;
             }
             let parent = self.tree.parent(ack.origin)?;

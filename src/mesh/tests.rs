@@ -3327,6 +3327,13 @@ fn a_routed_status_is_passed_toward_the_origin_and_flooded_where_no_parent_is_kn
     s.status_seq = 3;
     s.acks[0].origin = 8;
     on_status(&mut m, t0, 3, status(8, 1, 1, 0));
+    let sent = statuses_sent(&on_status(&mut m, t0, 2, s.clone()));
+    let mut to: Vec<Conn> = sent.iter().map(|(c, _)| *c).collect();
+    to.sort();
+    assert_eq!(to, [1, 3], "{sent:?}");
+    // An origin that is no member we know (it may live beyond us): flooded.
+    s.status_seq = 4;
+    s.acks[0].origin = 0x55;
     let sent = statuses_sent(&on_status(&mut m, t0, 2, s));
     let mut to: Vec<Conn> = sent.iter().map(|(c, _)| *c).collect();
     to.sort();
