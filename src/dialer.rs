@@ -213,8 +213,24 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Probes a member whose link ended without a goodbye: one connect to each
 /// address, closed again at once (no HELLO: the far side logs a failed
 /// handshake if a node listens there). Blocks up to [`PROBE_TIMEOUT`] per
-/// address: run it on a thread of its own.
+/// address: run it on a thread of its own. Anything but a refusal is
+/// tried once more after [`PROBE_AGAIN`]: a process killed is torn down
+/// socket by socket, and its listener may still take a connection just
+/// after the link to us closed.
 pub fn probe(addrs: &[SocketAddr], timeout: Duration) -> ProbeResult {
+    match probe_once(addrs, timeout) {
+        ProbeResult::Refused => ProbeResult::Refused,
+        _ => {
+            std::thread::sleep(PROBE_AGAIN);
+            probe_once(addrs, timeout)
+        }
+    }
+}
+
+/// How long a probe that got no refusal waits before its second try.
+pub const PROBE_AGAIN: Duration = Duration::from_millis(250);
+
+fn probe_once(addrs: &[SocketAddr], timeout: Duration) -> ProbeResult {
     let mut refused = !addrs.is_empty();
     for addr in addrs {
         match TcpStream::connect_timeout(addr, timeout) {
@@ -498,6 +514,20 @@ mod tests {
         assert_eq!(probe(&[closed], PROBE_TIMEOUT), ProbeResult::Refused);
         assert_eq!(probe(&[closed, open], PROBE_TIMEOUT), ProbeResult::Answered);
         assert_eq!(probe(&[], PROBE_TIMEOUT), ProbeResult::NoAnswer);
+    }
+
+    /// A killed process's listener may outlive the link that told us it
+    /// died by a moment: it takes the first try, and refuses the second.
+    #[test]
+    fn a_probe_tries_again_once_what_did_not_refuse() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(PROBE_AGAIN / 5);
+            drop(listener);
+        });
+        assert_eq!(probe(&[at], PROBE_TIMEOUT), ProbeResult::Refused);
+        closer.join().unwrap();
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Router {
 
     /// A member's name for printing: from its STATUS, or its id in hex
     /// while the mesh does not know it.
-    fn name_of(&mut self, id: NodeId) -> Arc<str> {
+    pub(super) fn name_of(&mut self, id: NodeId) -> Arc<str> {
         if let Some(name) = self.names.get(&id) {
             return name.clone();
         }

@@ -497,7 +497,20 @@ impl Router {
                 myself,
             } => self.dial_failed(target, reason, myself),
             Event::Learned(addrs) => self.mesh.learned(Instant::now(), &addrs),
-            Event::Probed { member, result } => self.mesh.probed(Instant::now(), member, result),
+            Event::Probed { member, result } => {
+                if result != crate::mesh::ProbeResult::Refused {
+                    log::info!(
+                        "member {} ({member:016x}): its link ended without a goodbye, but its \
+                         address {}: down only if it falls silent",
+                        self.name_of(member),
+                        match result {
+                            crate::mesh::ProbeResult::Answered => "still answers",
+                            _ => "did not answer within 1s",
+                        }
+                    );
+                }
+                self.mesh.probed(Instant::now(), member, result)
+            }
             Event::Printed => {
                 let (seqs, bytes) = self.node.printed.take();
                 self.mesh.printed(Instant::now(), seqs, bytes);
