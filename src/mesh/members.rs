@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::table::Filed;
-use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult, REFUSAL_LOG_EVERY};
+use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult};
 use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
 
 /// What we know of another member.
@@ -514,11 +514,8 @@ impl Mesh {
         if !joins || live || self.members.has_room() {
             return true;
         }
-        self.refused_members += 1;
-        let due = self.refused_warned.map_or(true, |at| {
-            now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY
-        });
-        if due {
+        self.refused_members.add(1);
+        if let Some(refused) = self.refused_members.due(now) {
             let from = self.neighbours.get(&conn).map_or_else(
                 || format!("connection {conn}"),
                 |n| format!("{:016x} at {}", n.node, n.remote),
@@ -529,10 +526,8 @@ impl Mesh {
                 super::table::MAX_MEMBERS,
                 status.member,
                 status.name,
-                self.refused_members
+                refused
             );
-            self.refused_warned = Some(now);
-            self.refused_members = 0;
         }
         false
     }

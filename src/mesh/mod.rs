@@ -292,14 +292,11 @@ pub struct Mesh {
     origins: Origins,
     /// Other members, live or remembered as down (capped).
     members: Table,
-    /// New members refused since the last warning about it, and when
-    /// that warning was.
-    refused_members: u64,
-    refused_warned: Option<Instant>,
+    /// New members refused (the member table is full).
+    refused_members: Refusals,
     /// Messages from origins no member announced, dropped with the origin
-    /// table full of such (`Origins::admit`) since the last warning.
-    refused_origin_msgs: u64,
-    refused_origins_warned: Option<Instant>,
+    /// table full of such (`Origins::admit`).
+    refused_origin_msgs: Refusals,
     /// When a DOWN about us was last refuted with a STATUS at once.
     refuted: Option<Instant>,
     /// Since when the router has held back frames from neighbours (its
@@ -343,6 +340,34 @@ pub struct Mesh {
     probes: BTreeSet<NodeId>,
 }
 
+/// Something refused again and again (a stranger's doing, as often as
+/// not): counted, and told on the log at most every [`REFUSAL_LOG_EVERY`].
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Refused since the last warning.
+    count: u64,
+    warned: Option<Instant>,
+}
+
+impl Refusals {
+    fn add(&mut self, n: u64) {
+        self.count += n;
+    }
+
+    /// How many were refused since the last warning, if there were any
+    /// and a warning is due now (then it counts as given).
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        let due = self.warned.map_or(true, |at| {
+            now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY
+        });
+        if self.count == 0 || !due {
+            return None;
+        }
+        self.warned = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
 /// How long a STATUS carrying urgent acknowledgements waits after the
 /// previous one at least. A sender moves at most a window per this long
 /// (one hop was capped near 400 MB/s at 10 ms with the default window).
@@ -372,10 +397,8 @@ impl Mesh {
             neighbours: BTreeMap::new(),
             origins: Origins::default(),
             members: Table::default(),
-            refused_members: 0,
-            refused_origin_msgs: 0,
-            refused_origins_warned: None,
-            refused_warned: None,
+            refused_members: Refusals::default(),
+            refused_origin_msgs: Refusals::default(),
             refuted: None,
             held_since: None,
             held_before: Duration::ZERO,
@@ -762,20 +785,15 @@ impl Mesh {
     /// At most every [`REFUSAL_LOG_EVERY`]: how many messages from origins
     /// no member announced were dropped (`Origins::admit`).
     fn warn_refused_origins(&mut self, now: Instant) {
-        let due = self.refused_origins_warned.map_or(true, |at| {
-            now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY
-        });
-        if self.refused_origin_msgs == 0 || !due {
+        let Some(dropped) = self.refused_origin_msgs.due(now) else {
             return;
-        }
+        };
         log::warn!(
             "dropped {} from senders no member announced: this node keeps the state of \
              {} senders, all taken by such (a stranger inventing senders?)",
-            crate::books::plural(self.refused_origin_msgs, "message"),
+            crate::books::plural(dropped, "message"),
             origin::MAX_ORIGINS
         );
-        self.refused_origin_msgs = 0;
-        self.refused_origins_warned = Some(now);
     }
 
     /// A quarter of a window delivered since our last STATUS: the origins

@@ -71,7 +71,7 @@ impl Mesh {
             let Some(origin) = self.origins.admit(id, kept) else {
                 // An origin no member announced, with the table full of
                 // such: neither delivered nor passed on (see `admit`).
-                self.refused_origin_msgs += run.len() as u64;
+                self.refused_origin_msgs.add(run.len() as u64);
                 continue;
             };
             if origin.next == 0 {
