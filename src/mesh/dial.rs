@@ -256,7 +256,7 @@ impl Mesh {
             return false;
         }
         match known.node {
-            Some(node) => node != self.cfg.id && !self.neighbours.values().any(|n| n.node == node),
+            Some(node) => node != self.cfg.id && !self.linked_to(node),
             None => true,
         }
     }

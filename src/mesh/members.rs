@@ -351,13 +351,7 @@ impl Mesh {
                 let mut routed = status;
                 routed.flags |= FLAG_ROUTED;
                 let bytes = Arc::new(Frame::Status(routed).to_bytes());
-                for conn in to {
-                    self.push(Action::Send {
-                        to: conn,
-                        frames: bytes.clone(),
-                        msgs: 0,
-                    });
-                }
+                self.send_each(&to, &bytes, 0);
             }
             None => {
                 let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
@@ -469,15 +463,7 @@ impl Mesh {
         let routed = status.flags & FLAG_ROUTED != 0;
         if forward {
             match routed.then(|| self.ack_route(&status.acks, Some(conn))) {
-                Some(Some(to)) => {
-                    for c in to {
-                        self.push(Action::Send {
-                            to: c,
-                            frames: bytes.clone(),
-                            msgs: 0,
-                        });
-                    }
-                }
+                Some(Some(to)) => self.send_each(&to, &bytes, 0),
                 _ => self.broadcast(&bytes, 0, Some(conn)),
             }
         }
@@ -698,7 +684,7 @@ impl Mesh {
         if self.own.leaving
             || self.probes.contains(&member)
             || self.probes.len() >= MAX_PROBES
-            || self.neighbours.values().any(|n| n.node == member)
+            || self.linked_to(member)
         {
             return;
         }
@@ -729,9 +715,10 @@ impl Mesh {
         // that read it first; counting it, a killed sender was down only
         // by silence in half the runs). A live member whose address
         // refuses us (a wrong --advertise) refutes the DOWN.
-        let heard_since = self.members.get(&member).map_or(true, |m| {
-            !m.up || self.neighbours.values().any(|n| n.node == member)
-        });
+        let heard_since = self
+            .members
+            .get(&member)
+            .map_or(true, |m| !m.up || self.linked_to(member));
         if result == ProbeResult::Refused && !heard_since && !self.own.leaving {
             self.report_down(now, member, GONE);
             // Something may listen there again soon (a restart).

@@ -825,6 +825,22 @@ impl Mesh {
         }
     }
 
+    /// Sends `frames` to each of the neighbours `to`.
+    fn send_each(&mut self, to: &[Conn], frames: &Bytes, msgs: u64) {
+        for &conn in to {
+            self.actions.push_back(Action::Send {
+                to: conn,
+                frames: frames.clone(),
+                msgs,
+            });
+        }
+    }
+
+    /// Whether one of our links goes to `node`.
+    fn linked_to(&self, node: NodeId) -> bool {
+        self.neighbours.values().any(|n| n.node == node)
+    }
+
     fn live_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
         self.members
             .iter()

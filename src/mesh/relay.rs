@@ -589,8 +589,7 @@ impl Mesh {
 
     /// Whether `id` may still hold lines for us and is not a neighbour.
     fn origin_reachable(&self, id: NodeId) -> bool {
-        self.members.get(&id).is_some_and(|m| m.maybe_live())
-            && !self.neighbours.values().any(|n| n.node == id)
+        self.members.get(&id).is_some_and(|m| m.maybe_live()) && !self.linked_to(id)
     }
 
     /// A new path to `id`'s missing lines is being tried: the hole's
