@@ -6,6 +6,7 @@
 //! output, and the table shows medians. `--quick` is a smoke run for CI.
 
 mod mesh;
+mod ports;
 mod procs;
 mod scenarios;
 mod secure;

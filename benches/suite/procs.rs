@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -16,6 +15,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
+
+pub use crate::ports::free_port;
 
 /// The peercat under test: this build, or `PEERCAT_BIN` to measure another
 /// (an older commit, say) with the same harness.
@@ -42,32 +43,6 @@ pub fn busy_cpu_secs() -> f64 {
         .filter_map(|&i| ticks.get(i))
         .sum::<f64>()
         / 100.0
-}
-
-/// A port that was free a moment ago, chosen below the range the system
-/// takes ports for outgoing connections from (32768-60999 on Linux): a
-/// port the kernel handed out for a bind to port 0 could be taken by any
-/// outgoing connection (the nodes' dials and probes) before the node that
-/// was to listen on it binds it. Each call tries the next port of a
-/// sequence that starts at a place of its own per process.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = (std::process::id() % u32::from(SPAN)) as u16;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = LOW + (start + n % SPAN) % SPAN;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process, killed when dropped.
