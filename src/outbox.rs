@@ -306,15 +306,21 @@ impl Outbox {
         }
     }
 
-    /// Writer side: a PING with `token` went out at `sent`, after every
-    /// message written so far.
-    pub fn pinged(&self, token: u64, sent: Instant) {
+    /// Writer side, before it writes a PING with `token` behind `msgs`
+    /// messages of the same write: the PING follows every message written
+    /// so far and those. Noted before the write, not after: the peer's
+    /// PONG can come back, and our reader look for its PING, before the
+    /// write call has returned to our writer (on a busy CPU the peer's
+    /// threads and our reader run first). A PONG to a PING not yet noted
+    /// confirmed nothing, and the PING then waited for an answer that had
+    /// come: the peer was cut as stalled.
+    pub fn pinging(&self, token: u64, msgs: u64) {
         let mut state = self.shared.state.lock();
-        let written = state.ledger.written;
+        let written = state.ledger.written + msgs;
         let mut ping = Ping {
             token,
             written,
-            sent,
+            sent: Instant::now(),
         };
         if state.pings.len() == PINGS_KEPT {
             // Forget the oldest, but not how long an answer has been owed:
@@ -325,6 +331,15 @@ impl Outbox {
             }
         }
         state.pings.push_back(ping);
+    }
+
+    /// Writer side: the PING with `token` went out (its write returned)
+    /// at `sent`: an answer is owed from then, unless it has come already.
+    pub fn pinged(&self, token: u64, sent: Instant) {
+        let mut state = self.shared.state.lock();
+        if let Some(ping) = state.pings.back_mut().filter(|p| p.token == token) {
+            ping.sent = sent;
+        }
     }
 
     /// Reader side: the peer answered the PING with `token`, so it has read
@@ -441,6 +456,13 @@ mod tests {
         Instant::now() + Duration::from_millis(20)
     }
 
+    /// The writer's PING with `token`, written at `sent` after everything
+    /// written so far.
+    fn ping(outbox: &Outbox, token: u64, sent: Instant) {
+        outbox.pinging(token, 0);
+        outbox.pinged(token, sent);
+    }
+
     /// An outbox whose router is not listening.
     fn outbox() -> Outbox {
         Outbox::new(|| {})
@@ -525,11 +547,11 @@ mod tests {
         outbox.push(batch(10, 3));
         let work = outbox.wait(soon()).unwrap();
         outbox.written(&work.batches);
-        outbox.pinged(100, Instant::now());
+        ping(&outbox, 100, Instant::now());
         outbox.push(batch(10, 2));
         let work = outbox.wait(soon()).unwrap();
         outbox.written(&work.batches);
-        outbox.pinged(200, Instant::now());
+        ping(&outbox, 200, Instant::now());
         assert!(outbox.awaiting_pong());
         outbox.ponged(999);
         assert_eq!(outbox.confirmed(), 0, "an unknown token confirms nothing");
@@ -569,14 +591,14 @@ mod tests {
     #[test]
     fn an_idle_keepalive_ping_starts_no_stall_clock() {
         let outbox = outbox();
-        outbox.pinged(1, Instant::now());
+        ping(&outbox, 1, Instant::now());
         assert_eq!(outbox.stall_clock(), None, "no message before it");
         outbox.push(batch(10, 1));
         write_all_queued(&outbox);
-        outbox.pinged(2, Instant::now());
+        ping(&outbox, 2, Instant::now());
         outbox.ponged(2);
         assert_eq!(outbox.confirmed(), 1);
-        outbox.pinged(3, Instant::now());
+        ping(&outbox, 3, Instant::now());
         assert_eq!(
             outbox.stall_clock(),
             None,
@@ -590,21 +612,37 @@ mod tests {
         let t0 = Instant::now();
         outbox.push(batch(10, 2));
         write_all_queued(&outbox);
-        outbox.pinged(1, t0);
+        ping(&outbox, 1, t0);
         assert_eq!(outbox.stall_clock(), Some(t0));
         // A later keepalive PING: the clock still runs from the first.
-        outbox.pinged(2, t0 + Duration::from_secs(5));
+        ping(&outbox, 2, t0 + Duration::from_secs(5));
         assert_eq!(outbox.stall_clock(), Some(t0));
         // Any PONG shows the peer reads on; one to the last PING stops it.
         outbox.ponged(1);
         assert_eq!(outbox.stall_clock(), None, "PING 2 followed nothing new");
         outbox.push(batch(10, 1));
         write_all_queued(&outbox);
-        outbox.pinged(3, t0);
+        ping(&outbox, 3, t0);
         let clock = outbox.stall_clock().unwrap();
         assert!(clock > t0, "counted from the last PONG");
         outbox.ponged(3);
         assert_eq!(outbox.stall_clock(), None);
+    }
+
+    #[test]
+    fn a_pong_back_before_the_write_of_its_ping_returned_answers_it() {
+        let outbox = outbox();
+        outbox.push(batch(10, 2));
+        let work = outbox.wait(soon()).unwrap();
+        // The writer notes the PING it writes behind the two messages;
+        // the peer reads both and answers while our write call returns.
+        outbox.pinging(7, 2);
+        outbox.ponged(7);
+        outbox.written(&work.batches);
+        outbox.pinged(7, Instant::now());
+        assert_eq!(outbox.confirmed(), 2);
+        assert!(!outbox.awaiting_pong(), "answered already");
+        assert_eq!(outbox.stall_clock(), None, "nothing is owed");
     }
 
     #[test]
@@ -613,7 +651,7 @@ mod tests {
         let t0 = Instant::now();
         outbox.push(batch(10, 1));
         write_all_queued(&outbox);
-        outbox.pinged(1, t0);
+        ping(&outbox, 1, t0);
         outbox.reader_waiting(true);
         assert_eq!(outbox.stall_clock(), None);
         outbox.reader_waiting(false);
@@ -626,9 +664,9 @@ mod tests {
         let t0 = Instant::now();
         outbox.push(batch(10, 1));
         write_all_queued(&outbox);
-        outbox.pinged(0, t0);
+        ping(&outbox, 0, t0);
         for token in 1..=PINGS_KEPT as u64 {
-            outbox.pinged(token, t0 + Duration::from_secs(token));
+            ping(&outbox, token, t0 + Duration::from_secs(token));
         }
         assert_eq!(outbox.stall_clock(), Some(t0));
         outbox.ponged(PINGS_KEPT as u64);

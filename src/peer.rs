@@ -770,6 +770,11 @@ impl Writer {
             slices.push(IoSlice::new(&control));
             slices.extend(work.batches.iter().map(|b| IoSlice::new(&b.bytes)));
             slices.push(IoSlice::new(&after));
+            if ping {
+                // Before the write: its PONG may beat the write's return.
+                let msgs = work.batches.iter().map(|b| b.msgs).sum();
+                self.outbox.pinging(token, msgs);
+            }
             if let Err(e) = self.write_all(&mut slices) {
                 let ending = match classify(&e) {
                     IoFailure::Timeout => Ending::Stalled(self.stall),

@@ -12,7 +12,7 @@ use crossbeam_channel::{unbounded, Receiver};
 
 use std::process::Stdio;
 
-use crate::support::{node, Node, TempDir};
+use crate::support::{node, text, Node, TempDir};
 
 /// Line `n` of a flood: numbered, and long enough to fill buffers quickly.
 fn line(n: usize) -> String {
@@ -209,6 +209,66 @@ fn a_slow_but_reading_member_is_never_cut() {
         got == expected.as_bytes(),
         "b did not print every line in order"
     );
+}
+
+/// A PONG can come back before the write that carried its PING has
+/// returned to our writer: on a busy machine the peer's threads and our
+/// reader run first. It still answers that PING. (It used to confirm
+/// nothing, the PING then waited for an answer that had come, and a
+/// healthy peer was cut as stalled `--stall-timeout` after our last
+/// message, in about half the runs of a three-node group at
+/// `--stall-timeout 3`.) Both nodes run on one CPU, where that order is
+/// the usual one: b reads every line at once and must never be cut.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pong_back_before_the_write_of_its_ping_returned_still_answers_it() {
+    const LINES: usize = 20;
+    on_one_cpu();
+    let quick = ["--stall-timeout", "1"];
+    let b = node("b").args(&quick).start();
+    let mut a = node("a").args(&quick).arg("--exit-on-eof").dial(&b).start();
+    a.wait_peer("b");
+    let mut stdin = a.take_stdin();
+    for n in 0..LINES {
+        stdin.write_all(line(n).as_bytes()).unwrap();
+        // The paced sender under test, not a wait: a line every 150 ms
+        // gets a PING of its own (at most one per 100 ms is sent after
+        // messages), and each PING is a chance for its PONG to come first.
+        thread::sleep(Duration::from_millis(150));
+    }
+    assert_all_lines(&b, LINES);
+    // A PING left unanswered would cut b one stall timeout after the last
+    // line went out; a keepalive PING (every 5 s) would not come first.
+    let cut = a.log.wait_until(Duration::from_secs(3), |lines| {
+        lines.iter().any(|l| text(l).contains("stalled"))
+    });
+    assert!(
+        !cut,
+        "a cut b, which had read everything:\n{}",
+        a.log_text()
+    );
+    drop(stdin);
+    let status = a.expect_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "a: {}", a.log_text());
+}
+
+/// Runs this thread, and every process it starts from now on, on one CPU
+/// (the first it may use): their threads then take turns.
+#[cfg(target_os = "linux")]
+fn on_one_cpu() {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: the calls read and write only the set on our stack, whose
+    // size they are given; 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("a CPU this thread may use");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size, &set), 0);
+    }
 }
 
 #[test]
