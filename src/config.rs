@@ -142,8 +142,9 @@ struct Cli {
     stall_timeout: u64,
 
     /// Give up (exit 1) if --wait-peers peers (at least one) are not
-    /// connected within SECS; with --exit-on-eof, also when no peer has been
-    /// connected for SECS while lines wait (exit 3) [default: wait forever]
+    /// connected, or --wait-members members not known, within SECS; with
+    /// --exit-on-eof, also when no peer has been connected for SECS while
+    /// lines wait (exit 3) [default: wait forever]
     #[arg(long, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: Option<u64>,

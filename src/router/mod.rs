@@ -401,7 +401,14 @@ impl Router {
             .as_secs();
         if self.announced_any == 0 || self.first.is_some() {
             let (peers, members) = self.first.unwrap_or((1, 0));
-            let what = if self.announced_any == 0 && peers == 1 {
+            // Name the wait that was not met: members when it waited for
+            // members (a peer may have come and gone meanwhile), else peers.
+            let what = if members > 0 && self.announced_any > 0 {
+                format!(
+                    "{} of {members} members (--wait-members) known",
+                    self.mesh.live_members()
+                )
+            } else if self.announced_any == 0 && peers == 1 {
                 "no peer connected".to_owned()
             } else if self.live_peers() < peers {
                 format!(
@@ -571,7 +578,7 @@ impl Router {
                 Some(Cause::Signal) => "signal",
                 Some(Cause::StdinEof) => "stdin ended",
                 Some(Cause::StdoutClosed) => "stdout closed",
-                Some(Cause::NoPeers) => "no peers",
+                Some(Cause::NoPeers) => "--connect-timeout passed",
                 Some(Cause::Fatal) | None => "internal error",
             },
             self.peers.len()

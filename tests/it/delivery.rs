@@ -471,6 +471,27 @@ fn connect_timeout_gives_up_with_exit_1_and_says_why() {
     a.wait_log("no peer connected within 1s (--connect-timeout); giving up");
 }
 
+/// Waiting for members, --connect-timeout names the members it waited
+/// for, also when the one peer it had has gone meanwhile (it said "0 of 1
+/// peers (--wait-peers) connected" though a peer had come and --wait-peers
+/// was not given).
+#[test]
+fn connect_timeout_names_the_members_it_waited_for_after_its_peer_left() {
+    let b = node("b").start();
+    let mut a = node("a")
+        .args(&["--wait-members", "2", "--connect-timeout", "3"])
+        .dial(&b)
+        .start();
+    a.wait_peer("b");
+    drop(b); // SIGKILL
+    a.wait_log("peer down: b");
+    let status = a.expect_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", a.log_text());
+    a.wait_log("of 2 members (--wait-members) known within 3s (--connect-timeout); giving up");
+    a.wait_log("stopping (--connect-timeout passed)");
+    assert!(!a.log_text().contains("--wait-peers"), "{}", a.log_text());
+}
+
 #[test]
 fn stats_report_traffic_and_json_messages_carry_their_receive_time() {
     let b = node("b").args(&["-f", "json"]).start();
