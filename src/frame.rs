@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -18,15 +18,23 @@ pub type NodeId = u64;
 
 /// The first bytes of every HELLO body: tells a peercat peer from a stranger.
 pub const MAGIC: [u8; 4] = *b"PCAT";
-/// The one protocol version this build speaks.
-pub const VERSION: u16 = 3;
+/// The one protocol version this build speaks (4: MSG carries a run of
+/// messages; version 3's one-message MSG is not spoken).
+pub const VERSION: u16 = 4;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
-/// Bytes in front of a message's payload: length, type, origin, sequence,
-/// hops, ttl.
+/// Bytes in front of a MSG frame's entries: length, type, origin, first
+/// sequence, hops, ttl.
 pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1;
+/// The most bytes an entry's length takes (LEB128, 7 bits a byte; 5 bytes
+/// hold any length a frame can have).
+pub const MAX_ENTRY_PREFIX: usize = 5;
+/// The longest MSG frame (length field) that carries two messages or more:
+/// every node takes it, whatever its `--max-frame` (it is below
+/// [`MAX_STATUS_LEN`]); a message too long to share a frame goes alone.
+pub const MAX_RUN_LEN: usize = 64 * 1024;
 /// Where the `hops` byte sits in an encoded MSG frame (length prefix
 /// included): a relay rewrites it in place.
 pub const MSG_HOPS_AT: usize = LEN_PREFIX + 1 + 8 + 8;
@@ -102,7 +110,7 @@ pub mod kind {
 /// after the handshake: a message frame whose payload is exactly `max_frame`
 /// bytes, or the largest STATUS, whichever is longer.
 pub fn frame_limit(max_frame: usize) -> usize {
-    (MSG_HEADER_LEN - LEN_PREFIX + max_frame).max(MAX_STATUS_LEN)
+    (MSG_HEADER_LEN - LEN_PREFIX + MAX_ENTRY_PREFIX + max_frame).max(MAX_STATUS_LEN)
 }
 
 /// What a node says about itself when a connection opens.
@@ -128,7 +136,7 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     Hello(Hello),
-    /// One message: one line of some node's stdin.
+    /// A MSG frame holding one message: one line of some node's stdin.
     Msg {
         origin: NodeId,
         seq: u64,
@@ -137,6 +145,18 @@ pub enum Frame<'a> {
         /// The origin's `--ttl`: a relay forwards a copy only if `hops < ttl`.
         ttl: u8,
         payload: &'a [u8],
+    },
+    /// A MSG frame holding two messages or more: `origin`'s seqs `seq..`,
+    /// all with these hops and ttl; `entries` are the encoded entries
+    /// (each a length and a payload), read with [`entries`].
+    Run {
+        origin: NodeId,
+        seq: u64,
+        hops: u8,
+        ttl: u8,
+        /// How many entries (at least 2).
+        count: u64,
+        entries: &'a [u8],
     },
     Ping(u64),
     Pong(u64),
@@ -333,31 +353,48 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
 
 fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let m = decode_msg_body(body)?;
-    Ok(Frame::Msg {
-        origin: m.origin,
-        seq: m.seq,
-        hops: m.hops,
-        ttl: m.ttl,
-        payload: m.payload,
+    Ok(if m.count == 1 {
+        Frame::Msg {
+            origin: m.origin,
+            seq: m.seq,
+            hops: m.hops,
+            ttl: m.ttl,
+            payload: &m.entries[entry_at(m.entries, 0)],
+        }
+    } else {
+        Frame::Run {
+            origin: m.origin,
+            seq: m.seq,
+            hops: m.hops,
+            ttl: m.ttl,
+            count: m.count,
+            entries: m.entries,
+        }
     })
 }
 
-/// The fields of one MSG frame, borrowed from the buffer: what
-/// [`decode_msg_frame`] returns instead of a whole [`Frame`].
+/// The fields of one MSG frame (a run of one origin's consecutive
+/// messages), borrowed from the buffer: what [`decode_msg_frame`] returns
+/// instead of a whole [`Frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Msg<'a> {
     pub origin: NodeId,
+    /// The first message's seq; the others follow it by one.
     pub seq: u64,
     pub hops: u8,
     pub ttl: u8,
-    pub payload: &'a [u8],
+    /// How many messages: at least 1.
+    pub count: u64,
+    /// The entries, checked: read them with [`entries`].
+    pub entries: &'a [u8],
 }
 
 /// Decodes the frame at the start of `buf` if it is a whole MSG frame,
 /// checked exactly as [`decode`] checks it; `Ok(None)` for anything else
 /// (another type, or not all there yet: ask [`decode`]). The readers' hot
 /// path: a `Frame` is a large value, and moving one out of `decode` per
-/// line was most of a reader's own work.
+/// frame was most of a reader's own work. The entries start at
+/// `MSG_HEADER_LEN` in `buf`.
 #[inline]
 pub fn decode_msg_frame(
     buf: &[u8],
@@ -381,13 +418,6 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     if body.len() < HEADER {
         return Err(malformed("message", "shorter than its 18-byte header"));
     }
-    let payload = &body[HEADER..];
-    // A line never holds its own terminator: a newline inside a
-    // payload could only forge a second line on the receiver's
-    // stdout (`-f tagged` would print it under any name).
-    if has_newline(payload) {
-        return Err(malformed("message", "payload contains a newline"));
-    }
     let (hops, ttl) = (body[16], body[17]);
     if ttl == 0 {
         return Err(malformed("message", "ttl is 0"));
@@ -397,12 +427,127 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     if seq == 0 {
         return Err(malformed("message", "seq is 0"));
     }
+    let entries = &body[HEADER..];
+    let count = check_entries(entries)?;
+    // The last message's seq must exist: seqs never wrap.
+    if seq.checked_add(count - 1).is_none() {
+        return Err(malformed("message", "its seqs run past the largest seq"));
+    }
     Ok(Msg {
         origin: BigEndian::read_u64(&body[0..8]),
         seq,
         hops,
         ttl,
-        payload,
+        count,
+        entries,
+    })
+}
+
+/// Checks a MSG frame's entries (each a length, then that many payload
+/// bytes, filling the frame exactly); how many there are.
+#[inline]
+fn check_entries(entries: &[u8]) -> Result<u64, FrameError> {
+    if entries.is_empty() {
+        return Err(malformed("message", "it holds no message"));
+    }
+    let (mut at, mut count) = (0, 0u64);
+    while at < entries.len() {
+        let (len, used) =
+            read_entry_len(&entries[at..]).map_err(|reason| malformed("message", reason))?;
+        let start = at + used;
+        let Some(payload) = entries.get(start..start.saturating_add(len)) else {
+            return Err(malformed(
+                "message",
+                "a message runs past the end of the frame",
+            ));
+        };
+        // A line never holds its own terminator: a newline inside a
+        // payload could only forge a second line on the receiver's
+        // stdout (`-f tagged` would print it under any name).
+        if has_newline(payload) {
+            return Err(malformed("message", "payload contains a newline"));
+        }
+        at = start + len;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Reads an entry's length (unsigned LEB128: 7 bits a byte, low bits
+/// first, the top bit set on every byte but the last): the length and the
+/// bytes it took. At most [`MAX_ENTRY_PREFIX`] bytes; a longer form than
+/// needed is allowed (see [`put_entry_len_padded`]).
+#[inline]
+pub fn read_entry_len(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
+    // Lines are short: one byte is the common case.
+    match bytes.first() {
+        Some(&b) if b < 0x80 => return Ok((usize::from(b), 1)),
+        None => return Err("a message's length is cut off by the end of the frame"),
+        _ => {}
+    }
+    let mut value = 0usize;
+    for (i, &b) in bytes.iter().take(MAX_ENTRY_PREFIX).enumerate() {
+        value |= usize::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Ok((value, i + 1));
+        }
+    }
+    if bytes.len() < MAX_ENTRY_PREFIX {
+        Err("a message's length is cut off by the end of the frame")
+    } else {
+        Err("a message's length is longer than 5 bytes")
+    }
+}
+
+/// Appends `len` as an entry's length.
+pub fn put_entry_len(out: &mut Vec<u8>, mut len: usize) {
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+}
+
+/// Writes `len` as an entry's length in exactly [`MAX_ENTRY_PREFIX`]
+/// bytes: room left for a length not known yet is filled without moving
+/// the payload behind it.
+pub fn put_entry_len_padded(out: &mut [u8; MAX_ENTRY_PREFIX], len: usize) {
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = (len >> (7 * i)) as u8 & 0x7f;
+        if i + 1 < MAX_ENTRY_PREFIX {
+            *b |= 0x80;
+        }
+    }
+}
+
+/// Bytes an entry's length takes.
+pub fn entry_len_size(len: usize) -> usize {
+    let mut n = 1;
+    let mut rest = len >> 7;
+    while rest > 0 {
+        n += 1;
+        rest >>= 7;
+    }
+    n
+}
+
+/// The payload of the entry at `at` in `buf` (entries checked by the
+/// reader, or written by us: never a stranger's unchecked bytes).
+#[inline]
+pub fn entry_at(buf: &[u8], at: usize) -> Range<usize> {
+    let (len, used) = read_entry_len(&buf[at..]).expect("entries are checked when read");
+    at + used..at + used + len
+}
+
+/// The payloads of checked entries, in order.
+pub fn entries(entries: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        (at < entries.len()).then(|| {
+            let payload = entry_at(entries, at);
+            at = payload.end;
+            &entries[payload]
+        })
     })
 }
 
@@ -780,9 +925,17 @@ impl Frame<'_> {
                 hops,
                 ttl,
                 payload,
+            } => put_msg(out, *origin, *seq, *hops, *ttl, payload),
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                entries,
+                ..
             } => {
-                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, payload.len()));
-                out.extend_from_slice(payload);
+                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, entries.len()));
+                out.extend_from_slice(entries);
             }
             Frame::Ping(token) => {
                 put_header(out, kind::PING, 8);
@@ -850,18 +1003,19 @@ impl Frame<'_> {
     }
 }
 
-/// The header of a message frame whose payload is `payload_len` bytes long.
-/// Lets a caller write a payload straight after it without building a `Frame`.
+/// The header of a MSG frame whose entries are `entries_len` bytes long,
+/// its first seq `seq`. Lets a caller write entries straight after it
+/// without building a `Frame`.
 pub fn msg_header(
     origin: NodeId,
     seq: u64,
     hops: u8,
     ttl: u8,
-    payload_len: usize,
+    entries_len: usize,
 ) -> [u8; MSG_HEADER_LEN] {
     let mut header = [0u8; MSG_HEADER_LEN];
-    let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + payload_len)
-        .expect("payload length is bounded by --max-frame");
+    let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + entries_len)
+        .expect("a frame is bounded by --max-frame");
     BigEndian::write_u32(&mut header[0..4], len);
     header[4] = kind::MSG;
     BigEndian::write_u64(&mut header[5..13], origin);
@@ -869,6 +1023,77 @@ pub fn msg_header(
     header[MSG_HOPS_AT] = hops;
     header[MSG_HOPS_AT + 1] = ttl;
     header
+}
+
+/// One MSG frame in a buffer of MSG frames that we wrote or checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgFrameAt {
+    pub origin: NodeId,
+    /// Its first message's seq.
+    pub seq: u64,
+    pub hops: u8,
+    pub ttl: u8,
+    /// The whole frame, length prefix included.
+    pub frame: Range<usize>,
+    /// Its entries.
+    pub entries: Range<usize>,
+}
+
+/// The MSG frames back to back in `buf` (written by us, or checked when
+/// read: never a stranger's unchecked bytes).
+pub fn msg_frames(buf: &[u8]) -> impl Iterator<Item = MsgFrameAt> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + MSG_HEADER_LEN > buf.len() {
+            return None;
+        }
+        let end = at + LEN_PREFIX + BigEndian::read_u32(&buf[at..]) as usize;
+        let found = MsgFrameAt {
+            origin: BigEndian::read_u64(&buf[at + 5..]),
+            seq: BigEndian::read_u64(&buf[at + 13..]),
+            hops: buf[at + MSG_HOPS_AT],
+            ttl: buf[at + MSG_HOPS_AT + 1],
+            frame: at..end,
+            entries: at + MSG_HEADER_LEN..end,
+        };
+        at = end;
+        Some(found)
+    })
+}
+
+/// Appends one MSG frame holding `payloads` (at least one) as `origin`'s
+/// seqs `seq..`; where each entry went in `out`. For tests, benchmarks and
+/// tools: the node's own paths write entries straight into their buffers.
+pub fn put_run(
+    out: &mut Vec<u8>,
+    origin: NodeId,
+    seq: u64,
+    hops: u8,
+    ttl: u8,
+    payloads: &[&[u8]],
+) -> Vec<Range<usize>> {
+    let len: usize = payloads
+        .iter()
+        .map(|p| entry_len_size(p.len()) + p.len())
+        .sum();
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, len));
+    payloads
+        .iter()
+        .map(|p| {
+            let at = out.len();
+            put_entry_len(out, p.len());
+            out.extend_from_slice(p);
+            at..out.len()
+        })
+        .collect()
+}
+
+/// Appends a MSG frame holding the one message `payload`.
+pub fn put_msg(out: &mut Vec<u8>, origin: NodeId, seq: u64, hops: u8, ttl: u8, payload: &[u8]) {
+    let entries_len = entry_len_size(payload.len()) + payload.len();
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, entries_len));
+    put_entry_len(out, payload.len());
+    out.extend_from_slice(payload);
 }
 
 impl Status {
@@ -983,6 +1208,21 @@ impl Frame<'_> {
                 ttl,
                 payload: Box::leak(payload.to_vec().into_boxed_slice()),
             },
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                count,
+                entries,
+            } => Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                count,
+                entries: Box::leak(entries.to_vec().into_boxed_slice()),
+            },
             Frame::Down {
                 member,
                 status_seq,
@@ -1059,7 +1299,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -1069,7 +1309,7 @@ mod tests {
                     ttl: 16,
                     payload: b"Hello",
                 },
-                "00000018 02 0123456789abcdef 0000000000000001 01 10 48656c6c6f",
+                "00000019 02 0123456789abcdef 0000000000000001 01 10 05 48656c6c6f",
             ),
             (
                 Frame::Msg {
@@ -1079,7 +1319,18 @@ mod tests {
                     ttl: 16,
                     payload: b"",
                 },
-                "00000013 02 0123456789abcdef 0000000000000002 03 10",
+                "00000014 02 0123456789abcdef 0000000000000002 03 10 00",
+            ),
+            (
+                Frame::Run {
+                    origin: 0x0123_4567_89ab_cdef,
+                    seq: 3,
+                    hops: 1,
+                    ttl: 16,
+                    count: 2,
+                    entries: b"\x05Hello\x06World!",
+                },
+                "00000020 02 0123456789abcdef 0000000000000003 01 10 05 48656c6c6f 06 576f726c6421",
             ),
             (Frame::Ping(42), "00000009 03 000000000000002a"),
             (Frame::Pong(42), "00000009 04 000000000000002a"),
@@ -1203,6 +1454,14 @@ mod tests {
             });
             frames.push(Frame::Ping(seq as u64));
         }
+        frames.push(Frame::Run {
+            origin: 9,
+            seq: 7,
+            hops: 2,
+            ttl: 16,
+            count: 3,
+            entries: b"\x01a\x00\x02b\r",
+        });
         frames.push(Frame::Status(sample_status()));
         frames.push(Frame::Status(Status {
             ttl: 1,
@@ -1273,17 +1532,33 @@ mod tests {
         let is_msg = bytes.get(LEN_PREFIX) == Some(&kind::MSG);
         match (fast, full) {
             (Ok(Some((m, used))), Ok(Some((frame, used_too)))) => {
-                let as_frame = Frame::Msg {
-                    origin: m.origin,
-                    seq: m.seq,
-                    hops: m.hops,
-                    ttl: m.ttl,
-                    payload: m.payload,
+                let as_frame = if m.count == 1 {
+                    Frame::Msg {
+                        origin: m.origin,
+                        seq: m.seq,
+                        hops: m.hops,
+                        ttl: m.ttl,
+                        payload: entries(m.entries).next().unwrap(),
+                    }
+                } else {
+                    Frame::Run {
+                        origin: m.origin,
+                        seq: m.seq,
+                        hops: m.hops,
+                        ttl: m.ttl,
+                        count: m.count,
+                        entries: m.entries,
+                    }
                 };
                 assert_eq!((as_frame, used), (frame, used_too), "{}", hex(bytes));
+                assert_eq!(entries(m.entries).count() as u64, m.count);
             }
             (Ok(None), Ok(Some((frame, _)))) => {
-                assert!(!matches!(frame, Frame::Msg { .. }), "{}", hex(bytes))
+                assert!(
+                    !matches!(frame, Frame::Msg { .. } | Frame::Run { .. }),
+                    "{}",
+                    hex(bytes)
+                )
             }
             (Ok(None), Ok(None)) => {}
             (Ok(None), Err(_)) => assert!(!is_msg, "{}", hex(bytes)),
@@ -1393,13 +1668,89 @@ mod tests {
             }
             .to_bytes()
         };
-        assert!(decode(&msg(max_frame), frame_limit(max_frame))
-            .unwrap()
-            .is_some());
+        let limit = frame_limit(max_frame);
+        assert!(decode(&msg(max_frame), limit).unwrap().is_some());
+        // The limit leaves room for the longest form of the length (5
+        // bytes); this one takes 3, so 2 bytes more still pass.
+        assert!(decode(&msg(max_frame + 2), limit).unwrap().is_some());
+        assert_eq!(
+            decode(&msg(max_frame + 3), limit),
+            Err(FrameError::TooLong {
+                len: limit + 1,
+                max: limit
+            })
+        );
+    }
+
+    /// A MSG frame's body: origin 1, `seq`, hops 1, ttl 16, then `entries`.
+    fn run_bytes(seq: u64, entries: &[u8]) -> Vec<u8> {
+        let mut out = msg_header(1, seq, 1, 16, entries.len()).to_vec();
+        out.extend_from_slice(entries);
+        out
+    }
+
+    #[test]
+    fn malformed_runs_are_named() {
+        let bad = |reason| malformed("message", reason);
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            (run_bytes(1, b""), bad("it holds no message")),
+            (run_bytes(0, b"\x01a"), bad("seq is 0")),
+            (
+                run_bytes(u64::MAX - 1, b"\x01a\x01b\x01c"),
+                bad("its seqs run past the largest seq"),
+            ),
+            (
+                run_bytes(1, b"\x01a\x02b"),
+                bad("a message runs past the end of the frame"),
+            ),
+            (
+                run_bytes(1, b"\x01a\x85"),
+                bad("a message's length is cut off by the end of the frame"),
+            ),
+            (
+                run_bytes(1, b"\x80\x80\x80\x80\x80\x00"),
+                bad("a message's length is longer than 5 bytes"),
+            ),
+            (
+                run_bytes(1, b"\x01a\x02b\n"),
+                bad("payload contains a newline"),
+            ),
+            (
+                run_bytes(1, b"\x01a\xff\xff\xff\xff\x0f"),
+                bad("a message runs past the end of the frame"),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(decode(&bytes, LIMIT), Err(expected), "{}", hex(&bytes));
+            check_msg_fast_path(&bytes, LIMIT);
+        }
+        // The last seq may be the largest; a padded length is a length.
+        let at_end = run_bytes(u64::MAX - 1, b"\x01a\x81\x00b");
+        let (frame, _) = decode(&at_end, LIMIT).unwrap().unwrap();
+        let Frame::Run { count, entries, .. } = frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(count, 2);
+        assert_eq!(super::entries(entries).collect::<Vec<_>>(), [b"a", b"b"]);
+        // Too long: refused on the length prefix, before the body.
+        let long = run_bytes(1, &[0x01, b'a'].repeat(40_000));
         assert!(matches!(
-            decode(&msg(max_frame + 1), frame_limit(max_frame)),
+            decode(&long[..LEN_PREFIX], 70_000),
             Err(FrameError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn entry_lengths_round_trip_in_every_form() {
+        for len in [0, 1, 127, 128, 300, 16_383, 16_384, 1 << 20, (1 << 30) + 7] {
+            let mut out = Vec::new();
+            put_entry_len(&mut out, len);
+            assert_eq!(out.len(), entry_len_size(len));
+            assert_eq!(read_entry_len(&out), Ok((len, out.len())));
+            let mut padded = [0; MAX_ENTRY_PREFIX];
+            put_entry_len_padded(&mut padded, len);
+            assert_eq!(read_entry_len(&padded), Ok((len, MAX_ENTRY_PREFIX)));
+        }
     }
 
     /// Random bodies behind every mesh type byte, and every valid mesh
@@ -1580,31 +1931,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -1619,11 +1970,19 @@ mod tests {
     fn not_frames() -> Vec<(&'static str, FrameError)> {
         vec![
             (
-                "00000016 02 0123456789abcdef 0000000000000001 01 10 610a62",
+                "00000017 02 0123456789abcdef 0000000000000001 01 10 03 610a62",
                 malformed("message", "payload contains a newline"),
             ),
             (
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "00000013 02 0123456789abcdef 0000000000000001 01 10",
+                malformed("message", "it holds no message"),
+            ),
+            (
+                "00000015 02 0123456789abcdef ffffffffffffffff 01 10 00 00",
+                malformed("message", "its seqs run past the largest seq"),
+            ),
+            (
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -1632,7 +1991,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -1641,7 +2000,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,
@@ -1770,8 +2129,8 @@ mod tests {
 
     #[test]
     fn msg_header_matches_encode() {
-        let mut bytes = msg_header(5, 6, 1, 16, 3).to_vec();
-        bytes.extend_from_slice(b"abc");
+        let mut bytes = msg_header(5, 6, 1, 16, 4).to_vec();
+        bytes.extend_from_slice(b"\x03abc");
         let expected = Frame::Msg {
             origin: 5,
             seq: 6,

@@ -240,18 +240,12 @@ mod tests {
     use crate::mesh::Delivery;
     use std::sync::Arc;
 
-    /// The payloads as one delivery: a run of frames in one buffer.
+    /// The payloads as one delivery: a run of entries in one buffer.
     fn batch(payloads: &[&[u8]]) -> Output {
         let mut buf = Vec::new();
-        for (i, payload) in payloads.iter().enumerate() {
-            crate::frame::Frame::Msg {
-                origin: 0xab,
-                seq: i as u64 + 1,
-                hops: 2,
-                ttl: 16,
-                payload,
-            }
-            .encode(&mut buf);
+        for payload in payloads {
+            crate::frame::put_entry_len(&mut buf, payload.len());
+            buf.extend_from_slice(payload);
         }
         let len = buf.len();
         let line = Line {
@@ -259,9 +253,10 @@ mod tests {
                 origin: 0xab,
                 first: 1,
                 last: payloads.len() as u64,
+                hops: 2,
                 via: Some(1),
                 bytes: Arc::new(buf),
-                frames: 0..len,
+                entries: 0..len,
             },
             from: "bob".into(),
             via: Some("carol".into()),

@@ -386,7 +386,7 @@ impl Reader<'_> {
             // Messages first, without building a `Frame` for each.
             match frame::decode_msg_frame(self.rb.pending(), limit) {
                 Ok(Some((msg, used))) => {
-                    if let Err(ending) = self.on_msg(&mut msgs, msg, at, used) {
+                    if let Err(ending) = self.on_msg(&mut msgs, msg, at) {
                         break Some(ending);
                     }
                     self.rb.consume(used);
@@ -401,23 +401,8 @@ impl Reader<'_> {
                 Err(e) => break Some(Ending::Protocol(e.to_string())),
             };
             match frame {
-                Frame::Msg {
-                    origin,
-                    seq,
-                    hops,
-                    ttl,
-                    payload,
-                } => {
-                    let msg = frame::Msg {
-                        origin,
-                        seq,
-                        hops,
-                        ttl,
-                        payload,
-                    };
-                    if let Err(ending) = self.on_msg(&mut msgs, msg, at, used) {
-                        break Some(ending);
-                    }
+                Frame::Msg { .. } | Frame::Run { .. } => {
+                    unreachable!("decode_msg_frame takes every whole MSG frame")
                 }
                 Frame::Accept => {
                     log::trace!("{}: <- accept", self.info);
@@ -489,27 +474,24 @@ impl Reader<'_> {
         }
     }
 
-    /// One MSG frame of a batch (`used` bytes at `at`): queued for the
-    /// router, or dropped as a duplicate of what it has delivered.
+    /// One MSG frame of a batch (its header at `at`): each of its
+    /// messages queued for the router, or dropped as a duplicate of what
+    /// it has delivered.
     #[inline]
-    fn on_msg(
-        &self,
-        scan: &mut MsgScan,
-        msg: frame::Msg<'_>,
-        at: usize,
-        used: usize,
-    ) -> Result<(), Ending> {
+    fn on_msg(&self, scan: &mut MsgScan, msg: frame::Msg<'_>, at: usize) -> Result<(), Ending> {
         let frame::Msg {
             origin,
             seq,
             hops,
             ttl,
-            payload,
+            count,
+            entries,
         } = msg;
         log::trace!(
-            "{}: <- message {origin:016x}/{seq}, {} bytes",
+            "{}: <- message {origin:016x}/{seq}{}, {} bytes",
             self.info,
-            payload.len()
+            more(count),
+            entries.len()
         );
         if !self.accepted {
             return Err(Ending::Protocol("a message before ACCEPT".to_owned()));
@@ -522,13 +504,22 @@ impl Reader<'_> {
                 .1
                 .clone(),
         };
-        // The first duplicate of each run still goes to the mesh: it
-        // prunes the sender from that origin's tree.
-        let duplicate = delivered.contains(&seq);
-        if duplicate && scan.dup_passed == Some(origin) {
-            scan.dropped += 1;
-            scan.dropped_bytes += used as u64;
-        } else {
+        // Entries are checked: each is a length and a payload.
+        let base = at + frame::MSG_HEADER_LEN;
+        let mut entry = 0;
+        // `seq + count - 1` is checked not to overflow.
+        for seq in (0..count).map(|i| seq + i) {
+            let end = frame::entry_at(entries, entry).end;
+            let (start, end) = (base + entry, base + end);
+            entry = end - base;
+            // The first duplicate of each run still goes to the mesh: it
+            // prunes the sender from that origin's tree.
+            let duplicate = delivered.contains(&seq);
+            if duplicate && scan.dup_passed == Some(origin) {
+                scan.dropped += 1;
+                scan.dropped_bytes += (end - start) as u64;
+                continue;
+            }
             if duplicate {
                 scan.dup_passed = Some(origin);
             }
@@ -537,8 +528,8 @@ impl Reader<'_> {
                 seq,
                 hops,
                 ttl,
-                start: at,
-                end: at + used,
+                start,
+                end,
             }));
         }
         Ok(())
@@ -657,9 +648,17 @@ const STALL_TICK: Duration = Duration::from_millis(100);
 const ACK_EVERY: Duration = Duration::from_millis(100);
 /// How long a refused peer gets to close after our BYE.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
-/// A line of text as a MSG frame, roughly: what a batch's list of frames
+/// A line of text as a MSG entry, roughly: what a batch's list of messages
 /// is sized for before decoding it.
 const TYPICAL_FRAME: usize = 64;
+
+/// How a MSG frame's trace line names the messages after its first.
+fn more(count: u64) -> String {
+    match count {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    }
+}
 
 impl Writer {
     fn run(self) {
@@ -859,20 +858,18 @@ impl Writer {
     fn trace_messages(&self, batches: &[Batch]) {
         for batch in batches {
             let mut rest = &batch.bytes[..];
-            while let Ok(Some((
-                Frame::Msg {
-                    origin,
-                    seq,
-                    payload,
-                    ..
-                },
-                used,
-            ))) = frame::decode(rest, usize::MAX)
-            {
+            while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
+                let (origin, seq, count) = match frame {
+                    Frame::Msg { origin, seq, .. } => (origin, seq, 1),
+                    Frame::Run {
+                        origin, seq, count, ..
+                    } => (origin, seq, count),
+                    _ => break,
+                };
                 log::trace!(
-                    "{}: -> message {origin:016x}/{seq}, {} bytes",
+                    "{}: -> message {origin:016x}/{seq}{}, {used} bytes",
                     self.label,
-                    payload.len()
+                    more(count)
                 );
                 rest = &rest[used..];
             }

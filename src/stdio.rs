@@ -81,16 +81,18 @@ impl StdinGate {
     }
 }
 
-/// Turns a byte stream into message frames, one per line.
+/// Turns a byte stream into MSG frames, one entry per line.
 ///
 /// A line is everything up to `\n` (not included): any other bytes, `\r`
 /// and NUL among them, belong to the message, and an empty line is an empty
 /// message. A line longer than `max_frame` is reported and skipped without
 /// being buffered. A last line without a newline is still a message.
 ///
-/// Lines that arrive whole are framed straight into the current chunk. A
-/// line split across reads is gathered behind room for its header, so a
-/// long one becomes a chunk of its own without being copied again.
+/// Lines that arrive whole are entries of the current frame (a frame of
+/// several lines stays within [`frame::MAX_RUN_LEN`], so any peer takes
+/// it). A line split across reads is gathered behind room for its header
+/// and length, so a long one becomes a chunk of its own without being
+/// copied again.
 pub struct LineFramer {
     origin: NodeId,
     max_frame: usize,
@@ -98,6 +100,9 @@ pub struct LineFramer {
     /// Lines ended so far.
     lines: u64,
     chunk: Vec<u8>,
+    /// Where the open frame starts in `chunk` (its header is written when
+    /// it closes), and its first seq.
+    open: Option<(usize, u64)>,
     frames: usize,
     largest: usize,
     /// Chunks finished before `chunk`, in order.
@@ -114,6 +119,9 @@ pub struct LineFramer {
 
 /// A line at least this long goes out as a chunk of its own.
 const OWN_CHUNK: usize = 64 * 1024;
+/// Room in front of a line gathered across reads: a frame's header and
+/// the longest entry length.
+const ROOM: usize = MSG_HEADER_LEN + frame::MAX_ENTRY_PREFIX;
 
 impl LineFramer {
     pub fn new(origin: NodeId, max_frame: usize) -> Self {
@@ -123,6 +131,7 @@ impl LineFramer {
             next_seq: 1,
             lines: 0,
             chunk: Vec::new(),
+            open: None,
             frames: 0,
             largest: 0,
             ready: Vec::new(),
@@ -150,7 +159,7 @@ impl LineFramer {
                 self.skip_line(have + data.len());
             } else {
                 if self.partial.is_empty() {
-                    self.partial.extend_from_slice(&[0; MSG_HEADER_LEN]);
+                    self.partial.extend_from_slice(&[0; ROOM]);
                 }
                 self.partial.extend_from_slice(data);
             }
@@ -175,7 +184,7 @@ impl LineFramer {
     }
 
     fn partial_len(&self) -> usize {
-        self.partial.len().saturating_sub(MSG_HEADER_LEN)
+        self.partial.len().saturating_sub(ROOM)
     }
 
     fn end_line(&mut self, tail: &[u8]) {
@@ -191,14 +200,13 @@ impl LineFramer {
             let mut frame = std::mem::take(&mut self.partial);
             frame.extend_from_slice(tail);
             if len >= OWN_CHUNK {
-                // Framed in place: the header goes into the room left for it.
-                frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(
-                    self.origin,
-                    self.next_seq,
-                    1,
-                    self.ttl,
-                    len,
-                ));
+                // Framed in place: the header and a padded length go into
+                // the room left for them.
+                let header = msg_header(self.origin, self.next_seq, 1, self.ttl, len + 5);
+                frame[..MSG_HEADER_LEN].copy_from_slice(&header);
+                let mut prefix = [0; frame::MAX_ENTRY_PREFIX];
+                frame::put_entry_len_padded(&mut prefix, len);
+                frame[MSG_HEADER_LEN..ROOM].copy_from_slice(&prefix);
                 self.next_seq += 1;
                 self.seal_chunk();
                 self.ready.push(Chunk {
@@ -208,7 +216,7 @@ impl LineFramer {
                     largest: len,
                 });
             } else {
-                self.emit(&frame[MSG_HEADER_LEN..]);
+                self.emit(&frame[ROOM..]);
                 frame.clear();
                 self.partial = frame;
             }
@@ -228,17 +236,30 @@ impl LineFramer {
     }
 
     fn emit(&mut self, payload: &[u8]) {
-        self.chunk.extend_from_slice(&msg_header(
-            self.origin,
-            self.next_seq,
-            1,
-            self.ttl,
-            payload.len(),
-        ));
+        let entry = frame::entry_len_size(payload.len()) + payload.len();
+        if let Some((at, _)) = self.open {
+            if self.chunk.len() - at - frame::LEN_PREFIX + entry > frame::MAX_RUN_LEN {
+                self.close_frame();
+            }
+        }
+        if self.open.is_none() {
+            self.open = Some((self.chunk.len(), self.next_seq));
+            self.chunk.extend_from_slice(&[0; MSG_HEADER_LEN]);
+        }
+        frame::put_entry_len(&mut self.chunk, payload.len());
         self.chunk.extend_from_slice(payload);
         self.next_seq += 1;
         self.frames += 1;
         self.largest = self.largest.max(payload.len());
+    }
+
+    /// Writes the open frame's header, now that its entries are known.
+    fn close_frame(&mut self) {
+        if let Some((at, first)) = self.open.take() {
+            let entries = self.chunk.len() - at - MSG_HEADER_LEN;
+            let header = msg_header(self.origin, first, 1, self.ttl, entries);
+            self.chunk[at..at + MSG_HEADER_LEN].copy_from_slice(&header);
+        }
     }
 
     /// Moves the frames gathered in `chunk` to `ready`.
@@ -246,6 +267,7 @@ impl LineFramer {
         if self.frames == 0 {
             return;
         }
+        self.close_frame();
         let capacity = self.chunk.len();
         let bytes = std::mem::replace(&mut self.chunk, Vec::with_capacity(capacity));
         self.ready.push(Chunk {
@@ -427,18 +449,28 @@ mod tests {
         let mut out = Vec::new();
         let mut rest = &chunk.bytes[..];
         while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
-            let Frame::Msg {
-                origin,
-                seq,
-                hops: 1,
-                payload,
-                ..
-            } = frame
-            else {
-                panic!()
-            };
-            assert_eq!(origin, 42);
-            out.push((seq, payload.to_vec()));
+            match frame {
+                Frame::Msg {
+                    origin: 42,
+                    seq,
+                    hops: 1,
+                    payload,
+                    ..
+                } => out.push((seq, payload.to_vec())),
+                Frame::Run {
+                    origin: 42,
+                    seq,
+                    hops: 1,
+                    entries,
+                    ..
+                } => {
+                    assert!(used <= frame::MAX_RUN_LEN + frame::LEN_PREFIX);
+                    for (i, payload) in frame::entries(entries).enumerate() {
+                        out.push((seq + i as u64, payload.to_vec()));
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
             rest = &rest[used..];
         }
         assert!(rest.is_empty());

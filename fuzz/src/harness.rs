@@ -43,8 +43,10 @@ pub const TARGETS: [(&str, Target); 4] = [
 
 /// The frame decoder on a stream of bytes, under a limit the input picks.
 /// Every frame it accepts must encode back to exactly its bytes (the
-/// encoding is canonical, so a relay forwards what it got), must not be
-/// accepted from fewer bytes, and its length must be within the limit.
+/// encoding is canonical, so a relay forwards what it got; but for a MSG
+/// entry's length, which may be padded: that one must decode the same
+/// again), must not be accepted from fewer bytes, and its length must be
+/// within the limit.
 pub fn frames(data: &[u8]) {
     let mut input = Input(data);
     let limit = input.pick(&[
@@ -61,12 +63,18 @@ pub fn frames(data: &[u8]) {
                 assert!(used > frame::LEN_PREFIX && used <= rest.len());
                 assert!(used - frame::LEN_PREFIX <= limit);
                 assert_eq!(frame::peek_len(rest, limit), Ok(Some(used - 4)));
-                assert_eq!(
-                    f.to_bytes(),
-                    &rest[..used],
-                    "{} does not encode back to its bytes",
-                    handshake::frame_name(&f)
-                );
+                let again = f.to_bytes();
+                if matches!(f, Frame::Msg { .. }) && again != rest[..used] {
+                    let (g, _) = frame::decode(&again, usize::MAX).unwrap().unwrap();
+                    assert_eq!(g, f, "a padded length changes the message");
+                } else {
+                    assert_eq!(
+                        again,
+                        &rest[..used],
+                        "{} does not encode back to its bytes",
+                        handshake::frame_name(&f)
+                    );
+                }
                 assert_eq!(frame::decode(&rest[..used - 1], limit), Ok(None));
                 rest = &rest[used..];
             }
@@ -403,17 +411,31 @@ impl Fake {
                         hops,
                         ttl,
                         ..
+                    }
+                    | Frame::Run {
+                        origin,
+                        seq,
+                        hops,
+                        ttl,
+                        ..
                     } = f
                     {
+                        // One reference per entry, as the reader makes.
                         self.origins.insert(origin);
-                        run.push(MsgRef {
-                            origin,
-                            seq,
-                            hops,
-                            ttl,
-                            start: at,
-                            end: at + used,
-                        });
+                        let mut entry = at + frame::MSG_HEADER_LEN;
+                        let mut seq = seq;
+                        while entry < at + used {
+                            let end = frame::entry_at(&buf, entry).end;
+                            run.push(MsgRef {
+                                origin,
+                                seq,
+                                hops,
+                                ttl,
+                                start: entry,
+                                end,
+                            });
+                            (entry, seq) = (end, seq.wrapping_add(1));
+                        }
                     } else {
                         self.flush(conn, &buf, &mut run);
                         self.mesh.on_frame(self.now, conn, &f);
@@ -441,17 +463,23 @@ impl Fake {
     fn local(&mut self, input: &mut Input<'_>) {
         let lines = 1 + input.u8() % 4;
         let size = input.u8() as usize % 64;
-        let cost = lines as usize * (frame::MSG_HEADER_LEN + size);
+        // A line costs the window its entry: its length and payload.
+        let cost = lines as usize * (1 + size);
         if self.mesh.neighbour_count() == 0 || self.mesh.window_room() < cost {
             return;
         }
         let first = self.own_seq + 1;
+        let payload = vec![b'x'; size];
         let mut bytes = Vec::new();
-        for _ in 0..lines {
-            self.own_seq += 1;
-            bytes.extend_from_slice(&frame::msg_header(ME, self.own_seq, 1, 16, size));
-            bytes.resize(bytes.len() + size, b'x');
-        }
+        frame::put_run(
+            &mut bytes,
+            ME,
+            first,
+            1,
+            16,
+            &vec![&payload[..]; lines as usize],
+        );
+        self.own_seq += u64::from(lines);
         self.mesh
             .local(self.now, &Arc::new(bytes), first, self.own_seq);
     }
@@ -530,23 +558,26 @@ fn well_formed(mut bytes: &[u8]) -> u64 {
         let (f, used) = frame::decode(bytes, usize::MAX)
             .expect("the mesh sends valid frames")
             .expect("the mesh sends whole frames");
-        msgs += u64::from(matches!(f, Frame::Msg { .. }));
+        msgs += match f {
+            Frame::Msg { .. } => 1,
+            Frame::Run { count, .. } => count,
+            _ => 0,
+        };
         bytes = &bytes[used..];
     }
     msgs
 }
 
-/// A run of MSG frames of a few origins, with seqs, hops, ttls and
-/// payloads the input picks.
+/// MSG frames of a few origins, each of one to four messages, with seqs,
+/// hops, ttls and payloads the input picks.
 fn msgs(input: &mut Input<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..1 + input.u8() % 8 {
         let origin = input.pick(&IDS);
         let seq = input.u16().into();
         let (hops, ttl) = (input.u8(), input.u8());
-        let payload = input.some(32);
-        out.extend_from_slice(&frame::msg_header(origin, seq, hops, ttl, payload.len()));
-        out.extend_from_slice(payload);
+        let payloads: Vec<&[u8]> = (0..1 + input.u8() % 4).map(|_| input.some(32)).collect();
+        frame::put_run(&mut out, origin, seq, hops, ttl, &payloads);
     }
     out
 }

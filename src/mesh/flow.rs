@@ -10,20 +10,19 @@
 //! only a REPAIR could bring back.
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::time::Instant;
 
-use byteorder::{BigEndian, ByteOrder};
-
 use super::{Bytes, Mesh};
-use crate::frame::LEN_PREFIX;
+use crate::frame;
 
-/// Our lines read but not sent yet: `bytes[at]` holds MSG frames with
-/// seqs `first..`.
+/// Our lines read but not sent yet: `bytes` holds MSG frames of seqs
+/// `first..`; those before `at` (a frame's start, or an entry's inside
+/// the frame starting at `frame`) are sent.
 #[derive(Debug)]
 struct Pending {
     bytes: Bytes,
-    at: Range<usize>,
+    frame: usize,
+    at: usize,
     first: u64,
 }
 
@@ -64,7 +63,8 @@ impl Own {
     pub fn queue(&mut self, bytes: &Bytes, first: u64, last: u64) {
         self.pending.push_back(Pending {
             bytes: bytes.clone(),
-            at: 0..bytes.len(),
+            frame: 0,
+            at: frame::MSG_HEADER_LEN,
             first,
         });
         self.pending_lines += last + 1 - first;
@@ -75,21 +75,36 @@ impl Own {
         self.pending_lines
     }
 
-    /// The oldest waiting lines that fit the window now, as one buffer
-    /// with their first and last seq. A line always fits when nothing is
-    /// unacknowledged (`--window` is at least one message).
+    /// The oldest waiting lines that fit the window now, as one buffer of
+    /// MSG frames with their first and last seq. A line always fits when
+    /// nothing is unacknowledged (`--window` is at least one message). A
+    /// line costs its entry's bytes.
     fn take_fitting(&mut self) -> Option<(Bytes, u64, u64)> {
         let front = self.pending.front_mut()?;
-        let frames = &front.bytes[front.at.clone()];
+        let start = (front.frame, front.at);
         let mut used = 0;
         let mut count = 0;
-        while used + LEN_PREFIX <= frames.len() {
-            let len = LEN_PREFIX + BigEndian::read_u32(&frames[used..]) as usize;
-            if self.unacked + used + len > self.window && (self.unacked > 0 || used > 0) {
-                break;
+        let bytes = front.bytes.clone();
+        'frames: for f in frame::msg_frames(&bytes[start.0..]) {
+            let (frame_at, end) = (start.0 + f.frame.start, start.0 + f.frame.end);
+            let mut at = if frame_at == start.0 {
+                start.1
+            } else {
+                frame_at + frame::MSG_HEADER_LEN
+            };
+            while at < end {
+                let len = frame::entry_at(&bytes, at).end - at;
+                if self.unacked + used + len > self.window && (self.unacked > 0 || used > 0) {
+                    front.frame = frame_at;
+                    front.at = at;
+                    break 'frames;
+                }
+                used += len;
+                count += 1;
+                at += len;
             }
-            used += len;
-            count += 1;
+            front.frame = end;
+            front.at = end + frame::MSG_HEADER_LEN;
         }
         if count == 0 {
             return None;
@@ -97,22 +112,21 @@ impl Own {
         let first = front.first;
         let last = first + count - 1;
         self.pending_lines -= count;
-        if used == frames.len() {
-            let whole = front.at == (0..front.bytes.len());
-            let p = self.pending.pop_front().expect("front");
-            let bytes = if whole {
-                p.bytes
-            } else {
-                Bytes::new(p.bytes[p.at].to_vec())
-            };
-            return Some((bytes, first, last));
-        }
-        // Split at the window: the part that fits is copied (rare: once
-        // per window filled), the rest keeps waiting in place.
-        let part = Bytes::new(frames[..used].to_vec());
-        front.at.start += used;
         front.first = last + 1;
-        Some((part, first, last))
+        let all_sent = front.frame >= front.bytes.len();
+        let whole = start == (0, frame::MSG_HEADER_LEN) && all_sent;
+        let bytes = if whole {
+            front.bytes.clone()
+        } else {
+            // Split at the window (rare: once per window filled): the
+            // part that fits is framed anew, the rest keeps waiting in
+            // place.
+            Bytes::new(reframe(&front.bytes, start, (front.frame, front.at), first))
+        };
+        if all_sent {
+            self.pending.pop_front();
+        }
+        Some((bytes, first, last))
     }
 
     pub fn sent(&mut self, seq: u64, len: usize) {
@@ -149,6 +163,36 @@ impl Own {
     pub fn unacked(&self) -> usize {
         self.unacked
     }
+}
+
+/// The messages of the MSG frames in `bytes` from `from` to `to` (each a
+/// frame's start and an entry's position in it), as MSG frames anew; the
+/// first message's seq is `first`.
+fn reframe(bytes: &[u8], from: (usize, usize), to: (usize, usize), mut first: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frame::msg_frames(&bytes[from.0..]) {
+        let (frame_at, end) = (from.0 + f.frame.start, from.0 + f.frame.end);
+        if frame_at > to.0 || (frame_at == to.0 && to.1 <= frame_at + frame::MSG_HEADER_LEN) {
+            break;
+        }
+        let a = if frame_at == from.0 {
+            from.1
+        } else {
+            frame_at + frame::MSG_HEADER_LEN
+        };
+        let z = if frame_at == to.0 { to.1 } else { end };
+        let entries = &bytes[a..z];
+        out.extend_from_slice(&frame::msg_header(
+            f.origin,
+            first,
+            f.hops,
+            f.ttl,
+            entries.len(),
+        ));
+        out.extend_from_slice(entries);
+        first += frame::entries(entries).count() as u64;
+    }
+    out
 }
 
 impl Mesh {

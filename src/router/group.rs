@@ -514,14 +514,44 @@ impl Router {
 }
 
 /// `frames` without the messages whose payload is over `limit`, and how
-/// many were left out.
+/// many were left out. The messages kept are framed anew (a frame of
+/// several stays within `MAX_RUN_LEN`, which every node takes).
 fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
     let mut kept = Vec::with_capacity(frames.len());
     let mut skipped = 0;
     let mut rest = &frames[..];
     while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
         match frame {
-            Frame::Msg { payload, .. } if payload.len() > limit => skipped += 1,
+            Frame::Msg {
+                origin,
+                seq,
+                hops,
+                ttl,
+                ..
+            }
+            | Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                ..
+            } => {
+                let mut open: Option<(usize, u64)> = None;
+                let mut at = frame::MSG_HEADER_LEN;
+                let mut seq = seq;
+                while at < used {
+                    let payload = frame::entry_at(rest, at);
+                    let entry = &rest[at..payload.end];
+                    at = payload.end;
+                    if payload.len() > limit {
+                        skipped += 1;
+                        open = None;
+                    } else {
+                        open = Some(put_entry(&mut kept, open, (origin, seq, hops, ttl), entry));
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+            }
             _ => kept.extend_from_slice(&rest[..used]),
         }
         rest = &rest[used..];
@@ -531,6 +561,29 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
         msgs: msgs - skipped,
     };
     (batch, skipped)
+}
+
+/// Appends the entry of message `seq` to the open frame (its start, and
+/// the seq it expects next) if it fits there, else in a frame of its own;
+/// the frame it went into.
+fn put_entry(
+    out: &mut Vec<u8>,
+    open: Option<(usize, u64)>,
+    (origin, seq, hops, ttl): (u64, u64, u8, u8),
+    entry: &[u8],
+) -> (usize, u64) {
+    if let Some((start, next)) = open {
+        let len = out.len() - start - frame::LEN_PREFIX + entry.len();
+        if next == seq && len <= frame::MAX_RUN_LEN {
+            out.extend_from_slice(entry);
+            out[start..start + frame::LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+            return (start, seq.wrapping_add(1));
+        }
+    }
+    let start = out.len();
+    out.extend_from_slice(&frame::msg_header(origin, seq, hops, ttl, entry.len()));
+    out.extend_from_slice(entry);
+    (start, seq.wrapping_add(1))
 }
 
 /// Whether the frame is a PEERS frame.

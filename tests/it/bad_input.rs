@@ -75,7 +75,7 @@ fn a_huge_length_prefix_after_the_handshake_is_rejected() {
     rejects(
         &[0xff; 4],
         true,
-        "frame length 4294967295 exceeds the limit of 1048595 bytes",
+        "frame length 4294967295 exceeds the limit of 1048600 bytes",
     );
 }
 
@@ -110,7 +110,7 @@ fn a_frame_cut_short_by_the_peer_closing_is_reported() {
     .to_bytes();
     bad.send(&msg[..10]);
     bad.stream.shutdown(Shutdown::Write).unwrap();
-    let line = a.wait_log("closed the connection in the middle of a frame (10 of 28 bytes)");
+    let line = a.wait_log("closed the connection in the middle of a frame (10 of 29 bytes)");
     assert!(line.contains("mallory"), "{line}");
     a.send(b"still fine\n");
     assert_eq!(texts(&b.wait_lines(1)), ["still fine"]);
