@@ -13,7 +13,7 @@ use peercat::frame::{self, Frame};
 /// `frame::MAX_RUN_LEN` bytes (one message alone when it is longer), as a
 /// sender frames its lines.
 fn encode(payload: &[u8], count: usize) -> Vec<u8> {
-    let entry = payload.len() + frame::entry_len_size(payload.len());
+    let entry = payload.len() + 1;
     let per_frame = ((frame::MAX_RUN_LEN - 19) / entry).max(1);
     let mut out = Vec::with_capacity(count * entry + count / per_frame * 23 + 23);
     let mut seq = 1;

@@ -28,9 +28,6 @@ pub const LEN_PREFIX: usize = 4;
 /// Bytes in front of a MSG frame's entries: length, type, origin, first
 /// sequence, hops, ttl.
 pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1;
-/// The most bytes an entry's length takes (LEB128, 7 bits a byte; 5 bytes
-/// hold any length a frame can have).
-pub const MAX_ENTRY_PREFIX: usize = 5;
 /// The longest MSG frame (length field) that carries two messages or more:
 /// every node takes it, whatever its `--max-frame` (it is below
 /// [`MAX_STATUS_LEN`]); a message too long to share a frame goes alone.
@@ -107,10 +104,10 @@ pub mod kind {
 }
 
 /// The largest length field a node with `--max-frame max_frame` accepts
-/// after the handshake: a message frame whose payload is exactly `max_frame`
-/// bytes, or the largest STATUS, whichever is longer.
+/// after the handshake: a MSG frame of one message whose payload is exactly
+/// `max_frame` bytes, or the largest STATUS, whichever is longer.
 pub fn frame_limit(max_frame: usize) -> usize {
-    (MSG_HEADER_LEN - LEN_PREFIX + MAX_ENTRY_PREFIX + max_frame).max(MAX_STATUS_LEN)
+    (MSG_HEADER_LEN - LEN_PREFIX + max_frame + 1).max(MAX_STATUS_LEN)
 }
 
 /// What a node says about itself when a connection opens.
@@ -353,13 +350,14 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
 
 fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let m = decode_msg_body(body)?;
-    Ok(if m.count == 1 {
+    let count = m.count();
+    Ok(if count == 1 {
         Frame::Msg {
             origin: m.origin,
             seq: m.seq,
             hops: m.hops,
             ttl: m.ttl,
-            payload: &m.entries[entry_at(m.entries, 0)],
+            payload: &m.entries[..m.entries.len() - 1],
         }
     } else {
         Frame::Run {
@@ -367,7 +365,7 @@ fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             seq: m.seq,
             hops: m.hops,
             ttl: m.ttl,
-            count: m.count,
+            count,
             entries: m.entries,
         }
     })
@@ -383,10 +381,16 @@ pub struct Msg<'a> {
     pub seq: u64,
     pub hops: u8,
     pub ttl: u8,
-    /// How many messages: at least 1.
-    pub count: u64,
-    /// The entries, checked: read them with [`entries`].
+    /// The entries, checked: read them with [`entries`] or [`entry_ends`].
     pub entries: &'a [u8],
+}
+
+impl Msg<'_> {
+    /// How many messages: at least 1. Counted when asked (a reader finds
+    /// each entry's end anyway).
+    pub fn count(&self) -> u64 {
+        count_newlines(self.entries)
+    }
 }
 
 /// Decodes the frame at the start of `buf` if it is a whole MSG frame,
@@ -428,9 +432,12 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
         return Err(malformed("message", "seq is 0"));
     }
     let entries = &body[HEADER..];
-    let count = check_entries(entries)?;
-    // The last message's seq must exist: seqs never wrap.
-    if seq.checked_add(count - 1).is_none() {
+    check_entries(entries)?;
+    // The last message's seq must exist: seqs never wrap. A frame holds
+    // fewer messages than bytes, so only a seq within a frame's length of
+    // the largest needs them counted.
+    let most = entries.len() as u64 - 1;
+    if seq.checked_add(most).is_none() && seq.checked_add(count_newlines(entries) - 1).is_none() {
         return Err(malformed("message", "its seqs run past the largest seq"));
     }
     Ok(Msg {
@@ -438,130 +445,88 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
         seq,
         hops,
         ttl,
-        count,
         entries,
     })
 }
 
-/// Checks a MSG frame's entries (each a length, then that many payload
-/// bytes, filling the frame exactly); how many there are.
+/// Checks a MSG frame's entries: each a payload and its newline, filling
+/// the frame exactly (any bytes up to a newline are a payload: only the
+/// last byte can be wrong).
 #[inline]
-fn check_entries(entries: &[u8]) -> Result<u64, FrameError> {
-    if entries.is_empty() {
-        return Err(malformed("message", "it holds no message"));
+fn check_entries(entries: &[u8]) -> Result<(), FrameError> {
+    match entries.last() {
+        None => return Err(malformed("message", "it holds no message")),
+        Some(&b'\n') => {}
+        // A payload cannot end the frame: each message is a line, and
+        // its newline is what ends it.
+        Some(_) => return Err(malformed("message", "its last message has no newline")),
     }
-    let (mut at, mut count) = (0, 0u64);
-    while at < entries.len() {
-        let (len, used) =
-            read_entry_len(&entries[at..]).map_err(|reason| malformed("message", reason))?;
-        let start = at + used;
-        let Some(payload) = entries.get(start..start.saturating_add(len)) else {
-            return Err(malformed(
-                "message",
-                "a message runs past the end of the frame",
-            ));
-        };
-        // A line never holds its own terminator: a newline inside a
-        // payload could only forge a second line on the receiver's
-        // stdout (`-f tagged` would print it under any name).
-        if has_newline(payload) {
-            return Err(malformed("message", "payload contains a newline"));
-        }
-        at = start + len;
-        count += 1;
-    }
-    Ok(count)
+    Ok(())
 }
 
-/// Reads an entry's length (unsigned LEB128: 7 bits a byte, low bits
-/// first, the top bit set on every byte but the last): the length and the
-/// bytes it took. At most [`MAX_ENTRY_PREFIX`] bytes; a longer form than
-/// needed is allowed (see [`put_entry_len_padded`]).
-#[inline]
-pub fn read_entry_len(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
-    // Lines are short: one byte is the common case.
-    match bytes.first() {
-        Some(&b) if b < 0x80 => return Ok((usize::from(b), 1)),
-        None => return Err("a message's length is cut off by the end of the frame"),
-        _ => {}
-    }
-    let mut value = 0usize;
-    for (i, &b) in bytes.iter().take(MAX_ENTRY_PREFIX).enumerate() {
-        value |= usize::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Ok((value, i + 1));
-        }
-    }
-    if bytes.len() < MAX_ENTRY_PREFIX {
-        Err("a message's length is cut off by the end of the frame")
-    } else {
-        Err("a message's length is longer than 5 bytes")
-    }
+/// How many newlines `bytes` holds. Counted in bytes per 255-byte block,
+/// which the compiler turns into whole-vector compares and adds.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|block| {
+            let n = block.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n'));
+            u64::from(n)
+        })
+        .sum()
 }
 
-/// Appends `len` as an entry's length.
-pub fn put_entry_len(out: &mut Vec<u8>, mut len: usize) {
-    while len >= 0x80 {
-        out.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    out.push(len as u8);
-}
-
-/// Writes `len` as an entry's length in exactly [`MAX_ENTRY_PREFIX`]
-/// bytes: room left for a length not known yet is filled without moving
-/// the payload behind it.
-pub fn put_entry_len_padded(out: &mut [u8; MAX_ENTRY_PREFIX], len: usize) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = (len >> (7 * i)) as u8 & 0x7f;
-        if i + 1 < MAX_ENTRY_PREFIX {
-            *b |= 0x80;
-        }
-    }
-}
-
-/// Bytes an entry's length takes.
-pub fn entry_len_size(len: usize) -> usize {
-    let mut n = 1;
-    let mut rest = len >> 7;
-    while rest > 0 {
-        n += 1;
-        rest >>= 7;
-    }
-    n
-}
-
-/// The payload of the entry at `at` in `buf` (entries checked by the
-/// reader, or written by us: never a stranger's unchecked bytes).
+/// The payload of the entry at `at` in `buf`: up to its newline (entries
+/// checked by the reader, or written by us: never a stranger's unchecked
+/// bytes). The entry ends one byte after it.
 #[inline]
 pub fn entry_at(buf: &[u8], at: usize) -> Range<usize> {
-    let (len, used) = read_entry_len(&buf[at..]).expect("entries are checked when read");
-    at + used..at + used + len
+    let rest = &buf[at..];
+    let len = find_newline(rest).expect("entries are checked when read");
+    at..at + len
+}
+
+/// Where the entry at `at` in `buf` ends: just past its newline.
+#[inline]
+pub fn entry_end(buf: &[u8], at: usize) -> usize {
+    entry_at(buf, at).end + 1
+}
+
+/// Appends an entry: `payload` and its newline. A newline inside
+/// `payload` would end a message there: callers pass lines (tests and
+/// fuzzers may pass anything, to see what a receiver makes of it).
+pub fn put_entry(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(payload);
+    out.push(b'\n');
 }
 
 /// The payloads of checked entries, in order.
 pub fn entries(entries: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     let mut at = 0;
-    std::iter::from_fn(move || {
-        (at < entries.len()).then(|| {
-            let payload = entry_at(entries, at);
-            at = payload.end;
-            &entries[payload]
-        })
+    entry_ends(entries).map(move |end| {
+        let payload = &entries[at..end - 1];
+        at = end;
+        payload
     })
 }
 
-/// Whether `bytes` holds a newline. A line of text is short, and for it
-/// memchr's layers of dispatch cost more than the search (an eighth of a
-/// receiver's instructions at 64-byte lines); a long one is worth its SIMD.
+/// Where each of checked entries ends (just past its newline), in order:
+/// memchr's iterator, which finds the next newline a vector at a time.
 #[inline]
-fn has_newline(bytes: &[u8]) -> bool {
-    const SHORT: usize = 256;
-    if bytes.len() <= SHORT {
-        // No early exit: the compiler turns this into whole-vector compares.
-        bytes.iter().fold(false, |found, &b| found | (b == b'\n'))
-    } else {
-        memchr::memchr(b'\n', bytes).is_some()
+pub fn entry_ends(entries: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memchr::memchr_iter(b'\n', entries).map(|at| at + 1)
+}
+
+/// Where the first newline of `bytes` is: by hand for a line's worth
+/// (memchr's dispatch costs more than a short search), by memchr beyond.
+#[inline]
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const SHORT: usize = 128;
+    let head = &bytes[..bytes.len().min(SHORT)];
+    match head.iter().position(|&b| b == b'\n') {
+        Some(at) => Some(at),
+        None if bytes.len() > SHORT => memchr::memchr(b'\n', &bytes[SHORT..]).map(|at| at + SHORT),
+        None => None,
     }
 }
 
@@ -1072,17 +1037,13 @@ pub fn put_run(
     ttl: u8,
     payloads: &[&[u8]],
 ) -> Vec<Range<usize>> {
-    let len: usize = payloads
-        .iter()
-        .map(|p| entry_len_size(p.len()) + p.len())
-        .sum();
+    let len: usize = payloads.iter().map(|p| p.len() + 1).sum();
     out.extend_from_slice(&msg_header(origin, seq, hops, ttl, len));
     payloads
         .iter()
         .map(|p| {
             let at = out.len();
-            put_entry_len(out, p.len());
-            out.extend_from_slice(p);
+            put_entry(out, p);
             at..out.len()
         })
         .collect()
@@ -1090,10 +1051,8 @@ pub fn put_run(
 
 /// Appends a MSG frame holding the one message `payload`.
 pub fn put_msg(out: &mut Vec<u8>, origin: NodeId, seq: u64, hops: u8, ttl: u8, payload: &[u8]) {
-    let entries_len = entry_len_size(payload.len()) + payload.len();
-    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, entries_len));
-    put_entry_len(out, payload.len());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, payload.len() + 1));
+    put_entry(out, payload);
 }
 
 impl Status {
@@ -1309,7 +1268,7 @@ mod tests {
                     ttl: 16,
                     payload: b"Hello",
                 },
-                "00000019 02 0123456789abcdef 0000000000000001 01 10 05 48656c6c6f",
+                "00000019 02 0123456789abcdef 0000000000000001 01 10 48656c6c6f 0a",
             ),
             (
                 Frame::Msg {
@@ -1319,7 +1278,7 @@ mod tests {
                     ttl: 16,
                     payload: b"",
                 },
-                "00000014 02 0123456789abcdef 0000000000000002 03 10 00",
+                "00000014 02 0123456789abcdef 0000000000000002 03 10 0a",
             ),
             (
                 Frame::Run {
@@ -1328,9 +1287,9 @@ mod tests {
                     hops: 1,
                     ttl: 16,
                     count: 2,
-                    entries: b"\x05Hello\x06World!",
+                    entries: b"Hello\nWorld!\n",
                 },
-                "00000020 02 0123456789abcdef 0000000000000003 01 10 05 48656c6c6f 06 576f726c6421",
+                "00000020 02 0123456789abcdef 0000000000000003 01 10 48656c6c6f 0a 576f726c6421 0a",
             ),
             (Frame::Ping(42), "00000009 03 000000000000002a"),
             (Frame::Pong(42), "00000009 04 000000000000002a"),
@@ -1460,7 +1419,7 @@ mod tests {
             hops: 2,
             ttl: 16,
             count: 3,
-            entries: b"\x01a\x00\x02b\r",
+            entries: b"a\n\nb\r\n",
         });
         frames.push(Frame::Status(sample_status()));
         frames.push(Frame::Status(Status {
@@ -1532,7 +1491,7 @@ mod tests {
         let is_msg = bytes.get(LEN_PREFIX) == Some(&kind::MSG);
         match (fast, full) {
             (Ok(Some((m, used))), Ok(Some((frame, used_too)))) => {
-                let as_frame = if m.count == 1 {
+                let as_frame = if m.count() == 1 {
                     Frame::Msg {
                         origin: m.origin,
                         seq: m.seq,
@@ -1546,12 +1505,12 @@ mod tests {
                         seq: m.seq,
                         hops: m.hops,
                         ttl: m.ttl,
-                        count: m.count,
+                        count: m.count(),
                         entries: m.entries,
                     }
                 };
                 assert_eq!((as_frame, used), (frame, used_too), "{}", hex(bytes));
-                assert_eq!(entries(m.entries).count() as u64, m.count);
+                assert_eq!(entries(m.entries).count() as u64, m.count());
             }
             (Ok(None), Ok(Some((frame, _)))) => {
                 assert!(
@@ -1670,11 +1629,8 @@ mod tests {
         };
         let limit = frame_limit(max_frame);
         assert!(decode(&msg(max_frame), limit).unwrap().is_some());
-        // The limit leaves room for the longest form of the length (5
-        // bytes); this one takes 3, so 2 bytes more still pass.
-        assert!(decode(&msg(max_frame + 2), limit).unwrap().is_some());
         assert_eq!(
-            decode(&msg(max_frame + 3), limit),
+            decode(&msg(max_frame + 1), limit),
             Err(FrameError::TooLong {
                 len: limit + 1,
                 max: limit
@@ -1694,63 +1650,39 @@ mod tests {
         let bad = |reason| malformed("message", reason);
         let cases: Vec<(Vec<u8>, FrameError)> = vec![
             (run_bytes(1, b""), bad("it holds no message")),
-            (run_bytes(0, b"\x01a"), bad("seq is 0")),
+            (run_bytes(0, b"a\n"), bad("seq is 0")),
             (
-                run_bytes(u64::MAX - 1, b"\x01a\x01b\x01c"),
+                run_bytes(u64::MAX - 1, b"a\nb\nc\n"),
                 bad("its seqs run past the largest seq"),
             ),
+            // Cut short: the last message lacks its newline.
             (
-                run_bytes(1, b"\x01a\x02b"),
-                bad("a message runs past the end of the frame"),
+                run_bytes(1, b"a\nb"),
+                bad("its last message has no newline"),
             ),
-            (
-                run_bytes(1, b"\x01a\x85"),
-                bad("a message's length is cut off by the end of the frame"),
-            ),
-            (
-                run_bytes(1, b"\x80\x80\x80\x80\x80\x00"),
-                bad("a message's length is longer than 5 bytes"),
-            ),
-            (
-                run_bytes(1, b"\x01a\x02b\n"),
-                bad("payload contains a newline"),
-            ),
-            (
-                run_bytes(1, b"\x01a\xff\xff\xff\xff\x0f"),
-                bad("a message runs past the end of the frame"),
-            ),
+            (run_bytes(1, b"abc"), bad("its last message has no newline")),
         ];
         for (bytes, expected) in cases {
             assert_eq!(decode(&bytes, LIMIT), Err(expected), "{}", hex(&bytes));
             check_msg_fast_path(&bytes, LIMIT);
         }
-        // The last seq may be the largest; a padded length is a length.
-        let at_end = run_bytes(u64::MAX - 1, b"\x01a\x81\x00b");
+        // The last seq may be the largest; an empty line is a message.
+        let at_end = run_bytes(u64::MAX - 1, b"a\n\n");
         let (frame, _) = decode(&at_end, LIMIT).unwrap().unwrap();
         let Frame::Run { count, entries, .. } = frame else {
             panic!("{frame:?}")
         };
         assert_eq!(count, 2);
-        assert_eq!(super::entries(entries).collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(
+            super::entries(entries).collect::<Vec<_>>(),
+            [&b"a"[..], b""]
+        );
         // Too long: refused on the length prefix, before the body.
-        let long = run_bytes(1, &[0x01, b'a'].repeat(40_000));
+        let long = run_bytes(1, &b"a\n".repeat(40_000));
         assert!(matches!(
             decode(&long[..LEN_PREFIX], 70_000),
             Err(FrameError::TooLong { .. })
         ));
-    }
-
-    #[test]
-    fn entry_lengths_round_trip_in_every_form() {
-        for len in [0, 1, 127, 128, 300, 16_383, 16_384, 1 << 20, (1 << 30) + 7] {
-            let mut out = Vec::new();
-            put_entry_len(&mut out, len);
-            assert_eq!(out.len(), entry_len_size(len));
-            assert_eq!(read_entry_len(&out), Ok((len, out.len())));
-            let mut padded = [0; MAX_ENTRY_PREFIX];
-            put_entry_len_padded(&mut padded, len);
-            assert_eq!(read_entry_len(&padded), Ok((len, MAX_ENTRY_PREFIX)));
-        }
     }
 
     /// Random bodies behind every mesh type byte, and every valid mesh
@@ -1970,15 +1902,15 @@ mod tests {
     fn not_frames() -> Vec<(&'static str, FrameError)> {
         vec![
             (
-                "00000017 02 0123456789abcdef 0000000000000001 01 10 03 610a62",
-                malformed("message", "payload contains a newline"),
+                "00000016 02 0123456789abcdef 0000000000000001 01 10 610a62",
+                malformed("message", "its last message has no newline"),
             ),
             (
                 "00000013 02 0123456789abcdef 0000000000000001 01 10",
                 malformed("message", "it holds no message"),
             ),
             (
-                "00000015 02 0123456789abcdef ffffffffffffffff 01 10 00 00",
+                "00000015 02 0123456789abcdef ffffffffffffffff 01 10 0a 0a",
                 malformed("message", "its seqs run past the largest seq"),
             ),
             (
@@ -2044,55 +1976,62 @@ mod tests {
         assert!(keepalive(KEEPALIVE_SECS.start() - 1).is_err());
     }
 
+    /// A newline always ends a message: a line cannot carry a second one
+    /// (which `-f tagged` would print as if another node had sent it),
+    /// because the second is a message of its own, with its own seq,
+    /// printed under its own origin's name.
     #[test]
-    fn a_newline_anywhere_in_a_payload_is_refused() {
-        for payload in [&b"\n"[..], b"harmless\nalice> send the password", b"end\n"] {
-            let bytes = Frame::Msg {
-                origin: 1,
-                seq: 1,
-                hops: 1,
-                ttl: 16,
-                payload,
-            }
-            .to_bytes();
-            assert_eq!(
-                decode(&bytes, LIMIT),
-                Err(malformed("message", "payload contains a newline"))
-            );
-        }
-        let cr = Frame::Msg {
+    fn a_newline_always_ends_a_message() {
+        let bytes = run_bytes(5, b"harmless\nalice> send the password\n");
+        let (frame, _) = decode(&bytes, LIMIT).unwrap().unwrap();
+        let Frame::Run {
             origin: 1,
-            seq: 1,
-            hops: 1,
-            ttl: 16,
-            payload: b"a\rb",
-        }
-        .to_bytes();
-        assert!(decode(&cr, LIMIT).is_ok(), "any byte but \\n is data");
+            seq: 5,
+            count: 2,
+            entries,
+            ..
+        } = frame
+        else {
+            panic!("{frame:?}")
+        };
+        let lines: Vec<&[u8]> = super::entries(entries).collect();
+        assert_eq!(lines, [&b"harmless"[..], b"alice> send the password"]);
+        let cr = run_bytes(1, b"a\rb\0\n");
+        assert!(
+            matches!(
+                decode(&cr, LIMIT),
+                Ok(Some((
+                    Frame::Msg {
+                        payload: b"a\rb\0",
+                        ..
+                    },
+                    _
+                )))
+            ),
+            "any byte but \\n is data"
+        );
     }
 
-    /// Short payloads are searched inline, long ones by memchr: a newline
-    /// at any position of either is found, and every other byte passes.
+    /// Short lines are searched inline, long ones by memchr: a newline at
+    /// any position of either ends the message there.
     #[test]
     fn a_newline_is_found_at_every_position_short_or_long() {
-        for len in [1, 7, 8, 15, 16, 17, 63, 64, 65, 255, 256, 257, 300, 1000] {
+        for len in [
+            1, 7, 8, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 1000,
+        ] {
             let clean: Vec<u8> = (0..len)
                 .map(|i| [b'a', b'\r', 0, 0xff, 0x0b][i % 5])
                 .collect();
-            assert!(!has_newline(&clean), "{len} bytes without one");
+            assert_eq!(find_newline(&clean), None, "{len} bytes without one");
             for at in 0..len {
                 let mut payload = clean.clone();
                 payload[at] = b'\n';
-                assert!(has_newline(&payload), "{len} bytes, newline at {at}");
-                let frame = Frame::Msg {
-                    origin: 1,
-                    seq: 1,
-                    hops: 1,
-                    ttl: 16,
-                    payload: &payload,
-                }
-                .to_bytes();
-                assert!(decode_msg_frame(&frame, LIMIT).is_err(), "{len}/{at}");
+                assert_eq!(find_newline(&payload), Some(at), "{len} bytes");
+                payload.push(b'\n');
+                let frame = run_bytes(1, &payload);
+                let (m, _) = decode_msg_frame(&frame, LIMIT).unwrap().unwrap();
+                assert_eq!(m.count(), 2, "{len}/{at}");
+                assert_eq!(entry_at(m.entries, 0), 0..at);
             }
         }
     }
@@ -2130,7 +2069,7 @@ mod tests {
     #[test]
     fn msg_header_matches_encode() {
         let mut bytes = msg_header(5, 6, 1, 16, 4).to_vec();
-        bytes.extend_from_slice(b"\x03abc");
+        bytes.extend_from_slice(b"abc\n");
         let expected = Frame::Msg {
             origin: 5,
             seq: 6,

@@ -484,13 +484,12 @@ impl Reader<'_> {
             seq,
             hops,
             ttl,
-            count,
             entries,
         } = msg;
         log::trace!(
             "{}: <- message {origin:016x}/{seq}{}, {} bytes",
             self.info,
-            more(count),
+            more(msg.count()),
             entries.len()
         );
         if !self.accepted {
@@ -506,12 +505,12 @@ impl Reader<'_> {
         };
         // Entries are checked: each is a length and a payload.
         let base = at + frame::MSG_HEADER_LEN;
-        let mut entry = 0;
-        // `seq + count - 1` is checked not to overflow.
-        for seq in (0..count).map(|i| seq + i) {
-            let end = frame::entry_at(entries, entry).end;
-            let (start, end) = (base + entry, base + end);
-            entry = end - base;
+        let mut entry = base;
+        // The last entry's seq is checked not to overflow.
+        for (i, end) in frame::entry_ends(entries).enumerate() {
+            let seq = seq + i as u64;
+            let (start, end) = (entry, base + end);
+            entry = end;
             // The first duplicate of each run still goes to the mesh: it
             // prunes the sender from that origin's tree.
             let duplicate = delivered.contains(&seq);

@@ -81,7 +81,8 @@ impl StdinGate {
     }
 }
 
-/// Turns a byte stream into MSG frames, one entry per line.
+/// Turns a byte stream into MSG frames, one entry (the line and its
+/// newline) per line.
 ///
 /// A line is everything up to `\n` (not included): any other bytes, `\r`
 /// and NUL among them, belong to the message, and an empty line is an empty
@@ -90,9 +91,8 @@ impl StdinGate {
 ///
 /// Lines that arrive whole are entries of the current frame (a frame of
 /// several lines stays within [`frame::MAX_RUN_LEN`], so any peer takes
-/// it). A line split across reads is gathered behind room for its header
-/// and length, so a long one becomes a chunk of its own without being
-/// copied again.
+/// it). A line split across reads is gathered behind room for its header,
+/// so a long one becomes a chunk of its own without being copied again.
 pub struct LineFramer {
     origin: NodeId,
     max_frame: usize,
@@ -119,9 +119,8 @@ pub struct LineFramer {
 
 /// A line at least this long goes out as a chunk of its own.
 const OWN_CHUNK: usize = 64 * 1024;
-/// Room in front of a line gathered across reads: a frame's header and
-/// the longest entry length.
-const ROOM: usize = MSG_HEADER_LEN + frame::MAX_ENTRY_PREFIX;
+/// Room in front of a line gathered across reads: a frame's header.
+const ROOM: usize = MSG_HEADER_LEN;
 
 impl LineFramer {
     pub fn new(origin: NodeId, max_frame: usize) -> Self {
@@ -200,13 +199,11 @@ impl LineFramer {
             let mut frame = std::mem::take(&mut self.partial);
             frame.extend_from_slice(tail);
             if len >= OWN_CHUNK {
-                // Framed in place: the header and a padded length go into
-                // the room left for them.
-                let header = msg_header(self.origin, self.next_seq, 1, self.ttl, len + 5);
+                // Framed in place: the header goes into the room left for
+                // it, the newline after the payload.
+                let header = msg_header(self.origin, self.next_seq, 1, self.ttl, len + 1);
                 frame[..MSG_HEADER_LEN].copy_from_slice(&header);
-                let mut prefix = [0; frame::MAX_ENTRY_PREFIX];
-                frame::put_entry_len_padded(&mut prefix, len);
-                frame[MSG_HEADER_LEN..ROOM].copy_from_slice(&prefix);
+                frame.push(b'\n');
                 self.next_seq += 1;
                 self.seal_chunk();
                 self.ready.push(Chunk {
@@ -236,7 +233,7 @@ impl LineFramer {
     }
 
     fn emit(&mut self, payload: &[u8]) {
-        let entry = frame::entry_len_size(payload.len()) + payload.len();
+        let entry = payload.len() + 1;
         if let Some((at, _)) = self.open {
             if self.chunk.len() - at - frame::LEN_PREFIX + entry > frame::MAX_RUN_LEN {
                 self.close_frame();
@@ -246,8 +243,7 @@ impl LineFramer {
             self.open = Some((self.chunk.len(), self.next_seq));
             self.chunk.extend_from_slice(&[0; MSG_HEADER_LEN]);
         }
-        frame::put_entry_len(&mut self.chunk, payload.len());
-        self.chunk.extend_from_slice(payload);
+        frame::put_entry(&mut self.chunk, payload);
         self.next_seq += 1;
         self.frames += 1;
         self.largest = self.largest.max(payload.len());

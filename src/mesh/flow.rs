@@ -24,6 +24,7 @@ struct Pending {
     frame: usize,
     at: usize,
     first: u64,
+    last: u64,
 }
 
 #[derive(Debug)]
@@ -66,6 +67,7 @@ impl Own {
             frame: 0,
             at: frame::MSG_HEADER_LEN,
             first,
+            last,
         });
         self.pending_lines += last + 1 - first;
     }
@@ -82,6 +84,13 @@ impl Own {
     fn take_fitting(&mut self) -> Option<(Bytes, u64, u64)> {
         let front = self.pending.front_mut()?;
         let start = (front.frame, front.at);
+        // The usual case: the whole chunk fits (its frames' length is
+        // more than its lines cost), taken without a look at its lines.
+        if start == (0, frame::MSG_HEADER_LEN) && self.unacked + front.bytes.len() <= self.window {
+            let p = self.pending.pop_front().expect("front");
+            self.pending_lines -= p.last + 1 - p.first;
+            return Some((p.bytes, p.first, p.last));
+        }
         let mut used = 0;
         let mut count = 0;
         let bytes = front.bytes.clone();
@@ -92,8 +101,9 @@ impl Own {
             } else {
                 frame_at + frame::MSG_HEADER_LEN
             };
-            while at < end {
-                let len = frame::entry_at(&bytes, at).end - at;
+            let base = at;
+            for entry_end in frame::entry_ends(&bytes[base..end]) {
+                let len = base + entry_end - at;
                 if self.unacked + used + len > self.window && (self.unacked > 0 || used > 0) {
                     front.frame = frame_at;
                     front.at = at;

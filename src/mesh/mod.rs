@@ -158,9 +158,9 @@ impl Delivery {
         false
     }
 
-    /// Payload bytes, lengths not counted.
+    /// Payload bytes, newlines not counted.
     pub fn payload_bytes(&self) -> usize {
-        self.msgs().map(|(_, _, payload)| payload.len()).sum()
+        self.entries.len() - self.len() as usize
     }
 
     /// Each message: its seq, hops and payload.

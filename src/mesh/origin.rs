@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::{Bytes, Conn, MsgRef, NodeId};
-use crate::frame::entry_at;
+use crate::frame::entry_end;
 
 /// The most origins remembered; the least recently used is forgotten first.
 pub const MAX_ORIGINS: usize = 4096;
@@ -89,7 +89,7 @@ impl Run {
     pub fn entries(&self) -> impl Iterator<Item = (u64, Range<usize>)> + '_ {
         let mut at = self.entries.start;
         (self.first..=self.last).map(move |seq| {
-            let end = entry_at(&self.bytes, at).end;
+            let end = entry_end(&self.bytes, at);
             let entry = at..end;
             at = end;
             (seq, entry)
@@ -100,7 +100,7 @@ impl Run {
     /// more.
     fn drop_first(&mut self) -> usize {
         let at = self.entries.start;
-        let len = entry_at(&self.bytes, at).end - at;
+        let len = entry_end(&self.bytes, at) - at;
         let cost = len.max(self.share);
         self.entries.start += len;
         self.first += 1;
@@ -689,17 +689,16 @@ mod tests {
         assert!(o.gaps_ahead.is_empty());
     }
 
-    /// The messages `seqs`, each an entry `len` bytes long (under 128)
-    /// holding its seq, back to back in one buffer.
+    /// The messages `seqs`, each an entry `len` bytes long (its newline
+    /// included) that starts with its seq, back to back in one buffer.
     fn frames(seqs: std::ops::RangeInclusive<u64>, len: usize) -> (Bytes, Vec<Kept>) {
         let mut buf = Vec::new();
         let mut at = Vec::new();
         for seq in seqs {
             let start = buf.len();
-            let mut payload = seq.to_be_bytes().to_vec();
+            let mut payload = format!("{seq:08}").into_bytes();
             payload.resize(len - 1, b'x');
-            crate::frame::put_entry_len(&mut buf, payload.len());
-            buf.extend_from_slice(&payload);
+            crate::frame::put_entry(&mut buf, &payload);
             at.push(start..buf.len());
         }
         let bytes = Arc::new(buf);
@@ -718,11 +717,10 @@ mod tests {
     }
 
     fn seqs(found: &[Cached<'_>]) -> Vec<u64> {
-        use byteorder::{BigEndian, ByteOrder};
         found
             .iter()
             .map(|c| {
-                assert_eq!(BigEndian::read_u64(&c.entry[1..]), c.seq);
+                assert_eq!(c.entry[..8], *format!("{:08}", c.seq).as_bytes());
                 c.seq
             })
             .collect()

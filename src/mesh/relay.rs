@@ -350,9 +350,8 @@ impl Mesh {
         let mut count = 0;
         for f in frame::msg_frames(frames) {
             let mut seq = f.seq;
-            let mut at = f.entries.start;
-            while at < f.entries.end {
-                let end = frame::entry_at(frames, at).end;
+            let mut at = 0;
+            for end in frame::entry_ends(&frames[f.entries.clone()]) {
                 self.own.sent(seq, end - at);
                 (at, seq) = (end, seq + 1);
             }

@@ -112,7 +112,7 @@ impl Decoded {
                     let mut entry = at + frame::MSG_HEADER_LEN;
                     let mut seq = seq;
                     while entry < at + used {
-                        let end = frame::entry_at(&bytes, entry).end;
+                        let end = frame::entry_end(&bytes, entry);
                         msgs += 1;
                         run.push(MsgRef {
                             origin,

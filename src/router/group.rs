@@ -541,8 +541,8 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
                 let mut seq = seq;
                 while at < used {
                     let payload = frame::entry_at(rest, at);
-                    let entry = &rest[at..payload.end];
-                    at = payload.end;
+                    let entry = &rest[at..payload.end + 1];
+                    at = payload.end + 1;
                     if payload.len() > limit {
                         skipped += 1;
                         open = None;
