@@ -505,6 +505,36 @@ mod tests {
         assert_eq!(starts, [(1, 2), (3, 1), (4, 1)]);
     }
 
+    /// The lines of a read share MSG frames: one header per 64 KiB of
+    /// lines at most, the lines as they came, each ending in its newline.
+    #[test]
+    fn lines_read_together_share_a_frame_of_at_most_the_run_limit() {
+        let mut framer = LineFramer::new(42, 1 << 20);
+        let line = [b'y'; 63];
+        let input: Vec<u8> = (0..3000)
+            .flat_map(|_| line.iter().chain(b"\n"))
+            .copied()
+            .collect();
+        framer.push(&input);
+        let chunks = framer.take();
+        assert_eq!(chunks.len(), 1);
+        let bytes = &chunks[0].bytes;
+        let frames: Vec<_> = frame::msg_frames(bytes).collect();
+        // 3000 lines of 64 bytes with their newlines: 1024 fit in 65536.
+        let per_frame = (frame::MAX_RUN_LEN - 19) / 64;
+        assert_eq!(frames.len(), 3000usize.div_ceil(per_frame));
+        let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, [1, 1 + per_frame as u64, 1 + 2 * per_frame as u64]);
+        let text: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| bytes[f.entries.clone()].to_vec())
+            .collect();
+        assert_eq!(text, input, "the entries are the lines as read");
+        assert!(frames
+            .iter()
+            .all(|f| f.frame.len() <= frame::MAX_RUN_LEN + 4));
+    }
+
     #[test]
     fn lines_become_messages_byte_for_byte() {
         let input = b"Hello\nWorld!\n\n\r\n\xff\xfe\0\nlast";

@@ -222,6 +222,48 @@ impl Mesh {
 mod tests {
     use super::*;
 
+    /// The lines of a frame that fit the window go out framed anew (seqs
+    /// and bytes as they were); the rest wait, and go out as a frame of
+    /// their own once acknowledgements make room.
+    #[test]
+    fn a_frame_is_split_at_the_window_into_frames_of_their_own() {
+        let mut own = Own::new(250);
+        let mut bytes = Vec::new();
+        let lines: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![b'0' + i; 99]).collect();
+        let payloads: Vec<&[u8]> = lines.iter().map(|l| &l[..]).collect();
+        frame::put_run(&mut bytes, 9, 1, 1, 16, &payloads);
+        own.queue(&Bytes::new(bytes), 1, 5);
+        let decoded = |b: &Bytes| -> Vec<(u64, Vec<u8>)> {
+            frame::msg_frames(b)
+                .map(|f| (f.seq, b[f.entries].to_vec()))
+                .collect()
+        };
+        let text = |range: std::ops::Range<usize>| -> Vec<u8> {
+            lines[range]
+                .iter()
+                .flat_map(|l| [&l[..], b"\n"].concat())
+                .collect()
+        };
+        let (first, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z), (1, 2));
+        assert_eq!(decoded(&first), [(1, text(0..2))]);
+        for seq in 1..=2 {
+            own.sent(seq, 100);
+        }
+        assert!(own.take_fitting().is_none(), "the window is full");
+        own.acked_to(2);
+        let (rest, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z), (3, 4));
+        assert_eq!(decoded(&rest), [(3, text(2..4))]);
+        for seq in 3..=4 {
+            own.sent(seq, 100);
+        }
+        own.acked_to(4);
+        let (last, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z, own.waiting()), (5, 5, 0));
+        assert_eq!(decoded(&last), [(5, text(4..5))]);
+    }
+
     #[test]
     fn room_shrinks_with_unacknowledged_lines_and_grows_with_acks() {
         let mut own = Own::new(100);

@@ -200,7 +200,8 @@ pub enum ProbeResult {
 /// What the caller must do.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Queue encoded frames for a neighbour; `msgs` of them are MSG frames.
+    /// Queue encoded frames for a neighbour; their MSG frames hold `msgs`
+    /// messages.
     Send {
         to: Conn,
         frames: Bytes,
@@ -498,7 +499,8 @@ impl Mesh {
         self.release_own(now);
     }
 
-    /// A batch of MSG frames read from `conn`, all inside `buf`.
+    /// The messages of MSG frames read from `conn` (one reference per
+    /// entry), all inside `buf`.
     pub fn on_msgs(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
         self.heard_from(now, conn);
         self.relay(now, conn, buf, msgs);

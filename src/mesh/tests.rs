@@ -1571,6 +1571,82 @@ fn a_line_is_owed_only_to_members_known_when_it_was_read() {
 
 // ---- Repair and gaps -----------------------------------------------------
 
+/// Every MSG frame sent: (to, origin, first seq, hops, messages).
+fn msg_frames_sent(actions: &[Action]) -> Vec<(Conn, NodeId, u64, u8, u64)> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Msg {
+                origin, seq, hops, ..
+            } => Some((to, origin, seq, hops, 1)),
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                count,
+                ..
+            } => Some((to, origin, seq, hops, count)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> Vec<(NodeId, u64, u8, u8)> {
+    seqs.map(|seq| (origin, seq, 1, 16)).collect()
+}
+
+/// A run that comes in as one MSG frame goes on as one (one header, one
+/// hop more); a run that partly overlaps what was delivered delivers, and
+/// passes on, only its new lines, again as one frame.
+#[test]
+fn a_run_goes_on_as_one_frame_and_an_overlapping_one_with_its_new_lines() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    let actions = feed(&mut m, t0, 1, &lines(7, 1..=5));
+    let seqs = |r: std::ops::RangeInclusive<u64>| r.map(|s| (7, s)).collect::<Vec<_>>();
+    assert_eq!(delivered(&actions), seqs(1..=5));
+    assert_eq!(
+        msg_frames_sent(&actions),
+        [(2, 7, 1, 2, 5), (3, 7, 1, 2, 5)]
+    );
+    let actions = feed(&mut m, t0, 1, &lines(7, 3..=8));
+    assert_eq!(delivered(&actions), seqs(6..=8));
+    assert_eq!(
+        msg_frames_sent(&actions),
+        [(2, 7, 6, 2, 3), (3, 7, 6, 2, 3)]
+    );
+}
+
+/// Our own lines read together go out together: one frame per neighbour.
+#[test]
+fn our_own_lines_go_out_as_one_frame() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    own_lines(&mut m, t0, 1, 10);
+    assert_eq!(
+        msg_frames_sent(&drain(&mut m)),
+        [(1, ME, 1, 1, 10), (2, ME, 1, 1, 10)]
+    );
+}
+
+/// A repair answer puts the cached lines of one stretch in one frame, and
+/// starts another where the hops differ.
+#[test]
+fn a_repair_answer_is_one_frame_per_stretch() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &lines(7, 1..=4));
+    feed(&mut m, t0, 1, &[(7, 5, 3, 16), (7, 6, 3, 16)]);
+    drain(&mut m);
+    let repair = Frame::Repair {
+        origin: 7,
+        from_seq: 2,
+        to_seq: 9,
+    };
+    m.on_frame(t0, 2, &repair);
+    assert_eq!(
+        msg_frames_sent(&drain(&mut m)),
+        [(2, 7, 2, 2, 3), (2, 7, 5, 4, 2)]
+    );
+}
+
 #[test]
 fn a_repair_is_answered_from_the_cache_and_only_with_what_it_holds() {
     let (mut m, t0) = with_neighbours(config(), 2);

@@ -600,36 +600,47 @@ fn is_peers(buf: &[u8], f: &InFrame) -> bool {
 mod tests {
     use super::*;
 
+    /// Every MSG frame of `bytes` as (first seq, payloads); 0 for others.
+    fn frames(bytes: &[u8]) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
+            out.push(match frame {
+                Frame::Msg { seq, payload, .. } => (seq, vec![payload.to_vec()]),
+                Frame::Run { seq, entries, .. } => {
+                    (seq, frame::entries(entries).map(<[u8]>::to_vec).collect())
+                }
+                _ => (0, Vec::new()),
+            });
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    /// A run holding a message too big for the neighbour is split around
+    /// it: the neighbour still gets the others, each stretch in a frame.
     #[test]
     fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
         let mut bytes = Vec::new();
-        for (seq, text) in [(1, &b"short"[..]), (2, b"this one is long"), (3, b"ok")] {
-            Frame::Msg {
-                origin: 42,
-                seq,
-                hops: 1,
-                ttl: 16,
-                payload: text,
-            }
-            .encode(&mut bytes);
-        }
+        let texts: [&[u8]; 4] = [b"short", b"this one is long", b"ok", b"fine"];
+        frame::put_run(&mut bytes, 42, 1, 1, 16, &texts);
         Frame::Repair {
             origin: 1,
             from_seq: 2,
             to_seq: 3,
         }
         .encode(&mut bytes);
-        let (batch, skipped) = spare(&Arc::new(bytes), 3, 5);
-        assert_eq!((batch.msgs, skipped), (2, 1));
-        let mut kinds = Vec::new();
-        let mut rest = &batch.bytes[..];
-        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
-            kinds.push(match frame {
-                Frame::Msg { seq, .. } => seq,
-                _ => 0,
-            });
-            rest = &rest[used..];
-        }
-        assert_eq!(kinds, [1, 3, 0]);
+        frame::put_run(&mut bytes, 42, 5, 1, 16, &[b"more is too long"]);
+        let (batch, skipped) = spare(&Arc::new(bytes), 5, 5);
+        assert_eq!((batch.msgs, skipped), (3, 2));
+        let ok = |seq: u64, texts: &[&[u8]]| (seq, texts.iter().map(|t| t.to_vec()).collect());
+        assert_eq!(
+            frames(&batch.bytes),
+            [
+                ok(1, &[b"short"]),
+                ok(3, &[b"ok", b"fine"]),
+                (0, Vec::new())
+            ]
+        );
     }
 }
