@@ -1861,6 +1861,14 @@ mod tests {
                 ),
                 FrameError::UnsupportedVersion(7),
             ),
+            // Version 3 framed one message per MSG frame: refused, not
+            // misread.
+            (
+                unhex(
+                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                ),
+                FrameError::UnsupportedVersion(3),
+            ),
             (
                 unhex(
                     "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
