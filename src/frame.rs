@@ -32,6 +32,27 @@ pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1;
 /// every node takes it, whatever its `--max-frame` (it is below
 /// [`MAX_STATUS_LEN`]); a message too long to share a frame goes alone.
 pub const MAX_RUN_LEN: usize = 64 * 1024;
+/// The most messages one MSG frame may carry; more is a protocol error.
+/// Each message a reader takes from a frame becomes a reference of its own
+/// (40 bytes, and work for the router), so a frame of newlines must not
+/// make a million of them. 4096 is about what a run of 15-byte lines fills
+/// [`MAX_RUN_LEN`] with: longer lines fill a frame by its bytes first, and
+/// shorter ones pay a header (23 bytes) per 4096 lines at most, under 1%
+/// of their bytes. Keep it in the error text below.
+pub const MAX_RUN_ENTRIES: usize = 4096;
+/// What a message counts against the windows, the hold-back buffers and
+/// the caches beyond its entry's bytes: a version 3 frame's header less
+/// the newline, so that an empty line counts 23 bytes, as its frame did
+/// then. A message held back costs a node about 200 bytes whatever its
+/// length (its entry in the hold-back map and a copy of its own: 205
+/// measured for an empty one), one cached alone about 64. Counted at its
+/// one byte, a window (4 MiB) of a stranger's empty lines held back behind
+/// a jump in seq was four million messages, some 800 MB per origin; at 23
+/// it is 182,361, about 37 MB, as in version 3. Counting all 200 would
+/// shrink the window of honest short lines as much (a 64-byte line would
+/// count 265 bytes, not 87), and the window bounds what an origin has in
+/// flight: a window per round of acknowledgements.
+pub const ENTRY_OVERHEAD: usize = MSG_HEADER_LEN - 1;
 /// Where the `hops` byte sits in an encoded MSG frame (length prefix
 /// included): a relay rewrites it in place.
 pub const MSG_HOPS_AT: usize = LEN_PREFIX + 1 + 8 + 8;
@@ -101,6 +122,23 @@ pub mod kind {
     pub const PEERS: u8 = 0x0a;
     pub const PRUNE: u8 = 0x0b;
     pub const GRAFT: u8 = 0x0c;
+}
+
+/// What `count` messages whose entries (payloads and newlines) are
+/// `entries_len` bytes in all count against a window, a hold-back buffer
+/// or a cache: [`ENTRY_OVERHEAD`] each beyond their bytes. The one
+/// measure of messages for the flow control, on the sender and on every
+/// receiver alike (PROTOCOL.md, "Flow control").
+#[inline]
+pub fn entries_cost(entries_len: usize, count: usize) -> usize {
+    entries_len + count * ENTRY_OVERHEAD
+}
+
+/// What one message whose entry is `entry_len` bytes (its payload and
+/// newline) counts: [`entries_cost`] of one.
+#[inline]
+pub fn entry_cost(entry_len: usize) -> usize {
+    entries_cost(entry_len, 1)
 }
 
 /// The largest length field a node with `--max-frame max_frame` accepts
@@ -433,11 +471,28 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     }
     let entries = &body[HEADER..];
     check_entries(entries)?;
-    // The last message's seq must exist: seqs never wrap. A frame holds
-    // fewer messages than bytes, so only a seq within a frame's length of
-    // the largest needs them counted.
-    let most = entries.len() as u64 - 1;
-    if seq.checked_add(most).is_none() && seq.checked_add(count_newlines(entries) - 1).is_none() {
+    // A frame holds no more messages than bytes: only one with more bytes
+    // than messages allowed needs them counted.
+    let count = if entries.len() > MAX_RUN_ENTRIES {
+        let count = count_newlines(entries);
+        if count > MAX_RUN_ENTRIES as u64 {
+            return Err(malformed(
+                "message",
+                "its run holds more than 4096 messages",
+            ));
+        }
+        Some(count)
+    } else {
+        None
+    };
+    // The last message's seq must exist: seqs never wrap. Only a seq
+    // within a frame's length of the largest needs the messages counted.
+    let most = count.unwrap_or(entries.len() as u64) - 1;
+    if seq.checked_add(most).is_none()
+        && seq
+            .checked_add(count.unwrap_or_else(|| count_newlines(entries)) - 1)
+            .is_none()
+    {
         return Err(malformed("message", "its seqs run past the largest seq"));
     }
     Ok(Msg {
@@ -1685,6 +1740,52 @@ mod tests {
         ));
     }
 
+    /// A frame carries at most MAX_RUN_ENTRIES messages: one more is a
+    /// protocol error named as such, on the readers' fast path too, however
+    /// the bytes are laid out (a frame of that many bytes holding fewer
+    /// messages is fine).
+    #[test]
+    fn a_run_of_more_than_4096_messages_is_refused() {
+        assert_eq!(MAX_RUN_ENTRIES, 4096, "the error text names it");
+        let too_many = malformed("message", "its run holds more than 4096 messages");
+        let empty = |n: usize| run_bytes(1, &b"\n".repeat(n));
+        let short = |n: usize| run_bytes(1, &b"ab\n".repeat(n));
+        for bytes in [empty(MAX_RUN_ENTRIES), short(MAX_RUN_ENTRIES)] {
+            let (m, _) = decode_msg_frame(&bytes, LIMIT).unwrap().unwrap();
+            assert_eq!(m.count(), MAX_RUN_ENTRIES as u64);
+            check_msg_fast_path(&bytes, LIMIT);
+        }
+        let mut one_long = vec![b'x'; 3 * MAX_RUN_ENTRIES];
+        one_long.push(b'\n');
+        let one = run_bytes(1, &one_long);
+        let (m, _) = decode_msg_frame(&one, LIMIT).unwrap().unwrap();
+        assert_eq!(m.count(), 1);
+        for bytes in [
+            empty(MAX_RUN_ENTRIES + 1),
+            short(MAX_RUN_ENTRIES + 1),
+            empty(1 << 20),
+        ] {
+            // Compared as errors: a frame of 4097 entries prints long.
+            assert_eq!(decode(&bytes, LIMIT * 2).err(), Some(too_many.clone()));
+            assert_eq!(
+                decode_msg_frame(&bytes, LIMIT * 2).err(),
+                Some(too_many.clone())
+            );
+        }
+        // Named before a seq overflow it may also have.
+        let mut high = empty(MAX_RUN_ENTRIES + 1);
+        high[13..21].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+        assert_eq!(decode(&high, LIMIT).err(), Some(too_many));
+        let mut fits = empty(MAX_RUN_ENTRIES);
+        fits[13..21].copy_from_slice(&(u64::MAX - 4095).to_be_bytes());
+        assert!(decode(&fits, LIMIT).is_ok(), "the last seq is u64::MAX");
+        fits[13..21].copy_from_slice(&(u64::MAX - 4094).to_be_bytes());
+        assert_eq!(
+            decode(&fits, LIMIT).err(),
+            Some(malformed("message", "its seqs run past the largest seq"))
+        );
+    }
+
     /// Random bodies behind every mesh type byte, and every valid mesh
     /// frame with one byte changed: an error or a frame, never a panic.
     #[test]
@@ -1959,6 +2060,14 @@ mod tests {
             let row = format!("| `{bytes}` | {expected} |");
             assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
         }
+        // A row whose bytes end in 4097 newlines says so in words.
+        let head = "00001014 02 0123456789abcdef 0000000000000001 01 10";
+        let mut bytes = unhex(head);
+        bytes.extend_from_slice(&[b'\n'; MAX_RUN_ENTRIES + 1]);
+        let expected = malformed("message", "its run holds more than 4096 messages");
+        assert_eq!(decode(&bytes, LIMIT), Err(expected.clone()));
+        let row = format!("| `{head}` and 4097 × `0a` | {expected} |");
+        assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
     }
 
     #[test]

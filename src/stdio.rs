@@ -91,7 +91,8 @@ impl StdinGate {
 ///
 /// Lines that arrive whole are entries of the current frame (a frame of
 /// several lines stays within [`frame::MAX_RUN_LEN`], so any peer takes
-/// it). A line split across reads is gathered behind room for its header,
+/// it, and holds at most [`frame::MAX_RUN_ENTRIES`]: short lines fill a
+/// frame by their count first). A line split across reads is gathered behind room for its header,
 /// so a long one becomes a chunk of its own without being copied again.
 pub struct LineFramer {
     origin: NodeId,
@@ -234,8 +235,9 @@ impl LineFramer {
 
     fn emit(&mut self, payload: &[u8]) {
         let entry = payload.len() + 1;
-        if let Some((at, _)) = self.open {
-            if self.chunk.len() - at - frame::LEN_PREFIX + entry > frame::MAX_RUN_LEN {
+        if let Some((at, first)) = self.open {
+            let full = self.next_seq - first >= frame::MAX_RUN_ENTRIES as u64;
+            if full || self.chunk.len() - at - frame::LEN_PREFIX + entry > frame::MAX_RUN_LEN {
                 self.close_frame();
             }
         }
@@ -369,9 +371,9 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
             output::write(&mut out, node.config.format, &item)?;
             if let Output::Msgs(batch) = item {
                 for l in &batch.lines {
-                    let bytes = l.msg.payload_bytes();
-                    unflushed_bytes += bytes;
-                    unflushed.push((l.msg.origin, l.msg.last, bytes, l.msg.len()));
+                    unflushed_bytes += l.msg.payload_bytes();
+                    // The mesh counts them as their origins' windows do.
+                    unflushed.push((l.msg.origin, l.msg.last, l.msg.cost(), l.msg.len()));
                 }
                 recycle(node, batch);
             }
@@ -533,6 +535,44 @@ mod tests {
         assert!(frames
             .iter()
             .all(|f| f.frame.len() <= frame::MAX_RUN_LEN + 4));
+    }
+
+    /// One-byte lines (and empty ones) fill a frame by their count, not
+    /// their bytes: at most MAX_RUN_ENTRIES per frame, or every receiver
+    /// would refuse the frame (and 64 KiB of newlines would be 65517
+    /// messages in one frame).
+    #[test]
+    fn short_lines_fill_a_frame_with_at_most_the_run_entry_limit() {
+        for line in [&b"\n"[..], b"x\n"] {
+            let lines = 3 * frame::MAX_RUN_ENTRIES + 5;
+            let input = line.repeat(lines);
+            let mut framer = LineFramer::new(42, 1 << 20);
+            framer.push(&input);
+            let chunks = framer.take();
+            let mut seqs = Vec::new();
+            for chunk in &chunks {
+                let mut rest = &chunk.bytes[..];
+                while !rest.is_empty() {
+                    let (m, used) = frame::decode_msg_frame(rest, frame::frame_limit(1 << 20))
+                        .expect("a frame every node takes")
+                        .expect("a whole MSG frame");
+                    assert!(m.count() <= frame::MAX_RUN_ENTRIES as u64);
+                    seqs.push((m.seq, m.count()));
+                    rest = &rest[used..];
+                }
+            }
+            let full = frame::MAX_RUN_ENTRIES as u64;
+            assert_eq!(
+                seqs,
+                [
+                    (1, full),
+                    (1 + full, full),
+                    (1 + 2 * full, full),
+                    (1 + 3 * full, 5)
+                ]
+            );
+            assert_eq!(payloads(&chunks[0]).len(), lines);
+        }
     }
 
     #[test]

@@ -455,8 +455,9 @@ impl Fake {
     fn local(&mut self, input: &mut Input<'_>) {
         let lines = 1 + input.u8() % 4;
         let size = input.u8() as usize % 64;
-        // A line costs the window its entry: its length and payload.
-        let cost = lines as usize * (1 + size);
+        // A line costs the window its entry (payload and newline) and the
+        // overhead of a message.
+        let cost = lines as usize * frame::entry_cost(1 + size);
         if self.mesh.neighbour_count() == 0 || self.mesh.window_room() < cost {
             return;
         }

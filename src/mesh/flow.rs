@@ -34,7 +34,8 @@ pub struct Own {
     pub last_seq: u64,
     pub status_seq: u64,
     pub leaving: bool,
-    /// (seq, frame bytes) of our lines above the low mark.
+    /// (seq, cost) of our lines above the low mark: what each counts
+    /// against the window ([`frame::entry_cost`]).
     sizes: VecDeque<(u64, usize)>,
     unacked: usize,
     /// Every owing live member has every one of our lines up to here.
@@ -80,13 +81,16 @@ impl Own {
     /// The oldest waiting lines that fit the window now, as one buffer of
     /// MSG frames with their first and last seq. A line always fits when
     /// nothing is unacknowledged (`--window` is at least one message). A
-    /// line costs its entry's bytes.
+    /// line costs [`frame::entry_cost`] of its entry.
     fn take_fitting(&mut self) -> Option<(Bytes, u64, u64)> {
         let front = self.pending.front_mut()?;
         let start = (front.frame, front.at);
-        // The usual case: the whole chunk fits (its frames' length is
-        // more than its lines cost), taken without a look at its lines.
-        if start == (0, frame::MSG_HEADER_LEN) && self.unacked + front.bytes.len() <= self.window {
+        // The usual case: the whole chunk fits (its bytes count every
+        // entry, so with the overhead of each line they are more than its
+        // lines cost), taken without a look at its lines.
+        let lines = (front.last + 1 - front.first) as usize;
+        let most = frame::entries_cost(front.bytes.len(), lines);
+        if start == (0, frame::MSG_HEADER_LEN) && self.unacked + most <= self.window {
             let p = self.pending.pop_front().expect("front");
             self.pending_lines -= p.last + 1 - p.first;
             return Some((p.bytes, p.first, p.last));
@@ -104,12 +108,13 @@ impl Own {
             let base = at;
             for entry_end in frame::entry_ends(&bytes[base..end]) {
                 let len = base + entry_end - at;
-                if self.unacked + used + len > self.window && (self.unacked > 0 || used > 0) {
+                let cost = frame::entry_cost(len);
+                if self.unacked + used + cost > self.window && (self.unacked > 0 || used > 0) {
                     front.frame = frame_at;
                     front.at = at;
                     break 'frames;
                 }
-                used += len;
+                used += cost;
                 count += 1;
                 at += len;
             }
@@ -139,11 +144,12 @@ impl Own {
         Some((bytes, first, last))
     }
 
-    pub fn sent(&mut self, seq: u64, len: usize) {
+    /// Our line `seq` went out; it counts `cost` against the window.
+    pub fn sent(&mut self, seq: u64, cost: usize) {
         self.last_seq = self.last_seq.max(seq);
         if seq > self.low {
-            self.sizes.push_back((seq, len));
-            self.unacked += len;
+            self.sizes.push_back((seq, cost));
+            self.unacked += cost;
         }
     }
 
@@ -248,7 +254,7 @@ mod tests {
         assert_eq!((a, z), (1, 2));
         assert_eq!(decoded(&first), [(1, text(0..2))]);
         for seq in 1..=2 {
-            own.sent(seq, 100);
+            own.sent(seq, frame::entry_cost(100));
         }
         assert!(own.take_fitting().is_none(), "the window is full");
         own.acked_to(2);
@@ -256,12 +262,32 @@ mod tests {
         assert_eq!((a, z), (3, 4));
         assert_eq!(decoded(&rest), [(3, text(2..4))]);
         for seq in 3..=4 {
-            own.sent(seq, 100);
+            own.sent(seq, frame::entry_cost(100));
         }
         own.acked_to(4);
         let (last, a, z) = own.take_fitting().unwrap();
         assert_eq!((a, z, own.waiting()), (5, 5, 0));
         assert_eq!(decoded(&last), [(5, text(4..5))]);
+    }
+
+    /// Our own empty lines count 23 bytes each against the window, as
+    /// every receiver's hold-back buffer counts them: a window of 23,000
+    /// bytes lets 1,000 go, not 23,000 (the bytes they take on the wire).
+    #[test]
+    fn empty_lines_count_as_an_entry_and_the_overhead_of_a_message() {
+        let mut own = Own::new(23_000);
+        let mut bytes = Vec::new();
+        for first in (1..=10_000u64).step_by(frame::MAX_RUN_ENTRIES) {
+            let n = frame::MAX_RUN_ENTRIES.min(10_001 - first as usize);
+            frame::put_run(&mut bytes, 9, first, 1, 16, &vec![&b""[..]; n]);
+        }
+        own.queue(&Bytes::new(bytes), 1, 10_000);
+        let (frames, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z, own.waiting()), (1, 1000, 9000));
+        let sent: u64 = frame::msg_frames(&frames)
+            .map(|f| frame::entries(&frames[f.entries]).count() as u64)
+            .sum();
+        assert_eq!(sent, 1000);
     }
 
     #[test]

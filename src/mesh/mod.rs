@@ -163,6 +163,12 @@ impl Delivery {
         self.entries.len() - self.len() as usize
     }
 
+    /// What these messages count against their origin's window
+    /// ([`crate::frame::entries_cost`]).
+    pub fn cost(&self) -> usize {
+        crate::frame::entries_cost(self.entries.len(), self.len() as usize)
+    }
+
     /// Each message: its seq, hops and payload.
     pub fn msgs(&self) -> impl Iterator<Item = (u64, u8, &[u8])> + '_ {
         let entries = &self.bytes[self.entries.clone()];
@@ -329,8 +335,9 @@ pub struct Mesh {
     /// Our next STATUS floods whatever it says: a keepalive, a refutation.
     flood_due: bool,
     status_due: bool,
-    /// Payload bytes delivered since our last STATUS: past a quarter of the
-    /// window, acknowledgements are urgent (the origins may be waiting).
+    /// What the lines delivered since our last STATUS count against their
+    /// origins' windows ([`Delivery::cost`]): past a quarter of the window,
+    /// acknowledgements are urgent (the origins may be waiting).
     unacked_delivered: usize,
     /// When we last delivered or sent a line.
     last_activity: Instant,
@@ -644,8 +651,9 @@ impl Mesh {
         self.origins.printing = true;
     }
 
-    /// The caller wrote out `origin`'s lines up to `seq`s (`bytes` of
-    /// payload in all): acknowledgements advance.
+    /// The caller wrote out `origin`'s lines up to `seq`s (counting
+    /// `bytes` against their origins' windows in all, [`Delivery::cost`]):
+    /// acknowledgements advance.
     pub fn printed(
         &mut self,
         now: Instant,

@@ -9,10 +9,19 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::{Bytes, Conn, MsgRef, NodeId};
-use crate::frame::entry_end;
+use crate::frame::{entry_cost, entry_end};
 
 /// The most origins remembered; the least recently used is forgotten first.
 pub const MAX_ORIGINS: usize = 4096;
+
+/// What a message whose entry is `entry_len` bytes counts against the
+/// hold-back buffer and the cache when it keeps alive a `share` of the
+/// buffer it came in: what the window counts it ([`entry_cost`]: its bytes
+/// and a fixed overhead per message), or its share if that is more.
+#[inline]
+pub fn kept_cost(entry_len: usize, share: usize) -> usize {
+    entry_cost(entry_len).max(share)
+}
 
 /// A message kept by reference into the buffer it arrived in.
 #[derive(Debug, Clone)]
@@ -24,8 +33,8 @@ pub struct Kept {
     pub bytes: Bytes,
     /// Its entry: length, then payload.
     pub entry: Range<usize>,
-    /// What it counts against the bounds: at least its share of the buffer
-    /// it keeps alive.
+    /// What it counts against the bounds ([`kept_cost`]): at least its
+    /// share of the buffer it keeps alive.
     pub cost: usize,
 }
 
@@ -61,7 +70,7 @@ impl Run {
             hops: kept.hops,
             ttl: kept.ttl,
             bytes: kept.bytes.clone(),
-            cost: kept.entry.len().max(share),
+            cost: kept_cost(kept.entry.len(), share),
             entries: kept.entry.clone(),
             share,
         }
@@ -81,7 +90,7 @@ impl Run {
         }
         self.last = seq;
         self.entries.end = kept.entry.end;
-        self.cost += kept.entry.len().max(self.share);
+        self.cost += kept_cost(kept.entry.len(), self.share);
         true
     }
 
@@ -101,7 +110,7 @@ impl Run {
     fn drop_first(&mut self) -> usize {
         let at = self.entries.start;
         let len = entry_end(&self.bytes, at) - at;
-        let cost = len.max(self.share);
+        let cost = kept_cost(len, self.share);
         self.entries.start += len;
         self.first += 1;
         self.cost -= cost;
@@ -318,13 +327,14 @@ impl Origin {
     }
 
     pub fn hold(&mut self, seq: u64, mut kept: Kept) {
-        if kept.cost > kept.entry.len() {
+        let alone = entry_cost(kept.entry.len());
+        if kept.cost > alone {
             // Held alone, not by a share of the buffer it came in: the
             // hold-back buffer takes a whole window of messages, as the
             // origin's window lets that many be in flight to us.
             kept.bytes = Bytes::new(kept.bytes[kept.entry.clone()].to_vec());
             kept.entry = 0..kept.entry.len();
-            kept.cost = kept.entry.len();
+            kept.cost = alone;
         }
         self.held_bytes += kept.cost;
         self.held.insert(seq, kept);
@@ -689,9 +699,11 @@ mod tests {
         assert!(o.gaps_ahead.is_empty());
     }
 
-    /// The messages `seqs`, each an entry `len` bytes long (its newline
-    /// included) that starts with its seq, back to back in one buffer.
-    fn frames(seqs: std::ops::RangeInclusive<u64>, len: usize) -> (Bytes, Vec<Kept>) {
+    /// The messages `seqs`, each counting `cost` ([`entry_cost`]: an entry
+    /// 22 bytes shorter, its newline included) and starting with its seq,
+    /// back to back in one buffer.
+    fn frames(seqs: std::ops::RangeInclusive<u64>, cost: usize) -> (Bytes, Vec<Kept>) {
+        let len = cost - crate::frame::ENTRY_OVERHEAD;
         let mut buf = Vec::new();
         let mut at = Vec::new();
         for seq in seqs {
@@ -709,7 +721,7 @@ mod tests {
                 hops: 1,
                 ttl: 16,
                 bytes: bytes.clone(),
-                cost: entry.len(),
+                cost: entry_cost(entry.len()),
                 entry,
             })
             .collect();

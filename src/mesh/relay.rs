@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::origin::{Arrival, Hole, Kept, Run};
+use super::origin::{kept_cost, Arrival, Hole, Kept, Run};
 use super::table::Table;
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
-use crate::frame::{self, Frame, Status, LEN_PREFIX, MAX_RUN_LEN, MSG_HEADER_LEN, MSG_HOPS_AT};
+use crate::frame::{
+    self, Frame, Status, LEN_PREFIX, MAX_RUN_ENTRIES, MAX_RUN_LEN, MSG_HEADER_LEN, MSG_HOPS_AT,
+};
 
 /// How long a hole may be in-flight reordering before the first REPAIR.
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
@@ -123,7 +125,7 @@ impl Mesh {
                         put_fwd(&mut fwd, &mut fwd_runs, stretch, &buf[entries]);
                         fwd_msgs += head.len() as u64;
                     } else {
-                        let cost = head.iter().map(|m| (m.end - m.start).max(share)).sum();
+                        let cost = head.iter().map(|m| kept_cost(m.end - m.start, share)).sum();
                         let stretch = Run {
                             first: a.seq,
                             last: z.seq,
@@ -158,10 +160,11 @@ impl Mesh {
                     ttl: m.ttl,
                     bytes: buf.clone(),
                     entry: m.start..m.end,
-                    cost: (m.end - m.start).max(share),
+                    cost: kept_cost(m.end - m.start, share),
                 };
-                // Held messages cost their own length (`Origin::hold`).
-                match origin.arrive(m.seq, m.end - m.start, window) {
+                // Held messages cost what the window counts them
+                // (`Origin::hold`).
+                match origin.arrive(m.seq, frame::entry_cost(m.end - m.start), window) {
                     Arrival::Duplicate => {
                         // Below the base it was never ours: not a second copy.
                         if m.seq >= origin.base {
@@ -244,8 +247,10 @@ impl Mesh {
         if fwd_msgs > 0 {
             let fwd: Bytes = Arc::new(fwd);
             for (id, first, last, frame) in &fwd_runs {
-                // The forward buffer holds nothing else: an entry costs its size.
+                // The forward buffer holds nothing else: its entries cost
+                // what the window counts them.
                 let entries = frame.start + MSG_HEADER_LEN..frame.end;
+                let count = (last - first + 1) as usize;
                 let run = Run {
                     first: *first,
                     last: *last,
@@ -253,7 +258,7 @@ impl Mesh {
                     hops: fwd[frame.start + MSG_HOPS_AT],
                     ttl: fwd[frame.start + MSG_HOPS_AT + 1],
                     bytes: fwd.clone(),
-                    cost: entries.len(),
+                    cost: frame::entries_cost(entries.len(), count),
                     entries,
                     share: 0,
                 };
@@ -335,10 +340,7 @@ impl Mesh {
             self.status_due = true;
             // Acknowledged on printing instead: counted in `printed`.
             if !self.ack_printed {
-                self.unacked_delivered += deliveries
-                    .iter()
-                    .map(Delivery::payload_bytes)
-                    .sum::<usize>();
+                self.unacked_delivered += deliveries.iter().map(Delivery::cost).sum::<usize>();
             }
             self.push(Action::Deliver(deliveries));
         }
@@ -352,7 +354,7 @@ impl Mesh {
             let mut seq = f.seq;
             let mut at = 0;
             for end in frame::entry_ends(&frames[f.entries.clone()]) {
-                self.own.sent(seq, end - at);
+                self.own.sent(seq, frame::entry_cost(end - at));
                 (at, seq) = (end, seq + 1);
             }
             count += seq - f.seq;
@@ -364,7 +366,7 @@ impl Mesh {
                 hops: f.hops,
                 ttl: f.ttl,
                 bytes: frames.clone(),
-                cost: f.entries.len(),
+                cost: frame::entries_cost(f.entries.len(), (seq - f.seq) as usize),
                 entries: f.entries,
                 share: 0,
             };
@@ -715,8 +717,10 @@ struct Stretch {
 /// Appends the messages of `stretch` (their `entries`) to `out`, a buffer
 /// of MSG frames whose frames are listed in `runs` (origin, first and last
 /// seq, the frame): into its last frame if they continue it (same origin,
-/// hops and ttl, the next seqs, the frame still under [`MAX_RUN_LEN`]),
-/// else as a frame of their own.
+/// hops and ttl, the next seqs, the frame still under [`MAX_RUN_LEN`] and
+/// [`MAX_RUN_ENTRIES`]), else as a frame of their own. A stretch is never
+/// longer than that: it is a stretch of one frame a reader checked, or
+/// one message.
 fn put_fwd(
     out: &mut Vec<u8>,
     runs: &mut Vec<(NodeId, u64, u64, Range<usize>)>,
@@ -730,13 +734,15 @@ fn put_fwd(
         hops,
         ttl,
     } = stretch;
-    if let Some((o, _, end_seq, frame)) = runs.last_mut() {
+    debug_assert!(last - first < MAX_RUN_ENTRIES as u64);
+    if let Some((o, start_seq, end_seq, frame)) = runs.last_mut() {
         let header = &out[frame.start..frame.start + MSG_HEADER_LEN];
         let continues = *o == origin
             && end_seq.wrapping_add(1) == first
             && frame.end == out.len()
             && (header[MSG_HOPS_AT], header[MSG_HOPS_AT + 1]) == (hops, ttl)
-            && frame.len() - LEN_PREFIX + entries.len() <= MAX_RUN_LEN;
+            && frame.len() - LEN_PREFIX + entries.len() <= MAX_RUN_LEN
+            && last - *start_seq < MAX_RUN_ENTRIES as u64;
         if continues {
             out.extend_from_slice(entries);
             *end_seq = last;

@@ -799,8 +799,8 @@ impl Sim {
         let mut cost = 0;
         for seq in first..first + count {
             let payload = format!("line {seq} from n{node}");
-            // A line costs the window its entry.
-            cost += 1 + payload.len();
+            // A line costs the window its entry and the overhead.
+            cost += frame::entry_cost(1 + payload.len());
             if cost > n.mesh.window_room() {
                 break;
             }

@@ -276,12 +276,87 @@ fn the_hold_back_buffer_is_bounded_by_the_window() {
     let actions = feed(&mut m, t0, 2, &[(7, 2, 1, 16)]);
     let got = delivered(&actions);
     assert_eq!(got[0], (7, 2));
-    // Each held message costs its entry (length and payload): the window
-    // held as many as fit, and not one more.
-    let cost = |&(o, s): &(NodeId, u64)| 1 + format!("{o:x}/{s}").len();
+    // Each held message costs what the window counts it (its entry and
+    // the overhead of a message): the window held as many as fit, and not
+    // one more.
+    let cost = |&(o, s): &(NodeId, u64)| frame::entry_cost(1 + format!("{o:x}/{s}").len());
     let held: usize = got[1..].iter().map(cost).sum();
     let next = (7, got.last().unwrap().1 + 1);
     assert!(held <= 200 && held + cost(&next) > 200, "{got:?}");
+}
+
+/// Empty messages of `origin`, seqs `seqs`, as a stranger sends them: one
+/// byte each on the wire (its newline), in frames as full as allowed.
+fn empty_lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> (Bytes, Vec<MsgRef>) {
+    let seqs: Vec<u64> = seqs.collect();
+    let mut buf = Vec::new();
+    let mut refs = Vec::new();
+    for run in seqs.chunks(frame::MAX_RUN_ENTRIES) {
+        let empty = vec![&b""[..]; run.len()];
+        let entries = frame::put_run(&mut buf, origin, run[0], 1, 16, &empty);
+        for (&seq, entry) in run.iter().zip(entries) {
+            refs.push(MsgRef {
+                origin,
+                seq,
+                hops: 1,
+                ttl: 16,
+                start: entry.start,
+                end: entry.end,
+            });
+        }
+    }
+    (Arc::new(buf), refs)
+}
+
+/// An empty message costs one byte on the wire, but holding it back
+/// costs a node far more (its references and their bookkeeping). Held
+/// back behind a jump in seq, a window's worth of bytes of empty messages
+/// is held as the window counts them, 23 bytes each (as a version 3
+/// frame): window / 23 messages, not one per byte of the window.
+#[test]
+fn empty_messages_held_back_count_as_the_window_counts_them() {
+    let window = 100_000;
+    let (mut m, t0) = with_neighbours(MeshConfig { window, ..config() }, 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let (buf, refs) = empty_lines(7, 3..=window as u64 + 2);
+    m.on_msgs(t0, 1, &buf, &refs);
+    drain(&mut m);
+    let got = delivered(&feed(&mut m, t0, 1, &[(7, 2, 1, 16)]));
+    let held = got.len() - 1;
+    assert_eq!(held, window / 23, "held back: {held}");
+    assert_eq!(frame::entry_cost(1), 23, "an empty line costs 23");
+    assert_eq!(
+        got[1..],
+        (3..3 + held as u64).map(|s| (7, s)).collect::<Vec<_>>()[..]
+    );
+}
+
+/// The cache counts messages as the window does too: a window's worth of
+/// bytes of empty messages in order leaves about window / 23 of them
+/// cached (a window and at most one frame of them), not one per byte.
+#[test]
+fn empty_messages_cached_count_as_the_window_counts_them() {
+    let window = 100_000;
+    let (mut m, t0) = with_neighbours(MeshConfig { window, ..config() }, 2);
+    let (buf, refs) = empty_lines(7, 1..=window as u64);
+    m.on_msgs(t0, 1, &buf, &refs);
+    drain(&mut m);
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Repair {
+            origin: 7,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    let cached = msgs_sent(&drain(&mut m)).len();
+    let most = (window + frame::entries_cost(frame::MAX_RUN_ENTRIES, frame::MAX_RUN_ENTRIES)) / 23;
+    assert!(
+        (window / 23..=most).contains(&cached),
+        "{cached} cached, not within {}..={most}",
+        window / 23
+    );
 }
 
 #[test]
@@ -1433,11 +1508,12 @@ fn a_lost_link_dials_across_at_once_only_to_members_heard_through_it_alone() {
 
 // ---- Flow control and books ----------------------------------------------
 
-/// Our own lines `first..=last`, 100 bytes each with their length (what
-/// a line costs the window), in one frame as the stdin thread frames them.
+/// Our own lines `first..=last`, each counting 100 bytes against the
+/// window (77 bytes, its newline and the overhead of a message), in one
+/// frame as the stdin thread frames them.
 fn own_lines(m: &mut Mesh, now: Instant, first: u64, last: u64) {
     let mut buf = Vec::new();
-    let payload = [b'x'; 99];
+    let payload = [b'x'; 100 - frame::ENTRY_OVERHEAD - 1];
     let payloads = vec![&payload[..]; (last + 1 - first) as usize];
     frame::put_run(&mut buf, ME, first, 1, 16, &payloads);
     m.local(now, &Arc::new(buf), first, last);
@@ -1589,6 +1665,36 @@ fn msg_frames_sent(actions: &[Action]) -> Vec<(Conn, NodeId, u64, u8, u64)> {
             _ => None,
         })
         .collect()
+}
+
+/// Frames of 4096 empty lines that arrive back to back go on, and are
+/// answered from the cache, in frames of at most 4096 messages: far under
+/// MAX_RUN_LEN bytes, merged they would make frames every neighbour
+/// refuses.
+#[test]
+fn forwarded_and_repaired_frames_hold_at_most_4096_messages() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1 << 20,
+            ..config()
+        },
+        2,
+    );
+    let full = frame::MAX_RUN_ENTRIES as u64;
+    let (buf, refs) = empty_lines(7, 1..=3 * full);
+    m.on_msgs(t0, 1, &buf, &refs);
+    let frames: Vec<_> = (0..3).map(|i| (2, 7, 1 + i * full, 2, full)).collect();
+    assert_eq!(msg_frames_sent(&drain(&mut m)), frames, "forwarded");
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Repair {
+            origin: 7,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    assert_eq!(msg_frames_sent(&drain(&mut m)), frames, "answered");
 }
 
 fn lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> Vec<(NodeId, u64, u8, u8)> {
@@ -2403,10 +2509,11 @@ fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64,
 
 #[test]
 fn repair_answers_still_queued_for_a_neighbour_are_at_most_a_window() {
-    // Our 10 lines of 100 bytes are cached (window 1000). A neighbour asks
-    // for all of them again and again without reading: while the first
-    // answer waits in its queue (the action still holds it), a second
-    // would pass the window: not answered. Once it is sent, answered.
+    // Our 10 lines are cached (window 1000); an answer with all of them
+    // is 803 bytes on the wire. A neighbour asks for them again and again
+    // without reading: while the first two answers wait in its queue (the
+    // actions still hold them), 1606 bytes, a third would pass the window:
+    // not answered. Once they are sent, answered.
     let (mut m, t0) = with_neighbours(
         MeshConfig {
             window: 1000,
@@ -2417,11 +2524,14 @@ fn repair_answers_still_queued_for_a_neighbour_are_at_most_a_window() {
     own_lines(&mut m, t0, 1, 10);
     drain(&mut m);
     repair(&mut m, t0, 1, ME, 1, 10);
-    let queued = drain(&mut m);
-    assert_eq!(msgs_sent(&queued).len(), 10);
+    let first = drain(&mut m);
+    assert_eq!(msgs_sent(&first).len(), 10);
     repair(&mut m, t0, 1, ME, 1, 10);
-    assert!(drain(&mut m).is_empty(), "a second copy queued");
-    drop(queued);
+    let second = drain(&mut m);
+    assert_eq!(msgs_sent(&second).len(), 10, "803 bytes queued");
+    repair(&mut m, t0, 1, ME, 1, 10);
+    assert!(drain(&mut m).is_empty(), "a third copy queued");
+    drop((first, second));
     repair(&mut m, t0, 1, ME, 1, 10);
     assert_eq!(msgs_sent(&drain(&mut m)).len(), 10);
 }

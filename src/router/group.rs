@@ -515,7 +515,8 @@ impl Router {
 
 /// `frames` without the messages whose payload is over `limit`, and how
 /// many were left out. The messages kept are framed anew (a frame of
-/// several stays within `MAX_RUN_LEN`, which every node takes).
+/// several stays within `MAX_RUN_LEN`, which every node takes; each holds
+/// messages of one frame of `frames`, so no more than `MAX_RUN_ENTRIES`).
 fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
     let mut kept = Vec::with_capacity(frames.len());
     let mut skipped = 0;

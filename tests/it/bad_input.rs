@@ -212,6 +212,16 @@ fn a_message_without_its_newline_is_refused_and_never_printed() {
     assert_eq!(texts(&printed), ["b> marker"]);
 }
 
+/// A MSG frame of 4097 empty lines: 4120 bytes that would be 4097
+/// messages, each a reference and work for the node. Refused and named.
+#[test]
+fn a_run_of_more_than_4096_messages_is_refused() {
+    let empty = vec![&b""[..]; frame::MAX_RUN_ENTRIES + 1];
+    let mut bytes = Vec::new();
+    frame::put_run(&mut bytes, 1, 1, 1, 16, &empty);
+    rejects(&bytes, true, "its run holds more than 4096 messages");
+}
+
 #[test]
 fn names_that_would_fake_a_tag_are_refused_on_the_command_line() {
     for name in ["a>b", "a\u{2028}b", "a\u{2029}b", "a\u{7}b"] {
