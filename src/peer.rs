@@ -368,12 +368,30 @@ impl Reader<'_> {
     }
 
     /// Handles every whole frame in the buffer; messages go to the router
-    /// as one batch. Returns whether it had to wait at the delivery gate.
+    /// in batches of fewer than 2 × [`BATCH_FRAMES`] frames and messages.
+    /// Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
+        let mut waited = false;
+        loop {
+            let (gate, full) = self.decode_batch(limit)?;
+            waited |= gate;
+            if !full {
+                return Ok(waited);
+            }
+        }
+    }
+
+    /// Decodes the buffer's whole frames until it is done or the batch
+    /// holds [`BATCH_FRAMES`] frames and messages or more (a frame adds at
+    /// most [`frame::MAX_RUN_ENTRIES`]); the batch goes to the router.
+    /// Returns whether it had to wait at the delivery gate, and whether it
+    /// stopped with the batch full (whole frames may still be buffered).
+    fn decode_batch(&mut self, limit: usize) -> Result<(bool, bool), Ending> {
         // Room for what is buffered at a typical line's size: growing one
         // entry at a time was a tenth of a reader's work.
+        let room = (self.rb.pending().len() / TYPICAL_FRAME).min(2 * BATCH_FRAMES);
         let mut msgs = MsgScan {
-            frames: Vec::with_capacity(self.rb.pending().len() / TYPICAL_FRAME),
+            frames: Vec::with_capacity(room),
             mark: None,
             dropped: 0,
             dropped_bytes: 0,
@@ -381,7 +399,16 @@ impl Reader<'_> {
         };
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
+        let mut full = false;
         let broken = loop {
+            if msgs.frames.len() >= BATCH_FRAMES {
+                // A buffer of frames full of empty lines would otherwise
+                // be a reference per byte in one batch (128 Ki of them),
+                // and the router's queue holds 16 batches: the rest of the
+                // buffer goes in the next one.
+                full = true;
+                break None;
+            }
             let at = self.rb.pos();
             // Messages first, without building a `Frame` for each.
             match frame::decode_msg_frame(self.rb.pending(), limit) {
@@ -470,7 +497,7 @@ impl Reader<'_> {
         };
         match broken {
             Some(ending) => Err(ending),
-            None => Ok(waited),
+            None => Ok((waited, full)),
         }
     }
 
@@ -650,6 +677,12 @@ const REFUSED_LINGER: Duration = Duration::from_secs(1);
 /// A line of text as a MSG entry, roughly: what a batch's list of messages
 /// is sized for before decoding it.
 const TYPICAL_FRAME: usize = 64;
+/// A reader's batch for the router is full once it holds this many frames
+/// and messages: one frame (at most [`frame::MAX_RUN_ENTRIES`] messages)
+/// more and it goes, so a batch holds fewer than twice this many (each
+/// message a 40-byte reference), whatever a peer sends. Honest lines of 64
+/// bytes fill a 128 KiB read buffer with about 2,000.
+const BATCH_FRAMES: usize = frame::MAX_RUN_ENTRIES;
 
 /// How a MSG frame's trace line names the messages after its first.
 fn more(count: u64) -> String {

@@ -43,6 +43,12 @@ impl Mesh {
         let mut deliveries = Vec::new();
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
+        // Room for the forward buffer: the batch's frames, re-encoded, take
+        // about as many bytes as they came in. Not the buffer's length: a
+        // read buffer keeps its size (128 KiB once busy) whatever part of
+        // it a batch holds, and a batch of one frame then forwarded a 4 KiB
+        // frame in 128 KiB that each outbox and the cache kept alive.
+        let fwd_room = msgs.last().map_or(0, |m| m.end);
         let window = self.cfg.window;
         // Whom to PRUNE, for which origin: duplicates show redundant links.
         let mut prunes: Vec<(NodeId, Conn)> = Vec::new();
@@ -113,7 +119,7 @@ impl Mesh {
                     }
                     if eager {
                         if fwd.is_empty() {
-                            fwd.reserve(buf.len());
+                            fwd.reserve(fwd_room);
                         }
                         let stretch = Stretch {
                             origin: id,
@@ -200,7 +206,7 @@ impl Mesh {
                 }
                 if eager && m.hops < m.ttl {
                     if fwd.is_empty() {
-                        fwd.reserve(buf.len());
+                        fwd.reserve(fwd_room);
                     }
                     let one = Stretch {
                         origin: id,

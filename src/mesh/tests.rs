@@ -1697,6 +1697,34 @@ fn forwarded_and_repaired_frames_hold_at_most_4096_messages() {
     assert_eq!(msg_frames_sent(&drain(&mut m)), frames, "answered");
 }
 
+/// A batch of one short line from a large read buffer (a reader's buffer
+/// keeps its size) is forwarded in a buffer of about its own size: the
+/// outboxes and the cache keep that buffer alive, and count its bytes.
+#[test]
+fn a_short_line_from_a_large_buffer_is_forwarded_in_a_small_one() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let (buf, refs) = batch(&[(7, 1, 1, 16)]);
+    let mut large = buf.to_vec();
+    large.resize(128 * 1024, 0);
+    m.on_msgs(t0, 1, &Arc::new(large), &refs);
+    let sends: Vec<usize> = drain(&mut m)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                frames, msgs: 1, ..
+            } => Some(frames.capacity()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends.len(), 1, "to neighbour 2");
+    assert!(
+        sends[0] <= 2 * buf.len(),
+        "{} bytes for {}",
+        sends[0],
+        buf.len()
+    );
+}
+
 fn lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> Vec<(NodeId, u64, u8, u8)> {
     seqs.map(|seq| (origin, seq, 1, 16)).collect()
 }
