@@ -139,21 +139,20 @@ fn relay_rate() -> f64 {
     let mut delivered = 0u64;
     for b in 0..batches {
         let mut buf = Vec::with_capacity(per_batch as usize * 100);
-        let mut refs = Vec::with_capacity(per_batch as usize);
-        for i in 0..per_batch {
-            let seq = b * per_batch + i + 1;
-            let at = buf.len();
-            buf.extend_from_slice(&frame::msg_header(7, seq, 1, 16, payload.len()));
-            buf.extend_from_slice(&payload);
-            refs.push(MsgRef {
+        let first = b * per_batch + 1;
+        let payloads = vec![&payload[..]; per_batch as usize];
+        let entries = frame::put_run(&mut buf, 7, first, 1, 16, &payloads);
+        let refs: Vec<MsgRef> = (first..)
+            .zip(entries)
+            .map(|(seq, entry)| MsgRef {
                 origin: 7,
                 seq,
                 hops: 1,
                 ttl: 16,
-                start: at,
-                end: buf.len(),
-            });
-        }
+                start: entry.start,
+                end: entry.end,
+            })
+            .collect();
         mesh.on_msgs(t0, 1, &Arc::new(buf), &refs);
         while let Some(action) = mesh.poll_action() {
             if let Action::Deliver(d) = action {

@@ -216,8 +216,9 @@ pub struct PrintedSoFar {
 }
 
 impl PrintedSoFar {
-    /// Records the runs written out (origin, last seq, payload bytes,
-    /// messages), emptying `runs`; true if the router must be told.
+    /// Records the runs written out (origin, last seq, what they count
+    /// against the window, messages), emptying `runs`; true if the router
+    /// must be told.
     pub fn record(&self, runs: &mut Vec<(NodeId, u64, usize, u64)>) -> bool {
         let mut seqs = self.seqs.lock();
         for (origin, last, bytes, count) in runs.drain(..) {
@@ -231,7 +232,8 @@ impl PrintedSoFar {
     }
 
     /// What was written out since the last call.
-    /// Per origin the last seq, and the payload bytes in all.
+    /// Per origin the last seq, and what the lines count against their
+    /// windows in all.
     pub fn take(&self) -> (std::collections::HashMap<NodeId, u64>, usize) {
         self.told.store(false, std::sync::atomic::Ordering::Release);
         std::mem::take(&mut *self.seqs.lock())

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -18,15 +18,41 @@ pub type NodeId = u64;
 
 /// The first bytes of every HELLO body: tells a peercat peer from a stranger.
 pub const MAGIC: [u8; 4] = *b"PCAT";
-/// The one protocol version this build speaks.
-pub const VERSION: u16 = 3;
+/// The one protocol version this build speaks (4: MSG carries a run of
+/// messages; version 3's one-message MSG is not spoken).
+pub const VERSION: u16 = 4;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
-/// Bytes in front of a message's payload: length, type, origin, sequence,
-/// hops, ttl.
+/// Bytes in front of a MSG frame's entries: length, type, origin, first
+/// sequence, hops, ttl.
 pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1;
+/// The longest MSG frame (length field) that carries two messages or more:
+/// every node takes it, whatever its `--max-frame` (it is below
+/// [`MAX_STATUS_LEN`]); a message too long to share a frame goes alone.
+pub const MAX_RUN_LEN: usize = 64 * 1024;
+/// The most messages one MSG frame may carry; more is a protocol error.
+/// Each message a reader takes from a frame becomes a reference of its own
+/// (40 bytes, and work for the router), so a frame of newlines must not
+/// make a million of them. 4096 is about what a run of 15-byte lines fills
+/// [`MAX_RUN_LEN`] with: longer lines fill a frame by its bytes first, and
+/// shorter ones pay a header (23 bytes) per 4096 lines at most, under 1%
+/// of their bytes. Keep it in the error text below.
+pub const MAX_RUN_ENTRIES: usize = 4096;
+/// What a message counts against the windows, the hold-back buffers and
+/// the caches beyond its entry's bytes: a version 3 frame's header less
+/// the newline, so that an empty line counts 23 bytes, as its frame did
+/// then. A message held back costs a node about 200 bytes whatever its
+/// length (its entry in the hold-back map and a copy of its own: 205
+/// measured for an empty one), one cached alone about 64. Counted at its
+/// one byte, a window (4 MiB) of a stranger's empty lines held back behind
+/// a jump in seq was four million messages, some 800 MB per origin; at 23
+/// it is 182,361, about 37 MB, as in version 3. Counting all 200 would
+/// shrink the window of honest short lines as much (a 64-byte line would
+/// count 265 bytes, not 87), and the window bounds what an origin has in
+/// flight: a window per round of acknowledgements.
+pub const ENTRY_OVERHEAD: usize = MSG_HEADER_LEN - 1;
 /// Where the `hops` byte sits in an encoded MSG frame (length prefix
 /// included): a relay rewrites it in place.
 pub const MSG_HOPS_AT: usize = LEN_PREFIX + 1 + 8 + 8;
@@ -98,11 +124,28 @@ pub mod kind {
     pub const GRAFT: u8 = 0x0c;
 }
 
+/// What `count` messages whose entries (payloads and newlines) are
+/// `entries_len` bytes in all count against a window, a hold-back buffer
+/// or a cache: [`ENTRY_OVERHEAD`] each beyond their bytes. The one
+/// measure of messages for the flow control, on the sender and on every
+/// receiver alike (PROTOCOL.md, "Flow control").
+#[inline]
+pub fn entries_cost(entries_len: usize, count: usize) -> usize {
+    entries_len + count * ENTRY_OVERHEAD
+}
+
+/// What one message whose entry is `entry_len` bytes (its payload and
+/// newline) counts: [`entries_cost`] of one.
+#[inline]
+pub fn entry_cost(entry_len: usize) -> usize {
+    entries_cost(entry_len, 1)
+}
+
 /// The largest length field a node with `--max-frame max_frame` accepts
-/// after the handshake: a message frame whose payload is exactly `max_frame`
-/// bytes, or the largest STATUS, whichever is longer.
+/// after the handshake: a MSG frame of one message whose payload is exactly
+/// `max_frame` bytes, or the largest STATUS, whichever is longer.
 pub fn frame_limit(max_frame: usize) -> usize {
-    (MSG_HEADER_LEN - LEN_PREFIX + max_frame).max(MAX_STATUS_LEN)
+    (MSG_HEADER_LEN - LEN_PREFIX + max_frame + 1).max(MAX_STATUS_LEN)
 }
 
 /// What a node says about itself when a connection opens.
@@ -128,7 +171,7 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     Hello(Hello),
-    /// One message: one line of some node's stdin.
+    /// A MSG frame holding one message: one line of some node's stdin.
     Msg {
         origin: NodeId,
         seq: u64,
@@ -137,6 +180,18 @@ pub enum Frame<'a> {
         /// The origin's `--ttl`: a relay forwards a copy only if `hops < ttl`.
         ttl: u8,
         payload: &'a [u8],
+    },
+    /// A MSG frame holding two messages or more: `origin`'s seqs `seq..`,
+    /// all with these hops and ttl; `entries` are the encoded entries
+    /// (each a length and a payload), read with [`entries`].
+    Run {
+        origin: NodeId,
+        seq: u64,
+        hops: u8,
+        ttl: u8,
+        /// How many entries (at least 2).
+        count: u64,
+        entries: &'a [u8],
     },
     Ping(u64),
     Pong(u64),
@@ -333,31 +388,55 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
 
 fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let m = decode_msg_body(body)?;
-    Ok(Frame::Msg {
-        origin: m.origin,
-        seq: m.seq,
-        hops: m.hops,
-        ttl: m.ttl,
-        payload: m.payload,
+    let count = m.count();
+    Ok(if count == 1 {
+        Frame::Msg {
+            origin: m.origin,
+            seq: m.seq,
+            hops: m.hops,
+            ttl: m.ttl,
+            payload: &m.entries[..m.entries.len() - 1],
+        }
+    } else {
+        Frame::Run {
+            origin: m.origin,
+            seq: m.seq,
+            hops: m.hops,
+            ttl: m.ttl,
+            count,
+            entries: m.entries,
+        }
     })
 }
 
-/// The fields of one MSG frame, borrowed from the buffer: what
-/// [`decode_msg_frame`] returns instead of a whole [`Frame`].
+/// The fields of one MSG frame (a run of one origin's consecutive
+/// messages), borrowed from the buffer: what [`decode_msg_frame`] returns
+/// instead of a whole [`Frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Msg<'a> {
     pub origin: NodeId,
+    /// The first message's seq; the others follow it by one.
     pub seq: u64,
     pub hops: u8,
     pub ttl: u8,
-    pub payload: &'a [u8],
+    /// The entries, checked: read them with [`entries`] or [`entry_ends`].
+    pub entries: &'a [u8],
+}
+
+impl Msg<'_> {
+    /// How many messages: at least 1. Counted when asked (a reader finds
+    /// each entry's end anyway).
+    pub fn count(&self) -> u64 {
+        count_newlines(self.entries)
+    }
 }
 
 /// Decodes the frame at the start of `buf` if it is a whole MSG frame,
 /// checked exactly as [`decode`] checks it; `Ok(None)` for anything else
 /// (another type, or not all there yet: ask [`decode`]). The readers' hot
 /// path: a `Frame` is a large value, and moving one out of `decode` per
-/// line was most of a reader's own work.
+/// frame was most of a reader's own work. The entries start at
+/// `MSG_HEADER_LEN` in `buf`.
 #[inline]
 pub fn decode_msg_frame(
     buf: &[u8],
@@ -381,13 +460,6 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     if body.len() < HEADER {
         return Err(malformed("message", "shorter than its 18-byte header"));
     }
-    let payload = &body[HEADER..];
-    // A line never holds its own terminator: a newline inside a
-    // payload could only forge a second line on the receiver's
-    // stdout (`-f tagged` would print it under any name).
-    if has_newline(payload) {
-        return Err(malformed("message", "payload contains a newline"));
-    }
     let (hops, ttl) = (body[16], body[17]);
     if ttl == 0 {
         return Err(malformed("message", "ttl is 0"));
@@ -397,26 +469,119 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     if seq == 0 {
         return Err(malformed("message", "seq is 0"));
     }
+    let entries = &body[HEADER..];
+    check_entries(entries)?;
+    // A frame holds no more messages than bytes: only one with more bytes
+    // than messages allowed needs them counted.
+    let count = if entries.len() > MAX_RUN_ENTRIES {
+        let count = count_newlines(entries);
+        if count > MAX_RUN_ENTRIES as u64 {
+            return Err(malformed(
+                "message",
+                "its run holds more than 4096 messages",
+            ));
+        }
+        Some(count)
+    } else {
+        None
+    };
+    // The last message's seq must exist: seqs never wrap. Only a seq
+    // within a frame's length of the largest needs the messages counted.
+    let most = count.unwrap_or(entries.len() as u64) - 1;
+    if seq.checked_add(most).is_none()
+        && seq
+            .checked_add(count.unwrap_or_else(|| count_newlines(entries)) - 1)
+            .is_none()
+    {
+        return Err(malformed("message", "its seqs run past the largest seq"));
+    }
     Ok(Msg {
         origin: BigEndian::read_u64(&body[0..8]),
         seq,
         hops,
         ttl,
-        payload,
+        entries,
     })
 }
 
-/// Whether `bytes` holds a newline. A line of text is short, and for it
-/// memchr's layers of dispatch cost more than the search (an eighth of a
-/// receiver's instructions at 64-byte lines); a long one is worth its SIMD.
+/// Checks a MSG frame's entries: each a payload and its newline, filling
+/// the frame exactly (any bytes up to a newline are a payload: only the
+/// last byte can be wrong).
 #[inline]
-fn has_newline(bytes: &[u8]) -> bool {
-    const SHORT: usize = 256;
-    if bytes.len() <= SHORT {
-        // No early exit: the compiler turns this into whole-vector compares.
-        bytes.iter().fold(false, |found, &b| found | (b == b'\n'))
-    } else {
-        memchr::memchr(b'\n', bytes).is_some()
+fn check_entries(entries: &[u8]) -> Result<(), FrameError> {
+    match entries.last() {
+        None => return Err(malformed("message", "it holds no message")),
+        Some(&b'\n') => {}
+        // A payload cannot end the frame: each message is a line, and
+        // its newline is what ends it.
+        Some(_) => return Err(malformed("message", "its last message has no newline")),
+    }
+    Ok(())
+}
+
+/// How many newlines `bytes` holds. Counted in bytes per 255-byte block,
+/// which the compiler turns into whole-vector compares and adds.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|block| {
+            let n = block.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n'));
+            u64::from(n)
+        })
+        .sum()
+}
+
+/// The payload of the entry at `at` in `buf`: up to its newline (entries
+/// checked by the reader, or written by us: never a stranger's unchecked
+/// bytes). The entry ends one byte after it.
+#[inline]
+pub fn entry_at(buf: &[u8], at: usize) -> Range<usize> {
+    let rest = &buf[at..];
+    let len = find_newline(rest).expect("entries are checked when read");
+    at..at + len
+}
+
+/// Where the entry at `at` in `buf` ends: just past its newline.
+#[inline]
+pub fn entry_end(buf: &[u8], at: usize) -> usize {
+    entry_at(buf, at).end + 1
+}
+
+/// Appends an entry: `payload` and its newline. A newline inside
+/// `payload` would end a message there: callers pass lines (tests and
+/// fuzzers may pass anything, to see what a receiver makes of it).
+pub fn put_entry(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(payload);
+    out.push(b'\n');
+}
+
+/// The payloads of checked entries, in order.
+pub fn entries(entries: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut at = 0;
+    entry_ends(entries).map(move |end| {
+        let payload = &entries[at..end - 1];
+        at = end;
+        payload
+    })
+}
+
+/// Where each of checked entries ends (just past its newline), in order:
+/// memchr's iterator, which finds the next newline a vector at a time.
+#[inline]
+pub fn entry_ends(entries: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memchr::memchr_iter(b'\n', entries).map(|at| at + 1)
+}
+
+/// Where the first newline of `bytes` is: by hand for a line's worth
+/// (memchr's dispatch costs more than a short search), by memchr beyond.
+#[inline]
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const SHORT: usize = 128;
+    let head = &bytes[..bytes.len().min(SHORT)];
+    match head.iter().position(|&b| b == b'\n') {
+        Some(at) => Some(at),
+        None if bytes.len() > SHORT => memchr::memchr(b'\n', &bytes[SHORT..]).map(|at| at + SHORT),
+        None => None,
     }
 }
 
@@ -780,9 +945,17 @@ impl Frame<'_> {
                 hops,
                 ttl,
                 payload,
+            } => put_msg(out, *origin, *seq, *hops, *ttl, payload),
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                entries,
+                ..
             } => {
-                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, payload.len()));
-                out.extend_from_slice(payload);
+                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, entries.len()));
+                out.extend_from_slice(entries);
             }
             Frame::Ping(token) => {
                 put_header(out, kind::PING, 8);
@@ -850,18 +1023,19 @@ impl Frame<'_> {
     }
 }
 
-/// The header of a message frame whose payload is `payload_len` bytes long.
-/// Lets a caller write a payload straight after it without building a `Frame`.
+/// The header of a MSG frame whose entries are `entries_len` bytes long,
+/// its first seq `seq`. Lets a caller write entries straight after it
+/// without building a `Frame`.
 pub fn msg_header(
     origin: NodeId,
     seq: u64,
     hops: u8,
     ttl: u8,
-    payload_len: usize,
+    entries_len: usize,
 ) -> [u8; MSG_HEADER_LEN] {
     let mut header = [0u8; MSG_HEADER_LEN];
-    let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + payload_len)
-        .expect("payload length is bounded by --max-frame");
+    let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + entries_len)
+        .expect("a frame is bounded by --max-frame");
     BigEndian::write_u32(&mut header[0..4], len);
     header[4] = kind::MSG;
     BigEndian::write_u64(&mut header[5..13], origin);
@@ -869,6 +1043,71 @@ pub fn msg_header(
     header[MSG_HOPS_AT] = hops;
     header[MSG_HOPS_AT + 1] = ttl;
     header
+}
+
+/// One MSG frame in a buffer of MSG frames that we wrote or checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgFrameAt {
+    pub origin: NodeId,
+    /// Its first message's seq.
+    pub seq: u64,
+    pub hops: u8,
+    pub ttl: u8,
+    /// The whole frame, length prefix included.
+    pub frame: Range<usize>,
+    /// Its entries.
+    pub entries: Range<usize>,
+}
+
+/// The MSG frames back to back in `buf` (written by us, or checked when
+/// read: never a stranger's unchecked bytes).
+pub fn msg_frames(buf: &[u8]) -> impl Iterator<Item = MsgFrameAt> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + MSG_HEADER_LEN > buf.len() {
+            return None;
+        }
+        let end = at + LEN_PREFIX + BigEndian::read_u32(&buf[at..]) as usize;
+        let found = MsgFrameAt {
+            origin: BigEndian::read_u64(&buf[at + 5..]),
+            seq: BigEndian::read_u64(&buf[at + 13..]),
+            hops: buf[at + MSG_HOPS_AT],
+            ttl: buf[at + MSG_HOPS_AT + 1],
+            frame: at..end,
+            entries: at + MSG_HEADER_LEN..end,
+        };
+        at = end;
+        Some(found)
+    })
+}
+
+/// Appends one MSG frame holding `payloads` (at least one) as `origin`'s
+/// seqs `seq..`; where each entry went in `out`. For tests, benchmarks and
+/// tools: the node's own paths write entries straight into their buffers.
+pub fn put_run(
+    out: &mut Vec<u8>,
+    origin: NodeId,
+    seq: u64,
+    hops: u8,
+    ttl: u8,
+    payloads: &[&[u8]],
+) -> Vec<Range<usize>> {
+    let len: usize = payloads.iter().map(|p| p.len() + 1).sum();
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, len));
+    payloads
+        .iter()
+        .map(|p| {
+            let at = out.len();
+            put_entry(out, p);
+            at..out.len()
+        })
+        .collect()
+}
+
+/// Appends a MSG frame holding the one message `payload`.
+pub fn put_msg(out: &mut Vec<u8>, origin: NodeId, seq: u64, hops: u8, ttl: u8, payload: &[u8]) {
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, payload.len() + 1));
+    put_entry(out, payload);
 }
 
 impl Status {
@@ -983,6 +1222,21 @@ impl Frame<'_> {
                 ttl,
                 payload: Box::leak(payload.to_vec().into_boxed_slice()),
             },
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                count,
+                entries,
+            } => Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                count,
+                entries: Box::leak(entries.to_vec().into_boxed_slice()),
+            },
             Frame::Down {
                 member,
                 status_seq,
@@ -1059,7 +1313,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -1069,7 +1323,7 @@ mod tests {
                     ttl: 16,
                     payload: b"Hello",
                 },
-                "00000018 02 0123456789abcdef 0000000000000001 01 10 48656c6c6f",
+                "00000019 02 0123456789abcdef 0000000000000001 01 10 48656c6c6f 0a",
             ),
             (
                 Frame::Msg {
@@ -1079,7 +1333,18 @@ mod tests {
                     ttl: 16,
                     payload: b"",
                 },
-                "00000013 02 0123456789abcdef 0000000000000002 03 10",
+                "00000014 02 0123456789abcdef 0000000000000002 03 10 0a",
+            ),
+            (
+                Frame::Run {
+                    origin: 0x0123_4567_89ab_cdef,
+                    seq: 3,
+                    hops: 1,
+                    ttl: 16,
+                    count: 2,
+                    entries: b"Hello\nWorld!\n",
+                },
+                "00000020 02 0123456789abcdef 0000000000000003 01 10 48656c6c6f 0a 576f726c6421 0a",
             ),
             (Frame::Ping(42), "00000009 03 000000000000002a"),
             (Frame::Pong(42), "00000009 04 000000000000002a"),
@@ -1203,6 +1468,14 @@ mod tests {
             });
             frames.push(Frame::Ping(seq as u64));
         }
+        frames.push(Frame::Run {
+            origin: 9,
+            seq: 7,
+            hops: 2,
+            ttl: 16,
+            count: 3,
+            entries: b"a\n\nb\r\n",
+        });
         frames.push(Frame::Status(sample_status()));
         frames.push(Frame::Status(Status {
             ttl: 1,
@@ -1273,17 +1546,33 @@ mod tests {
         let is_msg = bytes.get(LEN_PREFIX) == Some(&kind::MSG);
         match (fast, full) {
             (Ok(Some((m, used))), Ok(Some((frame, used_too)))) => {
-                let as_frame = Frame::Msg {
-                    origin: m.origin,
-                    seq: m.seq,
-                    hops: m.hops,
-                    ttl: m.ttl,
-                    payload: m.payload,
+                let as_frame = if m.count() == 1 {
+                    Frame::Msg {
+                        origin: m.origin,
+                        seq: m.seq,
+                        hops: m.hops,
+                        ttl: m.ttl,
+                        payload: entries(m.entries).next().unwrap(),
+                    }
+                } else {
+                    Frame::Run {
+                        origin: m.origin,
+                        seq: m.seq,
+                        hops: m.hops,
+                        ttl: m.ttl,
+                        count: m.count(),
+                        entries: m.entries,
+                    }
                 };
                 assert_eq!((as_frame, used), (frame, used_too), "{}", hex(bytes));
+                assert_eq!(entries(m.entries).count() as u64, m.count());
             }
             (Ok(None), Ok(Some((frame, _)))) => {
-                assert!(!matches!(frame, Frame::Msg { .. }), "{}", hex(bytes))
+                assert!(
+                    !matches!(frame, Frame::Msg { .. } | Frame::Run { .. }),
+                    "{}",
+                    hex(bytes)
+                )
             }
             (Ok(None), Ok(None)) => {}
             (Ok(None), Err(_)) => assert!(!is_msg, "{}", hex(bytes)),
@@ -1393,13 +1682,108 @@ mod tests {
             }
             .to_bytes()
         };
-        assert!(decode(&msg(max_frame), frame_limit(max_frame))
-            .unwrap()
-            .is_some());
+        let limit = frame_limit(max_frame);
+        assert!(decode(&msg(max_frame), limit).unwrap().is_some());
+        assert_eq!(
+            decode(&msg(max_frame + 1), limit),
+            Err(FrameError::TooLong {
+                len: limit + 1,
+                max: limit
+            })
+        );
+    }
+
+    /// A MSG frame's body: origin 1, `seq`, hops 1, ttl 16, then `entries`.
+    fn run_bytes(seq: u64, entries: &[u8]) -> Vec<u8> {
+        let mut out = msg_header(1, seq, 1, 16, entries.len()).to_vec();
+        out.extend_from_slice(entries);
+        out
+    }
+
+    #[test]
+    fn malformed_runs_are_named() {
+        let bad = |reason| malformed("message", reason);
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            (run_bytes(1, b""), bad("it holds no message")),
+            (run_bytes(0, b"a\n"), bad("seq is 0")),
+            (
+                run_bytes(u64::MAX - 1, b"a\nb\nc\n"),
+                bad("its seqs run past the largest seq"),
+            ),
+            // Cut short: the last message lacks its newline.
+            (
+                run_bytes(1, b"a\nb"),
+                bad("its last message has no newline"),
+            ),
+            (run_bytes(1, b"abc"), bad("its last message has no newline")),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(decode(&bytes, LIMIT), Err(expected), "{}", hex(&bytes));
+            check_msg_fast_path(&bytes, LIMIT);
+        }
+        // The last seq may be the largest; an empty line is a message.
+        let at_end = run_bytes(u64::MAX - 1, b"a\n\n");
+        let (frame, _) = decode(&at_end, LIMIT).unwrap().unwrap();
+        let Frame::Run { count, entries, .. } = frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(count, 2);
+        assert_eq!(
+            super::entries(entries).collect::<Vec<_>>(),
+            [&b"a"[..], b""]
+        );
+        // Too long: refused on the length prefix, before the body.
+        let long = run_bytes(1, &b"a\n".repeat(40_000));
         assert!(matches!(
-            decode(&msg(max_frame + 1), frame_limit(max_frame)),
+            decode(&long[..LEN_PREFIX], 70_000),
             Err(FrameError::TooLong { .. })
         ));
+    }
+
+    /// A frame carries at most MAX_RUN_ENTRIES messages: one more is a
+    /// protocol error named as such, on the readers' fast path too, however
+    /// the bytes are laid out (a frame of that many bytes holding fewer
+    /// messages is fine).
+    #[test]
+    fn a_run_of_more_than_4096_messages_is_refused() {
+        assert_eq!(MAX_RUN_ENTRIES, 4096, "the error text names it");
+        let too_many = malformed("message", "its run holds more than 4096 messages");
+        let empty = |n: usize| run_bytes(1, &b"\n".repeat(n));
+        let short = |n: usize| run_bytes(1, &b"ab\n".repeat(n));
+        for bytes in [empty(MAX_RUN_ENTRIES), short(MAX_RUN_ENTRIES)] {
+            let (m, _) = decode_msg_frame(&bytes, LIMIT).unwrap().unwrap();
+            assert_eq!(m.count(), MAX_RUN_ENTRIES as u64);
+            check_msg_fast_path(&bytes, LIMIT);
+        }
+        let mut one_long = vec![b'x'; 3 * MAX_RUN_ENTRIES];
+        one_long.push(b'\n');
+        let one = run_bytes(1, &one_long);
+        let (m, _) = decode_msg_frame(&one, LIMIT).unwrap().unwrap();
+        assert_eq!(m.count(), 1);
+        for bytes in [
+            empty(MAX_RUN_ENTRIES + 1),
+            short(MAX_RUN_ENTRIES + 1),
+            empty(1 << 20),
+        ] {
+            // Compared as errors: a frame of 4097 entries prints long.
+            assert_eq!(decode(&bytes, LIMIT * 2).err(), Some(too_many.clone()));
+            assert_eq!(
+                decode_msg_frame(&bytes, LIMIT * 2).err(),
+                Some(too_many.clone())
+            );
+        }
+        // Named before a seq overflow it may also have.
+        let mut high = empty(MAX_RUN_ENTRIES + 1);
+        high[13..21].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+        assert_eq!(decode(&high, LIMIT).err(), Some(too_many));
+        let mut fits = empty(MAX_RUN_ENTRIES);
+        fits[13..21].copy_from_slice(&(u64::MAX - 4095).to_be_bytes());
+        assert!(decode(&fits, LIMIT).is_ok(), "the last seq is u64::MAX");
+        fits[13..21].copy_from_slice(&(u64::MAX - 4094).to_be_bytes());
+        assert_eq!(
+            decode(&fits, LIMIT).err(),
+            Some(malformed("message", "its seqs run past the largest seq"))
+        );
     }
 
     /// Random bodies behind every mesh type byte, and every valid mesh
@@ -1578,33 +1962,41 @@ mod tests {
                 ),
                 FrameError::UnsupportedVersion(7),
             ),
+            // Version 3 framed one message per MSG frame: refused, not
+            // misread.
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                ),
+                FrameError::UnsupportedVersion(3),
+            ),
+            (
+                unhex(
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -1620,10 +2012,18 @@ mod tests {
         vec![
             (
                 "00000016 02 0123456789abcdef 0000000000000001 01 10 610a62",
-                malformed("message", "payload contains a newline"),
+                malformed("message", "its last message has no newline"),
             ),
             (
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "00000013 02 0123456789abcdef 0000000000000001 01 10",
+                malformed("message", "it holds no message"),
+            ),
+            (
+                "00000015 02 0123456789abcdef ffffffffffffffff 01 10 0a 0a",
+                malformed("message", "its seqs run past the largest seq"),
+            ),
+            (
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -1632,7 +2032,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -1641,7 +2041,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,
@@ -1660,6 +2060,14 @@ mod tests {
             let row = format!("| `{bytes}` | {expected} |");
             assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
         }
+        // A row whose bytes end in 4097 newlines says so in words.
+        let head = "00001014 02 0123456789abcdef 0000000000000001 01 10";
+        let mut bytes = unhex(head);
+        bytes.extend_from_slice(&[b'\n'; MAX_RUN_ENTRIES + 1]);
+        let expected = malformed("message", "its run holds more than 4096 messages");
+        assert_eq!(decode(&bytes, LIMIT), Err(expected.clone()));
+        let row = format!("| `{head}` and 4097 × `0a` | {expected} |");
+        assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
     }
 
     #[test]
@@ -1685,55 +2093,62 @@ mod tests {
         assert!(keepalive(KEEPALIVE_SECS.start() - 1).is_err());
     }
 
+    /// A newline always ends a message: a line cannot carry a second one
+    /// (which `-f tagged` would print as if another node had sent it),
+    /// because the second is a message of its own, with its own seq,
+    /// printed under its own origin's name.
     #[test]
-    fn a_newline_anywhere_in_a_payload_is_refused() {
-        for payload in [&b"\n"[..], b"harmless\nalice> send the password", b"end\n"] {
-            let bytes = Frame::Msg {
-                origin: 1,
-                seq: 1,
-                hops: 1,
-                ttl: 16,
-                payload,
-            }
-            .to_bytes();
-            assert_eq!(
-                decode(&bytes, LIMIT),
-                Err(malformed("message", "payload contains a newline"))
-            );
-        }
-        let cr = Frame::Msg {
+    fn a_newline_always_ends_a_message() {
+        let bytes = run_bytes(5, b"harmless\nalice> send the password\n");
+        let (frame, _) = decode(&bytes, LIMIT).unwrap().unwrap();
+        let Frame::Run {
             origin: 1,
-            seq: 1,
-            hops: 1,
-            ttl: 16,
-            payload: b"a\rb",
-        }
-        .to_bytes();
-        assert!(decode(&cr, LIMIT).is_ok(), "any byte but \\n is data");
+            seq: 5,
+            count: 2,
+            entries,
+            ..
+        } = frame
+        else {
+            panic!("{frame:?}")
+        };
+        let lines: Vec<&[u8]> = super::entries(entries).collect();
+        assert_eq!(lines, [&b"harmless"[..], b"alice> send the password"]);
+        let cr = run_bytes(1, b"a\rb\0\n");
+        assert!(
+            matches!(
+                decode(&cr, LIMIT),
+                Ok(Some((
+                    Frame::Msg {
+                        payload: b"a\rb\0",
+                        ..
+                    },
+                    _
+                )))
+            ),
+            "any byte but \\n is data"
+        );
     }
 
-    /// Short payloads are searched inline, long ones by memchr: a newline
-    /// at any position of either is found, and every other byte passes.
+    /// Short lines are searched inline, long ones by memchr: a newline at
+    /// any position of either ends the message there.
     #[test]
     fn a_newline_is_found_at_every_position_short_or_long() {
-        for len in [1, 7, 8, 15, 16, 17, 63, 64, 65, 255, 256, 257, 300, 1000] {
+        for len in [
+            1, 7, 8, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 1000,
+        ] {
             let clean: Vec<u8> = (0..len)
                 .map(|i| [b'a', b'\r', 0, 0xff, 0x0b][i % 5])
                 .collect();
-            assert!(!has_newline(&clean), "{len} bytes without one");
+            assert_eq!(find_newline(&clean), None, "{len} bytes without one");
             for at in 0..len {
                 let mut payload = clean.clone();
                 payload[at] = b'\n';
-                assert!(has_newline(&payload), "{len} bytes, newline at {at}");
-                let frame = Frame::Msg {
-                    origin: 1,
-                    seq: 1,
-                    hops: 1,
-                    ttl: 16,
-                    payload: &payload,
-                }
-                .to_bytes();
-                assert!(decode_msg_frame(&frame, LIMIT).is_err(), "{len}/{at}");
+                assert_eq!(find_newline(&payload), Some(at), "{len} bytes");
+                payload.push(b'\n');
+                let frame = run_bytes(1, &payload);
+                let (m, _) = decode_msg_frame(&frame, LIMIT).unwrap().unwrap();
+                assert_eq!(m.count(), 2, "{len}/{at}");
+                assert_eq!(entry_at(m.entries, 0), 0..at);
             }
         }
     }
@@ -1770,8 +2185,8 @@ mod tests {
 
     #[test]
     fn msg_header_matches_encode() {
-        let mut bytes = msg_header(5, 6, 1, 16, 3).to_vec();
-        bytes.extend_from_slice(b"abc");
+        let mut bytes = msg_header(5, 6, 1, 16, 4).to_vec();
+        bytes.extend_from_slice(b"abc\n");
         let expected = Frame::Msg {
             origin: 5,
             seq: 6,

@@ -177,7 +177,7 @@ pub fn parse_hello(
 pub fn frame_name(frame: &Frame<'_>) -> &'static str {
     match frame {
         Frame::Hello(_) => "HELLO",
-        Frame::Msg { .. } => "MSG",
+        Frame::Msg { .. } | Frame::Run { .. } => "MSG",
         Frame::Ping(_) => "PING",
         Frame::Pong(_) => "PONG",
         Frame::Bye(_) => "BYE",

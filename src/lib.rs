@@ -78,7 +78,9 @@
 //!   flow control.
 //! - [`router`]: the thread that owns the peer table and drives the mesh.
 //! - [`books`]: what each member got; the exit summary and `--stats` lines.
-//! - [`stdio`]: stdin lines into message frames; messages onto stdout.
+//! - [`stdio`]: stdin lines into MSG frames (a run of lines each, the lines
+//!   as they are, each ending in its newline); messages onto stdout (under
+//!   `-f plain` a run's lines written as they came).
 //! - [`output`]: the `plain`, `tagged` and `json` stdout formats.
 //! - [`logging`]: the log sink; a queue and a `log` thread, so logging never blocks.
 //! - [`ratelog`]: warnings a stranger can trigger, rate-limited per source.

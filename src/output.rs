@@ -82,9 +82,16 @@ fn write_lines(out: &mut impl Write, format: Format, batch: &Lines) -> io::Resul
         _ => String::new(),
     };
     for line in &batch.lines {
+        if format == Format::Plain {
+            // The entries are the lines, each with its newline: written
+            // as they came, without a copy per line (a large run goes past
+            // the buffer, straight to stdout).
+            out.write_all(&line.msg.bytes[line.msg.entries.clone()])?;
+            continue;
+        }
         for (seq, hops, payload) in line.msg.msgs() {
             match format {
-                Format::Plain => {}
+                Format::Plain => unreachable!("written above"),
                 Format::Tagged => {
                     out.write_all(line.from.as_bytes())?;
                     out.write_all(b"> ")?;
@@ -240,18 +247,11 @@ mod tests {
     use crate::mesh::Delivery;
     use std::sync::Arc;
 
-    /// The payloads as one delivery: a run of frames in one buffer.
+    /// The payloads as one delivery: a run of entries in one buffer.
     fn batch(payloads: &[&[u8]]) -> Output {
         let mut buf = Vec::new();
-        for (i, payload) in payloads.iter().enumerate() {
-            crate::frame::Frame::Msg {
-                origin: 0xab,
-                seq: i as u64 + 1,
-                hops: 2,
-                ttl: 16,
-                payload,
-            }
-            .encode(&mut buf);
+        for payload in payloads {
+            crate::frame::put_entry(&mut buf, payload);
         }
         let len = buf.len();
         let line = Line {
@@ -259,9 +259,10 @@ mod tests {
                 origin: 0xab,
                 first: 1,
                 last: payloads.len() as u64,
+                hops: 2,
                 via: Some(1),
                 bytes: Arc::new(buf),
-                frames: 0..len,
+                entries: 0..len,
             },
             from: "bob".into(),
             via: Some("carol".into()),

@@ -368,12 +368,30 @@ impl Reader<'_> {
     }
 
     /// Handles every whole frame in the buffer; messages go to the router
-    /// as one batch. Returns whether it had to wait at the delivery gate.
+    /// in batches of fewer than 2 × [`BATCH_FRAMES`] frames and messages.
+    /// Returns whether it had to wait at the delivery gate.
     fn decode_buffered(&mut self, limit: usize) -> Result<bool, Ending> {
+        let mut waited = false;
+        loop {
+            let (gate, full) = self.decode_batch(limit)?;
+            waited |= gate;
+            if !full {
+                return Ok(waited);
+            }
+        }
+    }
+
+    /// Decodes the buffer's whole frames until it is done or the batch
+    /// holds [`BATCH_FRAMES`] frames and messages or more (a frame adds at
+    /// most [`frame::MAX_RUN_ENTRIES`]); the batch goes to the router.
+    /// Returns whether it had to wait at the delivery gate, and whether it
+    /// stopped with the batch full (whole frames may still be buffered).
+    fn decode_batch(&mut self, limit: usize) -> Result<(bool, bool), Ending> {
         // Room for what is buffered at a typical line's size: growing one
         // entry at a time was a tenth of a reader's work.
+        let room = (self.rb.pending().len() / TYPICAL_FRAME).min(2 * BATCH_FRAMES);
         let mut msgs = MsgScan {
-            frames: Vec::with_capacity(self.rb.pending().len() / TYPICAL_FRAME),
+            frames: Vec::with_capacity(room),
             mark: None,
             dropped: 0,
             dropped_bytes: 0,
@@ -381,12 +399,21 @@ impl Reader<'_> {
         };
         // Messages decoded before a bad frame are delivered; then the
         // connection ends.
+        let mut full = false;
         let broken = loop {
+            if msgs.frames.len() >= BATCH_FRAMES {
+                // A buffer of frames full of empty lines would otherwise
+                // be a reference per byte in one batch (128 Ki of them),
+                // and the router's queue holds 16 batches: the rest of the
+                // buffer goes in the next one.
+                full = true;
+                break None;
+            }
             let at = self.rb.pos();
             // Messages first, without building a `Frame` for each.
             match frame::decode_msg_frame(self.rb.pending(), limit) {
                 Ok(Some((msg, used))) => {
-                    if let Err(ending) = self.on_msg(&mut msgs, msg, at, used) {
+                    if let Err(ending) = self.on_msg(&mut msgs, msg, at) {
                         break Some(ending);
                     }
                     self.rb.consume(used);
@@ -401,23 +428,8 @@ impl Reader<'_> {
                 Err(e) => break Some(Ending::Protocol(e.to_string())),
             };
             match frame {
-                Frame::Msg {
-                    origin,
-                    seq,
-                    hops,
-                    ttl,
-                    payload,
-                } => {
-                    let msg = frame::Msg {
-                        origin,
-                        seq,
-                        hops,
-                        ttl,
-                        payload,
-                    };
-                    if let Err(ending) = self.on_msg(&mut msgs, msg, at, used) {
-                        break Some(ending);
-                    }
+                Frame::Msg { .. } | Frame::Run { .. } => {
+                    unreachable!("decode_msg_frame takes every whole MSG frame")
                 }
                 Frame::Accept => {
                     log::trace!("{}: <- accept", self.info);
@@ -485,31 +497,27 @@ impl Reader<'_> {
         };
         match broken {
             Some(ending) => Err(ending),
-            None => Ok(waited),
+            None => Ok((waited, full)),
         }
     }
 
-    /// One MSG frame of a batch (`used` bytes at `at`): queued for the
-    /// router, or dropped as a duplicate of what it has delivered.
+    /// One MSG frame of a batch (its header at `at`): each of its
+    /// messages queued for the router, or dropped as a duplicate of what
+    /// it has delivered.
     #[inline]
-    fn on_msg(
-        &self,
-        scan: &mut MsgScan,
-        msg: frame::Msg<'_>,
-        at: usize,
-        used: usize,
-    ) -> Result<(), Ending> {
+    fn on_msg(&self, scan: &mut MsgScan, msg: frame::Msg<'_>, at: usize) -> Result<(), Ending> {
         let frame::Msg {
             origin,
             seq,
             hops,
             ttl,
-            payload,
+            entries,
         } = msg;
         log::trace!(
-            "{}: <- message {origin:016x}/{seq}, {} bytes",
+            "{}: <- message {origin:016x}/{seq}{}, {} bytes",
             self.info,
-            payload.len()
+            more(msg.count()),
+            entries.len()
         );
         if !self.accepted {
             return Err(Ending::Protocol("a message before ACCEPT".to_owned()));
@@ -522,13 +530,22 @@ impl Reader<'_> {
                 .1
                 .clone(),
         };
-        // The first duplicate of each run still goes to the mesh: it
-        // prunes the sender from that origin's tree.
-        let duplicate = delivered.contains(&seq);
-        if duplicate && scan.dup_passed == Some(origin) {
-            scan.dropped += 1;
-            scan.dropped_bytes += used as u64;
-        } else {
+        // Entries are checked: each is a length and a payload.
+        let base = at + frame::MSG_HEADER_LEN;
+        let mut entry = base;
+        // The last entry's seq is checked not to overflow.
+        for (i, end) in frame::entry_ends(entries).enumerate() {
+            let seq = seq + i as u64;
+            let (start, end) = (entry, base + end);
+            entry = end;
+            // The first duplicate of each run still goes to the mesh: it
+            // prunes the sender from that origin's tree.
+            let duplicate = delivered.contains(&seq);
+            if duplicate && scan.dup_passed == Some(origin) {
+                scan.dropped += 1;
+                scan.dropped_bytes += (end - start) as u64;
+                continue;
+            }
             if duplicate {
                 scan.dup_passed = Some(origin);
             }
@@ -537,8 +554,8 @@ impl Reader<'_> {
                 seq,
                 hops,
                 ttl,
-                start: at,
-                end: at + used,
+                start,
+                end,
             }));
         }
         Ok(())
@@ -657,9 +674,23 @@ const STALL_TICK: Duration = Duration::from_millis(100);
 const ACK_EVERY: Duration = Duration::from_millis(100);
 /// How long a refused peer gets to close after our BYE.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
-/// A line of text as a MSG frame, roughly: what a batch's list of frames
+/// A line of text as a MSG entry, roughly: what a batch's list of messages
 /// is sized for before decoding it.
 const TYPICAL_FRAME: usize = 64;
+/// A reader's batch for the router is full once it holds this many frames
+/// and messages: one frame (at most [`frame::MAX_RUN_ENTRIES`] messages)
+/// more and it goes, so a batch holds fewer than twice this many (each
+/// message a 40-byte reference), whatever a peer sends. Honest lines of 64
+/// bytes fill a 128 KiB read buffer with about 2,000.
+const BATCH_FRAMES: usize = frame::MAX_RUN_ENTRIES;
+
+/// How a MSG frame's trace line names the messages after its first.
+fn more(count: u64) -> String {
+    match count {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    }
+}
 
 impl Writer {
     fn run(self) {
@@ -864,20 +895,18 @@ impl Writer {
     fn trace_messages(&self, batches: &[Batch]) {
         for batch in batches {
             let mut rest = &batch.bytes[..];
-            while let Ok(Some((
-                Frame::Msg {
-                    origin,
-                    seq,
-                    payload,
-                    ..
-                },
-                used,
-            ))) = frame::decode(rest, usize::MAX)
-            {
+            while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
+                let (origin, seq, count) = match frame {
+                    Frame::Msg { origin, seq, .. } => (origin, seq, 1),
+                    Frame::Run {
+                        origin, seq, count, ..
+                    } => (origin, seq, count),
+                    _ => break,
+                };
                 log::trace!(
-                    "{}: -> message {origin:016x}/{seq}, {} bytes",
+                    "{}: -> message {origin:016x}/{seq}{}, {used} bytes",
                     self.label,
-                    payload.len()
+                    more(count)
                 );
                 rest = &rest[used..];
             }

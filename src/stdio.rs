@@ -81,16 +81,19 @@ impl StdinGate {
     }
 }
 
-/// Turns a byte stream into message frames, one per line.
+/// Turns a byte stream into MSG frames, one entry (the line and its
+/// newline) per line.
 ///
 /// A line is everything up to `\n` (not included): any other bytes, `\r`
 /// and NUL among them, belong to the message, and an empty line is an empty
 /// message. A line longer than `max_frame` is reported and skipped without
 /// being buffered. A last line without a newline is still a message.
 ///
-/// Lines that arrive whole are framed straight into the current chunk. A
-/// line split across reads is gathered behind room for its header, so a
-/// long one becomes a chunk of its own without being copied again.
+/// Lines that arrive whole are entries of the current frame (a frame of
+/// several lines stays within [`frame::MAX_RUN_LEN`], so any peer takes
+/// it, and holds at most [`frame::MAX_RUN_ENTRIES`]: short lines fill a
+/// frame by their count first). A line split across reads is gathered behind room for its header,
+/// so a long one becomes a chunk of its own without being copied again.
 pub struct LineFramer {
     origin: NodeId,
     max_frame: usize,
@@ -98,6 +101,9 @@ pub struct LineFramer {
     /// Lines ended so far.
     lines: u64,
     chunk: Vec<u8>,
+    /// Where the open frame starts in `chunk` (its header is written when
+    /// it closes), and its first seq.
+    open: Option<(usize, u64)>,
     frames: usize,
     largest: usize,
     /// Chunks finished before `chunk`, in order.
@@ -114,6 +120,8 @@ pub struct LineFramer {
 
 /// A line at least this long goes out as a chunk of its own.
 const OWN_CHUNK: usize = 64 * 1024;
+/// Room in front of a line gathered across reads: a frame's header.
+const ROOM: usize = MSG_HEADER_LEN;
 
 impl LineFramer {
     pub fn new(origin: NodeId, max_frame: usize) -> Self {
@@ -123,6 +131,7 @@ impl LineFramer {
             next_seq: 1,
             lines: 0,
             chunk: Vec::new(),
+            open: None,
             frames: 0,
             largest: 0,
             ready: Vec::new(),
@@ -150,7 +159,7 @@ impl LineFramer {
                 self.skip_line(have + data.len());
             } else {
                 if self.partial.is_empty() {
-                    self.partial.extend_from_slice(&[0; MSG_HEADER_LEN]);
+                    self.partial.extend_from_slice(&[0; ROOM]);
                 }
                 self.partial.extend_from_slice(data);
             }
@@ -175,7 +184,7 @@ impl LineFramer {
     }
 
     fn partial_len(&self) -> usize {
-        self.partial.len().saturating_sub(MSG_HEADER_LEN)
+        self.partial.len().saturating_sub(ROOM)
     }
 
     fn end_line(&mut self, tail: &[u8]) {
@@ -191,14 +200,11 @@ impl LineFramer {
             let mut frame = std::mem::take(&mut self.partial);
             frame.extend_from_slice(tail);
             if len >= OWN_CHUNK {
-                // Framed in place: the header goes into the room left for it.
-                frame[..MSG_HEADER_LEN].copy_from_slice(&msg_header(
-                    self.origin,
-                    self.next_seq,
-                    1,
-                    self.ttl,
-                    len,
-                ));
+                // Framed in place: the header goes into the room left for
+                // it, the newline after the payload.
+                let header = msg_header(self.origin, self.next_seq, 1, self.ttl, len + 1);
+                frame[..MSG_HEADER_LEN].copy_from_slice(&header);
+                frame.push(b'\n');
                 self.next_seq += 1;
                 self.seal_chunk();
                 self.ready.push(Chunk {
@@ -208,7 +214,7 @@ impl LineFramer {
                     largest: len,
                 });
             } else {
-                self.emit(&frame[MSG_HEADER_LEN..]);
+                self.emit(&frame[ROOM..]);
                 frame.clear();
                 self.partial = frame;
             }
@@ -228,17 +234,30 @@ impl LineFramer {
     }
 
     fn emit(&mut self, payload: &[u8]) {
-        self.chunk.extend_from_slice(&msg_header(
-            self.origin,
-            self.next_seq,
-            1,
-            self.ttl,
-            payload.len(),
-        ));
-        self.chunk.extend_from_slice(payload);
+        let entry = payload.len() + 1;
+        if let Some((at, first)) = self.open {
+            let full = self.next_seq - first >= frame::MAX_RUN_ENTRIES as u64;
+            if full || self.chunk.len() - at - frame::LEN_PREFIX + entry > frame::MAX_RUN_LEN {
+                self.close_frame();
+            }
+        }
+        if self.open.is_none() {
+            self.open = Some((self.chunk.len(), self.next_seq));
+            self.chunk.extend_from_slice(&[0; MSG_HEADER_LEN]);
+        }
+        frame::put_entry(&mut self.chunk, payload);
         self.next_seq += 1;
         self.frames += 1;
         self.largest = self.largest.max(payload.len());
+    }
+
+    /// Writes the open frame's header, now that its entries are known.
+    fn close_frame(&mut self) {
+        if let Some((at, first)) = self.open.take() {
+            let entries = self.chunk.len() - at - MSG_HEADER_LEN;
+            let header = msg_header(self.origin, first, 1, self.ttl, entries);
+            self.chunk[at..at + MSG_HEADER_LEN].copy_from_slice(&header);
+        }
     }
 
     /// Moves the frames gathered in `chunk` to `ready`.
@@ -246,6 +265,7 @@ impl LineFramer {
         if self.frames == 0 {
             return;
         }
+        self.close_frame();
         let capacity = self.chunk.len();
         let bytes = std::mem::replace(&mut self.chunk, Vec::with_capacity(capacity));
         self.ready.push(Chunk {
@@ -351,9 +371,9 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
             output::write(&mut out, node.config.format, &item)?;
             if let Output::Msgs(batch) = item {
                 for l in &batch.lines {
-                    let bytes = l.msg.payload_bytes();
-                    unflushed_bytes += bytes;
-                    unflushed.push((l.msg.origin, l.msg.last, bytes, l.msg.len()));
+                    unflushed_bytes += l.msg.payload_bytes();
+                    // The mesh counts them as their origins' windows do.
+                    unflushed.push((l.msg.origin, l.msg.last, l.msg.cost(), l.msg.len()));
                 }
                 recycle(node, batch);
             }
@@ -427,18 +447,28 @@ mod tests {
         let mut out = Vec::new();
         let mut rest = &chunk.bytes[..];
         while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
-            let Frame::Msg {
-                origin,
-                seq,
-                hops: 1,
-                payload,
-                ..
-            } = frame
-            else {
-                panic!()
-            };
-            assert_eq!(origin, 42);
-            out.push((seq, payload.to_vec()));
+            match frame {
+                Frame::Msg {
+                    origin: 42,
+                    seq,
+                    hops: 1,
+                    payload,
+                    ..
+                } => out.push((seq, payload.to_vec())),
+                Frame::Run {
+                    origin: 42,
+                    seq,
+                    hops: 1,
+                    entries,
+                    ..
+                } => {
+                    assert!(used <= frame::MAX_RUN_LEN + frame::LEN_PREFIX);
+                    for (i, payload) in frame::entries(entries).enumerate() {
+                        out.push((seq + i as u64, payload.to_vec()));
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
             rest = &rest[used..];
         }
         assert!(rest.is_empty());
@@ -475,6 +505,74 @@ mod tests {
             .map(|c| (c.first_seq, c.frames))
             .collect();
         assert_eq!(starts, [(1, 2), (3, 1), (4, 1)]);
+    }
+
+    /// The lines of a read share MSG frames: one header per 64 KiB of
+    /// lines at most, the lines as they came, each ending in its newline.
+    #[test]
+    fn lines_read_together_share_a_frame_of_at_most_the_run_limit() {
+        let mut framer = LineFramer::new(42, 1 << 20);
+        let line = [b'y'; 63];
+        let input: Vec<u8> = (0..3000)
+            .flat_map(|_| line.iter().chain(b"\n"))
+            .copied()
+            .collect();
+        framer.push(&input);
+        let chunks = framer.take();
+        assert_eq!(chunks.len(), 1);
+        let bytes = &chunks[0].bytes;
+        let frames: Vec<_> = frame::msg_frames(bytes).collect();
+        // 3000 lines of 64 bytes with their newlines: 1024 fit in 65536.
+        let per_frame = (frame::MAX_RUN_LEN - 19) / 64;
+        assert_eq!(frames.len(), 3000usize.div_ceil(per_frame));
+        let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, [1, 1 + per_frame as u64, 1 + 2 * per_frame as u64]);
+        let text: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| bytes[f.entries.clone()].to_vec())
+            .collect();
+        assert_eq!(text, input, "the entries are the lines as read");
+        assert!(frames
+            .iter()
+            .all(|f| f.frame.len() <= frame::MAX_RUN_LEN + 4));
+    }
+
+    /// One-byte lines (and empty ones) fill a frame by their count, not
+    /// their bytes: at most MAX_RUN_ENTRIES per frame, or every receiver
+    /// would refuse the frame (and 64 KiB of newlines would be 65517
+    /// messages in one frame).
+    #[test]
+    fn short_lines_fill_a_frame_with_at_most_the_run_entry_limit() {
+        for line in [&b"\n"[..], b"x\n"] {
+            let lines = 3 * frame::MAX_RUN_ENTRIES + 5;
+            let input = line.repeat(lines);
+            let mut framer = LineFramer::new(42, 1 << 20);
+            framer.push(&input);
+            let chunks = framer.take();
+            let mut seqs = Vec::new();
+            for chunk in &chunks {
+                let mut rest = &chunk.bytes[..];
+                while !rest.is_empty() {
+                    let (m, used) = frame::decode_msg_frame(rest, frame::frame_limit(1 << 20))
+                        .expect("a frame every node takes")
+                        .expect("a whole MSG frame");
+                    assert!(m.count() <= frame::MAX_RUN_ENTRIES as u64);
+                    seqs.push((m.seq, m.count()));
+                    rest = &rest[used..];
+                }
+            }
+            let full = frame::MAX_RUN_ENTRIES as u64;
+            assert_eq!(
+                seqs,
+                [
+                    (1, full),
+                    (1 + full, full),
+                    (1 + 2 * full, full),
+                    (1 + 3 * full, 5)
+                ]
+            );
+            assert_eq!(payloads(&chunks[0]).len(), lines);
+        }
     }
 
     #[test]

@@ -403,17 +403,31 @@ impl Fake {
                         hops,
                         ttl,
                         ..
+                    }
+                    | Frame::Run {
+                        origin,
+                        seq,
+                        hops,
+                        ttl,
+                        ..
                     } = f
                     {
+                        // One reference per entry, as the reader makes.
                         self.origins.insert(origin);
-                        run.push(MsgRef {
-                            origin,
-                            seq,
-                            hops,
-                            ttl,
-                            start: at,
-                            end: at + used,
-                        });
+                        let mut entry = at + frame::MSG_HEADER_LEN;
+                        let mut seq = seq;
+                        while entry < at + used {
+                            let end = frame::entry_end(&buf, entry);
+                            run.push(MsgRef {
+                                origin,
+                                seq,
+                                hops,
+                                ttl,
+                                start: entry,
+                                end,
+                            });
+                            (entry, seq) = (end, seq.wrapping_add(1));
+                        }
                     } else {
                         self.flush(conn, &buf, &mut run);
                         self.mesh.on_frame(self.now, conn, &f);
@@ -441,17 +455,24 @@ impl Fake {
     fn local(&mut self, input: &mut Input<'_>) {
         let lines = 1 + input.u8() % 4;
         let size = input.u8() as usize % 64;
-        let cost = lines as usize * (frame::MSG_HEADER_LEN + size);
+        // A line costs the window its entry (payload and newline) and the
+        // overhead of a message.
+        let cost = lines as usize * frame::entry_cost(1 + size);
         if self.mesh.neighbour_count() == 0 || self.mesh.window_room() < cost {
             return;
         }
         let first = self.own_seq + 1;
+        let payload = vec![b'x'; size];
         let mut bytes = Vec::new();
-        for _ in 0..lines {
-            self.own_seq += 1;
-            bytes.extend_from_slice(&frame::msg_header(ME, self.own_seq, 1, 16, size));
-            bytes.resize(bytes.len() + size, b'x');
-        }
+        frame::put_run(
+            &mut bytes,
+            ME,
+            first,
+            1,
+            16,
+            &vec![&payload[..]; lines as usize],
+        );
+        self.own_seq += u64::from(lines);
         self.mesh
             .local(self.now, &Arc::new(bytes), first, self.own_seq);
     }
@@ -530,23 +551,26 @@ fn well_formed(mut bytes: &[u8]) -> u64 {
         let (f, used) = frame::decode(bytes, usize::MAX)
             .expect("the mesh sends valid frames")
             .expect("the mesh sends whole frames");
-        msgs += u64::from(matches!(f, Frame::Msg { .. }));
+        msgs += match f {
+            Frame::Msg { .. } => 1,
+            Frame::Run { count, .. } => count,
+            _ => 0,
+        };
         bytes = &bytes[used..];
     }
     msgs
 }
 
-/// A run of MSG frames of a few origins, with seqs, hops, ttls and
-/// payloads the input picks.
+/// MSG frames of a few origins, each of one to four messages, with seqs,
+/// hops, ttls and payloads the input picks.
 fn msgs(input: &mut Input<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..1 + input.u8() % 8 {
         let origin = input.pick(&IDS);
         let seq = input.u16().into();
         let (hops, ttl) = (input.u8(), input.u8());
-        let payload = input.some(32);
-        out.extend_from_slice(&frame::msg_header(origin, seq, hops, ttl, payload.len()));
-        out.extend_from_slice(payload);
+        let payloads: Vec<&[u8]> = (0..1 + input.u8() % 4).map(|_| input.some(32)).collect();
+        frame::put_run(&mut out, origin, seq, hops, ttl, &payloads);
     }
     out
 }

@@ -10,21 +10,21 @@
 //! only a REPAIR could bring back.
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::time::Instant;
 
-use byteorder::{BigEndian, ByteOrder};
-
 use super::{Bytes, Mesh};
-use crate::frame::LEN_PREFIX;
+use crate::frame;
 
-/// Our lines read but not sent yet: `bytes[at]` holds MSG frames with
-/// seqs `first..`.
+/// Our lines read but not sent yet: `bytes` holds MSG frames of seqs
+/// `first..`; those before `at` (a frame's start, or an entry's inside
+/// the frame starting at `frame`) are sent.
 #[derive(Debug)]
 struct Pending {
     bytes: Bytes,
-    at: Range<usize>,
+    frame: usize,
+    at: usize,
     first: u64,
+    last: u64,
 }
 
 #[derive(Debug)]
@@ -34,7 +34,8 @@ pub struct Own {
     pub last_seq: u64,
     pub status_seq: u64,
     pub leaving: bool,
-    /// (seq, frame bytes) of our lines above the low mark.
+    /// (seq, cost) of our lines above the low mark: what each counts
+    /// against the window ([`frame::entry_cost`]).
     sizes: VecDeque<(u64, usize)>,
     unacked: usize,
     /// Every owing live member has every one of our lines up to here.
@@ -64,8 +65,10 @@ impl Own {
     pub fn queue(&mut self, bytes: &Bytes, first: u64, last: u64) {
         self.pending.push_back(Pending {
             bytes: bytes.clone(),
-            at: 0..bytes.len(),
+            frame: 0,
+            at: frame::MSG_HEADER_LEN,
             first,
+            last,
         });
         self.pending_lines += last + 1 - first;
     }
@@ -75,21 +78,48 @@ impl Own {
         self.pending_lines
     }
 
-    /// The oldest waiting lines that fit the window now, as one buffer
-    /// with their first and last seq. A line always fits when nothing is
-    /// unacknowledged (`--window` is at least one message).
+    /// The oldest waiting lines that fit the window now, as one buffer of
+    /// MSG frames with their first and last seq. A line always fits when
+    /// nothing is unacknowledged (`--window` is at least one message). A
+    /// line costs [`frame::entry_cost`] of its entry.
     fn take_fitting(&mut self) -> Option<(Bytes, u64, u64)> {
         let front = self.pending.front_mut()?;
-        let frames = &front.bytes[front.at.clone()];
+        let start = (front.frame, front.at);
+        // The usual case: the whole chunk fits (its bytes count every
+        // entry, so with the overhead of each line they are more than its
+        // lines cost), taken without a look at its lines.
+        let lines = (front.last + 1 - front.first) as usize;
+        let most = frame::entries_cost(front.bytes.len(), lines);
+        if start == (0, frame::MSG_HEADER_LEN) && self.unacked + most <= self.window {
+            let p = self.pending.pop_front().expect("front");
+            self.pending_lines -= p.last + 1 - p.first;
+            return Some((p.bytes, p.first, p.last));
+        }
         let mut used = 0;
         let mut count = 0;
-        while used + LEN_PREFIX <= frames.len() {
-            let len = LEN_PREFIX + BigEndian::read_u32(&frames[used..]) as usize;
-            if self.unacked + used + len > self.window && (self.unacked > 0 || used > 0) {
-                break;
+        let bytes = front.bytes.clone();
+        'frames: for f in frame::msg_frames(&bytes[start.0..]) {
+            let (frame_at, end) = (start.0 + f.frame.start, start.0 + f.frame.end);
+            let mut at = if frame_at == start.0 {
+                start.1
+            } else {
+                frame_at + frame::MSG_HEADER_LEN
+            };
+            let base = at;
+            for entry_end in frame::entry_ends(&bytes[base..end]) {
+                let len = base + entry_end - at;
+                let cost = frame::entry_cost(len);
+                if self.unacked + used + cost > self.window && (self.unacked > 0 || used > 0) {
+                    front.frame = frame_at;
+                    front.at = at;
+                    break 'frames;
+                }
+                used += cost;
+                count += 1;
+                at += len;
             }
-            used += len;
-            count += 1;
+            front.frame = end;
+            front.at = end + frame::MSG_HEADER_LEN;
         }
         if count == 0 {
             return None;
@@ -97,29 +127,29 @@ impl Own {
         let first = front.first;
         let last = first + count - 1;
         self.pending_lines -= count;
-        if used == frames.len() {
-            let whole = front.at == (0..front.bytes.len());
-            let p = self.pending.pop_front().expect("front");
-            let bytes = if whole {
-                p.bytes
-            } else {
-                Bytes::new(p.bytes[p.at].to_vec())
-            };
-            return Some((bytes, first, last));
-        }
-        // Split at the window: the part that fits is copied (rare: once
-        // per window filled), the rest keeps waiting in place.
-        let part = Bytes::new(frames[..used].to_vec());
-        front.at.start += used;
         front.first = last + 1;
-        Some((part, first, last))
+        let all_sent = front.frame >= front.bytes.len();
+        let whole = start == (0, frame::MSG_HEADER_LEN) && all_sent;
+        let bytes = if whole {
+            front.bytes.clone()
+        } else {
+            // Split at the window (rare: once per window filled): the
+            // part that fits is framed anew, the rest keeps waiting in
+            // place.
+            Bytes::new(reframe(&front.bytes, start, (front.frame, front.at), first))
+        };
+        if all_sent {
+            self.pending.pop_front();
+        }
+        Some((bytes, first, last))
     }
 
-    pub fn sent(&mut self, seq: u64, len: usize) {
+    /// Our line `seq` went out; it counts `cost` against the window.
+    pub fn sent(&mut self, seq: u64, cost: usize) {
         self.last_seq = self.last_seq.max(seq);
         if seq > self.low {
-            self.sizes.push_back((seq, len));
-            self.unacked += len;
+            self.sizes.push_back((seq, cost));
+            self.unacked += cost;
         }
     }
 
@@ -151,6 +181,36 @@ impl Own {
     }
 }
 
+/// The messages of the MSG frames in `bytes` from `from` to `to` (each a
+/// frame's start and an entry's position in it), as MSG frames anew; the
+/// first message's seq is `first`.
+fn reframe(bytes: &[u8], from: (usize, usize), to: (usize, usize), mut first: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frame::msg_frames(&bytes[from.0..]) {
+        let (frame_at, end) = (from.0 + f.frame.start, from.0 + f.frame.end);
+        if frame_at > to.0 || (frame_at == to.0 && to.1 <= frame_at + frame::MSG_HEADER_LEN) {
+            break;
+        }
+        let a = if frame_at == from.0 {
+            from.1
+        } else {
+            frame_at + frame::MSG_HEADER_LEN
+        };
+        let z = if frame_at == to.0 { to.1 } else { end };
+        let entries = &bytes[a..z];
+        out.extend_from_slice(&frame::msg_header(
+            f.origin,
+            first,
+            f.hops,
+            f.ttl,
+            entries.len(),
+        ));
+        out.extend_from_slice(entries);
+        first += frame::entries(entries).count() as u64;
+    }
+    out
+}
+
 impl Mesh {
     /// Sends the waiting lines that fit the window, if there is a
     /// neighbour to send them to.
@@ -167,6 +227,68 @@ impl Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lines of a frame that fit the window go out framed anew (seqs
+    /// and bytes as they were); the rest wait, and go out as a frame of
+    /// their own once acknowledgements make room.
+    #[test]
+    fn a_frame_is_split_at_the_window_into_frames_of_their_own() {
+        let mut own = Own::new(250);
+        let mut bytes = Vec::new();
+        let lines: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![b'0' + i; 99]).collect();
+        let payloads: Vec<&[u8]> = lines.iter().map(|l| &l[..]).collect();
+        frame::put_run(&mut bytes, 9, 1, 1, 16, &payloads);
+        own.queue(&Bytes::new(bytes), 1, 5);
+        let decoded = |b: &Bytes| -> Vec<(u64, Vec<u8>)> {
+            frame::msg_frames(b)
+                .map(|f| (f.seq, b[f.entries].to_vec()))
+                .collect()
+        };
+        let text = |range: std::ops::Range<usize>| -> Vec<u8> {
+            lines[range]
+                .iter()
+                .flat_map(|l| [&l[..], b"\n"].concat())
+                .collect()
+        };
+        let (first, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z), (1, 2));
+        assert_eq!(decoded(&first), [(1, text(0..2))]);
+        for seq in 1..=2 {
+            own.sent(seq, frame::entry_cost(100));
+        }
+        assert!(own.take_fitting().is_none(), "the window is full");
+        own.acked_to(2);
+        let (rest, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z), (3, 4));
+        assert_eq!(decoded(&rest), [(3, text(2..4))]);
+        for seq in 3..=4 {
+            own.sent(seq, frame::entry_cost(100));
+        }
+        own.acked_to(4);
+        let (last, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z, own.waiting()), (5, 5, 0));
+        assert_eq!(decoded(&last), [(5, text(4..5))]);
+    }
+
+    /// Our own empty lines count 23 bytes each against the window, as
+    /// every receiver's hold-back buffer counts them: a window of 23,000
+    /// bytes lets 1,000 go, not 23,000 (the bytes they take on the wire).
+    #[test]
+    fn empty_lines_count_as_an_entry_and_the_overhead_of_a_message() {
+        let mut own = Own::new(23_000);
+        let mut bytes = Vec::new();
+        for first in (1..=10_000u64).step_by(frame::MAX_RUN_ENTRIES) {
+            let n = frame::MAX_RUN_ENTRIES.min(10_001 - first as usize);
+            frame::put_run(&mut bytes, 9, first, 1, 16, &vec![&b""[..]; n]);
+        }
+        own.queue(&Bytes::new(bytes), 1, 10_000);
+        let (frames, a, z) = own.take_fitting().unwrap();
+        assert_eq!((a, z, own.waiting()), (1, 1000, 9000));
+        let sent: u64 = frame::msg_frames(&frames)
+            .map(|f| frame::entries(&frames[f.entries]).count() as u64)
+            .sum();
+        assert_eq!(sent, 1000);
+    }
 
     #[test]
     fn room_shrinks_with_unacknowledged_lines_and_grows_with_acks() {

@@ -236,20 +236,20 @@ mod tests {
         seqs: std::ops::RangeInclusive<u64>,
     ) -> u64 {
         let mut buf = Vec::new();
-        let mut refs = Vec::new();
-        for seq in seqs {
-            let start = buf.len();
-            buf.extend_from_slice(&frame::msg_header(origin, seq, 1, 16, 1));
-            buf.push(b'x');
-            refs.push(MsgRef {
+        let first = *seqs.start();
+        let payloads = vec![&b"x"[..]; seqs.clone().count()];
+        let entries = frame::put_run(&mut buf, origin, first, 1, 16, &payloads);
+        let refs: Vec<MsgRef> = seqs
+            .zip(entries)
+            .map(|(seq, entry)| MsgRef {
                 origin,
                 seq,
                 hops: 1,
                 ttl: 16,
-                start,
-                end: buf.len(),
-            });
-        }
+                start: entry.start,
+                end: entry.end,
+            })
+            .collect();
         m.on_msgs(now, 1, &Arc::new(buf), &refs);
         drain(m)
             .iter()
@@ -347,10 +347,7 @@ mod tests {
             m.on_frame(t0, 1, &Frame::Status(status(id, 1, 0, 0, Vec::new())));
         }
         let mut buf = Vec::new();
-        for seq in 1..=6 {
-            buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, 1));
-            buf.push(b'x');
-        }
+        frame::put_run(&mut buf, ME, 1, 1, 16, &[&b"x"[..]; 6]);
         m.local(t0, &Arc::new(buf), 1, 6);
         let leaving = FLAG_LEAVING | FLAG_FINAL;
         // 7 printed all six, and that reaches us only with its leave.
@@ -410,10 +407,7 @@ mod tests {
         assert!(m.caught_up(later));
         // Our own STATUS says so while our lines wait for the window.
         let mut buf = Vec::new();
-        for seq in 1..=200 {
-            buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, 100));
-            buf.extend_from_slice(&[b'x'; 100]);
-        }
+        frame::put_run(&mut buf, ME, 1, 1, 16, &[&[b'x'; 100][..]; 200]);
         m.local(t0, &Arc::new(buf), 1, 200);
         assert!(m.waiting_lines() > 0, "beyond the window");
         m.draining();

@@ -81,63 +81,69 @@ pub struct MeshConfig {
     pub rng_seed: u64,
 }
 
-/// One MSG frame inside a received buffer.
+/// One message inside a received buffer: an entry of a MSG frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgRef {
     pub origin: NodeId,
     pub seq: u64,
+    /// As in its frame's header.
     pub hops: u8,
     pub ttl: u8,
-    /// `start..end` is the whole frame, length prefix included.
+    /// `start..end` is the entry: its length, then its payload.
     pub start: usize,
     pub end: usize,
 }
 
-/// Messages to print, in order per origin: consecutive MSG frames of one
-/// origin, seqs `first..=last`, back to back in `bytes[frames]` (each
-/// frame's header has its hops). A batch that arrived in order is one
-/// delivery, whatever its length.
+/// Messages to print, in order per origin: consecutive entries of one
+/// origin, seqs `first..=last`, back to back in `bytes[entries]`, all with
+/// `hops`. A batch that arrived in order is one delivery per frame it came
+/// in, whatever its length.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub origin: NodeId,
     pub first: u64,
     pub last: u64,
+    pub hops: u8,
     /// The neighbour they came from.
     pub via: Option<Conn>,
     pub bytes: Bytes,
-    pub frames: Range<usize>,
+    pub entries: Range<usize>,
 }
 
 impl Delivery {
-    /// The one message in `bytes[frame]`.
+    /// The one message whose entry is `bytes[entry]`.
     pub fn one(
         origin: NodeId,
         seq: u64,
+        hops: u8,
         via: Option<Conn>,
         bytes: &Bytes,
-        frame: Range<usize>,
+        entry: Range<usize>,
     ) -> Self {
         Delivery {
             origin,
             first: seq,
             last: seq,
+            hops,
             via,
             bytes: bytes.clone(),
-            frames: frame,
+            entries: entry,
         }
     }
 
-    /// Adds `next` if it continues this run (same origin and neighbour,
-    /// the next seqs, right behind it in the same buffer); false if not.
+    /// Adds `next` if it continues this run (same origin, hops and
+    /// neighbour, the next seqs, right behind it in the same buffer);
+    /// false if not.
     pub fn extend(&mut self, next: &Delivery) -> bool {
         let more = next.origin == self.origin
             && next.first == self.last.wrapping_add(1)
+            && next.hops == self.hops
             && next.via == self.via
-            && next.frames.start == self.frames.end
+            && next.entries.start == self.entries.end
             && std::sync::Arc::ptr_eq(&next.bytes, &self.bytes);
         if more {
             self.last = next.last;
-            self.frames.end = next.frames.end;
+            self.entries.end = next.entries.end;
         }
         more
     }
@@ -152,22 +158,23 @@ impl Delivery {
         false
     }
 
-    /// Payload bytes, headers not counted.
+    /// Payload bytes, newlines not counted.
     pub fn payload_bytes(&self) -> usize {
-        self.frames.len() - self.len() as usize * crate::frame::MSG_HEADER_LEN
+        self.entries.len() - self.len() as usize
+    }
+
+    /// What these messages count against their origin's window
+    /// ([`crate::frame::entries_cost`]).
+    pub fn cost(&self) -> usize {
+        crate::frame::entries_cost(self.entries.len(), self.len() as usize)
     }
 
     /// Each message: its seq, hops and payload.
     pub fn msgs(&self) -> impl Iterator<Item = (u64, u8, &[u8])> + '_ {
-        use crate::frame::{LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
-        use byteorder::{BigEndian, ByteOrder};
-        let mut at = self.frames.start;
-        (self.first..=self.last).map(move |seq| {
-            let len = LEN_PREFIX + BigEndian::read_u32(&self.bytes[at..]) as usize;
-            let frame = &self.bytes[at..at + len];
-            at += len;
-            (seq, frame[MSG_HOPS_AT], &frame[MSG_HEADER_LEN..])
-        })
+        let entries = &self.bytes[self.entries.clone()];
+        (self.first..=self.last)
+            .zip(crate::frame::entries(entries))
+            .map(|(seq, payload)| (seq, self.hops, payload))
     }
 }
 
@@ -199,7 +206,8 @@ pub enum ProbeResult {
 /// What the caller must do.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Queue encoded frames for a neighbour; `msgs` of them are MSG frames.
+    /// Queue encoded frames for a neighbour; their MSG frames hold `msgs`
+    /// messages.
     Send {
         to: Conn,
         frames: Bytes,
@@ -327,8 +335,9 @@ pub struct Mesh {
     /// Our next STATUS floods whatever it says: a keepalive, a refutation.
     flood_due: bool,
     status_due: bool,
-    /// Payload bytes delivered since our last STATUS: past a quarter of the
-    /// window, acknowledgements are urgent (the origins may be waiting).
+    /// What the lines delivered since our last STATUS count against their
+    /// origins' windows ([`Delivery::cost`]): past a quarter of the window,
+    /// acknowledgements are urgent (the origins may be waiting).
     unacked_delivered: usize,
     /// When we last delivered or sent a line.
     last_activity: Instant,
@@ -497,7 +506,8 @@ impl Mesh {
         self.release_own(now);
     }
 
-    /// A batch of MSG frames read from `conn`, all inside `buf`.
+    /// The messages of MSG frames read from `conn` (one reference per
+    /// entry), all inside `buf`.
     pub fn on_msgs(&mut self, now: Instant, conn: Conn, buf: &Bytes, msgs: &[MsgRef]) {
         self.heard_from(now, conn);
         self.relay(now, conn, buf, msgs);
@@ -641,8 +651,9 @@ impl Mesh {
         self.origins.printing = true;
     }
 
-    /// The caller wrote out `origin`'s lines up to `seq`s (`bytes` of
-    /// payload in all): acknowledgements advance.
+    /// The caller wrote out `origin`'s lines up to `seq`s (counting
+    /// `bytes` against their origins' windows in all, [`Delivery::cost`]):
+    /// acknowledgements advance.
     pub fn printed(
         &mut self,
         now: Instant,

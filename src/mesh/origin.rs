@@ -8,31 +8,40 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::time::Instant;
 
-use byteorder::{BigEndian, ByteOrder};
-
 use super::{Bytes, Conn, MsgRef, NodeId};
-use crate::frame::LEN_PREFIX;
+use crate::frame::{entry_cost, entry_end};
 
 /// The most origins remembered; the least recently used is forgotten first.
 pub const MAX_ORIGINS: usize = 4096;
+
+/// What a message whose entry is `entry_len` bytes counts against the
+/// hold-back buffer and the cache when it keeps alive a `share` of the
+/// buffer it came in: what the window counts it ([`entry_cost`]: its bytes
+/// and a fixed overhead per message), or its share if that is more.
+#[inline]
+pub fn kept_cost(entry_len: usize, share: usize) -> usize {
+    entry_cost(entry_len).max(share)
+}
 
 /// A message kept by reference into the buffer it arrived in.
 #[derive(Debug, Clone)]
 pub struct Kept {
     pub via: Option<Conn>,
+    /// As its frame's header said.
+    pub hops: u8,
+    pub ttl: u8,
     pub bytes: Bytes,
-    /// The whole frame, length prefix included.
-    pub frame: Range<usize>,
-    /// What it counts against the bounds: at least its share of the buffer
-    /// it keeps alive.
+    /// Its entry: length, then payload.
+    pub entry: Range<usize>,
+    /// What it counts against the bounds ([`kept_cost`]): at least its
+    /// share of the buffer it keeps alive.
     pub cost: usize,
 }
 
 /// Messages of one origin cached for REPAIR answers: seqs `first..=last`,
-/// in order, as consecutive MSG frames in `bytes[frames]`. A batch that
-/// arrived (or went out) in order costs one entry and one reference to its
-/// buffer, not one per message; each frame's own header says its seq, hops
-/// and ttl.
+/// in order, as consecutive entries in `bytes[entries]`, all with `hops`
+/// and `ttl`. A frame that arrived (or went out) in order costs one entry
+/// and one reference to its buffer, not one per message.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub first: u64,
@@ -40,60 +49,69 @@ pub struct Run {
     /// As it arrived from a neighbour (a repair answer adds the hop it
     /// crosses to us), rather than as we sent it on or sent it ourselves.
     pub received: bool,
+    pub hops: u8,
+    pub ttl: u8,
     pub bytes: Bytes,
-    pub frames: Range<usize>,
-    /// A frame counts at least this much against the bound: its share of
-    /// the buffer it keeps alive (0: the frames fill their buffer).
+    pub entries: Range<usize>,
+    /// An entry counts at least this much against the bound: its share of
+    /// the buffer it keeps alive (0: the entries fill their buffer).
     pub share: usize,
     /// What the whole run counts against the bound.
     pub cost: usize,
 }
 
 impl Run {
-    /// A run of the one frame at `frame` in `bytes`.
-    pub fn one(seq: u64, received: bool, bytes: &Bytes, frame: Range<usize>, share: usize) -> Run {
+    /// A run of the one message `seq` whose entry is `bytes[entry]`.
+    pub fn one(seq: u64, received: bool, kept: &Kept, share: usize) -> Run {
         Run {
             first: seq,
             last: seq,
             received,
-            bytes: bytes.clone(),
-            cost: frame.len().max(share),
-            frames: frame,
+            hops: kept.hops,
+            ttl: kept.ttl,
+            bytes: kept.bytes.clone(),
+            cost: kept_cost(kept.entry.len(), share),
+            entries: kept.entry.clone(),
             share,
         }
     }
 
-    /// Adds the frame at `frame` with `seq` if it continues the run (the
-    /// next seq, right behind it in the same buffer); false if it does not.
-    pub fn extend(&mut self, seq: u64, received: bool, frame: &Range<usize>) -> bool {
+    /// Adds the message `seq` whose entry is `kept`'s if it continues the
+    /// run (the next seq, with the same hops, right behind it in the same
+    /// buffer); false if it does not.
+    pub fn extend(&mut self, seq: u64, received: bool, kept: &Kept) -> bool {
         if seq != self.last.wrapping_add(1)
-            || frame.start != self.frames.end
+            || kept.entry.start != self.entries.end
             || received != self.received
+            || (kept.hops, kept.ttl) != (self.hops, self.ttl)
+            || !std::sync::Arc::ptr_eq(&kept.bytes, &self.bytes)
         {
             return false;
         }
         self.last = seq;
-        self.frames.end = frame.end;
-        self.cost += frame.len().max(self.share);
+        self.entries.end = kept.entry.end;
+        self.cost += kept_cost(kept.entry.len(), self.share);
         true
     }
 
-    /// The run's frames with their seqs, in order.
-    pub fn frames(&self) -> impl Iterator<Item = (u64, Range<usize>)> + '_ {
-        let mut at = self.frames.start;
+    /// The run's entries with their seqs, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, Range<usize>)> + '_ {
+        let mut at = self.entries.start;
         (self.first..=self.last).map(move |seq| {
-            let len = LEN_PREFIX + BigEndian::read_u32(&self.bytes[at..]) as usize;
-            at += len;
-            (seq, at - len..at)
+            let end = entry_end(&self.bytes, at);
+            let entry = at..end;
+            at = end;
+            (seq, entry)
         })
     }
 
-    /// Drops the first frame; what it counted. The run must hold two or more.
+    /// Drops the first message; what it counted. The run must hold two or
+    /// more.
     fn drop_first(&mut self) -> usize {
-        let at = self.frames.start;
-        let len = LEN_PREFIX + BigEndian::read_u32(&self.bytes[at..]) as usize;
-        let cost = len.max(self.share);
-        self.frames.start += len;
+        let at = self.entries.start;
+        let len = entry_end(&self.bytes, at) - at;
+        let cost = kept_cost(len, self.share);
+        self.entries.start += len;
         self.first += 1;
         self.cost -= cost;
         cost
@@ -103,9 +121,12 @@ impl Run {
 /// A cached message found for a REPAIR answer.
 #[derive(Debug, Clone)]
 pub struct Cached<'a> {
+    pub seq: u64,
     pub received: bool,
-    /// The whole frame, length prefix included.
-    pub frame: &'a [u8],
+    pub hops: u8,
+    pub ttl: u8,
+    /// Its entry: length, then payload.
+    pub entry: &'a [u8],
 }
 
 /// A run of missing seqs being repaired.
@@ -306,13 +327,14 @@ impl Origin {
     }
 
     pub fn hold(&mut self, seq: u64, mut kept: Kept) {
-        if kept.cost > kept.frame.len() {
+        let alone = entry_cost(kept.entry.len());
+        if kept.cost > alone {
             // Held alone, not by a share of the buffer it came in: the
             // hold-back buffer takes a whole window of messages, as the
             // origin's window lets that many be in flight to us.
-            kept.bytes = Bytes::new(kept.bytes[kept.frame.clone()].to_vec());
-            kept.frame = 0..kept.frame.len();
-            kept.cost = kept.frame.len();
+            kept.bytes = Bytes::new(kept.bytes[kept.entry.clone()].to_vec());
+            kept.entry = 0..kept.entry.len();
+            kept.cost = alone;
         }
         self.held_bytes += kept.cost;
         self.held.insert(seq, kept);
@@ -446,24 +468,28 @@ impl Origin {
         }
     }
 
-    /// Cached frames with seqs in `from..=to`, in seq order, each once.
+    /// Cached messages with seqs in `from..=to`, in seq order, each once.
     pub fn cached(&self, from: u64, to: u64) -> Vec<Cached<'_>> {
-        let mut found: Vec<(u64, Cached<'_>)> = Vec::new();
+        let mut found: Vec<Cached<'_>> = Vec::new();
         for run in &self.cache {
             if run.last < from || run.first > to {
                 continue;
             }
-            for (seq, frame) in run.frames() {
+            for (seq, entry) in run.entries() {
                 if (from..=to).contains(&seq) {
-                    let frame = &run.bytes[frame];
-                    let received = run.received;
-                    found.push((seq, Cached { received, frame }));
+                    found.push(Cached {
+                        seq,
+                        received: run.received,
+                        hops: run.hops,
+                        ttl: run.ttl,
+                        entry: &run.bytes[entry],
+                    });
                 }
             }
         }
-        found.sort_by_key(|(seq, _)| *seq);
-        found.dedup_by_key(|(seq, _)| *seq);
-        found.into_iter().map(|(_, cached)| cached).collect()
+        found.sort_by_key(|c| c.seq);
+        found.dedup_by_key(|c| c.seq);
+        found
     }
 
     /// Bytes this origin holds back and caches.
@@ -553,8 +579,10 @@ mod tests {
     fn kept(cost: usize) -> Kept {
         Kept {
             via: None,
+            hops: 1,
+            ttl: 16,
             bytes: Arc::new(vec![0; cost]),
-            frame: 0..cost,
+            entry: 0..cost,
             cost,
         }
     }
@@ -671,41 +699,51 @@ mod tests {
         assert!(o.gaps_ahead.is_empty());
     }
 
-    /// A buffer of MSG frames with seqs `seqs`, each `len` bytes whole.
-    fn frames(seqs: std::ops::RangeInclusive<u64>, len: usize) -> (Bytes, Vec<Range<usize>>) {
+    /// The messages `seqs`, each counting `cost` ([`entry_cost`]: an entry
+    /// 22 bytes shorter, its newline included) and starting with its seq,
+    /// back to back in one buffer.
+    fn frames(seqs: std::ops::RangeInclusive<u64>, cost: usize) -> (Bytes, Vec<Kept>) {
+        let len = cost - crate::frame::ENTRY_OVERHEAD;
         let mut buf = Vec::new();
         let mut at = Vec::new();
         for seq in seqs {
             let start = buf.len();
-            let payload = vec![b'x'; len - crate::frame::MSG_HEADER_LEN];
-            crate::frame::Frame::Msg {
-                origin: 7,
-                seq,
-                hops: 1,
-                ttl: 16,
-                payload: &payload,
-            }
-            .encode(&mut buf);
+            let mut payload = format!("{seq:08}").into_bytes();
+            payload.resize(len - 1, b'x');
+            crate::frame::put_entry(&mut buf, &payload);
             at.push(start..buf.len());
         }
-        (Arc::new(buf), at)
+        let bytes = Arc::new(buf);
+        let kept = at
+            .into_iter()
+            .map(|entry| Kept {
+                via: None,
+                hops: 1,
+                ttl: 16,
+                bytes: bytes.clone(),
+                cost: entry_cost(entry.len()),
+                entry,
+            })
+            .collect();
+        (bytes, kept)
     }
 
     fn seqs(found: &[Cached<'_>]) -> Vec<u64> {
-        use byteorder::{BigEndian, ByteOrder};
         found
             .iter()
-            .map(|c| BigEndian::read_u64(&c.frame[LEN_PREFIX + 9..]))
+            .map(|c| {
+                assert_eq!(c.entry[..8], *format!("{:08}", c.seq).as_bytes());
+                c.seq
+            })
             .collect()
     }
 
     #[test]
     fn the_cache_keeps_the_last_window_bytes() {
         let mut o = Origin::default();
-        let (bytes, at) = frames(1..=10, 100);
+        let (_, at) = frames(1..=10, 100);
         for seq in 1..=10u64 {
-            let frame = at[seq as usize - 1].clone();
-            o.cache(Run::one(seq, true, &bytes, frame, 0), 350);
+            o.cache(Run::one(seq, true, &at[seq as usize - 1], 0), 350);
         }
         // At least the last 350 bytes, in whole runs: four of them.
         assert_eq!(seqs(&o.cached(1, 10)), [7, 8, 9, 10]);
@@ -717,8 +755,8 @@ mod tests {
     #[test]
     fn a_run_is_one_entry_and_loses_its_oldest_frames_one_by_one() {
         let mut o = Origin::default();
-        let (bytes, at) = frames(1..=10, 100);
-        let mut run = Run::one(1, true, &bytes, at[0].clone(), 0);
+        let (_, at) = frames(1..=10, 100);
+        let mut run = Run::one(1, true, &at[0], 0);
         for seq in 2..=10u64 {
             assert!(run.extend(seq, true, &at[seq as usize - 1]));
         }
@@ -729,28 +767,28 @@ mod tests {
         assert_eq!(o.footprint(), 300);
         // Its share of a buffer counts when it is more than the frame.
         let mut o = Origin::default();
-        let mut run = Run::one(1, false, &bytes, at[0].clone(), 150);
+        let mut run = Run::one(1, false, &at[0], 150);
         assert!(!run.extend(2, true, &at[1]), "received and sent do not mix");
         assert!(run.extend(2, false, &at[1]));
         assert_eq!(run.cost, 300);
         o.cache(run, 200);
         assert_eq!((seqs(&o.cached(1, 2)), o.footprint()), (vec![2], 150));
         // Runs overlapping in seq are answered in order, each seq once.
-        let (later, at2) = frames(2..=3, 100);
-        o.cache(Run::one(3, true, &later, at2[1].clone(), 0), 1000);
-        o.cache(Run::one(2, true, &later, at2[0].clone(), 0), 1000);
+        let (_, at2) = frames(2..=3, 100);
+        o.cache(Run::one(3, true, &at2[1], 0), 1000);
+        o.cache(Run::one(2, true, &at2[0], 0), 1000);
         assert_eq!(seqs(&o.cached(1, 9)), [2, 3]);
     }
 
     #[test]
     fn an_older_run_goes_whole_without_reading_its_frames() {
         let mut o = Origin::default();
-        let (bytes, at) = frames(1..=6, 100);
-        let mut old = Run::one(1, true, &bytes, at[0].clone(), 0);
+        let (_, at) = frames(1..=6, 100);
+        let mut old = Run::one(1, true, &at[0], 0);
         for seq in 2..=3u64 {
             assert!(old.extend(seq, true, &at[seq as usize - 1]));
         }
-        let mut new = Run::one(4, true, &bytes, at[3].clone(), 0);
+        let mut new = Run::one(4, true, &at[3], 0);
         for seq in 5..=6u64 {
             assert!(new.extend(seq, true, &at[seq as usize - 1]));
         }

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::origin::{Arrival, Hole, Kept, Run};
+use super::origin::{kept_cost, Arrival, Hole, Kept, Run};
 use super::table::Table;
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
-use crate::frame::{Frame, Status, LEN_PREFIX, MSG_HEADER_LEN, MSG_HOPS_AT};
+use crate::frame::{
+    self, Frame, Status, LEN_PREFIX, MAX_RUN_ENTRIES, MAX_RUN_LEN, MSG_HEADER_LEN, MSG_HOPS_AT,
+};
 
 /// How long a hole may be in-flight reordering before the first REPAIR.
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
@@ -41,6 +43,12 @@ impl Mesh {
         let mut deliveries = Vec::new();
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
+        // Room for the forward buffer: the batch's frames, re-encoded, take
+        // about as many bytes as they came in. Not the buffer's length: a
+        // read buffer keeps its size (128 KiB once busy) whatever part of
+        // it a batch holds, and a batch of one frame then forwarded a 4 KiB
+        // frame in 128 KiB that each outbox and the cache kept alive.
+        let fwd_room = msgs.last().map_or(0, |m| m.end);
         let window = self.cfg.window;
         // Whom to PRUNE, for which origin: duplicates show redundant links.
         let mut prunes: Vec<(NodeId, Conn)> = Vec::new();
@@ -91,41 +99,47 @@ impl Mesh {
                 if k > 0 {
                     let head = &run[i..i + k];
                     i += k;
+                    // Back to back: the entries of one frame, one hops.
                     let (a, z) = (&head[0], &head[k - 1]);
-                    let frames = a.start..z.end;
+                    let entries = a.start..z.end;
                     origin.next = z.seq + 1;
                     newest = Some(z.hops);
                     let stretch = Delivery {
                         origin: id,
                         first: a.seq,
                         last: z.seq,
+                        hops: a.hops,
                         via: Some(conn),
                         bytes: buf.clone(),
-                        frames: frames.clone(),
+                        entries: entries.clone(),
                     };
                     deliver(&mut deliveries, stretch);
                     if origin.missing().is_some() {
                         self.holes.insert(id);
                     }
                     if eager {
-                        let at = fwd.len();
-                        if at == 0 {
-                            fwd.reserve(buf.len());
+                        if fwd.is_empty() {
+                            fwd.reserve(fwd_room);
                         }
-                        fwd.extend_from_slice(&buf[frames.clone()]);
-                        for m in head {
-                            fwd[at + m.start - frames.start + MSG_HOPS_AT] = m.hops + 1;
-                        }
+                        let stretch = Stretch {
+                            origin: id,
+                            first: a.seq,
+                            last: z.seq,
+                            hops: a.hops + 1,
+                            ttl: a.ttl,
+                        };
+                        put_fwd(&mut fwd, &mut fwd_runs, stretch, &buf[entries]);
                         fwd_msgs += head.len() as u64;
-                        fwd_run(&mut fwd_runs, id, a.seq, z.seq, at..fwd.len());
                     } else {
-                        let cost = head.iter().map(|m| (m.end - m.start).max(share)).sum();
+                        let cost = head.iter().map(|m| kept_cost(m.end - m.start, share)).sum();
                         let stretch = Run {
                             first: a.seq,
                             last: z.seq,
                             received: true,
+                            hops: a.hops,
+                            ttl: a.ttl,
                             bytes: buf.clone(),
-                            frames,
+                            entries,
                             share,
                             cost,
                         };
@@ -148,12 +162,15 @@ impl Mesh {
                 // Kept (a reference into `buf`) only if held back.
                 let kept = || Kept {
                     via: Some(conn),
+                    hops: m.hops,
+                    ttl: m.ttl,
                     bytes: buf.clone(),
-                    frame: m.start..m.end,
-                    cost: (m.end - m.start).max(share),
+                    entry: m.start..m.end,
+                    cost: kept_cost(m.end - m.start, share),
                 };
-                // Held messages cost their own length (`Origin::hold`).
-                match origin.arrive(m.seq, m.end - m.start, window) {
+                // Held messages cost what the window counts them
+                // (`Origin::hold`).
+                match origin.arrive(m.seq, frame::entry_cost(m.end - m.start), window) {
                     Arrival::Duplicate => {
                         // Below the base it was never ours: not a second copy.
                         if m.seq >= origin.base {
@@ -168,11 +185,10 @@ impl Mesh {
                     }
                     Arrival::Deliver => {
                         origin.next = origin.next.saturating_add(1);
-                        let one = Delivery::one(id, m.seq, Some(conn), buf, m.start..m.end);
+                        let one = Delivery::one(id, m.seq, m.hops, Some(conn), buf, m.start..m.end);
                         deliver(&mut deliveries, one);
                         while let Some((seq, held)) = origin.take_next_held() {
-                            let one = Delivery::one(id, seq, held.via, &held.bytes, held.frame);
-                            deliver(&mut deliveries, one);
+                            deliver(&mut deliveries, held_delivery(id, seq, held));
                         }
                         if origin.missing().is_some() {
                             self.holes.insert(id);
@@ -189,20 +205,25 @@ impl Mesh {
                     }
                 }
                 if eager && m.hops < m.ttl {
-                    let at = fwd.len();
-                    if at == 0 {
-                        fwd.reserve(buf.len());
+                    if fwd.is_empty() {
+                        fwd.reserve(fwd_room);
                     }
-                    fwd.extend_from_slice(&buf[m.start..m.end]);
-                    fwd[at + MSG_HOPS_AT] = m.hops + 1;
+                    let one = Stretch {
+                        origin: id,
+                        first: m.seq,
+                        last: m.seq,
+                        hops: m.hops + 1,
+                        ttl: m.ttl,
+                    };
+                    put_fwd(&mut fwd, &mut fwd_runs, one, &buf[m.start..m.end]);
                     fwd_msgs += 1;
-                    fwd_run(&mut fwd_runs, id, m.seq, m.seq, at..fwd.len());
                 } else {
+                    let kept = kept();
                     let more = cached
                         .as_mut()
-                        .is_some_and(|r| r.extend(m.seq, true, &(m.start..m.end)));
+                        .is_some_and(|r| r.extend(m.seq, true, &kept));
                     if !more {
-                        let next = Run::one(m.seq, true, buf, m.start..m.end, share);
+                        let next = Run::one(m.seq, true, &kept, share);
                         if let Some(done) = cached.replace(next) {
                             origin.cache(done, window);
                         }
@@ -231,17 +252,21 @@ impl Mesh {
         }
         if fwd_msgs > 0 {
             let fwd: Bytes = Arc::new(fwd);
-            for (id, first, last, frames) in &fwd_runs {
-                // The forward buffer holds nothing else: a frame costs its size.
-                let cost = frames.len();
+            for (id, first, last, frame) in &fwd_runs {
+                // The forward buffer holds nothing else: its entries cost
+                // what the window counts them.
+                let entries = frame.start + MSG_HEADER_LEN..frame.end;
+                let count = (last - first + 1) as usize;
                 let run = Run {
                     first: *first,
                     last: *last,
                     received: false,
+                    hops: fwd[frame.start + MSG_HOPS_AT],
+                    ttl: fwd[frame.start + MSG_HOPS_AT + 1],
                     bytes: fwd.clone(),
-                    frames: frames.clone(),
+                    cost: frame::entries_cost(entries.len(), count),
+                    entries,
                     share: 0,
-                    cost,
                 };
                 let kept = kept_origins(&self.members, self.cfg.id);
                 self.origins.entry(*id, kept).cache(run, window);
@@ -321,10 +346,7 @@ impl Mesh {
             self.status_due = true;
             // Acknowledged on printing instead: counted in `printed`.
             if !self.ack_printed {
-                self.unacked_delivered += deliveries
-                    .iter()
-                    .map(Delivery::payload_bytes)
-                    .sum::<usize>();
+                self.unacked_delivered += deliveries.iter().map(Delivery::cost).sum::<usize>();
             }
             self.push(Action::Deliver(deliveries));
         }
@@ -332,33 +354,37 @@ impl Mesh {
 
     /// Our own lines: to every neighbour, into our cache, into the window.
     pub(super) fn send_local(&mut self, now: Instant, frames: &Bytes, first: u64, last: u64) {
-        let mut rest = 0;
+        let mut runs = Vec::new();
         let mut count = 0;
-        while rest + MSG_HEADER_LEN <= frames.len() {
-            let len = LEN_PREFIX + BigEndian::read_u32(&frames[rest..]) as usize;
-            let seq = BigEndian::read_u64(&frames[rest + 13..]);
-            self.own.sent(seq, len);
-            rest += len;
-            count += 1;
-        }
-        debug_assert_eq!(count, last + 1 - first);
-        if count > 0 {
-            // The chunk is our seqs first..=last back to back: one entry.
+        for f in frame::msg_frames(frames) {
+            let mut seq = f.seq;
+            let mut at = 0;
+            for end in frame::entry_ends(&frames[f.entries.clone()]) {
+                self.own.sent(seq, frame::entry_cost(end - at));
+                (at, seq) = (end, seq + 1);
+            }
+            count += seq - f.seq;
+            // Each frame's seqs back to back: one cache entry.
             let run = Run {
-                first,
-                last,
+                first: f.seq,
+                last: seq - 1,
                 received: false,
+                hops: f.hops,
+                ttl: f.ttl,
                 bytes: frames.clone(),
-                frames: 0..rest,
+                cost: frame::entries_cost(f.entries.len(), (seq - f.seq) as usize),
+                entries: f.entries,
                 share: 0,
-                cost: rest,
             };
             let kept = kept_origins(&self.members, self.cfg.id);
             self.origins
                 .entry(self.cfg.id, kept)
                 .cache(run, self.cfg.window);
-            let me = self.cfg.id;
-            self.forward(frames, &[(me, first, last, 0..rest)], None);
+            runs.push((self.cfg.id, f.seq, seq - 1, f.frame));
+        }
+        debug_assert_eq!(count, last + 1 - first);
+        if count > 0 {
+            self.forward(frames, &runs, None);
         }
         self.update_window();
         self.status_due = true;
@@ -381,17 +407,22 @@ impl Mesh {
             return;
         };
         let mut out = Vec::new();
+        let mut runs = Vec::new();
         let mut msgs = 0;
         for cached in state.cached(from, to) {
-            let frame = cached.frame;
             // Cached as it arrived (via a neighbour), or as we sent it on.
-            let hops = frame[MSG_HOPS_AT].saturating_add(u8::from(cached.received));
-            if hops > frame[MSG_HOPS_AT + 1] {
+            let hops = cached.hops.saturating_add(u8::from(cached.received));
+            if hops > cached.ttl {
                 continue;
             }
-            let at = out.len();
-            out.extend_from_slice(frame);
-            out[at + MSG_HOPS_AT] = hops;
+            let one = Stretch {
+                origin,
+                first: cached.seq,
+                last: cached.seq,
+                hops,
+                ttl: cached.ttl,
+            };
+            put_fwd(&mut out, &mut runs, one, cached.entry);
             msgs += 1;
         }
         if msgs == 0 {
@@ -449,8 +480,7 @@ impl Mesh {
             origin.hole = None;
             let mut released = Vec::new();
             while let Some((seq, held)) = origin.take_next_held() {
-                let one = Delivery::one(id, seq, held.via, &held.bytes, held.frame);
-                deliver(&mut released, one);
+                deliver(&mut released, held_delivery(id, seq, held));
             }
             let reason = format!("not repaired within {}s", stall.as_secs_f64());
             self.gap(id, first, last, &reason);
@@ -680,24 +710,63 @@ pub(super) fn kept_origins(members: &Table, me: NodeId) -> impl Fn(NodeId) -> bo
     move |id| id == me || members.get(&id).is_some()
 }
 
-/// Adds seqs `first..=last` at `fwd[frames]` to the runs of the forward
-/// buffer: to the last run if they continue it.
-fn fwd_run(
-    runs: &mut Vec<(NodeId, u64, u64, Range<usize>)>,
-    id: NodeId,
+/// Consecutive messages of one origin, as they go out in one MSG frame.
+#[derive(Debug, Clone, Copy)]
+struct Stretch {
+    origin: NodeId,
     first: u64,
     last: u64,
-    frames: Range<usize>,
+    hops: u8,
+    ttl: u8,
+}
+
+/// Appends the messages of `stretch` (their `entries`) to `out`, a buffer
+/// of MSG frames whose frames are listed in `runs` (origin, first and last
+/// seq, the frame): into its last frame if they continue it (same origin,
+/// hops and ttl, the next seqs, the frame still under [`MAX_RUN_LEN`] and
+/// [`MAX_RUN_ENTRIES`]), else as a frame of their own. A stretch is never
+/// longer than that: it is a stretch of one frame a reader checked, or
+/// one message.
+fn put_fwd(
+    out: &mut Vec<u8>,
+    runs: &mut Vec<(NodeId, u64, u64, Range<usize>)>,
+    stretch: Stretch,
+    entries: &[u8],
 ) {
-    match runs.last_mut() {
-        Some((o, _, end_seq, range))
-            if *o == id && end_seq.wrapping_add(1) == first && range.end == frames.start =>
-        {
+    let Stretch {
+        origin,
+        first,
+        last,
+        hops,
+        ttl,
+    } = stretch;
+    debug_assert!(last - first < MAX_RUN_ENTRIES as u64);
+    if let Some((o, start_seq, end_seq, frame)) = runs.last_mut() {
+        let header = &out[frame.start..frame.start + MSG_HEADER_LEN];
+        let continues = *o == origin
+            && end_seq.wrapping_add(1) == first
+            && frame.end == out.len()
+            && (header[MSG_HOPS_AT], header[MSG_HOPS_AT + 1]) == (hops, ttl)
+            && frame.len() - LEN_PREFIX + entries.len() <= MAX_RUN_LEN
+            && last - *start_seq < MAX_RUN_ENTRIES as u64;
+        if continues {
+            out.extend_from_slice(entries);
             *end_seq = last;
-            range.end = frames.end;
+            frame.end = out.len();
+            let len = (frame.len() - LEN_PREFIX) as u32;
+            BigEndian::write_u32(&mut out[frame.start..], len);
+            return;
         }
-        _ => runs.push((id, first, last, frames)),
     }
+    let at = out.len();
+    out.extend_from_slice(&frame::msg_header(origin, first, hops, ttl, entries.len()));
+    out.extend_from_slice(entries);
+    runs.push((origin, first, last, at..out.len()));
+}
+
+/// A held message, now next: its delivery.
+fn held_delivery(id: NodeId, seq: u64, held: Kept) -> Delivery {
+    Delivery::one(id, seq, held.hops, held.via, &held.bytes, held.entry)
 }
 
 /// Adds a message to the deliveries: to the last run if it continues it.

@@ -101,16 +101,29 @@ impl Decoded {
                     hops,
                     ttl,
                     ..
+                }
+                | Frame::Run {
+                    origin,
+                    seq,
+                    hops,
+                    ttl,
+                    ..
                 } => {
-                    msgs += 1;
-                    run.push(MsgRef {
-                        origin,
-                        seq,
-                        hops,
-                        ttl,
-                        start: at,
-                        end: at + used,
-                    });
+                    let mut entry = at + frame::MSG_HEADER_LEN;
+                    let mut seq = seq;
+                    while entry < at + used {
+                        let end = frame::entry_end(&bytes, entry);
+                        msgs += 1;
+                        run.push(MsgRef {
+                            origin,
+                            seq,
+                            hops,
+                            ttl,
+                            start: entry,
+                            end,
+                        });
+                        (entry, seq) = (end, seq + 1);
+                    }
                 }
                 other => {
                     if !run.is_empty() {
@@ -780,28 +793,26 @@ impl Sim {
         if !n.alive {
             return 0;
         }
-        let mut frames = Vec::new();
         let first = n.sent + 1;
         let mut last = n.sent;
+        let mut payloads = Vec::new();
+        let mut cost = 0;
         for seq in first..first + count {
             let payload = format!("line {seq} from n{node}");
-            let len = frame::MSG_HEADER_LEN + payload.len();
-            if frames.len() + len > n.mesh.window_room() {
+            // A line costs the window its entry and the overhead.
+            cost += frame::entry_cost(1 + payload.len());
+            if cost > n.mesh.window_room() {
                 break;
             }
-            frames.extend_from_slice(&frame::msg_header(
-                n.id,
-                seq,
-                1,
-                self.cfg.ttl,
-                payload.len(),
-            ));
-            frames.extend_from_slice(payload.as_bytes());
+            payloads.push(payload);
             last = seq;
         }
         if last < first {
             return 0;
         }
+        let mut frames = Vec::new();
+        let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+        frame::put_run(&mut frames, n.id, first, 1, self.cfg.ttl, &payloads);
         n.sent = last;
         n.mesh.local(now, &Arc::new(frames), first, last);
         self.after(node);

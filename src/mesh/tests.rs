@@ -53,23 +53,30 @@ fn drain(m: &mut Mesh) -> Vec<Action> {
     std::iter::from_fn(|| m.poll_action()).collect()
 }
 
-/// MSG frames in one buffer, as a reader hands them over.
+/// MSG frames in one buffer, as a reader hands them over: consecutive
+/// seqs of one origin with the same hops and ttl share a frame, as a
+/// sender or relay frames them.
 fn batch(msgs: &[(NodeId, u64, u8, u8)]) -> (Bytes, Vec<MsgRef>) {
     let mut buf = Vec::new();
     let mut refs = Vec::new();
-    for &(origin, seq, hops, ttl) in msgs {
-        let start = buf.len();
-        let payload = format!("{origin:x}/{seq}");
-        buf.extend_from_slice(&frame::msg_header(origin, seq, hops, ttl, payload.len()));
-        buf.extend_from_slice(payload.as_bytes());
-        refs.push(MsgRef {
-            origin,
-            seq,
-            hops,
-            ttl,
-            start,
-            end: buf.len(),
-        });
+    let same_frame = |a: &(NodeId, u64, u8, u8), b: &(NodeId, u64, u8, u8)| {
+        (a.0, a.2, a.3) == (b.0, b.2, b.3) && a.1.checked_add(1) == Some(b.1)
+    };
+    for run in msgs.chunk_by(same_frame) {
+        let (origin, first, hops, ttl) = run[0];
+        let payloads: Vec<String> = run.iter().map(|m| format!("{:x}/{}", m.0, m.1)).collect();
+        let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+        let entries = frame::put_run(&mut buf, origin, first, hops, ttl, &payloads);
+        for (&(origin, seq, hops, ttl), entry) in run.iter().zip(entries) {
+            refs.push(MsgRef {
+                origin,
+                seq,
+                hops,
+                ttl,
+                start: entry.start,
+                end: entry.end,
+            });
+        }
     }
     (Arc::new(buf), refs)
 }
@@ -112,6 +119,7 @@ fn sent(actions: &[Action]) -> Vec<(Conn, Frame<'static>)> {
 fn owned(f: Frame<'_>) -> Frame<'static> {
     match f {
         Frame::Msg { .. }
+        | Frame::Run { .. }
         | Frame::Down { .. }
         | Frame::Status(_)
         | Frame::Repair { .. }
@@ -122,14 +130,22 @@ fn owned(f: Frame<'_>) -> Frame<'static> {
     }
 }
 
+/// Every message sent, one by one (a frame may carry several).
 fn msgs_sent(actions: &[Action]) -> Vec<(Conn, NodeId, u64, u8)> {
     sent(actions)
         .into_iter()
-        .filter_map(|(to, f)| match f {
+        .flat_map(|(to, f)| match f {
             Frame::Msg {
                 origin, seq, hops, ..
-            } => Some((to, origin, seq, hops)),
-            _ => None,
+            } => vec![(to, origin, seq, hops)],
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                count,
+                ..
+            } => (0..count).map(|i| (to, origin, seq + i, hops)).collect(),
+            _ => Vec::new(),
         })
         .collect()
 }
@@ -259,8 +275,88 @@ fn the_hold_back_buffer_is_bounded_by_the_window() {
     // Once 2 arrives, only what was held is delivered; the rest is a hole.
     let actions = feed(&mut m, t0, 2, &[(7, 2, 1, 16)]);
     let got = delivered(&actions);
-    assert!(got.len() < 10, "{got:?}");
     assert_eq!(got[0], (7, 2));
+    // Each held message costs what the window counts it (its entry and
+    // the overhead of a message): the window held as many as fit, and not
+    // one more.
+    let cost = |&(o, s): &(NodeId, u64)| frame::entry_cost(1 + format!("{o:x}/{s}").len());
+    let held: usize = got[1..].iter().map(cost).sum();
+    let next = (7, got.last().unwrap().1 + 1);
+    assert!(held <= 200 && held + cost(&next) > 200, "{got:?}");
+}
+
+/// Empty messages of `origin`, seqs `seqs`, as a stranger sends them: one
+/// byte each on the wire (its newline), in frames as full as allowed.
+fn empty_lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> (Bytes, Vec<MsgRef>) {
+    let seqs: Vec<u64> = seqs.collect();
+    let mut buf = Vec::new();
+    let mut refs = Vec::new();
+    for run in seqs.chunks(frame::MAX_RUN_ENTRIES) {
+        let empty = vec![&b""[..]; run.len()];
+        let entries = frame::put_run(&mut buf, origin, run[0], 1, 16, &empty);
+        for (&seq, entry) in run.iter().zip(entries) {
+            refs.push(MsgRef {
+                origin,
+                seq,
+                hops: 1,
+                ttl: 16,
+                start: entry.start,
+                end: entry.end,
+            });
+        }
+    }
+    (Arc::new(buf), refs)
+}
+
+/// An empty message costs one byte on the wire, but holding it back
+/// costs a node far more (its references and their bookkeeping). Held
+/// back behind a jump in seq, a window's worth of bytes of empty messages
+/// is held as the window counts them, 23 bytes each (as a version 3
+/// frame): window / 23 messages, not one per byte of the window.
+#[test]
+fn empty_messages_held_back_count_as_the_window_counts_them() {
+    let window = 100_000;
+    let (mut m, t0) = with_neighbours(MeshConfig { window, ..config() }, 2);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    let (buf, refs) = empty_lines(7, 3..=window as u64 + 2);
+    m.on_msgs(t0, 1, &buf, &refs);
+    drain(&mut m);
+    let got = delivered(&feed(&mut m, t0, 1, &[(7, 2, 1, 16)]));
+    let held = got.len() - 1;
+    assert_eq!(held, window / 23, "held back: {held}");
+    assert_eq!(frame::entry_cost(1), 23, "an empty line costs 23");
+    assert_eq!(
+        got[1..],
+        (3..3 + held as u64).map(|s| (7, s)).collect::<Vec<_>>()[..]
+    );
+}
+
+/// The cache counts messages as the window does too: a window's worth of
+/// bytes of empty messages in order leaves about window / 23 of them
+/// cached (a window and at most one frame of them), not one per byte.
+#[test]
+fn empty_messages_cached_count_as_the_window_counts_them() {
+    let window = 100_000;
+    let (mut m, t0) = with_neighbours(MeshConfig { window, ..config() }, 2);
+    let (buf, refs) = empty_lines(7, 1..=window as u64);
+    m.on_msgs(t0, 1, &buf, &refs);
+    drain(&mut m);
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Repair {
+            origin: 7,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    let cached = msgs_sent(&drain(&mut m)).len();
+    let most = (window + frame::entries_cost(frame::MAX_RUN_ENTRIES, frame::MAX_RUN_ENTRIES)) / 23;
+    assert!(
+        (window / 23..=most).contains(&cached),
+        "{cached} cached, not within {}..={most}",
+        window / 23
+    );
 }
 
 #[test]
@@ -1412,14 +1508,14 @@ fn a_lost_link_dials_across_at_once_only_to_members_heard_through_it_alone() {
 
 // ---- Flow control and books ----------------------------------------------
 
-/// Our own lines `first..=last`, 100 bytes each with the header.
+/// Our own lines `first..=last`, each counting 100 bytes against the
+/// window (77 bytes, its newline and the overhead of a message), in one
+/// frame as the stdin thread frames them.
 fn own_lines(m: &mut Mesh, now: Instant, first: u64, last: u64) {
     let mut buf = Vec::new();
-    for seq in first..=last {
-        let payload = [b'x'; 100 - frame::MSG_HEADER_LEN];
-        buf.extend_from_slice(&frame::msg_header(ME, seq, 1, 16, payload.len()));
-        buf.extend_from_slice(&payload);
-    }
+    let payload = [b'x'; 100 - frame::ENTRY_OVERHEAD - 1];
+    let payloads = vec![&payload[..]; (last + 1 - first) as usize];
+    frame::put_run(&mut buf, ME, first, 1, 16, &payloads);
     m.local(now, &Arc::new(buf), first, last);
 }
 
@@ -1550,6 +1646,140 @@ fn a_line_is_owed_only_to_members_known_when_it_was_read() {
 }
 
 // ---- Repair and gaps -----------------------------------------------------
+
+/// Every MSG frame sent: (to, origin, first seq, hops, messages).
+fn msg_frames_sent(actions: &[Action]) -> Vec<(Conn, NodeId, u64, u8, u64)> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Msg {
+                origin, seq, hops, ..
+            } => Some((to, origin, seq, hops, 1)),
+            Frame::Run {
+                origin,
+                seq,
+                hops,
+                count,
+                ..
+            } => Some((to, origin, seq, hops, count)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Frames of 4096 empty lines that arrive back to back go on, and are
+/// answered from the cache, in frames of at most 4096 messages: far under
+/// MAX_RUN_LEN bytes, merged they would make frames every neighbour
+/// refuses.
+#[test]
+fn forwarded_and_repaired_frames_hold_at_most_4096_messages() {
+    let (mut m, t0) = with_neighbours(
+        MeshConfig {
+            window: 1 << 20,
+            ..config()
+        },
+        2,
+    );
+    let full = frame::MAX_RUN_ENTRIES as u64;
+    let (buf, refs) = empty_lines(7, 1..=3 * full);
+    m.on_msgs(t0, 1, &buf, &refs);
+    let frames: Vec<_> = (0..3).map(|i| (2, 7, 1 + i * full, 2, full)).collect();
+    assert_eq!(msg_frames_sent(&drain(&mut m)), frames, "forwarded");
+    m.on_frame(
+        t0,
+        2,
+        &Frame::Repair {
+            origin: 7,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        },
+    );
+    assert_eq!(msg_frames_sent(&drain(&mut m)), frames, "answered");
+}
+
+/// A batch of one short line from a large read buffer (a reader's buffer
+/// keeps its size) is forwarded in a buffer of about its own size: the
+/// outboxes and the cache keep that buffer alive, and count its bytes.
+#[test]
+fn a_short_line_from_a_large_buffer_is_forwarded_in_a_small_one() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let (buf, refs) = batch(&[(7, 1, 1, 16)]);
+    let mut large = buf.to_vec();
+    large.resize(128 * 1024, 0);
+    m.on_msgs(t0, 1, &Arc::new(large), &refs);
+    let sends: Vec<usize> = drain(&mut m)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                frames, msgs: 1, ..
+            } => Some(frames.capacity()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends.len(), 1, "to neighbour 2");
+    assert!(
+        sends[0] <= 2 * buf.len(),
+        "{} bytes for {}",
+        sends[0],
+        buf.len()
+    );
+}
+
+fn lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> Vec<(NodeId, u64, u8, u8)> {
+    seqs.map(|seq| (origin, seq, 1, 16)).collect()
+}
+
+/// A run that comes in as one MSG frame goes on as one (one header, one
+/// hop more); a run that partly overlaps what was delivered delivers, and
+/// passes on, only its new lines, again as one frame.
+#[test]
+fn a_run_goes_on_as_one_frame_and_an_overlapping_one_with_its_new_lines() {
+    let (mut m, t0) = with_neighbours(config(), 3);
+    let actions = feed(&mut m, t0, 1, &lines(7, 1..=5));
+    let seqs = |r: std::ops::RangeInclusive<u64>| r.map(|s| (7, s)).collect::<Vec<_>>();
+    assert_eq!(delivered(&actions), seqs(1..=5));
+    assert_eq!(
+        msg_frames_sent(&actions),
+        [(2, 7, 1, 2, 5), (3, 7, 1, 2, 5)]
+    );
+    let actions = feed(&mut m, t0, 1, &lines(7, 3..=8));
+    assert_eq!(delivered(&actions), seqs(6..=8));
+    assert_eq!(
+        msg_frames_sent(&actions),
+        [(2, 7, 6, 2, 3), (3, 7, 6, 2, 3)]
+    );
+}
+
+/// Our own lines read together go out together: one frame per neighbour.
+#[test]
+fn our_own_lines_go_out_as_one_frame() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    own_lines(&mut m, t0, 1, 10);
+    assert_eq!(
+        msg_frames_sent(&drain(&mut m)),
+        [(1, ME, 1, 1, 10), (2, ME, 1, 1, 10)]
+    );
+}
+
+/// A repair answer puts the cached lines of one stretch in one frame, and
+/// starts another where the hops differ.
+#[test]
+fn a_repair_answer_is_one_frame_per_stretch() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    feed(&mut m, t0, 1, &lines(7, 1..=4));
+    feed(&mut m, t0, 1, &[(7, 5, 3, 16), (7, 6, 3, 16)]);
+    drain(&mut m);
+    let repair = Frame::Repair {
+        origin: 7,
+        from_seq: 2,
+        to_seq: 9,
+    };
+    m.on_frame(t0, 2, &repair);
+    assert_eq!(
+        msg_frames_sent(&drain(&mut m)),
+        [(2, 7, 2, 2, 3), (2, 7, 5, 4, 2)]
+    );
+}
 
 #[test]
 fn a_repair_is_answered_from_the_cache_and_only_with_what_it_holds() {
@@ -2307,10 +2537,11 @@ fn repair(m: &mut Mesh, now: Instant, conn: Conn, origin: NodeId, from_seq: u64,
 
 #[test]
 fn repair_answers_still_queued_for_a_neighbour_are_at_most_a_window() {
-    // Our 10 lines of 100 bytes are cached (window 1000). A neighbour asks
-    // for all of them again and again without reading: while the first
-    // answer waits in its queue (the action still holds it), a second
-    // would pass the window: not answered. Once it is sent, answered.
+    // Our 10 lines are cached (window 1000); an answer with all of them
+    // is 803 bytes on the wire. A neighbour asks for them again and again
+    // without reading: while the first two answers wait in its queue (the
+    // actions still hold them), 1606 bytes, a third would pass the window:
+    // not answered. Once they are sent, answered.
     let (mut m, t0) = with_neighbours(
         MeshConfig {
             window: 1000,
@@ -2321,11 +2552,14 @@ fn repair_answers_still_queued_for_a_neighbour_are_at_most_a_window() {
     own_lines(&mut m, t0, 1, 10);
     drain(&mut m);
     repair(&mut m, t0, 1, ME, 1, 10);
-    let queued = drain(&mut m);
-    assert_eq!(msgs_sent(&queued).len(), 10);
+    let first = drain(&mut m);
+    assert_eq!(msgs_sent(&first).len(), 10);
     repair(&mut m, t0, 1, ME, 1, 10);
-    assert!(drain(&mut m).is_empty(), "a second copy queued");
-    drop(queued);
+    let second = drain(&mut m);
+    assert_eq!(msgs_sent(&second).len(), 10, "803 bytes queued");
+    repair(&mut m, t0, 1, ME, 1, 10);
+    assert!(drain(&mut m).is_empty(), "a third copy queued");
+    drop((first, second));
     repair(&mut m, t0, 1, ME, 1, 10);
     assert_eq!(msgs_sent(&drain(&mut m)).len(), 10);
 }

@@ -514,14 +514,45 @@ impl Router {
 }
 
 /// `frames` without the messages whose payload is over `limit`, and how
-/// many were left out.
+/// many were left out. The messages kept are framed anew (a frame of
+/// several stays within `MAX_RUN_LEN`, which every node takes; each holds
+/// messages of one frame of `frames`, so no more than `MAX_RUN_ENTRIES`).
 fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
     let mut kept = Vec::with_capacity(frames.len());
     let mut skipped = 0;
     let mut rest = &frames[..];
     while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
         match frame {
-            Frame::Msg { payload, .. } if payload.len() > limit => skipped += 1,
+            Frame::Msg {
+                origin,
+                seq,
+                hops,
+                ttl,
+                ..
+            }
+            | Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                ..
+            } => {
+                let mut open: Option<(usize, u64)> = None;
+                let mut at = frame::MSG_HEADER_LEN;
+                let mut seq = seq;
+                while at < used {
+                    let payload = frame::entry_at(rest, at);
+                    let entry = &rest[at..payload.end + 1];
+                    at = payload.end + 1;
+                    if payload.len() > limit {
+                        skipped += 1;
+                        open = None;
+                    } else {
+                        open = Some(put_entry(&mut kept, open, (origin, seq, hops, ttl), entry));
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+            }
             _ => kept.extend_from_slice(&rest[..used]),
         }
         rest = &rest[used..];
@@ -531,6 +562,29 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
         msgs: msgs - skipped,
     };
     (batch, skipped)
+}
+
+/// Appends the entry of message `seq` to the open frame (its start, and
+/// the seq it expects next) if it fits there, else in a frame of its own;
+/// the frame it went into.
+fn put_entry(
+    out: &mut Vec<u8>,
+    open: Option<(usize, u64)>,
+    (origin, seq, hops, ttl): (u64, u64, u8, u8),
+    entry: &[u8],
+) -> (usize, u64) {
+    if let Some((start, next)) = open {
+        let len = out.len() - start - frame::LEN_PREFIX + entry.len();
+        if next == seq && len <= frame::MAX_RUN_LEN {
+            out.extend_from_slice(entry);
+            out[start..start + frame::LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+            return (start, seq.wrapping_add(1));
+        }
+    }
+    let start = out.len();
+    out.extend_from_slice(&frame::msg_header(origin, seq, hops, ttl, entry.len()));
+    out.extend_from_slice(entry);
+    (start, seq.wrapping_add(1))
 }
 
 /// Whether the frame is a PEERS frame.
@@ -547,36 +601,47 @@ fn is_peers(buf: &[u8], f: &InFrame) -> bool {
 mod tests {
     use super::*;
 
+    /// Every MSG frame of `bytes` as (first seq, payloads); 0 for others.
+    fn frames(bytes: &[u8]) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
+            out.push(match frame {
+                Frame::Msg { seq, payload, .. } => (seq, vec![payload.to_vec()]),
+                Frame::Run { seq, entries, .. } => {
+                    (seq, frame::entries(entries).map(<[u8]>::to_vec).collect())
+                }
+                _ => (0, Vec::new()),
+            });
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    /// A run holding a message too big for the neighbour is split around
+    /// it: the neighbour still gets the others, each stretch in a frame.
     #[test]
     fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
         let mut bytes = Vec::new();
-        for (seq, text) in [(1, &b"short"[..]), (2, b"this one is long"), (3, b"ok")] {
-            Frame::Msg {
-                origin: 42,
-                seq,
-                hops: 1,
-                ttl: 16,
-                payload: text,
-            }
-            .encode(&mut bytes);
-        }
+        let texts: [&[u8]; 4] = [b"short", b"this one is long", b"ok", b"fine"];
+        frame::put_run(&mut bytes, 42, 1, 1, 16, &texts);
         Frame::Repair {
             origin: 1,
             from_seq: 2,
             to_seq: 3,
         }
         .encode(&mut bytes);
-        let (batch, skipped) = spare(&Arc::new(bytes), 3, 5);
-        assert_eq!((batch.msgs, skipped), (2, 1));
-        let mut kinds = Vec::new();
-        let mut rest = &batch.bytes[..];
-        while let Some((frame, used)) = frame::decode(rest, usize::MAX).unwrap() {
-            kinds.push(match frame {
-                Frame::Msg { seq, .. } => seq,
-                _ => 0,
-            });
-            rest = &rest[used..];
-        }
-        assert_eq!(kinds, [1, 3, 0]);
+        frame::put_run(&mut bytes, 42, 5, 1, 16, &[b"more is too long"]);
+        let (batch, skipped) = spare(&Arc::new(bytes), 5, 5);
+        assert_eq!((batch.msgs, skipped), (3, 2));
+        let ok = |seq: u64, texts: &[&[u8]]| (seq, texts.iter().map(|t| t.to_vec()).collect());
+        assert_eq!(
+            frames(&batch.bytes),
+            [
+                ok(1, &[b"short"]),
+                ok(3, &[b"ok", b"fine"]),
+                (0, Vec::new())
+            ]
+        );
     }
 }

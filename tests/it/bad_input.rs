@@ -4,7 +4,7 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
-use peercat::frame::{Frame, Hello};
+use peercat::frame::{self, Frame, Hello};
 
 use crate::support::{hello, node, texts, Node, RawPeer};
 
@@ -75,7 +75,7 @@ fn a_huge_length_prefix_after_the_handshake_is_rejected() {
     rejects(
         &[0xff; 4],
         true,
-        "frame length 4294967295 exceeds the limit of 1048595 bytes",
+        "frame length 4294967295 exceeds the limit of 1048596 bytes",
     );
 }
 
@@ -110,7 +110,7 @@ fn a_frame_cut_short_by_the_peer_closing_is_reported() {
     .to_bytes();
     bad.send(&msg[..10]);
     bad.stream.shutdown(Shutdown::Write).unwrap();
-    let line = a.wait_log("closed the connection in the middle of a frame (10 of 28 bytes)");
+    let line = a.wait_log("closed the connection in the middle of a frame (10 of 29 bytes)");
     assert!(line.contains("mallory"), "{line}");
     a.send(b"still fine\n");
     assert_eq!(texts(&b.wait_lines(1)), ["still fine"]);
@@ -185,25 +185,21 @@ fn a_hello_with_a_name_that_would_fake_a_tag_is_refused() {
     );
 }
 
-/// A payload with a newline would print as two lines; under `-f tagged`
-/// the second looks like it came from whoever the attacker names.
+/// A newline always ends a message (its seq, printed under its origin's
+/// name), so a line cannot carry a second one that `-f tagged` would print
+/// as if whoever the attacker names had sent it; and a frame whose bytes
+/// end inside a line (no newline closing it) is refused, never printed.
 #[test]
-fn a_message_with_a_newline_is_refused_and_never_printed() {
+fn a_message_without_its_newline_is_refused_and_never_printed() {
     let a = node("a").args(&["-f", "tagged"]).start();
     let mut b = node("b").dial(&a).start();
     a.wait_peer("b");
     let mut mallory = RawPeer::handshake(&a, "mallory");
-    mallory.send(
-        &Frame::Msg {
-            origin: 1,
-            seq: 1,
-            hops: 1,
-            ttl: 16,
-            payload: b"harmless\nalice> please send me the password",
-        }
-        .to_bytes(),
-    );
-    let line = a.wait_log("payload contains a newline");
+    let payload = b"harmless\nalice> please send me the password";
+    let mut bytes = frame::msg_header(1, 1, 1, 16, payload.len()).to_vec();
+    bytes.extend_from_slice(payload);
+    mallory.send(&bytes);
+    let line = a.wait_log("its last message has no newline");
     assert!(line.contains("mallory"), "the log names the peer: {line}");
     assert!(
         mallory.read_until_closed(Duration::from_secs(10)),
@@ -214,6 +210,16 @@ fn a_message_with_a_newline_is_refused_and_never_printed() {
     b.send(b"marker\n");
     let printed = a.wait_lines(1);
     assert_eq!(texts(&printed), ["b> marker"]);
+}
+
+/// A MSG frame of 4097 empty lines: 4120 bytes that would be 4097
+/// messages, each a reference and work for the node. Refused and named.
+#[test]
+fn a_run_of_more_than_4096_messages_is_refused() {
+    let empty = vec![&b""[..]; frame::MAX_RUN_ENTRIES + 1];
+    let mut bytes = Vec::new();
+    frame::put_run(&mut bytes, 1, 1, 1, 16, &empty);
+    rejects(&bytes, true, "its run holds more than 4096 messages");
 }
 
 #[test]

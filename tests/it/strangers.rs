@@ -2,7 +2,7 @@
 //! handshake slots, log lines) does not grow with what it merely announces
 //! or with how many sockets it opens.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -370,4 +370,111 @@ fn repeated_repair_requests_from_a_peer_that_reads_nothing_cost_one_answer() {
         "{REPAIRS} REPAIRs from a peer reading nothing grew the node by {grown} KiB"
     );
     drop(greedy);
+}
+
+/// A peer sends frames of empty lines, one byte each on the wire, while
+/// the node's stdout is blocked, so that what it reads waits in the
+/// router's queue (16 batches) and its reader waits behind them. A reader
+/// hands over batches of fewer than 2 × 4096 messages whatever its buffer
+/// holds; one batch per 128 KiB read buffer was 127 Ki references of 40
+/// bytes each (5 MiB), 80 MiB in the queue. Once stdout moves, the node
+/// prints every line it took and an honest peer's line as well.
+#[test]
+#[cfg(target_os = "linux")]
+fn frames_of_empty_lines_are_handed_over_in_small_batches() {
+    const PER_FRAME: usize = frame::MAX_RUN_ENTRIES;
+    const FRAMES: usize = 4000;
+    const ORIGIN: u64 = 0x6d61_6c6c;
+    let mut a = node("a")
+        .args(&["--no-relay", "-f", "plain"])
+        .raw_stdout()
+        .start();
+    let mut b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    // Not read yet: once the pipe is full, a's stdout blocks.
+    let mut stdout = a.take_stdout();
+    let mut mallory = RawPeer::handshake_as(&a, "mallory", ORIGIN);
+    let before = a.rss_kib();
+    let mut flood = Vec::new();
+    let empty = vec![&b""[..]; PER_FRAME];
+    for i in 0..FRAMES {
+        frame::put_run(
+            &mut flood,
+            ORIGIN,
+            1 + (i * PER_FRAME) as u64,
+            1,
+            16,
+            &empty,
+        );
+    }
+    let frame_len = flood.len() / FRAMES;
+    // Written until the node takes no more for a second: its reader waits
+    // for the router, which waits for stdout.
+    let stream = &mut mallory.stream;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut sent = 0;
+    while sent < flood.len() {
+        match stream.write(&flood[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("the node closed mallory's connection: {e}"),
+        }
+    }
+    assert!(
+        sent < flood.len(),
+        "the node read everything with stdout blocked"
+    );
+    assert!(readers_idle(a.pid), "a's readers were still busy");
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "{sent} bytes of frames of empty lines grew the node by {grown} KiB"
+    );
+    // stdout moves again: every empty line of the whole frames sent is
+    // printed (the last frame may be cut short), and b's line too.
+    let expected = (sent / frame_len * PER_FRAME) as u64;
+    let (tx, rx) = bounded(16);
+    thread::spawn(move || {
+        let mut chunk = vec![0u8; 1 << 16];
+        // The last bytes read, so that a line cut between reads is seen.
+        let mut tail = b"\n".to_vec();
+        let (mut empty, mut marker) = (0u64, false);
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let mut last = *tail.last().expect("never empty");
+            for &byte in &chunk[..n] {
+                if byte == b'\n' && last == b'\n' {
+                    empty += 1;
+                }
+                last = byte;
+            }
+            tail.extend_from_slice(&chunk[..n]);
+            marker |= tail.windows(7).any(|w| w == b"marker\n");
+            tail.drain(..tail.len().saturating_sub(6));
+            if tx.send((empty, marker)).is_err() {
+                break;
+            }
+        }
+    });
+    b.send(b"marker\n");
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = (0, false);
+    while seen.0 < expected || !seen.1 {
+        match rx.recv_deadline(deadline) {
+            Ok(now) => seen = now,
+            Err(_) => panic!(
+                "a printed {} of {expected} empty lines (b's line: {}); its log:\n{}",
+                seen.0,
+                seen.1,
+                a.log_text()
+            ),
+        }
+    }
+    assert_eq!(seen.0, expected, "empty lines printed");
+    assert_eq!(a.count_log("peer down: b"), 0, "{}", a.log_text());
+    drop(mallory);
 }
