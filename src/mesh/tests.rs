@@ -1762,6 +1762,39 @@ fn a_hole_is_grafted_round_robin_then_reported_as_a_gap_after_the_stall_timeout(
     );
 }
 
+fn gap_reasons(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Gap { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_hole_ages_only_while_we_read_frames_not_while_our_stdout_holds_them_back() {
+    // F1 of attack round 13: a member printing slowly reads its links
+    // only as its stdout takes lines, so the lines it lacks may wait in its
+    // own queues and socket buffers; it reported them lost ("not repaired
+    // within 2s") while they were on their way. The stall timeout is 5 s.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    m.tick(at(400));
+    m.inbound_held(at(500), true);
+    for ms in [1_000, 5_000, 10_000, 20_000] {
+        m.tick(at(ms));
+        assert_eq!(gap_reasons(&drain(&mut m)), [""; 0], "held, at {ms} ms");
+    }
+    m.inbound_held(at(20_000), false);
+    // 0.1 s before the hold and 4.8 s after it: not yet 5 s.
+    m.tick(at(24_800));
+    assert_eq!(gap_reasons(&drain(&mut m)), [""; 0]);
+    m.tick(at(25_100));
+    assert_eq!(gap_reasons(&drain(&mut m)), ["not repaired within 5s"]);
+}
+
 #[test]
 fn a_hole_at_the_tail_is_seen_from_the_origins_status_and_grafted_for_all_the_neighbour_has() {
     let (mut m, t0) = with_neighbours(config(), 1);
