@@ -373,6 +373,13 @@ impl Outbox {
         self.shared.state.lock().progress = Some(Instant::now());
     }
 
+    /// When the peer's STATUS last showed its stdout taking lines: the
+    /// writer's first stall rule (a socket taking nothing) counts from it
+    /// too.
+    pub fn progress(&self) -> Option<Instant> {
+        self.shared.state.lock().progress
+    }
+
     /// Reader side: it waits for the router (`true`) or reads again.
     pub fn reader_waiting(&self, waiting: bool) {
         let mut state = self.shared.state.lock();

@@ -814,11 +814,13 @@ impl Writer {
     }
 
     /// Writes every byte of `bufs`; a peer that takes no byte at all for
-    /// `--stall-timeout` is stalled.
+    /// `--stall-timeout`, and whose STATUS shows no line printed meanwhile
+    /// (`Outbox::progress_seen`: it reads its links in turn), is stalled.
     fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+        let alive = || self.outbox.progress();
         self.tx
             .borrow_mut()
-            .write_all(&self.stream, bufs, self.stall)
+            .write_all_patiently(&self.stream, bufs, self.stall, &alive)
     }
 
     /// After our BYE, the peer may still send a PING (the one before its own
