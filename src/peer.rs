@@ -12,7 +12,8 @@
 //! outbox at once and writes it with one vectored `write`, sends a PING every
 //! `--keepalive` and after written messages, gives up on a peer whose socket
 //! takes no byte for `--stall-timeout` or that answers no PING sent after
-//! our messages for as long (while nothing else shows it reads), and after
+//! our messages for as long (while nothing else shows it reads: a PONG, or
+//! its STATUS showing its stdout took lines), and after
 //! its BYE waits a bounded time for the peer to close.
 
 use std::io::IoSlice;
