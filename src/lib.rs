@@ -42,8 +42,11 @@
 //! (at most 2 s), then stops printing, and once stdout took what it was
 //! handed its leaving STATUS acknowledges exactly that, finally,
 //! `mesh::leave`).
-//! A member that acknowledges none of an origin's lines for 2 x
-//! `--stall-timeout` stops holding that origin back (`Mesh::find_stalled`).
+//! A member that acknowledges none of an origin's lines, nor more of any
+//! other origin's, for 2 x `--stall-timeout` stops holding that origin
+//! back (`Mesh::find_stalled`); a member's STATUS showing more lines
+//! printed also keeps its links from being cut as stalled
+//! (`Action::Reading` -> `Outbox::progress_seen`).
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
 //! acknowledged -> tells the group it leaves, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket

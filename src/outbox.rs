@@ -18,8 +18,10 @@
 //!
 //! And it keeps what the writer's second stall rule needs: when each PING
 //! that followed unconfirmed messages went out, when the last PONG came
-//! back, and whether this node's own reader is waiting for its router (then
-//! a missing PONG says nothing about the peer).
+//! back, when the peer's STATUS last showed its stdout taking lines (the
+//! router says so: a PING may wait behind megabytes it reads slowly), and
+//! whether this node's own reader is waiting for its router (then a
+//! missing PONG says nothing about the peer).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -117,6 +119,9 @@ struct State {
     pings: VecDeque<Ping>,
     /// When the last PONG arrived (any token: each proves the peer read on).
     last_pong: Option<Instant>,
+    /// When the router last saw the peer's acknowledgements rise: its
+    /// stdout took more lines, so it reads (see `progress_seen`).
+    progress: Option<Instant>,
     /// This node's reader is waiting for its router (a full inbound queue,
     /// or the handover gate), not reading the socket.
     reader_waiting: bool,
@@ -355,6 +360,26 @@ impl Outbox {
         }
     }
 
+    /// Router side: the peer's own STATUS shows its acknowledgements rose
+    /// (its stdout took more lines, of any sender). It answers our PINGs
+    /// only when its reader gets to them, behind whatever it holds: the
+    /// kernel's socket buffers (megabytes on a fast link) and its own
+    /// queues, shared by all its links. Read slowly, a member meets a PING
+    /// of ours less often than once per --stall-timeout, though it reads
+    /// all the while; this shows it does, and restarts the stall clock as
+    /// a PONG would (confirming no message). A stopped process, or one
+    /// whose stdout takes nothing, sends no such STATUS.
+    pub fn progress_seen(&self) {
+        self.shared.state.lock().progress = Some(Instant::now());
+    }
+
+    /// When the peer's STATUS last showed its stdout taking lines: the
+    /// writer's first stall rule (a socket taking nothing) counts from it
+    /// too.
+    pub fn progress(&self) -> Option<Instant> {
+        self.shared.state.lock().progress
+    }
+
     /// Reader side: it waits for the router (`true`) or reads again.
     pub fn reader_waiting(&self, waiting: bool) {
         let mut state = self.shared.state.lock();
@@ -366,8 +391,9 @@ impl Outbox {
 
     /// Writer side: the instant from which the peer has shown no sign of
     /// reading, if a PING that followed unconfirmed messages is unanswered:
-    /// the latest of that PING's departure, the last PONG, and the moment
-    /// this node's reader last resumed reading. `None` while no such PING
+    /// the latest of that PING's departure, the last PONG, the last sign
+    /// of its stdout taking lines (`progress_seen`), and the moment this
+    /// node's reader last resumed reading. `None` while no such PING
     /// is owed an answer, or while our own reader waits for our router (a
     /// PONG behind it cannot arrive: that says nothing about the peer).
     /// The writer adds its own last write that moved bytes.
@@ -382,7 +408,7 @@ impl Outbox {
         let confirmed = state.confirmed;
         let owed = state.pings.iter().find(|p| p.written > confirmed)?.sent;
         Some(
-            [state.last_pong, state.reader_resumed]
+            [state.last_pong, state.progress, state.reader_resumed]
                 .into_iter()
                 .flatten()
                 .fold(owed, Instant::max),
@@ -643,6 +669,31 @@ mod tests {
         assert_eq!(outbox.confirmed(), 2);
         assert!(!outbox.awaiting_pong(), "answered already");
         assert_eq!(outbox.stall_clock(), None, "nothing is owed");
+    }
+
+    /// F1 of attack round 13: a member printing three senders' lines at
+    /// 100 KB/s met a PING of ours less often than every --stall-timeout
+    /// (they wait behind megabytes in its socket buffers and queues) and
+    /// was cut as stalled while it read all the while. Its STATUS showing
+    /// its stdout taking lines restarts the clock; it confirms nothing.
+    #[test]
+    fn a_peer_whose_stdout_takes_lines_restarts_the_clock_without_confirming_them() {
+        let outbox = outbox();
+        let t0 = Instant::now()
+            .checked_sub(Duration::from_secs(5))
+            .expect("a clock that has run for 5 s");
+        outbox.push(batch(10, 2));
+        write_all_queued(&outbox);
+        ping(&outbox, 1, t0);
+        assert_eq!(outbox.stall_clock(), Some(t0));
+        let seen = Instant::now();
+        outbox.progress_seen();
+        let clock = outbox.stall_clock().expect("the PING is still owed");
+        assert!(clock >= seen, "counted from the progress seen");
+        assert_eq!(outbox.confirmed(), 0, "no message confirmed");
+        assert!(outbox.awaiting_pong());
+        outbox.ponged(1);
+        assert_eq!((outbox.stall_clock(), outbox.confirmed()), (None, 2));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! outbox at once and writes it with one vectored `write`, sends a PING every
 //! `--keepalive` and after written messages, gives up on a peer whose socket
 //! takes no byte for `--stall-timeout` or that answers no PING sent after
-//! our messages for as long (while nothing else shows it reads), and after
+//! our messages for as long (while nothing else shows it reads: a PONG, or
+//! its STATUS showing its stdout took lines), and after
 //! its BYE waits a bounded time for the peer to close.
 
 use std::io::IoSlice;
@@ -845,11 +846,13 @@ impl Writer {
     }
 
     /// Writes every byte of `bufs`; a peer that takes no byte at all for
-    /// `--stall-timeout` is stalled.
+    /// `--stall-timeout`, and whose STATUS shows no line printed meanwhile
+    /// (`Outbox::progress_seen`: it reads its links in turn), is stalled.
     fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+        let alive = || self.outbox.progress();
         self.tx
             .borrow_mut()
-            .write_all(&self.stream, bufs, self.stall)
+            .write_all_patiently(&self.stream, bufs, self.stall, &alive)
     }
 
     /// After our BYE, the peer may still send a PING (the one before its own

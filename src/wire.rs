@@ -175,8 +175,20 @@ impl ReadBuf {
 /// zero the first timeout is the error.
 pub fn write_all_vectored(
     w: &mut impl Write,
+    bufs: &mut [IoSlice<'_>],
+    patience: Duration,
+) -> io::Result<()> {
+    write_all_patiently(w, bufs, patience, &|| None)
+}
+
+/// [`write_all_vectored`], where the patience also runs from the last sign
+/// of the reader taking data further on (`alive`): a peer whose stdout
+/// takes lines reads its sockets, if only in turn with its other links.
+pub fn write_all_patiently(
+    w: &mut impl Write,
     mut bufs: &mut [IoSlice<'_>],
     patience: Duration,
+    alive: &dyn Fn() -> Option<Instant>,
 ) -> io::Result<()> {
     // Drops leading empty slices, so the loop ends when all are written.
     IoSlice::advance_slices(&mut bufs, 0);
@@ -190,12 +202,17 @@ pub fn write_all_vectored(
             }
             Err(e) => match classify(&e) {
                 IoFailure::Interrupted => {}
-                IoFailure::Timeout if moved_at.elapsed() < patience => {}
+                IoFailure::Timeout if waited(moved_at, alive) < patience => {}
                 _ => return Err(e),
             },
         }
     }
     Ok(())
+}
+
+/// How long since bytes moved or the reader last showed it takes data.
+fn waited(moved_at: Instant, alive: &dyn Fn() -> Option<Instant>) -> Duration {
+    alive().map_or(moved_at, |at| at.max(moved_at)).elapsed()
 }
 
 /// What a socket error means for the connection, decided in one place.
@@ -526,6 +543,30 @@ mod tests {
         let mut slices = [IoSlice::new(b"abc")];
         let e = write_all_vectored(&mut slow, &mut slices, Duration::ZERO).unwrap_err();
         assert_eq!(classify(&e), IoFailure::Timeout);
+    }
+
+    /// A peer's socket takes nothing while it shows it reads on (its
+    /// stdout takes lines; it gets to our link in turn): the write waits
+    /// `patience` from the last such sign, then gives up.
+    #[test]
+    fn a_sign_of_life_extends_the_patience_of_a_stuck_write() {
+        struct Stuck;
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let start = Instant::now();
+        let signs_until = start + Duration::from_millis(300);
+        let alive = || Some(Instant::now().min(signs_until));
+        let mut slices = [IoSlice::new(b"abc")];
+        let patience = Duration::from_millis(50);
+        let e = write_all_patiently(&mut Stuck, &mut slices, patience, &alive).unwrap_err();
+        assert_eq!(classify(&e), IoFailure::Timeout);
+        assert!(start.elapsed() >= Duration::from_millis(350));
     }
 
     #[test]

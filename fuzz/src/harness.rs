@@ -520,6 +520,8 @@ impl Fake {
                 // likes): the member is left to the silence rule.
                 Action::Probe { .. } => {}
                 Action::MemberUp { .. } | Action::MemberDown { .. } => {}
+                // No writer here whose stall clock it would restart.
+                Action::Reading { .. } => {}
             }
         }
     }

@@ -56,6 +56,13 @@ pub struct Member {
     /// It acknowledged none of our lines for 2 × `--stall-timeout` while it
     /// owed some: it no longer holds our window or `--exit-on-eof` back.
     pub stalled: bool,
+    /// How many lines its last STATUS with acknowledgements says it
+    /// printed, of every sender (`printed_count`), and when that count
+    /// last rose: its stdout takes lines. A member prints the senders'
+    /// lines in the order they reach it, so ours may wait behind others'
+    /// for long while it prints on: it is not stalled (`find_stalled`).
+    pub printed: u64,
+    pub printing: Option<Instant>,
 }
 
 impl Member {
@@ -84,6 +91,8 @@ impl Member {
             sending: false,
             waiting: None,
             stalled: false,
+            printed: 0,
+            printing: None,
         }
     }
 
@@ -542,6 +551,7 @@ impl Mesh {
             window_moved = m.ack != Some(merged);
             m.ack = Some(merged);
         }
+        let printing = note_printed(m, &status.acks, clock);
         let leaving = status.flags & FLAG_LEAVING != 0;
         super::leave::note_flags(m, status.flags);
         let was_up = m.up;
@@ -600,6 +610,25 @@ impl Mesh {
         }
         if window_moved && self.own.last_seq > 0 {
             self.update_window();
+        }
+        if printing {
+            self.tell_links_reading(id);
+        }
+    }
+
+    /// `member`'s stdout took lines: the links to it restart their stall
+    /// clocks ([`Action::Reading`]). Whichever way its STATUS came: it
+    /// reaches us directly when we are its parent toward a sender (the
+    /// links that carry it lines), and every keepalive anyway.
+    fn tell_links_reading(&mut self, member: NodeId) {
+        let conns: Vec<Conn> = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| n.node == member)
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in conns {
+            self.push(Action::Reading { conn });
         }
     }
 
@@ -781,13 +810,17 @@ impl Mesh {
         }
     }
 
-    /// Members that owe us lines and acknowledged none of them for twice
-    /// `--stall-timeout` (a stdout nobody reads: the node still takes our
-    /// frames, so no link stalls and nobody cuts it) stop holding our
-    /// window and `--exit-on-eof` back; their lines count as not
-    /// acknowledged. Our lines then go out past them: once their node
-    /// stops reading its links, its neighbours cut it like any stalled
-    /// peer. A member that acknowledges again holds the window again.
+    /// Members that owe us lines and acknowledged none of them, nor more
+    /// of any other sender's, for twice `--stall-timeout` (a stdout nobody
+    /// reads: the node still takes our frames, so no link stalls and
+    /// nobody cuts it) stop holding our window and `--exit-on-eof` back;
+    /// their lines count as not acknowledged. Our lines then go out past
+    /// them: once their node stops reading its links, its neighbours cut
+    /// it like any stalled peer. A member that acknowledges again, ours or
+    /// anyone's, holds the window again. Anyone's: it prints the senders'
+    /// lines in the order they reached it, and a slow stdout spends many
+    /// seconds on other senders' windows before it gets to ours (F1 of
+    /// attack round 13: senders gave up on a member printing on, exit 3).
     pub(super) fn find_stalled(&mut self, now: Instant) {
         let now = self.silence_clock(now);
         let last = self.own.last_seq;
@@ -807,16 +840,22 @@ impl Mesh {
             }
             match m.waiting {
                 Some((since, at)) if at == done => {
-                    if !m.stalled && now.saturating_duration_since(since) >= limit {
+                    let quiet_since = m.printing.map_or(since, |p| p.max(since));
+                    let quiet = now.saturating_duration_since(quiet_since) >= limit;
+                    if quiet && !m.stalled {
                         m.stalled = true;
                         changed = true;
                         log::warn!(
-                            "member {} ({id:016x}) acknowledged none of our lines for {}s \
-                             ({} waiting): no longer waiting for it",
+                            "member {} ({id:016x}) acknowledged none of our lines, nor any other \
+                             sender's, for {}s ({} waiting): no longer waiting for it",
                             m.name,
                             limit.as_secs_f64(),
                             last - done
                         );
+                    } else if !quiet && m.stalled {
+                        log::info!("member {} ({id:016x}) prints again", m.name);
+                        m.stalled = false;
+                        changed = true;
                     }
                 }
                 _ => {
@@ -845,6 +884,39 @@ impl Mesh {
             .unwrap_or(last);
         self.own.acked_to(low);
     }
+}
+
+/// Notes the lines `acks` (a STATUS of `m`'s) say it printed; true if
+/// more than its last STATUS said. A STATUS without acknowledgements (one
+/// passed on in a greeting) says nothing either way.
+fn note_printed(m: &mut Member, acks: &[Ack], now: Instant) -> bool {
+    if acks.is_empty() {
+        return false;
+    }
+    let printed = printed_count(acks);
+    let rose = printed > m.printed;
+    m.printed = printed;
+    if rose {
+        m.printing = Some(now);
+    }
+    rose
+}
+
+/// The lines `acks` say were printed, summed over the senders: each
+/// acknowledges everything from its base to `delivered`, less the lines
+/// it skipped (gaps). So the sum grows only when lines were printed (where
+/// acknowledgements mean printed, as they do once stdout reports), not
+/// with a gap, a base moving up, or a new sender. (Saturating: the numbers
+/// come from the network.)
+fn printed_count(acks: &[Ack]) -> u64 {
+    acks.iter()
+        .map(|a| {
+            a.delivered
+                .saturating_add(1)
+                .saturating_sub(a.base)
+                .saturating_sub(a.skipped)
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// Whether an acknowledgement passes the decoder's rule (`frame.rs`,

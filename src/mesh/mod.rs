@@ -240,6 +240,13 @@ pub enum Action {
         member: NodeId,
         addrs: Vec<SocketAddr>,
     },
+    /// The neighbour on `conn` is a member whose acknowledgements rose: its
+    /// stdout takes lines, so it reads, however slowly. Its link's stall
+    /// clock restarts (`Outbox::progress_seen`): our PINGs may wait behind
+    /// more than it reads in a --stall-timeout.
+    Reading {
+        conn: Conn,
+    },
     /// Close this neighbour politely (BYE `reason`), PEERS `alternatives` first.
     Close {
         conn: Conn,

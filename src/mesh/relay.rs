@@ -446,9 +446,14 @@ impl Mesh {
         }
     }
 
-    fn check_hole(&mut self, now: Instant, id: NodeId) {
+    fn check_hole(&mut self, real_now: Instant, id: NodeId) {
         let stall = self.cfg.stall_timeout;
-        let parent_silent = self.parent_silent(now, id);
+        let parent_silent = self.parent_silent(real_now, id);
+        // A hole ages on the silence clock: while our stdout is blocked the
+        // router reads no frames, and the lines may wait unread in our own
+        // queues and socket buffers (a member printing slowly reported the
+        // lines on their way to it lost, "not repaired": F1 of round 13).
+        let now = self.silence_clock(real_now);
         let Some(origin) = self.origins.get_mut(id) else {
             self.holes.remove(&id);
             self.tree.hole_closed(id);
@@ -487,7 +492,7 @@ impl Mesh {
             self.delivered(released);
             return;
         }
-        let dialed = dial_origin && self.origin_reachable(id) && self.dial_member(now, id);
+        let dialed = dial_origin && self.origin_reachable(id) && self.dial_member(real_now, id);
         if dialed {
             log::debug!("{id:016x}'s lines from {first} not repaired by any neighbour: dialing it");
         }
@@ -630,6 +635,7 @@ impl Mesh {
     /// by the time the parent was cut, and was given up at once, before
     /// the grafts that the cut set off could bring the lines.
     fn new_path(&mut self, now: Instant, id: NodeId) {
+        let now = self.silence_clock(now);
         if let Some(hole) = self.origins.get_mut(id).and_then(|o| o.hole.as_mut()) {
             hole.since = now;
             hole.next_repair = hole.next_repair.min(now + REPAIR_RETRY);

@@ -644,6 +644,8 @@ impl Sim {
                     },
                 );
             }
+            // The sim's links cut a stopped node only (`Sim::stall`).
+            Action::Reading { .. } => {}
             Action::Close {
                 conn, alternatives, ..
             } => {

@@ -1645,6 +1645,92 @@ fn a_line_is_owed_only_to_members_known_when_it_was_read() {
     assert_eq!(m.books()[0].owed, 4..5);
 }
 
+// ---- Members printing slowly (attack round 13, F1) --------------------------
+
+/// A STATUS of `member` acknowledging none of our lines (it owes them from
+/// 1) and `other` lines of sender 9, which it prints first.
+fn printing_status(member: NodeId, status_seq: u64, other: u64) -> Status {
+    let ack = |origin, delivered| Ack {
+        origin,
+        base: 1,
+        delivered,
+        skipped: 0,
+    };
+    Status {
+        acks: vec![ack(ME, 0), ack(9, other)],
+        ..status(member, status_seq, 2, 0)
+    }
+}
+
+fn stalled(m: &Mesh, id: NodeId) -> bool {
+    m.books().iter().any(|b| b.id == id && b.stalled)
+}
+
+#[test]
+fn a_member_printing_other_senders_lines_is_not_stalled_but_one_printing_nothing_is() {
+    // 7 prints sender 9's lines while ours wait behind them; 8 prints
+    // nothing (`peercat | sleep 600`). Both send a STATUS every 2 s (not
+    // silent). 2 x --stall-timeout is 10 s.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 2, 0));
+    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    own_lines(&mut m, t0, 1, 10);
+    let mut other = 0;
+    let mut at = |m: &mut Mesh, step: u64, printing: bool| {
+        let now = t0 + Duration::from_secs(2 * step);
+        other += u64::from(printing) * 50;
+        on_status(m, now, 1, printing_status(7, step + 1, other));
+        on_status(m, now, 1, printing_status(8, step + 1, 0));
+        m.tick(now);
+        drain(m);
+    };
+    for step in 1..=7 {
+        at(&mut m, step, true);
+    }
+    assert!(!stalled(&m, 7), "7 prints on, 14 s");
+    assert!(stalled(&m, 8), "8 printed nothing for 12 s");
+    // 7's stdout stops too: 10 s after its count last rose, it is stalled.
+    for step in 8..=11 {
+        at(&mut m, step, false);
+    }
+    assert!(!stalled(&m, 7), "8 s since 7 printed");
+    at(&mut m, 12, false);
+    assert!(stalled(&m, 7), "10 s since 7 printed");
+    assert!(m.eof_settled(), "neither holds us back");
+    // It prints again: it holds our window (and --exit-on-eof) again.
+    at(&mut m, 13, true);
+    assert!(!stalled(&m, 7));
+    assert!(!m.eof_settled());
+}
+
+#[test]
+fn a_status_showing_a_neighbour_prints_restarts_its_links_stall_clock() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let reading = |actions: Vec<Action>| -> Vec<Conn> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reading { conn } => Some(*conn),
+                _ => None,
+            })
+            .collect()
+    };
+    // 101 is the neighbour on conn 1.
+    let direct = |seq, other| Status {
+        hops: 1,
+        ..printing_status(101, seq, other)
+    };
+    assert_eq!(reading(on_status(&mut m, t0, 1, direct(1, 5))), [1]);
+    let same = on_status(&mut m, t0, 1, direct(2, 5));
+    assert_eq!(reading(same), [0; 0], "it printed nothing more");
+    // Passed on by 102, its STATUS still shows 101's stdout moving.
+    let passed_on = on_status(&mut m, t0, 2, printing_status(101, 3, 9));
+    assert_eq!(reading(passed_on), [1]);
+    // Another member printing says nothing about 101.
+    let other = on_status(&mut m, t0, 2, printing_status(7, 1, 9));
+    assert_eq!(reading(other), [0; 0]);
+}
+
 // ---- Repair and gaps -----------------------------------------------------
 
 /// Every MSG frame sent: (to, origin, first seq, hops, messages).
@@ -1904,6 +1990,39 @@ fn a_hole_is_grafted_round_robin_then_reported_as_a_gap_after_the_stall_timeout(
             .all(|a| !matches!(a, Action::Gap { .. })),
         "once"
     );
+}
+
+fn gap_reasons(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Gap { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_hole_ages_only_while_we_read_frames_not_while_our_stdout_holds_them_back() {
+    // F1 of attack round 13: a member printing slowly reads its links
+    // only as its stdout takes lines, so the lines it lacks may wait in its
+    // own queues and socket buffers; it reported them lost ("not repaired
+    // within 2s") while they were on their way. The stall timeout is 5 s.
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 4, 1, 16)]);
+    m.tick(at(400));
+    m.inbound_held(at(500), true);
+    for ms in [1_000, 5_000, 10_000, 20_000] {
+        m.tick(at(ms));
+        assert_eq!(gap_reasons(&drain(&mut m)), [""; 0], "held, at {ms} ms");
+    }
+    m.inbound_held(at(20_000), false);
+    // 0.1 s before the hold and 4.8 s after it: not yet 5 s.
+    m.tick(at(24_800));
+    assert_eq!(gap_reasons(&drain(&mut m)), [""; 0]);
+    m.tick(at(25_100));
+    assert_eq!(gap_reasons(&drain(&mut m)), ["not repaired within 5s"]);
 }
 
 #[test]

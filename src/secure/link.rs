@@ -6,7 +6,7 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::keys::Key;
 use super::noise::{self, SecureError};
@@ -15,7 +15,7 @@ use super::{fingerprint, Security};
 use crate::event::Direction;
 use crate::frame::NodeId;
 use crate::ratelog;
-use crate::wire::{write_all_vectored, ReadBuf};
+use crate::wire::{write_all_patiently, ReadBuf};
 
 /// Records sealed per write, at most (256 KiB): the encrypted copy is
 /// bounded, and a large batch still goes out in few syscalls.
@@ -162,15 +162,26 @@ impl Read for Opened<'_> {
 }
 
 impl SendHalf {
-    /// Writes every byte of `bufs` (see [`write_all_vectored`]).
+    /// Writes every byte of `bufs` (see [`crate::wire::write_all_vectored`]).
     pub fn write_all(
         &mut self,
         stream: &TcpStream,
         bufs: &mut [IoSlice<'_>],
         patience: Duration,
     ) -> io::Result<()> {
+        self.write_all_patiently(stream, bufs, patience, &|| None)
+    }
+
+    /// Writes every byte of `bufs` (see [`write_all_patiently`]).
+    pub fn write_all_patiently(
+        &mut self,
+        stream: &TcpStream,
+        bufs: &mut [IoSlice<'_>],
+        patience: Duration,
+        alive: &dyn Fn() -> Option<Instant>,
+    ) -> io::Result<()> {
         let (sealer, out) = match self {
-            SendHalf::Plain => return write_all_vectored(&mut &*stream, bufs, patience),
+            SendHalf::Plain => return write_all_patiently(&mut &*stream, bufs, patience, alive),
             SendHalf::Noise { sealer, out } => (sealer, out),
         };
         let mut bufs = bufs;
@@ -183,7 +194,7 @@ impl SendHalf {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             IoSlice::advance_slices(&mut bufs, n);
             left -= n;
-            write_all_vectored(&mut &*stream, &mut [IoSlice::new(out)], patience)?;
+            write_all_patiently(&mut &*stream, &mut [IoSlice::new(out)], patience, alive)?;
         }
         // A quiet link gives back what a burst made it hold (256 KiB).
         if small && out.capacity() > record::MAX_RECORD {

@@ -5,6 +5,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::ChildStdin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use crossbeam_channel::{unbounded, Receiver};
 
 use std::process::Stdio;
 
-use crate::support::{node, text, Node, TempDir};
+use crate::support::{node, padded_lines, text, Node, TempDir, DEADLINE};
 
 /// Line `n` of a flood: numbered, and long enough to fill buffers quickly.
 fn line(n: usize) -> String {
@@ -208,6 +210,185 @@ fn a_slow_but_reading_member_is_never_cut() {
     assert!(
         got == expected.as_bytes(),
         "b did not print every line in order"
+    );
+}
+
+/// Reads `stdout` at `rate` bytes a second (the slow reader under test: its
+/// pauses are the load, not waits) until its end; `read` counts what it
+/// took so far.
+fn read_slowly(
+    mut stdout: impl std::io::Read + Send + 'static,
+    rate: f64,
+) -> (JoinHandle<Vec<u8>>, Arc<AtomicUsize>) {
+    let read = Arc::new(AtomicUsize::new(0));
+    let count = read.clone();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut chunk = [0; 4096];
+        let start = Instant::now();
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+            count.store(got.len(), Ordering::Relaxed);
+            let due = start + Duration::from_secs_f64(got.len() as f64 / rate);
+            thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        got
+    });
+    (reader, read)
+}
+
+/// A sender of `lines` padded lines (150 bytes) from a file, with
+/// `args`, joining through `seed`.
+fn file_sender(dir: &TempDir, name: &str, lines: u64, args: &[&str], seed: Option<&Node>) -> Node {
+    let path = dir.path(&format!("{name}.in"));
+    std::fs::write(&path, padded_lines(1, lines, 150)).unwrap();
+    // stdin is a file: a sender that lost its peers waits for no pipe.
+    let mut builder = node(name)
+        .args(args)
+        .stdin(Stdio::from(std::fs::File::open(&path).unwrap()));
+    if let Some(seed) = seed {
+        builder = builder.dial(seed);
+    }
+    builder.start()
+}
+
+/// Per sender in `names`, the line numbers `printed` (`-f tagged`) holds.
+fn numbers_per_sender(printed: &[u8], names: &[&str]) -> Vec<Vec<u64>> {
+    names
+        .iter()
+        .map(|name| {
+            let tag = format!("{name}> ");
+            printed
+                .split(|&b| b == b'\n')
+                .filter_map(|l| l.strip_prefix(tag.as_bytes()))
+                .map(|l| text(l).split(' ').next().unwrap().parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// A member whose stdout is read slowly (150 KB/s, 300 KB per
+/// --stall-timeout of 2 s) prints the senders' lines in the order they
+/// reach it: a's 9,000 lines (9 s of its stdout) came first, and b's and
+/// c's wait behind them, acknowledged by nobody for far more than 2 ×
+/// --stall-timeout, while its stdout moves all the while. b and c gave up
+/// on it ("acknowledged none of our lines for 4s", exit 3) though it
+/// printed every line (F1 of attack round 13, a). Its acknowledgements of
+/// a's lines show it prints: every sender exits 0, and it prints every
+/// line once, none reported lost.
+#[test]
+fn a_member_printing_slowly_is_not_given_up_while_it_prints_other_senders_lines() {
+    const RATE: f64 = 150_000.0;
+    let stall = ["--stall-timeout", "2", "--exit-on-eof"];
+    let dir = TempDir::new("slow-order");
+    // a starts as soon as d is up; b and c once all four are.
+    let a = file_sender(
+        &dir,
+        "a",
+        9_000,
+        &[&stall[..], &["--wait-members", "1"]].concat(),
+        None,
+    );
+    let mut d = node("d")
+        .args(&stall[..2])
+        .args(&["-f", "tagged"])
+        .raw_stdout()
+        .dial(&a)
+        .start();
+    let (reader, _) = read_slowly(d.take_stdout(), RATE);
+    a.wait_log("reading stdin");
+    let late = [&stall[..], &["--wait-members", "3"]].concat();
+    let b = file_sender(&dir, "b", 2_000, &late, Some(&a));
+    let c = file_sender(&dir, "c", 2_000, &late, Some(&a));
+    let mut senders = [a, b, c];
+    // Each sender's exit code, how often it called d stalled, its log.
+    let ends: Vec<(Option<i32>, usize, String)> = senders
+        .iter_mut()
+        .map(|s| {
+            let code = s.expect_exit(Duration::from_secs(40)).code();
+            let stalled = s.count_log("stalled") + s.count_log("acknowledged none");
+            (code, stalled, s.log_text())
+        })
+        .collect();
+    for (code, stalled, log) in &ends {
+        assert!(
+            *code == Some(0) && *stalled == 0,
+            "exit {code:?}, d called stalled {stalled} times:\n{log}\nall: {:?}\nd: {}",
+            ends.iter().map(|(c, s, _)| (c, s)).collect::<Vec<_>>(),
+            d.log_text()
+        );
+    }
+    // Every line acknowledged by d: printed. Its stdout ends with it.
+    d.signal("TERM");
+    d.expect_exit(DEADLINE);
+    let printed = reader.join().unwrap();
+    let per_sender = numbers_per_sender(&printed, &["a", "b", "c"]);
+    for (numbers, last) in per_sender.iter().zip([9_000, 2_000, 2_000]) {
+        assert!(
+            numbers.iter().copied().eq(1..=last),
+            "d printed {} lines of a sender, not 1..={last} once each in order:\n{}",
+            numbers.len(),
+            d.log_text()
+        );
+    }
+    assert_eq!(d.count_log("lost"), 0, "{}", d.log_text());
+}
+
+/// Three senders with 3 MB each and a member whose stdout is read at
+/// 150 KB/s, over three links: its node holds megabytes unread in its
+/// queues and socket buffers, and reads each link only as its stdout
+/// makes room, each at a fraction of that rate. A PING of ours waits
+/// behind more than it reads of our link in a --stall-timeout (2 s): it
+/// was cut as stalled ("read none of our messages for 2s") within
+/// seconds, though it read all the while (F1 of attack round 13, b). Its
+/// STATUS showing its stdout taking lines keeps its links: none is cut
+/// over 10 s of slow reading.
+#[test]
+fn a_member_read_slowly_behind_megabytes_is_not_cut() {
+    const RATE: f64 = 150_000.0;
+    let stall = ["--stall-timeout", "2"];
+    let dir = TempDir::new("slow-links");
+    let senders_args = [&stall[..], &["--wait-members", "3"]].concat();
+    let a = file_sender(&dir, "a", 20_000, &senders_args, None);
+    let mut d = node("d")
+        .args(&stall)
+        .args(&["-f", "tagged"])
+        .raw_stdout()
+        .dial(&a)
+        .start();
+    let (_reader, read) = read_slowly(d.take_stdout(), RATE);
+    let b = file_sender(&dir, "b", 20_000, &senders_args, Some(&a));
+    let c = file_sender(&dir, "c", 20_000, &senders_args, Some(&a));
+    let senders = [a, b, c];
+    for s in &senders {
+        s.wait_log("reading stdin");
+    }
+    let start = Instant::now();
+    // Ten seconds of slow reading: a cut ends the wait early.
+    let cut = senders[0].log.wait_until(Duration::from_secs(10), |lines| {
+        lines.iter().any(|l| text(l).contains("stalled"))
+    });
+    let watched = start.elapsed();
+    let read = read.load(Ordering::Relaxed);
+    for s in &senders {
+        assert!(
+            !cut && s.count_log("stalled") == 0,
+            "{} cut d after {watched:?} ({read} bytes read):\n{}\nd: {}",
+            s.name,
+            s.log_text(),
+            d.log_text()
+        );
+    }
+    // Nor did d take the lines on their way to it for lost.
+    assert_eq!(d.count_log("lost"), 0, "{}", d.log_text());
+    // Not vacuous: d read slowly all along, with megabytes still to come.
+    let expected = watched.as_secs_f64() * RATE;
+    assert!(
+        read as f64 > expected * 0.7 && read < 3 * 20_000 * 154 / 2,
+        "read {read} bytes in {watched:?}"
     );
 }
 
