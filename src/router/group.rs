@@ -651,8 +651,6 @@ mod tests {
         out
     }
 
-    /// A run holding a message too big for the neighbour is split around
-    /// it: the neighbour still gets the others, each stretch in a frame.
     #[test]
     fn a_large_delivery_goes_to_stdout_in_pieces_so_printing_is_counted_as_it_goes() {
         let mut buf = Vec::new();
@@ -690,6 +688,8 @@ mod tests {
         assert_eq!(in_pieces(Vec::new(), 250).len(), 1, "an empty delivery");
     }
 
+    /// A run holding a message too big for the neighbour is split around
+    /// it: the neighbour still gets the others, each stretch in a frame.
     #[test]
     fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
         let mut bytes = Vec::new();
