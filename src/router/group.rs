@@ -607,8 +607,11 @@ fn is_peers(buf: &[u8], f: &InFrame) -> bool {
 /// wrote all of it: a hole filled can release a window's worth (4 MiB) in
 /// one delivery, which a stdout read at 300 KB/s took over 10 s to print,
 /// its acknowledgements still, and its senders gave up on it and cut it
-/// as stalled (F1 of attack round 13).
-const OUTPUT_PIECE: usize = 32 * 1024;
+/// as stalled (F1 of attack round 13). A read's batch (128 KiB) still
+/// goes whole: with pieces of 32 KiB (four hand-offs and flushes per
+/// batch instead of one) fan-out to eight measured 0.94-1.17x the broker
+/// in six alternating rounds, against 1.10-1.19x without them.
+const OUTPUT_PIECE: usize = 128 * 1024;
 
 /// `lines` in order, cut after the line that brings a piece to `max`
 /// payload bytes.
