@@ -657,24 +657,17 @@ mod tests {
     #[test]
     fn a_large_delivery_goes_to_stdout_in_pieces_so_printing_is_counted_as_it_goes() {
         let mut buf = Vec::new();
-        let mut frames = Vec::new();
+        let mut entries = Vec::new();
         for seq in 1..=10 {
             let start = buf.len();
-            Frame::Msg {
-                origin: 7,
-                seq,
-                hops: 1,
-                ttl: 16,
-                payload: &[b'x'; 100],
-            }
-            .encode(&mut buf);
-            frames.push((seq, start..buf.len()));
+            crate::frame::put_entry(&mut buf, &[b'x'; 100]);
+            entries.push((seq, start..buf.len()));
         }
         let buf = Arc::new(buf);
-        let lines: Vec<Line> = frames
+        let lines: Vec<Line> = entries
             .into_iter()
-            .map(|(seq, frame)| Line {
-                msg: crate::mesh::Delivery::one(7, seq, None, &buf, frame),
+            .map(|(seq, entry)| Line {
+                msg: crate::mesh::Delivery::one(7, seq, 1, None, &buf, entry),
                 from: "a".into(),
                 via: None,
             })
