@@ -921,6 +921,28 @@ pub fn breaks_a_line(c: char) -> bool {
 }
 
 impl Frame<'_> {
+    /// A MSG frame's header (origin, first seq, hops, ttl), whether it
+    /// holds one message or a run; `None` for any other frame.
+    pub fn msg_header(&self) -> Option<(NodeId, u64, u8, u8)> {
+        match *self {
+            Frame::Msg {
+                origin,
+                seq,
+                hops,
+                ttl,
+                ..
+            }
+            | Frame::Run {
+                origin,
+                seq,
+                hops,
+                ttl,
+                ..
+            } => Some((origin, seq, hops, ttl)),
+            _ => None,
+        }
+    }
+
     /// Appends this frame, length prefix included, to `out`.
     ///
     /// A HELLO name or BYE reason over 255 bytes is cut at a character

@@ -397,37 +397,10 @@ impl Fake {
         loop {
             match frame::decode(&buf[at..], limit) {
                 Ok(Some((f, used))) => {
-                    if let Frame::Msg {
-                        origin,
-                        seq,
-                        hops,
-                        ttl,
-                        ..
-                    }
-                    | Frame::Run {
-                        origin,
-                        seq,
-                        hops,
-                        ttl,
-                        ..
-                    } = f
-                    {
+                    if let Some(header) = f.msg_header() {
                         // One reference per entry, as the reader makes.
-                        self.origins.insert(origin);
-                        let mut entry = at + frame::MSG_HEADER_LEN;
-                        let mut seq = seq;
-                        while entry < at + used {
-                            let end = frame::entry_end(&buf, entry);
-                            run.push(MsgRef {
-                                origin,
-                                seq,
-                                hops,
-                                ttl,
-                                start: entry,
-                                end,
-                            });
-                            (entry, seq) = (end, seq.wrapping_add(1));
-                        }
+                        self.origins.insert(header.0);
+                        run.extend(MsgRef::each_in(&buf, at, used, header));
                     } else {
                         self.flush(conn, &buf, &mut run);
                         self.mesh.on_frame(self.now, conn, &f);

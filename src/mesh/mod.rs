@@ -89,9 +89,39 @@ pub struct MsgRef {
     /// As in its frame's header.
     pub hops: u8,
     pub ttl: u8,
-    /// `start..end` is the entry: its length, then its payload.
+    /// `start..end` is the entry: its payload, then its newline.
     pub start: usize,
     pub end: usize,
+}
+
+impl MsgRef {
+    /// One reference per entry of the MSG frame `buf[at..at + used]`
+    /// whose header is `(origin, seq, hops, ttl)`, in order: what a reader
+    /// makes of it. The frame was checked when decoded, or written by us.
+    pub fn each_in(
+        buf: &[u8],
+        at: usize,
+        used: usize,
+        (origin, seq, hops, ttl): (NodeId, u64, u8, u8),
+    ) -> impl Iterator<Item = MsgRef> + '_ {
+        let (mut start, mut seq) = (at + crate::frame::MSG_HEADER_LEN, seq);
+        std::iter::from_fn(move || {
+            if start >= at + used {
+                return None;
+            }
+            let end = crate::frame::entry_end(buf, start);
+            let msg = MsgRef {
+                origin,
+                seq,
+                hops,
+                ttl,
+                start,
+                end,
+            };
+            (start, seq) = (end, seq.wrapping_add(1));
+            Some(msg)
+        })
+    }
 }
 
 /// Messages to print, in order per origin: consecutive entries of one

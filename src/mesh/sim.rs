@@ -94,42 +94,17 @@ impl Decoded {
         while let Some((frame, used)) =
             frame::decode(&bytes[at..], usize::MAX).expect("the mesh encodes valid frames")
         {
-            match frame {
-                Frame::Msg {
-                    origin,
-                    seq,
-                    hops,
-                    ttl,
-                    ..
+            match frame.msg_header() {
+                Some(header) => {
+                    let before = run.len();
+                    run.extend(MsgRef::each_in(&bytes, at, used, header));
+                    msgs += (run.len() - before) as u64;
                 }
-                | Frame::Run {
-                    origin,
-                    seq,
-                    hops,
-                    ttl,
-                    ..
-                } => {
-                    let mut entry = at + frame::MSG_HEADER_LEN;
-                    let mut seq = seq;
-                    while entry < at + used {
-                        let end = frame::entry_end(&bytes, entry);
-                        msgs += 1;
-                        run.push(MsgRef {
-                            origin,
-                            seq,
-                            hops,
-                            ttl,
-                            start: entry,
-                            end,
-                        });
-                        (entry, seq) = (end, seq + 1);
-                    }
-                }
-                other => {
+                None => {
                     if !run.is_empty() {
                         items.push(Item::Msgs(std::mem::take(&mut run)));
                     }
-                    items.push(match other {
+                    items.push(match frame {
                         Frame::Status(s) => Item::Status(Frame::Status(s)),
                         _ => Item::Other(at..at + used),
                     });

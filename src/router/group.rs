@@ -527,21 +527,8 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
     let mut skipped = 0;
     let mut rest = &frames[..];
     while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
-        match frame {
-            Frame::Msg {
-                origin,
-                seq,
-                hops,
-                ttl,
-                ..
-            }
-            | Frame::Run {
-                origin,
-                seq,
-                hops,
-                ttl,
-                ..
-            } => {
+        match frame.msg_header() {
+            Some((origin, seq, hops, ttl)) => {
                 let mut open: Option<(usize, u64)> = None;
                 let mut at = frame::MSG_HEADER_LEN;
                 let mut seq = seq;
@@ -558,7 +545,7 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
                     seq = seq.wrapping_add(1);
                 }
             }
-            _ => kept.extend_from_slice(&rest[..used]),
+            None => kept.extend_from_slice(&rest[..used]),
         }
         rest = &rest[used..];
     }
