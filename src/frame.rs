@@ -485,12 +485,14 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     } else {
         None
     };
-    // The last message's seq must exist: seqs never wrap. Only a seq
-    // within a frame's length of the largest needs the messages counted.
-    let most = count.unwrap_or(entries.len() as u64) - 1;
+    // The last message's seq must be below 2^64 - 1: seqs never wrap, and
+    // after 2^64 - 1 a receiver has no next seq to expect, so a message
+    // with it was printed again when another copy came. Only a seq within
+    // a frame's length of the top needs the messages counted.
+    let most = count.unwrap_or(entries.len() as u64);
     if seq.checked_add(most).is_none()
         && seq
-            .checked_add(count.unwrap_or_else(|| count_newlines(entries)) - 1)
+            .checked_add(count.unwrap_or_else(|| count_newlines(entries)))
             .is_none()
     {
         return Err(malformed("message", "its seqs run past the largest seq"));
@@ -1732,6 +1734,12 @@ mod tests {
                 run_bytes(u64::MAX - 1, b"a\nb\nc\n"),
                 bad("its seqs run past the largest seq"),
             ),
+            // 2^64 - 1 itself: a receiver would have no next seq after it,
+            // and printed it again when another copy came.
+            (
+                run_bytes(u64::MAX, b"a\n"),
+                bad("its seqs run past the largest seq"),
+            ),
             // Cut short: the last message lacks its newline.
             (
                 run_bytes(1, b"a\nb"),
@@ -1743,8 +1751,9 @@ mod tests {
             assert_eq!(decode(&bytes, LIMIT), Err(expected), "{}", hex(&bytes));
             check_msg_fast_path(&bytes, LIMIT);
         }
-        // The last seq may be the largest; an empty line is a message.
-        let at_end = run_bytes(u64::MAX - 1, b"a\n\n");
+        // The last seq may be the largest (2^64 - 2); an empty line is a
+        // message.
+        let at_end = run_bytes(u64::MAX - 2, b"a\n\n");
         let (frame, _) = decode(&at_end, LIMIT).unwrap().unwrap();
         let Frame::Run { count, entries, .. } = frame else {
             panic!("{frame:?}")
@@ -1799,9 +1808,9 @@ mod tests {
         high[13..21].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
         assert_eq!(decode(&high, LIMIT).err(), Some(too_many));
         let mut fits = empty(MAX_RUN_ENTRIES);
+        fits[13..21].copy_from_slice(&(u64::MAX - 4096).to_be_bytes());
+        assert!(decode(&fits, LIMIT).is_ok(), "the last seq is u64::MAX - 1");
         fits[13..21].copy_from_slice(&(u64::MAX - 4095).to_be_bytes());
-        assert!(decode(&fits, LIMIT).is_ok(), "the last seq is u64::MAX");
-        fits[13..21].copy_from_slice(&(u64::MAX - 4094).to_be_bytes());
         assert_eq!(
             decode(&fits, LIMIT).err(),
             Some(malformed("message", "its seqs run past the largest seq"))
