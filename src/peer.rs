@@ -531,33 +531,20 @@ impl Reader<'_> {
                 .1
                 .clone(),
         };
-        // Entries are checked: each is a length and a payload.
         let base = at + frame::MSG_HEADER_LEN;
-        let mut entry = base;
-        // The last entry's seq is checked not to overflow.
-        for (i, end) in frame::entry_ends(entries).enumerate() {
-            let seq = seq + i as u64;
-            let (start, end) = (entry, base + end);
-            entry = end;
+        for msg in MsgRef::each_in(entries, base, (origin, seq, hops, ttl)) {
             // The first duplicate of each run still goes to the mesh: it
             // prunes the sender from that origin's tree.
-            let duplicate = delivered.contains(&seq);
+            let duplicate = delivered.contains(&msg.seq);
             if duplicate && scan.dup_passed == Some(origin) {
                 scan.dropped += 1;
-                scan.dropped_bytes += (end - start) as u64;
+                scan.dropped_bytes += (msg.end - msg.start) as u64;
                 continue;
             }
             if duplicate {
                 scan.dup_passed = Some(origin);
             }
-            scan.frames.push(InFrame::Msg(MsgRef {
-                origin,
-                seq,
-                hops,
-                ttl,
-                start,
-                end,
-            }));
+            scan.frames.push(InFrame::Msg(msg));
         }
         Ok(())
     }

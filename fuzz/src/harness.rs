@@ -400,7 +400,11 @@ impl Fake {
                     if let Some(header) = f.msg_header() {
                         // One reference per entry, as the reader makes.
                         self.origins.insert(header.0);
-                        run.extend(MsgRef::each_in(&buf, at, used, header));
+                        run.extend(MsgRef::each_in(
+                            &buf[at + frame::MSG_HEADER_LEN..at + used],
+                            at + frame::MSG_HEADER_LEN,
+                            header,
+                        ));
                     } else {
                         self.flush(conn, &buf, &mut run);
                         self.mesh.on_frame(self.now, conn, &f);

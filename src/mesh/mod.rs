@@ -95,32 +95,31 @@ pub struct MsgRef {
 }
 
 impl MsgRef {
-    /// One reference per entry of the MSG frame `buf[at..at + used]`
-    /// whose header is `(origin, seq, hops, ttl)`, in order: what a reader
-    /// makes of it. The frame was checked when decoded, or written by us.
+    /// One reference per entry of a MSG frame whose header is `(origin,
+    /// seq, hops, ttl)` and whose checked `entries` start at `base` in
+    /// their buffer, in order: what a reader makes of it.
+    #[inline]
     pub fn each_in(
-        buf: &[u8],
-        at: usize,
-        used: usize,
+        entries: &[u8],
+        base: usize,
         (origin, seq, hops, ttl): (NodeId, u64, u8, u8),
     ) -> impl Iterator<Item = MsgRef> + '_ {
-        let (mut start, mut seq) = (at + crate::frame::MSG_HEADER_LEN, seq);
-        std::iter::from_fn(move || {
-            if start >= at + used {
-                return None;
-            }
-            let end = crate::frame::entry_end(buf, start);
-            let msg = MsgRef {
-                origin,
-                seq,
-                hops,
-                ttl,
-                start,
-                end,
-            };
-            (start, seq) = (end, seq.wrapping_add(1));
-            Some(msg)
-        })
+        let mut start = base;
+        crate::frame::entry_ends(entries)
+            .enumerate()
+            .map(move |(i, end)| {
+                let msg = MsgRef {
+                    origin,
+                    // The last entry's seq is checked not to overflow.
+                    seq: seq + i as u64,
+                    hops,
+                    ttl,
+                    start,
+                    end: base + end,
+                };
+                start = base + end;
+                msg
+            })
     }
 }
 

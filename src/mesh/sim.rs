@@ -97,7 +97,11 @@ impl Decoded {
             match frame.msg_header() {
                 Some(header) => {
                     let before = run.len();
-                    run.extend(MsgRef::each_in(&bytes, at, used, header));
+                    run.extend(MsgRef::each_in(
+                        &bytes[at + frame::MSG_HEADER_LEN..at + used],
+                        at + frame::MSG_HEADER_LEN,
+                        header,
+                    ));
                     msgs += (run.len() - before) as u64;
                 }
                 None => {
