@@ -341,6 +341,13 @@ pub struct Mesh {
     /// Messages from origins no member announced, dropped with the origin
     /// table full of such (`Origins::admit`).
     refused_origin_msgs: Refusals,
+    /// Messages held back or cached that were dropped to keep what origins
+    /// hold within [`origin::memory_budget`], and how many bytes and
+    /// lines of them were of origins no member announced, since the last
+    /// warning.
+    shed: Refusals,
+    shed_bytes: usize,
+    shed_unannounced: u64,
     /// When a DOWN about us was last refuted with a STATUS at once.
     refuted: Option<Instant>,
     /// Since when the router has held back frames from neighbours (its
@@ -444,6 +451,9 @@ impl Mesh {
             members: Table::default(),
             refused_members: Refusals::default(),
             refused_origin_msgs: Refusals::default(),
+            shed: Refusals::default(),
+            shed_bytes: 0,
+            shed_unannounced: 0,
             refuted: None,
             held_since: None,
             held_before: Duration::ZERO,
@@ -638,6 +648,7 @@ impl Mesh {
             self.find_silent(now);
             self.find_stalled(now);
             self.warn_refused_origins(now);
+            self.warn_shed(now);
         }
         self.check_holes(now);
         self.dial_tick(now);
@@ -811,6 +822,45 @@ impl Mesh {
     /// per origin.
     pub fn footprint(&self) -> usize {
         self.origins.iter().map(|(_, o)| o.footprint()).sum()
+    }
+
+    /// Bytes of memory held back and cached messages take, for all
+    /// origins: bounded by [`origin::memory_budget`] (plus a batch).
+    pub fn memory(&self) -> usize {
+        self.origins.iter().map(|(_, o)| o.memory()).sum()
+    }
+
+    /// Keeps what origins hold back and cache within the node-wide bound
+    /// ([`origin::Origins::shed_to`]).
+    fn keep_memory(&mut self) {
+        let budget = origin::memory_budget(self.cfg.window);
+        let kept = relay::kept_origins(&self.members, self.cfg.id);
+        let shed = self.origins.shed_to(budget, self.cfg.id, kept);
+        if shed.msgs > 0 {
+            self.shed.add(shed.msgs);
+            self.shed_bytes += shed.bytes;
+            self.shed_unannounced += shed.unannounced_msgs;
+        }
+    }
+
+    /// At most every [`REFUSAL_LOG_EVERY`]: how many held or cached
+    /// messages were dropped to keep within the node-wide bound.
+    fn warn_shed(&mut self, now: Instant) {
+        let Some(msgs) = self.shed.due(now) else {
+            return;
+        };
+        let bytes = std::mem::take(&mut self.shed_bytes);
+        let unannounced = std::mem::take(&mut self.shed_unannounced);
+        log::warn!(
+            "dropped {} ({} KiB) held back or cached for repair, {} of them from senders no \
+             member announced: this node holds at most {} MiB of other senders' lines \
+             ({} windows); lines dropped are repaired again or reported as gaps",
+            crate::books::plural(msgs, "message"),
+            bytes / 1024,
+            unannounced,
+            origin::memory_budget(self.cfg.window) >> 20,
+            origin::MEMORY_WINDOWS,
+        );
     }
 
     /// When the due STATUS may go out: soon when acks are urgent (a

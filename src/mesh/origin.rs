@@ -14,6 +14,25 @@ use crate::frame::{entry_cost, entry_end};
 /// The most origins remembered; the least recently used is forgotten first.
 pub const MAX_ORIGINS: usize = 4096;
 
+/// What a held message costs beyond what the window counts it: its place
+/// in the hold-back map (a B-tree half full after ascending inserts) and,
+/// held alone, the allocation of its copy. An empty line counts 23 bytes
+/// against the window but took about 200 of memory (attack14 F2).
+pub const HELD_OVERHEAD: usize = 192;
+/// What a cached run costs beyond its entries: its place in the cache.
+pub const RUN_OVERHEAD: usize = std::mem::size_of::<Run>();
+/// A node holds back and caches at most this many windows of lines in all
+/// (at least [`MIN_MEMORY`]): the origins' windows bound what one origin
+/// takes, this bounds what thousands of invented ones take.
+pub const MEMORY_WINDOWS: usize = 16;
+/// The node-wide bound's floor, for small windows.
+pub const MIN_MEMORY: usize = 16 << 20;
+
+/// The node-wide bound on what origins hold ([`Origins::shed_to`]).
+pub fn memory_budget(window: usize) -> usize {
+    window.saturating_mul(MEMORY_WINDOWS).max(MIN_MEMORY)
+}
+
 /// What a message whose entry is `entry_len` bytes counts against the
 /// hold-back buffer and the cache when it keeps alive a `share` of the
 /// buffer it came in: what the window counts it ([`entry_cost`]: its bytes
@@ -492,10 +511,55 @@ impl Origin {
         found
     }
 
-    /// Bytes this origin holds back and caches.
+    /// Bytes this origin holds back and caches, as the window counts them.
     pub fn footprint(&self) -> usize {
         self.held_bytes + self.cache_bytes
     }
+
+    /// Bytes of memory this origin's held and cached messages take: what
+    /// the window counts them and what each costs beyond that.
+    pub fn memory(&self) -> usize {
+        self.held_bytes
+            + self.held.len() * HELD_OVERHEAD
+            + self.cache_bytes
+            + self.cache.len() * RUN_OVERHEAD
+    }
+
+    /// Frees at least `excess` bytes of [`Origin::memory`] if it holds
+    /// that much: the oldest cached runs first (only repairs need them),
+    /// then the held messages furthest ahead (they are repaired again, or
+    /// reported as a gap, like those a full hold-back buffer drops).
+    /// Returns (bytes, messages) freed.
+    pub fn shed(&mut self, excess: usize) -> (usize, u64) {
+        let (mut freed, mut msgs) = (0, 0);
+        while freed < excess {
+            let Some(run) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= run.cost;
+            freed += run.cost + RUN_OVERHEAD;
+            msgs += run.last - run.first + 1;
+        }
+        while freed < excess {
+            let Some((_, kept)) = self.held.pop_last() else {
+                break;
+            };
+            self.held_bytes -= kept.cost;
+            freed += kept.cost + HELD_OVERHEAD;
+            msgs += 1;
+        }
+        (freed, msgs)
+    }
+}
+
+/// What [`Origins::shed_to`] freed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shed {
+    pub bytes: usize,
+    pub msgs: u64,
+    /// Of origins no member announced.
+    pub unannounced_msgs: u64,
+    pub origins: usize,
 }
 
 /// The per-origin table, bounded to [`MAX_ORIGINS`] by least recent use.
@@ -503,6 +567,10 @@ impl Origin {
 pub struct Origins {
     map: HashMap<NodeId, Origin>,
     clock: u64,
+    /// At least the sum of every origin's [`Origin::memory`]: each growth
+    /// is added ([`Origins::grew`]), shrinking is not seen until
+    /// [`Origins::shed_to`] counts it over again.
+    memory: usize,
     /// Origins created from now on acknowledge what was printed
     /// ([`super::Mesh::acknowledge_printed_only`]).
     pub printing: bool,
@@ -563,6 +631,62 @@ impl Origins {
 
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Origin)> {
         self.map.iter()
+    }
+
+    /// Some origin's [`Origin::memory`] grew by `bytes`.
+    pub fn grew(&mut self, bytes: usize) {
+        self.memory = self.memory.saturating_add(bytes);
+    }
+
+    /// Caches `run` of `id`'s messages ([`Origin::cache`]), counting what
+    /// it takes.
+    pub fn cache(&mut self, id: NodeId, kept: impl Fn(NodeId) -> bool, run: Run, window: usize) {
+        let origin = self.entry(id, kept);
+        let before = origin.memory();
+        origin.cache(run, window);
+        let grew = origin.memory().saturating_sub(before);
+        self.grew(grew);
+    }
+
+    /// Keeps what all origins hold within `budget` bytes of memory: a
+    /// stranger inventing thousands of origins, each with a window of
+    /// held or cached lines, must not take gigabytes. Sheds first from
+    /// the origins that are not `kept` (no member announced them), then
+    /// from members, the one holding most first; never from `me` (only we
+    /// hold every line of ours a member lacks).
+    pub fn shed_to(&mut self, budget: usize, me: NodeId, kept: impl Fn(NodeId) -> bool) -> Shed {
+        let mut shed = Shed::default();
+        if self.memory <= budget {
+            return shed;
+        }
+        self.memory = self.map.values().map(Origin::memory).sum();
+        if self.memory <= budget {
+            return shed;
+        }
+        let mut victims: Vec<(bool, usize, NodeId)> = self
+            .map
+            .iter()
+            .filter(|(id, o)| **id != me && o.memory() > 0)
+            .map(|(id, o)| (kept(*id), o.memory(), *id))
+            .collect();
+        // Not kept first, then the most memory first; ids break ties, so
+        // that a simulation stays reproducible.
+        victims.sort_unstable_by_key(|&(kept, memory, id)| (kept, std::cmp::Reverse(memory), id));
+        for (kept, _, id) in victims {
+            if self.memory <= budget {
+                break;
+            }
+            let origin = self.map.get_mut(&id).expect("listed");
+            let (bytes, msgs) = origin.shed(self.memory - budget);
+            self.memory -= bytes.min(self.memory);
+            shed.bytes += bytes;
+            shed.msgs += msgs;
+            shed.origins += 1;
+            if !kept {
+                shed.unannounced_msgs += msgs;
+            }
+        }
+        shed
     }
 
     #[cfg(test)]

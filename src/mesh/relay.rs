@@ -82,6 +82,7 @@ impl Mesh {
                 self.refused_origin_msgs.add(run.len() as u64);
                 continue;
             };
+            let memory_before = origin.memory();
             if origin.next == 0 {
                 match self.members.get(&id).map(|m| m.base_hint) {
                     Some(hint) if hint > 0 => origin.start_at(hint),
@@ -233,6 +234,8 @@ impl Mesh {
             if let Some(done) = cached {
                 origin.cache(done, window);
             }
+            let grew = origin.memory().saturating_sub(memory_before);
+            self.origins.grew(grew);
             // Duplicates first: where two neighbours' streams overlap, a
             // run holds the other's last lines and then new ones, and as
             // copy by copy, the duplicate is judged against the parent
@@ -269,7 +272,7 @@ impl Mesh {
                     share: 0,
                 };
                 let kept = kept_origins(&self.members, self.cfg.id);
-                self.origins.entry(*id, kept).cache(run, window);
+                self.origins.cache(*id, kept, run, window);
             }
             self.forward(&fwd, &fwd_runs, Some(conn));
         }
@@ -285,6 +288,7 @@ impl Mesh {
             );
         }
         self.delivered(deliveries);
+        self.keep_memory();
         self.maybe_send_status(now);
     }
 
@@ -377,9 +381,7 @@ impl Mesh {
                 share: 0,
             };
             let kept = kept_origins(&self.members, self.cfg.id);
-            self.origins
-                .entry(self.cfg.id, kept)
-                .cache(run, self.cfg.window);
+            self.origins.cache(self.cfg.id, kept, run, self.cfg.window);
             runs.push((self.cfg.id, f.seq, seq - 1, f.frame));
         }
         debug_assert_eq!(count, last + 1 - first);
@@ -387,6 +389,7 @@ impl Mesh {
             self.forward(frames, &runs, None);
         }
         self.update_window();
+        self.keep_memory();
         self.status_due = true;
         self.last_activity = now;
         self.maybe_send_status(now);

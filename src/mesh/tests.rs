@@ -359,6 +359,46 @@ fn empty_messages_cached_count_as_the_window_counts_them() {
     );
 }
 
+/// A stranger inventing senders, each jumping its seq and sending a
+/// window of empty lines to be held back behind the hole (attack14 F2:
+/// about 36 MB per invented sender at the default window): what all
+/// origins hold stays within the node-wide bound, what goes first is the
+/// invented senders' and never a member's, and the member's lines held
+/// back behind its own hole are all delivered once it is filled.
+#[test]
+fn invented_senders_holding_lines_back_stay_within_the_node_wide_bound() {
+    let window = 100_000;
+    let budget = super::origin::memory_budget(window);
+    let (mut m, t0) = with_neighbours(MeshConfig { window, ..config() }, 2);
+    on_status(&mut m, t0, 1, status(5, 1, 1, 0));
+    feed(&mut m, t0, 1, &[(5, 1, 1, 16)]);
+    let (buf, refs) = empty_lines(5, 3..=2000);
+    m.on_msgs(t0, 1, &buf, &refs);
+    drain(&mut m);
+    let member = m.memory();
+    let per_invented = window / 23 * super::origin::HELD_OVERHEAD;
+    let invented = 2 * budget / per_invented + 1;
+    let mut most = 0;
+    for origin in 1000..1000 + invented as u64 {
+        feed(&mut m, t0, 2, &[(origin, 1, 1, 16)]);
+        let (buf, refs) = empty_lines(origin, 3..=window as u64 / 23 + 2);
+        m.on_msgs(t0, 2, &buf, &refs);
+        drain(&mut m);
+        most = most.max(m.memory());
+    }
+    assert!(
+        invented * per_invented > 2 * budget,
+        "the test must go over the bound: {invented} senders"
+    );
+    assert!(
+        most <= budget,
+        "{most} bytes held back or cached, more than the bound, {budget}"
+    );
+    assert!(member > 0 && most > budget / 2, "{member}, {most}");
+    let got = delivered(&feed(&mut m, t0, 1, &[(5, 2, 1, 16)]));
+    assert_eq!(got, (2..=2000).map(|s| (5, s)).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_held_message_costs_its_own_length_not_its_share_of_a_large_buffer() {
     // Each message comes alone in a 1000-byte read buffer (the rest other

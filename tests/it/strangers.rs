@@ -478,3 +478,69 @@ fn frames_of_empty_lines_are_handed_over_in_small_batches() {
     assert_eq!(a.count_log("peer down: b"), 0, "{}", a.log_text());
     drop(mallory);
 }
+
+/// A stranger inventing senders, each jumping its seq and then sending a
+/// window of empty lines that the node holds back behind the hole (one
+/// byte each on the wire, about 200 bytes each held): one connection took
+/// a node from 10 MB to 262 MB with 7 such senders, and nothing bounded
+/// the sum over the 4096 senders a node keeps (attack14 F2). What all
+/// senders hold is now bounded node-wide (16 windows, at least 16 MiB):
+/// 60 of them, 140 MB unbounded, grow the node by far less, it says what
+/// it dropped, and an honest peer's lines still arrive.
+#[test]
+#[cfg(target_os = "linux")]
+fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound() {
+    const WINDOW: usize = 256 << 10;
+    const SENDERS: u64 = 60;
+    let a = node("a")
+        .args(&["--window", &WINDOW.to_string(), "--max-frame", "65536"])
+        .start();
+    let mut b = node("b").dial(&a).start();
+    a.wait_peer("b");
+    let mut mallory = RawPeer::handshake_as(&a, "mallory", 0x6d61_6c6c);
+    a.wait_peer("mallory");
+    let before = a.rss_kib();
+    let held = (WINDOW / frame::entry_cost(0)) as u64;
+    let empty = vec![&b""[..]; frame::MAX_RUN_ENTRIES];
+    for origin in 0x1_0000..0x1_0000 + SENDERS {
+        let mut frames = Frame::Msg {
+            origin,
+            seq: 1,
+            hops: 1,
+            ttl: 16,
+            payload: b"first",
+        }
+        .to_bytes();
+        // Seq 2 never comes: the rest is held back behind it.
+        let mut seq = 3;
+        while seq < 3 + held {
+            let n = (3 + held - seq).min(frame::MAX_RUN_ENTRIES as u64) as usize;
+            frame::put_run(&mut frames, origin, seq, 1, 16, &empty[..n]);
+            seq += n as u64;
+        }
+        mallory.send(&frames);
+    }
+    // Once a prints this, it has dealt with every frame before it.
+    mallory.send(
+        &Frame::Msg {
+            origin: 0x6d61_6c6c,
+            seq: 1,
+            hops: 1,
+            ttl: 16,
+            payload: b"after the senders",
+        }
+        .to_bytes(),
+    );
+    let got = texts(&a.wait_lines(SENDERS as usize + 1));
+    assert_eq!(got.last().map(String::as_str), Some("after the senders"));
+    let grown = a.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 40 * 1024,
+        "{SENDERS} invented senders holding {held} empty lines each grew the node by {grown} KiB"
+    );
+    a.wait_log("held back or cached for repair");
+    b.send(b"still here\n");
+    let got = texts(&a.wait_lines(SENDERS as usize + 2));
+    assert_eq!(got.last().map(String::as_str), Some("still here"));
+    drop(mallory);
+}
