@@ -28,7 +28,7 @@
 use std::time::{Duration, Instant};
 
 use super::members::Member;
-use super::{Delivery, Mesh};
+use super::{Delivery, Mesh, NodeId};
 use crate::frame::{Ack, FLAG_LEAVING};
 
 /// STATUS flags bit 2, only with the leaving flag: the acknowledgements
@@ -63,6 +63,9 @@ pub struct Leaving {
     /// Messages that arrived after our final acknowledgements: not
     /// printed (they would have printed lines we said we never would).
     pub dropped: u64,
+    /// Per origin, the first and last seq of those: one run each, as
+    /// deliveries come in order.
+    dropped_runs: std::collections::BTreeMap<NodeId, (u64, u64)>,
 }
 
 impl Mesh {
@@ -116,6 +119,21 @@ impl Mesh {
         self.leaving.dropped
     }
 
+    /// Reports the lines that arrived after we stopped printing to leave
+    /// as gaps, one per origin: they were owed to us (their senders sent
+    /// them before they heard that we left, and count them as lost to
+    /// us), and a hole is never silent.
+    pub fn report_dropped_after_leaving(&mut self) {
+        for (origin, (first, last)) in std::mem::take(&mut self.leaving.dropped_runs) {
+            self.gap(
+                origin,
+                first,
+                last,
+                "arrived after this node left the group, not printed",
+            );
+        }
+    }
+
     /// The acknowledgements our STATUS carries: the final ones once we
     /// left with them, else the current ones.
     pub(super) fn status_acks(&self) -> Vec<Ack> {
@@ -165,7 +183,15 @@ impl Mesh {
         if self.leaving.final_acks.is_none() && !self.leaving.closed {
             return true;
         }
-        self.leaving.dropped += deliveries.iter().map(Delivery::len).sum::<u64>();
+        for d in deliveries {
+            self.leaving.dropped += d.len();
+            let run = self
+                .leaving
+                .dropped_runs
+                .entry(d.origin)
+                .or_insert((d.first, d.last));
+            *run = (run.0.min(d.first), run.1.max(d.last));
+        }
         false
     }
 }
@@ -338,6 +364,28 @@ mod tests {
         assert_eq!(st.len(), 1);
         assert_eq!(st[0].flags, FLAG_LEAVING | FLAG_FINAL);
         assert_eq!(st[0].acks, ack(7, 5));
+        // What was not printed is reported as lost to us, one gap per
+        // origin, once (attack13 F4: the log alone said it).
+        feed(&mut m, t0, 7, 9..=10);
+        m.report_dropped_after_leaving();
+        let gaps: Vec<_> = drain(&mut m)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Gap {
+                    origin,
+                    first,
+                    last,
+                    reason,
+                } => Some((origin, first, last, reason)),
+                _ => None,
+            })
+            .collect();
+        let reason = "arrived after this node left the group, not printed".to_owned();
+        assert_eq!(gaps, [(7, 6, 10, reason)]);
+        m.report_dropped_after_leaving();
+        assert!(drain(&mut m)
+            .iter()
+            .all(|a| !matches!(a, Action::Gap { .. })));
     }
 
     #[test]

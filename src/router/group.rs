@@ -158,7 +158,7 @@ impl Router {
         self.check_eof();
     }
 
-    fn act(&mut self, action: Action) {
+    pub(super) fn act(&mut self, action: Action) {
         match action {
             Action::Send { to, frames, msgs } => self.send(to, frames, msgs),
             Action::Deliver(deliveries) => {

@@ -649,6 +649,14 @@ impl Router {
         let unsent =
             self.unsent.take().map_or(0, |chunk| chunk.frames as u64) + self.mesh.waiting_lines();
         ratelog::flush_all();
+        // Lines that arrived after we stopped printing to leave: `gap`
+        // events, before the last events go to stdout.
+        self.mesh.report_dropped_after_leaving();
+        while let Some(action) = self.mesh.poll_action() {
+            if let action @ crate::mesh::Action::Gap { .. } = action {
+                self.act(action);
+            }
+        }
         self.drain_backlog();
         if self.events_not_printed > 0 {
             log::warn!(

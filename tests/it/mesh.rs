@@ -1802,8 +1802,32 @@ fn members_leaving_while_another_still_sends_acknowledge_exactly_what_they_print
         // It left while lines were still arriving, and said so.
         l.wait_log("still on their way to this node after 2s");
     }
-    // What l0 did not print while it relayed for l1 is on its log.
+    // What l0 did not print while it relayed for l1 is on its log, and on
+    // its stdout as a gap of s's lines right after the last it printed
+    // (attack13 F4: only the log said it).
     g.nodes[2].wait_log("arrived after this node left the group");
+    let l0 = &g.nodes[2];
+    let (printed, gaps) = l0.out.with(|p| {
+        let gaps: Vec<(u64, u64, String)> = p
+            .events_of("gap")
+            .iter()
+            .filter(|e| e.str("name") == Some("s"))
+            .map(|e| {
+                let reason = e.str("reason").unwrap_or_default().to_owned();
+                (
+                    e.num("first_seq").unwrap(),
+                    e.num("last_seq").unwrap(),
+                    reason,
+                )
+            })
+            .collect();
+        (p.count_from("s"), gaps)
+    });
+    let left = gaps
+        .iter()
+        .find(|g| g.2.contains("after this node left"))
+        .unwrap_or_else(|| panic!("l0 printed no gap for what it left unprinted: {gaps:?}"));
+    assert_eq!(left.0, printed + 1, "{gaps:?}");
     let expected = if lost == 0 { 0 } else { 3 };
     assert_eq!(codes[0], Some(expected), "s: {summary}");
     assert_eq!(missed_in_summary(&summary, "r"), Some(0), "{summary}");
