@@ -36,10 +36,6 @@ impl Mesh {
         // `conn` may be no neighbour (a mutual-dial pair's other link).
         let forwarding = self.cfg.relay && self.neighbours.keys().any(|&c| c != conn);
         let mut late = Vec::new();
-        let mut fwd: Vec<u8> = Vec::new();
-        // Per run of one origin's consecutive seqs in `fwd`: cached as one.
-        let mut fwd_runs: Vec<(NodeId, u64, u64, Range<usize>)> = Vec::new();
-        let mut fwd_msgs = 0;
         let mut deliveries = Vec::new();
         // A message's share of the buffer it keeps alive when held or cached.
         let share = buf.len() / msgs.len().max(1);
@@ -48,7 +44,7 @@ impl Mesh {
         // read buffer keeps its size (128 KiB once busy) whatever part of
         // it a batch holds, and a batch of one frame then forwarded a 4 KiB
         // frame in 128 KiB that each outbox and the cache kept alive.
-        let fwd_room = msgs.last().map_or(0, |m| m.end);
+        let mut fwd = Outgoing::with_room(msgs.last().map_or(0, |m| m.end));
         let window = self.cfg.window;
         // Whom to PRUNE, for which origin: duplicates show redundant links.
         let mut prunes: Vec<(NodeId, Conn)> = Vec::new();
@@ -119,9 +115,6 @@ impl Mesh {
                         self.holes.insert(id);
                     }
                     if eager {
-                        if fwd.is_empty() {
-                            fwd.reserve(fwd_room);
-                        }
                         let stretch = Stretch {
                             origin: id,
                             first: a.seq,
@@ -129,8 +122,7 @@ impl Mesh {
                             hops: a.hops + 1,
                             ttl: a.ttl,
                         };
-                        put_fwd(&mut fwd, &mut fwd_runs, stretch, &buf[entries]);
-                        fwd_msgs += head.len() as u64;
+                        fwd.put(stretch, &buf[entries]);
                     } else {
                         let cost = head.iter().map(|m| kept_cost(m.end - m.start, share)).sum();
                         let stretch = Run {
@@ -206,9 +198,6 @@ impl Mesh {
                     }
                 }
                 if eager && m.hops < m.ttl {
-                    if fwd.is_empty() {
-                        fwd.reserve(fwd_room);
-                    }
                     let one = Stretch {
                         origin: id,
                         first: m.seq,
@@ -216,8 +205,7 @@ impl Mesh {
                         hops: m.hops + 1,
                         ttl: m.ttl,
                     };
-                    put_fwd(&mut fwd, &mut fwd_runs, one, &buf[m.start..m.end]);
-                    fwd_msgs += 1;
+                    fwd.put(one, &buf[m.start..m.end]);
                 } else {
                     let kept = kept();
                     let more = cached
@@ -253,8 +241,9 @@ impl Mesh {
         for (origin, to) in prunes {
             self.send_frame(to, &Frame::Prune { origin });
         }
-        if fwd_msgs > 0 {
-            let fwd: Bytes = Arc::new(fwd);
+        if !fwd.runs.is_empty() {
+            let fwd_runs = fwd.runs;
+            let fwd: Bytes = Arc::new(fwd.out);
             for (id, first, last, frame) in &fwd_runs {
                 // The forward buffer holds nothing else: its entries cost
                 // what the window counts them.
@@ -409,9 +398,7 @@ impl Mesh {
         let Some(state) = self.origins.get(origin) else {
             return;
         };
-        let mut out = Vec::new();
-        let mut runs = Vec::new();
-        let mut msgs = 0;
+        let mut out = Outgoing::with_room(0);
         for cached in state.cached(from, to) {
             // Cached as it arrived (via a neighbour), or as we sent it on.
             let hops = cached.hops.saturating_add(u8::from(cached.received));
@@ -425,13 +412,13 @@ impl Mesh {
                 hops,
                 ttl: cached.ttl,
             };
-            put_fwd(&mut out, &mut runs, one, cached.entry);
-            msgs += 1;
+            out.put(one, cached.entry);
         }
-        if msgs == 0 {
+        if out.msgs == 0 {
             return;
         }
-        let frames = Arc::new(out);
+        let msgs = out.msgs;
+        let frames = Arc::new(out.out);
         self.answered(conn, &frames);
         self.push(Action::Send {
             to: conn,
@@ -727,6 +714,37 @@ struct Stretch {
     last: u64,
     hops: u8,
     ttl: u8,
+}
+
+/// MSG frames being written to go out: a forward or a repair answer.
+struct Outgoing {
+    out: Vec<u8>,
+    /// Per frame: origin, first and last seq, and where it is in `out`.
+    runs: Vec<(NodeId, u64, u64, Range<usize>)>,
+    msgs: u64,
+    /// Reserved at the first message, not before: most batches a leaf
+    /// relays forward nothing.
+    room: usize,
+}
+
+impl Outgoing {
+    fn with_room(room: usize) -> Outgoing {
+        Outgoing {
+            out: Vec::new(),
+            runs: Vec::new(),
+            msgs: 0,
+            room,
+        }
+    }
+
+    /// Adds the messages of `stretch`, whose entries are `entries`.
+    fn put(&mut self, stretch: Stretch, entries: &[u8]) {
+        if self.out.is_empty() {
+            self.out.reserve(self.room);
+        }
+        self.msgs += stretch.last - stretch.first + 1;
+        put_fwd(&mut self.out, &mut self.runs, stretch, entries);
+    }
 }
 
 /// Appends the messages of `stretch` (their `entries`) to `out`, a buffer
