@@ -865,7 +865,7 @@ impl Mesh {
 
     /// When the due STATUS may go out: soon when acks are urgent (a
     /// quarter of a window delivered), once traffic pauses, and at the
-    /// latest [`STATUS_LAZY`] after the last one.
+    /// latest [`Mesh::status_lazy`] after the last one.
     fn status_at(&self) -> Instant {
         let Some(last) = self.last_status else {
             return self.last_tick;
@@ -875,8 +875,17 @@ impl Mesh {
             return earliest;
         }
         (self.last_activity + STATUS_QUIET)
-            .min(last + STATUS_LAZY)
+            .min(last + self.status_lazy())
             .max(earliest)
+    }
+
+    /// The longest a due STATUS waits while lines stream: [`STATUS_LAZY`],
+    /// or a quarter of the stall timeout if that is less. A STATUS showing
+    /// that a member prints is what keeps its links from being cut as
+    /// stalled while it reads slowly (`Action::Reading`): at
+    /// `--stall-timeout 1` one a second left no margin.
+    fn status_lazy(&self) -> Duration {
+        STATUS_LAZY.min(self.cfg.stall_timeout / 4)
     }
 
     /// At most every [`REFUSAL_LOG_EVERY`]: how many messages from origins

@@ -359,6 +359,38 @@ fn empty_messages_cached_count_as_the_window_counts_them() {
     );
 }
 
+/// While lines stream without a pause, a due STATUS goes out at the
+/// latest a quarter of the stall timeout after the last one (1 s at most):
+/// a neighbour restarts our links' stall clocks when a STATUS shows we
+/// print, and at `--stall-timeout 1` one a second left it no margin.
+#[test]
+fn while_lines_stream_a_status_goes_out_at_least_every_quarter_stall_timeout() {
+    let cfg = MeshConfig {
+        window: 1 << 20,
+        keepalive: Duration::from_secs(10),
+        stall_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let (mut m, t0) = with_neighbours(cfg, 2);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let mut at = Vec::new();
+    for i in 1..=200u64 {
+        let now = t0 + Duration::from_millis(10 * i);
+        let mut actions = feed(&mut m, now, 1, &[(7, i, 1, 16)]);
+        m.tick(now);
+        actions.extend(drain(&mut m));
+        // To the neighbour the lines come from: its links' stall clocks.
+        if statuses_sent(&actions).iter().any(|(to, _)| *to == 1) {
+            at.push(now - t0);
+        }
+    }
+    let longest = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    assert!(
+        at.len() >= 7 && longest <= Duration::from_millis(260),
+        "STATUS sent at {at:?}"
+    );
+}
+
 /// A stranger inventing senders, each jumping its seq and sending a
 /// window of empty lines to be held back behind the hole (attack14 F2:
 /// about 36 MB per invented sender at the default window): what all
