@@ -355,6 +355,8 @@ pub struct Mesh {
     /// on a clock that stops meanwhile (see [`Mesh::inbound_held`]).
     held_since: Option<Instant>,
     held_before: Duration,
+    /// The last time the router held back frames: from when to when.
+    last_hold: Option<(Instant, Instant)>,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
     /// Per origin, which neighbours get its messages (the broadcast tree).
@@ -457,6 +459,7 @@ impl Mesh {
             refuted: None,
             held_since: None,
             held_before: Duration::ZERO,
+            last_hold: None,
             holes: BTreeSet::new(),
             tree: Tree::default(),
             leaving: Leaving::default(),
@@ -682,9 +685,28 @@ impl Mesh {
             (Some(since), false) => {
                 self.held_before += now.saturating_duration_since(since);
                 self.held_since = None;
+                self.last_hold = Some((since, now));
             }
             _ => {}
         }
+    }
+
+    /// How long the router held back its neighbours' frames (its stdout
+    /// blocked, or the process stopped), if that lasted half a stall
+    /// timeout or more and is going on or ended less than a stall timeout
+    /// ago: long enough for a neighbour to cut us as stalled. A link that
+    /// ends without a goodbye then most likely ended so, and the log says
+    /// it (a node cut that way did not learn why: attack13 F3).
+    pub fn held_back_lately(&self, now: Instant) -> Option<Duration> {
+        let stall = self.cfg.stall_timeout;
+        let held = match (self.held_since, self.last_hold) {
+            (Some(since), _) => now.saturating_duration_since(since),
+            (None, Some((since, until))) if now.saturating_duration_since(until) <= stall => {
+                until.saturating_duration_since(since)
+            }
+            _ => return None,
+        };
+        (held >= stall / 2).then_some(held)
     }
 
     /// From now on our acknowledgements say what [`Mesh::printed`] reports

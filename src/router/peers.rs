@@ -345,7 +345,17 @@ impl Router {
 
     fn log_peer_down(&self, entry: &Entry, ending: &Ending) {
         let left = self.live_peers();
-        let line = || format!("peer down: {} {ending}; {left} connected", entry.info);
+        let held = no_goodbye(ending)
+            .then(|| self.mesh.held_back_lately(Instant::now()))
+            .flatten();
+        let why = held.map_or(String::new(), |held| {
+            format!(
+                " (this node held back its frames for {:.1}s, its stdout blocked or the \
+                 process stopped: it probably cut this node as stalled, --stall-timeout)",
+                held.as_secs_f64()
+            )
+        });
+        let line = || format!("peer down: {} {ending}{why}; {left} connected", entry.info);
         if ending.is_polite() {
             log::info!("{}", line());
         } else if entry.since.elapsed() >= ESTABLISHED || self.node.security.is_some() {

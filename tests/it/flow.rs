@@ -158,6 +158,10 @@ fn stopped_peer_is_cut(args: &[&str], reason: &str, within_ms: u64) {
     feeder.join().unwrap();
     assert_all_lines(&b, LINES);
     c.signal("CONT");
+    // Once it runs again, c finds its link to a ended without a goodbye,
+    // and says why that most likely was (attack13 F3: it did not learn).
+    let down = c.wait_log("peer down: a");
+    assert!(down.contains("probably cut this node as stalled"), "{down}");
 }
 
 /// A member that reads, however slowly, is never cut. b's stdout is read
