@@ -559,7 +559,6 @@ pub struct Shed {
     pub msgs: u64,
     /// Of origins no member announced.
     pub unannounced_msgs: u64,
-    pub origins: usize,
 }
 
 /// The per-origin table, bounded to [`MAX_ORIGINS`] by least recent use.
@@ -681,7 +680,6 @@ impl Origins {
             self.memory -= bytes.min(self.memory);
             shed.bytes += bytes;
             shed.msgs += msgs;
-            shed.origins += 1;
             if !kept {
                 shed.unannounced_msgs += msgs;
             }
