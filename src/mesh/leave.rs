@@ -368,18 +368,7 @@ mod tests {
         // origin, once (attack13 F4: the log alone said it).
         feed(&mut m, t0, 7, 9..=10);
         m.report_dropped_after_leaving();
-        let gaps: Vec<_> = drain(&mut m)
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Gap {
-                    origin,
-                    first,
-                    last,
-                    reason,
-                } => Some((origin, first, last, reason)),
-                _ => None,
-            })
-            .collect();
+        let gaps = crate::mesh::tests::gap_reports(&drain(&mut m));
         let reason = "arrived after this node left the group, not printed".to_owned();
         assert_eq!(gaps, [(7, 6, 10, reason)]);
         m.report_dropped_after_leaving();

@@ -2041,18 +2041,7 @@ fn a_hole_is_grafted_round_robin_then_reported_as_a_gap_after_the_stall_timeout(
     drain(&mut m);
     m.tick(at(5200));
     let actions = drain(&mut m);
-    let gaps: Vec<_> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Gap {
-                origin,
-                first,
-                last,
-                reason,
-            } => Some((*origin, *first, *last, reason.clone())),
-            _ => None,
-        })
-        .collect();
+    let gaps = gap_reports(&actions);
     assert_eq!(gaps, [(7, 2, 3, "not repaired within 5s".to_owned())]);
     assert_eq!(delivered(&actions), [(7, 4)], "what was held goes out");
     m.tick(at(9000));
@@ -2420,6 +2409,14 @@ fn a_chain_whose_middle_node_leaves_or_crashes_heals_within_two_seconds() {
 // ---- Lines lost, never silently (issue 7, attack findings 1 and 2) ----------
 
 fn gaps(actions: &[Action]) -> Vec<(NodeId, u64, u64)> {
+    gap_reports(actions)
+        .into_iter()
+        .map(|(origin, first, last, _)| (origin, first, last))
+        .collect()
+}
+
+/// The gaps among `actions`: origin, first and last seq, reason.
+pub(super) fn gap_reports(actions: &[Action]) -> Vec<(NodeId, u64, u64, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -2427,8 +2424,8 @@ fn gaps(actions: &[Action]) -> Vec<(NodeId, u64, u64)> {
                 origin,
                 first,
                 last,
-                ..
-            } => Some((*origin, *first, *last)),
+                reason,
+            } => Some((*origin, *first, *last, reason.clone())),
             _ => None,
         })
         .collect()
