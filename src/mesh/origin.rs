@@ -709,6 +709,50 @@ mod tests {
         }
     }
 
+    /// Over the node-wide bound, what goes first is what an origin no
+    /// member announced holds, then the oldest runs cached for a member
+    /// (its held lines last); never our own lines.
+    #[test]
+    fn shedding_takes_strangers_first_then_members_caches_never_our_own() {
+        const ME: NodeId = 1;
+        const MEMBER: NodeId = 2;
+        const STRANGER: NodeId = 3;
+        let kept_ids = |id: NodeId| id != STRANGER;
+        let mut t = Origins::default();
+        let fill = |t: &mut Origins, id: NodeId, held: u64, cached: u64| {
+            let o = t.entry(id, kept_ids);
+            o.start_at(1);
+            for seq in 1..=cached {
+                let mut line = kept(100);
+                line.bytes = Arc::new([&[b'x'; 99][..], b"\n"].concat());
+                o.cache(Run::one(seq, true, &line, 0), 1 << 20);
+            }
+            for seq in cached + 2..cached + 2 + held {
+                o.hold(seq, kept(100));
+            }
+            let memory = o.memory();
+            t.grew(memory);
+        };
+        fill(&mut t, ME, 0, 10);
+        fill(&mut t, MEMBER, 5, 10);
+        fill(&mut t, STRANGER, 5, 10);
+        let memory = |t: &Origins, id| t.get(id).unwrap().memory();
+        let (me, member, stranger) = (memory(&t, ME), memory(&t, MEMBER), memory(&t, STRANGER));
+        // Room for everything but the stranger's and half the member's
+        // cache.
+        let budget = me + member - 5 * (100 + RUN_OVERHEAD);
+        let shed = t.shed_to(budget, ME, kept_ids);
+        assert_eq!(memory(&t, STRANGER), 0);
+        assert_eq!(memory(&t, ME), me, "our own lines stay");
+        let o = t.get(MEMBER).unwrap();
+        assert_eq!(o.held.len(), 5, "the member's held lines stay");
+        assert_eq!(o.cached(1, 10).len(), 5, "its oldest cached runs went");
+        assert_eq!(o.cached(6, 10).len(), 5);
+        assert_eq!((shed.msgs, shed.unannounced_msgs), (20, 15));
+        assert_eq!(shed.bytes, stranger + member - memory(&t, MEMBER));
+        assert!(me + memory(&t, MEMBER) <= budget);
+    }
+
     #[test]
     fn arrivals_are_sorted_into_deliver_hold_duplicate_and_overflow() {
         let mut o = Origin::default();
