@@ -534,10 +534,11 @@ fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound
     let got = texts(&a.wait_lines(SENDERS as usize + 1));
     assert_eq!(got.last().map(String::as_str), Some("after the senders"));
     let grown = a.rss_kib().saturating_sub(before);
-    assert!(
-        grown < 40 * 1024,
+    let what = format!(
         "{SENDERS} invented senders holding {held} empty lines each grew the node by {grown} KiB"
     );
+    eprintln!("{what}");
+    assert!(grown < 40 * 1024, "{what}");
     a.wait_log("held back or cached for repair");
     b.send(b"still here\n");
     let got = texts(&a.wait_lines(SENDERS as usize + 2));
