@@ -138,6 +138,10 @@ fn describe(m: &MemberBooks) -> String {
     if missed > lost {
         text += &format!(", {} not acknowledged", missed - lost);
     }
+    if m.after_down > 0 {
+        // So that what it got, lost and missed adds up to the lines read.
+        text += &format!(", {} more sent after it went down", m.after_down);
+    }
     if let Some(reason) = &m.down {
         text += &format!(" (member down: {reason})");
     } else if m.stalled && missed > 0 {
@@ -194,6 +198,7 @@ mod tests {
             lost: 0,
             down: None,
             stalled: false,
+            after_down: 0,
         }
     }
 
@@ -207,10 +212,14 @@ mod tests {
         let mut c = member("c", 0xc, 1..1001, 550);
         c.lost = 50;
         c.down = Some("cut: accepted nothing for 2s".to_owned());
+        let mut l = member("l", 0xe, 1..901, 900);
+        l.after_down = 100;
+        l.down = Some("left".to_owned());
         let members = [
             member("b", 0xb, 1..1001, 1000),
             c,
             member("idle", 0xd, 1..1, 0),
+            l,
         ];
         assert_eq!(members.iter().map(missed).sum::<u64>(), 450);
         assert_eq!(
@@ -220,6 +229,8 @@ mod tests {
              to c (000000000000000c): 550 lines delivered, 50 lost, 400 not acknowledged \
              (member down: cut: accepted nothing for 2s); \
              to idle (000000000000000d): 0 lines delivered; \
+             to l (000000000000000e): 900 lines delivered, 100 more sent after it went down \
+             (member down: left); \
              received 17 messages"
         );
     }

@@ -172,6 +172,9 @@ impl Member {
             lost: lost.min(owed_count - got),
             down: self.down.clone(),
             stalled: self.stalled && self.up,
+            after_down: self
+                .owed_end
+                .map_or(0, |end| (last + 1).saturating_sub(end)),
         })
     }
 }

@@ -300,6 +300,8 @@ pub struct MemberBooks {
     pub down: Option<String>,
     /// Up, but it acknowledged none of our lines for 2 × `--stall-timeout`.
     pub stalled: bool,
+    /// Our lines sent after it went down: not owed to it.
+    pub after_down: u64,
 }
 
 /// A neighbour: one connection that completed its handshake.
@@ -835,6 +837,7 @@ impl Mesh {
                 lost: 0,
                 down: Some("forgotten: the member table was full".to_owned()),
                 stalled: false,
+                after_down: 0,
             });
         }
         books

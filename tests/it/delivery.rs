@@ -120,10 +120,24 @@ fn exit_on_eof_exits_3_and_names_the_member_that_missed_lines() {
         .unwrap();
     // Not acknowledged, not lost: a stopped member may print them later.
     assert!(
-        c_part.contains("not acknowledged (member down: cut: accepted nothing for 1s")
-            || c_part.contains("not acknowledged (member down: silent for 3s"),
+        c_part.contains("not acknowledged")
+            && (c_part.contains("(member down: cut: accepted nothing for 1s")
+                || c_part.contains("(member down: silent for 3s")),
         "{summary}"
     );
+    // What it got, lost and missed, and what was sent after it went down
+    // (not owed to it), add up to the lines read.
+    let counts: u64 = c_part
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(" (")
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|p| p.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counts, 300_000, "{summary}");
 }
 
 /// A hand-made member's STATUS: `acks` are (origin, base, delivered).
