@@ -138,8 +138,11 @@ fn describe(m: &MemberBooks) -> String {
     if missed > lost {
         text += &format!(", {} not acknowledged", missed - lost);
     }
+    // So that what it got, lost and missed adds up to the lines sent.
+    if m.before_up > 0 {
+        text += &format!(", {} more sent before it joined", m.before_up);
+    }
     if m.after_down > 0 {
-        // So that what it got, lost and missed adds up to the lines read.
         text += &format!(", {} more sent after it went down", m.after_down);
     }
     if let Some(reason) = &m.down {
@@ -198,6 +201,7 @@ mod tests {
             lost: 0,
             down: None,
             stalled: false,
+            before_up: 0,
             after_down: 0,
         }
     }
@@ -212,8 +216,8 @@ mod tests {
         let mut c = member("c", 0xc, 1..1001, 550);
         c.lost = 50;
         c.down = Some("cut: accepted nothing for 2s".to_owned());
-        let mut l = member("l", 0xe, 1..901, 900);
-        l.after_down = 100;
+        let mut l = member("l", 0xe, 11..901, 890);
+        (l.before_up, l.after_down) = (10, 100);
         l.down = Some("left".to_owned());
         let members = [
             member("b", 0xb, 1..1001, 1000),
@@ -229,7 +233,8 @@ mod tests {
              to c (000000000000000c): 550 lines delivered, 50 lost, 400 not acknowledged \
              (member down: cut: accepted nothing for 2s); \
              to idle (000000000000000d): 0 lines delivered; \
-             to l (000000000000000e): 900 lines delivered, 100 more sent after it went down \
+             to l (000000000000000e): 890 lines delivered, 10 more sent before it joined, \
+             100 more sent after it went down \
              (member down: left); \
              received 17 messages"
         );

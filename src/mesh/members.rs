@@ -172,6 +172,7 @@ impl Member {
             lost: lost.min(owed_count - got),
             down: self.down.clone(),
             stalled: self.stalled && self.up,
+            before_up: self.owed_from - 1,
             after_down: self
                 .owed_end
                 .map_or(0, |end| (last + 1).saturating_sub(end)),

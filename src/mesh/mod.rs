@@ -300,7 +300,9 @@ pub struct MemberBooks {
     pub down: Option<String>,
     /// Up, but it acknowledged none of our lines for 2 × `--stall-timeout`.
     pub stalled: bool,
-    /// Our lines sent after it went down: not owed to it.
+    /// Our lines sent before it joined, and after it went down: not owed
+    /// to it.
+    pub before_up: u64,
     pub after_down: u64,
 }
 
@@ -357,7 +359,8 @@ pub struct Mesh {
     /// on a clock that stops meanwhile (see [`Mesh::inbound_held`]).
     held_since: Option<Instant>,
     held_before: Duration,
-    /// The last time the router held back frames: from when to when.
+    /// The last time the router held back frames for half a stall timeout
+    /// or more: from when to when (see [`Mesh::held_back_lately`]).
     last_hold: Option<(Instant, Instant)>,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
@@ -687,7 +690,11 @@ impl Mesh {
             (Some(since), false) => {
                 self.held_before += now.saturating_duration_since(since);
                 self.held_since = None;
-                self.last_hold = Some((since, now));
+                // Only a long one: a short hold right after (stdout busy
+                // with what the long one held back) must not hide it.
+                if now.saturating_duration_since(since) >= self.cfg.stall_timeout / 2 {
+                    self.last_hold = Some((since, now));
+                }
             }
             _ => {}
         }
@@ -837,6 +844,7 @@ impl Mesh {
                 lost: 0,
                 down: Some("forgotten: the member table was full".to_owned()),
                 stalled: false,
+                before_up: 0,
                 after_down: 0,
             });
         }

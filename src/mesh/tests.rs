@@ -820,6 +820,28 @@ fn a_down_about_an_unknown_member_goes_nowhere() {
 
 /// While the router holds back frames from neighbours (its stdout is
 /// blocked), their STATUS frames wait unread: that time is not silence.
+/// A link ending without a goodbye right after we held our neighbours'
+/// frames back for long (stdout blocked, or the process stopped) most
+/// likely ended because they cut us: the node says so. A short hold after
+/// the long one (stdout busy with what it held back) does not hide it; a
+/// short hold alone, or one that ended a stall timeout ago, is no reason.
+#[test]
+fn a_long_hold_of_our_inbound_is_remembered_for_a_stall_timeout() {
+    let (mut m, t0) = with_neighbours(config(), 1); // stall timeout 5 s
+    let at = |ms| t0 + Duration::from_millis(ms);
+    m.inbound_held(at(0), true);
+    m.inbound_held(at(1000), false);
+    assert_eq!(m.held_back_lately(at(1100)), None, "short");
+    m.inbound_held(at(2000), true);
+    assert_eq!(m.held_back_lately(at(5000)), Some(secs(3.0)), "going on");
+    m.inbound_held(at(5000), false);
+    m.inbound_held(at(5100), true);
+    m.inbound_held(at(5200), false);
+    assert_eq!(m.held_back_lately(at(6000)), Some(secs(3.0)));
+    assert_eq!(m.held_back_lately(at(10_000)), Some(secs(3.0)));
+    assert_eq!(m.held_back_lately(at(10_001)), None, "a stall timeout ago");
+}
+
 #[test]
 fn silence_is_not_counted_while_inbound_is_held_back() {
     let (mut m, t0) = with_neighbours(config(), 1);
