@@ -36,6 +36,7 @@ mod tree;
 use dial::DialPolicy;
 use flow::Own;
 use leave::Leaving;
+pub use origin::memory_budget;
 use origin::Origins;
 use rng::Rng;
 use table::Table;
@@ -346,12 +347,9 @@ pub struct Mesh {
     /// table full of such (`Origins::admit`).
     refused_origin_msgs: Refusals,
     /// Messages held back or cached that were dropped to keep what origins
-    /// hold within [`origin::memory_budget`], and how many bytes and
-    /// lines of them were of origins no member announced, since the last
-    /// warning.
-    shed: Refusals,
-    shed_bytes: usize,
-    shed_unannounced: u64,
+    /// hold within [`origin::memory_budget`] since the last warning.
+    shed: origin::Shed,
+    shed_warned: Option<Instant>,
     /// When a DOWN about us was last refuted with a STATUS at once.
     refuted: Option<Instant>,
     /// Since when the router has held back frames from neighbours (its
@@ -458,9 +456,8 @@ impl Mesh {
             members: Table::default(),
             refused_members: Refusals::default(),
             refused_origin_msgs: Refusals::default(),
-            shed: Refusals::default(),
-            shed_bytes: 0,
-            shed_unannounced: 0,
+            shed: origin::Shed::default(),
+            shed_warned: None,
             refuted: None,
             held_since: None,
             held_before: Duration::ZERO,
@@ -869,31 +866,40 @@ impl Mesh {
         let budget = origin::memory_budget(self.cfg.window);
         let kept = relay::kept_origins(&self.members, self.cfg.id);
         let shed = self.origins.shed_to(budget, self.cfg.id, kept);
-        if shed.msgs > 0 {
-            self.shed.add(shed.msgs);
-            self.shed_bytes += shed.bytes;
-            self.shed_unannounced += shed.unannounced_msgs;
-        }
+        self.shed.merge(shed);
     }
 
-    /// At most every [`REFUSAL_LOG_EVERY`]: how many held or cached
-    /// messages were dropped to keep within the node-wide bound.
+    /// At most every [`REFUSAL_LOG_EVERY`]: what was dropped to keep
+    /// within the node-wide bound. A warning when it cost something (held
+    /// messages to repair again, or lines of senders no member announced:
+    /// a stranger inventing senders?); members' oldest cached lines going
+    /// is only a debug line: many members sending at full speed at once
+    /// do that, and their origins still hold every line a member lacks.
     fn warn_shed(&mut self, now: Instant) {
-        let Some(msgs) = self.shed.due(now) else {
+        let due = self.shed_warned.map_or(true, |at| {
+            now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY
+        });
+        if self.shed.bytes == 0 || !due {
             return;
-        };
-        let bytes = std::mem::take(&mut self.shed_bytes);
-        let unannounced = std::mem::take(&mut self.shed_unannounced);
-        log::warn!(
-            "dropped {} ({} KiB) held back or cached for repair, {} of them from senders no \
-             member announced: this node holds at most {} MiB of other senders' lines \
-             ({} windows); lines dropped are repaired again or reported as gaps",
-            crate::books::plural(msgs, "message"),
-            bytes / 1024,
-            unannounced,
+        }
+        let shed = std::mem::take(&mut self.shed);
+        self.shed_warned = Some(now);
+        let line = format!(
+            "over the node-wide bound of {} MiB ({} windows) of other senders' lines: dropped \
+             {} KiB, {} cached for repairs, {} held back (to be repaired again), {} of \
+             senders no member announced",
             origin::memory_budget(self.cfg.window) >> 20,
             origin::MEMORY_WINDOWS,
+            shed.bytes / 1024,
+            crate::books::plural(shed.cached, "message"),
+            shed.held,
+            shed.unannounced,
         );
+        if shed.held > 0 || shed.unannounced > 0 {
+            log::warn!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
     }
 
     /// When the due STATUS may go out: soon when acks are urgent (a

@@ -526,39 +526,61 @@ impl Origin {
     }
 
     /// Frees at least `excess` bytes of [`Origin::memory`] if it holds
-    /// that much: the oldest cached runs first (only repairs need them),
-    /// then the held messages furthest ahead (they are repaired again, or
-    /// reported as a gap, like those a full hold-back buffer drops).
-    /// Returns (bytes, messages) freed.
-    pub fn shed(&mut self, excess: usize) -> (usize, u64) {
-        let (mut freed, mut msgs) = (0, 0);
-        while freed < excess {
+    /// that much: the oldest cached runs (only repairs need them), and
+    /// with `held`, then the held messages furthest ahead (they are
+    /// repaired again, or reported as a gap, like those a full hold-back
+    /// buffer drops). Returns what it freed.
+    pub fn shed(&mut self, excess: usize, held: bool) -> Shed {
+        let mut shed = Shed::default();
+        while shed.bytes < excess {
             let Some(run) = self.cache.pop_front() else {
                 break;
             };
             self.cache_bytes -= run.cost;
-            freed += run.cost + RUN_OVERHEAD;
-            msgs += run.last - run.first + 1;
+            shed.bytes += run.cost + RUN_OVERHEAD;
+            shed.cached += run.last - run.first + 1;
         }
-        while freed < excess {
+        while held && shed.bytes < excess {
             let Some((_, kept)) = self.held.pop_last() else {
                 break;
             };
             self.held_bytes -= kept.cost;
-            freed += kept.cost + HELD_OVERHEAD;
-            msgs += 1;
+            shed.bytes += kept.cost + HELD_OVERHEAD;
+            shed.held += 1;
         }
-        (freed, msgs)
+        shed
     }
 }
 
-/// What [`Origins::shed_to`] freed.
+/// What [`Origins::shed_to`] freed: bytes, and messages cached for
+/// repairs and held back, of members, and of origins no member announced.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Shed {
     pub bytes: usize,
-    pub msgs: u64,
-    /// Of origins no member announced.
-    pub unannounced_msgs: u64,
+    pub cached: u64,
+    pub held: u64,
+    pub unannounced: u64,
+}
+
+impl Shed {
+    /// Adds what another shedding freed.
+    pub fn merge(&mut self, other: Shed) {
+        self.bytes += other.bytes;
+        self.cached += other.cached;
+        self.held += other.held;
+        self.unannounced += other.unannounced;
+    }
+
+    /// Adds what one origin's [`Origin::shed`] freed.
+    fn add(&mut self, other: Shed, announced: bool) {
+        self.bytes += other.bytes;
+        if announced {
+            self.cached += other.cached;
+            self.held += other.held;
+        } else {
+            self.unannounced += other.cached + other.held;
+        }
+    }
 }
 
 /// The per-origin table, bounded to [`MAX_ORIGINS`] by least recent use.
@@ -649,10 +671,11 @@ impl Origins {
 
     /// Keeps what all origins hold within `budget` bytes of memory: a
     /// stranger inventing thousands of origins, each with a window of
-    /// held or cached lines, must not take gigabytes. Sheds first from
-    /// the origins that are not `kept` (no member announced them), then
-    /// from members, the one holding most first; never from `me` (only we
-    /// hold every line of ours a member lacks).
+    /// held or cached lines, must not take gigabytes. Sheds first all that
+    /// origins no member announced (not `kept`) hold, then the oldest runs
+    /// cached for members, and only then members' held messages (they
+    /// cost a repair each), the origin holding most first each time; never
+    /// `me`'s (only we hold every line of ours a member lacks).
     pub fn shed_to(&mut self, budget: usize, me: NodeId, kept: impl Fn(NodeId) -> bool) -> Shed {
         let mut shed = Shed::default();
         if self.memory <= budget {
@@ -671,17 +694,19 @@ impl Origins {
         // Not kept first, then the most memory first; ids break ties, so
         // that a simulation stays reproducible.
         victims.sort_unstable_by_key(|&(kept, memory, id)| (kept, std::cmp::Reverse(memory), id));
-        for (kept, _, id) in victims {
-            if self.memory <= budget {
-                break;
-            }
-            let origin = self.map.get_mut(&id).expect("listed");
-            let (bytes, msgs) = origin.shed(self.memory - budget);
-            self.memory -= bytes.min(self.memory);
-            shed.bytes += bytes;
-            shed.msgs += msgs;
-            if !kept {
-                shed.unannounced_msgs += msgs;
+        // Members' held messages only in a second pass.
+        for members_held in [false, true] {
+            for &(kept, _, id) in &victims {
+                if self.memory <= budget {
+                    return shed;
+                }
+                if members_held && !kept {
+                    continue;
+                }
+                let origin = self.map.get_mut(&id).expect("listed");
+                let freed = origin.shed(self.memory - budget, !kept || members_held);
+                self.memory -= freed.bytes.min(self.memory);
+                shed.add(freed, kept);
             }
         }
         shed
@@ -748,9 +773,39 @@ mod tests {
         assert_eq!(o.held.len(), 5, "the member's held lines stay");
         assert_eq!(o.cached(1, 10).len(), 5, "its oldest cached runs went");
         assert_eq!(o.cached(6, 10).len(), 5);
-        assert_eq!((shed.msgs, shed.unannounced_msgs), (20, 15));
+        assert_eq!((shed.cached, shed.held, shed.unannounced), (5, 0, 15));
         assert_eq!(shed.bytes, stranger + member - memory(&t, MEMBER));
         assert!(me + memory(&t, MEMBER) <= budget);
+    }
+
+    /// Members' held messages go only once no member has cached runs
+    /// left to drop: each costs a repair, a cached one costs nothing
+    /// until a neighbour asks (and the origin still has it). An honest
+    /// group of 17 senders at full speed lost held lines of the largest
+    /// holder while others' caches stayed, and slowed enough for members
+    /// to leave without a sender's last lines.
+    #[test]
+    fn members_held_messages_go_only_after_every_members_cached_runs() {
+        let mut t = Origins::default();
+        for (id, held, cached) in [(2, 20, 2), (3, 0, 10)] {
+            let o = t.entry(id, |_| true);
+            o.start_at(1);
+            for seq in 1..=cached {
+                let mut line = kept(100);
+                line.bytes = Arc::new([&[b'x'; 99][..], b"\n"].concat());
+                o.cache(Run::one(seq, true, &line, 0), 1 << 20);
+            }
+            for seq in cached + 2..cached + 2 + held {
+                o.hold(seq, kept(100));
+            }
+            let memory = o.memory();
+            t.grew(memory);
+        }
+        let total: usize = t.iter().map(|(_, o)| o.memory()).sum();
+        let shed = t.shed_to(total - 8 * (100 + RUN_OVERHEAD), 1, |_| true);
+        assert_eq!((shed.cached, shed.held, shed.unannounced), (8, 0, 0));
+        assert_eq!(t.get(2).unwrap().held.len(), 20);
+        assert_eq!(t.get(3).unwrap().cached(1, 10).len(), 4);
     }
 
     #[test]

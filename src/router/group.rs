@@ -11,8 +11,8 @@ use crate::dialer::{self, PROBE_TIMEOUT};
 use crate::event::Event;
 use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
 use crate::frame::{self, Frame, NodeId};
-use crate::mesh::{Action, Bytes, MsgRef, ProbeResult};
-use crate::outbox::{Batch, Close};
+use crate::mesh::{memory_budget, Action, Bytes, MsgRef, ProbeResult};
+use crate::outbox::{Batch, Close, HIGH_WATER};
 use crate::peer_cache;
 use crate::ratelog;
 use crate::shutdown::Cause;
@@ -232,8 +232,9 @@ impl Router {
                 reason,
             } => {
                 let name = self.name_of(origin);
-                let lost = last.saturating_sub(first) + 1;
-                self.books.gaps += lost;
+                // Saturating: a stranger's seqs may span nearly 2^64.
+                let lost = last.saturating_sub(first).saturating_add(1);
+                self.books.gaps = self.books.gaps.saturating_add(lost);
                 log::warn!(
                     "lost {} from {name} ({origin:016x}), seq {first} to {last}: {reason}",
                     plural(lost, "message")
@@ -328,9 +329,44 @@ impl Router {
                 msgs,
             }
         };
+        if !self.queue_has_room(entry, batch.bytes.len()) {
+            let (ip, name) = (entry.info.addr.ip(), entry.info.to_string());
+            ratelog::warn("frames not queued to", ip, || {
+                format!(
+                    "{name} is behind by more than a neighbour may be (its queue, or all \
+                     neighbours' queues together, over the bound): a frame of {} not queued \
+                     for it (it asks for them again, or is cut if it reads nothing)",
+                    plural(batch.msgs, "message")
+                )
+            });
+            return;
+        }
         if entry.outbox.push(batch) == Some(true) {
             self.full.insert(entry.info.conn);
         }
+    }
+
+    /// Whether `bytes` more may be queued for `entry`'s neighbour: its
+    /// queue stays within [`memory_budget`] (16 windows), and all queues
+    /// together within twice that. Relays never block, so nothing else
+    /// bounds a queue when lines come faster than a neighbour reads them
+    /// and no window holds their sender back: an invented sender's lines
+    /// relayed to a neighbour that reads slowly took a node to 1.5 GB, and
+    /// repair answers to 60 strangers that read nothing to 457 MB
+    /// (attack15 F1, F2). Honest senders' windows keep an honest queue far
+    /// below this unless more than 16 send at full speed at once; what is
+    /// not queued, the neighbour repairs as any hole.
+    fn queue_has_room(&self, entry: &super::peers::Entry, bytes: usize) -> bool {
+        let cap = memory_budget(self.node.config.window);
+        let queued = entry.outbox.ledger().1;
+        if queued + bytes > cap {
+            return false;
+        }
+        if queued + bytes <= HIGH_WATER {
+            return true;
+        }
+        let all: usize = self.peers.values().map(|e| e.outbox.ledger().1).sum();
+        all + bytes <= 2 * cap
     }
 
     /// The mesh trims a neighbour: PEERS with other members, then BYE.

@@ -539,9 +539,82 @@ fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound
     );
     eprintln!("{what}");
     assert!(grown < 40 * 1024, "{what}");
-    a.wait_log("held back or cached for repair");
+    a.wait_log("over the node-wide bound");
     b.send(b"still here\n");
     let got = texts(&a.wait_lines(SENDERS as usize + 2));
     assert_eq!(got.last().map(String::as_str), Some("still here"));
     drop(mallory);
+}
+
+/// A stranger relays lines of an invented sender, in order, faster than
+/// another neighbour reads them: no window holds such a sender back, and
+/// relays never block, so the queue for the slow neighbour grew with
+/// every byte (1.5 GB in 30 s, attack15 F1). A neighbour's queue is now
+/// bounded (16 windows, at least 16 MiB), as are all queues together;
+/// the node says what it did not queue, and prints every line itself.
+#[test]
+#[cfg(target_os = "linux")]
+fn lines_relayed_to_a_neighbour_that_reads_nothing_queue_within_a_bound() {
+    const LINES: usize = 150_000;
+    const LEN: usize = 1000;
+    let mut a = node("a")
+        .args(&[
+            "--window",
+            "256K",
+            "--max-frame",
+            "65536",
+            "--stall-timeout",
+            "120",
+            "-f",
+            "plain",
+        ])
+        .raw_stdout()
+        .start();
+    let mut stdout = a.take_stdout();
+    let (tx, rx) = bounded(1);
+    thread::spawn(move || {
+        let mut chunk = vec![0u8; 1 << 16];
+        let (mut lines, mut tail) = (0usize, Vec::new());
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            lines += chunk[..n].iter().filter(|&&b| b == b'\n').count();
+            tail.extend_from_slice(&chunk[..n]);
+            if tail.windows(7).any(|w| w == b"marker\n") {
+                let _ = tx.send(lines);
+            }
+            tail.drain(..tail.len().saturating_sub(6));
+        }
+    });
+    // Reads nothing, ever.
+    let _mute = RawPeer::handshake_as(&a, "mute", 0x6d75_7465);
+    let mut mallory = RawPeer::handshake_as(&a, "mallory", 0x6d61_6c6c);
+    let before = a.rss_kib();
+    let line = vec![b'x'; LEN - 1];
+    let mut frames = Vec::new();
+    let mut seq = 1;
+    for _ in 0..LINES / 50 {
+        let run = vec![&line[..]; 50];
+        frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, &run);
+        seq += 50;
+        if frames.len() > 1 << 20 {
+            mallory.send(&frames);
+            frames.clear();
+        }
+    }
+    frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, &[b"marker"]);
+    mallory.send(&frames);
+    let printed = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a printed the marker line");
+    assert_eq!(printed, LINES + 1, "a printed every line once");
+    let grown = a.rss_kib().saturating_sub(before);
+    let what = format!(
+        "{} MB relayed to a neighbour that reads nothing grew the node by {grown} KiB",
+        LINES * LEN / 1_000_000
+    );
+    eprintln!("{what}");
+    assert!(grown < 64 * 1024, "{what}");
+    a.wait_log("not queued for it");
 }
