@@ -23,8 +23,8 @@ impl Mesh {
         let Some(n) = self.neighbours.get_mut(&conn) else {
             return false;
         };
-        n.answers.retain(|a| Arc::strong_count(a) > 1);
-        let queued: usize = n.answers.iter().map(|a| a.len()).sum();
+        n.answers.retain(|(a, _)| a.strong_count() > 0);
+        let queued: usize = n.answers.iter().map(|(_, len)| len).sum();
         if queued >= window {
             log::debug!(
                 "REPAIR from connection {conn} not answered: {queued} bytes of earlier \
@@ -38,7 +38,7 @@ impl Mesh {
     /// Keeps track of an answer queued for `conn` (see [`Mesh::repair_room`]).
     pub(super) fn answered(&mut self, conn: Conn, answer: &Bytes) {
         if let Some(n) = self.neighbours.get_mut(&conn) {
-            n.answers.push(answer.clone());
+            n.answers.push((Arc::downgrade(answer), answer.len()));
         }
     }
 

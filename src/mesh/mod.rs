@@ -328,7 +328,10 @@ struct Neighbour {
     on_cycle: Option<Instant>,
     /// REPAIR answers we queued for it, while its writer still holds them
     /// (see `lost.rs`, `repair_room`).
-    answers: Vec<Bytes>,
+    /// Weak: an answer the router did not queue (its queue was over the
+    /// bound) must not stay alive here (attack15 F2: 60 neighbours that
+    /// read nothing kept 3.8 MB each).
+    answers: Vec<(std::sync::Weak<Vec<u8>>, usize)>,
 }
 
 /// The state machine. See the module documentation.

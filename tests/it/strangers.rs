@@ -618,3 +618,57 @@ fn lines_relayed_to_a_neighbour_that_reads_nothing_queue_within_a_bound() {
     assert!(grown < 64 * 1024, "{what}");
     a.wait_log("not queued for it");
 }
+
+/// Neighbours that read nothing each ask for a whole cache again and
+/// again (REPAIR and GRAFT). One answer waits for each at a time, but
+/// each is a copy of up to a window: 60 of them took a node to 457 MB,
+/// and a node kept the answers its queues no longer took alive (attack15
+/// F2). All queues together are now bounded (twice 16 windows), and an
+/// answer not queued is freed.
+#[test]
+#[cfg(target_os = "linux")]
+fn repair_answers_to_many_neighbours_that_read_nothing_stay_within_the_queue_bound() {
+    const GREEDY: u64 = 40;
+    const ORIGIN: u64 = 0x1_0002;
+    let a = node("a").start();
+    let mut mallory = RawPeer::handshake_as(&a, "mallory", 0x6d61_6c6c);
+    // About 3.8 MB cached for repairs: most of a window.
+    let line = vec![b'z'; 999];
+    let mut frames = Vec::new();
+    for i in 0..64 {
+        frame::put_run(&mut frames, ORIGIN, 1 + i * 60, 1, 16, &vec![&line[..]; 60]);
+    }
+    mallory.send(&frames);
+    assert_eq!(a.wait_lines(3840).len(), 3840);
+    let before = a.rss_kib();
+    let mut asks = Vec::new();
+    for _ in 0..5 {
+        let graft = Frame::Graft {
+            origin: ORIGIN,
+            from_seq: 1,
+            to_seq: u64::MAX,
+        };
+        let repair = Frame::Repair {
+            origin: ORIGIN,
+            from_seq: 1,
+            to_seq: 3840,
+        };
+        asks.extend_from_slice(&graft.to_bytes());
+        asks.extend_from_slice(&repair.to_bytes());
+    }
+    let greedy: Vec<RawPeer> = (0..GREEDY)
+        .map(|i| {
+            let mut peer = RawPeer::handshake_as(&a, &format!("greedy{i}"), 0x9eed_0000 + i);
+            peer.send(&asks);
+            peer
+        })
+        .collect();
+    assert!(readers_idle(a.pid), "a's readers were still busy");
+    let grown = a.rss_kib().saturating_sub(before);
+    let what = format!(
+        "{GREEDY} neighbours that read nothing asking for 3.8 MB each grew the node by {grown} KiB"
+    );
+    eprintln!("{what}");
+    assert!(grown < 200 * 1024, "{what}");
+    drop(greedy);
+}
