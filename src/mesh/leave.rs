@@ -39,9 +39,16 @@ pub const FLAG_FINAL: u8 = 4;
 /// it leaves once its lines are acknowledged. Members leaving themselves
 /// keep relaying for it meanwhile (see [`Mesh::others_leaving`]).
 pub const FLAG_DRAINING: u8 = 8;
-/// STATUS flags bit 4, with bit 3: lines it read still wait for room in its
-/// window, so more of its lines are coming. A node about to leave waits
-/// for them (see [`Mesh::caught_up`]).
+/// STATUS flags bit 4: lines it read still wait for room in its window, or
+/// its window is more than three quarters full, or its stdin waits for a
+/// neighbour's queue to drain (its stdin is read only as the window and
+/// the queues have room, so a member sending a file at full speed rarely
+/// has lines waiting): more of its lines are coming. A node about to leave waits for them
+/// (see [`Mesh::caught_up`], within the router's bound). Before, only a
+/// member whose stdin had ended (bit 3) said so; a member still reading
+/// whose window was full said nothing, and under load (every window full
+/// for 100 ms) members that had finished took themselves for caught up and
+/// left without half its lines (attack15 F3).
 pub const FLAG_SENDING: u8 = 16;
 
 /// How long no line may have arrived (or gone out) before a node counts
@@ -85,8 +92,8 @@ impl Mesh {
     /// and written out: for each live member that sent lines, nothing
     /// missing up to what its STATUS says it sent, nothing held back, and
     /// (when acknowledging what was printed) everything delivered printed;
-    /// and no line arrived for `LEAVE_QUIET`, and no live member whose
-    /// stdin ended still has lines waiting to go out (`FLAG_SENDING`).
+    /// and no line arrived for `LEAVE_QUIET`, and no live member still has
+    /// lines it read waiting for its window (`FLAG_SENDING`).
     pub fn caught_up(&self, now: Instant) -> bool {
         if now.saturating_duration_since(self.last_activity) < LEAVE_QUIET {
             return false;
@@ -143,6 +150,18 @@ impl Mesh {
         }
     }
 
+    /// The router reads no more of our stdin (which has not ended) until a
+    /// neighbour's queue drains: more of our lines are coming.
+    pub fn stdin_held_by_queues(&mut self, held: bool) {
+        self.stdin_held = held;
+    }
+
+    /// Whether a live member says lines it read wait for room in its
+    /// window (`FLAG_SENDING`): more of its lines are coming.
+    pub fn members_sending(&self) -> bool {
+        self.members.values().any(|m| m.up && m.sending)
+    }
+
     /// Our stdin ended under `--exit-on-eof`: we leave once our lines are
     /// acknowledged, and our next STATUS (soon) says so.
     pub fn draining(&mut self) {
@@ -169,9 +188,10 @@ impl Mesh {
         }
         if self.leaving.draining {
             flags |= FLAG_DRAINING;
-            if self.own.waiting() > 0 {
-                flags |= FLAG_SENDING;
-            }
+        }
+        let window_full = self.own.room() < self.cfg.window / 4;
+        if self.own.waiting() > 0 || window_full || self.stdin_held {
+            flags |= FLAG_SENDING;
         }
         flags
     }
@@ -200,7 +220,7 @@ impl Mesh {
 pub(super) fn note_flags(m: &mut Member, flags: u8) {
     m.left_final = flags & FLAG_LEAVING != 0 && flags & FLAG_FINAL != 0;
     m.draining = flags & FLAG_DRAINING != 0;
-    m.sending = m.draining && flags & FLAG_SENDING != 0;
+    m.sending = flags & FLAG_SENDING != 0;
 }
 
 #[cfg(test)]
@@ -429,8 +449,39 @@ mod tests {
         assert!(st.iter().any(|s| s.flags & FLAG_DRAINING != 0), "{st:?}");
     }
 
+    /// A member sending a file at full speed rarely has lines waiting: its
+    /// stdin is read only as its window and its neighbours' queues have
+    /// room. A window over three quarters full, or stdin held back by a
+    /// full queue, says more lines are coming too.
     #[test]
-    fn a_node_is_not_caught_up_while_a_member_whose_stdin_ended_has_lines_waiting() {
+    fn a_full_window_or_stdin_held_by_queues_says_more_lines_are_coming() {
+        let (mut m, t0) = mesh(1);
+        // A member that owes acknowledgements.
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
+        let mut buf = Vec::new();
+        // 80 lines of 100 bytes: 9760 of a 10,000-byte window.
+        frame::put_run(&mut buf, ME, 1, 1, 16, &[&[b'x'; 99][..]; 80]);
+        m.local(t0, &Arc::new(buf), 1, 80);
+        assert_eq!(m.waiting_lines(), 0);
+        m.tick(t0 + LEAVE_QUIET);
+        let st = statuses(&drain(&mut m));
+        assert!(st.iter().any(|s| s.flags & FLAG_SENDING != 0), "{st:?}");
+        let (mut m, t0) = mesh(1);
+        m.stdin_held_by_queues(true);
+        m.tick(t0 + Duration::from_secs(2));
+        let st = statuses(&drain(&mut m));
+        assert!(st.iter().all(|s| s.flags & FLAG_SENDING != 0), "{st:?}");
+        m.stdin_held_by_queues(false);
+        m.tick(t0 + Duration::from_secs(4));
+        let st = statuses(&drain(&mut m));
+        assert!(
+            !st.is_empty() && st.iter().all(|s| s.flags & FLAG_SENDING == 0),
+            "{st:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_is_not_caught_up_while_a_member_has_lines_waiting_for_its_window() {
         let (mut m, t0) = mesh(1);
         let later = t0 + LEAVE_QUIET;
         let sending = FLAG_DRAINING | FLAG_SENDING;
@@ -442,13 +493,24 @@ mod tests {
             &Frame::Status(status(7, 2, 0, FLAG_DRAINING, Vec::new())),
         );
         assert!(m.caught_up(later));
-        // Our own STATUS says so while our lines wait for the window.
+        // A member still reading stdin, its window full (attack15 F3: under
+        // load members that had finished left without half its lines).
+        let full = FLAG_SENDING;
+        m.on_frame(t0, 1, &Frame::Status(status(7, 3, 0, full, Vec::new())));
+        assert!(!m.caught_up(later), "7 has more lines coming");
+        m.on_frame(t0, 1, &Frame::Status(status(7, 4, 0, 0, Vec::new())));
+        assert!(m.caught_up(later));
+        // Our own STATUS says so while our lines wait for the window,
+        // whether our stdin ended or not.
         let mut buf = Vec::new();
         frame::put_run(&mut buf, ME, 1, 1, 16, &[&[b'x'; 100][..]; 200]);
         m.local(t0, &Arc::new(buf), 1, 200);
         assert!(m.waiting_lines() > 0, "beyond the window");
-        m.draining();
         m.tick(later);
+        let st = statuses(&drain(&mut m));
+        assert!(st.iter().any(|s| s.flags == FLAG_SENDING), "{st:?}");
+        m.draining();
+        m.tick(later + Duration::from_millis(10));
         let st = statuses(&drain(&mut m));
         assert!(st.iter().any(|s| s.flags & FLAG_SENDING != 0), "{st:?}");
     }

@@ -368,6 +368,9 @@ pub struct Mesh {
     /// Per origin, which neighbours get its messages (the broadcast tree).
     tree: Tree,
     own: Own,
+    /// The router reads no stdin until a neighbour's queue drains, and
+    /// stdin has not ended (see [`Mesh::stdin_held_by_queues`]).
+    stdin_held: bool,
     /// Our final acknowledgements once we left with them (`leave.rs`).
     leaving: Leaving,
     dial: DialPolicy,
@@ -451,6 +454,7 @@ impl Mesh {
         let keepalive = cfg.keepalive;
         Mesh {
             own: Own::new(cfg.window),
+            stdin_held: false,
             cfg,
             actions: VecDeque::new(),
             rng,

@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::event::{ConnId, InFrame, Inbound, Line, Lines, Output};
 use crate::frame::{self, Frame, NodeId};
 use crate::mesh::{memory_budget, Action, Bytes, MsgRef, ProbeResult};
-use crate::outbox::{Batch, Close, HIGH_WATER};
+use crate::outbox::{Batch, Close};
 use crate::peer_cache;
 use crate::ratelog;
 use crate::shutdown::Cause;
@@ -333,9 +333,9 @@ impl Router {
             let (ip, name) = (entry.info.addr.ip(), entry.info.to_string());
             ratelog::warn("frames not queued to", ip, || {
                 format!(
-                    "{name} is behind by more than a neighbour may be (its queue, or all \
-                     neighbours' queues together, over the bound): a frame of {} not queued \
-                     for it (it asks for them again, or is cut if it reads nothing)",
+                    "{name} is behind by more than a neighbour may be (its queue over the \
+                     bound): a frame of {} not queued for it (it asks for them again, or is \
+                     cut if it reads nothing)",
                     plural(batch.msgs, "message")
                 )
             });
@@ -347,26 +347,21 @@ impl Router {
     }
 
     /// Whether `bytes` more may be queued for `entry`'s neighbour: its
-    /// queue stays within [`memory_budget`] (16 windows), and all queues
-    /// together within twice that. Relays never block, so nothing else
-    /// bounds a queue when lines come faster than a neighbour reads them
-    /// and no window holds their sender back: an invented sender's lines
-    /// relayed to a neighbour that reads slowly took a node to 1.5 GB, and
-    /// repair answers to 60 strangers that read nothing to 457 MB
-    /// (attack15 F1, F2). Honest senders' windows keep an honest queue far
-    /// below this unless more than 16 send at full speed at once; what is
-    /// not queued, the neighbour repairs as any hole.
+    /// queue stays within a window per live member and two more (what
+    /// honest senders may have in flight to it: each waits for its
+    /// acknowledgement), and at least [`memory_budget`] (16 windows).
+    /// Relays never block, so nothing else bounds a queue when lines come
+    /// faster than a neighbour reads them and no window holds their sender
+    /// back: an invented sender's lines relayed to a neighbour that reads
+    /// slowly took a node to 1.5 GB (attack15 F1). What is not queued, the
+    /// neighbour repairs as any hole. (A bound of 16 windows alone, and
+    /// twice that for all queues, dropped honest lines in a group of 20
+    /// senders at full speed, and members left before they had them.)
     fn queue_has_room(&self, entry: &super::peers::Entry, bytes: usize) -> bool {
-        let cap = memory_budget(self.node.config.window);
-        let queued = entry.outbox.ledger().1;
-        if queued + bytes > cap {
-            return false;
-        }
-        if queued + bytes <= HIGH_WATER {
-            return true;
-        }
-        let all: usize = self.peers.values().map(|e| e.outbox.ledger().1).sum();
-        all + bytes <= 2 * cap
+        let window = self.node.config.window;
+        let members = self.mesh.live_members() + 2;
+        let cap = memory_budget(window).max(window.saturating_mul(members));
+        entry.outbox.ledger().1 + bytes <= cap
     }
 
     /// The mesh trims a neighbour: PEERS with other members, then BYE.

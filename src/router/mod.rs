@@ -302,6 +302,10 @@ impl Router {
         // With the gate shut, stdin is watched only for its end: a chunk can
         // still slip in (the stdin thread's one-byte look ahead, or a read
         // under way when the last peer left), and then waits in `unsent`.
+        // Stdin waits for a neighbour's queue to drain: more of our lines
+        // are coming, which our STATUS says (`FLAG_SENDING`).
+        self.mesh
+            .stdin_held_by_queues(self.stdin_open && !self.full.is_empty());
         let takes_stdin = self.stdin_open
             && !self.stopping
             && self.settle_by.is_none()

@@ -91,7 +91,11 @@ impl Router {
     /// Whether the node may leave now, at the end of stdin, and with
     /// final acknowledgements (`mesh::leave`). First it waits until it is
     /// caught up (lines still on their way to it printed), at most
-    /// `catch_up`. Then it stops printing (what arrives from now on is
+    /// `catch_up`, or while a member says lines it read wait for its
+    /// window, at most `--stall-timeout`: when a whole group sends files
+    /// and exits together, under load members that had finished left
+    /// after 2 s without half of the others' files (attack15 F3,
+    /// attack16 F1). Then it stops printing (what arrives from now on is
     /// counted, not delivered) and waits until the stdout thread has
     /// written out every message it was handed, at most [`DRAIN_WAIT`];
     /// then what that thread printed goes to the mesh, so that the final
@@ -105,15 +109,17 @@ impl Router {
             None => {
                 let leave_by = *self.leave_by.get_or_insert(now + catch_up);
                 let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
-                if !caught_up && now < leave_by {
+                let longest = leave_by - catch_up + self.node.config.stall_timeout;
+                let others_send = self.mesh.members_sending() && now < longest;
+                if !caught_up && (now < leave_by || others_send) {
                     return None;
                 }
                 log::info!("every member that was owed a line has it, or is gone");
                 if !caught_up {
                     log::warn!(
-                        "lines were still on their way to this node after {}s: \
+                        "lines were still on their way to this node after {:.0}s: \
                          leaving without printing more",
-                        catch_up.as_secs()
+                        (now - (leave_by - catch_up)).as_secs_f64()
                     );
                 }
                 self.mesh.stop_printing();

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A whole group sends files and exits together: N nodes on 127.0.0.1, each
+# joining through a random earlier one, each piping LINES numbered lines of
+# 200 bytes with --exit-on-eof --wait-members N-1. Checks that every node
+# exits 0 and prints every other node's lines once each, in order.
+#
+#   scripts/group-exit.sh [N] [LINES] [BASEPORT]     (defaults: 20 30000 29500)
+#
+# PEERCAT_BIN picks the binary (default: target/release/peercat).
+set -euo pipefail
+n=${1:-20}
+lines=${2:-30000}
+base=${3:-29500}
+bin=${PEERCAT_BIN:-target/release/peercat}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+for ((i = 0; i < n; i++)); do
+  awk -v i="$i" -v lines="$lines" 'BEGIN {
+    pad = sprintf("%200s", ""); gsub(/ /, "z", pad)
+    for (s = 1; s <= lines; s++) {
+      head = sprintf("n%d-%d-", i, s)
+      print head substr(pad, 1, 200 - length(head))
+    }
+  }' > "$dir/in$i"
+done
+for ((i = 0; i < n; i++)); do
+  peer=()
+  if ((i > 0)); then peer=("127.0.0.1:$((base + RANDOM % i))"); fi
+  (
+    rc=0
+    timeout 120 "$bin" -l "127.0.0.1:$((base + i))" -n "n$i" --exit-on-eof \
+      --wait-members $((n - 1)) "${peer[@]}" < "$dir/in$i" 2> "$dir/log$i" || rc=$?
+    echo "$rc" > "$dir/rc$i"
+  ) | awk -F- '{ n[$1]++; if ($2 != last[$1] + 1) bad[$1]++; last[$1] = $2 }
+      END { for (k in n) print k, n[k], last[k], bad[k] + 0 }' > "$dir/got$i" &
+done
+wait
+imperfect=0
+for ((i = 0; i < n; i++)); do
+  rc=$(cat "$dir/rc$i")
+  senders=$(wc -l < "$dir/got$i")
+  wrong=$(awk -v l="$lines" '$2 != l || $3 != l || $4 != 0' "$dir/got$i" | wc -l)
+  if [[ $rc != 0 || $wrong != 0 || $senders != $((n - 1)) ]]; then
+    imperfect=$((imperfect + 1))
+    echo "n$i: exit $rc, lines from $senders senders, $wrong of them incomplete or out of order"
+  fi
+done
+echo "$n nodes x $lines lines: $imperfect not perfect"
+((imperfect == 0))
