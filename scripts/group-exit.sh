@@ -6,12 +6,14 @@
 #
 #   scripts/group-exit.sh [N] [LINES] [BASEPORT]     (defaults: 20 30000 29500)
 #
-# PEERCAT_BIN picks the binary (default: target/release/peercat).
+# PEERCAT_BIN picks the binary (default: target/release/peercat);
+# PEERCAT_ARGS adds options to every node (e.g. "--stall-timeout 60").
 set -euo pipefail
 n=${1:-20}
 lines=${2:-30000}
 base=${3:-29500}
 bin=${PEERCAT_BIN:-target/release/peercat}
+read -r -a extra <<< "${PEERCAT_ARGS:-}"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 for ((i = 0; i < n; i++)); do
@@ -29,7 +31,7 @@ for ((i = 0; i < n; i++)); do
   (
     rc=0
     timeout 120 "$bin" -l "127.0.0.1:$((base + i))" -n "n$i" --exit-on-eof \
-      --wait-members $((n - 1)) "${peer[@]}" < "$dir/in$i" 2> "$dir/log$i" || rc=$?
+      --wait-members $((n - 1)) "${extra[@]}" "${peer[@]}" < "$dir/in$i" 2> "$dir/log$i" || rc=$?
     echo "$rc" > "$dir/rc$i"
   ) | awk -F- '{ n[$1]++; if ($2 != last[$1] + 1) bad[$1]++; last[$1] = $2 }
       END { for (k in n) print k, n[k], last[k], bad[k] + 0 }' > "$dir/got$i" &

@@ -156,6 +156,26 @@ impl Mesh {
         self.stdin_held = held;
     }
 
+    /// Reports, as this node stops, every other origin's lines it knows
+    /// were sent and never delivered (a hole not yet repaired or given up,
+    /// lines held back behind it, lines a STATUS announced that never
+    /// came): a node stopped while it lacked them must not end its output
+    /// as if it had everything (attack16 F3: a member resumed after a stop
+    /// printed half a sender's lines and stopped, with no gap).
+    pub fn report_undelivered_at_exit(&mut self) {
+        let me = self.cfg.id;
+        let mut missing: Vec<(NodeId, u64, u64)> = self
+            .origins
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(id, o)| o.undelivered().map(|(first, last)| (*id, first, last)))
+            .collect();
+        missing.sort_unstable();
+        for (origin, first, last) in missing {
+            self.gap(origin, first, last, "not received before this node stopped");
+        }
+    }
+
     /// Whether a live member says lines it read wait for room in its
     /// window (`FLAG_SENDING`): more of its lines are coming.
     pub fn members_sending(&self) -> bool {

@@ -239,6 +239,26 @@ impl Mesh {
         });
     }
 
+    /// Greets again a neighbour that came back after we took it for down
+    /// (stopped, or cut by another neighbour, its link to us kept): it
+    /// missed the goodbyes and STATUS frames of that time, as a node
+    /// linking up after a break does, and without them it did not know how
+    /// far a sender that left got, and silently printed no more of its
+    /// lines (attack16 F3). At most once a keepalive per link.
+    fn regreet(&mut self, now: Instant, id: NodeId) {
+        let keepalive = self.cfg.keepalive;
+        let Some((&conn, n)) = self.neighbours.iter_mut().find(|(_, n)| n.node == id) else {
+            return;
+        };
+        if n.regreeted
+            .is_some_and(|at| now.saturating_duration_since(at) < keepalive)
+        {
+            return;
+        }
+        n.regreeted = Some(now);
+        self.greet(now, conn);
+    }
+
     /// The leaving STATUS of the members that left most lately (at most
     /// [`GREET_LEFT`]), for a greeting: a node linking up after a break
     /// (stopped, cut, partitioned) missed their goodbye. Told, it knows
@@ -533,6 +553,7 @@ impl Mesh {
 
     fn merge_status(&mut self, now: Instant, status: &Status, bytes: Bytes) {
         let id = status.member;
+        let known = self.members.get(&id).is_some();
         let in_reach = status.hops <= self.cfg.ttl;
         let owed_from = self.own.last_seq + 1;
         let last = self.own.last_seq;
@@ -586,6 +607,9 @@ impl Mesh {
                 name,
                 addrs: addrs.clone(),
             });
+            if known && status.hops == 1 {
+                self.regreet(now, id);
+            }
         }
         for addr in addrs {
             self.dial.learn(addr, Some(id), now);

@@ -332,6 +332,9 @@ struct Neighbour {
     /// bound) must not stay alive here (attack15 F2: 60 neighbours that
     /// read nothing kept 3.8 MB each).
     answers: Vec<(std::sync::Weak<Vec<u8>>, usize)>,
+    /// When we last greeted it again because it came back (see
+    /// `members.rs`, `merge_status`): at most once a keepalive.
+    regreeted: Option<Instant>,
 }
 
 /// The state machine. See the module documentation.
@@ -521,6 +524,7 @@ impl Mesh {
                 lets_us_go: false,
                 on_cycle: None,
                 answers: Vec::new(),
+                regreeted: None,
             },
         );
         self.greet(now, conn);

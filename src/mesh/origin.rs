@@ -369,6 +369,18 @@ impl Origin {
         Some((seq, kept))
     }
 
+    /// Every seq from `next` up to the last one known to be sent (held
+    /// back, or what the origin's STATUS said): what this node has not
+    /// delivered, if anything.
+    pub fn undelivered(&self) -> Option<(u64, u64)> {
+        if self.next == 0 {
+            return None;
+        }
+        let held = self.held.keys().next_back().copied().unwrap_or(0);
+        let last = self.known_sent.max(held);
+        (last >= self.next).then_some((self.next, last))
+    }
+
     /// The lowest held seq, if any.
     pub fn first_held(&self) -> Option<u64> {
         self.held.keys().next().copied()

@@ -711,6 +711,81 @@ fn a_greeting_tells_a_new_neighbour_who_left_and_how_far_their_lines_went() {
     assert_eq!(gaps(&all), [(7, 3, 5)]);
 }
 
+/// A neighbour we took for down (stopped, cut by another neighbour) that
+/// comes back over the link it kept is greeted again: it missed the
+/// goodbyes of that time (here 7's, which sent 5 lines), and without them
+/// it never knew how far 7 got, and silently printed no more of its lines
+/// (attack16 F3). Not again within a keepalive.
+#[test]
+fn a_neighbour_that_comes_back_is_greeted_again_with_who_left() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    on_status(&mut m, t0, 1, status(101, 1, 1, 0));
+    on_status(&mut m, t0, 2, status(7, 1, 1, 0));
+    let leaving = Status {
+        flags: FLAG_LEAVING,
+        ..status(7, 2, 1, 5)
+    };
+    on_status(&mut m, t0, 2, leaving);
+    let down = |seq| Frame::Down {
+        member: 101,
+        status_seq: seq,
+        hops: 1,
+        ttl: 16,
+        reason: b"cut: accepted nothing for 10s",
+    };
+    m.on_frame(t0, 2, &down(1));
+    assert_eq!(
+        member_events(&drain(&mut m)),
+        ["down 65: cut: accepted nothing for 10s"]
+    );
+    let back = on_status(&mut m, t0, 1, status(101, 2, 1, 0));
+    assert_eq!(member_events(&back), ["up 65"]);
+    let told = statuses_sent(&back);
+    assert!(
+        told.iter().any(|(to, s)| *to == 1
+            && s.member == 7
+            && s.flags & FLAG_LEAVING != 0
+            && s.sent_seq == 5),
+        "{told:?}"
+    );
+    m.on_frame(t0, 2, &down(2));
+    drain(&mut m);
+    let again = on_status(
+        &mut m,
+        t0 + Duration::from_millis(500),
+        1,
+        status(101, 3, 1, 0),
+    );
+    assert!(
+        statuses_sent(&again)
+            .iter()
+            .all(|(to, s)| *to != 1 || s.member != 7),
+        "greeted twice within a keepalive"
+    );
+}
+
+/// A node that stops while it lacks lines it knows were sent (a hole,
+/// lines held back behind it, lines a STATUS announced) reports them as a
+/// gap, so that its output never ends as if it had everything (attack16
+/// F3); an origin it has all of, nothing.
+#[test]
+fn lines_known_sent_and_never_delivered_are_reported_when_the_node_stops() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    on_status(&mut m, t0, 1, status(8, 1, 1, 0));
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 3, 1, 16), (8, 1, 1, 16)],
+    );
+    on_status(&mut m, t0, 1, status(7, 2, 1, 6));
+    m.report_undelivered_at_exit();
+    let reports = gap_reports(&drain(&mut m));
+    let reason = "not received before this node stopped".to_owned();
+    assert_eq!(reports, [(7, 2, 6, reason)]);
+}
+
 #[test]
 fn a_member_silent_for_three_keepalives_is_down() {
     let (mut m, t0) = with_neighbours(config(), 1);

@@ -656,6 +656,7 @@ impl Router {
         // Lines that arrived after we stopped printing to leave: `gap`
         // events, before the last events go to stdout.
         self.mesh.report_dropped_after_leaving();
+        self.mesh.report_undelivered_at_exit();
         while let Some(action) = self.mesh.poll_action() {
             if let action @ crate::mesh::Action::Gap { .. } = action {
                 self.act(action);

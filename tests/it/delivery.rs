@@ -1266,3 +1266,36 @@ fn count_after(line: &str, marker: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count after {marker:?} in {line:?}"))
 }
+
+/// A node stopped (Ctrl-C) while it lacks lines it knows were sent prints
+/// them as a gap before it exits: its output never ends as if it had
+/// everything (attack16 F3: a member resumed after a stop printed half a
+/// sender's lines, then nothing, and no gap).
+#[test]
+fn a_node_stopped_while_lines_are_missing_reports_them_as_a_gap() {
+    let mut a = node("a").args(&["-f", "json"]).start();
+    let mut mallory = RawPeer::handshake_as(&a, "mallory", 0x6d61_6c6c);
+    let msg = |seq, payload: &'static [u8]| Frame::Msg {
+        origin: 0x6d61_6c6c,
+        seq,
+        hops: 1,
+        ttl: 16,
+        payload,
+    };
+    // Seq 2 never comes; 3 waits behind it.
+    mallory.send(&msg(1, b"one").to_bytes());
+    mallory.send(&msg(3, b"three").to_bytes());
+    assert_eq!(a.wait_lines(1).len(), 1);
+    a.signal("INT");
+    assert_eq!(a.expect_exit(DEADLINE).code(), Some(0));
+    let lines = texts(&a.wait_lines(2));
+    let gap = lines
+        .iter()
+        .find(|l| l.contains("\"type\":\"gap\""))
+        .unwrap_or_else(|| panic!("no gap printed: {lines:?}"));
+    assert!(
+        gap.contains("\"first_seq\":2,\"last_seq\":3")
+            && gap.contains("not received before this node stopped"),
+        "{gap}"
+    );
+}

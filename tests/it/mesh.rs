@@ -1848,6 +1848,10 @@ fn a_whole_group_sending_files_and_exiting_together_gets_everything() {
     let out = std::process::Command::new("bash")
         .args([script, "20", "30000", "29500"])
         .env("PEERCAT_BIN", env!("CARGO_BIN_EXE_peercat"))
+        // A leaving node waits for members still sending at most this
+        // long: room for a loaded CI machine (the build before the fix
+        // failed at any stall timeout: it waited 2 s at most).
+        .env("PEERCAT_ARGS", "--stall-timeout 60")
         .output()
         .expect("run scripts/group-exit.sh");
     let text = String::from_utf8_lossy(&out.stdout);
