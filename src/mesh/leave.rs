@@ -51,6 +51,10 @@ pub const FLAG_DRAINING: u8 = 8;
 /// left without half its lines (attack15 F3).
 pub const FLAG_SENDING: u8 = 16;
 
+/// A member whose lines arrived this recently, and whose stdin has not
+/// ended, is still sending ([`Mesh::members_sending`]).
+const SENDING_LATELY: Duration = Duration::from_secs(1);
+
 /// How long no line may have arrived (or gone out) before a node counts
 /// as caught up: a member still sending streams lines that are owed to us
 /// until it hears that we left; waiting for a pause (within the router's
@@ -176,10 +180,22 @@ impl Mesh {
         }
     }
 
-    /// Whether a live member says lines it read wait for room in its
-    /// window (`FLAG_SENDING`): more of its lines are coming.
-    pub fn members_sending(&self) -> bool {
-        self.members.values().any(|m| m.up && m.sending)
+    /// Whether more lines of a live member are coming: it says so
+    /// (`FLAG_SENDING`), or its stdin has not ended (no `FLAG_DRAINING`)
+    /// and its lines arrived within [`SENDING_LATELY`]. The flag alone
+    /// missed a member starved of CPU between its STATUS frames: in a
+    /// group of 20 exiting together on a loaded machine, the others left
+    /// without its last lines.
+    pub fn members_sending(&self, now: Instant) -> bool {
+        self.members.iter().any(|(id, m)| {
+            let lately = || {
+                self.origins
+                    .get(*id)
+                    .and_then(|o| o.last_arrival)
+                    .is_some_and(|at| now.saturating_duration_since(at) < SENDING_LATELY)
+            };
+            m.up && (m.sending || (!m.draining && lately()))
+        })
     }
 
     /// Our stdin ended under `--exit-on-eof`: we leave once our lines are
@@ -498,6 +514,22 @@ mod tests {
             !st.is_empty() && st.iter().all(|s| s.flags & FLAG_SENDING == 0),
             "{st:?}"
         );
+    }
+
+    /// A member whose stdin has not ended and whose lines arrived within a
+    /// second is still sending, flag or not; one whose stdin ended is
+    /// not, unless it says so.
+    #[test]
+    fn a_member_whose_lines_arrived_lately_and_whose_stdin_goes_on_is_still_sending() {
+        let (mut m, t0) = mesh(1);
+        m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
+        assert!(!m.members_sending(t0), "nothing of it arrived");
+        feed(&mut m, t0, 7, 1..=3);
+        assert!(m.members_sending(t0 + Duration::from_millis(900)));
+        assert!(!m.members_sending(t0 + SENDING_LATELY));
+        let draining = FLAG_DRAINING;
+        m.on_frame(t0, 1, &Frame::Status(status(7, 2, 0, draining, Vec::new())));
+        assert!(!m.members_sending(t0), "its stdin ended");
     }
 
     #[test]

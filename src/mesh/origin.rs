@@ -240,6 +240,8 @@ pub struct Origin {
     cache: VecDeque<Run>,
     cache_bytes: usize,
     pub hole: Option<Hole>,
+    /// When a message of it last arrived (relayed to us).
+    pub last_arrival: Option<Instant>,
     used: u64,
 }
 

@@ -79,6 +79,7 @@ impl Mesh {
                 continue;
             };
             let memory_before = origin.memory();
+            origin.last_arrival = Some(now);
             if origin.next == 0 {
                 match self.members.get(&id).map(|m| m.base_hint) {
                     Some(hint) if hint > 0 => origin.start_at(hint),

@@ -110,7 +110,7 @@ impl Router {
                 let leave_by = *self.leave_by.get_or_insert(now + catch_up);
                 let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
                 let longest = leave_by - catch_up + self.node.config.stall_timeout;
-                let others_send = self.mesh.members_sending() && now < longest;
+                let others_send = self.mesh.members_sending(now) && now < longest;
                 if !caught_up && (now < leave_by || others_send) {
                     return None;
                 }
