@@ -748,6 +748,30 @@ mod tests {
         }
     }
 
+    /// Gives origin `id` `cached` runs of one 100-byte line each (seqs
+    /// 1..), then `held` lines held back behind a missing seq, and counts
+    /// what they take.
+    fn fill(
+        t: &mut Origins,
+        id: NodeId,
+        held: u64,
+        cached: u64,
+        kept_ids: impl Fn(NodeId) -> bool,
+    ) {
+        let o = t.entry(id, kept_ids);
+        o.start_at(1);
+        for seq in 1..=cached {
+            let mut line = kept(100);
+            line.bytes = Arc::new([&[b'x'; 99][..], b"\n"].concat());
+            o.cache(Run::one(seq, true, &line, 0), 1 << 20);
+        }
+        for seq in cached + 2..cached + 2 + held {
+            o.hold(seq, kept(100));
+        }
+        let memory = o.memory();
+        t.grew(memory);
+    }
+
     /// Over the node-wide bound, what goes first is what an origin no
     /// member announced holds, then the oldest runs cached for a member
     /// (its held lines last); never our own lines.
@@ -758,23 +782,9 @@ mod tests {
         const STRANGER: NodeId = 3;
         let kept_ids = |id: NodeId| id != STRANGER;
         let mut t = Origins::default();
-        let fill = |t: &mut Origins, id: NodeId, held: u64, cached: u64| {
-            let o = t.entry(id, kept_ids);
-            o.start_at(1);
-            for seq in 1..=cached {
-                let mut line = kept(100);
-                line.bytes = Arc::new([&[b'x'; 99][..], b"\n"].concat());
-                o.cache(Run::one(seq, true, &line, 0), 1 << 20);
-            }
-            for seq in cached + 2..cached + 2 + held {
-                o.hold(seq, kept(100));
-            }
-            let memory = o.memory();
-            t.grew(memory);
-        };
-        fill(&mut t, ME, 0, 10);
-        fill(&mut t, MEMBER, 5, 10);
-        fill(&mut t, STRANGER, 5, 10);
+        fill(&mut t, ME, 0, 10, kept_ids);
+        fill(&mut t, MEMBER, 5, 10, kept_ids);
+        fill(&mut t, STRANGER, 5, 10, kept_ids);
         let memory = |t: &Origins, id| t.get(id).unwrap().memory();
         let (me, member, stranger) = (memory(&t, ME), memory(&t, MEMBER), memory(&t, STRANGER));
         // Room for everything but the stranger's and half the member's
@@ -802,18 +812,7 @@ mod tests {
     fn members_held_messages_go_only_after_every_members_cached_runs() {
         let mut t = Origins::default();
         for (id, held, cached) in [(2, 20, 2), (3, 0, 10)] {
-            let o = t.entry(id, |_| true);
-            o.start_at(1);
-            for seq in 1..=cached {
-                let mut line = kept(100);
-                line.bytes = Arc::new([&[b'x'; 99][..], b"\n"].concat());
-                o.cache(Run::one(seq, true, &line, 0), 1 << 20);
-            }
-            for seq in cached + 2..cached + 2 + held {
-                o.hold(seq, kept(100));
-            }
-            let memory = o.memory();
-            t.grew(memory);
+            fill(&mut t, id, held, cached, |_| true);
         }
         let total: usize = t.iter().map(|(_, o)| o.memory()).sum();
         let shed = t.shed_to(total - 8 * (100 + RUN_OVERHEAD), 1, |_| true);
