@@ -39,9 +39,14 @@
 //! mesh keeps the books per member and the router logs
 //! them at exit (`--exit-on-eof`: exit 3 if a member missed a line; a node
 //! leaving at the end of its stdin first prints what is on its way to it
-//! (at most 2 s), then stops printing, and once stdout took what it was
-//! handed its leaving STATUS acknowledges exactly that, finally,
-//! `mesh::leave`).
+//! (at most 2 s, or `--stall-timeout` while a member still sends,
+//! `Mesh::members_sending`), then stops printing, and once stdout took
+//! what it was handed its leaving STATUS acknowledges exactly that,
+//! finally, `mesh::leave`; lines it did not print are reported as gaps).
+//! What a node holds of other senders' lines, what it queues for each
+//! neighbour and its repair answers are bounded node-wide
+//! (`mesh::memory_budget`, `Router::queue_has_room`, `Mesh::repair_room`),
+//! so a stranger's invented senders cannot take its memory.
 //! A member that acknowledges none of an origin's lines, nor more of any
 //! other origin's, for 2 x `--stall-timeout` stops holding that origin
 //! back (`Mesh::find_stalled`); a member's STATUS showing more lines

@@ -43,8 +43,9 @@ pub const FLAG_DRAINING: u8 = 8;
 /// its window is more than three quarters full, or its stdin waits for a
 /// neighbour's queue to drain (its stdin is read only as the window and
 /// the queues have room, so a member sending a file at full speed rarely
-/// has lines waiting): more of its lines are coming. A node about to leave waits for them
-/// (see [`Mesh::caught_up`], within the router's bound). Before, only a
+/// has lines waiting): more of its lines are coming. A node about to
+/// leave waits for them (see [`Mesh::caught_up`] and
+/// [`Mesh::members_sending`], within the router's bounds). Before, only a
 /// member whose stdin had ended (bit 3) said so; a member still reading
 /// whose window was full said nothing, and under load (every window full
 /// for 100 ms) members that had finished took themselves for caught up and
@@ -96,8 +97,8 @@ impl Mesh {
     /// and written out: for each live member that sent lines, nothing
     /// missing up to what its STATUS says it sent, nothing held back, and
     /// (when acknowledging what was printed) everything delivered printed;
-    /// and no line arrived for `LEAVE_QUIET`, and no live member still has
-    /// lines it read waiting for its window (`FLAG_SENDING`).
+    /// and no line arrived for `LEAVE_QUIET`, and no live member says more
+    /// of its lines are coming (`FLAG_SENDING`).
     pub fn caught_up(&self, now: Instant) -> bool {
         if now.saturating_duration_since(self.last_activity) < LEAVE_QUIET {
             return false;
@@ -182,7 +183,7 @@ impl Mesh {
 
     /// Whether more lines of a live member are coming: it says so
     /// (`FLAG_SENDING`), or its stdin has not ended (no `FLAG_DRAINING`)
-    /// and its lines arrived within [`SENDING_LATELY`]. The flag alone
+    /// and its lines arrived within `SENDING_LATELY`. The flag alone
     /// missed a member starved of CPU between its STATUS frames: in a
     /// group of 20 exiting together on a loaded machine, the others left
     /// without its last lines.

@@ -28,7 +28,7 @@ pub const MEMORY_WINDOWS: usize = 16;
 /// The node-wide bound's floor, for small windows.
 pub const MIN_MEMORY: usize = 16 << 20;
 
-/// The node-wide bound on what origins hold ([`Origins::shed_to`]).
+/// The node-wide bound on what origins hold (`Origins::shed_to`).
 pub fn memory_budget(window: usize) -> usize {
     window.saturating_mul(MEMORY_WINDOWS).max(MIN_MEMORY)
 }
