@@ -322,17 +322,7 @@ mod tests {
         let first = *seqs.start();
         let payloads = vec![&b"x"[..]; seqs.clone().count()];
         let entries = frame::put_run(&mut buf, origin, first, 1, 16, &payloads);
-        let refs: Vec<MsgRef> = seqs
-            .zip(entries)
-            .map(|(seq, entry)| MsgRef {
-                origin,
-                seq,
-                hops: 1,
-                ttl: 16,
-                start: entry.start,
-                end: entry.end,
-            })
-            .collect();
+        let refs: Vec<MsgRef> = crate::mesh::tests::one_hop_refs(origin, seqs, entries).collect();
         m.on_msgs(now, 1, &Arc::new(buf), &refs);
         drain(m)
             .iter()

@@ -116,14 +116,7 @@ impl Mesh {
                         self.holes.insert(id);
                     }
                     if eager {
-                        let stretch = Stretch {
-                            origin: id,
-                            first: a.seq,
-                            last: z.seq,
-                            hops: a.hops + 1,
-                            ttl: a.ttl,
-                        };
-                        fwd.put(stretch, &buf[entries]);
+                        fwd.put(Stretch::passed_on(a, z), &buf[entries]);
                     } else {
                         let cost = head.iter().map(|m| kept_cost(m.end - m.start, share)).sum();
                         let stretch = Run {
@@ -199,14 +192,7 @@ impl Mesh {
                     }
                 }
                 if eager && m.hops < m.ttl {
-                    let one = Stretch {
-                        origin: id,
-                        first: m.seq,
-                        last: m.seq,
-                        hops: m.hops + 1,
-                        ttl: m.ttl,
-                    };
-                    fwd.put(one, &buf[m.start..m.end]);
+                    fwd.put(Stretch::passed_on(m, m), &buf[m.start..m.end]);
                 } else {
                     let kept = kept();
                     let more = cached
@@ -715,6 +701,20 @@ struct Stretch {
     last: u64,
     hops: u8,
     ttl: u8,
+}
+
+impl Stretch {
+    /// The messages `first..=last` of one received frame (or `first`
+    /// alone), as we pass them on: one hop more.
+    fn passed_on(first: &MsgRef, last: &MsgRef) -> Stretch {
+        Stretch {
+            origin: first.origin,
+            first: first.seq,
+            last: last.seq,
+            hops: first.hops + 1,
+            ttl: first.ttl,
+        }
+    }
 }
 
 /// MSG frames being written to go out: a forward or a repair answer.

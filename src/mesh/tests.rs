@@ -285,6 +285,23 @@ fn the_hold_back_buffer_is_bounded_by_the_window() {
     assert!(held <= 200 && held + cost(&next) > 200, "{got:?}");
 }
 
+/// References to `origin`'s messages `seqs`, one hop from us (ttl 16),
+/// whose entries `put_run` wrote at `entries`.
+pub(super) fn one_hop_refs(
+    origin: NodeId,
+    seqs: impl Iterator<Item = u64>,
+    entries: Vec<std::ops::Range<usize>>,
+) -> impl Iterator<Item = MsgRef> {
+    seqs.zip(entries).map(move |(seq, entry)| MsgRef {
+        origin,
+        seq,
+        hops: 1,
+        ttl: 16,
+        start: entry.start,
+        end: entry.end,
+    })
+}
+
 /// Empty messages of `origin`, seqs `seqs`, as a stranger sends them: one
 /// byte each on the wire (its newline), in frames as full as allowed.
 fn empty_lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> (Bytes, Vec<MsgRef>) {
@@ -294,16 +311,7 @@ fn empty_lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> (Bytes, V
     for run in seqs.chunks(frame::MAX_RUN_ENTRIES) {
         let empty = vec![&b""[..]; run.len()];
         let entries = frame::put_run(&mut buf, origin, run[0], 1, 16, &empty);
-        for (&seq, entry) in run.iter().zip(entries) {
-            refs.push(MsgRef {
-                origin,
-                seq,
-                hops: 1,
-                ttl: 16,
-                start: entry.start,
-                end: entry.end,
-            });
-        }
+        refs.extend(one_hop_refs(origin, run.iter().copied(), entries));
     }
     (Arc::new(buf), refs)
 }
