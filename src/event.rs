@@ -88,6 +88,9 @@ pub enum Ending {
     /// `--stall-timeout`, with no PONG and no byte taken meanwhile: the
     /// peer reads nothing (stopped, or its reader stuck).
     Unanswered(Duration),
+    /// The peer's STATUS said its stdout has taken nothing for its
+    /// `--stall-timeout` (`mesh::FLAG_STUCK`): we cut it.
+    OutputStuck,
     /// The peer answered our HELLO with BYE: it does not take us as a peer.
     Refused(String),
     /// The peer did not close its side within this long of our BYE.
@@ -144,6 +147,10 @@ impl fmt::Display for Ending {
                 f,
                 "stalled: read none of our messages for {}s (a PING after them unanswered; --stall-timeout)",
                 d.as_secs()
+            ),
+            Ending::OutputStuck => write!(
+                f,
+                "stalled: its stdout took nothing for its --stall-timeout (its STATUS says so)"
             ),
             Ending::Refused(reason) => write!(f, "refused the connection: {reason}"),
             Ending::NoClose(d) => write!(

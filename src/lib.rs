@@ -51,7 +51,10 @@
 //! other origin's, for 2 x `--stall-timeout` stops holding that origin
 //! back (`Mesh::find_stalled`); a member's STATUS showing more lines
 //! printed also keeps its links from being cut as stalled
-//! (`Action::Reading` -> `Outbox::progress_seen`).
+//! (`Action::Reading` -> `Outbox::progress_seen`). A node whose stdout
+//! printed nothing for `--stall-timeout` while lines wait says so in its
+//! STATUS (`mesh::FLAG_STUCK`), and its neighbours cut it
+//! (`Action::Cut` -> `Outbox::cut`).
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
 //! acknowledged -> tells the group it leaves, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket

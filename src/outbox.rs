@@ -133,6 +133,8 @@ struct State {
     /// The peer has said BYE, or its side of the connection is closed: it
     /// sends no more PINGs.
     peer_done: bool,
+    /// The router cut the peer ([`Outbox::cut`]).
+    cut: bool,
 }
 
 /// A PING awaiting its PONG.
@@ -247,6 +249,19 @@ impl Outbox {
         }
         drop(state);
         self.shared.wake.notify_one();
+    }
+
+    /// Cuts the peer: its STATUS says its stdout is stuck. What is queued
+    /// is dropped (as [`Close::Abort`]), and the writer shuts the socket
+    /// with [`Ending::OutputStuck`](crate::event::Ending::OutputStuck).
+    pub fn cut(&self) {
+        self.shared.state.lock().cut = true;
+        self.close(Close::Abort);
+    }
+
+    /// Writer side: whether the router cut the peer ([`Outbox::cut`]).
+    pub fn is_cut(&self) -> bool {
+        self.shared.state.lock().cut
     }
 
     /// The ledger so far, and the bytes still queued.

@@ -817,7 +817,12 @@ impl Writer {
                 self.outbox.pinged(token, now);
             }
             match (work.close, linger) {
-                (Some(Close::Abort), _) => return,
+                (Some(Close::Abort), _) => {
+                    if self.outbox.is_cut() {
+                        self.fail(Ending::OutputStuck);
+                    }
+                    return;
+                }
                 (Some(Close::Graceful(_)), Some(linger)) => {
                     self.finish_goodbye(linger);
                     return;

@@ -493,6 +493,8 @@ impl Fake {
                 Action::Dial(target) => self.dials.push(target),
                 // The router closes it: its reader then reports it down.
                 Action::Close { conn, .. } => self.down(conn, false),
+                // The router cuts it: its reader then reports it down, cut.
+                Action::Cut { conn } => self.down(conn, true),
                 // Never answered here (a probe may take as long as it
                 // likes): the member is left to the silence rule.
                 Action::Probe { .. } => {}

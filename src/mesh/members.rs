@@ -335,6 +335,9 @@ impl Mesh {
             flags |= FLAG_LEAVING;
         }
         flags |= self.leave_flags();
+        if self.stuck {
+            flags |= super::FLAG_STUCK;
+        }
         Status {
             member: self.cfg.id,
             status_seq: self.own.status_seq,
@@ -515,6 +518,7 @@ impl Mesh {
         };
         status.hops = hops;
         self.merge_status(now, &status, kept);
+        self.cut_if_stuck(conn, &status);
         if !routed {
             if let Some(m) = self.members.get_mut(&status.member) {
                 m.flood_seq = status.status_seq;

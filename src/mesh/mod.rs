@@ -28,6 +28,7 @@ mod relay;
 mod rng;
 #[doc(hidden)]
 pub mod sim;
+mod stuck;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use leave::Leaving;
 pub use origin::memory_budget;
 use origin::Origins;
 use rng::Rng;
+pub use stuck::FLAG_STUCK;
 use table::Table;
 pub use table::MAX_MEMBERS;
 use tree::Tree;
@@ -277,6 +279,13 @@ pub enum Action {
     Reading {
         conn: Conn,
     },
+    /// Cut this neighbour: its STATUS says its stdout has taken nothing
+    /// for its `--stall-timeout` ([`FLAG_STUCK`]). Reported to the group
+    /// like a link that took nothing ([`Mesh::neighbour_down`] with a
+    /// reason).
+    Cut {
+        conn: Conn,
+    },
     /// Close this neighbour politely (BYE `reason`), PEERS `alternatives` first.
     Close {
         conn: Conn,
@@ -366,6 +375,12 @@ pub struct Mesh {
     /// The last time the router held back frames for half a stall timeout
     /// or more: from when to when (see [`Mesh::held_back_lately`]).
     last_hold: Option<(Instant, Instant)>,
+    /// Since when lines wait for our stdout ([`Mesh::output_waiting`]),
+    /// when it last printed one ([`Mesh::printed`]), and whether our
+    /// STATUS says it is stuck (`stuck.rs`).
+    waiting_since: Option<Instant>,
+    last_printed: Option<Instant>,
+    stuck: bool,
     /// Origins that may have a missing run of seqs.
     holes: BTreeSet<NodeId>,
     /// Per origin, which neighbours get its messages (the broadcast tree).
@@ -472,6 +487,9 @@ impl Mesh {
             held_since: None,
             held_before: Duration::ZERO,
             last_hold: None,
+            waiting_since: None,
+            last_printed: None,
+            stuck: false,
             holes: BTreeSet::new(),
             tree: Tree::default(),
             leaving: Leaving::default(),
@@ -652,6 +670,7 @@ impl Mesh {
     /// Time passes: keepalive STATUS, silence timeouts, repair, dialing.
     pub fn tick(&mut self, now: Instant) {
         self.last_tick = now;
+        self.check_stuck(now);
         if now >= self.next_keepalive {
             self.next_keepalive = now + self.cfg.keepalive;
             self.status_due = true;
@@ -750,6 +769,7 @@ impl Mesh {
             if let Some(o) = self.origins.get_mut(origin) {
                 if o.print_to(seq) {
                     self.status_due = true;
+                    self.last_printed = Some(now);
                 }
             }
         }

@@ -625,6 +625,24 @@ impl Sim {
             }
             // The sim's links cut a stopped node only (`Sim::stall`).
             Action::Reading { .. } => {}
+            // A simulated stdout is never stuck; a cut ends the link at
+            // both ends, as a neighbour's writer does.
+            Action::Cut { conn } => {
+                if let Some(&link) = self.conn_link.get(&conn) {
+                    let other = self.links[&link].ends.into_iter().find(|(n, _)| *n != node);
+                    self.schedule(
+                        Duration::ZERO,
+                        Ev::Cut {
+                            node,
+                            conn,
+                            reason: "cut: its stdout took nothing".to_owned(),
+                        },
+                    );
+                    if let Some((n, c)) = other {
+                        self.schedule(Duration::ZERO, Ev::NeighbourDown { node: n, conn: c });
+                    }
+                }
+            }
             Action::Close {
                 conn, alternatives, ..
             } => {

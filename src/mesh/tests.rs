@@ -925,6 +925,86 @@ fn a_long_hold_of_our_inbound_is_remembered_for_a_stall_timeout() {
     assert_eq!(m.held_back_lately(at(10_001)), None, "a stall timeout ago");
 }
 
+/// The flags of the STATUS frames of ours among `actions`.
+fn own_status_flags(actions: &[Action]) -> Vec<u8> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            Frame::Status(s) if s.member == ME => Some(s.flags),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node whose lines wait for stdout says in its STATUS, once its
+/// stdout has printed nothing for a stall timeout, that it is
+/// stuck; a line printed clears it, and so does waking from a stop
+/// (that time says nothing about stdout).
+#[test]
+fn a_stdout_that_printed_nothing_for_a_stall_timeout_is_said_stuck() {
+    let (mut m, t0) = with_neighbours(config(), 1); // stall timeout 5 s
+    m.acknowledge_printed_only();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let stuck = |actions: &[Action]| {
+        let flags = own_status_flags(actions);
+        assert!(!flags.is_empty(), "no STATUS went out");
+        flags.iter().all(|f| f & FLAG_STUCK != 0)
+    };
+    feed(&mut m, at(0), 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    m.printed(at(100), [(7, 1)], 0);
+    m.output_waiting(at(200), true);
+    m.tick(at(5000));
+    m.tick(at(5099));
+    assert!(!stuck(&drain(&mut m)), "printed 4.9 s ago");
+    m.tick(at(5100));
+    m.tick(at(6200));
+    assert!(stuck(&drain(&mut m)), "nothing printed for 5 s");
+    m.printed(at(6300), [(7, 2)], 0);
+    m.tick(at(6400));
+    m.tick(at(7500));
+    assert!(!stuck(&drain(&mut m)), "it printed again");
+    // Held from the start, nothing printed: stuck a stall timeout on.
+    m.tick(at(11_300));
+    m.tick(at(12_400));
+    assert!(stuck(&drain(&mut m)));
+    // A stop ends: the clock starts over from the wake-up.
+    m.overslept(at(20_000));
+    m.tick(at(20_100));
+    m.tick(at(21_200));
+    assert!(!stuck(&drain(&mut m)), "right after a stop");
+    // Nothing waits for stdout: never stuck.
+    m.output_waiting(at(21_300), false);
+    m.tick(at(40_000));
+    m.tick(at(41_100));
+    assert!(!stuck(&drain(&mut m)), "nothing waits for stdout");
+}
+
+/// A neighbour whose own STATUS, on its own link, says its stdout is
+/// stuck is cut; the same flag passed on by another neighbour, or claimed
+/// for a member by a neighbour that is not it, cuts nobody.
+#[test]
+fn a_neighbour_saying_its_stdout_is_stuck_is_cut_and_nobody_else() {
+    let (mut m, t0) = with_neighbours(config(), 2); // 101 on conn 1, 102 on 2
+    let cuts = |actions: Vec<Action>| -> Vec<Conn> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Cut { conn } => Some(*conn),
+                _ => None,
+            })
+            .collect()
+    };
+    let stuck = |member, seq, hops| Status {
+        flags: FLAG_STUCK,
+        ..status(member, seq, hops, 0)
+    };
+    assert_eq!(cuts(on_status(&mut m, t0, 2, stuck(101, 1, 2))), [0; 0]);
+    assert_eq!(cuts(on_status(&mut m, t0, 2, stuck(101, 2, 1))), [0; 0]);
+    assert_eq!(cuts(on_status(&mut m, t0, 1, stuck(7, 1, 1))), [0; 0]);
+    assert_eq!(cuts(on_status(&mut m, t0, 1, status(101, 3, 1, 0))), [0; 0]);
+    assert_eq!(cuts(on_status(&mut m, t0, 1, stuck(101, 4, 1))), [1]);
+}
+
 #[test]
 fn silence_is_not_counted_while_inbound_is_held_back() {
     let (mut m, t0) = with_neighbours(config(), 1);

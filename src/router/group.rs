@@ -259,6 +259,11 @@ impl Router {
                 alternatives,
             } => self.close_politely(conn, reason, alternatives),
             Action::Probe { member, addrs } => self.probe(member, addrs),
+            Action::Cut { conn } => {
+                if let Some(entry) = self.peers.get(&conn) {
+                    entry.outbox.cut();
+                }
+            }
             Action::Reading { conn } => {
                 if let Some(entry) = self.peers.get(&conn) {
                     entry.outbox.progress_seen();

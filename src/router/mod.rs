@@ -280,6 +280,13 @@ impl Router {
                 );
                 self.mesh.inbound_held(Instant::now(), held);
             }
+            // Lines handed to stdout and not yet written out: a stdout
+            // that takes none of them for --stall-timeout is stuck.
+            let written = self.node.printed.written.load(Ordering::Relaxed);
+            let waiting = held || self.books.delivered > written;
+            if waiting != self.mesh.is_output_waiting() {
+                self.mesh.output_waiting(Instant::now(), waiting);
+            }
             self.drain_actions();
             self.settle();
         }
@@ -703,11 +710,15 @@ impl Router {
 /// (SIGSTOP, a suspended host) or starved meanwhile, and frames from
 /// neighbours waited unread all that time. The mesh does not count it as
 /// their silence (a resumed node called live members down, "silent for
-/// 15s", before it had read what they sent).
+/// 15s", before it had read what they sent), nor, when stdout was already
+/// blocked, as our stdout taking nothing (`mesh::FLAG_STUCK`).
 fn note_oversleep(mesh: &mut Mesh, deadline: Instant) {
     let now = Instant::now();
-    if now > deadline + crate::threads::OVERSLEPT && !mesh.is_inbound_held() {
-        mesh.inbound_held(deadline, true);
-        mesh.inbound_held(now, false);
+    if now > deadline + crate::threads::OVERSLEPT {
+        mesh.overslept(now);
+        if !mesh.is_inbound_held() {
+            mesh.inbound_held(deadline, true);
+            mesh.inbound_held(now, false);
+        }
     }
 }

@@ -301,6 +301,7 @@ impl Router {
                 Ending::Stalled(d) | Ending::Unanswered(d) => {
                     Some(format!("cut: accepted nothing for {}s", d.as_secs()))
                 }
+                Ending::OutputStuck => Some("cut: its stdout took nothing".to_owned()),
                 _ => None,
             };
             let now = Instant::now();

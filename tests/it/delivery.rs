@@ -1138,11 +1138,12 @@ fn a_sender_stopped_by_a_signal_waits_for_its_lines_to_be_acknowledged() {
 }
 
 /// A member whose stdout nobody reads (`peercat | sleep 600`) still takes
-/// its neighbours' frames, so no link stalls and nobody cuts it; an
-/// --exit-on-eof sender waited for its acknowledgements forever. Now a
-/// member that acknowledges none of our lines for twice --stall-timeout
-/// stops holding the sender back: it exits 3 within that (plus two scans,
-/// 1/4 keepalive each), naming it.
+/// its neighbours' frames, so no link stalls; an --exit-on-eof sender
+/// waited for its acknowledgements forever. Then a member that
+/// acknowledged none of our lines for twice --stall-timeout stopped
+/// holding the sender back; now the member itself says its stdout is
+/// stuck after --stall-timeout, and the sender, its neighbour, cuts it:
+/// it exits 3 about a stall timeout after its stdin ended, naming it.
 #[test]
 fn a_member_whose_stdout_is_never_read_does_not_hold_an_exit_on_eof_sender_forever() {
     // Keepalive 1 s: members are scanned every 250 ms.
@@ -1170,7 +1171,7 @@ fn a_member_whose_stdout_is_never_read_does_not_hold_an_exit_on_eof_sender_forev
         .find(|l| l.contains("summary:"))
         .unwrap_or_default();
     assert!(
-        summary.contains("not acknowledged (stalled"),
+        summary.contains("not acknowledged (member down: cut: its stdout took nothing)"),
         "{summary}\n{log}"
     );
 }

@@ -513,6 +513,50 @@ fn a_slow_stdout_pushes_back_on_the_sender_without_loss_or_unbounded_memory() {
     assert_eq!(a.count_log("peer down"), 0);
 }
 
+/// A member whose stdout nobody reads, and that holds in its own buffers
+/// every line the group may send it (the sender's window is smaller than
+/// they are), leaves every link idle: each PING is answered, and no link
+/// rule fires. Its STATUS says its stdout is stuck, and its neighbours cut
+/// it within about a stall timeout. Before, the sender waited 2 x
+/// --stall-timeout for it, and it was cut a stall timeout after that, when
+/// new lines reached it (3 x at least: 12 s here; at the default timeouts
+/// the test above failed 1 run in 6 for it).
+#[test]
+fn a_member_whose_stdout_is_stuck_with_every_line_in_its_buffers_is_cut_at_the_stall_timeout() {
+    const LINES: usize = 20_000; // about 2 MB, the window a tenth of it
+    let args = [
+        "--stall-timeout",
+        "4",
+        "--max-frame",
+        "64K",
+        "--window",
+        "256K",
+    ];
+    let b = node("b").args(&args).start();
+    let mut c = node("c").args(&args).raw_stdout().dial(&b).start();
+    let _unread = c.take_stdout();
+    let mut a = node("a")
+        .args(&args)
+        .args(&["--wait-members", "2", "--exit-on-eof"])
+        .dial(&b)
+        .start();
+    a.wait_log("reading stdin");
+    let started = Instant::now();
+    let (feeder, _) = feed(a.take_stdin(), LINES);
+    let line = a.wait_log_for("member down: c", Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(line.contains("cut: its stdout took nothing"), "{line}");
+    assert!(
+        took <= Duration::from_secs(9),
+        "c was dropped only after {took:?}"
+    );
+    c.wait_log("stdout has taken nothing for 4s while lines wait for it");
+    feeder.join().unwrap();
+    assert_all_lines(&b, LINES);
+    let status = a.expect_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "a's exit: {status}");
+}
+
 /// A member whose stdout nobody reads (alive, its stdout pipe full) takes
 /// nothing more from the group: at the default timeouts (stall 10 s,
 /// keepalive 5 s) it is cut after --stall-timeout like a stopped one, and
