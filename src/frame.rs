@@ -18,9 +18,9 @@ pub type NodeId = u64;
 
 /// The first bytes of every HELLO body: tells a peercat peer from a stranger.
 pub const MAGIC: [u8; 4] = *b"PCAT";
-/// The one protocol version this build speaks (4: MSG carries a run of
-/// messages; version 3's one-message MSG is not spoken).
-pub const VERSION: u16 = 4;
+/// The one protocol version this build speaks (5: TOO_BIG; 4: MSG carries
+/// a run of messages; version 3's one-message MSG is not spoken).
+pub const VERSION: u16 = 5;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
@@ -122,6 +122,7 @@ pub mod kind {
     pub const PEERS: u8 = 0x0a;
     pub const PRUNE: u8 = 0x0b;
     pub const GRAFT: u8 = 0x0c;
+    pub const TOO_BIG: u8 = 0x0d;
 }
 
 /// What `count` messages whose entries (payloads and newlines) are
@@ -233,6 +234,14 @@ pub enum Frame<'a> {
         origin: NodeId,
         from_seq: u64,
         to_seq: u64,
+    },
+    /// "`origin`'s message `seq`, of `size` bytes, is over your
+    /// `--max-frame`: it will not come to you from me" (in the place of
+    /// the message in the stream; not forwarded).
+    TooBig {
+        origin: NodeId,
+        seq: u64,
+        size: u32,
     },
 }
 
@@ -381,6 +390,7 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame<'_>, usize)>, 
         kind::PEERS => decode_peers(body)?,
         kind::PRUNE => decode_prune(body)?,
         kind::GRAFT => decode_graft(body)?,
+        kind::TOO_BIG => decode_too_big(body)?,
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((decoded, LEN_PREFIX + len)))
@@ -616,6 +626,10 @@ impl<'a> Body<'a> {
         Ok(BigEndian::read_u16(self.take(2)?))
     }
 
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        Ok(BigEndian::read_u32(self.take(4)?))
+    }
+
     fn u64(&mut self) -> Result<u64, FrameError> {
         Ok(BigEndian::read_u64(self.take(8)?))
     }
@@ -792,6 +806,19 @@ fn decode_graft(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         from_seq,
         to_seq,
     })
+}
+
+fn decode_too_big(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let what = "too_big";
+    let mut b = Body::new(body, what);
+    let origin = b.u64()?;
+    let seq = b.u64()?;
+    let size = b.u32()?;
+    b.end()?;
+    if seq == 0 || seq == u64::MAX {
+        return Err(malformed(what, "seq 0 or past the largest seq"));
+    }
+    Ok(Frame::TooBig { origin, seq, size })
 }
 
 fn decode_peers(body: &[u8]) -> Result<Frame<'_>, FrameError> {
@@ -1036,6 +1063,12 @@ impl Frame<'_> {
                 from_seq,
                 to_seq,
             } => put_range(out, kind::GRAFT, *origin, *from_seq, *to_seq),
+            Frame::TooBig { origin, seq, size } => {
+                put_header(out, kind::TOO_BIG, 8 + 8 + 4);
+                out.extend_from_slice(&origin.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&size.to_be_bytes());
+            }
         }
     }
 
@@ -1295,6 +1328,7 @@ impl Frame<'_> {
                 from_seq,
                 to_seq,
             },
+            Frame::TooBig { origin, seq, size } => Frame::TooBig { origin, seq, size },
             Frame::Bye(reason) => Frame::Bye(Box::leak(reason.to_vec().into_boxed_slice())),
             Frame::Hello(h) => Frame::Hello(h),
             Frame::Ping(t) => Frame::Ping(t),
@@ -1337,7 +1371,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -1422,6 +1456,14 @@ mod tests {
                     to_seq: u64::MAX,
                 },
                 "00000019 0c 0123456789abcdef 0000000000000003 ffffffffffffffff",
+            ),
+            (
+                Frame::TooBig {
+                    origin: 0x0123_4567_89ab_cdef,
+                    seq: 7,
+                    size: 2_000_000,
+                },
+                "00000015 0d 0123456789abcdef 0000000000000007 001e8480",
             ),
         ]
     }
@@ -1527,6 +1569,11 @@ mod tests {
             origin: 3,
             from_seq: 4,
             to_seq: 4,
+        });
+        frames.push(Frame::TooBig {
+            origin: 3,
+            seq: 5,
+            size: u32::MAX,
         });
         frames.push(Frame::Pong(u64::MAX));
         frames.push(Frame::Bye(b"bye"));
@@ -1921,6 +1968,18 @@ mod tests {
                 malformed("prune", "bytes after the last field"),
             ),
             (
+                unhex("00000015 0d 0123456789abcdef 0000000000000000 00000001"),
+                malformed("too_big", "seq 0 or past the largest seq"),
+            ),
+            (
+                unhex("00000015 0d 0123456789abcdef ffffffffffffffff 00000001"),
+                malformed("too_big", "seq 0 or past the largest seq"),
+            ),
+            (
+                unhex("00000014 0d 0123456789abcdef 0000000000000001 000001"),
+                malformed("too_big", "body ends early"),
+            ),
+            (
                 unhex("0000000b 0a 01 fedcba9876543210 04"),
                 malformed("peers", "body ends early"),
             ),
@@ -2003,31 +2062,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0004 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -2054,7 +2113,7 @@ mod tests {
                 malformed("message", "its seqs run past the largest seq"),
             ),
             (
-                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -2063,7 +2122,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -2072,7 +2131,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0004 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,

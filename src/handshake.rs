@@ -188,6 +188,7 @@ pub fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::Peers(_) => "PEERS",
         Frame::Prune { .. } => "PRUNE",
         Frame::Graft { .. } => "GRAFT",
+        Frame::TooBig { .. } => "TOO_BIG",
     }
 }
 

@@ -474,6 +474,7 @@ impl Reader<'_> {
                 | Frame::Repair { .. }
                 | Frame::Prune { .. }
                 | Frame::Graft { .. }
+                | Frame::TooBig { .. }
                 | Frame::Peers(_)) => {
                     let kind = crate::handshake::frame_name(&other);
                     log::trace!("{}: <- {kind}", self.info);

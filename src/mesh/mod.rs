@@ -593,8 +593,8 @@ impl Mesh {
         self.relay(now, conn, buf, msgs);
     }
 
-    /// A STATUS, DOWN, REPAIR, PRUNE, GRAFT or PEERS frame from `conn`;
-    /// others are ignored.
+    /// A STATUS, DOWN, REPAIR, PRUNE, GRAFT, TOO_BIG or PEERS frame from
+    /// `conn`; others are ignored.
     pub fn on_frame(&mut self, now: Instant, conn: Conn, frame: &Frame<'_>) {
         self.heard_from(now, conn);
         match frame {
@@ -616,6 +616,7 @@ impl Mesh {
                 to_seq,
             } => self.answer_repair(conn, *origin, *from_seq, *to_seq),
             Frame::Prune { origin } => self.tree.pruned_by(*origin, conn),
+            Frame::TooBig { origin, seq, size } => self.too_big(*origin, *seq, *size),
             Frame::Graft {
                 origin,
                 from_seq,

@@ -423,6 +423,39 @@ impl Mesh {
         }
     }
 
+    /// A neighbour says `origin`'s message `seq` (`size` bytes) is over our
+    /// `--max-frame` and will not come from it (TOO_BIG, in the message's
+    /// place in its stream). When it is the next one we lack, it is a gap
+    /// at once: waiting `--stall-timeout` for a repair that cannot come
+    /// held the origin's window, and the whole group, one oversized line
+    /// per stall timeout (attack16 F2). Otherwise (the lines before it are
+    /// still on their way by another path) it changes nothing: when the
+    /// hole reaches it, our repair asks bring the same answer again, or
+    /// the stall timeout reports it.
+    pub(super) fn too_big(&mut self, origin: NodeId, seq: u64, size: u32) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if o.next == 0 || seq != o.next {
+            return;
+        }
+        o.skip_to(seq);
+        o.hole = None;
+        let mut released = Vec::new();
+        while let Some((seq, held)) = o.take_next_held() {
+            deliver(&mut released, held_delivery(origin, seq, held));
+        }
+        if o.missing().is_some() {
+            self.holes.insert(origin);
+        }
+        let reason = format!(
+            "{size} bytes, over this node's --max-frame of {}",
+            self.cfg.max_frame
+        );
+        self.gap(origin, seq, seq, &reason);
+        self.delivered(released);
+    }
+
     fn check_hole(&mut self, real_now: Instant, id: NodeId) {
         let stall = self.cfg.stall_timeout;
         let parent_silent = self.parent_silent(real_now, id);

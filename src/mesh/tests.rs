@@ -125,6 +125,7 @@ fn owned(f: Frame<'_>) -> Frame<'static> {
         | Frame::Repair { .. }
         | Frame::Prune { .. }
         | Frame::Graft { .. }
+        | Frame::TooBig { .. }
         | Frame::Peers(_) => f.leak(),
         other => panic!("unexpected {other:?}"),
     }
@@ -2713,6 +2714,44 @@ fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     let b7 = o.books().into_iter().find(|b| b.id == 7).unwrap();
     assert_eq!((b7.delivered, b7.lost, b7.down.clone()), (2, 2, None));
     assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
+}
+
+/// A neighbour's TOO_BIG for the next line we lack is a gap at once, not
+/// after the stall timeout: the lines held behind it go out, and our
+/// acknowledgement counts it skipped. One for a line further on (those
+/// before it still on their way) changes nothing.
+#[test]
+fn a_line_over_our_max_frame_is_a_gap_at_once_when_a_neighbour_says_so() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let too_big = |m: &mut Mesh, seq| {
+        let frame = Frame::TooBig {
+            origin: 7,
+            seq,
+            size: 2_000_000,
+        };
+        m.on_frame(t0, 1, &frame);
+        drain(m)
+    };
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 3, 1, 16)]);
+    let early = too_big(&mut m, 4);
+    assert!(gaps(&early).is_empty(), "line 2 is still on its way");
+    let actions = too_big(&mut m, 2);
+    assert_eq!(
+        gap_reports(&actions),
+        [(
+            7,
+            2,
+            2,
+            "2000000 bytes, over this node's --max-frame of 1048576".to_owned()
+        )]
+    );
+    assert_eq!(delivered(&actions), [(7, 3)], "held behind it");
+    let actions = too_big(&mut m, 4);
+    assert_eq!(gaps(&actions), [(7, 4, 4)]);
+    assert!(gaps(&too_big(&mut m, 4)).is_empty(), "once");
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 5, 1, 16)])), [(7, 5)]);
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 5, 2));
 }
 
 #[test]

@@ -316,7 +316,8 @@ impl Router {
         let limit = entry.info.max_frame;
         let batch = if limit < self.node.config.max_frame && msgs > 0 {
             // A neighbour that takes smaller messages than we do is spared
-            // the larger ones; it reports the hole as a gap.
+            // the larger ones, and told so (TOO_BIG): it reports each as a
+            // gap at once.
             let (batch, skipped) = spare(&frames, msgs, limit);
             if skipped > 0 {
                 ratelog::warn("messages too big to send to", entry.info.addr.ip(), || {
@@ -573,8 +574,12 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
                     let entry = &rest[at..payload.end + 1];
                     at = payload.end + 1;
                     if payload.len() > limit {
+                        // In its place, word that it will not come: the
+                        // neighbour reports the gap at once.
                         skipped += 1;
                         open = None;
+                        let size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+                        Frame::TooBig { origin, seq, size }.encode(&mut kept);
                     } else {
                         open = Some(put_entry(&mut kept, open, (origin, seq, hops, ttl), entry));
                     }
@@ -670,6 +675,7 @@ mod tests {
                 Frame::Run { seq, entries, .. } => {
                     (seq, frame::entries(entries).map(<[u8]>::to_vec).collect())
                 }
+                Frame::TooBig { seq, size, .. } => (seq, vec![format!("{size} bytes").into()]),
                 _ => (0, Vec::new()),
             });
             rest = &rest[used..];
@@ -708,7 +714,8 @@ mod tests {
     }
 
     /// A run holding a message too big for the neighbour is split around
-    /// it: the neighbour still gets the others, each stretch in a frame.
+    /// it: the neighbour still gets the others, each stretch in a frame,
+    /// and in its place a TOO_BIG with its size.
     #[test]
     fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
         let mut bytes = Vec::new();
@@ -728,8 +735,10 @@ mod tests {
             frames(&batch.bytes),
             [
                 ok(1, &[b"short"]),
+                ok(2, &[b"16 bytes"]),
                 ok(3, &[b"ok", b"fine"]),
-                (0, Vec::new())
+                (0, Vec::new()),
+                ok(5, &[b"16 bytes"]),
             ]
         );
     }

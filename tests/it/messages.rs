@@ -72,6 +72,82 @@ fn a_peer_with_a_smaller_limit_is_spared_messages_it_cannot_take() {
     assert_eq!(small.count_log("peer down"), 0);
 }
 
+/// A member with a smaller --max-frame costs the group no time: its
+/// neighbour tells it each line over its limit will not come (TOO_BIG),
+/// and it reports each as a gap at once. Before, each was a hole given
+/// up only after --stall-timeout, and the sender's window waited for it
+/// meanwhile: one oversized line per 10 s for the whole group (attack16
+/// F2), 80 of them here, where this takes a second or two.
+#[test]
+fn a_member_with_a_smaller_limit_reports_each_line_over_it_at_once_and_holds_nobody_up() {
+    const LINES: usize = 4_000;
+    const BIG_EVERY: usize = 50; // 80 lines over small's limit
+    let limit = ["--max-frame", "1000"];
+    let big = node("big").args(&limit).start();
+    let small = node("small")
+        .args(&["--max-frame", "500", "-f", "json"])
+        .dial(&big)
+        .start();
+    let mut a = node("a")
+        .args(&limit)
+        .args(&["--window", "64K", "--wait-members", "2", "--exit-on-eof"])
+        .dial(&big)
+        .start();
+    a.wait_log("reading stdin");
+    let mut text = Vec::new();
+    for n in 1..=LINES {
+        let pad = if n % BIG_EVERY == 0 { 900 } else { 400 };
+        writeln!(text, "{n:06} {}", "m".repeat(pad)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    // From a thread: stdin is read only as fast as the window allows.
+    let mut stdin = a.take_stdin();
+    let feeder = thread::spawn(move || {
+        let _ = stdin.write_all(&text);
+    });
+    let status = a.expect_exit(Duration::from_secs(60));
+    feeder.join().unwrap();
+    let took = started.elapsed();
+    let log = a.log_text();
+    assert_eq!(status.code(), Some(3), "lines lost to small:\n{log}");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{log}");
+    let summary = a.wait_log("summary");
+    let oversized = LINES / BIG_EVERY;
+    assert!(
+        summary.contains(&format!(
+            "{} lines delivered, {oversized} lost",
+            LINES - oversized
+        )),
+        "{summary}"
+    );
+    assert_eq!(big.wait_lines(LINES).len(), LINES);
+    let kinds = |lines: &[Vec<u8>], kind: &str| {
+        let tag = format!("{{\"type\":\"{kind}\"");
+        lines
+            .iter()
+            .filter(|l| l.starts_with(tag.as_bytes()))
+            .count()
+    };
+    let count = |lines: &[Vec<u8>]| (kinds(lines, "msg"), kinds(lines, "gap"));
+    small.out.wait_until(DEADLINE, |lines| {
+        let (msgs, gaps) = count(lines);
+        msgs + gaps >= LINES
+    });
+    assert_eq!(
+        count(&small.out.snapshot()),
+        (LINES - oversized, oversized),
+        "small's lines and gaps"
+    );
+    let gap = small
+        .out
+        .snapshot()
+        .into_iter()
+        .map(|l| crate::support::text(&l))
+        .find(|l| l.contains("\"type\":\"gap\""))
+        .unwrap();
+    assert!(gap.contains("over this node's --max-frame of 500"), "{gap}");
+}
+
 #[test]
 fn per_sender_order_is_kept_and_concurrent_senders_never_interleave() {
     const LINES: usize = 20_000;
