@@ -585,11 +585,16 @@ impl Mesh {
         super::leave::note_flags(m, status.flags);
         let was_up = m.up;
         let addrs: Vec<SocketAddr> = m.dialable().collect();
+        // A member down that says its stdout is stuck stays down: its
+        // neighbours cut it for that (a newer STATUS of a member we took
+        // for down brings it back, but this one must not, or the member
+        // flapped up and down). It is back once a STATUS says it prints.
+        let stuck = status.flags & super::FLAG_STUCK != 0;
         if leaving {
             if was_up {
                 self.mark_down(id, "left");
             }
-        } else if in_reach && !was_up {
+        } else if in_reach && !was_up && !stuck {
             self.members.set_up(id, true, false);
             let m = self.members.get_mut(&id).expect("inserted");
             // Back after we took it for gone (ids are never reused, so it

@@ -1004,6 +1004,30 @@ fn a_neighbour_saying_its_stdout_is_stuck_is_cut_and_nobody_else() {
     assert_eq!(cuts(on_status(&mut m, t0, 1, stuck(7, 1, 1))), [0; 0]);
     assert_eq!(cuts(on_status(&mut m, t0, 1, status(101, 3, 1, 0))), [0; 0]);
     assert_eq!(cuts(on_status(&mut m, t0, 1, stuck(101, 4, 1))), [1]);
+    // A member stuck from the start is not up; down, its stuck STATUS
+    // does not bring it back; one that prints does.
+    assert!(member_events(&on_status(&mut m, t0, 2, stuck(7, 2, 2))).is_empty());
+    assert_eq!(
+        member_events(&on_status(&mut m, t0, 2, status(8, 1, 2, 0))),
+        ["up 8"]
+    );
+    let down = Frame::Down {
+        member: 8,
+        status_seq: 1,
+        hops: 1,
+        ttl: 16,
+        reason: b"cut: its stdout took nothing",
+    };
+    m.on_frame(t0, 2, &down);
+    assert_eq!(
+        member_events(&drain(&mut m)),
+        ["down 8: cut: its stdout took nothing"]
+    );
+    assert!(member_events(&on_status(&mut m, t0, 2, stuck(8, 2, 2))).is_empty());
+    assert_eq!(
+        member_events(&on_status(&mut m, t0, 2, status(8, 3, 2, 0))),
+        ["up 8"]
+    );
 }
 
 #[test]
