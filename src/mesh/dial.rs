@@ -18,7 +18,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEAL_EVERY: Duration = Duration::from_secs(10);
 /// How soon after members fell silent the first heal dial goes out: an
 /// island (a part of the group that lost its links to the rest) notices
-/// after 3 × keepalive of silence, and should not wait another 10 s.
+/// after 3 × keepalive of silence, and should not wait another 10 s. Also
+/// how often heal dials go out while below `--degree`.
 const HEAL_SOON: Duration = Duration::from_secs(1);
 /// The most addresses remembered; more are ignored until some go.
 const MAX_ADDRS: usize = 16384;
@@ -326,12 +327,23 @@ impl Mesh {
     }
 
     /// Now and then, one remembered member that is not in the view: the
-    /// two sides of a healed partition find each other this way.
+    /// two sides of a healed partition find each other this way. Every
+    /// `HEAL_SOON` while we are below `--degree` (each address still keeps
+    /// its backoff): a node whose links all went to the other side of a
+    /// partition is alone in its own half, and with one heal dial per
+    /// `HEAL_EVERY`, each to a random member, most of them behind the
+    /// partition, it took 20 s and more to find the members on its side
+    /// (the netns lab failed on that: "each half sees the other go").
     fn dial_to_heal(&mut self, now: Instant) {
         if now < self.dial.next_heal {
             return;
         }
-        self.dial.next_heal = now + self.rng.jitter(HEAL_EVERY);
+        let every = if self.neighbours.len() < self.cfg.degree {
+            HEAL_SOON
+        } else {
+            HEAL_EVERY
+        };
+        self.dial.next_heal = now + self.rng.jitter(every);
         // Also with no neighbour left: then nothing else dials a member
         // that went down (the degree dialer skips them, a PEER is dialed
         // only until reached once), and a node whose one neighbour was

@@ -1749,6 +1749,29 @@ fn a_remembered_member_outside_the_view_is_retried_even_at_degree() {
     assert!(healed, "no heal dial within 20 s");
 }
 
+/// Below its degree, a node tries the members that went down every
+/// second or so, not one per 10 s: alone on its side of a partition (its
+/// links all went across), it finds the members on its side in seconds.
+#[test]
+fn below_its_degree_a_node_tries_members_that_went_down_in_quick_turn() {
+    let (mut m, t0) = with_neighbours(config(), 1); // degree 2
+    let far: Vec<NodeId> = (7..=10).collect();
+    for &id in &far {
+        let mut s = status(id, 1, 2, 0);
+        s.addrs = vec![addr(&format!("10.0.1.{id}:7000"))];
+        on_status(&mut m, t0, 1, s);
+    }
+    // They fall silent (a partition): down, but remembered.
+    m.tick(t0 + Duration::from_secs(4));
+    drain(&mut m);
+    let mut tried = std::collections::HashSet::new();
+    for ms in (4_100..=9_000).step_by(100) {
+        m.tick(t0 + Duration::from_millis(ms));
+        tried.extend(dials(&drain(&mut m)));
+    }
+    assert_eq!(tried.len(), far.len(), "tried within 5 s: {tried:?}");
+}
+
 /// A mesh at its degree (neighbours 1 and 2) that heard member 7's STATUS
 /// only through neighbour 1 and member 8's through both, 2 first.
 fn heard_7_through_1_and_8_through_both() -> (Mesh, Instant) {
