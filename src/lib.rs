@@ -34,7 +34,9 @@
 //! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
 //! the mesh, which exchanges STATUS with it. Members acknowledge in their
 //! STATUS the lines their stdout took (the stdout thread reports what it
-//! wrote out, `event::PrintedSoFar`); a STATUS that only acknowledges goes
+//! wrote out, `event::PrintedSoFar`); a line over a neighbour's
+//! `--max-frame` is left out for it, a TOO_BIG in its place, and it reports
+//! the gap at once (`Mesh::too_big`); a STATUS that only acknowledges goes
 //! up the senders' trees instead of flooding (`Mesh::send_status`); the
 //! mesh keeps the books per member and the router logs
 //! them at exit (`--exit-on-eof`: exit 3 if a member missed a line; a node
