@@ -532,29 +532,70 @@ fn a_member_whose_stdout_is_stuck_with_every_line_in_its_buffers_is_cut_at_the_s
         "--window",
         "256K",
     ];
-    let b = node("b").args(&args).start();
-    let mut c = node("c").args(&args).raw_stdout().dial(&b).start();
-    let _unread = c.take_stdout();
-    let mut a = node("a")
-        .args(&args)
-        .args(&["--wait-members", "2", "--exit-on-eof"])
-        .dial(&b)
-        .start();
-    a.wait_log("reading stdin");
-    let started = Instant::now();
-    let (feeder, _) = feed(a.take_stdin(), LINES);
-    let line = a.wait_log_for("member down: c", Duration::from_secs(30));
-    let took = started.elapsed();
-    assert!(line.contains("cut: its stdout took nothing"), "{line}");
+    let cut = UnreadMember::sent(&args, LINES);
     assert!(
-        took <= Duration::from_secs(9),
-        "c was dropped only after {took:?}"
+        cut.down.contains("cut: its stdout took nothing"),
+        "{}",
+        cut.down
     );
-    c.wait_log("stdout has taken nothing for 4s while lines wait for it");
-    feeder.join().unwrap();
-    assert_all_lines(&b, LINES);
-    let status = a.expect_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(3), "a's exit: {status}");
+    assert!(
+        cut.took <= Duration::from_secs(9),
+        "c was dropped only after {:?}",
+        cut.took
+    );
+    cut.c
+        .wait_log("stdout has taken nothing for 4s while lines wait for it");
+    cut.others_carry_on(LINES);
+}
+
+/// a, b and c with `args`, c's stdout a pipe the test holds and never
+/// reads; a (--exit-on-eof) sent lines through b: when a logged c down.
+struct UnreadMember {
+    a: Node,
+    b: Node,
+    c: Node,
+    /// c's stdout: held open, never read.
+    _unread: std::process::ChildStdout,
+    feeder: JoinHandle<()>,
+    /// From a's first line to its log line `member down: c`, and that line.
+    took: Duration,
+    down: String,
+}
+
+impl UnreadMember {
+    fn sent(args: &[&str], lines: usize) -> UnreadMember {
+        let b = node("b").args(args).start();
+        let mut c = node("c").args(args).raw_stdout().dial(&b).start();
+        let unread = c.take_stdout();
+        let mut a = node("a")
+            .args(args)
+            .args(&["--wait-members", "2", "--exit-on-eof"])
+            .dial(&b)
+            .start();
+        a.wait_log("reading stdin");
+        let started = Instant::now();
+        let (feeder, _) = feed(a.take_stdin(), lines);
+        let down = a.wait_log_for("member down: c", Duration::from_secs(30));
+        let took = started.elapsed();
+        UnreadMember {
+            a,
+            b,
+            c,
+            _unread: unread,
+            feeder,
+            took,
+            down,
+        }
+    }
+
+    /// b gets every line, and a exits 3 (c missed lines).
+    fn others_carry_on(mut self, lines: usize) -> Node {
+        self.feeder.join().unwrap();
+        assert_all_lines(&self.b, lines);
+        let status = self.a.expect_exit(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(3), "a's exit: {status}");
+        self.a
+    }
 }
 
 /// A member whose stdout nobody reads (alive, its stdout pipe full) takes
@@ -564,28 +605,14 @@ fn a_member_whose_stdout_is_stuck_with_every_line_in_its_buffers_is_cut_at_the_s
 #[test]
 fn a_member_whose_stdout_nobody_reads_is_cut_at_the_default_timeouts() {
     const LINES: usize = 100_000; // about 11 MB: more than c's buffers
-    let b = node("b").start();
-    // c's stdout is a pipe the test holds and never reads.
-    let mut c = node("c").raw_stdout().dial(&b).start();
-    let _unread = c.take_stdout();
-    let mut a = node("a")
-        .args(&["--wait-members", "2", "--exit-on-eof"])
-        .dial(&b)
-        .start();
-    a.wait_log("reading stdin");
-    let started = Instant::now();
-    let (feeder, _) = feed(a.take_stdin(), LINES);
-    let line = a.wait_log_for("member down: c", Duration::from_secs(30));
-    let took = started.elapsed();
-    assert!(line.contains("cut"), "{line}");
+    let cut = UnreadMember::sent(&[], LINES);
+    assert!(cut.down.contains("cut"), "{}", cut.down);
     assert!(
-        took <= Duration::from_secs(18),
-        "c was dropped only after {took:?}"
+        cut.took <= Duration::from_secs(18),
+        "c was dropped only after {:?}",
+        cut.took
     );
-    feeder.join().unwrap();
-    assert_all_lines(&b, LINES);
-    let status = a.expect_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(3), "a's exit: {status}");
+    let a = cut.others_carry_on(LINES);
     let summary = a.wait_log("summary");
     assert!(summary.contains("to c ("), "{summary}");
 }
