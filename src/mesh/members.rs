@@ -640,6 +640,7 @@ impl Mesh {
             if origin.missing().is_some() {
                 self.holes.insert(id);
             }
+            self.give_up_too_big(id);
         } else if let Some(m) = self.members.get_mut(&id) {
             if m.base_hint == 0 {
                 m.base_hint = status.sent_seq.saturating_add(1);

@@ -242,6 +242,11 @@ pub struct Origin {
     pub hole: Option<Hole>,
     /// When a message of it last arrived (relayed to us).
     pub last_arrival: Option<Instant>,
+    /// Seqs `first..=last` a neighbour said are over our `--max-frame`
+    /// (TOO_BIG), from the next one we lack on, and the largest size it
+    /// gave: given up once a later message shows they were sent
+    /// ([`super::Mesh::too_big`]).
+    pub too_big: Option<(u64, u64, u32)>,
     used: u64,
 }
 

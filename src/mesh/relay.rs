@@ -48,6 +48,9 @@ impl Mesh {
         let window = self.cfg.window;
         // Whom to PRUNE, for which origin: duplicates show redundant links.
         let mut prunes: Vec<(NodeId, Conn)> = Vec::new();
+        // Origins with a TOO_BIG noted and a message held behind it: given
+        // up once this batch's deliveries are out (they come first).
+        let mut too_big: Vec<NodeId> = Vec::new();
         // A batch is mostly runs of one origin: its state is looked up once
         // per run, not per message (the lookup was a fifth of a relay's time).
         for run in msgs.chunk_by(|a, b| a.origin == b.origin) {
@@ -189,6 +192,9 @@ impl Mesh {
                     Arrival::Hold => {
                         origin.hold(m.seq, kept());
                         self.holes.insert(id);
+                        if origin.too_big.is_some() && too_big.last() != Some(&id) {
+                            too_big.push(id);
+                        }
                     }
                 }
                 if eager && m.hops < m.ttl {
@@ -264,6 +270,9 @@ impl Mesh {
             );
         }
         self.delivered(deliveries);
+        for origin in too_big {
+            self.give_up_too_big(origin);
+        }
         self.keep_memory();
         self.maybe_send_status(now);
     }
@@ -425,21 +434,54 @@ impl Mesh {
 
     /// A neighbour says `origin`'s message `seq` (`size` bytes) is over our
     /// `--max-frame` and will not come from it (TOO_BIG, in the message's
-    /// place in its stream). When it is the next one we lack, it is a gap
-    /// at once: waiting `--stall-timeout` for a repair that cannot come
-    /// held the origin's window, and the whole group, one oversized line
-    /// per stall timeout (attack16 F2). Otherwise (the lines before it are
-    /// still on their way by another path) it changes nothing: when the
-    /// hole reaches it, our repair asks bring the same answer again, or
-    /// the stall timeout reports it.
+    /// place in its stream). Waiting `--stall-timeout` for a repair that
+    /// cannot come held the origin's window, and the whole group, one
+    /// oversized line per stall timeout (attack16 F2); so such lines are
+    /// given up at once, as a gap, but only lines the word can be true of
+    /// (a stranger sent TOO_BIG for a member's next thousand lines,
+    /// before they were sent, and the member skipped them all: attack17
+    /// F2): a size over our limit, from the next seq we lack on (one run,
+    /// noted), and only once a later message, or the origin's STATUS,
+    /// shows the origin sent them ([`Mesh::give_up_too_big`]).
     pub(super) fn too_big(&mut self, origin: NodeId, seq: u64, size: u32) {
+        if size as usize <= self.cfg.max_frame {
+            log::debug!(
+                "a TOO_BIG for {origin:016x}/{seq} of {size} bytes, within our --max-frame: ignored"
+            );
+            return;
+        }
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        if o.next == 0 || seq != o.next {
+        o.too_big = match o.too_big {
+            _ if o.next == 0 || seq < o.next => return,
+            Some((first, last, most)) if seq == last + 1 => Some((first, seq, most.max(size))),
+            _ if seq == o.next => Some((seq, seq, size)),
+            keep => keep,
+        };
+        self.give_up_too_big(origin);
+    }
+
+    /// Gives up `origin`'s noted TOO_BIG run as a gap if it starts at the
+    /// next seq we lack and a later message is held, or the origin's
+    /// STATUS says it sent the run; drops the note once we are past it.
+    pub(super) fn give_up_too_big(&mut self, origin: NodeId) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let Some((first, last, size)) = o.too_big else {
+            return;
+        };
+        if o.next > last || o.next > first {
+            o.too_big = None;
             return;
         }
-        o.skip_to(seq);
+        let sent = o.first_held().is_some_and(|h| h > last) || o.known_sent >= last;
+        if o.next < first || !sent {
+            return;
+        }
+        o.too_big = None;
+        o.skip_to(last);
         o.hole = None;
         let mut released = Vec::new();
         while let Some((seq, held)) = o.take_next_held() {
@@ -449,10 +491,11 @@ impl Mesh {
             self.holes.insert(origin);
         }
         let reason = format!(
-            "{size} bytes, over this node's --max-frame of {}",
+            "{}{size} bytes, over this node's --max-frame of {}",
+            if first == last { "" } else { "up to " },
             self.cfg.max_frame
         );
-        self.gap(origin, seq, seq, &reason);
+        self.gap(origin, first, last, &reason);
         self.delivered(released);
     }
 

@@ -2763,26 +2763,14 @@ fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     assert_eq!(crate::books::missed(&b7), 2, "exit 3 under --exit-on-eof");
 }
 
-/// A neighbour's TOO_BIG for the next line we lack is a gap at once, not
-/// after the stall timeout: the lines held behind it go out, and our
-/// acknowledgement counts it skipped. One for a line further on (those
-/// before it still on their way) changes nothing.
+/// A neighbour's TOO_BIG for the next line we lack is a gap as soon as a
+/// later line shows it was sent, not after the stall timeout: the lines
+/// held behind it go out, and our acknowledgement counts it skipped.
 #[test]
 fn a_line_over_our_max_frame_is_a_gap_at_once_when_a_neighbour_says_so() {
     let (mut m, t0) = with_neighbours(config(), 1);
-    let too_big = |m: &mut Mesh, seq| {
-        let frame = Frame::TooBig {
-            origin: 7,
-            seq,
-            size: 2_000_000,
-        };
-        m.on_frame(t0, 1, &frame);
-        drain(m)
-    };
     feed(&mut m, t0, 1, &[(7, 1, 1, 16), (7, 3, 1, 16)]);
-    let early = too_big(&mut m, 4);
-    assert!(gaps(&early).is_empty(), "line 2 is still on its way");
-    let actions = too_big(&mut m, 2);
+    let actions = too_big(&mut m, t0, 7, 2, 2_000_000);
     assert_eq!(
         gap_reports(&actions),
         [(
@@ -2793,12 +2781,49 @@ fn a_line_over_our_max_frame_is_a_gap_at_once_when_a_neighbour_says_so() {
         )]
     );
     assert_eq!(delivered(&actions), [(7, 3)], "held behind it");
-    let actions = too_big(&mut m, 4);
+    // In the place of line 4 in the stream: given up when line 5 comes.
+    assert!(gaps(&too_big(&mut m, t0, 7, 4, 2_000_000)).is_empty());
+    let actions = feed(&mut m, t0, 1, &[(7, 5, 1, 16)]);
     assert_eq!(gaps(&actions), [(7, 4, 4)]);
-    assert!(gaps(&too_big(&mut m, 4)).is_empty(), "once");
-    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 5, 1, 16)])), [(7, 5)]);
+    assert_eq!(delivered(&actions), [(7, 5)]);
+    assert!(
+        gaps(&too_big(&mut m, t0, 7, 4, 2_000_000)).is_empty(),
+        "once"
+    );
     let ack = our_ack(&mut m, t0, 7).unwrap();
     assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 5, 2));
+    // Two in a row, then the next line: one gap for both.
+    too_big(&mut m, t0, 7, 6, 2_000_000);
+    too_big(&mut m, t0, 7, 7, 3_000_000);
+    let actions = feed(&mut m, t0, 1, &[(7, 8, 1, 16)]);
+    assert_eq!(gaps(&actions), [(7, 6, 7)]);
+    assert_eq!(delivered(&actions), [(7, 8)]);
+}
+
+/// TOO_BIG from a stranger: a size within our --max-frame, a seq beyond
+/// the next one we lack, or lines nobody sent yet make no gap (a forged
+/// run of them made a member skip its next thousand lines: attack17 F2).
+#[test]
+fn a_too_big_that_cannot_be_true_skips_nothing() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    assert!(gaps(&too_big(&mut m, t0, 7, 2, 10)).is_empty(), "10 bytes");
+    assert!(
+        gaps(&too_big(&mut m, t0, 7, 5, 2_000_000)).is_empty(),
+        "ahead"
+    );
+    for seq in 2..1000 {
+        assert!(gaps(&too_big(&mut m, t0, 7, seq, 2_000_000)).is_empty());
+    }
+    let actions = feed(&mut m, t0, 1, &[(7, 2, 1, 16), (7, 3, 1, 16)]);
+    assert_eq!(delivered(&actions), [(7, 2), (7, 3)], "not yet sent then");
+    assert!(gaps(&actions).is_empty());
+}
+
+/// Feeds a TOO_BIG for `origin`'s `seq` from neighbour 1.
+fn too_big(m: &mut Mesh, now: Instant, origin: NodeId, seq: u64, size: u32) -> Vec<Action> {
+    m.on_frame(now, 1, &Frame::TooBig { origin, seq, size });
+    drain(m)
 }
 
 #[test]
