@@ -235,6 +235,13 @@ impl DialPolicy {
 
 impl Mesh {
     pub(super) fn dial_tick(&mut self, now: Instant) {
+        if self.stuck {
+            // Our stdout takes nothing: our neighbours cut us for it, and
+            // a link made now would only be cut again (attack17 F5: a
+            // stuck member redialed at once, again and again, and the
+            // group waited for it each time). We dial once it prints.
+            return;
+        }
         self.dial_seeds(now);
         self.dial_for_degree(now);
         self.dial_to_heal(now);
@@ -267,10 +274,13 @@ impl Mesh {
         if have >= self.cfg.degree {
             return;
         }
+        // Live members, not one that says its stdout is stuck (it would be
+        // cut again at once).
         let wanted = |k: &Known| {
             self.may_dial(k, now)
-                && k.node
-                    .map_or(true, |n| self.members.get(&n).map_or(true, |m| m.up))
+                && k.node.map_or(true, |n| {
+                    self.members.get(&n).map_or(true, |m| m.up && !m.stuck)
+                })
         };
         let mut candidates: Vec<SocketAddr> = self
             .dial
@@ -365,12 +375,12 @@ impl Mesh {
     }
 
     /// A member worth a heal dial: one that was live and went down (maybe
-    /// behind a partition). Not one we only know from beyond our ttl: it
+    /// behind a partition), and did not say its stdout is stuck. Not one we only know from beyond our ttl: it
     /// was never a member for us, and dialing it would undo the ttl.
     fn heal_candidate(&self, node: NodeId) -> bool {
         self.members
             .get(&node)
-            .is_some_and(|m| !m.up && m.down.is_some())
+            .is_some_and(|m| !m.up && m.down.is_some() && !m.stuck)
     }
 
     /// A STATUS of `member` (seq `seq`) came through `conn`. A copy that

@@ -258,6 +258,7 @@ pub(super) fn note_flags(m: &mut Member, flags: u8) {
     m.left_final = flags & FLAG_LEAVING != 0 && flags & FLAG_FINAL != 0;
     m.draining = flags & FLAG_DRAINING != 0;
     m.sending = flags & FLAG_SENDING != 0;
+    m.stuck = flags & super::FLAG_STUCK != 0;
 }
 
 #[cfg(test)]

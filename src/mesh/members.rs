@@ -50,6 +50,9 @@ pub struct Member {
     /// `sending`: lines it read still wait to go out.
     pub draining: bool,
     pub sending: bool,
+    /// Its STATUS says its stdout is stuck (`stuck.rs`): it is cut, not
+    /// dialed to heal; it dials again once it prints.
+    pub stuck: bool,
     /// Since when it has owed us lines without acknowledging more, and how
     /// far it had acknowledged then (`find_stalled`).
     pub waiting: Option<(Instant, u64)>,
@@ -89,6 +92,7 @@ impl Member {
             left_final: false,
             draining: false,
             sending: false,
+            stuck: false,
             waiting: None,
             stalled: false,
             printed: 0,

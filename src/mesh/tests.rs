@@ -980,6 +980,60 @@ fn a_stdout_that_printed_nothing_for_a_stall_timeout_is_said_stuck() {
     assert!(!stuck(&drain(&mut m)), "nothing waits for stdout");
 }
 
+/// A node whose stdout is stuck dials nobody, not even its PEER: a link
+/// made now would only be cut again (a stuck member redialed at once,
+/// again and again: attack17 F5). Once it prints, it dials.
+#[test]
+fn a_node_whose_stdout_is_stuck_dials_nobody_until_it_prints() {
+    let seeded = MeshConfig {
+        seeds: 1,
+        ..config()
+    };
+    let (mut m, t0) = with_neighbours(seeded, 0);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    m.output_waiting(at(0), true);
+    m.tick(at(5000));
+    assert!(m.stuck);
+    for ms in (5_100..20_000).step_by(100) {
+        m.tick(at(ms));
+        assert!(dials(&drain(&mut m)).is_empty(), "dialed at {ms} ms");
+    }
+    m.output_waiting(at(20_000), false);
+    m.tick(at(20_100));
+    assert_eq!(dials(&drain(&mut m)), [DialTarget::Seed(0)]);
+}
+
+/// A member that says its stdout is stuck is not dialed, for our degree
+/// or to heal: it would be cut again at once. It dials us once it prints.
+#[test]
+fn a_member_that_said_its_stdout_is_stuck_is_not_dialed() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let mut s = status(7, 1, 2, 0);
+    s.addrs = vec![addr("10.0.0.7:7000")];
+    s.flags = FLAG_STUCK;
+    on_status(&mut m, t0, 1, status(7, 1, 2, 0));
+    on_status(&mut m, t0, 1, Status { status_seq: 2, ..s });
+    let down = Frame::Down {
+        member: 7,
+        status_seq: 2,
+        hops: 1,
+        ttl: 16,
+        reason: b"cut: its stdout took nothing",
+    };
+    for sec in 1..40 {
+        if sec == 20 {
+            m.on_frame(t0 + Duration::from_secs(sec), 1, &down);
+        }
+        m.tick(t0 + Duration::from_secs(sec));
+        let dialed = dials(&drain(&mut m));
+        assert!(
+            !dialed.contains(&DialTarget::Addr(addr("10.0.0.7:7000"))),
+            "dialed the stuck member at {sec} s"
+        );
+    }
+    assert!(!m.members.get(&7).unwrap().up, "down since 20 s");
+}
+
 /// A neighbour whose own STATUS, on its own link, says its stdout is
 /// stuck is cut; the same flag passed on by another neighbour, or claimed
 /// for a member by a neighbour that is not it, cuts nobody.
