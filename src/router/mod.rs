@@ -344,7 +344,10 @@ impl Router {
             Some(self.next_flush),
             self.mesh.next_deadline(),
             self.unannounced_until(),
-            self.leave_by,
+            // Past it, we may still wait for members sending: the mesh's
+            // ticks wake us for that (a past deadline here made the loop
+            // spin, see below).
+            self.leave_by.filter(|at| *at > Instant::now()),
             self.drain_by,
             self.settle_by,
         ]
@@ -353,8 +356,16 @@ impl Router {
         .min();
         let oper = match timer {
             Some(at) => {
+                // A deadline already past is no sleep: measured from it,
+                // every turn of the loop looked like a stop of the process,
+                // and the mesh's silence clock went back by that much each
+                // time (while a node leaving at the end of stdin waited
+                // past `leave_by` for a member still sending, the loop
+                // spun, and members stalled for 2 x --stall-timeout were
+                // "printing again": the node never exited, attack17 F7).
+                let slept_from = Instant::now();
                 let oper = sel.select_deadline(at);
-                note_oversleep(&mut self.mesh, at);
+                note_oversleep(&mut self.mesh, at.max(slept_from));
                 match oper {
                     Ok(oper) => oper,
                     Err(_) => return Step::Timer,

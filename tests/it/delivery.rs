@@ -177,6 +177,57 @@ fn raw_member(a: &Node, name: &str, id: u64) -> (RawPeer, u64) {
     (raw, theirs)
 }
 
+/// A member that says, in every STATUS, that more of its lines are coming
+/// (bit 4, "sending") and never sends one, nor acknowledges ours, holds
+/// an --exit-on-eof node for a bounded time: 2 x --stall-timeout for its
+/// acknowledgements, then at most --stall-timeout for its lines, then the
+/// goodbyes; exit 3. Before, the node's loop spun once past its leave
+/// deadline, each turn counted as a stop of the process, its silence clock
+/// went back, the member was "printing again", and it never exited
+/// (attack17 F7).
+#[test]
+fn a_member_forever_saying_more_lines_come_holds_an_exit_on_eof_node_a_bounded_time() {
+    let mut a = node("a")
+        .args(&["--exit-on-eof", "--keepalive", "1", "--stall-timeout", "5"])
+        .start();
+    let (mut raw, _) = raw_member(&a, "teaser", 0x7ea5e);
+    // Every PING answered, and each with a STATUS saying lines come.
+    let teaser = thread::spawn(move || {
+        let mut seq = 1;
+        while let Some((kind, body)) = raw.read_frame() {
+            if kind == frame::kind::PING {
+                let token = u64::from_be_bytes(body[..8].try_into().unwrap());
+                raw.send(&Frame::Pong(token).to_bytes());
+                seq += 1;
+                let mut teasing = status(0x7ea5e, seq, "teaser", &[]);
+                teasing[STATUS_SENT_SEQ..STATUS_SENT_SEQ + 9]
+                    .copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 5, SENDING]);
+                raw.send(&teasing);
+            }
+        }
+    });
+    a.send(b"one\ntwo\n");
+    a.close_stdin();
+    let started = Instant::now();
+    let status = a.expect_exit(Duration::from_secs(40));
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(3), "{}", a.log_text());
+    // 10 s for its acknowledgements, 5 for its lines, 2 for goodbyes.
+    assert!(
+        took < Duration::from_secs(22),
+        "took {took:?}:\n{}",
+        a.log_text()
+    );
+    assert_eq!(a.count_log("prints again"), 0, "{}", a.log_text());
+    teaser.join().unwrap();
+}
+
+/// Where a STATUS frame's sent_seq (8 bytes) and flags (1) sit: after
+/// the length, type, member, status_seq, hops and ttl.
+const STATUS_SENT_SEQ: usize = 4 + 1 + 8 + 8 + 1 + 1;
+/// STATUS flags bit 4: more of its lines are coming.
+const SENDING: u8 = 16;
+
 /// A member that acknowledges the line but never closes after our goodbye
 /// is cut off 2 x keepalive later; what it acknowledged counts as delivered.
 #[test]
