@@ -182,20 +182,23 @@ impl Mesh {
     }
 
     /// Whether more lines of a live member are coming: it says so
-    /// (`FLAG_SENDING`), or its stdin has not ended (no `FLAG_DRAINING`)
-    /// and its lines arrived within `SENDING_LATELY`. The flag alone
-    /// missed a member starved of CPU between its STATUS frames: in a
-    /// group of 20 exiting together on a loaded machine, the others left
-    /// without its last lines.
+    /// (`FLAG_SENDING`), or its lines arrived within `SENDING_LATELY` and
+    /// either its stdin has not ended (no `FLAG_DRAINING`) or lines it
+    /// said it sent are still on their way to us. The flag alone missed a
+    /// member starved of CPU between its STATUS frames: in a group of 20
+    /// exiting together on a loaded machine, the others left without its
+    /// last lines. And a member whose stdin had just ended, its last lines
+    /// sent, said neither: members that had finished left while its last
+    /// 900 lines streamed in ("lines were still on their way to this node
+    /// after 2s"), and its sender exited 3.
     pub fn members_sending(&self, now: Instant) -> bool {
         self.members.iter().any(|(id, m)| {
-            let lately = || {
-                self.origins
-                    .get(*id)
-                    .and_then(|o| o.last_arrival)
-                    .is_some_and(|at| now.saturating_duration_since(at) < SENDING_LATELY)
-            };
-            m.up && (m.sending || (!m.draining && lately()))
+            let origin = self.origins.get(*id);
+            let lately = origin
+                .and_then(|o| o.last_arrival)
+                .is_some_and(|at| now.saturating_duration_since(at) < SENDING_LATELY);
+            let on_their_way = origin.is_some_and(|o| o.undelivered().is_some());
+            m.up && (m.sending || (lately && (!m.draining || on_their_way)))
         })
     }
 
@@ -522,6 +525,18 @@ mod tests {
         let draining = FLAG_DRAINING;
         m.on_frame(t0, 1, &Frame::Status(status(7, 2, 0, draining, Vec::new())));
         assert!(!m.members_sending(t0), "its stdin ended");
+        // Its stdin ended, its last lines sent and on their way to us:
+        // still sending while they stream in.
+        m.on_frame(
+            t0,
+            1,
+            &Frame::Status(status(7, 3, 10, draining, Vec::new())),
+        );
+        feed(&mut m, t0, 7, 4..=6);
+        assert!(m.members_sending(t0 + Duration::from_millis(900)));
+        assert!(!m.members_sending(t0 + SENDING_LATELY), "none came lately");
+        feed(&mut m, t0, 7, 7..=10);
+        assert!(!m.members_sending(t0), "every line it sent is here");
     }
 
     #[test]
