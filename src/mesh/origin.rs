@@ -388,6 +388,28 @@ impl Origin {
         (last >= self.next).then_some((self.next, last))
     }
 
+    /// The missing runs after the first ([`Origin::missing`]) that lie
+    /// between messages held back (not those after the last one held: a
+    /// stream's lines on their way would all be asked for again); at most
+    /// `limit` of them.
+    pub fn later_missing(&self, limit: usize) -> Vec<(u64, u64)> {
+        let mut runs = Vec::new();
+        let mut held = self.held.keys().copied();
+        let Some(mut from) = held.next().map(|h| h + 1) else {
+            return runs;
+        };
+        for seq in held {
+            if runs.len() == limit {
+                break;
+            }
+            if seq > from {
+                runs.push((from, seq - 1));
+            }
+            from = seq + 1;
+        }
+        runs
+    }
+
     /// The lowest held seq, if any.
     pub fn first_held(&self) -> Option<u64> {
         self.held.keys().next().copied()

@@ -23,6 +23,9 @@ use crate::frame::{
 const REPAIR_DELAY: Duration = Duration::from_millis(250);
 /// How long a REPAIR is given before another neighbour is asked.
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
+/// How many missing runs beyond the first a hole's ask also names (see
+/// `check_hole`).
+const LATER_RUNS_ASKED: usize = 16;
 /// However often new paths restart a hole's clock, it is given up at the
 /// latest this many stall timeouts after it was seen.
 const HOLE_LIMIT: u32 = 3;
@@ -590,7 +593,20 @@ impl Mesh {
             } else {
                 u64::MAX
             };
+            // And the runs missing between the lines held back, in the
+            // same turn: one hole at a time, a member whose relay could
+            // not carry every other line (a smaller --max-frame) got them
+            // from the origin one per 0.4 s (attack17 F3).
+            let later = origin.later_missing(LATER_RUNS_ASKED);
             self.graft(id, conn, first, to);
+            for (from_seq, to_seq) in later {
+                let repair = Frame::Repair {
+                    origin: id,
+                    from_seq,
+                    to_seq,
+                };
+                self.send_frame(conn, &repair);
+            }
         }
     }
 

@@ -2854,6 +2854,42 @@ fn a_line_over_our_max_frame_is_a_gap_at_once_when_a_neighbour_says_so() {
     assert_eq!(delivered(&actions), [(7, 8)]);
 }
 
+/// A hole's ask names the runs missing between the lines held back too,
+/// in the same turn, not one hole per REPAIR_DELAY: a member whose relay
+/// left out every other line got them one per 0.4 s (attack17 F3). Not
+/// what lies after the last line held (lines on their way).
+#[test]
+fn a_holes_ask_names_every_run_missing_between_the_lines_held_back() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 3, 1, 16), (7, 5, 1, 16)],
+    );
+    feed(&mut m, t0, 1, &[(7, 8, 1, 16)]);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 20));
+    m.tick(t0 + Duration::from_millis(10));
+    drain(&mut m);
+    m.tick(t0 + Duration::from_millis(300));
+    let asks: Vec<(Conn, &str, u64, u64)> = sent(&drain(&mut m))
+        .into_iter()
+        .filter_map(|(to, f)| match f {
+            Frame::Graft {
+                from_seq, to_seq, ..
+            } => Some((to, "graft", from_seq, to_seq)),
+            Frame::Repair {
+                from_seq, to_seq, ..
+            } => Some((to, "repair", from_seq, to_seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asks,
+        [(1, "graft", 2, 2), (1, "repair", 4, 4), (1, "repair", 6, 7)]
+    );
+}
+
 /// TOO_BIG from a stranger: a size within our --max-frame, a seq beyond
 /// the next one we lack, or lines nobody sent yet make no gap (a forged
 /// run of them made a member skip its next thousand lines: attack17 F2).
