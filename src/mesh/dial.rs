@@ -375,8 +375,9 @@ impl Mesh {
     }
 
     /// A member worth a heal dial: one that was live and went down (maybe
-    /// behind a partition), and did not say its stdout is stuck. Not one we only know from beyond our ttl: it
-    /// was never a member for us, and dialing it would undo the ttl.
+    /// behind a partition), and did not say its stdout is stuck. Not one
+    /// we only know from beyond our ttl: it was never a member for us, and
+    /// dialing it would undo the ttl.
     fn heal_candidate(&self, node: NodeId) -> bool {
         self.members
             .get(&node)

@@ -484,6 +484,21 @@ impl Mesh {
             return;
         }
         o.too_big = None;
+        let reason = format!(
+            "{}{size} bytes, over this node's --max-frame of {}",
+            if first == last { "" } else { "up to " },
+            self.cfg.max_frame
+        );
+        self.give_up(origin, first, last, &reason);
+    }
+
+    /// Gives up `origin`'s missing `first..=last` (the next seqs we lack)
+    /// as a gap for `reason`: what was held behind them is delivered, and
+    /// a missing run after that is a hole to check.
+    fn give_up(&mut self, origin: NodeId, first: u64, last: u64, reason: &str) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
         o.skip_to(last);
         o.hole = None;
         let mut released = Vec::new();
@@ -493,12 +508,7 @@ impl Mesh {
         if o.missing().is_some() {
             self.holes.insert(origin);
         }
-        let reason = format!(
-            "{}{size} bytes, over this node's --max-frame of {}",
-            if first == last { "" } else { "up to " },
-            self.cfg.max_frame
-        );
-        self.gap(origin, first, last, &reason);
+        self.gap(origin, first, last, reason);
         self.delivered(released);
     }
 
@@ -537,15 +547,8 @@ impl Mesh {
         let dial_origin = !hole.dialed_origin && now >= hole.since + stall / 2;
         let stalled = now >= hole.since + stall && !parent_silent;
         if stalled || now >= hole.seen + stall * HOLE_LIMIT {
-            origin.skip_to(last);
-            origin.hole = None;
-            let mut released = Vec::new();
-            while let Some((seq, held)) = origin.take_next_held() {
-                deliver(&mut released, held_delivery(id, seq, held));
-            }
             let reason = format!("not repaired within {}s", stall.as_secs_f64());
-            self.gap(id, first, last, &reason);
-            self.delivered(released);
+            self.give_up(id, first, last, &reason);
             return;
         }
         let dialed = dial_origin && self.origin_reachable(id) && self.dial_member(real_now, id);

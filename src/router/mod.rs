@@ -336,6 +336,7 @@ impl Router {
         } else {
             sel.recv(hurry)
         };
+        let now = Instant::now();
         let timer = [
             self.deadline,
             self.connect_deadline,
@@ -347,7 +348,7 @@ impl Router {
             // Past it, we may still wait for members sending: the mesh's
             // ticks wake us for that (a past deadline here made the loop
             // spin, see below).
-            self.leave_by.filter(|at| *at > Instant::now()),
+            self.leave_by.filter(|at| *at > now),
             self.drain_by,
             self.settle_by,
         ]
@@ -363,9 +364,8 @@ impl Router {
                 // past `leave_by` for a member still sending, the loop
                 // spun, and members stalled for 2 x --stall-timeout were
                 // "printing again": the node never exited, attack17 F7).
-                let slept_from = Instant::now();
                 let oper = sel.select_deadline(at);
-                note_oversleep(&mut self.mesh, at.max(slept_from));
+                note_oversleep(&mut self.mesh, at.max(now));
                 match oper {
                     Ok(oper) => oper,
                     Err(_) => return Step::Timer,
