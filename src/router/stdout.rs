@@ -91,11 +91,13 @@ impl Router {
     /// Whether the node may leave now, at the end of stdin, and with
     /// final acknowledgements (`mesh::leave`). First it waits until it is
     /// caught up (lines still on their way to it printed), at most
-    /// `catch_up`, or while a member says lines it read wait for its
-    /// window, at most `--stall-timeout`: when a whole group sends files
-    /// and exits together, under load members that had finished left
-    /// after 2 s without half of the others' files (attack15 F3,
-    /// attack16 F1). Then it stops printing (what arrives from now on is
+    /// `catch_up`; and, caught up or not, while a member is still sending
+    /// ([`Mesh::members_sending`](crate::mesh::Mesh::members_sending)),
+    /// at most `--stall-timeout`: when a whole group sends files and
+    /// exits together, under load members that had finished left after
+    /// 2 s without half of the others' files (attack15 F3, attack16 F1),
+    /// or as caught up in a pause between two bursts of a sender's lines.
+    /// Then it stops printing (what arrives from now on is
     /// counted, not delivered) and waits until the stdout thread has
     /// written out every message it was handed, at most [`DRAIN_WAIT`];
     /// then what that thread printed goes to the mesh, so that the final
@@ -111,7 +113,7 @@ impl Router {
                 let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
                 let longest = leave_by - catch_up + self.node.config.stall_timeout;
                 let others_send = self.mesh.members_sending(now) && now < longest;
-                if !caught_up && (now < leave_by || others_send) {
+                if (!caught_up && now < leave_by) || others_send {
                     return None;
                 }
                 log::info!("every member that was owed a line has it, or is gone");

@@ -222,6 +222,43 @@ fn a_member_forever_saying_more_lines_come_holds_an_exit_on_eof_node_a_bounded_t
     teaser.join().unwrap();
 }
 
+/// A node whose stdin ended leaves only once a member still streaming
+/// lines, one every 300 ms (more than the 100 ms of quiet that makes a
+/// node caught up, less than a second), has stopped: before, it took
+/// itself for caught up between two of them and left with a few; in a
+/// group exiting together, under load, members left without a busy
+/// sender's last lines that way (its lines came in bursts).
+#[test]
+fn an_exit_on_eof_node_waits_for_a_member_still_streaming_lines() {
+    const LINES: usize = 12;
+    let mut b = node("b").start();
+    let mut a = node("a")
+        .args(&["--exit-on-eof", "--wait-peers", "1"])
+        .dial(&b)
+        .start();
+    a.wait_peer("b");
+    b.wait_peer("a");
+    let mut stdin = b.take_stdin();
+    let feeder = thread::spawn(move || {
+        for n in 0..LINES {
+            writeln!(stdin, "b {n}").unwrap();
+            thread::sleep(Duration::from_millis(300)); // pacing, not waiting
+        }
+        stdin
+    });
+    // The first of b's lines is on its way before a's stdin ends.
+    a.wait_lines(1);
+    a.send(b"a's only line\n");
+    a.close_stdin();
+    let status = a.expect_exit(Duration::from_secs(30));
+    let stdin = feeder.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", a.log_text());
+    let got = texts(&a.wait_lines_for(LINES, Duration::from_secs(5)));
+    let want: Vec<String> = (0..LINES).map(|n| format!("b {n}")).collect();
+    assert_eq!(got, want, "{}", a.log_text());
+    drop(stdin);
+}
+
 /// Where a STATUS frame's sent_seq (8 bytes) and flags (1) sit: after
 /// the length, type, member, status_seq, hops and ttl.
 const STATUS_SENT_SEQ: usize = 4 + 1 + 8 + 8 + 1 + 1;
