@@ -1855,7 +1855,13 @@ fn members_leaving_while_another_still_sends_acknowledge_exactly_what_they_print
 /// on their way (`Mesh::members_sending`). Since those fixes it passed 4
 /// of 4 beside two CPU burners, two release suite runs and one clean-clone
 /// CI run, but failed in the next CI run (the suite's debug build: 2 of
-/// 20 nodes): still ignored in the suite.
+/// 20 nodes). Run alone with the debug build it failed 10 times in 21:
+/// a node left while a sender's last lines were on their way, announced
+/// by a STATUS that had overtaken them by seconds, or took itself for
+/// caught up between two bursts of a streaming sender's lines. Since a
+/// node waits for members still sending, caught up or not, it passed 14
+/// of 14; still ignored in the suite, since in 3 of the runs before that
+/// a node took over 2 minutes to close its links (not understood yet).
 #[test]
 #[ignore = "timing-dependent: failed 1 of 2 CI runs (debug build, beside the suite); \
             run `cargo test --release --test it -- --ignored whole_group` alone"]
