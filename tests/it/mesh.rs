@@ -1861,7 +1861,8 @@ fn members_leaving_while_another_still_sends_acknowledge_exactly_what_they_print
 /// caught up between two bursts of a streaming sender's lines. Since a
 /// node waits for members still sending, caught up or not, it passed 14
 /// of 14; still ignored in the suite, since in 3 of the runs before that
-/// a node took over 2 minutes to close its links (not understood yet).
+/// a node was still closing its links when the script's 2-minute limit
+/// stopped it (not understood yet).
 #[test]
 #[ignore = "timing-dependent: failed 1 of 2 CI runs (debug build, beside the suite); \
             run `cargo test --release --test it -- --ignored whole_group` alone"]
