@@ -116,10 +116,11 @@ impl Router {
                 if (!caught_up && now < leave_by) || others_send {
                     return None;
                 }
-                log::info!("every member that was owed a line has it, or is gone");
+                log::info!("every member that was owed a line has it, is gone, or was given up on");
                 if !caught_up {
                     log::warn!(
-                        "lines were still on their way to this node after {:.0}s: \
+                        "a member said more lines were coming, or lines were still on \
+                         their way to this node after {:.0}s: \
                          leaving without printing more",
                         (now - (leave_by - catch_up)).as_secs_f64()
                     );
