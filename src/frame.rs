@@ -20,7 +20,7 @@ pub type NodeId = u64;
 pub const MAGIC: [u8; 4] = *b"PCAT";
 /// The one protocol version this build speaks (5: TOO_BIG; 4: MSG carries
 /// a run of messages; version 3's one-message MSG is not spoken).
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
@@ -282,12 +282,30 @@ pub struct Ack {
 }
 
 /// In an origin's STATUS: "`member` was owed my lines `first..=last` but
-/// acknowledges a base above them: it never got them".
+/// acknowledges a base above them: it never got them"; or, with `last` 0
+/// (a start entry, [`Miss::is_start`]), "`member` is owed my lines from
+/// `first` on, none before: it waits for earlier ones and delivered none".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Miss {
     pub member: NodeId,
     pub first: u64,
     pub last: u64,
+}
+
+impl Miss {
+    /// A start entry: the member's lines from this origin start at
+    /// `first` (those before were read before the origin knew it).
+    pub fn start(member: NodeId, first: u64) -> Miss {
+        Miss {
+            member,
+            first,
+            last: 0,
+        }
+    }
+
+    pub fn is_start(&self) -> bool {
+        self.last == 0
+    }
 }
 
 /// Bytes that can never become a valid frame. The connection is beyond repair.
@@ -725,7 +743,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
             first: b.u64()?,
             last: b.u64()?,
         };
-        if miss.first == 0 || miss.last < miss.first {
+        if miss.first == 0 || (miss.last < miss.first && !miss.is_start()) {
             return Err(malformed("status", "an empty or backward missed range"));
         }
         misses.push(miss);
@@ -1371,7 +1389,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -1951,7 +1969,14 @@ mod tests {
                 malformed("status", "an acknowledgement skipped more than it covers"),
             ),
             (
-                status(&|s| s.misses[0].last = 0),
+                status(&|s| {
+                    s.misses[0].first = 5;
+                    s.misses[0].last = 3;
+                }),
+                malformed("status", "an empty or backward missed range"),
+            ),
+            (
+                status(&|s| s.misses[0].first = 0),
                 malformed("status", "an empty or backward missed range"),
             ),
             (status(&|s| s.ttl = 0), malformed("status", "ttl is 0")),
@@ -2062,31 +2087,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0005 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -2113,7 +2138,7 @@ mod tests {
                 malformed("message", "its seqs run past the largest seq"),
             ),
             (
-                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -2122,7 +2147,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -2131,7 +2156,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0005 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,

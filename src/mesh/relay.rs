@@ -495,7 +495,7 @@ impl Mesh {
     /// Gives up `origin`'s missing `first..=last` (the next seqs we lack)
     /// as a gap for `reason`: what was held behind them is delivered, and
     /// a missing run after that is a hole to check.
-    fn give_up(&mut self, origin: NodeId, first: u64, last: u64, reason: &str) {
+    pub(super) fn give_up(&mut self, origin: NodeId, first: u64, last: u64, reason: &str) {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };

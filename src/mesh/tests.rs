@@ -2791,6 +2791,71 @@ fn a_member_told_it_missed_owed_lines_reports_a_gap_and_acknowledges_them_as_ski
     assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 3, 2));
 }
 
+/// A member that joined while we streamed, and took its base from an old
+/// STATUS of ours (relays' queues run seconds behind a fast sender), waits
+/// for lines read before we knew it, which no cache keeps for it: we tell
+/// it where its lines start, until it delivers something.
+#[test]
+fn an_origin_tells_a_member_waiting_for_lines_before_its_own_where_they_start() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    own_lines(&mut m, t0, 1, 5);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 6, 8);
+    drain(&mut m);
+    // 7 is owed 6..=8, acknowledges a base of 2 and delivered nothing.
+    on_status(&mut m, t0, 1, ack_status(7, 2, 2, 1));
+    m.tick(t0 + Duration::from_secs(2));
+    let st = statuses_sent(&drain(&mut m));
+    assert_eq!(st[0].1.misses, [frame::Miss::start(7, 6)]);
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.owed.clone(), b7.delivered, b7.lost), (6..9, 0, 0));
+    // Once it delivered something, it is told no more.
+    on_status(&mut m, t0, 1, ack_status(7, 3, 6, 8));
+    m.tick(t0 + Duration::from_secs(4));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!((b7.delivered, b7.lost), (3, 0));
+}
+
+/// The member's side: told that 7's lines start at 10 while it waits for
+/// 3..=9 (its base from an old STATUS), it moves its base up at once and
+/// delivers what it held, reporting the skipped run as a gap but not as
+/// skipped (none of it was owed). Before, it waited `--stall-timeout` on
+/// a hole nobody could fill, and 7's window waited on it.
+#[test]
+fn a_member_told_where_an_origins_lines_start_stops_waiting_for_earlier_ones() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 2));
+    assert!(delivered(&feed(&mut m, t0, 1, &[(7, 10, 1, 16), (7, 11, 1, 16)])).is_empty());
+    let mut told = status(7, 2, 1, 11);
+    told.misses = vec![frame::Miss::start(ME, 10)];
+    let actions = on_status(&mut m, t0, 1, told.clone());
+    assert_eq!(gaps(&actions), [(7, 3, 9)]);
+    assert_eq!(delivered(&actions), [(7, 10), (7, 11)]);
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (10, 11, 0));
+    // Told again (an older entry still on its way): nothing more happens.
+    told.status_seq = 3;
+    let again = on_status(&mut m, t0, 1, told);
+    assert!(gaps(&again).is_empty() && delivered(&again).is_empty());
+}
+
+/// A member that has delivered lines below where the origin says its
+/// lines start keeps them and waits as before: it skips nothing it may
+/// still get (an entry sent before its acknowledgement said so).
+#[test]
+fn a_member_that_delivered_lines_ignores_where_an_origin_says_they_start() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 2));
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 3, 1, 16)])), [(7, 3)]);
+    feed(&mut m, t0, 1, &[(7, 10, 1, 16)]);
+    let mut told = status(7, 2, 1, 10);
+    told.misses = vec![frame::Miss::start(ME, 10)];
+    let actions = on_status(&mut m, t0, 1, told);
+    assert!(gaps(&actions).is_empty() && delivered(&actions).is_empty());
+}
+
 #[test]
 fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     // The member: 7's line 2 and 3 never come; after the stall timeout

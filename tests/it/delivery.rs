@@ -469,6 +469,47 @@ fn msg(origin: u64, seq: u64, text: &[u8]) -> Vec<u8> {
     .to_bytes()
 }
 
+/// A member that joined while a sender streamed can take its base from an
+/// old STATUS of that sender and wait for lines read before the sender knew
+/// it, which nobody keeps for it. The sender's STATUS then says where its
+/// lines start (a start entry): the member skips to them at once, with a
+/// gap saying why, instead of waiting `--stall-timeout` on the hole (and
+/// the sender's window on the member: attack19 F2, a joiner printed none
+/// of 116,508 owed lines in 3 s).
+#[test]
+fn a_member_told_where_a_senders_lines_start_prints_them_at_once() {
+    let a = node("a").args(&["--stall-timeout", "30"]).start();
+    let (mut s, a_id) = raw_member(&a, "s", 0x5e);
+    // An old STATUS: 100 lines sent, none of them owed to a; then lines
+    // 200 and 201, held back behind the hole.
+    let mut st = Status {
+        member: 0x5e,
+        status_seq: 2,
+        hops: 1,
+        ttl: 16,
+        sent_seq: 100,
+        name: "s".to_owned(),
+        ..Status::default()
+    };
+    s.send(&Frame::Status(st.clone()).to_bytes());
+    s.send(&msg(0x5e, 200, b"line 200"));
+    s.send(&msg(0x5e, 201, b"line 201"));
+    st.status_seq = 3;
+    st.sent_seq = 201;
+    st.misses = vec![frame::Miss::start(a_id, 200)];
+    s.send(&Frame::Status(st.clone()).to_bytes());
+    let told = Instant::now();
+    let lines = texts(&a.wait_lines_for(2, Duration::from_secs(30)));
+    let took = told.elapsed();
+    assert_eq!(lines, ["line 200", "line 201"]);
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} (--stall-timeout 30):\n{}",
+        a.log_text()
+    );
+    a.wait_log("sent before this node joined, none of them owed to it");
+}
+
 /// In a mesh, copies arrive along several paths: a repeated message is
 /// dropped (without a log line: that is normal), one from before the first
 /// one seen of that origin is a gap (next test), the rest delivered once,
