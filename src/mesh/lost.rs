@@ -117,7 +117,12 @@ impl Mesh {
             return;
         };
         if miss.is_start() {
-            self.told_start(status.member, miss.first);
+            // Lines start at most one past what it says it sent: an
+            // origin tells a member of lines it owes, and owes none it
+            // has not read.
+            if miss.first <= status.sent_seq.saturating_add(1) {
+                self.told_start(status.member, miss.first);
+            }
             return;
         }
         let Some(origin) = self.origins.get_mut(status.member) else {

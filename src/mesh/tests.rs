@@ -2828,15 +2828,19 @@ fn a_member_told_where_an_origins_lines_start_stops_waiting_for_earlier_ones() {
     let (mut m, t0) = with_neighbours(config(), 1);
     on_status(&mut m, t0, 1, status(7, 1, 1, 2));
     assert!(delivered(&feed(&mut m, t0, 1, &[(7, 10, 1, 16), (7, 11, 1, 16)])).is_empty());
-    let mut told = status(7, 2, 1, 11);
+    // One that starts beyond what the STATUS says was sent is false.
+    let mut told = status(7, 2, 1, 8);
     told.misses = vec![frame::Miss::start(ME, 10)];
+    assert!(gaps(&on_status(&mut m, t0, 1, told.clone())).is_empty());
+    told.sent_seq = 11;
+    told.status_seq = 3;
     let actions = on_status(&mut m, t0, 1, told.clone());
     assert_eq!(gaps(&actions), [(7, 3, 9)]);
     assert_eq!(delivered(&actions), [(7, 10), (7, 11)]);
     let ack = our_ack(&mut m, t0, 7).unwrap();
     assert_eq!((ack.base, ack.delivered, ack.skipped), (10, 11, 0));
     // Told again (an older entry still on its way): nothing more happens.
-    told.status_seq = 3;
+    told.status_seq = 4;
     let again = on_status(&mut m, t0, 1, told);
     assert!(gaps(&again).is_empty() && delivered(&again).is_empty());
 }
