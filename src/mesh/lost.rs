@@ -145,9 +145,10 @@ impl Mesh {
 
     /// An origin's STATUS says our lines from it start at `first`, and we
     /// wait for earlier ones, having delivered none: we took our base from
-    /// one of its old lines that reached us as we joined (relays' queues
-    /// run seconds behind a fast sender), and no cache keeps the lines
-    /// between for us, since none was owed to us. Our base moves up to
+    /// an old STATUS of it that reached us as we joined (a greeting repeats
+    /// the STATUS frames a neighbour last saw, and relays run seconds
+    /// behind a fast sender), and no cache keeps the lines between for us,
+    /// since none was owed to us. Our base moves up to
     /// `first` at once, reported as a gap (they were never owed, so not
     /// counted as skipped). Before, we waited `--stall-timeout` on a hole
     /// nobody could fill, and the origin's window on us: a node joining
