@@ -318,6 +318,10 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     // A line is acknowledged once stdout took it, not when it was handed
     // to the stdout thread (see `event::PrintedSoFar`).
     mesh.acknowledge_printed_only();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    mesh.count_status_from(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2));
     if let Some(path) = &node.config.peer_cache {
         mesh.learned(Instant::now(), &load_peer_cache(path));
     }

@@ -810,6 +810,16 @@ impl Mesh {
         self.neighbours.len()
     }
 
+    /// Our STATUS frames count from `first` on (the router passes the
+    /// microseconds since the epoch): a node restarted under the same id
+    /// (`--key`) must announce newer STATUS frames than its last life did,
+    /// or every member takes them for old ones, ignores them and keeps it
+    /// down until it forgets that life (about 20 s: attack20, its lines
+    /// meanwhile printed in slices between gaps).
+    pub fn count_status_from(&mut self, first: u64) {
+        self.own.status_seq = self.own.status_seq.max(first);
+    }
+
     /// Lifts the member table's cap ([`MAX_MEMBERS`] live members) to
     /// `cap`: only for simulated groups larger than a node accepts.
     #[doc(hidden)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::support::{node, texts, Node, DEADLINE};
 
@@ -226,6 +227,47 @@ fn a_group_secret_and_keys_alone_refuse_each_other() {
     let told = k.wait_log("uses a --secret-file and this node has none");
     assert!(told.contains(&a.addr()), "{told}");
     no_line_leaks(&mut a, &c, &k);
+}
+
+/// A node killed and restarted under the same key (so the same id) is a
+/// member again at once: its new STATUS frames count from the time it
+/// started, so they are newer than its last life's. Before, they counted
+/// from 1 again and were taken for old ones: no `member up` for about
+/// 20 s, and its lines meanwhile printed in slices between gaps (attack20).
+#[test]
+fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
+    let dir = Dir::new("rekey");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (m_key, m_pub) = dir.keygen("m.key");
+    let members = dir.file("members.txt", format!("{a_pub} a\n{m_pub} m\n").as_bytes());
+    let mut a = node("a")
+        .args(&["--key", &a_key, "--allow", &members, "--keepalive", "1"])
+        .start();
+    let args = ["--key", &m_key, "--allow", &members, "--keepalive", "1"];
+    let mut m = node("m").args(&args).dial(&a).start();
+    a.wait_log("member up: m");
+    // m acknowledges a stream of lines as it prints them: many STATUS
+    // frames in its first life.
+    const LINES: usize = 200_000;
+    let mut text = Vec::new();
+    for n in 0..LINES {
+        writeln!(text, "line {n}").unwrap();
+    }
+    a.send(&text);
+    m.wait_lines_for(LINES, DEADLINE);
+    m.signal("KILL");
+    m.expect_exit(Duration::from_secs(10));
+    a.wait_log("member down: m");
+    let m2 = node("m").args(&args).dial(&a).start();
+    m2.wait_peer("a");
+    let back = Instant::now();
+    a.wait_log_count("member up: m", 2);
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "member up again after {took:?}:\n{}",
+        a.log_text()
+    );
 }
 
 #[test]
