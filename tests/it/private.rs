@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
 use crate::support::{node, texts, Node, DEADLINE};
@@ -234,6 +235,7 @@ fn a_group_secret_and_keys_alone_refuse_each_other() {
 /// started, so they are newer than its last life's. Before, they counted
 /// from 1 again and were taken for old ones: no `member up` for about
 /// 20 s, and its lines meanwhile printed in slices between gaps (attack20).
+#[cfg(unix)]
 #[test]
 fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
     let dir = Dir::new("rekey");
