@@ -61,28 +61,19 @@ impl Mesh {
         });
     }
 
-    /// The miss entries of our STATUS: live members that acknowledge a base
-    /// above the first of our lines they owe; and start entries
-    /// ([`Miss::start`]) for those that acknowledge a base below it and
-    /// delivered nothing since (see [`start_entry`]). At most
-    /// [`MAX_STATUS_MISSES`], rotating with the status_seq when there are
-    /// more, so that every member is told in turn.
+    /// The miss entries of our STATUS ([`miss_entry`], one per live member
+    /// to be told). At most [`MAX_STATUS_MISSES`], rotating with the
+    /// status_seq when there are more, so that every member is told in
+    /// turn.
     pub(super) fn misses(&self) -> Vec<Miss> {
         let last = self.own.last_seq;
         let mut misses: Vec<Miss> = self
             .members
             .iter()
-            .filter(|(_, m)| m.up && m.owed_from > 0 && m.owed_from <= last)
+            .filter(|(_, m)| m.up)
             .filter_map(|(id, m)| {
                 let (base, delivered, _) = m.ack?;
-                if start_entry(m.owed_from, base, delivered) {
-                    return Some(Miss::start(*id, m.owed_from));
-                }
-                (base > m.owed_from).then(|| Miss {
-                    member: *id,
-                    first: m.owed_from,
-                    last: (base - 1).min(last),
-                })
+                miss_entry(*id, m.owed_from, base, delivered, last)
             })
             .collect();
         if misses.len() > MAX_STATUS_MISSES {
@@ -94,13 +85,14 @@ impl Mesh {
     }
 
     /// After a member's STATUS: a miss entry for us is acted on, and a
-    /// member newly acknowledging a base above what it owes is told soon.
+    /// member newly in need of an entry of ours is told soon.
     pub(super) fn after_status(&mut self, status: &Status) {
         let owes = self.members.get(&status.member).map_or(0, |m| m.owed_from);
+        let last = self.own.last_seq;
         let acked = status.acks.iter().find(|a| a.origin == self.cfg.id);
-        let to_tell =
-            |a: &&crate::frame::Ack| a.base > owes || start_entry(owes, a.base, a.delivered);
-        if acked.is_some_and(|a| owes > 0 && owes <= self.own.last_seq && to_tell(&a)) {
+        if acked
+            .is_some_and(|a| miss_entry(status.member, owes, a.base, a.delivered, last).is_some())
+        {
             self.status_due = true;
         }
         self.told_missed(status);
@@ -171,10 +163,28 @@ impl Mesh {
     }
 }
 
-/// Whether a member that acknowledges `base` and `delivered` of our lines,
-/// and owes them from `owed_from`, is told where they start
-/// ([`Miss::start`]): its base is below them and it delivered nothing
-/// since, so it is likely waiting for lines nobody keeps for it.
-fn start_entry(owed_from: u64, base: u64, delivered: u64) -> bool {
-    base < owed_from && delivered < base
+/// Our STATUS's entry for `member`, which owes our lines from `owed_from`
+/// (0: none) and acknowledges `base` and `delivered` of them, `last` being
+/// our last seq: a miss entry when its base is above the first line it
+/// owes; a start entry ([`Miss::start`]) when its base is below it and it
+/// delivered nothing since, so that it likely waits for lines nobody keeps
+/// for it; else none.
+fn miss_entry(
+    member: NodeId,
+    owed_from: u64,
+    base: u64,
+    delivered: u64,
+    last: u64,
+) -> Option<Miss> {
+    if owed_from == 0 || owed_from > last {
+        return None;
+    }
+    if base < owed_from && delivered < base {
+        return Some(Miss::start(member, owed_from));
+    }
+    (base > owed_from).then(|| Miss {
+        member,
+        first: owed_from,
+        last: (base - 1).min(last),
+    })
 }
