@@ -161,6 +161,7 @@ fn connection(
         rx: link.rx,
         rb,
         outbox: &outbox,
+        fault: &fault,
         gate: Some(gate),
         accepted: false,
         bye: None,
@@ -309,6 +310,9 @@ struct Reader<'a> {
     rx: RecvHalf,
     rb: ReadBuf,
     outbox: &'a Outbox,
+    /// Set once our writer has given up on the connection: then nothing
+    /// more is read from it.
+    fault: &'a Fault,
     /// Closed (disconnected) once this connection may deliver messages;
     /// `None` once it has opened.
     gate: Option<Receiver<Never>>,
@@ -337,6 +341,9 @@ impl Reader<'_> {
         let since = Instant::now();
         let mut last_heard = since;
         loop {
+            if let Some(ending) = self.writer_gave_up() {
+                return ending;
+            }
             match self.decode_buffered(limit) {
                 Ok(true) => last_heard = Instant::now(), // waited at the gate
                 Ok(false) => {}
@@ -368,6 +375,16 @@ impl Reader<'_> {
         }
     }
 
+    /// Our writer's reason for ending the connection, once it has given up
+    /// (stalled, reset, or a peer that did not close after our goodbye).
+    /// Its `shutdown` does not stop the reads: on Linux the kernel still
+    /// hands over what its receive buffer holds, megabytes under load,
+    /// and a debug build took 18 s to pass them to the router while the
+    /// connection was already lost.
+    fn writer_gave_up(&self) -> Option<Ending> {
+        self.fault.lock().clone()
+    }
+
     /// Handles every whole frame in the buffer; messages go to the router
     /// in batches of fewer than 2 × [`BATCH_FRAMES`] frames and messages.
     /// Returns whether it had to wait at the delivery gate.
@@ -378,6 +395,9 @@ impl Reader<'_> {
             waited |= gate;
             if !full {
                 return Ok(waited);
+            }
+            if let Some(ending) = self.writer_gave_up() {
+                return Err(ending);
             }
         }
     }
