@@ -2,7 +2,10 @@
 //! origin's seqs it will not deliver as a `gap` and counts it as skipped
 //! in its acknowledgement; an origin that sees a member acknowledge a base
 //! above the first line it owes that member tells it so in its STATUS
-//! (a miss entry), so that the member reports that run too.
+//! (a miss entry), so that the member reports that run too; one that
+//! came back after it was taken for down is told which of the lines it
+//! lacks the origin no longer keeps (an unkept entry), so that it gives
+//! them up after one unanswered repair instead of a stall timeout.
 //!
 //! Repairs cost the answering node at most a window per neighbour: a
 //! neighbour that asks again and again and reads nothing gets no second
@@ -10,6 +13,7 @@
 
 use std::sync::Arc;
 
+use super::members::Member;
 use super::{Action, Bytes, Conn, Mesh, NodeId};
 use crate::frame::{Miss, Status, MAX_STATUS_MISSES};
 
@@ -67,14 +71,12 @@ impl Mesh {
     /// turn.
     pub(super) fn misses(&self) -> Vec<Miss> {
         let last = self.own.last_seq;
+        let kept_from = self.kept_from();
         let mut misses: Vec<Miss> = self
             .members
             .iter()
             .filter(|(_, m)| m.up)
-            .filter_map(|(id, m)| {
-                let (base, delivered, _) = m.ack?;
-                miss_entry(*id, m.owed_from, base, delivered, last)
-            })
+            .filter_map(|(id, m)| miss_entry(*id, m, last, kept_from))
             .collect();
         if misses.len() > MAX_STATUS_MISSES {
             let turn = (self.own.status_seq % misses.len() as u64) as usize;
@@ -87,15 +89,27 @@ impl Mesh {
     /// After a member's STATUS: a miss entry for us is acted on, and a
     /// member newly in need of an entry of ours is told soon.
     pub(super) fn after_status(&mut self, status: &Status) {
-        let owes = self.members.get(&status.member).map_or(0, |m| m.owed_from);
-        let last = self.own.last_seq;
-        let acked = status.acks.iter().find(|a| a.origin == self.cfg.id);
+        let acked = status.acks.iter().any(|a| a.origin == self.cfg.id);
+        let (last, kept_from) = (self.own.last_seq, self.kept_from());
         if acked
-            .is_some_and(|a| miss_entry(status.member, owes, a.base, a.delivered, last).is_some())
+            && self
+                .members
+                .get(&status.member)
+                .is_some_and(|m| m.up && miss_entry(status.member, m, last, kept_from).is_some())
         {
             self.status_due = true;
         }
         self.told_missed(status);
+    }
+
+    /// The lowest of our own seqs we still keep (our cache holds the last
+    /// window of them); one past our last when we keep none.
+    fn kept_from(&self) -> u64 {
+        let next = self.own.last_seq + 1;
+        self.origins
+            .get(self.cfg.id)
+            .and_then(|o| o.first_cached())
+            .map_or(next, |first| first.min(next))
     }
 
     /// An origin's STATUS says we never got lines it owed us. If we have
@@ -120,6 +134,21 @@ impl Mesh {
         let Some(origin) = self.origins.get_mut(status.member) else {
             return;
         };
+        if origin.next != 0 && miss.first > origin.base {
+            // An unkept entry: lines from one past what we acknowledged
+            // on, which it no longer keeps. (A miss entry never starts
+            // above our base: it starts at the first line owed to us, and
+            // our base comes down to it at most.) Only lines it says it
+            // sent; a hole in them is given up after one unanswered repair
+            // (`check_hole`).
+            if miss.last <= status.sent_seq {
+                origin.unkept = Some((miss.first, miss.last));
+                if origin.missing().is_some() {
+                    self.holes.insert(status.member);
+                }
+            }
+            return;
+        }
         if origin.reopen(miss.first) {
             self.holes.insert(status.member);
             self.status_due = true;
@@ -163,28 +192,41 @@ impl Mesh {
     }
 }
 
-/// Our STATUS's entry for `member`, which owes our lines from `owed_from`
-/// (0: none) and acknowledges `base` and `delivered` of them, `last` being
-/// our last seq: a miss entry when its base is above the first line it
-/// owes; a start entry ([`Miss::start`]) when its base is below it and it
-/// delivered nothing since, so that it likely waits for lines nobody keeps
-/// for it; else none.
-fn miss_entry(
-    member: NodeId,
-    owed_from: u64,
-    base: u64,
-    delivered: u64,
-    last: u64,
-) -> Option<Miss> {
+/// Our STATUS's entry for `member` (`m`), `last` being our last seq and
+/// `kept_from` the lowest of ours we still keep:
+/// - a miss entry (`owed_from..=base - 1`) when its base is above the
+///   first line it owes us: it reports them as a gap, or fetches them;
+/// - a start entry ([`Miss::start`]) when its base is below the first
+///   line it owes and it delivered nothing since, so that it likely waits
+///   for lines nobody keeps for it;
+/// - an unkept entry (`delivered + 1..=kept_from - 1`, at most up to
+///   `back_at`) when it came back after we took it for down and still
+///   lacks lines sent while it was away that we no longer keep: nobody is
+///   bound to keep them (every cache holds a window of the latest), so it
+///   gives them up after one unanswered repair. Without it, it waited
+///   `--stall-timeout` for them, printing nothing (attack18 G5);
+/// - else none.
+fn miss_entry(member: NodeId, m: &Member, last: u64, kept_from: u64) -> Option<Miss> {
+    let owed_from = m.owed_from;
     if owed_from == 0 || owed_from > last {
         return None;
     }
+    let (base, delivered, _) = m.ack?;
     if base < owed_from && delivered < base {
         return Some(Miss::start(member, owed_from));
     }
-    (base > owed_from).then(|| Miss {
+    if base > owed_from {
+        return Some(Miss {
+            member,
+            first: owed_from,
+            last: (base - 1).min(last),
+        });
+    }
+    let first = delivered.saturating_add(1).max(owed_from);
+    let unkept = kept_from.saturating_sub(1).min(m.back_at);
+    (m.back_at > 0 && first <= unkept).then_some(Miss {
         member,
-        first: owed_from,
-        last: (base - 1).min(last),
+        first,
+        last: unkept,
     })
 }

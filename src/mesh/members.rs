@@ -38,6 +38,11 @@ pub struct Member {
     pub owed_from: u64,
     /// One past the last of our seqs it owes (set when it went down).
     pub owed_end: Option<u64>,
+    /// Our last seq when it last came back up after we took it for down
+    /// (0: never back): lines up to here that it lacks were sent while it
+    /// was away, and those no longer in our cache nobody keeps for it
+    /// (`lost.rs`, [`miss_entry`](super::lost)).
+    pub back_at: u64,
     /// Where we start delivering its messages, from its first STATUS,
     /// until it has per-origin state; 0 = no STATUS seen.
     pub base_hint: u64,
@@ -84,6 +89,7 @@ impl Member {
             ack: None,
             owed_from: 0,
             owed_end: None,
+            back_at: 0,
             base_hint: 0,
             filed: Filed {
                 lossy: false,
@@ -610,6 +616,8 @@ impl Mesh {
             // delivered, not as lost in an earlier life.
             if m.owed_from == 0 {
                 m.owed_from = owed_from;
+            } else {
+                m.back_at = last;
             }
             m.owed_end = None;
             m.down = None;

@@ -247,6 +247,11 @@ pub struct Origin {
     /// gave: given up once a later message shows they were sent
     /// ([`super::Mesh::too_big`]).
     pub too_big: Option<(u64, u64, u32)>,
+    /// The origin said (an unkept entry in its STATUS) that it keeps none
+    /// of its lines in `first..=last`, lines we lacked when it last heard
+    /// from us: a hole starting in there is given up after one unanswered
+    /// repair, not after `--stall-timeout`.
+    pub unkept: Option<(u64, u64)>,
     used: u64,
 }
 
@@ -408,6 +413,11 @@ impl Origin {
             from = seq + 1;
         }
         runs
+    }
+
+    /// The lowest cached seq, if any.
+    pub fn first_cached(&self) -> Option<u64> {
+        self.cache.front().map(|run| run.first)
     }
 
     /// The lowest held seq, if any.

@@ -551,6 +551,24 @@ impl Mesh {
             self.give_up(id, first, last, &reason);
             return;
         }
+        // The origin keeps none of them (they were sent while we were
+        // away): one repair asked in vain is enough; copies still on their
+        // way to us had that long to arrive.
+        let unkept = origin
+            .unkept
+            .filter(|(from, to)| (*from..=*to).contains(&first));
+        if let Some((_, to)) = unkept {
+            if hole.asks > 0 && now >= hole.since + REPAIR_DELAY + REPAIR_RETRY {
+                origin.unkept = None;
+                self.give_up(
+                    id,
+                    first,
+                    last.min(to),
+                    "sent while this node was away, no longer kept by its sender",
+                );
+                return;
+            }
+        }
         let dialed = dial_origin && self.origin_reachable(id) && self.dial_member(real_now, id);
         if dialed {
             log::debug!("{id:016x}'s lines from {first} not repaired by any neighbour: dialing it");

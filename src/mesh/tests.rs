@@ -2860,6 +2860,93 @@ fn a_member_that_delivered_lines_ignores_where_an_origin_says_they_start() {
     assert!(gaps(&actions).is_empty() && delivered(&actions).is_empty());
 }
 
+/// An origin tells a member that came back after it was taken for down
+/// which of the lines it lacks the origin no longer keeps (an unkept
+/// entry: from one past what it acknowledged to the first line still
+/// cached, sent while it was away); a member never taken for down is not
+/// told.
+#[test]
+fn an_origin_tells_a_member_back_from_down_which_lines_it_no_longer_keeps() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 5);
+    on_status(&mut m, t0, 1, ack_status(7, 2, 1, 5));
+    m.tick(t0 + Duration::from_secs(2));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
+    // Silent for 3 × keepalive: down. Meanwhile 400 lines, far more than
+    // the window of 10,000 bytes that the cache keeps.
+    let t1 = t0 + Duration::from_secs(5);
+    m.tick(t1);
+    drain(&mut m);
+    assert!(!m.members.get(&7).unwrap().up);
+    for first in (6..400).step_by(10) {
+        own_lines(&mut m, t1, first, first + 9);
+    }
+    drain(&mut m);
+    let kept_from = m.origins.get(ME).and_then(|o| o.first_cached()).unwrap();
+    assert!(kept_from > 6 && kept_from < 400, "{kept_from}");
+    // Back, still at 5.
+    on_status(&mut m, t1, 1, ack_status(7, 3, 1, 5));
+    assert!(m.members.get(&7).unwrap().up);
+    m.tick(t1 + Duration::from_secs(1));
+    let st = statuses_sent(&drain(&mut m));
+    let told = frame::Miss {
+        member: 7,
+        first: 6,
+        last: kept_from - 1,
+    };
+    assert_eq!(st[0].1.misses, [told]);
+    // Once its acknowledgement passes them, it is told no more.
+    on_status(&mut m, t1, 1, ack_status(7, 4, 1, kept_from + 5));
+    m.tick(t1 + Duration::from_secs(2));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
+}
+
+/// The member's side of an unkept entry: the hole it covers is given up
+/// after one repair asked in vain (about 1.25 s), not after
+/// `--stall-timeout` (5 s here), and only the part the entry covers; the
+/// rest waits as before. Before, a member back from a cut printed nothing
+/// for a stall timeout (attack18 G5).
+#[test]
+fn a_member_told_its_origin_keeps_lines_no_more_gives_them_up_after_one_repair() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let first = feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 2, 1, 16), (7, 3, 1, 16)],
+    );
+    assert_eq!(delivered(&first).len(), 3);
+    feed(&mut m, t0, 1, &[(7, 350, 1, 16), (7, 351, 1, 16)]);
+    let mut told = status(7, 2, 1, 351);
+    told.misses = vec![frame::Miss {
+        member: ME,
+        first: 4,
+        last: 340,
+    }];
+    on_status(&mut m, t0, 1, told);
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    for ms in [10, 300, 1000] {
+        m.tick(at(ms));
+        assert!(gaps(&drain(&mut m)).is_empty(), "a gap at {ms} ms");
+    }
+    m.tick(at(1300));
+    let actions = drain(&mut m);
+    let reports = gap_reports(&actions);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!((reports[0].1, reports[0].2), (4, 340));
+    assert!(reports[0].3.contains("no longer kept"), "{reports:?}");
+    // 341..=349 were not in the entry: a hole like any other, still
+    // waited on (a stall timeout, longer while no neighbour is heard).
+    m.tick(at(3000));
+    assert!(gaps(&drain(&mut m)).is_empty());
+    let held = m.origins.get(7).unwrap();
+    assert_eq!((held.next, held.missing()), (341, Some((341, 349))));
+}
+
 #[test]
 fn a_gap_is_acknowledged_as_skipped_never_as_delivered() {
     // The member: 7's line 2 and 3 never come; after the stall timeout

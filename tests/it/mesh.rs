@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::support::{
-    numbered_lines, padded_lines, tail, Fmt, Group, Input, JVal, Json, Member, Spec, TempDir,
-    DEADLINE,
+    numbered_lines, padded_lines, tail, Fmt, Group, Input, JVal, Json, Member, Printed, Spec,
+    TempDir, DEADLINE,
 };
 
 /// Long enough for 20 debug-build nodes on a loaded 2-core machine.
@@ -1490,6 +1490,105 @@ fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted(
             tail(&log, 30)
         );
     }
+}
+
+/// A member cut while it was stopped, resumed after its sender's lines
+/// have left every cache, rejoins: the sender's STATUS tells it at once
+/// that those lines are gone (a miss entry above what it delivered), so
+/// it reports them as a gap and prints on. Before, it waited a
+/// `--stall-timeout` for a repair nobody could send, and the sender's
+/// window waited on it: the whole group froze for a stall timeout
+/// (attack18 G5).
+#[test]
+fn a_member_resumed_after_its_cut_is_told_at_once_what_nobody_holds_and_nobody_waits() {
+    let _turn = one_at_a_time();
+    const LINES: u64 = 20_000;
+    const STALL: u64 = 8;
+    let stall = STALL.to_string();
+    let common = [
+        "--stall-timeout",
+        stall.as_str(),
+        "--keepalive",
+        "1",
+        "--window",
+        "256K",
+        "--max-frame",
+        "200K",
+    ];
+    let specs = vec![
+        Spec::new("m")
+            .args(&common)
+            .args(&["--degree", "4"])
+            .input(Input::Empty),
+        Spec::new("s")
+            .args(&common)
+            .args(&["--degree", "1"])
+            .dial(0),
+        Spec::new("z")
+            .args(&common)
+            .args(&["--degree", "1"])
+            .input(Input::Empty)
+            .dial(0),
+    ];
+    let mut g = Group::start("rejoin-gone", specs, Fmt::Json);
+    let (m, s, z) = (0, 1, 2);
+    g.wait_members(&all(3), 2, LONG);
+    g.nodes[s].send(&padded_lines(1, 10, 100));
+    let printed = g.nodes[z].out.wait_until(LONG, |p| p.count_from("s") == 10);
+    assert!(printed, "z never printed s's first lines\n{}", g.report());
+    g.nodes[z].signal("STOP");
+    // 2 MB against a window of 256 KiB: s goes on once z is cut.
+    g.nodes[s].send(&padded_lines(11, LINES, 100));
+    let through = g.nodes[m]
+        .out
+        .wait_until(LONG, |p| p.count_from("s") == LINES);
+    let ups = |p: &Printed| {
+        p.events_of("member_up")
+            .iter()
+            .filter(|e| e.str("name") == Some("z"))
+            .count()
+    };
+    let cut = g.nodes[s].out.wait_until(LONG, |p| {
+        p.events_of("member_down")
+            .iter()
+            .any(|e| e.str("name") == Some("z"))
+    });
+    g.nodes[z].signal("CONT");
+    assert!(
+        through && cut,
+        "m did not get s's lines, or s never took z for down\n{}",
+        g.report()
+    );
+    let back = g.nodes[s].out.wait_until(LONG, |p| ups(p) == 2);
+    assert!(back, "z did not come back at s\n{}", g.report());
+    let since = Instant::now();
+    g.nodes[s].send(&padded_lines(LINES + 1, LINES + 10, 100));
+    let bound = Duration::from_secs(STALL / 2);
+    let at_m = g.nodes[m]
+        .out
+        .wait_until(LONG, |p| p.count_from("s") == LINES + 10);
+    let m_took = since.elapsed();
+    let at_z = g.nodes[z].out.wait_until(LONG, |p| {
+        p.msgs
+            .iter()
+            .any(|msg| msg.from == "s" && msg.seq == LINES + 10)
+    });
+    let z_took = since.elapsed();
+    let (seqs, gaps) = seqs_and_gaps(&g.nodes[z], "s");
+    assert!(
+        at_m && at_z && m_took < bound && z_took < bound,
+        "after z came back, s's next lines took {m_took:?} to reach m and {z_took:?} to reach z \
+         (bound {bound:?}, --stall-timeout {STALL}s); z has {} of s's lines, gaps {gaps:?}\n{}",
+        seqs.len(),
+        g.report()
+    );
+    assert_in_order_around_gaps(&seqs, &gaps, "z's lines from s");
+    let lost: u64 = gaps.iter().map(|(f, l)| l + 1 - f).sum();
+    assert_eq!(
+        seqs.len() as u64 + lost,
+        LINES + 10,
+        "z's lines and gaps from s must add up: gaps {gaps:?}"
+    );
 }
 
 /// The issue's chain c0 <- c1 <- c2 <- c3 <- c4 (each dials the one
