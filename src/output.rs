@@ -77,40 +77,50 @@ pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Resul
 }
 
 fn write_lines(out: &mut impl Write, format: Format, batch: &Lines) -> io::Result<()> {
-    let ts = match format {
-        Format::Json => rfc3339_micros(batch.at),
-        _ => String::new(),
-    };
+    let ts = timestamp(format, batch.at);
     for line in &batch.lines {
-        if format == Format::Plain {
-            // The entries are the lines, each with its newline: written
-            // as they came, without a copy per line (a large run goes past
-            // the buffer, straight to stdout).
-            out.write_all(&line.msg.bytes[line.msg.entries.clone()])?;
-            continue;
+        write_line(out, format, line, &ts)?;
+    }
+    Ok(())
+}
+
+/// The `ts` of a batch's msg objects under `-f json` (empty otherwise).
+pub fn timestamp(format: Format, at: SystemTime) -> String {
+    match format {
+        Format::Json => rfc3339_micros(at),
+        _ => String::new(),
+    }
+}
+
+/// One run of a batch's messages (see [`timestamp`] for `ts`).
+pub fn write_line(out: &mut impl Write, format: Format, line: &Line, ts: &str) -> io::Result<()> {
+    if format == Format::Plain {
+        // The entries are the lines, each with its newline: written
+        // as they came, without a copy per line (a large run goes past
+        // the buffer, straight to stdout).
+        return out.write_all(&line.msg.bytes[line.msg.entries.clone()]);
+    }
+    for (seq, hops, payload) in line.msg.msgs() {
+        match format {
+            Format::Plain => unreachable!("written above"),
+            Format::Tagged => {
+                out.write_all(line.from.as_bytes())?;
+                out.write_all(b"> ")?;
+            }
+            Format::Json => {
+                json_msg(out, line, seq, hops, ts)?;
+                json_text(out, payload)?;
+                out.write_all(b"}\n")?;
+                continue;
+            }
         }
-        for (seq, hops, payload) in line.msg.msgs() {
-            match format {
-                Format::Plain => unreachable!("written above"),
-                Format::Tagged => {
-                    out.write_all(line.from.as_bytes())?;
-                    out.write_all(b"> ")?;
-                }
-                Format::Json => {
-                    json_msg(out, line, seq, hops, &ts)?;
-                    json_text(out, payload)?;
-                    out.write_all(b"}\n")?;
-                    continue;
-                }
-            }
-            if payload.len() >= LARGE {
-                // One writev for payload and newline, past the buffer.
-                let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
-                write_all_vectored(out, &mut slices, Duration::ZERO)?;
-            } else {
-                out.write_all(payload)?;
-                out.write_all(b"\n")?;
-            }
+        if payload.len() >= LARGE {
+            // One writev for payload and newline, past the buffer.
+            let mut slices = [IoSlice::new(payload), IoSlice::new(b"\n")];
+            write_all_vectored(out, &mut slices, Duration::ZERO)?;
+        } else {
+            out.write_all(payload)?;
+            out.write_all(b"\n")?;
         }
     }
     Ok(())

@@ -71,6 +71,10 @@ pub struct Member {
     /// for long while it prints on: it is not stalled (`find_stalled`).
     pub printed: u64,
     pub printing: Option<Instant>,
+    /// The books of its earlier lives (processes that ran under its id,
+    /// restarted with the same `--key`), oldest first, at most
+    /// [`LIVES_KEPT`].
+    pub lives: Vec<MemberBooks>,
 }
 
 impl Member {
@@ -103,6 +107,7 @@ impl Member {
             stalled: false,
             printed: 0,
             printing: None,
+            lives: Vec::new(),
         }
     }
 
@@ -188,6 +193,24 @@ impl Member {
                 .map_or(0, |end| (last + 1).saturating_sub(end)),
         })
     }
+}
+
+/// Earlier lives' books kept per member; the books of older ones are
+/// summed with those of forgotten members.
+pub const LIVES_KEPT: usize = 8;
+
+/// Whether a STATUS with `status_seq`, from a member whose last one had
+/// `before` and came `quiet` ago, is from a new process under its id (a
+/// restart with the same `--key`). A node counts its status_seq from the
+/// microseconds since the epoch at its start, one more per STATUS: a new
+/// life jumps ahead by about how long the last one ran plus the time
+/// since, while the same process, stopped or cut off, sends a few STATUS
+/// frames a second at most: a jump of more than half the microseconds it
+/// was quiet, and of a tenth of a second's worth at least, is a restart.
+pub fn is_new_life(before: u64, status_seq: u64, quiet: Duration) -> bool {
+    let jump = status_seq.saturating_sub(before);
+    let quiet_us = u64::try_from(quiet.as_micros()).unwrap_or(u64::MAX);
+    jump > (quiet_us / 2).max(100_000)
 }
 
 /// How the reason of a member down for silence starts.
@@ -572,6 +595,13 @@ impl Mesh {
         let owed_from = self.own.last_seq + 1;
         let last = self.own.last_seq;
         let clock = self.silence_clock(now);
+        let restarted = self.members.get(&id).is_some_and(|m| {
+            let quiet = clock.saturating_duration_since(m.heard);
+            m.owed_from != 0 && is_new_life(m.status_seq, status.status_seq, quiet)
+        });
+        if restarted {
+            self.new_life(id);
+        }
         self.members
             .insert_down(id, clock, last, Member::new(0, clock));
         self.members.heard(id, clock);
@@ -820,6 +850,55 @@ impl Mesh {
             reason: reason.as_bytes(),
         };
         self.broadcast(&Arc::new(frame.to_bytes()), 0, None);
+    }
+
+    /// `id` is a new process under the same id (see [`is_new_life`]): the
+    /// books of its earlier life close (what it printed then counts as
+    /// delivered, what it did not as missed by that life), and the new one
+    /// owes our lines from the next one we read, as a member that just
+    /// joined. Before, one range of books ran across both lives: the new
+    /// life acknowledged a base above the lines the earlier one had
+    /// printed, our miss entry made it report them as a gap, and they were
+    /// counted lost (a sender exited 3 for lines its member had printed).
+    fn new_life(&mut self, id: NodeId) {
+        let last = self.own.last_seq;
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        let was_up = m.up;
+        if was_up {
+            m.owed_end = Some(last + 1);
+        }
+        m.up = false;
+        let books = m.books(id, last);
+        m.up = was_up;
+        log::info!(
+            "member {} ({id:016x}) restarted: a new process under its id; the books of its \
+             earlier life are closed",
+            m.name
+        );
+        if let Some(mut books) = books {
+            books.name = format!("{} (an earlier life)", m.name);
+            if books.down.is_none() {
+                books.down = Some("restarted".to_owned());
+            }
+            if m.lives.len() >= LIVES_KEPT {
+                let oldest = m.lives.remove(0);
+                self.members.forget_books(&oldest);
+            }
+            let m = self.members.get_mut(&id).expect("present");
+            m.lives.push(books);
+        }
+        let m = self.members.get_mut(&id).expect("present");
+        m.owed_from = if was_up { last + 1 } else { 0 };
+        m.owed_end = None;
+        m.back_at = 0;
+        m.ack = None;
+        m.left_final = false;
+        m.waiting = None;
+        m.stalled = false;
+        m.printed = 0;
+        m.printing = None;
     }
 
     pub(super) fn mark_down(&mut self, id: NodeId, reason: &str) {

@@ -185,6 +185,32 @@ impl Delivery {
         self.last - self.first + 1
     }
 
+    /// Takes off the front of this run the messages in its first `max`
+    /// bytes (at least one), if it holds more than `max` bytes; `None`
+    /// when it fits as it is. Each entry ends with its line's newline,
+    /// and no payload holds one.
+    pub fn split_front(&mut self, max: usize) -> Option<Delivery> {
+        let entries = &self.bytes[self.entries.clone()];
+        if entries.len() <= max {
+            return None;
+        }
+        let from = max.max(1) - 1;
+        let end = from + memchr::memchr(b'\n', &entries[from..])? + 1;
+        if end == entries.len() {
+            return None;
+        }
+        let count = memchr::memchr_iter(b'\n', &entries[..end]).count() as u64;
+        let front = Delivery {
+            last: self.first + count - 1,
+            entries: self.entries.start..self.entries.start + end,
+            bytes: self.bytes.clone(),
+            ..*self
+        };
+        self.first += count;
+        self.entries.start += end;
+        Some(front)
+    }
+
     /// Never: a delivery holds one message at least.
     pub fn is_empty(&self) -> bool {
         false
@@ -866,10 +892,11 @@ impl Mesh {
 
     /// Per member: what it owed, got and lost of our lines.
     pub fn books(&self) -> Vec<MemberBooks> {
+        let last = self.own.last_seq;
         let mut books: Vec<MemberBooks> = self
             .members
             .iter()
-            .filter_map(|(id, m)| m.books(*id, self.own.last_seq))
+            .flat_map(|(id, m)| m.lives.iter().cloned().chain(m.books(*id, last)))
             .collect();
         if self.members.forgotten_lost > 0 {
             // Members forgotten to make room (see MAX_MEMBERS) keep their

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::members::Member;
-use super::NodeId;
+use super::{MemberBooks, NodeId};
 
 /// The most live members a node keeps; a STATUS that would add one more
 /// is ignored (not merged, not forwarded).
@@ -125,17 +125,24 @@ impl Table {
         self.map.insert(id, member);
     }
 
+    /// Sums up `books` (of a member's earlier life no longer kept apart)
+    /// with those of forgotten members.
+    pub fn forget_books(&mut self, books: &MemberBooks) {
+        let missed = crate::books::missed(books);
+        if missed > 0 {
+            self.forgotten += 1;
+            self.forgotten_lost += missed;
+        }
+    }
+
     fn forget_one(&mut self, last: u64) {
         let Some((_, _, id)) = self.gone.pop_first() else {
             return; // cannot happen: live ones are at most half the table
         };
         if let Some(m) = self.map.remove(&id) {
-            if let Some(books) = m.books(id, last) {
-                let missed = crate::books::missed(&books);
-                if missed > 0 {
-                    self.forgotten += 1;
-                    self.forgotten_lost += missed;
-                }
+            let books = m.books(id, last);
+            for books in m.lives.iter().chain(books.as_ref()) {
+                self.forget_books(books);
             }
         }
     }

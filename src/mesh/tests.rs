@@ -1960,6 +1960,61 @@ fn lines_owed_below_a_members_acknowledged_base_stay_in_the_window_until_it_answ
     assert!(m.eof_settled());
 }
 
+/// A member restarted under its id (the same `--key`): its new STATUS
+/// jumps ahead by the microseconds since its earlier life started. The
+/// earlier life's books close (it printed 8 of 10; 2 not acknowledged),
+/// and the new life owes only what is read from now on: it is not told
+/// it missed the earlier life's lines, and acknowledging them is not
+/// needed. Before, one range ran across both lives: the lines the
+/// earlier life printed were booked lost to the new one.
+#[test]
+fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    const START: u64 = 1_800_000_000_000_000; // µs since the epoch
+    on_status(&mut m, t0, 1, status(7, START, 1, 0));
+    own_lines(&mut m, t0, 1, 10);
+    on_status(&mut m, t0, 1, ack_status(7, START + 1, 1, 8));
+    // Killed: silent, then down.
+    let t1 = t0 + Duration::from_secs(4);
+    m.tick(t1);
+    drain(&mut m);
+    // Its new life, 5 s later: from the base it takes from our STATUS.
+    let t2 = t0 + Duration::from_secs(9);
+    on_status(&mut m, t2, 1, ack_status(7, START + 9_000_000, 11, 10));
+    let books = m.books();
+    let lives: Vec<_> = books.iter().filter(|b| b.id == 7).collect();
+    // The new life owes nothing yet: no books of its own.
+    assert_eq!(lives.len(), 1, "{books:?}");
+    assert_eq!(
+        (lives[0].owed.clone(), lives[0].delivered, lives[0].lost),
+        (1..11, 8, 0)
+    );
+    assert!(lives[0].name.contains("earlier life"), "{:?}", lives[0]);
+    m.tick(t2 + Duration::from_secs(1));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
+    own_lines(&mut m, t2, 11, 12);
+    on_status(&mut m, t2, 1, ack_status(7, START + 9_000_001, 11, 12));
+    let books: Vec<_> = m.books().into_iter().filter(|b| b.id == 7).collect();
+    assert_eq!(books.len(), 2, "{books:?}");
+    assert_eq!((books[0].owed.clone(), books[0].delivered), (1..11, 8));
+    assert_eq!(
+        (books[1].owed.clone(), books[1].delivered, books[1].lost),
+        (11..13, 2, 0)
+    );
+    // The same process, silent a while (stopped) then back, is one life.
+    assert!(!super::members::is_new_life(
+        START + 20,
+        START + 23,
+        Duration::from_secs(30)
+    ));
+    assert!(super::members::is_new_life(
+        START + 20,
+        START + 4_000_000,
+        Duration::from_secs(3)
+    ));
+}
+
 #[test]
 fn a_member_taken_for_gone_that_comes_back_is_booked_for_what_it_printed_after() {
     // 7 acknowledged 4 of 10 lines, then fell silent (stopped): down. It
@@ -4415,4 +4470,54 @@ fn invented_origins_flooding_the_origin_table_never_make_a_members_lines_print_t
         all < 5000,
         "{all}: the table holds fewer origins than were invented"
     );
+}
+
+/// A run split for printing in steps: pieces of whole lines, about `max`
+/// bytes each (at least one line), seqs and bytes back to back, covering
+/// the run exactly; a run that fits, or one line, is not split.
+#[test]
+fn a_run_splits_into_pieces_of_whole_lines() {
+    let lines: Vec<u8> = (0..10)
+        .flat_map(|i| format!("line {i:03}\n").into_bytes())
+        .collect();
+    let bytes: Bytes = Arc::new([b"head".to_vec(), lines.clone()].concat());
+    let whole = Delivery {
+        origin: 7,
+        first: 21,
+        last: 30,
+        hops: 2,
+        via: Some(1),
+        bytes: bytes.clone(),
+        entries: 4..4 + lines.len(),
+    };
+    assert!(whole.clone().split_front(lines.len()).is_none());
+    let mut rest = whole.clone();
+    let mut pieces = Vec::new();
+    while let Some(piece) = rest.split_front(25) {
+        pieces.push(piece);
+    }
+    pieces.push(rest);
+    // 9 bytes a line: a piece ends at the first line end at or past 25.
+    let spans: Vec<(u64, u64)> = pieces.iter().map(|p| (p.first, p.last)).collect();
+    assert_eq!(spans, [(21, 23), (24, 26), (27, 29), (30, 30)]);
+    let joined: Vec<u8> = pieces
+        .iter()
+        .flat_map(|p| bytes[p.entries.clone()].to_vec())
+        .collect();
+    assert_eq!(joined, lines);
+    assert!(pieces
+        .iter()
+        .all(|p| p.origin == 7 && p.hops == 2 && p.via == Some(1)));
+    let msgs: Vec<u64> = pieces
+        .iter()
+        .flat_map(|p| p.msgs().map(|m| m.0).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(msgs, (21..=30).collect::<Vec<_>>());
+    // One line over the step: taken whole.
+    let mut one = Delivery {
+        last: 21,
+        entries: 4..13,
+        ..whole
+    };
+    assert!(one.split_front(3).is_none());
 }

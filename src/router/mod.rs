@@ -136,9 +136,9 @@ pub struct Router {
     /// Every line of ours is acknowledged: we leave once we have printed
     /// what the group sent us, or at this deadline (see `check_eof`).
     leave_by: Option<Instant>,
-    /// We stopped printing to leave at the end of stdin: until our stdout
-    /// thread has written out what it was handed, or this deadline, our
-    /// leaving STATUS waits (see `Router::ready_to_leave`).
+    /// We stopped printing to leave (at the end of stdin, or on a signal):
+    /// until our stdout thread has written out what it was handed, or this
+    /// deadline, our leaving STATUS waits (see `Router::drain_to_leave`).
     drain_by: Option<Instant>,
     /// Our leaving STATUS went out.
     left: bool,
@@ -350,7 +350,8 @@ impl Router {
             // spin, see below).
             self.leave_by.filter(|at| *at > now),
             self.drain_by,
-            self.settle_by,
+            // Past it, we wait for stdout to drain: `drain_by` wakes us.
+            self.settle_by.filter(|at| *at > now),
         ]
         .into_iter()
         .flatten()
@@ -556,31 +557,45 @@ impl Router {
     /// and a receiver that waited for that stopped 2 s later into a stream
     /// it then could not close politely.)
     fn begin_stop(&mut self) {
-        if self.node.shutdown.cause() == Some(Cause::Signal)
-            && !self.left
-            && !self.mesh.eof_settled()
-        {
-            self.gate.shut();
-            self.settle_by = Some(Instant::now() + SETTLE_WAIT);
+        if self.node.shutdown.cause() != Some(Cause::Signal) || self.left {
+            self.stop_now();
+            return;
+        }
+        self.gate.shut();
+        let now = Instant::now();
+        if self.mesh.eof_settled() {
+            self.settle_by = Some(now);
+        } else {
+            self.settle_by = Some(now + SETTLE_WAIT);
             log::info!(
                 "stopping (signal): waiting up to {}s for the group to acknowledge our lines",
                 SETTLE_WAIT.as_secs()
             );
-            self.settle();
-        } else {
-            self.stop_now();
         }
+        self.settle();
     }
 
-    /// While stopping on a signal: stop once settled or at the deadline.
+    /// While stopping on a signal: once settled or at the deadline, we
+    /// stop printing and leave with acknowledgements of exactly what we
+    /// printed, once our stdout thread has written out what it was handed
+    /// (at most a second: `drain_to_leave`). Before, we left with what
+    /// was acknowledged at that instant and printed on: a member stopped
+    /// mid-stream printed lines its senders then booked as not
+    /// acknowledged (attack20).
     fn settle(&mut self) {
         let Some(by) = self.settle_by else {
             return;
         };
         let now = Instant::now();
-        let settled = self.mesh.eof_settled();
-        if !settled && now < by {
-            return;
+        if !self.left {
+            if self.drain_by.is_none() && !self.mesh.eof_settled() && now < by {
+                return;
+            }
+            let Some(final_acks) = self.drain_to_leave(now) else {
+                return;
+            };
+            self.left = true;
+            self.mesh.leave(now, final_acks);
         }
         self.settle_by = None;
         self.stop_now();

@@ -106,25 +106,36 @@ impl Router {
     /// A stdout that did not take it all in time: the acknowledgements
     /// are not final (what it still writes may be printed after we left).
     pub(super) fn ready_to_leave(&mut self, now: Instant, catch_up: Duration) -> Option<bool> {
+        if self.drain_by.is_none() {
+            let leave_by = *self.leave_by.get_or_insert(now + catch_up);
+            let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
+            let longest = leave_by - catch_up + self.node.config.stall_timeout;
+            let others_send = self.mesh.members_sending(now) && now < longest;
+            if (!caught_up && now < leave_by) || others_send {
+                return None;
+            }
+            log::info!("every member that was owed a line has it, is gone, or was given up on");
+            if !caught_up {
+                log::warn!(
+                    "a member said more lines were coming, or lines were still on \
+                     their way to this node after {:.0}s: \
+                     leaving without printing more",
+                    (now - (leave_by - catch_up)).as_secs_f64()
+                );
+            }
+        }
+        self.drain_to_leave(now)
+    }
+
+    /// Leaving: stops printing (what arrives from now on is counted, not
+    /// delivered), and once our stdout thread has written out everything
+    /// it was handed (at most [`DRAIN_WAIT`] later), tells the mesh what
+    /// was printed, so that our last acknowledgements say exactly that;
+    /// `Some(true)` if they can be final, `None` while it still writes.
+    pub(super) fn drain_to_leave(&mut self, now: Instant) -> Option<bool> {
         let drain_by = match self.drain_by {
             Some(at) => at,
             None => {
-                let leave_by = *self.leave_by.get_or_insert(now + catch_up);
-                let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
-                let longest = leave_by - catch_up + self.node.config.stall_timeout;
-                let others_send = self.mesh.members_sending(now) && now < longest;
-                if (!caught_up && now < leave_by) || others_send {
-                    return None;
-                }
-                log::info!("every member that was owed a line has it, is gone, or was given up on");
-                if !caught_up {
-                    log::warn!(
-                        "a member said more lines were coming, or lines were still on \
-                         their way to this node after {:.0}s: \
-                         leaving without printing more",
-                        (now - (leave_by - catch_up)).as_secs_f64()
-                    );
-                }
                 self.mesh.stop_printing();
                 *self.drain_by.insert(now + DRAIN_WAIT)
             }

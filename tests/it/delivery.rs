@@ -1341,6 +1341,59 @@ fn a_receiver_stopped_by_a_signal_mid_stream_says_goodbye() {
     let _ = writer.join();
 }
 
+/// A member stopped by a signal while a sender streams at it leaves with
+/// acknowledgements of exactly what it printed: it stops printing, lets
+/// its stdout write out what it was handed, and only then says it leaves.
+/// The sender books as delivered to it every line it printed, no more and
+/// no fewer. Before, it left with what was acknowledged at the signal and
+/// printed on: the sender booked fewer lines than it printed (attack20).
+#[test]
+fn a_member_stopped_by_a_signal_is_booked_for_exactly_what_it_printed() {
+    let dir = crate::support::TempDir::new("signal-books");
+    let input = dir.path("a.in");
+    std::fs::write(&input, crate::support::numbered_lines(1, 2_000_000)).unwrap();
+    let mut b = node("b").start();
+    // A file at full speed: b's stdout (read line by line by this test)
+    // lags behind what it was handed.
+    let mut a = node("a")
+        .args(&["--wait-members", "1", "--exit-on-eof"])
+        .stdin(Stdio::from(std::fs::File::open(&input).unwrap()))
+        .dial(&b)
+        .start();
+    a.wait_log("member up: b");
+    b.wait_lines(200_000);
+    b.signal("TERM");
+    assert_eq!(b.expect_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(b.out.wait_closed(DEADLINE), "b's stdout did not end");
+    let printed = texts(&b.out.snapshot());
+    let expected: Vec<String> = (1..=printed.len()).map(|n| n.to_string()).collect();
+    assert!(
+        printed == expected,
+        "b printed {} lines, not 1.. in order",
+        printed.len()
+    );
+    a.wait_log("member down: b");
+    a.signal("TERM");
+    a.expect_exit(Duration::from_secs(10));
+    let summary = a.wait_log("summary");
+    let to_b = summary
+        .split(';')
+        .find(|part| part.contains(" b ("))
+        .unwrap_or_else(|| panic!("no books for b: {summary}"));
+    let delivered = to_b
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert_eq!(
+        delivered,
+        Some(printed.len()),
+        "b printed {} lines; a's books: {to_b}\n{}",
+        printed.len(),
+        b.log_text()
+    );
+}
+
 /// A receiver whose stdout is blocked (a pipe nobody reads) stopped by a
 /// signal while a peer streams: it stops within the peers' flush deadline
 /// (2 s) and the threads' join (0.5 s), as the README's "Stopping" says,

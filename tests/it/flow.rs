@@ -396,6 +396,61 @@ fn a_member_read_slowly_behind_megabytes_is_not_cut() {
     );
 }
 
+/// A member whose stdout is read at 12 KB/s, far below what is sent, is
+/// not cut at `--stall-timeout 3`: its stdout thread writes and counts
+/// lines in steps of 16 KiB, so its acknowledgements rise every 1.4 s,
+/// and neither its own stuck rule nor its sender's PING rule fires. The
+/// sender waits for it (its window) and exits 0 once it has printed all.
+/// Before, whole runs went out in one write (up to 64 KiB at a time here,
+/// over 5 s at that rate), and it was cut within seconds as "stdout has
+/// taken nothing" (attack17 F1: 30 KB/s cut at `--stall-timeout 3`).
+#[test]
+fn a_member_read_at_12_kb_per_second_is_not_cut_at_a_3_second_stall_timeout() {
+    const RATE: f64 = 12_000.0;
+    const LINES: u64 = 1_300; // 154 bytes each: 200 KB, 17 s at RATE
+    let args = [
+        "--stall-timeout",
+        "3",
+        "--window",
+        "64K",
+        "--max-frame",
+        "16K",
+    ];
+    let dir = TempDir::new("slow-stdout");
+    let mut r = node("r").args(&args).raw_stdout().start();
+    let (reader, read) = read_slowly(r.take_stdout(), RATE);
+    let mut s = file_sender(
+        &dir,
+        "s",
+        LINES,
+        &[&args[..], &["--exit-on-eof", "--wait-members", "1"]].concat(),
+        Some(&r),
+    );
+    let status = s.expect_exit(Duration::from_secs(60));
+    let took = read.load(Ordering::Relaxed);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "s ({took} bytes read from r): {}\nr: {}",
+        s.log_text(),
+        r.log_text()
+    );
+    for (who, log) in [("s", s.log_text()), ("r", r.log_text())] {
+        assert!(
+            !log.contains("stalled") && !log.contains("stdout has taken nothing"),
+            "{who} logged a stall:\n{log}"
+        );
+    }
+    r.signal("TERM");
+    r.expect_exit(Duration::from_secs(10));
+    let got = reader.join().unwrap();
+    assert_eq!(
+        got,
+        padded_lines(1, LINES, 150),
+        "r did not print every line once, in order"
+    );
+}
+
 /// A PONG can come back before the write that carried its PING has
 /// returned to our writer: on a busy machine the peer's threads and our
 /// reader run first. It still answers that PING. (It used to confirm

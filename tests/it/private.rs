@@ -272,6 +272,60 @@ fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
     );
 }
 
+/// A member restarted under the same key (stopped with SIGTERM, as a
+/// service manager restarts it) has books per life: its first life
+/// printed every line owed to it, its second the lines read after it came
+/// back, and the sender exits 0. Before, the sender kept one range of
+/// books per id: the new life was told it had missed the first life's
+/// lines, reported them as a gap, and the sender counted them lost and
+/// exited 3.
+#[cfg(unix)]
+#[test]
+fn a_member_restarted_under_the_same_key_is_booked_per_life() {
+    let dir = Dir::new("relife");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (m_key, m_pub) = dir.keygen("m.key");
+    let members = dir.file("members.txt", format!("{a_pub} a\n{m_pub} m\n").as_bytes());
+    let mut a = node("a")
+        .args(&["--key", &a_key, "--allow", &members, "--keepalive", "1"])
+        .arg("--exit-on-eof")
+        .start();
+    let args = ["--key", &m_key, "--allow", &members, "--keepalive", "1"];
+    let mut m = node("m").args(&args).dial(&a).start();
+    a.wait_log("member up: m");
+    let lines = |from: usize, to: usize| -> Vec<u8> {
+        (from..=to)
+            .flat_map(|n| format!("line {n}\n").into_bytes())
+            .collect()
+    };
+    a.send(&lines(1, 100));
+    m.wait_lines_for(100, DEADLINE);
+    m.signal("TERM");
+    assert_eq!(m.expect_exit(Duration::from_secs(10)).code(), Some(0));
+    a.wait_log("member down: m");
+    let m2 = node("m").args(&args).dial(&a).start();
+    a.wait_log_count("member up: m", 2);
+    a.send(&lines(101, 150));
+    let got = m2.wait_lines_for(50, DEADLINE);
+    assert_eq!(
+        texts(&got)[0],
+        "line 101",
+        "m's new life starts where it came back"
+    );
+    a.close_stdin();
+    let status = a.expect_exit(Duration::from_secs(30));
+    let summary = a.wait_log("summary");
+    assert_eq!(status.code(), Some(0), "{summary}\n{}", a.log_text());
+    assert!(
+        summary.contains("to m (an earlier life)")
+            && summary.contains("100 lines delivered")
+            && summary.contains("50 lines delivered")
+            && !summary.contains("lost"),
+        "{summary}"
+    );
+    assert!(a.log_text().contains("member m") && a.log_text().contains("restarted"));
+}
+
 #[test]
 fn a_key_not_on_the_allow_list_is_refused_on_both_sides() {
     let dir = Dir::new("allow");

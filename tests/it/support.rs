@@ -45,6 +45,19 @@ impl Lines {
         self.lines.lock().len()
     }
 
+    /// Waits until the stream has ended (every line read); false at the
+    /// deadline.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock();
+        while !*self.closed.lock() {
+            if self.grew.wait_until(&mut lines, deadline).timed_out() {
+                return *self.closed.lock();
+            }
+        }
+        true
+    }
+
     /// Waits until `done` holds for the lines so far; false at the deadline.
     pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[Vec<u8>]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
