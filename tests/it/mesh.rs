@@ -1403,19 +1403,19 @@ fn a_member_below_a_stopped_relay_gets_its_lines_through_the_link_it_makes_after
     assert_in_order_around_gaps(&seqs, &gaps, "x's lines from o");
 }
 
-#[test]
-fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted() {
-    let _turn = one_at_a_time();
-    // s -> m <- z. z prints s's first lines, then stops (SIGSTOP) and is
-    // cut; s sends on, far more than a window, so most of it leaves every
-    // cache. Resumed, z reads what its socket held, links up again and
-    // gives up the rest as a gap, longer than all it printed: its STATUS
-    // acknowledged that gap before its stdout had passed it ("skipped
-    // more than it covers"), and m dropped it as a protocol error.
-    const LINES: u64 = 20_000;
+/// s -> m <- z, at `--stall-timeout stall`, a window of 256 KiB and
+/// keepalive 1 s (s also gets `s_args`): z prints s's first ten lines of
+/// 100 bytes, then is stopped (SIGSTOP). Returns the group and the
+/// indexes of m, s and z.
+fn stopped_after_ten_lines(
+    tag: &str,
+    stall: u64,
+    s_args: &[&str],
+) -> (Group, (usize, usize, usize)) {
+    let stall = stall.to_string();
     let common = [
         "--stall-timeout",
-        "2",
+        stall.as_str(),
         "--keepalive",
         "1",
         "--window",
@@ -1430,7 +1430,8 @@ fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted(
             .input(Input::Empty),
         Spec::new("s")
             .args(&common)
-            .args(&["--degree", "1", "--exit-on-eof"])
+            .args(&["--degree", "1"])
+            .args(s_args)
             .dial(0),
         Spec::new("z")
             .args(&common)
@@ -1438,13 +1439,27 @@ fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted(
             .input(Input::Empty)
             .dial(0),
     ];
-    let mut g = Group::start("resumed", specs, Fmt::Json);
+    let mut g = Group::start(tag, specs, Fmt::Json);
     let (m, s, z) = (0, 1, 2);
     g.wait_members(&all(3), 2, LONG);
     g.nodes[s].send(&padded_lines(1, 10, 100));
     let printed = g.nodes[z].out.wait_until(LONG, |p| p.count_from("s") == 10);
     assert!(printed, "z never printed s's first lines\n{}", g.report());
     g.nodes[z].signal("STOP");
+    (g, (m, s, z))
+}
+
+#[test]
+fn a_member_resumed_after_its_cut_rejoins_and_its_acknowledgements_are_accepted() {
+    let _turn = one_at_a_time();
+    // s -> m <- z. z prints s's first lines, then stops (SIGSTOP) and is
+    // cut; s sends on, far more than a window, so most of it leaves every
+    // cache. Resumed, z reads what its socket held, links up again and
+    // gives up the rest as a gap, longer than all it printed: its STATUS
+    // acknowledged that gap before its stdout had passed it ("skipped
+    // more than it covers"), and m dropped it as a protocol error.
+    const LINES: u64 = 20_000;
+    let (mut g, (m, s, z)) = stopped_after_ten_lines("resumed", 2, &["--exit-on-eof"]);
     g.nodes[s].send(&padded_lines(11, LINES, 100));
     let through = g.nodes[m]
         .out
@@ -1504,39 +1519,7 @@ fn a_member_resumed_after_its_cut_is_told_at_once_what_nobody_holds_and_nobody_w
     let _turn = one_at_a_time();
     const LINES: u64 = 20_000;
     const STALL: u64 = 8;
-    let stall = STALL.to_string();
-    let common = [
-        "--stall-timeout",
-        stall.as_str(),
-        "--keepalive",
-        "1",
-        "--window",
-        "256K",
-        "--max-frame",
-        "200K",
-    ];
-    let specs = vec![
-        Spec::new("m")
-            .args(&common)
-            .args(&["--degree", "4"])
-            .input(Input::Empty),
-        Spec::new("s")
-            .args(&common)
-            .args(&["--degree", "1"])
-            .dial(0),
-        Spec::new("z")
-            .args(&common)
-            .args(&["--degree", "1"])
-            .input(Input::Empty)
-            .dial(0),
-    ];
-    let mut g = Group::start("rejoin-gone", specs, Fmt::Json);
-    let (m, s, z) = (0, 1, 2);
-    g.wait_members(&all(3), 2, LONG);
-    g.nodes[s].send(&padded_lines(1, 10, 100));
-    let printed = g.nodes[z].out.wait_until(LONG, |p| p.count_from("s") == 10);
-    assert!(printed, "z never printed s's first lines\n{}", g.report());
-    g.nodes[z].signal("STOP");
+    let (mut g, (m, s, z)) = stopped_after_ten_lines("rejoin-gone", STALL, &[]);
     // 2 MB against a window of 256 KiB: s goes on once z is cut.
     g.nodes[s].send(&padded_lines(11, LINES, 100));
     let through = g.nodes[m]
