@@ -50,6 +50,12 @@ impl Delivered {
         }
     }
 
+    /// Router: `origin` restarted, its seqs count from 1 again: nothing
+    /// of its new life is known delivered.
+    pub fn forget(&self, origin: NodeId) {
+        self.marks.write().remove(&origin);
+    }
+
     /// Reader: the seqs of `origin` known delivered; empty = none.
     pub fn mark_of(&self, origin: NodeId) -> RangeInclusive<u64> {
         #[allow(clippy::reversed_empty_ranges)]

@@ -501,6 +501,10 @@ impl Fake {
                 Action::MemberUp { .. } | Action::MemberDown { .. } => {}
                 // No writer here whose stall clock it would restart.
                 Action::Reading { .. } => {}
+                // A new life of that member: its seqs count from 1 again.
+                Action::Restarted { origin } => {
+                    self.printed.remove(&origin);
+                }
             }
         }
     }

@@ -889,7 +889,9 @@ impl Mesh {
             let m = self.members.get_mut(&id).expect("present");
             m.lives.push(books);
         }
+        self.forget_earlier_life(id);
         let m = self.members.get_mut(&id).expect("present");
+        m.base_hint = 0;
         m.owed_from = if was_up { last + 1 } else { 0 };
         m.owed_end = None;
         m.back_at = 0;
@@ -899,6 +901,28 @@ impl Mesh {
         m.stalled = false;
         m.printed = 0;
         m.printing = None;
+    }
+
+    /// As a sender, a restarted member counts its seqs from 1 again: the
+    /// lines of its earlier life we still lack are reported as a gap (that
+    /// process is gone), what we held behind them is delivered, and its
+    /// state here starts over, as for a new sender (its base from its
+    /// STATUS or first line). Our cache of its earlier lines goes too, so
+    /// no repair answers a new line with an old one. Before, its new lines
+    /// 1, 2, ... were taken for duplicates of the earlier life's and
+    /// dropped without a word.
+    fn forget_earlier_life(&mut self, id: NodeId) {
+        while let Some((first, last)) = self.origins.get(id).and_then(|o| o.missing()) {
+            self.give_up(
+                id,
+                first,
+                last,
+                "sent by an earlier life of that member (it restarted), never received",
+            );
+        }
+        self.origins.remove(id);
+        self.holes.remove(&id);
+        self.push(Action::Restarted { origin: id });
     }
 
     pub(super) fn mark_down(&mut self, id: NodeId, reason: &str) {

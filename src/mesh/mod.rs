@@ -318,6 +318,12 @@ pub enum Action {
         reason: String,
         alternatives: Vec<(NodeId, SocketAddr)>,
     },
+    /// `origin` restarted (a new process under its id, see
+    /// `members::is_new_life`): its seqs count from 1 again, so what was
+    /// delivered of its earlier life no longer makes a line a duplicate.
+    Restarted {
+        origin: NodeId,
+    },
 }
 
 /// What one member got of our own lines, for the exit summary.

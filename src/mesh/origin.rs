@@ -657,6 +657,13 @@ impl Origins {
         self.map.get_mut(&id)
     }
 
+    /// Forgets `id`'s state: what it held and cached, where its lines
+    /// stand. (The memory count only ever overestimates until the next
+    /// [`Origins::shed_to`].)
+    pub fn remove(&mut self, id: NodeId) {
+        self.map.remove(&id);
+    }
+
     /// The origin's state, created if there is none. When the table is
     /// full, the least recently used origin that is not `kept` makes room
     /// (the mesh keeps its members' and its own): a stranger announcing

@@ -624,7 +624,7 @@ impl Sim {
                 );
             }
             // The sim's links cut a stopped node only (`Sim::stall`).
-            Action::Reading { .. } => {}
+            Action::Reading { .. } | Action::Restarted { .. } => {}
             // A simulated stdout is never stuck; a cut ends the link at
             // both ends, as a neighbour's writer does.
             Action::Cut { conn } => {

@@ -2015,6 +2015,38 @@ fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
     ));
 }
 
+/// As a sender, a restarted member counts its lines from 1 again: the
+/// lines of its earlier life we never got are a gap at once (that
+/// process is gone), and its new lines are delivered, not dropped as
+/// duplicates of the earlier life's.
+#[test]
+fn a_sender_restarted_under_its_id_is_heard_from_its_first_line_again() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    const START: u64 = 1_800_000_000_000_000;
+    on_status(&mut m, t0, 1, status(7, START, 1, 0));
+    let first = feed(
+        &mut m,
+        t0,
+        1,
+        &[(7, 1, 1, 16), (7, 2, 1, 16), (7, 3, 1, 16)],
+    );
+    assert_eq!(delivered(&first).len(), 3);
+    // It said it sent 5; 4 and 5 never came. Then a new process.
+    on_status(&mut m, t0, 1, status(7, START + 1, 1, 5));
+    drain(&mut m);
+    let t1 = t0 + Duration::from_secs(2);
+    let actions = on_status(&mut m, t1, 1, status(7, START + 2_000_000, 1, 0));
+    let reports = gap_reports(&actions);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!((reports[0].0, reports[0].1, reports[0].2), (7, 4, 5));
+    assert!(reports[0].3.contains("earlier life"), "{reports:?}");
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Restarted { origin: 7 })));
+    let again = feed(&mut m, t1, 1, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert_eq!(delivered(&again), [(7, 1), (7, 2)]);
+}
+
 #[test]
 fn a_member_taken_for_gone_that_comes_back_is_booked_for_what_it_printed_after() {
     // 7 acknowledged 4 of 10 lines, then fell silent (stopped): down. It

@@ -264,6 +264,7 @@ impl Router {
                     entry.outbox.cut();
                 }
             }
+            Action::Restarted { origin } => self.node.delivered.forget(origin),
             Action::Reading { conn } => {
                 if let Some(entry) = self.peers.get(&conn) {
                     entry.outbox.progress_seen();

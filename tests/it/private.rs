@@ -293,6 +293,8 @@ fn a_member_restarted_under_the_same_key_is_booked_per_life() {
     let args = ["--key", &m_key, "--allow", &members, "--keepalive", "1"];
     let mut m = node("m").args(&args).dial(&a).start();
     a.wait_log("member up: m");
+    m.send(b"from the first life\n");
+    a.wait_lines(1);
     let lines = |from: usize, to: usize| -> Vec<u8> {
         (from..=to)
             .flat_map(|n| format!("line {n}\n").into_bytes())
@@ -311,6 +313,20 @@ fn a_member_restarted_under_the_same_key_is_booked_per_life() {
         texts(&got)[0],
         "line 101",
         "m's new life starts where it came back"
+    );
+    // As a sender, m's new life counts its lines from 1 again: a prints
+    // them (before, they were taken for the first life's and dropped
+    // without a word).
+    let mut m2 = m2;
+    m2.send(b"from the new life 1\nfrom the new life 2\n");
+    let heard = a.wait_lines_for(3, DEADLINE);
+    assert_eq!(
+        texts(&heard),
+        [
+            "from the first life",
+            "from the new life 1",
+            "from the new life 2"
+        ]
     );
     a.close_stdin();
     let status = a.expect_exit(Duration::from_secs(30));
