@@ -29,6 +29,9 @@ const LATER_RUNS_ASKED: usize = 16;
 /// However often new paths restart a hole's clock, it is given up at the
 /// latest this many stall timeouts after it was seen.
 const HOLE_LIMIT: u32 = 3;
+/// Neighbours asked in vain, at most, before a hole its origin no longer
+/// keeps (an unkept entry) is given up.
+const UNKEPT_ASKS: usize = 3;
 /// A parent that sent nothing for this many keepalives has stopped.
 const PARENT_SILENT: f64 = 1.5;
 
@@ -514,6 +517,7 @@ impl Mesh {
 
     fn check_hole(&mut self, real_now: Instant, id: NodeId) {
         let stall = self.cfg.stall_timeout;
+        let asks_needed = self.neighbours.len().clamp(1, UNKEPT_ASKS) as u64;
         let parent_silent = self.parent_silent(real_now, id);
         // A hole ages on the silence clock: while our stdout is blocked the
         // router reads no frames, and the lines may wait unread in our own
@@ -552,13 +556,15 @@ impl Mesh {
             return;
         }
         // The origin keeps none of them (they were sent while we were
-        // away): one repair asked in vain is enough; copies still on their
-        // way to us had that long to arrive.
+        // away): a repair asked in vain of each neighbour (of three at
+        // most, a second apart) is enough; copies still on their way to us
+        // had that long to arrive. (One ask was not: a neighbour that
+        // lacked a line another one still cached made it a gap, attack21.)
         let unkept = origin
             .unkept
             .filter(|(from, to)| (*from..=*to).contains(&first));
         if let Some((_, to)) = unkept {
-            if hole.asks > 0 && now >= hole.since + REPAIR_DELAY + REPAIR_RETRY {
+            if hole.asks >= asks_needed && now >= hole.next_repair {
                 origin.unkept = None;
                 self.give_up(
                     id,

@@ -2992,13 +2992,27 @@ fn an_origin_tells_a_member_back_from_down_which_lines_it_no_longer_keeps() {
 }
 
 /// The member's side of an unkept entry: the hole it covers is given up
-/// after one repair asked in vain (about 1.25 s), not after
-/// `--stall-timeout` (5 s here), and only the part the entry covers; the
-/// rest waits as before. Before, a member back from a cut printed nothing
-/// for a stall timeout (attack18 G5).
+/// once a repair was asked in vain of each neighbour (the one here:
+/// about 1.3 s), not after `--stall-timeout` (5 s here), and only the
+/// part the entry covers; the rest waits as before. Before, a member back
+/// from a cut printed nothing for a stall timeout (attack18 G5).
 #[test]
 fn a_member_told_its_origin_keeps_lines_no_more_gives_them_up_after_one_repair() {
-    let (mut m, t0) = with_neighbours(config(), 1);
+    unkept_hole_given_up_after(1, 1310);
+}
+
+/// With three neighbours, each is asked first (a second apart): one
+/// that lacked a line another still cached made it a gap (attack21).
+#[test]
+fn a_hole_its_origin_keeps_no_more_is_asked_of_three_neighbours_before_it_is_given_up() {
+    unkept_hole_given_up_after(3, 3310);
+}
+
+/// Member 7's lines 1..=3 delivered, 350 and 351 held, 7's STATUS says
+/// it keeps none of 4..=340: with `neighbours`, the gap comes at
+/// `gap_ms` (ticks every 100 ms), not before.
+fn unkept_hole_given_up_after(neighbours: u64, gap_ms: u64) {
+    let (mut m, t0) = with_neighbours(config(), neighbours);
     on_status(&mut m, t0, 1, status(7, 1, 1, 0));
     let first = feed(
         &mut m,
@@ -3016,11 +3030,11 @@ fn a_member_told_its_origin_keeps_lines_no_more_gives_them_up_after_one_repair()
     }];
     on_status(&mut m, t0, 1, told);
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    for ms in [10, 300, 1000] {
+    for ms in (10..gap_ms - 50).step_by(100) {
         m.tick(at(ms));
         assert!(gaps(&drain(&mut m)).is_empty(), "a gap at {ms} ms");
     }
-    m.tick(at(1300));
+    m.tick(at(gap_ms));
     let actions = drain(&mut m);
     let reports = gap_reports(&actions);
     assert_eq!(reports.len(), 1, "{reports:?}");
@@ -3028,7 +3042,7 @@ fn a_member_told_its_origin_keeps_lines_no_more_gives_them_up_after_one_repair()
     assert!(reports[0].3.contains("no longer kept"), "{reports:?}");
     // 341..=349 were not in the entry: a hole like any other, still
     // waited on (a stall timeout, longer while no neighbour is heard).
-    m.tick(at(3000));
+    m.tick(at(gap_ms + 1700));
     assert!(gaps(&drain(&mut m)).is_empty());
     let held = m.origins.get(7).unwrap();
     assert_eq!((held.next, held.missing()), (341, Some((341, 349))));
