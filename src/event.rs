@@ -220,6 +220,12 @@ pub struct PrintedSoFar {
     /// is said, not lost in silence.
     pub handed: std::sync::atomic::AtomicU64,
     pub written: std::sync::atomic::AtomicU64,
+    /// Set at exit: the stdout thread finishes the write under way and
+    /// starts no other, so that its output ends with a whole line and
+    /// `written` says exactly what it printed.
+    pub stop: std::sync::atomic::AtomicBool,
+    /// When a write to stdout last returned.
+    pub last_write: Mutex<Option<std::time::Instant>>,
 }
 
 impl PrintedSoFar {

@@ -20,7 +20,7 @@ use crate::event::{ConnId, Event, Inbound};
 use crate::frame::{Hello, NodeId};
 use crate::mesh::Mesh;
 use crate::router::{self, Outcome, Router, Wiring};
-use crate::shutdown::{Cause, Shutdown};
+use crate::shutdown::{Cause, Never, Shutdown};
 use crate::stdio::StdinGate;
 use crate::threads::Threads;
 use crate::{acceptor, dialer, discovery, peer_cache, ratelog, stdio};
@@ -41,6 +41,9 @@ const SPARE_BUFFERS: usize = 8;
 pub const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
 /// How long the end of `run` waits for threads after the router is done.
 const JOIN_DEADLINE: Duration = Duration::from_millis(500);
+/// How long a stdout thread still writing at exit, and that wrote
+/// something within this time, is given to finish the write under way.
+const LAST_WRITE: Duration = Duration::from_secs(1);
 
 /// Handshakes one source (an IPv4 address or an IPv6 /64) may have under
 /// way at once, below the global cap (`--max-peers`), so that one address
@@ -233,6 +236,30 @@ fn advertise(config: &Config) -> Option<SocketAddr> {
 
 /// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or
 /// stdout closed. Returns once everything has been flushed and closed.
+/// At exit, a stdout thread still writing (a slow reader) finishes the
+/// write under way and starts no other: the output ends with a whole
+/// line, and what it wrote is counted as printed. Exiting in the middle
+/// of its write left half a line (a JSON object cut short) and counted
+/// the lines of that write as not printed though they reached stdout
+/// (attack21 F2). A stdout that took nothing for [`LAST_WRITE`] is not
+/// waited for (a pipe nobody reads).
+fn finish_stdout(node: &Node, done: &Receiver<Never>) {
+    node.printed.stop.store(true, Ordering::Relaxed);
+    let moving = node
+        .printed
+        .last_write
+        .lock()
+        .is_some_and(|at| at.elapsed() < LAST_WRITE);
+    if moving
+        && matches!(
+            done.recv_timeout(LAST_WRITE),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+        )
+    {
+        log::debug!("stdout is still writing at exit");
+    }
+}
+
 pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let security = crate::secure::Security::load(&config).map_err(Error::Keys)?;
     let listener = match config.listen {
@@ -294,8 +321,9 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     });
 
     let (found_tx, found_rx) = bounded(FOUND_QUEUE);
+    let mut stdout_done = None;
     let started = (|| {
-        stdio::spawn_stdout(&node, stdout_rx)?;
+        stdout_done = Some(stdio::spawn_stdout(&node, stdout_rx)?);
         stdio::spawn_stdin(&node, stdin_tx, gate.clone())?;
         if let Some(listener) = listener {
             acceptor::spawn(&node, listener)?;
@@ -343,6 +371,9 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let (running, panicked) = threads.join_all(Instant::now() + JOIN_DEADLINE);
     if !running.is_empty() {
         log::debug!("leaving threads blocked at exit: {}", running.join(", "));
+    }
+    if let Some(done) = stdout_done {
+        finish_stdout(&node, &done);
     }
     let handed = node.printed.handed.load(Ordering::Relaxed);
     let written = node.printed.written.load(Ordering::Relaxed);

@@ -21,7 +21,7 @@ use crate::frame::{self, msg_header, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
 use crate::outbox::Bytes;
 use crate::output;
-use crate::shutdown::Cause;
+use crate::shutdown::{Cause, Never};
 use crate::wire::describe;
 
 /// Bytes asked of stdin per read: a pipe gives at most 64 KiB at a time, a
@@ -368,10 +368,15 @@ fn read_stdin(node: &Node, chunks: &Sender<Chunk>, gate: &StdinGate) {
     // Dropping `chunks` now tells the router that stdin has ended.
 }
 
-pub fn spawn_stdout(node: &Arc<Node>, outputs: Receiver<Output>) -> io::Result<()> {
+/// Starts the stdout thread; the receiver is disconnected once it is done.
+pub fn spawn_stdout(node: &Arc<Node>, outputs: Receiver<Output>) -> io::Result<Receiver<Never>> {
     let node_ = node.clone();
-    node.threads
-        .spawn("stdout".to_owned(), move || write_stdout(&node_, &outputs))
+    let (done_tx, done) = crossbeam_channel::bounded::<Never>(0);
+    node.threads.spawn("stdout".to_owned(), move || {
+        let _done = done_tx;
+        write_stdout(&node_, &outputs)
+    })?;
+    Ok(done)
 }
 
 fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
@@ -399,7 +404,15 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
         }
         printer.flush()
     };
-    if let Err(e) = print() {
+    let printed = print();
+    if printer.node.printed.stop.load(Ordering::Relaxed) {
+        // Told to stop at exit: what is still buffered is not written
+        // (dropped whole, BufWriter would flush it), and counts as not
+        // printed.
+        drop(printer.out.into_parts());
+        return;
+    }
+    if let Err(e) = printed {
         if e.kind() == io::ErrorKind::BrokenPipe {
             log::info!("stdout was closed: stopping");
         } else {
@@ -460,6 +473,7 @@ impl Printer<'_> {
     /// must be counted as printed (and acknowledged) as they go out, not
     /// only when it catches up.
     fn run(&mut self, line: &Line, ts: &str) -> io::Result<()> {
+        self.check_stop()?;
         // Each write to stdout at most about a step (a write returns only
         // once all of it went into the pipe).
         let buffered = self.out.buffer().len();
@@ -488,10 +502,21 @@ impl Printer<'_> {
         self.quick >= QUICK_FLUSHES
     }
 
+    /// The node is exiting ([`PrintedSoFar::stop`](crate::event::PrintedSoFar)):
+    /// no more writes.
+    fn check_stop(&self) -> io::Result<()> {
+        match self.node.printed.stop.load(Ordering::Relaxed) {
+            true => Err(io::Error::other("the node is exiting")),
+            false => Ok(()),
+        }
+    }
+
     /// Writes out what is buffered; the lines in it are printed.
     fn flush(&mut self) -> io::Result<()> {
+        self.check_stop()?;
         let start = Instant::now();
         self.out.flush()?;
+        *self.node.printed.last_write.lock() = Some(Instant::now());
         self.quick = match start.elapsed() < SLOW_FLUSH {
             true => self.quick.saturating_add(1),
             false => 0,

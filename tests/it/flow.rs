@@ -451,6 +451,69 @@ fn a_member_read_at_12_kb_per_second_is_not_cut_at_a_3_second_stall_timeout() {
     );
 }
 
+/// A member whose stdout is read slowly (20 KB/s) stopped by a signal
+/// mid-stream ends its output with a whole line, and counts exactly what
+/// it printed: the lines its stdout took are its "received" less the ones
+/// it says were not printed. Before, it exited in the middle of a write:
+/// the output ended with half a line (a JSON object cut short), and the
+/// whole lines of that write were counted as not printed (attack21 F2).
+#[test]
+fn a_member_read_slowly_stopped_by_a_signal_ends_on_a_whole_line_and_counts_it() {
+    const RATE: f64 = 20_000.0;
+    let dir = TempDir::new("signal-slow");
+    let mut b = node("b").args(&["-f", "json"]).raw_stdout().start();
+    let (reader, read) = read_slowly(b.take_stdout(), RATE);
+    let _a = file_sender(&dir, "a", 200_000, &["--wait-members", "1"], Some(&b));
+    // Stopped while its reader is busy: once 40 KB were read (the
+    // reader's count, looked at every 50 ms).
+    let by = Instant::now() + DEADLINE;
+    while read.load(Ordering::Relaxed) < 40_000 {
+        assert!(
+            Instant::now() < by,
+            "b's stdout was not read: {}",
+            b.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    b.signal("TERM");
+    b.expect_exit(Duration::from_secs(10));
+    let got = reader.join().unwrap();
+    let text = String::from_utf8(got).expect("UTF-8 output");
+    assert!(
+        text.ends_with('\n'),
+        "b's output ends in the middle of a line: {:?}",
+        &text[text.len().saturating_sub(80)..]
+    );
+    let printed = text.lines().count() as u64;
+    let log = b.log_text();
+    let number_after = |marker: &str| -> u64 {
+        log.lines()
+            .find_map(|l| l.split(marker).nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let received = number_after("received ");
+    let not_printed = log
+        .lines()
+        .find(|l| l.contains("received were not printed"))
+        .and_then(|l| l.split("] ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    // Every line of b's JSON output is a message (no peer came or went).
+    let events = text
+        .lines()
+        .filter(|l| !l.contains("\"type\":\"msg\""))
+        .count() as u64;
+    assert_eq!(
+        printed - events,
+        received - not_printed,
+        "b's stdout took {printed} lines ({events} events); it says it received \
+         {received} and did not print {not_printed}:\n{log}"
+    );
+}
+
 /// A PONG can come back before the write that carried its PING has
 /// returned to our writer: on a busy machine the peer's threads and our
 /// reader run first. It still answers that PING. (It used to confirm
