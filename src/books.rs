@@ -141,6 +141,9 @@ fn describe(m: &MemberBooks) -> String {
     // So that what it got, lost and missed adds up to the lines sent.
     if m.before_up > 0 {
         text += &format!(", {} more sent before it joined", m.before_up);
+        if m.printed_before_up > 0 {
+            text += &format!(" ({} of them printed)", m.printed_before_up);
+        }
     }
     if m.after_down > 0 {
         text += &format!(", {} more sent after it went down", m.after_down);
@@ -202,6 +205,7 @@ mod tests {
             down: None,
             stalled: false,
             before_up: 0,
+            printed_before_up: 0,
             after_down: 0,
         }
     }
@@ -217,7 +221,7 @@ mod tests {
         c.lost = 50;
         c.down = Some("cut: accepted nothing for 2s".to_owned());
         let mut l = member("l", 0xe, 11..901, 890);
-        (l.before_up, l.after_down) = (10, 100);
+        (l.before_up, l.printed_before_up, l.after_down) = (10, 4, 100);
         l.down = Some("left".to_owned());
         let members = [
             member("b", 0xb, 1..1001, 1000),
@@ -233,8 +237,8 @@ mod tests {
              to c (000000000000000c): 550 lines delivered, 50 lost, 400 not acknowledged \
              (member down: cut: accepted nothing for 2s); \
              to idle (000000000000000d): 0 lines delivered; \
-             to l (000000000000000e): 890 lines delivered, 10 more sent before it joined, \
-             100 more sent after it went down \
+             to l (000000000000000e): 890 lines delivered, 10 more sent before it joined \
+             (4 of them printed), 100 more sent after it went down \
              (member down: left); \
              received 17 messages"
         );

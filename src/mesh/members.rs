@@ -152,6 +152,18 @@ impl Member {
         !self.up || self.stalled || self.owed_from > last || self.done() >= last
     }
 
+    /// How many of our lines before the first it owes it acknowledged
+    /// anyway, less every line it skipped (never more than it printed).
+    fn printed_before_owed(&self) -> u64 {
+        match self.ack {
+            Some((base, delivered, skipped)) if base < self.owed_from => {
+                let to = delivered.min(self.owed_from - 1);
+                (to + 1).saturating_sub(base).saturating_sub(skipped)
+            }
+            _ => 0,
+        }
+    }
+
     /// What it got of our lines. Lost are only the lines it will provably
     /// never deliver: those below its base and those it skipped as gaps
     /// (its acknowledgement says so). The rest of what it did not
@@ -188,6 +200,7 @@ impl Member {
             down: self.down.clone(),
             stalled: self.stalled && self.up,
             before_up: self.owed_from - 1,
+            printed_before_up: self.printed_before_owed(),
             after_down: self
                 .owed_end
                 .map_or(0, |end| (last + 1).saturating_sub(end)),

@@ -345,6 +345,10 @@ pub struct MemberBooks {
     /// Our lines sent before it joined, and after it went down: not owed
     /// to it.
     pub before_up: u64,
+    /// Of those sent before it joined, how many it acknowledged anyway
+    /// (a member whose first lines came from a neighbour's cache or an
+    /// older STATUS, as a restarted one's do): printed, though not owed.
+    pub printed_before_up: u64,
     pub after_down: u64,
 }
 
@@ -917,6 +921,7 @@ impl Mesh {
                 down: Some("forgotten: the member table was full".to_owned()),
                 stalled: false,
                 before_up: 0,
+                printed_before_up: 0,
                 after_down: 0,
             });
         }

@@ -1995,6 +1995,13 @@ fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
     assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
     own_lines(&mut m, t2, 11, 12);
     on_status(&mut m, t2, 1, ack_status(7, START + 9_000_001, 11, 12));
+    // A new life that printed some of the earlier lines (from a
+    // neighbour's cache) is booked for them too, as printed before it
+    // joined, not owed.
+    on_status(&mut m, t2, 1, ack_status(7, START + 9_000_002, 9, 12));
+    let b7 = m.books().into_iter().rfind(|b| b.id == 7).unwrap();
+    assert_eq!((b7.before_up, b7.printed_before_up), (10, 2));
+    on_status(&mut m, t2, 1, ack_status(7, START + 9_000_003, 11, 12));
     let books: Vec<_> = m.books().into_iter().filter(|b| b.id == 7).collect();
     assert_eq!(books.len(), 2, "{books:?}");
     assert_eq!((books[0].owed.clone(), books[0].delivered), (1..11, 8));
