@@ -34,7 +34,8 @@
 //! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
 //! the mesh, which exchanges STATUS with it. Members acknowledge in their
 //! STATUS the lines their stdout took (the stdout thread reports what it
-//! wrote out, `event::PrintedSoFar`); a line over a neighbour's
+//! wrote out, `event::PrintedSoFar`, in steps of 8 KiB of lines while
+//! stdout reads slowly, `stdio::Printer`); a line over a neighbour's
 //! `--max-frame` is left out for it, a TOO_BIG in its place, and it reports
 //! the gap at once (`Mesh::too_big`); a STATUS that only acknowledges goes
 //! up the senders' trees instead of flooding (`Mesh::send_status`); the
@@ -56,11 +57,18 @@
 //! (`Action::Reading` -> `Outbox::progress_seen`). A node whose stdout
 //! printed nothing for `--stall-timeout` while lines wait says so in its
 //! STATUS (`mesh::FLAG_STUCK`), and its neighbours cut it
-//! (`Action::Cut` -> `Outbox::cut`).
+//! (`Action::Cut` -> `Outbox::cut`). A member back after it was taken for
+//! down is told which of its lines each sender no longer keeps (unkept
+//! entries, `mesh::lost`); a member restarted under the same `--key` is
+//! told from its last life by its `status_seq` jump, and each sender keeps
+//! books per life and forgets where its lines stood (`Mesh::new_life`).
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
-//! acknowledged -> tells the group it leaves, closes every
+//! acknowledged -> stops printing, lets stdout take what it was handed (at
+//! most 1 s) -> tells the group it leaves, with acknowledgements of exactly
+//! what it printed, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket
-//! still open -> threads joined.
+//! still open -> threads joined; a stdout thread still writing finishes
+//! its write under way (`node::finish_stdout`).
 //!
 //! # Layout
 //! - [`config`]: the command line, parsed and validated into a `Config`.
