@@ -226,6 +226,18 @@ pub struct PrintedSoFar {
     pub stop: std::sync::atomic::AtomicBool,
     /// When a write to stdout last returned.
     pub last_write: Mutex<Option<std::time::Instant>>,
+    /// Since when the write to stdout under way has waited, if one is.
+    pub writing_since: Mutex<Option<std::time::Instant>>,
+}
+
+impl PrintedSoFar {
+    /// Whether a write to stdout has waited for at least `long`: its
+    /// reader takes nothing, or next to nothing.
+    pub fn blocked_for(&self, long: std::time::Duration) -> bool {
+        self.writing_since
+            .lock()
+            .is_some_and(|since| since.elapsed() >= long)
+    }
 }
 
 impl PrintedSoFar {

@@ -34,7 +34,7 @@
 //! (PEERS, BYE) -> up once the other side's ACCEPT arrives -> a neighbour of
 //! the mesh, which exchanges STATUS with it. Members acknowledge in their
 //! STATUS the lines their stdout took (the stdout thread reports what it
-//! wrote out, `event::PrintedSoFar`, in steps of 8 KiB of lines while
+//! wrote out, `event::PrintedSoFar`, in steps of 4 KiB of lines while
 //! stdout reads slowly, `stdio::Printer`); a line over a neighbour's
 //! `--max-frame` is left out for it, a TOO_BIG in its place, and it reports
 //! the gap at once (`Mesh::too_big`); a STATUS that only acknowledges goes

@@ -29,25 +29,28 @@ use crate::wire::describe;
 const READ_SIZE: usize = 128 * 1024;
 /// Bytes of output gathered before a write to stdout.
 const WRITE_SIZE: usize = 64 * 1024;
-/// Output is written and counted as printed in steps of about this many
-/// bytes of lines: a stdout read slowly shows progress (the node's
-/// acknowledgements rise, so neither it nor its neighbours take it for
-/// stuck) each time its reader took that much. Whole runs, up to a
-/// frame's worth, were written at once before: a reader taking 30 KB/s
-/// showed none for over 3 s and was cut at `--stall-timeout 3`
-/// (attack17 F1). Half of the 16 KiB per stall timeout the README
-/// promises: a neighbour sees the progress only in our next STATUS (up
-/// to a quarter of a stall timeout later), and with steps of 16 KiB a
-/// reader of 8 KB/s was cut once in 12 runs at `--stall-timeout 3`
-/// (attack21 F4).
-const PRINT_STEP: usize = 8 * 1024;
+/// While stdout reads slowly, output is written and counted as printed
+/// in steps of whole lines of at most this many bytes: `PIPE_BUF` on
+/// Linux, so that each write to a pipe is all or nothing. A stdout read
+/// slowly then shows progress (the node's acknowledgements rise, so
+/// neither it nor its neighbours take it for stuck) each time its reader
+/// took that much; and a node that exits while a write waits for room
+/// leaves whole lines only, each counted. Whole runs, up to a frame's
+/// worth, were written at once before: a reader taking 30 KB/s showed no
+/// progress for over 3 s and was cut at `--stall-timeout 3` (attack17
+/// F1); with steps of 8 KiB, a node stopped by a signal while its reader
+/// took 5 KB/s still ended its output with half a line (attack22). A
+/// line longer than this is one write of its own.
+const PIPE_STEP: usize = 4096;
 /// A stdout that took this many flushes in a row at once reads fast: its
 /// output goes out in larger writes (half the buffer), runs whole, as
-/// before the steps (fan-out to 4 delivered 17 % less with the steps
-/// kept: twice the writes and acknowledgements). Any flush that blocks
-/// (`SLOW_FLUSH`) brings the steps back.
+/// before the steps (fan-out to 4 delivered 17 % less with steps kept
+/// on: more writes and acknowledgements). A flush that blocks for
+/// `SLOW_FLUSH` (a reader under about 600 KB/s: far above what the
+/// steps are for, yet not so short that a reader merely waiting for a
+/// CPU counts) brings the steps back.
 const QUICK_FLUSHES: u32 = 64;
-const SLOW_FLUSH: Duration = Duration::from_millis(5);
+const SLOW_FLUSH: Duration = Duration::from_millis(50);
 
 /// Encoded message frames, ready to be queued for any number of peers.
 pub struct Chunk {
@@ -383,6 +386,7 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
     let mut printer = Printer {
         node,
         out: BufWriter::with_capacity(WRITE_SIZE, raw_stdout()),
+        scratch: Vec::new(),
         unflushed: Vec::new(),
         unflushed_bytes: 0,
         quick: 0,
@@ -395,7 +399,7 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
                     printer.lines(&batch)?;
                     recycle(node, batch);
                 }
-                other => output::write(&mut printer.out, node.config.format, &other)?,
+                other => printer.event(&other)?,
             }
             // And flushed when nothing else waits.
             if outputs.is_empty() {
@@ -427,6 +431,9 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
 struct Printer<'a> {
     node: &'a Node,
     out: BufWriter<Box<dyn Write>>,
+    /// One line of output, formatted before it goes into `out` (while
+    /// stdout reads slowly).
+    scratch: Vec<u8>,
     /// Runs written into `out` and not yet flushed: (origin, last seq,
     /// what they count against its window, messages).
     unflushed: Vec<(NodeId, u64, usize, u64)>,
@@ -438,27 +445,33 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
-    /// Writes a batch's runs, a long one in pieces of about
-    /// [`PRINT_STEP`] bytes; flushed after each step's worth.
+    /// Writes a batch's runs: whole while stdout reads fast, else one
+    /// message at a time, in steps of whole lines ([`PIPE_STEP`]).
     fn lines(&mut self, batch: &Lines) -> io::Result<()> {
         let ts = output::timestamp(self.node.config.format, batch.at);
         for line in &batch.lines {
-            let mut rest = match line.msg.entries.len() {
-                n if n <= PRINT_STEP || self.fast() => {
-                    self.run(line, &ts)?;
-                    continue;
-                }
-                _ => line.msg.clone(),
-            };
+            if self.fast() {
+                self.run(line, &ts)?;
+                continue;
+            }
+            // Plain lines are written as they are: as many as fit in
+            // what is left of the step. Others are formatted one by one.
+            let plain = self.node.config.format == crate::config::Format::Plain;
+            let mut rest = line.msg.clone();
             loop {
-                let piece = rest.split_front(PRINT_STEP);
-                let last = piece.is_none();
-                let piece = Line {
-                    msg: piece.unwrap_or_else(|| rest.clone()),
+                let one = if plain {
+                    let room = PIPE_STEP.saturating_sub(self.out.buffer().len());
+                    rest.split_front_within(room.max(1))
+                } else {
+                    rest.split_front(1)
+                };
+                let last = one.is_none();
+                let one = Line {
+                    msg: one.unwrap_or_else(|| rest.clone()),
                     from: line.from.clone(),
                     via: line.via.clone(),
                 };
-                self.run(&piece, &ts)?;
+                self.run(&one, &ts)?;
                 if last {
                     break;
                 }
@@ -474,13 +487,14 @@ impl Printer<'_> {
     /// only when it catches up.
     fn run(&mut self, line: &Line, ts: &str) -> io::Result<()> {
         self.check_stop()?;
-        // Each write to stdout at most about a step (a write returns only
-        // once all of it went into the pipe).
-        let buffered = self.out.buffer().len();
-        if !self.fast() && buffered > 0 && buffered + line.msg.entries.len() > PRINT_STEP {
-            self.flush()?;
+        let format = self.node.config.format;
+        if self.fast() {
+            output::write_line(&mut self.out, format, line, ts)?;
+        } else {
+            self.scratch.clear();
+            output::write_line(&mut self.scratch, format, line, ts)?;
+            self.put_scratch()?;
         }
-        output::write_line(&mut self.out, self.node.config.format, line, ts)?;
         let msg = &line.msg;
         self.unflushed_bytes += msg.payload_bytes();
         // The mesh counts them as their origins' windows do.
@@ -489,12 +503,34 @@ impl Printer<'_> {
         let step = if self.fast() {
             WRITE_SIZE / 2
         } else {
-            PRINT_STEP
+            PIPE_STEP
         };
         if self.unflushed_bytes >= step || self.out.buffer().len() >= step {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// A peer, member or gap event (`-f json`).
+    fn event(&mut self, event: &Output) -> io::Result<()> {
+        let format = self.node.config.format;
+        if self.fast() {
+            return output::write(&mut self.out, format, event);
+        }
+        self.scratch.clear();
+        output::write(&mut self.scratch, format, event)?;
+        self.put_scratch()
+    }
+
+    /// Puts the line in `scratch` into `out`, first writing out what is
+    /// there if both together would be over a step: each write is whole
+    /// lines within [`PIPE_STEP`] (or one longer line alone).
+    fn put_scratch(&mut self) -> io::Result<()> {
+        let buffered = self.out.buffer().len();
+        if buffered > 0 && buffered + self.scratch.len() > PIPE_STEP {
+            self.flush()?;
+        }
+        self.out.write_all(&self.scratch)
     }
 
     /// Whether stdout has been reading fast (see [`QUICK_FLUSHES`]).
@@ -515,7 +551,10 @@ impl Printer<'_> {
     fn flush(&mut self) -> io::Result<()> {
         self.check_stop()?;
         let start = Instant::now();
-        self.out.flush()?;
+        *self.node.printed.writing_since.lock() = Some(start);
+        let flushed = self.out.flush();
+        *self.node.printed.writing_since.lock() = None;
+        flushed?;
         *self.node.printed.last_write.lock() = Some(Instant::now());
         self.quick = match start.elapsed() < SLOW_FLUSH {
             true => self.quick.saturating_add(1),

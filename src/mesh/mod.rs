@@ -185,18 +185,26 @@ impl Delivery {
         self.last - self.first + 1
     }
 
-    /// Takes off the front of this run the messages in its first `max`
-    /// bytes (at least one), if it holds more than `max` bytes; `None`
-    /// when it fits as it is. Each entry ends with its line's newline,
-    /// and no payload holds one.
-    pub fn split_front(&mut self, max: usize) -> Option<Delivery> {
+    /// Takes off the front of this run as many whole lines as fit in
+    /// `max` bytes (at least one), if the run holds more than that; `None`
+    /// when it fits as it is, or is one line.
+    pub fn split_front_within(&mut self, max: usize) -> Option<Delivery> {
         let entries = &self.bytes[self.entries.clone()];
         if entries.len() <= max {
             return None;
         }
-        let from = max.max(1) - 1;
-        let end = from + memchr::memchr(b'\n', &entries[from..])? + 1;
-        if end == entries.len() {
+        let end = match memchr::memrchr(b'\n', &entries[..max]) {
+            Some(at) => at + 1,
+            None => memchr::memchr(b'\n', entries)? + 1,
+        };
+        self.split_at_byte(end)
+    }
+
+    /// Takes off the front of this run the messages in its first `end`
+    /// bytes (`end` just past a newline); `None` if that is all of it.
+    fn split_at_byte(&mut self, end: usize) -> Option<Delivery> {
+        let entries = &self.bytes[self.entries.clone()];
+        if end >= entries.len() {
             return None;
         }
         let count = memchr::memchr_iter(b'\n', &entries[..end]).count() as u64;
@@ -209,6 +217,20 @@ impl Delivery {
         self.first += count;
         self.entries.start += end;
         Some(front)
+    }
+
+    /// Takes off the front of this run the messages in its first `max`
+    /// bytes (at least one), if it holds more than `max` bytes; `None`
+    /// when it fits as it is. Each entry ends with its line's newline,
+    /// and no payload holds one.
+    pub fn split_front(&mut self, max: usize) -> Option<Delivery> {
+        let entries = &self.bytes[self.entries.clone()];
+        if entries.len() <= max {
+            return None;
+        }
+        let from = max.max(1) - 1;
+        let end = from + memchr::memchr(b'\n', &entries[from..])? + 1;
+        self.split_at_byte(end)
     }
 
     /// Never: a delivery holds one message at least.

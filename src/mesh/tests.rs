@@ -4566,6 +4566,17 @@ fn a_run_splits_into_pieces_of_whole_lines() {
         .flat_map(|p| p.msgs().map(|m| m.0).collect::<Vec<_>>())
         .collect();
     assert_eq!(msgs, (21..=30).collect::<Vec<_>>());
+    // Within a budget: as many whole lines as fit, at least one.
+    let mut rest = whole.clone();
+    let front = rest.split_front_within(25).unwrap();
+    assert_eq!((front.first, front.last, rest.first), (21, 22, 23));
+    let front = rest.split_front_within(5).unwrap();
+    assert_eq!(
+        (front.first, front.last),
+        (23, 23),
+        "one line over the budget"
+    );
+    assert!(rest.clone().split_front_within(1000).is_none());
     // One line over the step: taken whole.
     let mut one = Delivery {
         last: 21,

@@ -1395,8 +1395,10 @@ fn a_member_stopped_by_a_signal_is_booked_for_exactly_what_it_printed() {
 }
 
 /// A receiver whose stdout is blocked (a pipe nobody reads) stopped by a
-/// signal while a peer streams: it stops within the peers' flush deadline
-/// (2 s) and the threads' join (0.5 s), as the README's "Stopping" says,
+/// signal while a peer streams: it stops within the wait for its stdout
+/// to drain (up to 1 s, none once a write has waited half a second), the
+/// peers' flush deadline (2 s) and the threads' join (0.5 s), as the
+/// README's "Stopping" says (about 3.5 s; 4.5 here, for a loaded machine),
 /// and says once how many messages it received but did not print. It took
 /// three 2 s phases (the backlog for stdout got 2 s of its own after the
 /// peers' 2 s), and logged two different counts for the same messages.
@@ -1424,7 +1426,7 @@ fn a_receiver_with_a_blocked_stdout_stops_in_time_and_counts_what_it_did_not_pri
     let _ = writer.join();
     let log = b.log_text();
     assert!(
-        took < Duration::from_millis(3500),
+        took < Duration::from_millis(4500),
         "stopped {took:?} after the signal:\n{log}"
     );
     let received: u64 = count_after(&b.wait_log("summary"), "received ");

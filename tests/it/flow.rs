@@ -398,7 +398,7 @@ fn a_member_read_slowly_behind_megabytes_is_not_cut() {
 
 /// A member whose stdout is read at 12 KB/s, far below what is sent, is
 /// not cut at `--stall-timeout 3`: its stdout thread writes and counts
-/// lines in steps of 8 KiB, so its acknowledgements rise every 0.7 s,
+/// lines in steps of 4 KiB, so its acknowledgements rise every 0.35 s,
 /// and neither its own stuck rule nor its sender's PING rule fires. The
 /// sender waits for it (its window) and exits 0 once it has printed all.
 /// Before, whole runs went out in one write (up to 64 KiB at a time here,
