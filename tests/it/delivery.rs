@@ -98,7 +98,10 @@ fn exit_on_eof_exits_3_and_names_the_member_that_missed_lines() {
     // c freezes as the transfer starts; a drops it and goes on with b: cut
     // when its link stalls, or, when the window stopped a before c's
     // socket buffers filled, once its STATUS has been silent 3 x keepalive.
-    c.wait_peer("a");
+    // (Once a reads stdin: a reads only once both peers announced
+    // themselves, and c stopped before its first STATUS reached a left a
+    // waiting for a second peer for good, a CI failure under load.)
+    a.wait_log("known; reading stdin");
     c.signal("STOP");
     let status = a.expect_exit(Duration::from_secs(60));
     c.signal("CONT");
