@@ -5,7 +5,8 @@
 //! (a miss entry), so that the member reports that run too; one that
 //! came back after it was taken for down is told which of the lines it
 //! lacks the origin no longer keeps (an unkept entry), so that it gives
-//! them up after one unanswered repair instead of a stall timeout.
+//! them up once its neighbours (three at most) had nothing for it,
+//! instead of after a stall timeout.
 //!
 //! Repairs cost the answering node at most a window per neighbour: a
 //! neighbour that asks again and again and reads nothing gets no second
@@ -139,8 +140,8 @@ impl Mesh {
             // on, which it no longer keeps. (A miss entry never starts
             // above our base: it starts at the first line owed to us, and
             // our base comes down to it at most.) Only lines it says it
-            // sent; a hole in them is given up after one unanswered repair
-            // (`check_hole`).
+            // sent; a hole in them is given up once each neighbour (three
+            // at most) was asked in vain (`check_hole`).
             if miss.last <= status.sent_seq {
                 origin.unkept = Some((miss.first, miss.last));
                 if origin.missing().is_some() {
@@ -203,7 +204,7 @@ impl Mesh {
 ///   `back_at`) when it came back after we took it for down and still
 ///   lacks lines sent while it was away that we no longer keep: nobody is
 ///   bound to keep them (every cache holds a window of the latest), so it
-///   gives them up after one unanswered repair. Without it, it waited
+///   gives them up once its neighbours had nothing. Without it, it waited
 ///   `--stall-timeout` for them, printing nothing (attack18 G5);
 /// - else none.
 fn miss_entry(member: NodeId, m: &Member, last: u64, kept_from: u64) -> Option<Miss> {

@@ -249,8 +249,8 @@ pub struct Origin {
     pub too_big: Option<(u64, u64, u32)>,
     /// The origin said (an unkept entry in its STATUS) that it keeps none
     /// of its lines in `first..=last`, lines we lacked when it last heard
-    /// from us: a hole starting in there is given up after one unanswered
-    /// repair, not after `--stall-timeout`.
+    /// from us: a hole starting in there is given up once each neighbour
+    /// (three at most) was asked in vain, not after `--stall-timeout`.
     pub unkept: Option<(u64, u64)>,
     used: u64,
 }
