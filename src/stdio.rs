@@ -463,7 +463,7 @@ impl Printer<'_> {
                     let room = PIPE_STEP.saturating_sub(self.out.buffer().len());
                     rest.split_front_within(room.max(1))
                 } else {
-                    rest.split_front(1)
+                    rest.split_front_within(1)
                 };
                 let last = one.is_none();
                 let one = Line {

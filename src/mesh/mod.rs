@@ -197,13 +197,6 @@ impl Delivery {
             Some(at) => at + 1,
             None => memchr::memchr(b'\n', entries)? + 1,
         };
-        self.split_at_byte(end)
-    }
-
-    /// Takes off the front of this run the messages in its first `end`
-    /// bytes (`end` just past a newline); `None` if that is all of it.
-    fn split_at_byte(&mut self, end: usize) -> Option<Delivery> {
-        let entries = &self.bytes[self.entries.clone()];
         if end >= entries.len() {
             return None;
         }
@@ -217,20 +210,6 @@ impl Delivery {
         self.first += count;
         self.entries.start += end;
         Some(front)
-    }
-
-    /// Takes off the front of this run the messages in its first `max`
-    /// bytes (at least one), if it holds more than `max` bytes; `None`
-    /// when it fits as it is. Each entry ends with its line's newline,
-    /// and no payload holds one.
-    pub fn split_front(&mut self, max: usize) -> Option<Delivery> {
-        let entries = &self.bytes[self.entries.clone()];
-        if entries.len() <= max {
-            return None;
-        }
-        let from = max.max(1) - 1;
-        let end = from + memchr::memchr(b'\n', &entries[from..])? + 1;
-        self.split_at_byte(end)
     }
 
     /// Never: a delivery holds one message at least.

@@ -4525,8 +4525,8 @@ fn invented_origins_flooding_the_origin_table_never_make_a_members_lines_print_t
     );
 }
 
-/// A run split for printing in steps: pieces of whole lines, about `max`
-/// bytes each (at least one line), seqs and bytes back to back, covering
+/// A run split for printing in steps: pieces of whole lines, at most
+/// `max` bytes each (at least one line), seqs and bytes back to back, covering
 /// the run exactly; a run that fits, or one line, is not split.
 #[test]
 fn a_run_splits_into_pieces_of_whole_lines() {
@@ -4543,14 +4543,14 @@ fn a_run_splits_into_pieces_of_whole_lines() {
         bytes: bytes.clone(),
         entries: 4..4 + lines.len(),
     };
-    assert!(whole.clone().split_front(lines.len()).is_none());
+    assert!(whole.clone().split_front_within(lines.len()).is_none());
     let mut rest = whole.clone();
     let mut pieces = Vec::new();
-    while let Some(piece) = rest.split_front(25) {
+    while let Some(piece) = rest.split_front_within(27) {
         pieces.push(piece);
     }
     pieces.push(rest);
-    // 9 bytes a line: a piece ends at the first line end at or past 25.
+    // 9 bytes a line: a piece is the three lines that fit in 27.
     let spans: Vec<(u64, u64)> = pieces.iter().map(|p| (p.first, p.last)).collect();
     assert_eq!(spans, [(21, 23), (24, 26), (27, 29), (30, 30)]);
     let joined: Vec<u8> = pieces
@@ -4583,5 +4583,5 @@ fn a_run_splits_into_pieces_of_whole_lines() {
         entries: 4..13,
         ..whole
     };
-    assert!(one.split_front(3).is_none());
+    assert!(one.split_front_within(3).is_none());
 }
