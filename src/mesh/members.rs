@@ -882,9 +882,7 @@ impl Mesh {
         if was_up {
             m.owed_end = Some(last + 1);
         }
-        m.up = false;
         let books = m.books(id, last);
-        m.up = was_up;
         log::info!(
             "member {} ({id:016x}) restarted: a new process under its id; the books of its \
              earlier life are closed",
@@ -892,6 +890,9 @@ impl Mesh {
         );
         if let Some(mut books) = books {
             books.name = format!("{} (an earlier life)", m.name);
+            // A closed life is not up, so not "stalled" (which says why a
+            // live member's lines are not acknowledged).
+            books.stalled = false;
             if books.down.is_none() {
                 books.down = Some("restarted".to_owned());
             }
