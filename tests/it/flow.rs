@@ -237,9 +237,14 @@ fn read_slowly_until(
             }
             count.store(got.len(), Ordering::Relaxed);
             let due = start + Duration::from_secs_f64(got.len() as f64 / rate);
-            // The slow reader under test: its pauses are the load.
-            while !fast.load(Ordering::Relaxed) && Instant::now() < due {
-                thread::sleep(Duration::from_millis(10));
+            // The slow reader under test: its pauses are the load, not
+            // waits (looked at every 10 ms for `fast`).
+            while !fast.load(Ordering::Relaxed) {
+                let left = due.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                thread::sleep(left.min(Duration::from_millis(10)));
             }
         }
         got
@@ -251,27 +256,10 @@ fn read_slowly_until(
 /// pauses are the load, not waits) until its end; `read` counts what it
 /// took so far.
 fn read_slowly(
-    mut stdout: impl std::io::Read + Send + 'static,
+    stdout: impl std::io::Read + Send + 'static,
     rate: f64,
 ) -> (JoinHandle<Vec<u8>>, Arc<AtomicUsize>) {
-    let read = Arc::new(AtomicUsize::new(0));
-    let count = read.clone();
-    let reader = thread::spawn(move || {
-        let mut got = Vec::new();
-        let mut chunk = [0; 4096];
-        let start = Instant::now();
-        loop {
-            match stdout.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&chunk[..n]),
-            }
-            count.store(got.len(), Ordering::Relaxed);
-            let due = start + Duration::from_secs_f64(got.len() as f64 / rate);
-            thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        got
-    });
-    (reader, read)
+    read_slowly_until(stdout, rate, Arc::new(AtomicBool::new(false)))
 }
 
 /// A sender of `lines` padded lines (150 bytes) from a file, with

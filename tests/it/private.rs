@@ -230,6 +230,38 @@ fn a_group_secret_and_keys_alone_refuse_each_other() {
     no_line_leaks(&mut a, &c, &k);
 }
 
+/// a, and m dialing it, in a private group of the two (`--allow`), each
+/// with a key of its own and keepalive 1 s, a also with `a_args`; m is a
+/// member for a. Returns the directory of their files, a, m, and m's
+/// arguments, to start it again under the same key.
+#[cfg(unix)]
+fn a_and_m_by_key(tag: &str, a_args: &[&str]) -> (Dir, Node, Node, Vec<String>) {
+    let dir = Dir::new(tag);
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (m_key, m_pub) = dir.keygen("m.key");
+    let members = dir.file("members.txt", format!("{a_pub} a\n{m_pub} m\n").as_bytes());
+    let a = node("a")
+        .args(&["--key", &a_key, "--allow", &members, "--keepalive", "1"])
+        .args(a_args)
+        .start();
+    let m_args: Vec<String> = ["--key", &m_key, "--allow", &members, "--keepalive", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let m = start_m(&m_args, &a);
+    a.wait_log("member up: m");
+    (dir, a, m, m_args)
+}
+
+/// Node m with `args`, dialing `a`.
+#[cfg(unix)]
+fn start_m(args: &[String], a: &Node) -> Node {
+    args.iter()
+        .fold(node("m"), |m, arg| m.arg(arg))
+        .dial(a)
+        .start()
+}
+
 /// A node killed and restarted under the same key (so the same id) is a
 /// member again at once: its new STATUS frames count from the time it
 /// started, so they are newer than its last life's. Before, they counted
@@ -238,16 +270,7 @@ fn a_group_secret_and_keys_alone_refuse_each_other() {
 #[cfg(unix)]
 #[test]
 fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
-    let dir = Dir::new("rekey");
-    let (a_key, a_pub) = dir.keygen("a.key");
-    let (m_key, m_pub) = dir.keygen("m.key");
-    let members = dir.file("members.txt", format!("{a_pub} a\n{m_pub} m\n").as_bytes());
-    let mut a = node("a")
-        .args(&["--key", &a_key, "--allow", &members, "--keepalive", "1"])
-        .start();
-    let args = ["--key", &m_key, "--allow", &members, "--keepalive", "1"];
-    let mut m = node("m").args(&args).dial(&a).start();
-    a.wait_log("member up: m");
+    let (_dir, mut a, mut m, m_args) = a_and_m_by_key("rekey", &[]);
     // m acknowledges a stream of lines as it prints them: many STATUS
     // frames in its first life.
     const LINES: usize = 200_000;
@@ -260,7 +283,7 @@ fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
     m.signal("KILL");
     m.expect_exit(Duration::from_secs(10));
     a.wait_log("member down: m");
-    let m2 = node("m").args(&args).dial(&a).start();
+    let m2 = start_m(&m_args, &a);
     m2.wait_peer("a");
     let back = Instant::now();
     a.wait_log_count("member up: m", 2);
@@ -282,17 +305,7 @@ fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
 #[cfg(unix)]
 #[test]
 fn a_member_restarted_under_the_same_key_is_booked_per_life() {
-    let dir = Dir::new("relife");
-    let (a_key, a_pub) = dir.keygen("a.key");
-    let (m_key, m_pub) = dir.keygen("m.key");
-    let members = dir.file("members.txt", format!("{a_pub} a\n{m_pub} m\n").as_bytes());
-    let mut a = node("a")
-        .args(&["--key", &a_key, "--allow", &members, "--keepalive", "1"])
-        .arg("--exit-on-eof")
-        .start();
-    let args = ["--key", &m_key, "--allow", &members, "--keepalive", "1"];
-    let mut m = node("m").args(&args).dial(&a).start();
-    a.wait_log("member up: m");
+    let (_dir, mut a, mut m, m_args) = a_and_m_by_key("relife", &["--exit-on-eof"]);
     m.send(b"from the first life\n");
     a.wait_lines(1);
     let lines = |from: usize, to: usize| -> Vec<u8> {
@@ -305,7 +318,7 @@ fn a_member_restarted_under_the_same_key_is_booked_per_life() {
     m.signal("TERM");
     assert_eq!(m.expect_exit(Duration::from_secs(10)).code(), Some(0));
     a.wait_log("member down: m");
-    let m2 = node("m").args(&args).dial(&a).start();
+    let m2 = start_m(&m_args, &a);
     a.wait_log_count("member up: m", 2);
     a.send(&lines(101, 150));
     let got = m2.wait_lines_for(50, DEADLINE);
