@@ -815,22 +815,28 @@ impl Writer {
                 let msgs = work.batches.iter().map(|b| b.msgs).sum();
                 self.outbox.pinging(token, msgs);
             }
-            if let Err(e) = self.write_all(&mut slices) {
-                let ending = match classify(&e) {
-                    IoFailure::Timeout => Ending::Stalled(self.stall),
-                    IoFailure::Reset => Ending::Reset,
-                    _ => Ending::Io(describe(&e)),
-                };
-                self.fail(ending);
-                return;
-            }
+            let waited_for_room = match self.write_all(&mut slices) {
+                Ok(waited) => waited,
+                Err(e) => {
+                    let ending = match classify(&e) {
+                        IoFailure::Timeout => Ending::Stalled(self.stall),
+                        IoFailure::Reset => Ending::Reset,
+                        _ => Ending::Io(describe(&e)),
+                    };
+                    self.fail(ending);
+                    return;
+                }
+            };
             self.outbox.written(&work.batches);
             let now = Instant::now();
-            // Only messages taken count as the peer moving: our own PINGs
-            // and STATUS frames fit in a stopped peer's socket buffers for
-            // a long while, and with them counted a stopped peer was never
-            // cut while --stall-timeout exceeded the keepalive period.
-            if work.batches.iter().any(|b| b.msgs > 0) {
+            // Only messages taken once the socket's buffers were full count
+            // as the peer moving: our own PINGs and STATUS frames fit in a
+            // stopped peer's socket buffers for a long while (with them
+            // counted a stopped peer was never cut while --stall-timeout
+            // exceeded the keepalive period), and so do a slow stream's
+            // lines (with every write counted, a stopped relay in a chain
+            // fed 1,000 lines a second was never cut: attack23 F1).
+            if waited_for_room && work.batches.iter().any(|b| b.msgs > 0) {
                 moved = now;
             }
             since_ping = if ping { 0 } else { since_ping + bytes };
@@ -861,7 +867,11 @@ impl Writer {
     /// Writes every byte of `bufs`; a peer that takes no byte at all for
     /// `--stall-timeout`, and whose STATUS shows no line printed meanwhile
     /// (`Outbox::progress_seen`: it reads its links in turn), is stalled.
-    fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    ///
+    /// Returns whether a write waited for room in the socket's buffers
+    /// (`wire::write_all_patiently`): only then does a write show that the
+    /// peer reads.
+    fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> std::io::Result<bool> {
         let alive = || self.outbox.progress();
         self.tx
             .borrow_mut()

@@ -178,36 +178,53 @@ pub fn write_all_vectored(
     bufs: &mut [IoSlice<'_>],
     patience: Duration,
 ) -> io::Result<()> {
-    write_all_patiently(w, bufs, patience, &|| None)
+    write_all_patiently(w, bufs, patience, &|| None).map(|_| ())
 }
+
+/// A `write` call that took this long waited for room in the socket's
+/// buffers (copying 128 KiB into them takes well under a millisecond).
+pub const ROOM_WAIT: Duration = Duration::from_millis(10);
 
 /// [`write_all_vectored`], where the patience also runs from the last sign
 /// of the reader taking data further on (`alive`): a peer whose stdout
 /// takes lines reads its sockets, if only in turn with its other links.
+///
+/// Returns whether it waited for room: a `write` took part of what it was
+/// handed, timed out, or took [`ROOM_WAIT`] or more. Only then did the
+/// bytes moving show that the peer reads: a stopped peer's socket buffers
+/// (megabytes on loopback) take a slow stream for minutes.
 pub fn write_all_patiently(
     w: &mut impl Write,
     mut bufs: &mut [IoSlice<'_>],
     patience: Duration,
     alive: &dyn Fn() -> Option<Instant>,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     // Drops leading empty slices, so the loop ends when all are written.
     IoSlice::advance_slices(&mut bufs, 0);
     let mut moved_at = Instant::now();
+    let mut waited_for_room = false;
     while !bufs.is_empty() {
-        match w.write_vectored(bufs) {
+        let left: usize = bufs.iter().map(|b| b.len()).sum();
+        let called = Instant::now();
+        let result = w.write_vectored(bufs);
+        waited_for_room |= called.elapsed() >= ROOM_WAIT;
+        match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                waited_for_room |= n < left;
                 IoSlice::advance_slices(&mut bufs, n);
                 moved_at = Instant::now();
             }
             Err(e) => match classify(&e) {
                 IoFailure::Interrupted => {}
-                IoFailure::Timeout if waited(moved_at, alive) < patience => {}
+                IoFailure::Timeout if waited(moved_at, alive) < patience => {
+                    waited_for_room = true;
+                }
                 _ => return Err(e),
             },
         }
     }
-    Ok(())
+    Ok(waited_for_room)
 }
 
 /// How long since bytes moved or the reader last showed it takes data.
@@ -508,6 +525,39 @@ mod tests {
         ];
         write_all_vectored(&mut out, &mut slices, Duration::ZERO).unwrap();
         assert_eq!(out.0, b"hello world");
+    }
+
+    /// Bytes that a socket's buffers take at once show nothing about its
+    /// reader (a stopped peer's take megabytes); a write cut short, or one
+    /// that timed out, waited for the reader to make room.
+    #[test]
+    fn only_a_write_that_waited_for_room_says_so() {
+        let none = &|| None;
+        let mut roomy = Vec::new();
+        let mut slices = [IoSlice::new(b"hello "), IoSlice::new(b"world")];
+        assert!(!write_all_patiently(&mut roomy, &mut slices, Duration::ZERO, none).unwrap());
+        assert_eq!(roomy, b"hello world");
+        struct Partial(Vec<u8>);
+        impl Write for Partial {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let n = b.len().min(3);
+                self.0.extend_from_slice(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut partial = Partial(Vec::new());
+        let mut slices = [IoSlice::new(b"hello")];
+        assert!(write_all_patiently(&mut partial, &mut slices, Duration::ZERO, none).unwrap());
+        let mut sluggish = Sluggish {
+            written: Vec::new(),
+            stuck: false,
+        };
+        let mut slices = [IoSlice::new(b"a")];
+        let patience = Duration::from_secs(5);
+        assert!(write_all_patiently(&mut sluggish, &mut slices, patience, none).unwrap());
     }
 
     /// A writer whose every other call times out, as a socket with a send

@@ -170,16 +170,18 @@ impl SendHalf {
         patience: Duration,
     ) -> io::Result<()> {
         self.write_all_patiently(stream, bufs, patience, &|| None)
+            .map(|_| ())
     }
 
-    /// Writes every byte of `bufs` (see [`write_all_patiently`]).
+    /// Writes every byte of `bufs` (see [`write_all_patiently`]); whether
+    /// a write waited for room.
     pub fn write_all_patiently(
         &mut self,
         stream: &TcpStream,
         bufs: &mut [IoSlice<'_>],
         patience: Duration,
         alive: &dyn Fn() -> Option<Instant>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let (sealer, out) = match self {
             SendHalf::Plain => return write_all_patiently(&mut &*stream, bufs, patience, alive),
             SendHalf::Noise { sealer, out } => (sealer, out),
@@ -187,6 +189,7 @@ impl SendHalf {
         let mut bufs = bufs;
         let mut left: usize = bufs.iter().map(|b| b.len()).sum();
         let small = left <= record::MAX_PLAINTEXT;
+        let mut waited_for_room = false;
         while left > 0 {
             out.clear();
             let n = sealer
@@ -194,12 +197,13 @@ impl SendHalf {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             IoSlice::advance_slices(&mut bufs, n);
             left -= n;
-            write_all_patiently(&mut &*stream, &mut [IoSlice::new(out)], patience, alive)?;
+            waited_for_room |=
+                write_all_patiently(&mut &*stream, &mut [IoSlice::new(out)], patience, alive)?;
         }
         // A quiet link gives back what a burst made it hold (256 KiB).
         if small && out.capacity() > record::MAX_RECORD {
             *out = Vec::new();
         }
-        Ok(())
+        Ok(waited_for_room)
     }
 }
