@@ -33,6 +33,9 @@ pub struct Own {
     /// The highest seq of our own lines handed to the mesh; 0 = none.
     pub last_seq: u64,
     pub status_seq: u64,
+    /// Where our STATUS frames started counting: every one we sent is
+    /// above it (see `Mesh::count_status_from`).
+    pub first_status_seq: u64,
     pub leaving: bool,
     /// (seq, cost) of our lines above the low mark: what each counts
     /// against the window ([`frame::entry_cost`]).
@@ -52,6 +55,7 @@ impl Own {
             window,
             last_seq: 0,
             status_seq: 0,
+            first_status_seq: 0,
             leaving: false,
             sizes: VecDeque::new(),
             unacked: 0,

@@ -240,6 +240,10 @@ const MAX_PROBES: usize = 16;
 
 /// How often a DOWN about us is refuted at once (see `refute_down`).
 const REFUTE_EVERY: Duration = Duration::from_secs(1);
+/// A STATUS under our id from before our first, newer than one that came
+/// this long before it, is from a live process, not the last frames of an
+/// earlier life still on their way (`foreign_status`).
+pub const ID_CONFLICT_AFTER: Duration = Duration::from_secs(2);
 
 /// Where `hops` (then `ttl`) sits in an encoded STATUS frame: length
 /// prefix, type, member, status_seq.
@@ -354,7 +358,7 @@ impl Mesh {
 
     /// Our STATUS as it goes out now; counts a new status_seq.
     fn own_status(&mut self, now: Instant) -> Status {
-        self.own.status_seq += 1;
+        self.own.status_seq = self.own.status_seq.saturating_add(1);
         self.last_status = Some(now);
         self.status_due = false;
         self.unacked_delivered = 0;
@@ -505,17 +509,73 @@ impl Mesh {
         }
     }
 
+    /// A STATUS under our id. Ours come back to us around cycles; one
+    /// above the last we sent, or one from before our first that a newer
+    /// one follows [`ID_CONFLICT_AFTER`] later or more (an earlier life's
+    /// last frames, still on their way when we started, come at once),
+    /// is another process's: it announces itself under our id, and every
+    /// member mixes its lines and acknowledgements with ours. We say so
+    /// once, and the books say it at exit (attack23 F2: two processes
+    /// under one key both exited 0, "100 lines delivered" to members that
+    /// printed the other's lines in their place).
+    fn foreign_status(&mut self, now: Instant, status: &Status) {
+        let seq = status.status_seq;
+        // An earlier life leaving politely while its restart runs already
+        // is no conflict: members take the restart for its new life.
+        let live = if status.flags & FLAG_LEAVING != 0 && seq <= self.own.first_status_seq {
+            false
+        } else if seq > self.own.status_seq {
+            true
+        } else if seq <= self.own.first_status_seq {
+            match self.foreign_status {
+                Some((last, _)) if seq <= last => false,
+                Some((_, first_seen)) => {
+                    self.foreign_status = Some((seq, first_seen));
+                    now.saturating_duration_since(first_seen) >= ID_CONFLICT_AFTER
+                }
+                None => {
+                    self.foreign_status = Some((seq, now));
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !live || self.id_conflict.is_some() {
+            return;
+        }
+        self.id_conflict_found(format!(
+            "another process announces itself under our id {:016x} (name {:?}): the same \
+             --key used twice?",
+            self.cfg.id, status.name
+        ));
+        // Tell the other process too: members take the newer of two
+        // STATUS frames under one id and drop the other as stale, so our
+        // next one must be newer than the other's (once: two processes doing this
+        // at every frame would flood the group in turn).
+        if seq > self.own.status_seq && seq < u64::MAX / 2 {
+            self.own.status_seq = seq;
+        }
+        self.status_due = true;
+        self.flood_due = true;
+    }
+
+    /// Another process uses our id (`what` says how we know): said once,
+    /// and at exit (`Mesh::id_conflict`).
+    pub fn id_conflict_found(&mut self, what: String) {
+        if self.id_conflict.is_some() {
+            return;
+        }
+        log::error!(
+            "{what} Members cannot tell its lines and acknowledgements from ours: no \
+             delivery counted from now on is certain"
+        );
+        self.id_conflict = Some(what);
+    }
+
     pub(super) fn on_status(&mut self, now: Instant, conn: Conn, status: &Status) {
         if status.member == self.cfg.id {
-            if status.status_seq > self.own.status_seq {
-                log::error!(
-                    "a STATUS claims our id {:016x} (name {:?}) with status_seq {} we never \
-                     sent: another process uses our id; ignored",
-                    self.cfg.id,
-                    status.name,
-                    status.status_seq
-                );
-            }
+            self.foreign_status(now, status);
             return;
         }
         let fresh = match self.members.get(&status.member) {

@@ -456,6 +456,12 @@ pub struct Mesh {
     ack_printed: bool,
     /// Members being probed (see `members.rs`, `probe`).
     probes: BTreeSet<NodeId>,
+    /// Another process announces itself under our id (`members.rs`,
+    /// `foreign_status`): what we know of it, once seen.
+    id_conflict: Option<String>,
+    /// The newest STATUS under our id from before our first one (an
+    /// earlier life's, or a process started before us), and when it came.
+    foreign_status: Option<(u64, Instant)>,
 }
 
 /// Something refused again and again (a stranger's doing, as often as
@@ -543,6 +549,8 @@ impl Mesh {
             last_tick: now,
             ack_printed: false,
             probes: BTreeSet::new(),
+            id_conflict: None,
+            foreign_status: None,
         }
     }
 
@@ -855,6 +863,28 @@ impl Mesh {
     /// meanwhile printed in slices between gaps).
     pub fn count_status_from(&mut self, first: u64) {
         self.own.status_seq = self.own.status_seq.max(first);
+        self.own.first_status_seq = self.own.status_seq;
+    }
+
+    /// Another process uses our id (the same `--key` on two machines, or
+    /// a restart that did not wait for the old process): what we know of
+    /// it. Members cannot tell its lines and acknowledgements from ours,
+    /// so no delivery we count can be trusted.
+    pub fn id_conflict(&self) -> Option<&str> {
+        self.id_conflict.as_deref()
+    }
+
+    /// A STATUS under our id from before our first came, not a goodbye,
+    /// and too recently to tell whether its process still runs: a live
+    /// one announces itself again within a keepalive. A node leaving at
+    /// the end of stdin waits that out, so that it does not exit 0 while
+    /// a process started before it sends lines under our id (the newer
+    /// process learns of the older one only this way).
+    pub fn id_in_doubt(&self, now: Instant) -> bool {
+        self.id_conflict.is_none()
+            && self.foreign_status.is_some_and(|(_, first_seen)| {
+                now < first_seen + self.cfg.keepalive + members::ID_CONFLICT_AFTER
+            })
     }
 
     /// Lifts the member table's cap ([`MAX_MEMBERS`] live members) to

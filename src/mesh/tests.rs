@@ -1100,6 +1100,63 @@ fn silence_is_not_counted_while_inbound_is_held_back() {
     assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 3s"]);
 }
 
+/// Two processes under one id (the same `--key`): each must find out,
+/// and say so, rather than count deliveries members made of the other's
+/// lines (attack23 F2). Our own STATUS frames coming back around a cycle,
+/// an earlier life's last ones still on their way when we started, and
+/// its polite goodbye are no conflict.
+#[test]
+fn another_process_under_our_id_is_found_and_an_earlier_life_is_not_taken_for_one() {
+    let first = 1_000_000;
+    // Counting from `first`, with a neighbour greeted with our STATUS.
+    let start = || {
+        let t0 = Instant::now();
+        let mut m = Mesh::new(config(), t0);
+        m.count_status_from(first);
+        m.neighbour_up(t0, 1, 101, "", addr("10.0.0.1:40001"), 7000, None);
+        let sent = own_status_to(&drain(&mut m), 1).status_seq;
+        assert!(sent > first);
+        (m, t0, sent)
+    };
+    let mine = |seq| Status {
+        name: "me".into(),
+        ..status(ME, seq, 2, 0)
+    };
+    let (mut m, t0, sent) = start();
+    // Ours, back around a cycle.
+    on_status(&mut m, t0, 1, mine(sent));
+    assert!(m.id_conflict().is_none() && !m.id_in_doubt(t0));
+    // An earlier life's last frames, in a burst, and repeated in greetings.
+    on_status(&mut m, t0, 1, mine(first - 500));
+    assert!(m.id_in_doubt(t0), "too soon to tell whether it still runs");
+    on_status(&mut m, t0 + secs(0.5), 1, mine(first - 400));
+    on_status(&mut m, t0 + secs(3.0), 1, mine(first - 400));
+    assert!(m.id_conflict().is_none());
+    // Doubt ends a keepalive and two seconds after it came.
+    assert!(m.id_in_doubt(t0 + secs(2.9)));
+    assert!(!m.id_in_doubt(t0 + secs(3.1)));
+    // A newer one, seconds later: that process runs.
+    on_status(&mut m, t0 + secs(3.5), 1, mine(first - 300));
+    let what = m.id_conflict().expect("a conflict").to_owned();
+    assert!(what.contains("the same --key used twice"), "{what}");
+    assert!(!m.id_in_doubt(t0 + secs(3.5)));
+
+    // A process started after us announces newer frames than ours: at once.
+    let (mut m, t0, sent) = start();
+    on_status(&mut m, t0, 1, mine(sent + 50));
+    assert!(m.id_conflict().is_some());
+
+    // An earlier life leaving politely while we run already: no doubt.
+    let (mut m, t0, _) = start();
+    let goodbye = |seq| Status {
+        flags: crate::frame::FLAG_LEAVING,
+        ..mine(seq)
+    };
+    on_status(&mut m, t0, 1, goodbye(first - 500));
+    on_status(&mut m, t0 + secs(3.0), 1, goodbye(first - 400));
+    assert!(m.id_conflict().is_none() && !m.id_in_doubt(t0));
+}
+
 #[test]
 fn a_down_report_is_believed_unless_older_and_forwarded_once() {
     let (mut m, t0) = with_neighbours(config(), 2);

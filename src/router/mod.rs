@@ -724,7 +724,19 @@ impl Router {
             books.totals.missed = members.iter().map(|m| m.lost).sum();
             log::info!("{}", books.totals_line());
         }
-        let missed = members.iter().any(|m| missed(m) > 0) || skipped > 0 || unsent > 0;
+        // Two processes under one id: members may have printed the other
+        // one's lines in place of ours, and acknowledged them as ours.
+        let conflict = self.mesh.id_conflict();
+        if let Some(what) = conflict {
+            log::error!(
+                "{what} The deliveries counted above are not certain: members may have \
+                 printed its lines in place of ours"
+            );
+        }
+        let missed = members.iter().any(|m| missed(m) > 0)
+            || skipped > 0
+            || unsent > 0
+            || conflict.is_some();
         match self.outcome {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,

@@ -54,6 +54,10 @@ pub(super) struct Entry {
     pub down: Option<(Ending, u64)>,
 }
 
+/// The reason a node refuses a second link to a node it has a link to;
+/// the name of the one it has follows.
+const ALREADY_CONNECTED: &str = "already connected";
+
 impl Router {
     pub(super) fn admit(
         &mut self,
@@ -134,7 +138,10 @@ impl Router {
             } else {
                 ratelog::warn("refused peers", new.info.addr.ip(), line);
             }
-            Self::refuse(new, "already connected", Vec::new());
+            // Naming the node we have: a dialer under the same id (the
+            // same --key) but another name is another process.
+            let reason = format!("{ALREADY_CONNECTED} (as {})", old.info.name);
+            Self::refuse(new, &reason, Vec::new());
             return;
         }
         let dialer = |info: &PeerInfo| match info.direction {
@@ -381,6 +388,9 @@ impl Router {
             },
             _ => DialResult::Failed,
         };
+        if let Ending::Refused(reason) = ending {
+            self.refused_as_connected(entry, reason);
+        }
         if !entry.alternatives.is_empty() {
             log::info!(
                 "{} refused us and named {} to try instead",
@@ -390,6 +400,44 @@ impl Router {
         }
         self.mesh.dial_result(Instant::now(), &target, result);
         self.log_dial_failure(&target, &format!("{}: {ending}", entry.info));
+    }
+
+    /// Refused as "already connected" while our only link to that node
+    /// is this one: it holds a link to a node with our id that is not
+    /// ours. Under another name, that is another process using our
+    /// `--key` (attack23 F2: joined through a node the first one was
+    /// linked to, the second redialed it for ever without a word, and
+    /// exited 0); under ours, it may be our earlier run's link, not yet
+    /// closed, so only a warning.
+    fn refused_as_connected(&mut self, entry: &Entry, reason: &str) {
+        let Some(rest) = reason.strip_prefix(ALREADY_CONNECTED) else {
+            return;
+        };
+        let other_link = self
+            .by_node
+            .get(&entry.info.node_id)
+            .is_some_and(|c| *c != entry.info.conn);
+        if other_link {
+            return;
+        }
+        let name = rest.strip_prefix(" (as ").and_then(|r| r.strip_suffix(')'));
+        match name {
+            Some(name) if name != self.node.config.name => {
+                self.mesh.id_conflict_found(format!(
+                    "{} is linked to another process under our id {:016x} (name {name:?}): \
+                     the same --key used twice?",
+                    entry.info, self.node.id
+                ));
+            }
+            _ => ratelog::warn("refused as already connected", entry.info.addr.ip(), || {
+                format!(
+                    "{} refused us: it is already connected to a node with our id {:016x} \
+                     (our earlier run's link, not yet closed, or another process using the \
+                     same --key)",
+                    entry.info, self.node.id
+                )
+            }),
+        }
     }
 
     /// A dial that never reached a HELLO.

@@ -111,7 +111,7 @@ impl Router {
             let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
             let longest = leave_by - catch_up + self.node.config.stall_timeout;
             let others_send = self.mesh.members_sending(now) && now < longest;
-            if (!caught_up && now < leave_by) || others_send {
+            if (!caught_up && now < leave_by) || others_send || self.mesh.id_in_doubt(now) {
                 return None;
             }
             log::info!("every member that was owed a line has it, is gone, or was given up on");

@@ -442,7 +442,7 @@ fn a_keeps_b_against_a_stranger_with_its_id(settle: Duration) {
     stranger.read_hello();
     let (kind, body) = stranger.read_frame().expect("a BYE");
     assert_eq!(kind, frame::kind::BYE, "{}", a.log_text());
-    assert_eq!(body, b"already connected");
+    assert_eq!(body, b"already connected (as b)");
     a.wait_log("is already connected from");
     a.send(b"still to b\n");
     assert_eq!(texts(&b.wait_lines(1)), ["still to b"]);

@@ -295,6 +295,74 @@ fn a_node_restarted_under_the_same_key_is_a_member_again_at_once() {
     );
 }
 
+/// Two processes under one key (the key file copied to two machines, or
+/// a restart that did not wait for the old process) share one id: members
+/// cannot tell their lines apart, and print one's lines in place of the
+/// other's. Each process must find out and say so, and neither may exit 0
+/// claiming deliveries (attack23 F2: both exited 0, "100 lines
+/// delivered", while a member printed x2's first lines, then x1's).
+#[cfg(unix)]
+#[test]
+fn two_processes_under_one_key_both_say_so_and_neither_exits_0() {
+    let dir = Dir::new("twokey");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (b_key, b_pub) = dir.keygen("b.key");
+    let (x_key, x_pub) = dir.keygen("x.key");
+    let members = dir.file(
+        "members.txt",
+        format!("{a_pub} a\n{b_pub} b\n{x_pub} x\n").as_bytes(),
+    );
+    let common = ["--allow", &members, "--keepalive", "1"];
+    let a = node("a").args(&["--key", &a_key]).args(&common).start();
+    let b = node("b")
+        .args(&["--key", &b_key])
+        .args(&common)
+        .dial(&a)
+        .start();
+    a.wait_log("member up: b");
+    let x = |name: &str, via: &Node| {
+        node(name)
+            .args(&["--key", &x_key, "--exit-on-eof", "--wait-members", "2"])
+            .args(&common)
+            .dial(via)
+            .start()
+    };
+    let mut x1 = x("x1", &a);
+    x1.wait_log("2 members known");
+    let mut x2 = x("x2", &b);
+    x2.wait_log("2 members known");
+    let lines = |name: &str| -> Vec<u8> {
+        (1..=20)
+            .flat_map(|n| format!("{name}-{n}\n").into_bytes())
+            .collect()
+    };
+    x1.send(&lines("x1"));
+    x2.send(&lines("x2"));
+    // Both run: each finds the other within a few keepalives.
+    let said = "--key used twice?";
+    for x in [&x1, &x2] {
+        let found = x.log.wait_until(DEADLINE, |lines| {
+            lines
+                .iter()
+                .any(|l| String::from_utf8_lossy(l).contains(said))
+        });
+        assert!(
+            found,
+            "{} did not say another process uses its id:\n{}\na:\n{}\nb:\n{}",
+            x.name,
+            x.log_text(),
+            a.log_text(),
+            b.log_text()
+        );
+    }
+    x1.close_stdin();
+    x2.close_stdin();
+    for x in [&mut x1, &mut x2] {
+        let status = x.expect_exit(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(3), "{}:\n{}", x.name, x.log_text());
+    }
+}
+
 /// A member restarted under the same key (stopped with SIGTERM, as a
 /// service manager restarts it) has books per life: its first life
 /// printed every line owed to it, its second the lines read after it came
