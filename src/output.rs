@@ -32,7 +32,7 @@ pub fn write(out: &mut impl Write, format: Format, output: &Output) -> io::Resul
                 "{{\"type\":\"member_up\",\"id\":\"{id:016x}\",\"name\":"
             )?;
             json_string(out, name)?;
-            out.write_all(b",\"addrs\":[")?;
+            out.write_all(b",\"addresses\":[")?;
             for (i, addr) in addrs.iter().enumerate() {
                 let comma = if i == 0 { "" } else { "," };
                 write!(out, "{comma}\"{addr}\"")?;
@@ -355,7 +355,7 @@ mod tests {
         assert_eq!(
             render(Format::Json, &up),
             "{\"type\":\"member_up\",\"id\":\"00000000000000ab\",\"name\":\"bob\",\
-             \"addrs\":[\"127.0.0.1:7117\",\"[::1]:7118\"]}\n"
+             \"addresses\":[\"127.0.0.1:7117\",\"[::1]:7118\"]}\n"
         );
         let down = Output::MemberDown {
             id: 0xab,

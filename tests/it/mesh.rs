@@ -939,7 +939,7 @@ fn member_up_and_member_down_name_every_other_member_and_why_it_left() {
                 assert_ne!(name, m.name);
                 assert_eq!(id.len(), 16, "{up}");
                 assert!(
-                    matches!(up.get("addrs"), Some(JVal::Arr(a)) if !a.is_empty()),
+                    matches!(up.get("addresses"), Some(JVal::Arr(a)) if !a.is_empty()),
                     "{up}"
                 );
                 let known = id_of.entry(name.to_owned()).or_insert(id.to_owned());
