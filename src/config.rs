@@ -116,8 +116,9 @@ struct Cli {
           default_value_t = DEFAULT_DISCOVER_ADDR, value_parser = parse_discover_addr)]
     discover_addr: SocketAddr,
 
-    /// The address members should dial for this node [default: the address
-    /// each neighbour saw us at, with our listen port]
+    /// The address members should dial for this node [default: the listen
+    /// address if it is one IP, else the address each neighbour saw us at,
+    /// with our listen port]
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_advertise)]
     advertise: Option<PeerAddr>,
 

@@ -218,9 +218,15 @@ fn load_peer_cache(path: &std::path::Path) -> Vec<peer_cache::Entry> {
 
 /// `--advertise HOST:PORT` as an address, resolved once at start; a name
 /// that does not resolve is logged and left out (neighbours then tell the
-/// group the address they see us at).
-fn advertise(config: &Config) -> Option<SocketAddr> {
-    let peer = config.advertise.as_ref()?;
+/// group the address they see us at). Without it, a node listening on one
+/// address (not a wildcard) announces that one: the address a neighbour
+/// sees it at is where it dials from, which may not be where it listens
+/// (attack23 F6: listening on 127.0.0.3, dialing from 127.0.0.1, it was
+/// announced at 127.0.0.1, where every member's dial was refused).
+fn advertise(config: &Config, listening: Option<SocketAddr>) -> Option<SocketAddr> {
+    let Some(peer) = config.advertise.as_ref() else {
+        return listening.filter(|addr| !addr.ip().is_unspecified());
+    };
     match (peer.host.as_str(), peer.port).to_socket_addrs() {
         Ok(mut addrs) => addrs.next(),
         Err(e) => {
@@ -340,7 +346,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     };
 
     let mut mesh = Mesh::new(
-        router::mesh_config(&node, advertise(&node.config)),
+        router::mesh_config(&node, advertise(&node.config, local)),
         Instant::now(),
     );
     // A line is acknowledged once stdout took it, not when it was handed

@@ -908,6 +908,37 @@ fn a_node_restarted_with_its_peer_cache_and_no_peer_rejoins() {
     );
 }
 
+/// A node listening on one address is announced at it, not at the
+/// address its neighbour sees it dial from: b listens on 127.0.0.3 and
+/// dials a from 127.0.0.1, where nothing of b listens (attack23 F6: the
+/// group learned b at 127.0.0.1, and every member's dial was refused).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_node_listening_on_one_address_is_announced_at_that_address() {
+    let _turn = one_at_a_time();
+    let g = Group::start("listenip", vec![Spec::new("a")], Fmt::Json);
+    let b = Group::extra(
+        "b",
+        &["-l".into(), "127.0.0.3:0".into(), g.addr(0)],
+        Fmt::Json,
+    );
+    let c = Group::extra("c", &[g.addr(0)], Fmt::Json);
+    let want = format!("127.0.0.3:{}", b.port);
+    let mut seen = String::new();
+    let announced = c.out.wait_until(LONG, |p| {
+        p.events_of("member_up").iter().any(|up| {
+            seen = up.to_string();
+            up.str("name") == Some("b")
+                && matches!(up.get("addresses"), Some(JVal::Arr(a))
+                    if a.len() == 1 && matches!(&a[0], JVal::Str(s) if *s == want))
+        })
+    });
+    assert!(
+        announced,
+        "c never learned b at {want}; last member_up: {seen}"
+    );
+}
+
 #[test]
 fn member_up_and_member_down_name_every_other_member_and_why_it_left() {
     let _turn = one_at_a_time();
