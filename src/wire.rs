@@ -504,19 +504,22 @@ mod tests {
         assert_eq!(rb.buf.len(), INITIAL_CAPACITY);
     }
 
+    /// A writer that takes at most three bytes a call.
+    struct Slow(Vec<u8>);
+
+    impl Write for Slow {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(3);
+            self.0.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn vectored_writes_send_everything() {
-        struct Slow(Vec<u8>);
-        impl Write for Slow {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                let n = b.len().min(3);
-                self.0.extend_from_slice(&b[..n]);
-                Ok(n)
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let mut out = Slow(Vec::new());
         let mut slices = [
             IoSlice::new(b"hello "),
@@ -537,18 +540,7 @@ mod tests {
         let mut slices = [IoSlice::new(b"hello "), IoSlice::new(b"world")];
         assert!(!write_all_patiently(&mut roomy, &mut slices, Duration::ZERO, none).unwrap());
         assert_eq!(roomy, b"hello world");
-        struct Partial(Vec<u8>);
-        impl Write for Partial {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                let n = b.len().min(3);
-                self.0.extend_from_slice(&b[..n]);
-                Ok(n)
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut partial = Partial(Vec::new());
+        let mut partial = Slow(Vec::new());
         let mut slices = [IoSlice::new(b"hello")];
         assert!(write_all_patiently(&mut partial, &mut slices, Duration::ZERO, none).unwrap());
         let mut sluggish = Sluggish {

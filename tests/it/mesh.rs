@@ -1199,6 +1199,28 @@ fn a_relay_stopped_for_good_in_a_chain_costs_one_gap_and_nothing_after_the_relin
     feeder.join().unwrap();
 }
 
+/// Feeds `m`'s stdin the numbered lines `seqs`, 20 at a time, one batch
+/// every `every`: pacing, not waiting. Stops early only if `m` died (the
+/// caller's checks say so).
+fn feed_paced(
+    m: &mut Member,
+    seqs: std::ops::RangeInclusive<u64>,
+    every: Duration,
+) -> std::thread::JoinHandle<()> {
+    let mut stdin = m.take_stdin();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let last = *seqs.end();
+        for first in seqs.step_by(20) {
+            let batch = numbered_lines(first, (first + 19).min(last));
+            if stdin.write_all(&batch).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    })
+}
+
 #[test]
 fn a_relay_stopped_in_a_chain_fed_a_trickle_is_cut_at_the_stall_timeout_and_the_ends_relink() {
     let _turn = one_at_a_time();
@@ -1226,17 +1248,7 @@ fn a_relay_stopped_in_a_chain_fed_a_trickle_is_cut_at_the_stall_timeout_and_the_
     g.wait_complete(&[1, 2], &[0], 100, LONG);
     g.nodes[1].signal("STOP");
     let stopped = Instant::now();
-    let mut stdin = g.nodes[0].take_stdin();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        for first in (101..=LINES).step_by(20) {
-            // Fails only if n0 died; the checks below say so.
-            if stdin.write_all(&numbered_lines(first, first + 19)).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let feeder = feed_paced(&mut g.nodes[0], 101..=LINES, Duration::from_millis(20));
     g.nodes[0].wait_log_for("stalled: read none of our messages", LONG);
     let took = stopped.elapsed();
     // The PING follows the lines within 100 ms; then the stall timeout; a
@@ -1938,18 +1950,8 @@ fn members_leaving_while_another_still_sends_acknowledge_exactly_what_they_print
     ];
     let mut g = Group::start("leavestream", specs, Fmt::JsonCounted);
     g.nodes[0].wait_log("reading stdin");
-    let mut stdin = g.nodes[0].take_stdin();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        // 2000 lines a second for 6 s: pacing, not waiting. Fails only if
-        // s died; the checks below say so.
-        for first in (1..=LINES).step_by(20) {
-            if stdin.write_all(&numbered_lines(first, first + 19)).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
+    // 2000 lines a second for 6 s.
+    let feeder = feed_paced(&mut g.nodes[0], 1..=LINES, Duration::from_millis(10));
     g.nodes[2].wait_log("stdin ended");
     let r = &g.nodes[1];
     let stagger = r.out.wait_until(LONG, |p| p.count_from("s") >= 3000);
