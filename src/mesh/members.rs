@@ -551,8 +551,8 @@ impl Mesh {
         ));
         // Tell the other process too: members take the newer of two
         // STATUS frames under one id and drop the other as stale, so our
-        // next one must be newer than the other's (once: two processes doing this
-        // at every frame would flood the group in turn).
+        // next one must be newer than the other's (once: two processes
+        // doing so at every frame would flood the group in turn).
         if seq > self.own.status_seq && seq < u64::MAX / 2 {
             self.own.status_seq = seq;
         }
