@@ -216,6 +216,30 @@ fn load_peer_cache(path: &std::path::Path) -> Vec<peer_cache::Entry> {
     }
 }
 
+/// A stopped relay is cut once `--stall-timeout` has passed; the members
+/// beyond it, whose announcements it no longer passes on, are taken for
+/// down once silent for 3 × keepalive, counted from their last STATUS
+/// (up to about half a keepalive before the stop, while lines stream).
+/// With a stall timeout that long, they go down first, and `--exit-on-eof`
+/// senders give up on them, exit 3, before the ends of the broken path
+/// link around it (attack24 N1: a chain at `--stall-timeout 15` with the
+/// default keepalive lost 6,000 lines between live members). Said at
+/// start, since only the user can choose.
+fn warn_stall_against_keepalive(config: &Config) {
+    let (stall, keepalive) = (config.stall_timeout, config.keepalive);
+    if stall * 2 >= keepalive * 5 {
+        log::warn!(
+            "--stall-timeout {}s is not well below 3 x --keepalive ({}s): a stopped relay \
+             is then cut after the members beyond it are taken for down (silent), and \
+             --exit-on-eof senders may give up on those before links form around it; keep \
+             --stall-timeout under {}s or raise --keepalive",
+            stall.as_secs(),
+            (keepalive * 3).as_secs(),
+            (keepalive * 5 / 2).as_secs_f64()
+        );
+    }
+}
+
 /// `--advertise HOST:PORT` as an address, resolved once at start; a name
 /// that does not resolve is logged and left out (neighbours then tell the
 /// group the address they see us at). Without it, a node listening on one
@@ -290,6 +314,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         .as_ref()
         .map_or_else(random_u64, crate::secure::Security::node_id);
     log::info!("this is node {} ({id:016x})", config.name);
+    warn_stall_against_keepalive(&config);
     match &security {
         Some(security) => log::info!("{}", security.describe()),
         None => log::warn!(
