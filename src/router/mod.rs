@@ -61,6 +61,11 @@ const CLOSED_NAMES: usize = 256;
 /// How soon it is written after a member comes up: a node killed a few
 /// seconds after joining still finds the group again.
 const CACHE_SOON: Duration = Duration::from_secs(1);
+/// After a stop (SIGSTOP, a starved process), how long stdin waits while
+/// the readers hand over what neighbours sent meanwhile: lines read first
+/// went to members whose goodbye sat unread in our socket buffers, and
+/// were booked as lost to them (attack23 F4).
+const RESUMED_READS: Duration = Duration::from_millis(500);
 
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +151,10 @@ pub struct Router {
     /// acknowledge our lines and for what it sent us to be printed, before
     /// we leave (see `settle`).
     settle_by: Option<Instant>,
+    /// Woken long after we slept to (a stop, a starved process): stdin is
+    /// read again only from here on, so that what neighbours sent meanwhile
+    /// (a member's goodbye among it) is read first ([`RESUMED_READS`]).
+    stdin_after: Option<Instant>,
     /// Seeds whose failures were logged as warnings since they last worked.
     seeds_warned: HashSet<usize>,
     stopping: bool,
@@ -233,6 +242,7 @@ impl Router {
             eof_pending: false,
             leave_by: None,
             settle_by: None,
+            stdin_after: None,
             drain_by: None,
             left: false,
             seeds_warned: HashSet::new(),
@@ -313,7 +323,10 @@ impl Router {
         // are coming, which our STATUS says (`FLAG_SENDING`).
         self.mesh
             .stdin_held_by_queues(self.stdin_open && !self.full.is_empty());
+        let now = Instant::now();
+        let resumed = self.stdin_after.is_some_and(|at| at > now);
         let takes_stdin = self.stdin_open
+            && !resumed
             && !self.stopping
             && self.settle_by.is_none()
             && self.full.is_empty()
@@ -336,8 +349,8 @@ impl Router {
         } else {
             sel.recv(hurry)
         };
-        let now = Instant::now();
         let timer = [
+            self.stdin_after.filter(|at| *at > now),
             self.deadline,
             self.connect_deadline,
             self.next_stats,
@@ -366,7 +379,9 @@ impl Router {
                 // spun, and members stalled for 2 x --stall-timeout were
                 // "printing again": the node never exited, attack17 F7).
                 let oper = sel.select_deadline(at);
-                note_oversleep(&mut self.mesh, at.max(now));
+                if note_oversleep(&mut self.mesh, at.max(now)) {
+                    self.stdin_after = Some(Instant::now() + RESUMED_READS);
+                }
                 match oper {
                     Ok(oper) => oper,
                     Err(_) => return Step::Timer,
@@ -750,7 +765,7 @@ impl Router {
 /// their silence (a resumed node called live members down, "silent for
 /// 15s", before it had read what they sent), nor, when stdout was already
 /// blocked, as our stdout taking nothing (`mesh::FLAG_STUCK`).
-fn note_oversleep(mesh: &mut Mesh, deadline: Instant) {
+fn note_oversleep(mesh: &mut Mesh, deadline: Instant) -> bool {
     let now = Instant::now();
     if now > deadline + crate::threads::OVERSLEPT {
         mesh.overslept(now);
@@ -758,5 +773,7 @@ fn note_oversleep(mesh: &mut Mesh, deadline: Instant) {
             mesh.inbound_held(deadline, true);
             mesh.inbound_held(now, false);
         }
+        return true;
     }
+    false
 }

@@ -2063,3 +2063,43 @@ fn a_whole_group_sending_files_and_exiting_together_gets_everything() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// a, with b and c linked to it, is stopped (SIGSTOP); b leaves politely
+/// meanwhile (its goodbye waits unread in a's socket), and lines wait in
+/// a's stdin. Resumed, a must read b's goodbye before those lines: they
+/// were never owed to b, so a, an `--exit-on-eof` sender, exits 0 once c
+/// has them. Before, a read its
+/// stdin first and booked the lines as lost to b (attack23 F4).
+#[cfg(unix)]
+#[test]
+fn a_node_resumed_reads_a_members_goodbye_before_its_waiting_lines() {
+    let _turn = one_at_a_time();
+    let mut a = crate::support::node("a").args(&["--exit-on-eof"]).start();
+    let mut b = crate::support::node("b")
+        .args(&["--exit-on-eof", "-v"])
+        .dial(&a)
+        .start();
+    let c = crate::support::node("c").dial(&a).start();
+    a.wait_log("member up: b");
+    a.wait_log("member up: c");
+    a.signal("STOP");
+    b.close_stdin();
+    b.wait_log("-> goodbye");
+    a.send(&numbered_lines(1, 50));
+    a.close_stdin();
+    // The length of the stop, not a wait for an event: a node knows it
+    // was stopped once it wakes a second or more past its deadline.
+    std::thread::sleep(Duration::from_millis(1500));
+    a.signal("CONT");
+    let status = a.expect_exit(LONG);
+    let summary = a.wait_log("summary");
+    assert_eq!(status.code(), Some(0), "{summary}\n{}", a.log_text());
+    // b left before a read a line: none is owed to it, so none is lost
+    // (the summary names only members it sent lines to while they were up).
+    assert!(
+        matches!(missed_in_summary(&summary, "b"), None | Some(0)) && !summary.contains("lost"),
+        "{summary}"
+    );
+    assert_eq!(c.wait_lines(50).len(), 50);
+    b.expect_exit(LONG);
+}
