@@ -232,10 +232,11 @@ fn warn_stall_against_keepalive(config: &Config) {
             "--stall-timeout {}s is not well below 3 x --keepalive ({}s): a stopped relay \
              is then cut after the members beyond it are taken for down (silent), and \
              --exit-on-eof senders may give up on those before links form around it; keep \
-             --stall-timeout under {}s or raise --keepalive",
+             --stall-timeout at {}s or less, or raise --keepalive",
             stall.as_secs(),
             (keepalive * 3).as_secs(),
-            (keepalive * 5 / 2).as_secs_f64()
+            // Whole seconds under 2.5 keepalives (the option takes seconds).
+            (keepalive.as_secs() * 5).saturating_sub(1) / 2
         );
     }
 }
