@@ -117,7 +117,24 @@ impl Router {
     pub(super) fn on_stdin(&mut self, chunk: Chunk) {
         let lines = chunk.frames as u64;
         self.books.lines_read += lines;
+        if self.stdin_after.is_some_and(|at| at > Instant::now()) {
+            // Taken in the turn that woke from a stop: it waits, as stdin
+            // does, until the readers had their turn (`RESUMED_READS`).
+            self.unsent = Some(chunk);
+            return;
+        }
         self.send_stdin(chunk);
+    }
+
+    /// After a stop, once what neighbours sent meanwhile had its turn: a
+    /// chunk of stdin taken in the wake-up goes out now.
+    pub(super) fn resumed_reads_done(&mut self) {
+        if self.stdin_after.is_some_and(|at| at <= Instant::now()) {
+            self.stdin_after = None;
+            if let Some(chunk) = self.unsent.take() {
+                self.send_stdin(chunk);
+            }
+        }
     }
 
     fn send_stdin(&mut self, chunk: Chunk) {
@@ -451,7 +468,8 @@ impl Router {
         if self.first.is_none() {
             self.watch_for_no_peers(live);
         }
-        if live > 0 {
+        let resuming = self.stdin_after.is_some_and(|at| at > Instant::now());
+        if live > 0 && !resuming {
             if let Some(chunk) = self.unsent.take() {
                 self.send_stdin(chunk);
             }

@@ -271,6 +271,7 @@ impl Router {
                 Step::Stop => self.begin_stop(),
                 Step::Hurry => self.hurry(),
                 Step::Timer => {
+                    self.resumed_reads_done();
                     if self.on_timer() {
                         break;
                     }
