@@ -271,7 +271,6 @@ impl Router {
                 Step::Stop => self.begin_stop(),
                 Step::Hurry => self.hurry(),
                 Step::Timer => {
-                    self.resumed_reads_done();
                     if self.on_timer() {
                         break;
                     }
@@ -298,6 +297,9 @@ impl Router {
             if waiting != self.mesh.is_output_waiting() {
                 self.mesh.output_waiting(Instant::now(), waiting);
             }
+            // Whatever woke us: the turn of the readers after a stop may
+            // be over (busy links may leave no turn to the timer).
+            self.resumed_reads_done();
             self.drain_actions();
             self.settle();
         }
