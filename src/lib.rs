@@ -61,7 +61,11 @@
 //! down is told which of its lines each sender no longer keeps (unkept
 //! entries, `mesh::lost`); a member restarted under the same `--key` is
 //! told from its last life by its `status_seq` jump, and each sender keeps
-//! books per life and forgets where its lines stood (`Mesh::new_life`).
+//! books per life and forgets where its lines stood (`Mesh::new_life`);
+//! two processes running at once under one id find each other and count
+//! no delivery as certain (`Mesh::id_conflict`). A node woken long after
+//! its deadline (stopped) reads its neighbours for half a second before
+//! more stdin (`router::RESUMED_READS`).
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
 //! acknowledged -> stops printing, lets stdout take what it was handed (at
 //! most 1 s) -> tells the group it leaves, with acknowledgements of exactly

@@ -204,16 +204,17 @@ pub fn write_all_patiently(
     let mut moved_at = Instant::now();
     let mut waited_for_room = false;
     while !bufs.is_empty() {
-        let left: usize = bufs.iter().map(|b| b.len()).sum();
         let called = Instant::now();
         let result = w.write_vectored(bufs);
-        waited_for_room |= called.elapsed() >= ROOM_WAIT;
+        let returned = Instant::now();
+        waited_for_room |= returned - called >= ROOM_WAIT;
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                waited_for_room |= n < left;
                 IoSlice::advance_slices(&mut bufs, n);
-                moved_at = Instant::now();
+                // Slices left over: the write took part of them.
+                waited_for_room |= !bufs.is_empty();
+                moved_at = returned;
             }
             Err(e) => match classify(&e) {
                 IoFailure::Interrupted => {}

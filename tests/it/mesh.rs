@@ -1236,7 +1236,8 @@ fn a_relay_stopped_in_a_chain_fed_a_trickle_is_cut_at_the_stall_timeout_and_the_
     const STALL: u64 = 2;
     // Eight seconds of lines: longer than the stall timeout and the bound.
     const LINES: u64 = 8000;
-    let common = ["--degree", "1", "--stall-timeout", "2"];
+    let stall = STALL.to_string();
+    let common = ["--degree", "1", "--stall-timeout", &stall];
     let specs = vec![
         Spec::new("n0").args(&common),
         Spec::new("n1").args(&common).input(Input::Empty).dial(0),
