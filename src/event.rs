@@ -224,8 +224,15 @@ pub struct PrintedSoFar {
     /// starts no other, so that its output ends with a whole line and
     /// `written` says exactly what it printed.
     pub stop: std::sync::atomic::AtomicBool,
-    /// When a write to stdout last returned.
+    /// When a write to stdout last returned having written something.
     pub last_write: Mutex<Option<std::time::Instant>>,
+    /// A write returned having written something since the router last
+    /// looked ([`PrintedSoFar::take_moved`]): stdout moves, even in the
+    /// middle of a long line.
+    moved: std::sync::atomic::AtomicBool,
+    /// What stdout took last does not end with a newline: a long line
+    /// goes out in pieces, or its reader stopped in the middle of one.
+    pub mid_line: std::sync::atomic::AtomicBool,
     /// Since when the write to stdout under way has waited, if one is.
     pub writing_since: Mutex<Option<std::time::Instant>>,
 }
@@ -254,6 +261,19 @@ impl PrintedSoFar {
             seqs.1 += bytes;
         }
         !self.told.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// A write to stdout wrote something at `now`; true if the router
+    /// must be told.
+    pub fn moved(&self, now: std::time::Instant) -> bool {
+        *self.last_write.lock() = Some(now);
+        self.moved.store(true, std::sync::atomic::Ordering::Relaxed);
+        !self.told.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Whether stdout wrote anything since the last call.
+    pub fn take_moved(&self) -> bool {
+        self.moved.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What was written out since the last call.

@@ -35,7 +35,8 @@
 //! the mesh, which exchanges STATUS with it. Members acknowledge in their
 //! STATUS the lines their stdout took (the stdout thread reports what it
 //! wrote out, `event::PrintedSoFar`, in steps of 4 KiB of lines while
-//! stdout reads slowly, `stdio::Printer`); a line over a neighbour's
+//! stdout reads slowly, `stdio::Printer`, a longer line in pieces of 4 KiB
+//! that each count as stdout moving, `stdio::Pieces`); a line over a neighbour's
 //! `--max-frame` is left out for it, a TOO_BIG in its place, and it reports
 //! the gap at once (`Mesh::too_big`); a STATUS that only acknowledges goes
 //! up the senders' trees instead of flooding (`Mesh::send_status`); the
@@ -72,7 +73,8 @@
 //! what it printed, closes every
 //! peer politely (flush, PING, BYE, FIN) -> main shuts down every socket
 //! still open -> threads joined; a stdout thread still writing finishes
-//! its write under way (`node::finish_stdout`).
+//! its write under way while it moves, at most `--stall-timeout`
+//! (`node::finish_stdout`).
 //!
 //! # Layout
 //! - [`config`]: the command line, parsed and validated into a `Config`.

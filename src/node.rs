@@ -272,22 +272,38 @@ fn advertise(config: &Config, listening: Option<SocketAddr>) -> Option<SocketAdd
 /// line, and what it wrote is counted as printed. Exiting in the middle
 /// of its write left half a line (a JSON object cut short) and counted
 /// the lines of that write as not printed though they reached stdout
-/// (attack21 F2). A stdout that took nothing for [`LAST_WRITE`] is not
-/// waited for (a pipe nobody reads).
+/// (attack21 F2). It is waited for while it moves (a piece of it went out
+/// within [`LAST_WRITE`]), at most `--stall-timeout`: a 30 KB line read
+/// at 8 KB/s takes nearly 4 s, and a second's wait cut it (attack25). A
+/// stdout that took nothing for [`LAST_WRITE`] is not waited for (a pipe
+/// nobody reads), and the log says that its last line is cut.
 fn finish_stdout(node: &Node, done: &Receiver<Never>) {
     node.printed.stop.store(true, Ordering::Relaxed);
-    let moving = node
-        .printed
-        .last_write
-        .lock()
-        .is_some_and(|at| at.elapsed() < LAST_WRITE);
-    if moving
-        && matches!(
-            done.recv_timeout(LAST_WRITE),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout)
-        )
-    {
-        log::debug!("stdout is still writing at exit");
+    let deadline = Instant::now() + node.config.stall_timeout.max(LAST_WRITE);
+    loop {
+        let now = Instant::now();
+        let moving = node
+            .printed
+            .last_write
+            .lock()
+            .is_some_and(|at| now.saturating_duration_since(at) < LAST_WRITE);
+        let wait = match moving && now < deadline {
+            true => (deadline - now).min(LAST_WRITE / 4),
+            // An idle thread ends at once: the router is done with it.
+            false => Duration::from_millis(100),
+        };
+        match done.recv_timeout(wait) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if moving && now < deadline => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+            Ok(never) => match never {},
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    if node.printed.mid_line.load(Ordering::Relaxed) {
+        log::warn!(
+            "stdout stopped taking a line in the middle at exit: its output ends with part \
+             of a line"
+        );
     }
 }
 

@@ -7,7 +7,7 @@
 //! buffer, flushed whenever nothing more is waiting, and gives each printed
 //! batch's buffer back to the readers for reuse.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, IoSlice, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ const WRITE_SIZE: usize = 64 * 1024;
 /// progress for over 3 s and was cut at `--stall-timeout 3` (attack17
 /// F1); with steps of 8 KiB, a node stopped by a signal while its reader
 /// took 5 KB/s still ended its output with half a line (attack22). A
-/// line longer than this is one write of its own.
+/// line longer than this is written alone, in writes of this size
+/// ([`Pieces`]), each of which counts as progress.
 const PIPE_STEP: usize = 4096;
 /// A stdout that took this many flushes in a row at once reads fast: its
 /// output goes out in larger writes (half the buffer), runs whole, as
@@ -385,7 +386,14 @@ pub fn spawn_stdout(node: &Arc<Node>, outputs: Receiver<Output>) -> io::Result<R
 fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
     let mut printer = Printer {
         node,
-        out: BufWriter::with_capacity(WRITE_SIZE, raw_stdout()),
+        out: BufWriter::with_capacity(
+            WRITE_SIZE,
+            Pieces {
+                inner: raw_stdout(),
+                node,
+                size: PIPE_STEP,
+            },
+        ),
         scratch: Vec::new(),
         unflushed: Vec::new(),
         unflushed_bytes: 0,
@@ -430,7 +438,7 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
 /// as printed once it is flushed.
 struct Printer<'a> {
     node: &'a Node,
-    out: BufWriter<Box<dyn Write>>,
+    out: BufWriter<Pieces<'a>>,
     /// One line of output, formatted before it goes into `out` (while
     /// stdout reads slowly).
     scratch: Vec<u8>,
@@ -547,24 +555,98 @@ impl Printer<'_> {
         }
     }
 
-    /// Writes out what is buffered; the lines in it are printed.
+    /// Writes out what is buffered; the lines in it are printed. With
+    /// nothing buffered (a long line went straight through), it starts
+    /// no write, so it only records: even once the node is exiting.
     fn flush(&mut self) -> io::Result<()> {
-        self.check_stop()?;
         let start = Instant::now();
-        *self.node.printed.writing_since.lock() = Some(start);
-        let flushed = self.out.flush();
-        *self.node.printed.writing_since.lock() = None;
-        flushed?;
-        *self.node.printed.last_write.lock() = Some(Instant::now());
-        self.quick = match start.elapsed() < SLOW_FLUSH {
-            true => self.quick.saturating_add(1),
-            false => 0,
-        };
+        if !self.out.buffer().is_empty() {
+            self.check_stop()?;
+            self.out.flush()?;
+            self.quick = match start.elapsed() < SLOW_FLUSH {
+                true => self.quick.saturating_add(1),
+                false => 0,
+            };
+            self.out.get_mut().size = match self.fast() {
+                true => WRITE_SIZE,
+                false => PIPE_STEP,
+            };
+        }
         self.unflushed_bytes = 0;
         if !self.unflushed.is_empty() && self.node.printed.record(&mut self.unflushed) {
             let _ = self.node.events.send(Event::Printed);
         }
         Ok(())
+    }
+}
+
+/// stdout, written at most `size` bytes at a time, each write recorded
+/// as the stdout thread's progress ([`PrintedSoFar`](crate::event::PrintedSoFar)):
+/// a line longer than a step, read slowly, shows that it moves (the node
+/// does not take its stdout for stuck while a 30 KB line goes out at
+/// 8 KB/s: attack25), and a node exiting in the middle of it lets it
+/// finish while it moves (`node::finish_stdout`). `BufWriter` flushes
+/// and passes long lines through with as many writes as they take.
+struct Pieces<'a> {
+    inner: Box<dyn Write>,
+    node: &'a Node,
+    /// [`PIPE_STEP`] while stdout reads slowly, [`WRITE_SIZE`] else.
+    size: usize,
+}
+
+impl Pieces<'_> {
+    /// Runs one write to stdout, recording its wait and the progress it
+    /// made; `ends_line` says whether the bytes it wrote end with a
+    /// newline.
+    fn timed(
+        &mut self,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<usize>,
+        ends_line: impl FnOnce(usize) -> bool,
+    ) -> io::Result<usize> {
+        let printed = &self.node.printed;
+        *printed.writing_since.lock() = Some(Instant::now());
+        let wrote = write(&mut *self.inner);
+        *printed.writing_since.lock() = None;
+        let wrote = wrote?;
+        if wrote > 0 {
+            printed.mid_line.store(!ends_line(wrote), Ordering::Relaxed);
+            if printed.moved(Instant::now()) {
+                let _ = self.node.events.send(Event::Printed);
+            }
+        }
+        Ok(wrote)
+    }
+}
+
+impl Write for Pieces<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let piece = &buf[..buf.len().min(self.size)];
+        self.timed(|out| out.write(piece), |n| piece[n - 1] == b'\n')
+    }
+
+    /// A writev that fits in one piece stays one (a long line and its
+    /// newline); a longer one goes a piece at a time.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let total = bufs.iter().map(|b| b.len()).fold(0, usize::saturating_add);
+        let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
+            return Ok(0);
+        };
+        if total > self.size {
+            return self.write(first);
+        }
+        let ends = bufs
+            .iter()
+            .rev()
+            .find(|b| !b.is_empty())
+            .map(|b| b.ends_with(b"\n"));
+        self.timed(
+            |out| out.write_vectored(bufs),
+            |n| n == total && ends == Some(true),
+        )
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

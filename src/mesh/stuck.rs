@@ -82,6 +82,12 @@ impl Mesh {
     /// The process did not run for a while (stopped, starved): that time
     /// says nothing about our stdout, which may take lines again now.
     pub fn overslept(&mut self, now: Instant) {
+        self.output_moved(now);
+    }
+
+    /// Our stdout took part of a line at `now`: it is not stuck, though
+    /// no whole line was printed (a long line read slowly).
+    pub fn output_moved(&mut self, now: Instant) {
         if self.waiting_since.is_some() {
             self.last_printed = Some(now);
         }

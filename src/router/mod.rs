@@ -560,8 +560,12 @@ impl Router {
                 self.mesh.probed(Instant::now(), member, result)
             }
             Event::Printed => {
+                let now = Instant::now();
                 let (seqs, bytes) = self.node.printed.take();
-                self.mesh.printed(Instant::now(), seqs, bytes);
+                if self.node.printed.take_moved() {
+                    self.mesh.output_moved(now);
+                }
+                self.mesh.printed(now, seqs, bytes);
             }
         }
     }

@@ -277,6 +277,32 @@ fn file_sender(dir: &TempDir, name: &str, lines: u64, args: &[&str], seed: Optio
     builder.start()
 }
 
+/// `stdout`, its pipe shrunk to one page (the kernel's least): a write
+/// longer than that returns only as its reader takes it.
+#[cfg(target_os = "linux")]
+fn one_page_pipe(stdout: std::process::ChildStdout) -> std::process::ChildStdout {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    let size = unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        size >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    stdout
+}
+
+/// A sender of `input` from a file, with `args`, joining through `seed`.
+fn file_sender_of(dir: &TempDir, name: &str, input: Vec<u8>, args: &[&str], seed: &Node) -> Node {
+    let path = dir.path(&format!("{name}.in"));
+    std::fs::write(&path, input).unwrap();
+    node(name)
+        .args(args)
+        .stdin(Stdio::from(std::fs::File::open(&path).unwrap()))
+        .dial(seed)
+        .start()
+}
+
 /// Per sender in `names`, the line numbers `printed` (`-f tagged`) holds.
 fn numbers_per_sender(printed: &[u8], names: &[&str]) -> Vec<Vec<u64>> {
     names
@@ -466,6 +492,102 @@ fn a_member_read_at_12_kb_per_second_is_not_cut_at_a_3_second_stall_timeout() {
         got,
         padded_lines(1, LINES, 150),
         "r did not print every line once, in order"
+    );
+}
+
+/// A member whose stdout is read at 8 KB/s, with lines of 24 KB (3 s
+/// each), is not cut at `--stall-timeout 2`: its stdout thread writes a
+/// long line in pieces of 4 KiB and counts each as progress, so it does
+/// not take its stdout for stuck while a line moves. Before, one line was
+/// one write, nothing rose for 3 s, and it was cut as "stdout has taken
+/// nothing" (attack25: 30 KB lines at 8 KB/s, `--stall-timeout 3`).
+/// (Its stdout pipe holds one page, so that each line waits for its
+/// reader, as in a pipe kept full by a long stream.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_member_read_slowly_with_lines_longer_than_a_stall_timeout_takes_is_not_cut() {
+    const RATE: f64 = 8_000.0;
+    const LINES: u64 = 3;
+    const LENGTH: usize = 24_000;
+    let args = ["--stall-timeout", "2", "--max-frame", "64K"];
+    let dir = TempDir::new("long-lines-slow");
+    let mut r = node("r").args(&args).raw_stdout().start();
+    let (reader, read) = read_slowly(one_page_pipe(r.take_stdout()), RATE);
+    let mut s = file_sender_of(
+        &dir,
+        "s",
+        padded_lines(1, LINES, LENGTH),
+        &[&args[..], &["--exit-on-eof", "--wait-members", "1"]].concat(),
+        &r,
+    );
+    let status = s.expect_exit(Duration::from_secs(60));
+    let took = read.load(Ordering::Relaxed);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "s ({took} bytes read from r): {}\nr: {}",
+        s.log_text(),
+        r.log_text()
+    );
+    for (who, log) in [("s", s.log_text()), ("r", r.log_text())] {
+        assert!(
+            !log.contains("stalled") && !log.contains("stdout has taken nothing"),
+            "{who} logged a stall:\n{log}"
+        );
+    }
+    r.signal("TERM");
+    r.expect_exit(Duration::from_secs(10));
+    let got = reader.join().unwrap();
+    assert!(
+        got == padded_lines(1, LINES, LENGTH),
+        "r did not print every line whole, once, in order ({} bytes)",
+        got.len()
+    );
+}
+
+/// A member leaving at the end of its stdin while its stdout, read at
+/// 8 KB/s through a one-page pipe, is in the middle of a 40 KB line (5 s)
+/// finishes that line before it exits (within `--stall-timeout` 8): its
+/// output ends with the whole line. Before, it waited at most a second
+/// for the write under way once it had left, and its output ended with
+/// part of the line (attack25: 12 KB of a 30 KB line).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_member_leaving_in_the_middle_of_a_long_line_read_slowly_finishes_it() {
+    const RATE: f64 = 8_000.0;
+    const LENGTH: usize = 40_000;
+    let args = ["--stall-timeout", "8", "--max-frame", "64K"];
+    let mut r = node("r")
+        .args(&args)
+        .arg("--exit-on-eof")
+        .raw_stdout()
+        .start();
+    let exited = Arc::new(AtomicBool::new(false));
+    let (reader, read) = read_slowly_until(one_page_pipe(r.take_stdout()), RATE, exited.clone());
+    let mut s = node("s").args(&args).dial(&r).start();
+    s.wait_peer("r");
+    s.take_stdin()
+        .write_all(&padded_lines(1, 1, LENGTH))
+        .unwrap();
+    // r's stdin ends once its stdout has taken the line's first 2 KB.
+    let by = Instant::now() + DEADLINE;
+    while read.load(Ordering::Relaxed) < 2_000 {
+        assert!(Instant::now() < by, "r printed nothing: {}", r.log_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    r.close_stdin();
+    r.expect_exit(Duration::from_secs(20));
+    let took = read.load(Ordering::Relaxed);
+    exited.store(true, Ordering::Relaxed);
+    let got = reader.join().unwrap();
+    assert!(
+        got == padded_lines(1, 1, LENGTH),
+        "r exited with {took} of {} bytes taken by its reader, and printed {} bytes in all \
+         (ends with a newline: {}):\n{}",
+        LENGTH + 1,
+        got.len(),
+        got.ends_with(b"\n"),
+        r.log_text()
     );
 }
 
