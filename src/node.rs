@@ -265,6 +265,15 @@ fn advertise(config: &Config, listening: Option<SocketAddr>) -> Option<SocketAdd
     }
 }
 
+/// Microseconds since the epoch: where our STATUS frames count from
+/// ([`Mesh::count_status_from`]).
+pub fn epoch_micros() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
+}
+
 /// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or
 /// stdout closed. Returns once everything has been flushed and closed.
 /// At exit, a stdout thread still writing (a slow reader) finishes the
@@ -394,10 +403,6 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     // A line is acknowledged once stdout took it, not when it was handed
     // to the stdout thread (see `event::PrintedSoFar`).
     mesh.acknowledge_printed_only();
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    mesh.count_status_from(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2));
     if let Some(path) = &node.config.peer_cache {
         mesh.learned(Instant::now(), &load_peer_cache(path));
     }

@@ -462,6 +462,8 @@ pub struct Mesh {
     /// The newest STATUS under our id from before our first one (an
     /// earlier life's, or a process started before us), and when it came.
     foreign_status: Option<(u64, Instant)>,
+    /// A neighbour was ever up: members may have heard our STATUS.
+    joined: bool,
 }
 
 /// Something refused again and again (a stranger's doing, as often as
@@ -550,6 +552,7 @@ impl Mesh {
             ack_printed: false,
             probes: BTreeSet::new(),
             id_conflict: None,
+            joined: false,
             foreign_status: None,
         }
     }
@@ -568,6 +571,7 @@ impl Mesh {
         dialed: Option<DialTarget>,
     ) {
         let seed = matches!(dialed, Some(DialTarget::Seed(_)));
+        self.joined = true;
         if let Some(target) = &dialed {
             self.dial.connected(target, Some(node));
         }
@@ -850,17 +854,30 @@ impl Mesh {
         self.own.waiting()
     }
 
+    /// Whether a neighbour was ever up (members may know our STATUS).
+    pub fn has_joined(&self) -> bool {
+        self.joined
+    }
+
     /// How many neighbours the mesh has: our lines go nowhere without one.
     pub fn neighbour_count(&self) -> usize {
         self.neighbours.len()
     }
 
     /// Our STATUS frames count from `first` on (the router passes the
-    /// microseconds since the epoch): a node restarted under the same id
+    /// microseconds since the epoch as it greets its first neighbour,
+    /// [`Mesh::has_joined`]): a node restarted under the same id
     /// (`--key`) must announce newer STATUS frames than its last life did,
     /// or every member takes them for old ones, ignores them and keeps it
     /// down until it forgets that life (about 20 s: attack20, its lines
-    /// meanwhile printed in slices between gaps).
+    /// meanwhile printed in slices between gaps). And newer by far (a new
+    /// life, `members::is_new_life`) than those of a process under our id
+    /// that was in the group while we could not get in: counted from our
+    /// start, a process refused by a seed ("already connected") while
+    /// another under its key and name ran (started a moment before or
+    /// after it) got in once that one left, was taken for that one, and
+    /// its lines were dropped as duplicates of the other's, though it
+    /// counted them delivered (attack24 N3).
     pub fn count_status_from(&mut self, first: u64) {
         self.own.status_seq = self.own.status_seq.max(first);
         self.own.first_status_seq = self.own.status_seq;

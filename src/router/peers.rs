@@ -270,6 +270,9 @@ impl Router {
         }
         entry.in_mesh = true;
         let info = &entry.info;
+        if !self.mesh.has_joined() {
+            self.mesh.count_status_from(crate::node::epoch_micros());
+        }
         self.mesh.neighbour_up(
             Instant::now(),
             conn,

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 #[cfg(unix)]
@@ -361,6 +361,60 @@ fn two_processes_under_one_key_both_say_so_and_neither_exits_0() {
         let status = x.expect_exit(Duration::from_secs(30));
         assert_eq!(status.code(), Some(3), "{}:\n{}", x.name, x.log_text());
     }
+}
+
+/// A second process under a key and name already in the group, refused
+/// by the seed it dials ("already connected"), gets in once the first
+/// has left; then it is a new life of that member: its lines are printed,
+/// not dropped as duplicates of the first's, and it exits 0. Before, its
+/// STATUS counted from its start, a moment after the first's, so members
+/// took it for the first process itself: they dropped its lines 1-20 as
+/// the first's, while it counted them delivered (attack24 N3).
+#[cfg(unix)]
+#[test]
+fn a_process_that_got_in_after_another_under_its_key_left_is_a_new_life() {
+    let dir = Dir::new("afterkey");
+    let (a_key, a_pub) = dir.keygen("a.key");
+    let (x_key, x_pub) = dir.keygen("x.key");
+    let members = dir.file("members.txt", format!("{a_pub} a\n{x_pub} x\n").as_bytes());
+    let common = ["--allow", &members, "--keepalive", "1"];
+    let a = node("a").args(&["--key", &a_key]).args(&common).start();
+    let x = |from: &str| {
+        let path = dir.file(
+            &format!("{from}.in"),
+            &(1..=20)
+                .flat_map(|n| format!("{from}-{n}\n").into_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        node("x")
+            .args(&["--key", &x_key, "--exit-on-eof", "--wait-members", "1"])
+            .args(&common)
+            .stdin(Stdio::from(std::fs::File::open(path).unwrap()))
+            .dial(&a)
+            .start()
+    };
+    let mut first = x("first");
+    first.wait_log("member up: a");
+    a.wait_log("member up: x");
+    let mut second = x("second");
+    second.wait_log("already connected");
+    let status = first.expect_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0), "first:\n{}", first.log_text());
+    let status = second.expect_exit(Duration::from_secs(60));
+    let wanted: Vec<Vec<u8>> = ["first", "second"]
+        .iter()
+        .flat_map(|from| (1..=20).map(move |n| format!("{from}-{n}").into_bytes()))
+        .collect();
+    let printed = a.wait_lines_for(40, Duration::from_secs(10));
+    assert_eq!(
+        printed,
+        wanted,
+        "a printed {} lines\nsecond:\n{}\na:\n{}",
+        printed.len(),
+        second.log_text(),
+        a.log_text()
+    );
+    assert_eq!(status.code(), Some(0), "second:\n{}", second.log_text());
 }
 
 /// A member restarted under the same key (stopped with SIGTERM, as a
