@@ -363,6 +363,7 @@ impl Mesh {
         self.status_due = false;
         self.unacked_delivered = 0;
         let status = self.status_now();
+        self.moved_unsaid = false;
         self.own_sent = Some(status.clone());
         status
     }
@@ -387,6 +388,9 @@ impl Mesh {
         flags |= self.leave_flags();
         if self.stuck {
             flags |= super::FLAG_STUCK;
+        }
+        if self.moved_unsaid {
+            flags |= super::FLAG_PRINTING;
         }
         Status {
             member: self.cfg.id,
@@ -467,6 +471,8 @@ impl Mesh {
         let mut same = status.clone();
         same.status_seq = flooded.status_seq;
         same.acks.clone_from(&flooded.acks);
+        // Progress is news for the origins only, as acknowledgements are.
+        same.flags = (same.flags & !super::FLAG_PRINTING) | (flooded.flags & super::FLAG_PRINTING);
         if !fresh || !status.misses.is_empty() || same != *flooded {
             return None;
         }
@@ -693,7 +699,7 @@ impl Mesh {
             window_moved = m.ack != Some(merged);
             m.ack = Some(merged);
         }
-        let printing = note_printed(m, &status.acks, clock);
+        let printing = note_printed(m, status, clock);
         let leaving = status.flags & FLAG_LEAVING != 0;
         super::leave::note_flags(m, status.flags);
         let was_up = m.up;
@@ -1113,15 +1119,16 @@ impl Mesh {
     }
 }
 
-/// Notes the lines `acks` (a STATUS of `m`'s) say it printed; true if
-/// more than its last STATUS said. A STATUS without acknowledgements (one
-/// passed on in a greeting) says nothing either way.
-fn note_printed(m: &mut Member, acks: &[Ack], now: Instant) -> bool {
-    if acks.is_empty() {
+/// Notes the lines `status` (one of `m`'s) says it printed; true if
+/// more than its last STATUS said, or if it says its stdout took part of
+/// a line ([`FLAG_PRINTING`](super::FLAG_PRINTING)). A STATUS without
+/// acknowledgements (one passed on in a greeting) says nothing either way.
+fn note_printed(m: &mut Member, status: &Status, now: Instant) -> bool {
+    if status.acks.is_empty() {
         return false;
     }
-    let printed = printed_count(acks);
-    let rose = printed > m.printed;
+    let printed = printed_count(&status.acks);
+    let rose = printed > m.printed || status.flags & super::FLAG_PRINTING != 0;
     m.printed = printed;
     if rose {
         m.printing = Some(now);

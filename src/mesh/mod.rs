@@ -40,7 +40,7 @@ use leave::Leaving;
 pub use origin::memory_budget;
 use origin::Origins;
 use rng::Rng;
-pub use stuck::FLAG_STUCK;
+pub use stuck::{FLAG_PRINTING, FLAG_STUCK};
 use table::Table;
 pub use table::MAX_MEMBERS;
 use tree::Tree;
@@ -464,6 +464,9 @@ pub struct Mesh {
     foreign_status: Option<(u64, Instant)>,
     /// A neighbour was ever up: members may have heard our STATUS.
     joined: bool,
+    /// Our stdout took output since our last STATUS without finishing a
+    /// line ([`FLAG_PRINTING`]).
+    moved_unsaid: bool,
 }
 
 /// Something refused again and again (a stranger's doing, as often as
@@ -553,6 +556,7 @@ impl Mesh {
             probes: BTreeSet::new(),
             id_conflict: None,
             joined: false,
+            moved_unsaid: false,
             foreign_status: None,
         }
     }
@@ -721,6 +725,7 @@ impl Mesh {
     pub fn tick(&mut self, now: Instant) {
         self.last_tick = now;
         self.check_stuck(now);
+        self.say_moved(now);
         if now >= self.next_keepalive {
             self.next_keepalive = now + self.cfg.keepalive;
             self.status_due = true;

@@ -33,6 +33,14 @@ use crate::frame::Status;
 /// window rule).
 pub const FLAG_STUCK: u8 = 64;
 
+/// STATUS flags bit 7: this member's stdout took output since its last
+/// STATUS, though no line was finished (part of a long line read
+/// slowly). Its senders count it as printing (`find_stalled`), as when
+/// its acknowledgements rise: a 100 KB line read at 8 KB/s acknowledges
+/// nothing for 12 s, and at `--stall-timeout 3` its senders gave up on a
+/// member that printed all along. Older nodes ignore the bit.
+pub const FLAG_PRINTING: u8 = 128;
+
 impl Mesh {
     /// Whether lines handed to stdout wait to be written out (`true`) or
     /// every one was (`false`), as the router sees it.
@@ -86,10 +94,25 @@ impl Mesh {
     }
 
     /// Our stdout took part of a line at `now`: it is not stuck, though
-    /// no whole line was printed (a long line read slowly).
+    /// no whole line was printed (a long line read slowly). Our next
+    /// STATUS says so ([`FLAG_PRINTING`]).
     pub fn output_moved(&mut self, now: Instant) {
         if self.waiting_since.is_some() {
             self.last_printed = Some(now);
+            self.moved_unsaid = true;
+        }
+    }
+
+    /// On each tick: stdout that moved while no STATUS went out for half
+    /// a stall timeout gets one out, so that the senders, which give up
+    /// on a member that shows no progress for 2 × `--stall-timeout`,
+    /// hear of it.
+    pub(super) fn say_moved(&mut self, now: Instant) {
+        let quiet = self.last_status.map_or(true, |at| {
+            now.saturating_duration_since(at) >= self.cfg.stall_timeout / 2
+        });
+        if self.moved_unsaid && quiet {
+            self.status_due = true;
         }
     }
 

@@ -2177,6 +2177,67 @@ fn stalled(m: &Mesh, id: NodeId) -> bool {
 }
 
 #[test]
+fn a_member_whose_stdout_takes_part_of_a_long_line_says_so_and_is_not_stalled() {
+    // 7's stdout takes a long line slowly: its acknowledgements stand
+    // still, but every STATUS says its stdout moved (FLAG_PRINTING); 8's
+    // say nothing of the kind. 2 x --stall-timeout is 10 s.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 2, 0));
+    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    own_lines(&mut m, t0, 1, 10);
+    for step in 1..=7 {
+        let now = t0 + Duration::from_secs(2 * step);
+        let moving = Status {
+            flags: FLAG_PRINTING,
+            ..printing_status(7, step + 1, 0)
+        };
+        on_status(&mut m, now, 1, moving);
+        on_status(&mut m, now, 1, printing_status(8, step + 1, 0));
+        m.tick(now);
+        drain(&mut m);
+    }
+    assert!(!stalled(&m, 7), "7's stdout moves on, 14 s");
+    assert!(stalled(&m, 8), "8 printed nothing for 12 s");
+}
+
+#[test]
+fn our_stdout_taking_part_of_a_line_is_said_in_a_status_within_half_a_stall_timeout() {
+    // The router says our stdout took a piece of a line (no line
+    // finished, so no acknowledgement rose): with keepalive STATUS 10 s
+    // apart, a STATUS with FLAG_PRINTING goes out once none went out for
+    // half a stall timeout (2.5 s), and the next one, with nothing moved
+    // since, has no such flag.
+    let cfg = MeshConfig {
+        keepalive: Duration::from_secs(10),
+        ..config()
+    };
+    let (mut m, t0) = with_neighbours(cfg, 1);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    m.tick(at(0));
+    drain(&mut m);
+    m.output_waiting(at(100), true);
+    m.output_moved(at(1_000));
+    m.tick(at(1_000));
+    m.tick(at(2_400));
+    assert!(
+        own_status_flags(&drain(&mut m)).is_empty(),
+        "2.4 s since our STATUS"
+    );
+    m.tick(at(2_600));
+    let said = own_status_flags(&drain(&mut m));
+    assert!(
+        !said.is_empty() && said.iter().all(|f| f & FLAG_PRINTING != 0),
+        "{said:?}"
+    );
+    m.tick(at(10_100));
+    let said = own_status_flags(&drain(&mut m));
+    assert!(
+        !said.is_empty() && said.iter().all(|f| f & FLAG_PRINTING == 0),
+        "{said:?}"
+    );
+}
+
+#[test]
 fn a_member_printing_other_senders_lines_is_not_stalled_but_one_printing_nothing_is() {
     // 7 prints sender 9's lines while ours wait behind them; 8 prints
     // nothing (`peercat | sleep 600`). Both send a STATUS every 2 s (not

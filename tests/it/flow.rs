@@ -495,21 +495,26 @@ fn a_member_read_at_12_kb_per_second_is_not_cut_at_a_3_second_stall_timeout() {
     );
 }
 
-/// A member whose stdout is read at 8 KB/s, with lines of 24 KB (3 s
-/// each), is not cut at `--stall-timeout 2`: its stdout thread writes a
-/// long line in pieces of 4 KiB and counts each as progress, so it does
-/// not take its stdout for stuck while a line moves. Before, one line was
-/// one write, nothing rose for 3 s, and it was cut as "stdout has taken
-/// nothing" (attack25: 30 KB lines at 8 KB/s, `--stall-timeout 3`).
+/// A member whose stdout is read at 16 KB/s, with a line of 120 KB (7.5
+/// s), is not cut at `--stall-timeout 1`, nor given up on by its sender:
+/// its stdout thread writes a long line in pieces of 4 KiB and counts
+/// each as progress, so it does not take its stdout for stuck while a
+/// line moves, and its STATUS says that its stdout moves
+/// (`FLAG_PRINTING`), so the sender, which gives up on a member that
+/// printed nothing for 2 × `--stall-timeout`, waits for it. Before, one
+/// line was one write, nothing rose for 7 s, and it was cut as "stdout
+/// has taken nothing" (attack25: 30 KB lines at 8 KB/s,
+/// `--stall-timeout 3`); with pieces alone, the sender logged "no longer
+/// waiting for it" (it looks every 1.25 s, from 3 s after its start).
 /// (Its stdout pipe holds one page, so that each line waits for its
 /// reader, as in a pipe kept full by a long stream.)
 #[cfg(target_os = "linux")]
 #[test]
 fn a_member_read_slowly_with_lines_longer_than_a_stall_timeout_takes_is_not_cut() {
-    const RATE: f64 = 8_000.0;
-    const LINES: u64 = 3;
-    const LENGTH: usize = 24_000;
-    let args = ["--stall-timeout", "2", "--max-frame", "64K"];
+    const RATE: f64 = 16_000.0;
+    const LINES: u64 = 1;
+    const LENGTH: usize = 120_000;
+    let args = ["--stall-timeout", "1", "--max-frame", "256K"];
     let dir = TempDir::new("long-lines-slow");
     let mut r = node("r").args(&args).raw_stdout().start();
     let (reader, read) = read_slowly(one_page_pipe(r.take_stdout()), RATE);
@@ -531,7 +536,9 @@ fn a_member_read_slowly_with_lines_longer_than_a_stall_timeout_takes_is_not_cut(
     );
     for (who, log) in [("s", s.log_text()), ("r", r.log_text())] {
         assert!(
-            !log.contains("stalled") && !log.contains("stdout has taken nothing"),
+            !log.contains("stalled")
+                && !log.contains("stdout has taken nothing")
+                && !log.contains("no longer waiting"),
             "{who} logged a stall:\n{log}"
         );
     }
