@@ -277,6 +277,29 @@ fn file_sender(dir: &TempDir, name: &str, lines: u64, args: &[&str], seed: Optio
     builder.start()
 }
 
+/// `s`, sending to `r` whose stdout is read slowly (`read`: how much
+/// its reader took), exits 0, and neither logged a stall, a stuck stdout
+/// or giving up on the other.
+fn assert_slow_reader_waited_for(s: &mut Node, r: &Node, read: &AtomicUsize) {
+    let status = s.expect_exit(Duration::from_secs(60));
+    let took = read.load(Ordering::Relaxed);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "s ({took} bytes read from r): {}\nr: {}",
+        s.log_text(),
+        r.log_text()
+    );
+    for (who, log) in [("s", s.log_text()), ("r", r.log_text())] {
+        assert!(
+            !log.contains("stalled")
+                && !log.contains("stdout has taken nothing")
+                && !log.contains("no longer waiting"),
+            "{who} logged a stall:\n{log}"
+        );
+    }
+}
+
 /// `stdout`, its pipe shrunk to one page (the kernel's least): a write
 /// longer than that returns only as its reader takes it.
 #[cfg(target_os = "linux")]
@@ -470,21 +493,7 @@ fn a_member_read_at_12_kb_per_second_is_not_cut_at_a_3_second_stall_timeout() {
         &[&args[..], &["--exit-on-eof", "--wait-members", "1"]].concat(),
         Some(&r),
     );
-    let status = s.expect_exit(Duration::from_secs(60));
-    let took = read.load(Ordering::Relaxed);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "s ({took} bytes read from r): {}\nr: {}",
-        s.log_text(),
-        r.log_text()
-    );
-    for (who, log) in [("s", s.log_text()), ("r", r.log_text())] {
-        assert!(
-            !log.contains("stalled") && !log.contains("stdout has taken nothing"),
-            "{who} logged a stall:\n{log}"
-        );
-    }
+    assert_slow_reader_waited_for(&mut s, &r, &read);
     r.signal("TERM");
     r.expect_exit(Duration::from_secs(10));
     let got = reader.join().unwrap();
@@ -525,23 +534,7 @@ fn a_member_read_slowly_with_lines_longer_than_a_stall_timeout_takes_is_not_cut(
         &[&args[..], &["--exit-on-eof", "--wait-members", "1"]].concat(),
         &r,
     );
-    let status = s.expect_exit(Duration::from_secs(60));
-    let took = read.load(Ordering::Relaxed);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "s ({took} bytes read from r): {}\nr: {}",
-        s.log_text(),
-        r.log_text()
-    );
-    for (who, log) in [("s", s.log_text()), ("r", r.log_text())] {
-        assert!(
-            !log.contains("stalled")
-                && !log.contains("stdout has taken nothing")
-                && !log.contains("no longer waiting"),
-            "{who} logged a stall:\n{log}"
-        );
-    }
+    assert_slow_reader_waited_for(&mut s, &r, &read);
     r.signal("TERM");
     r.expect_exit(Duration::from_secs(10));
     let got = reader.join().unwrap();
