@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 #[cfg(unix)]
@@ -389,7 +389,9 @@ fn a_process_that_got_in_after_another_under_its_key_left_is_a_new_life() {
         node("x")
             .args(&["--key", &x_key, "--exit-on-eof", "--wait-members", "1"])
             .args(&common)
-            .stdin(Stdio::from(std::fs::File::open(path).unwrap()))
+            .stdin(std::process::Stdio::from(
+                std::fs::File::open(path).unwrap(),
+            ))
             .dial(&a)
             .start()
     };
