@@ -205,6 +205,10 @@ pub enum Event {
     Printed,
 }
 
+/// A stdout that wrote something within this long still moves
+/// ([`PrintedSoFar::moving`]).
+pub const STDOUT_MOVING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How far the stdout thread has written each origin's lines out (flushed
 /// to the pipe or file), since the router last looked. The mesh
 /// acknowledges only printed lines: a line handed to a blocked stdout is
@@ -238,6 +242,16 @@ pub struct PrintedSoFar {
 }
 
 impl PrintedSoFar {
+    /// Whether a write to stdout wrote something within the last
+    /// [`STDOUT_MOVING`]: a stdout that takes output, if slowly. A node
+    /// leaving waits for such a stdout, at most `--stall-timeout`
+    /// (`router::stdout`, `node::finish_stdout`).
+    pub fn moving(&self) -> bool {
+        self.last_write
+            .lock()
+            .is_some_and(|at| at.elapsed() < STDOUT_MOVING)
+    }
+
     /// Whether a write to stdout has waited for at least `long`: its
     /// reader takes nothing, or next to nothing.
     pub fn blocked_for(&self, long: std::time::Duration) -> bool {

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{ConnId, Event, Inbound};
+use crate::event::{ConnId, Event, Inbound, STDOUT_MOVING};
 use crate::frame::{Hello, NodeId};
 use crate::mesh::Mesh;
 use crate::router::{self, Outcome, Router, Wiring};
@@ -41,9 +41,6 @@ const SPARE_BUFFERS: usize = 8;
 pub const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
 /// How long the end of `run` waits for threads after the router is done.
 const JOIN_DEADLINE: Duration = Duration::from_millis(500);
-/// How long a stdout thread still writing at exit, and that wrote
-/// something within this time, is given to finish the write under way.
-const LAST_WRITE: Duration = Duration::from_secs(1);
 
 /// Handshakes one source (an IPv4 address or an IPv6 /64) may have under
 /// way at once, below the global cap (`--max-peers`), so that one address
@@ -282,22 +279,18 @@ pub fn epoch_micros() -> u64 {
 /// of its write left half a line (a JSON object cut short) and counted
 /// the lines of that write as not printed though they reached stdout
 /// (attack21 F2). It is waited for while it moves (a piece of it went out
-/// within [`LAST_WRITE`]), at most `--stall-timeout`: a 30 KB line read
+/// within [`STDOUT_MOVING`]), at most `--stall-timeout`: a 30 KB line read
 /// at 8 KB/s takes nearly 4 s, and a second's wait cut it (attack25). A
-/// stdout that took nothing for [`LAST_WRITE`] is not waited for (a pipe
+/// stdout that took nothing for [`STDOUT_MOVING`] is not waited for (a pipe
 /// nobody reads), and the log says that its last line is cut.
 fn finish_stdout(node: &Node, done: &Receiver<Never>) {
     node.printed.stop.store(true, Ordering::Relaxed);
-    let deadline = Instant::now() + node.config.stall_timeout.max(LAST_WRITE);
+    let deadline = Instant::now() + node.config.stall_timeout.max(STDOUT_MOVING);
     loop {
         let now = Instant::now();
-        let moving = node
-            .printed
-            .last_write
-            .lock()
-            .is_some_and(|at| now.saturating_duration_since(at) < LAST_WRITE);
+        let moving = node.printed.moving();
         let wait = match moving && now < deadline {
-            true => (deadline - now).min(LAST_WRITE / 4),
+            true => (deadline - now).min(STDOUT_MOVING / 4),
             // An idle thread ends at once: the router is done with it.
             false => Duration::from_millis(100),
         };

@@ -145,6 +145,10 @@ pub struct Router {
     /// until our stdout thread has written out what it was handed, or this
     /// deadline, our leaving STATUS waits (see `Router::drain_to_leave`).
     drain_by: Option<Instant>,
+    /// When we stopped printing to leave, and whether a stdout that still
+    /// moves (slowly) may push `drain_by` on, up to `--stall-timeout`
+    /// later (at the end of stdin, not on a signal).
+    drain_since: Option<(Instant, bool)>,
     /// Our leaving STATUS went out.
     left: bool,
     /// Stopping on a signal: until then we wait for the group to
@@ -244,6 +248,7 @@ impl Router {
             settle_by: None,
             stdin_after: None,
             drain_by: None,
+            drain_since: None,
             left: false,
             seeds_warned: HashSet::new(),
             stopping: false,
@@ -630,6 +635,7 @@ impl Router {
         // deadlines, once past, would wake the loop at every turn.
         self.leave_by = None;
         self.drain_by = None;
+        self.drain_since = None;
         let cause = self.node.shutdown.cause();
         log::info!(
             "stopping ({}): closing connections politely ({} open)",

@@ -8,7 +8,8 @@ use crossbeam_channel::TrySendError;
 
 use super::{Router, FLUSH_DEADLINE};
 use crate::books::plural;
-use crate::event::Output;
+use crate::event::{Output, STDOUT_MOVING};
+use crate::shutdown::Cause;
 
 /// Events waiting for a blocked stdout, at most; later ones are counted
 /// and logged instead of printed.
@@ -132,6 +133,13 @@ impl Router {
     /// it was handed (at most [`DRAIN_WAIT`] later), tells the mesh what
     /// was printed, so that our last acknowledgements say exactly that;
     /// `Some(true)` if they can be final, `None` while it still writes.
+    /// At the end of stdin (not on a signal: the user asked us to stop),
+    /// a stdout that still moves ([`STDOUT_MOVING`]: a slow reader, a long line
+    /// going out in pieces) is waited for up to `--stall-timeout`: its
+    /// senders then count what it printed as delivered. After a second,
+    /// a node left with a 40 KB line half printed at 8 KB/s, finished it
+    /// after its goodbye, and its sender booked it "not acknowledged"
+    /// (exit 3).
     pub(super) fn drain_to_leave(&mut self, now: Instant) -> Option<bool> {
         let drain_by = match self.drain_by {
             Some(at) => at,
@@ -143,6 +151,8 @@ impl Router {
                     true => Duration::ZERO,
                     false => DRAIN_WAIT,
                 };
+                let extends = self.node.shutdown.cause() != Some(Cause::Signal);
+                self.drain_since = Some((now, extends));
                 *self.drain_by.insert(now + wait)
             }
         };
@@ -151,15 +161,28 @@ impl Router {
         if !drained && now < drain_by {
             return None;
         }
+        let since = match self.drain_since {
+            Some((since, true)) => {
+                let longest = since + self.node.config.stall_timeout;
+                if !drained && now < longest && self.node.printed.moving() {
+                    self.drain_by = Some((now + STDOUT_MOVING / 4).min(longest));
+                    return None;
+                }
+                since
+            }
+            Some((since, false)) => since,
+            None => now,
+        };
         self.drain_by = None;
+        self.drain_since = None;
         let (seqs, bytes) = self.node.printed.take();
         self.mesh.printed(now, seqs, bytes);
         if !drained {
             log::warn!(
-                "stdout did not take {} in time (at most {}s): leaving without final \
+                "stdout did not take {} in time ({:.1}s): leaving without final \
                  acknowledgements",
                 plural(self.books.delivered - written, "message"),
-                DRAIN_WAIT.as_secs()
+                (now - since).as_secs_f64()
             );
         }
         Some(drained)

@@ -547,10 +547,12 @@ fn a_member_read_slowly_with_lines_longer_than_a_stall_timeout_takes_is_not_cut(
 
 /// A member leaving at the end of its stdin while its stdout, read at
 /// 8 KB/s through a one-page pipe, is in the middle of a 40 KB line (5 s)
-/// finishes that line before it exits (within `--stall-timeout` 8): its
-/// output ends with the whole line. Before, it waited at most a second
-/// for the write under way once it had left, and its output ended with
-/// part of the line (attack25: 12 KB of a 30 KB line).
+/// finishes that line before it leaves (within `--stall-timeout` 8): its
+/// output ends with the whole line, and its goodbye acknowledges it, so
+/// its sender (`--exit-on-eof`) exits 0. Before, it waited at most a
+/// second for its stdout before it left, and a second for the write under
+/// way after that: its output ended with part of the line (attack25: 12
+/// KB of a 30 KB line), and the sender exited 3 ("not acknowledged").
 #[cfg(target_os = "linux")]
 #[test]
 fn a_member_leaving_in_the_middle_of_a_long_line_read_slowly_finishes_it() {
@@ -564,11 +566,10 @@ fn a_member_leaving_in_the_middle_of_a_long_line_read_slowly_finishes_it() {
         .start();
     let exited = Arc::new(AtomicBool::new(false));
     let (reader, read) = read_slowly_until(one_page_pipe(r.take_stdout()), RATE, exited.clone());
-    let mut s = node("s").args(&args).dial(&r).start();
+    let mut s = node("s").args(&args).arg("--exit-on-eof").dial(&r).start();
     s.wait_peer("r");
-    s.take_stdin()
-        .write_all(&padded_lines(1, 1, LENGTH))
-        .unwrap();
+    s.send(&padded_lines(1, 1, LENGTH));
+    s.close_stdin();
     // r's stdin ends once its stdout has taken the line's first 2 KB.
     let by = Instant::now() + DEADLINE;
     while read.load(Ordering::Relaxed) < 2_000 {
@@ -589,6 +590,8 @@ fn a_member_leaving_in_the_middle_of_a_long_line_read_slowly_finishes_it() {
         got.ends_with(b"\n"),
         r.log_text()
     );
+    let status = s.expect_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0), "s:\n{}", s.log_text());
 }
 
 /// A member whose stdout is read slowly (5 KB/s) stopped by a signal
