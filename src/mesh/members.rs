@@ -215,16 +215,28 @@ pub const LIVES_KEPT: usize = 8;
 /// Whether a STATUS with `status_seq`, from a member whose last one had
 /// `before` and came `quiet` ago, is from a new process under its id (a
 /// restart with the same `--key`). A node counts its status_seq from the
-/// microseconds since the epoch at its start, one more per STATUS: a new
-/// life jumps ahead by about how long the last one ran plus the time
-/// since, while the same process, stopped or cut off, sends a few STATUS
-/// frames a second at most: a jump of more than half the microseconds it
-/// was quiet, and of a tenth of a second's worth at least, is a restart.
+/// microseconds since the epoch when it first got a neighbour, one more
+/// per STATUS: a new life jumps ahead by about how long the last one was
+/// in the group plus the time since, while the same process, stopped or
+/// cut off, sends 500 STATUS frames a second at most (`STATUS_GAP`):
+/// a jump of more than half the microseconds it was quiet, and of
+/// [`NEW_LIFE_JUMP`] at least, is a restart.
 pub fn is_new_life(before: u64, status_seq: u64, quiet: Duration) -> bool {
     let jump = status_seq.saturating_sub(before);
     let quiet_us = u64::try_from(quiet.as_micros()).unwrap_or(u64::MAX);
-    jump > (quiet_us / 2).max(100_000)
+    jump > (quiet_us / 2).max(NEW_LIFE_JUMP)
 }
+
+/// The least jump of a member's status_seq, in microseconds, that is a new
+/// process under its id whatever the silence before it ([`is_new_life`]):
+/// 10 ms. The same process would need 5,000 STATUS frames to jump as far
+/// (20 s of them, reordered past one another), and a restart takes longer
+/// than that to get its first neighbour. It was 100 ms, and a process
+/// restarted under the same `--key` within 100 ms of the last one's first
+/// link was taken for that one: members dropped its first lines as
+/// duplicates of the last one's, and it counted them delivered (attack26
+/// F1).
+pub const NEW_LIFE_JUMP: u64 = 10_000;
 
 /// How the reason of a member down for silence starts.
 const SILENT: &str = "silent for";
@@ -674,9 +686,18 @@ impl Mesh {
         let owed_from = self.own.last_seq + 1;
         let last = self.own.last_seq;
         let clock = self.silence_clock(now);
+        // A member that left politely says so in every STATUS after: one
+        // that does not is a new process under its id, whatever its jump
+        // (a restart right after Ctrl-C, attack26 F1).
+        let returns_from_leaving = status.flags & FLAG_LEAVING == 0;
         let restarted = self.members.get(&id).is_some_and(|m| {
             let quiet = clock.saturating_duration_since(m.heard);
-            m.owed_from != 0 && is_new_life(m.status_seq, status.status_seq, quiet)
+            let had_left = returns_from_leaving
+                && m.last_status
+                    .as_ref()
+                    .and_then(|b| b.get(STATUS_FLAGS_AT))
+                    .is_some_and(|f| f & FLAG_LEAVING != 0);
+            m.owed_from != 0 && (had_left || is_new_life(m.status_seq, status.status_seq, quiet))
         });
         if restarted {
             self.new_life(id);

@@ -2077,6 +2077,44 @@ fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
         START + 4_000_000,
         Duration::from_secs(3)
     ));
+    // A restart 20 ms after the last life joined, heard at once, is one
+    // (attack26 F1: taken for the same process up to 100 ms).
+    assert!(super::members::is_new_life(
+        START + 20,
+        START + 20_000,
+        Duration::ZERO
+    ));
+}
+
+/// A member that left politely, back under its id with a STATUS that
+/// is not leaving, is a new life however small its jump: the process
+/// that left says it leaves in every STATUS after (attack26 F1: a
+/// restart right after Ctrl-C had its first lines dropped as the last
+/// life's).
+#[test]
+fn a_member_back_from_leaving_is_a_new_life_however_soon() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    const START: u64 = 1_800_000_000_000_000;
+    on_status(&mut m, t0, 1, status(7, START, 1, 0));
+    own_lines(&mut m, t0, 1, 4);
+    let leaving = Status {
+        flags: FLAG_LEAVING | super::leave::FLAG_FINAL,
+        ..ack_status(7, START + 1, 1, 4)
+    };
+    on_status(&mut m, t0, 1, leaving);
+    drain(&mut m);
+    let t1 = t0 + Duration::from_millis(5);
+    let actions = on_status(&mut m, t1, 1, ack_status(7, START + 2_000, 5, 4));
+    let books: Vec<_> = m.books().into_iter().filter(|b| b.id == 7).collect();
+    assert_eq!(books.len(), 1, "{books:?}");
+    assert!(books[0].name.contains("earlier life"), "{:?}", books[0]);
+    assert_eq!((books[0].owed.clone(), books[0].delivered), (1..5, 4));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::MemberUp { id: 7, .. })),
+        "the new life is up: {actions:?}"
+    );
 }
 
 /// As a sender, a restarted member counts its lines from 1 again: the
