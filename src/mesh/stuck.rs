@@ -52,6 +52,13 @@ impl Mesh {
         }
     }
 
+    /// Whether our STATUS says our stdout is stuck ([`FLAG_STUCK`]): our
+    /// neighbours cut us, and the frames they sent wait unread behind
+    /// our stdout (acknowledgements of our lines among them).
+    pub fn is_output_stuck(&self) -> bool {
+        self.stuck
+    }
+
     /// Whether [`Mesh::output_waiting`] last said lines wait.
     pub fn is_output_waiting(&self) -> bool {
         self.waiting_since.is_some()

@@ -516,7 +516,7 @@ impl Router {
         }
         let now = Instant::now();
         if !self.left {
-            if !self.mesh.eof_settled() {
+            if !self.mesh.eof_settled() && !self.eof_while_stuck() {
                 return;
             }
             let Some(final_acks) = self.ready_to_leave(now, LEAVE_WAIT) else {
@@ -537,6 +537,28 @@ impl Router {
         self.eof_pending = false;
         self.leave_by = None;
         self.node.shutdown.trigger(Cause::StdinEof);
+    }
+
+    /// At the end of stdin, our stdout is stuck: we told our neighbours,
+    /// they cut us, and we read nothing from our links while stdout takes
+    /// nothing (a link's end included: its reader's last frames wait
+    /// behind stdout). No acknowledgement can reach us, so we wait for
+    /// none: we leave, and our lines not acknowledged by then count as
+    /// such (exit 3). Before, such a node (`peercat --exit-on-eof |
+    /// less`, paused) waited for its members forever, its links taken
+    /// for up (attack26 F2).
+    fn eof_while_stuck(&mut self) -> bool {
+        if !self.mesh.is_output_stuck() {
+            return false;
+        }
+        if !self.eof_gave_up {
+            self.eof_gave_up = true;
+            log::warn!(
+                "stdout is stuck, so this node reads nothing from its links: not waiting \
+                 for the members to acknowledge our lines"
+            );
+        }
+        true
     }
 
     /// Writes `--peer-cache` (if set) with the members' addresses we know,

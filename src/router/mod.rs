@@ -149,6 +149,9 @@ pub struct Router {
     /// moves (slowly) may push `drain_by` on, up to `--stall-timeout`
     /// later (at the end of stdin, not on a signal).
     drain_since: Option<(Instant, bool)>,
+    /// At the end of stdin our stdout was stuck: we stopped waiting for
+    /// acknowledgements (`check_eof`).
+    eof_gave_up: bool,
     /// Our leaving STATUS went out.
     left: bool,
     /// Stopping on a signal: until then we wait for the group to
@@ -249,6 +252,7 @@ impl Router {
             stdin_after: None,
             drain_by: None,
             drain_since: None,
+            eof_gave_up: false,
             left: false,
             seeds_warned: HashSet::new(),
             stopping: false,
@@ -301,6 +305,14 @@ impl Router {
             let waiting = held || self.books.delivered > written;
             if waiting != self.mesh.is_output_waiting() {
                 self.mesh.output_waiting(Instant::now(), waiting);
+            }
+            // Stopping at the end of stdin has no deadline of its own
+            // (our peers close at once), but a link's end waits behind
+            // stdout (`finish_down`): a stuck stdout gets one, or the node
+            // never exited (attack26 F2).
+            if self.stopping && self.deadline.is_none() && self.mesh.is_output_stuck() {
+                log::info!("stdout is stuck: closing the connections within 2s");
+                self.hurry();
             }
             // Whatever woke us: the turn of the readers after a stop may
             // be over (busy links may leave no turn to the timer).

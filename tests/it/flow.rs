@@ -815,6 +815,50 @@ fn a_member_whose_stdout_is_stuck_with_every_line_in_its_buffers_is_cut_at_the_s
     cut.others_carry_on(LINES);
 }
 
+/// A member whose stdout nobody reads, cut for it, that sends lines and
+/// whose stdin then ends under `--exit-on-eof`, exits 3 within a few
+/// seconds: its stdout is stuck, so it reads nothing from its links (the
+/// acknowledgements of its lines included) and waits for none, and it
+/// closes its links within 2 s. Before, it waited for its
+/// members forever: the end of its cut link waited unread behind its
+/// stdout, so it took that link for up, refused its neighbour's re-dials
+/// as "already connected", and had no deadline to close it (attack26 F2:
+/// still running 47 s after its stdin ended).
+#[test]
+fn a_member_whose_stdout_nobody_reads_exits_at_the_end_of_its_stdin() {
+    let args = ["--stall-timeout", "2"];
+    let b = node("b").args(&args).start();
+    let mut c = node("c")
+        .args(&args)
+        .arg("--exit-on-eof")
+        .raw_stdout()
+        .dial(&b)
+        .start();
+    let _unread = c.take_stdout();
+    c.wait_peer("b");
+    let mut a = node("a")
+        .args(&args)
+        .args(&["--wait-members", "2"])
+        .dial(&b)
+        .start();
+    a.wait_log("reading stdin");
+    let (_feeder, _) = feed(a.take_stdin(), 100_000);
+    c.wait_log_for("stdout has taken nothing", DEADLINE);
+    // Lines read now go out, but their acknowledgements wait unread.
+    c.send(b"c-1\nc-2\nc-3\n");
+    c.close_stdin();
+    let ended = Instant::now();
+    let status = c.expect_exit(Duration::from_secs(30));
+    let took = ended.elapsed();
+    let log = c.log_text();
+    assert_eq!(status.code(), Some(3), "c:\n{log}");
+    assert!(
+        took < Duration::from_secs(8),
+        "c exited {took:?} after its stdin ended:\n{log}"
+    );
+    assert!(log.contains("not waiting for the members"), "{log}");
+}
+
 /// a, b and c with `args`, c's stdout a pipe the test holds and never
 /// reads; a (--exit-on-eof) sent lines through b: when a logged c down.
 struct UnreadMember {
