@@ -621,7 +621,7 @@ impl Pieces<'_> {
 impl Write for Pieces<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let piece = &buf[..buf.len().min(self.size)];
-        self.timed(|out| out.write(piece), |n| piece[n - 1] == b'\n')
+        self.timed(|out| out.write(piece), |n| piece.get(n - 1) == Some(&b'\n'))
     }
 
     /// A writev that fits in one piece stays one (a long line and its
