@@ -125,6 +125,12 @@ impl Mesh {
         self.leaving.closed = true;
     }
 
+    /// Whether we stopped printing to leave ([`Mesh::stop_printing`]):
+    /// what arrives now is counted, not handed to stdout.
+    pub fn printing_stopped(&self) -> bool {
+        self.leaving.closed
+    }
+
     /// Lines that arrived after we stopped printing to leave, and were
     /// not printed.
     pub fn dropped_after_leaving(&self) -> u64 {

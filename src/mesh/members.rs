@@ -17,6 +17,9 @@ pub struct Member {
     pub name: String,
     pub addrs: Vec<SocketAddr>,
     pub status_seq: u64,
+    /// The highest `sent_seq` its STATUS frames gave (of this life): one
+    /// process never gives less in a newer STATUS.
+    pub sent_seq: u64,
     /// When its last new STATUS arrived.
     pub heard: Instant,
     pub up: bool,
@@ -84,6 +87,7 @@ impl Member {
             name: String::new(),
             addrs: Vec::new(),
             status_seq,
+            sent_seq: 0,
             flood_seq: status_seq,
             heard: now,
             up: false,
@@ -688,7 +692,10 @@ impl Mesh {
         let clock = self.silence_clock(now);
         // A member that left politely says so in every STATUS after: one
         // that does not is a new process under its id, whatever its jump
-        // (a restart right after Ctrl-C, attack26 F1).
+        // (a restart right after Ctrl-C, attack26 F1). So is one that
+        // says it sent fewer lines than an earlier STATUS did: one
+        // process's count only grows (a restart 5 ms after the last one
+        // joined, attack27 F2, is below any jump we can trust).
         let returns_from_leaving = status.flags & FLAG_LEAVING == 0;
         let restarted = self.members.get(&id).is_some_and(|m| {
             let quiet = clock.saturating_duration_since(m.heard);
@@ -697,7 +704,9 @@ impl Mesh {
                     .as_ref()
                     .and_then(|b| b.get(STATUS_FLAGS_AT))
                     .is_some_and(|f| f & FLAG_LEAVING != 0);
-            m.owed_from != 0 && (had_left || is_new_life(m.status_seq, status.status_seq, quiet))
+            let sent_less = status.sent_seq < m.sent_seq;
+            m.owed_from != 0
+                && (had_left || sent_less || is_new_life(m.status_seq, status.status_seq, quiet))
         });
         if restarted {
             self.new_life(id);
@@ -707,6 +716,10 @@ impl Mesh {
         self.members.heard(id, clock);
         let m = self.members.get_mut(&id).expect("inserted");
         m.status_seq = status.status_seq;
+        m.sent_seq = match restarted {
+            true => status.sent_seq,
+            false => m.sent_seq.max(status.sent_seq),
+        };
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
         m.last_status = Some(bytes);

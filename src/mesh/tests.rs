@@ -2086,6 +2086,35 @@ fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
     ));
 }
 
+/// A member whose STATUS says it sent fewer lines than its last one did
+/// is a new process under its id, however small its status_seq jump:
+/// one process's count only grows (attack27 F2: a restart 5 ms after the
+/// last life joined had its first lines dropped as the last life's).
+/// The same process's counts, in any order of status_seq, are one life.
+#[test]
+fn a_member_that_says_it_sent_fewer_lines_is_a_new_life() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    const START: u64 = 1_800_000_000_000_000;
+    on_status(&mut m, t0, 1, status(7, START, 1, 5));
+    own_lines(&mut m, t0, 1, 4);
+    on_status(&mut m, t0, 1, status(7, START + 1, 1, 5));
+    on_status(&mut m, t0, 1, status(7, START + 2, 1, 9));
+    assert_eq!(m.books().iter().filter(|b| b.id == 7).count(), 1);
+    let t1 = t0 + Duration::from_millis(1);
+    on_status(&mut m, t1, 1, status(7, START + 3_000, 1, 0));
+    let books: Vec<_> = m.books().into_iter().filter(|b| b.id == 7).collect();
+    assert_eq!(books.len(), 1, "{books:?}");
+    assert!(books[0].name.contains("earlier life"), "{:?}", books[0]);
+    // The new life's own counts grow from there: no further new life.
+    on_status(&mut m, t1, 1, status(7, START + 3_001, 1, 2));
+    let lives = m
+        .books()
+        .iter()
+        .filter(|b| b.name.contains("earlier life"))
+        .count();
+    assert_eq!(lives, 1);
+}
+
 /// A member that left politely, back under its id with a STATUS that
 /// is not leaving, is a new life however small its jump: the process
 /// that left says it leaves in every STATUS after (attack26 F1: a
@@ -3464,7 +3493,7 @@ fn acknowledgements_are_well_formed_and_true_whatever_arrives_and_is_printed() {
         if printing {
             m.acknowledge_printed_only();
         }
-        let (mut now, mut status_seq) = (t0, 0);
+        let (mut now, mut status_seq, mut sent) = (t0, 0, 0);
         let mut shown = Shown::default();
         let mut printed = 0;
         for step in 0..150 {
@@ -3478,7 +3507,10 @@ fn acknowledgements_are_well_formed_and_true_whatever_arrives_and_is_printed() {
                 }
                 4 | 5 => {
                     status_seq += 1;
-                    let mut st = status(7, status_seq, 1, rng.below(34) as u64);
+                    // What one process says it sent only grows (a count
+                    // that drops is a new process under its id).
+                    sent = u64::max(sent, rng.below(34) as u64);
+                    let mut st = status(7, status_seq, 1, sent);
                     if rng.below(3) == 0 {
                         let first = 1 + rng.below(20) as u64;
                         st.misses = vec![frame::Miss {

@@ -160,6 +160,7 @@ impl Router {
         if self.node.config.exit_on_eof {
             log::info!("stdin ended: stopping once every member has acknowledged every line");
             self.eof_pending = true;
+            self.eof_at = Some(Instant::now());
             self.mesh.draining();
         } else {
             log::info!("stdin ended; still relaying and printing until Ctrl-C");
@@ -516,7 +517,10 @@ impl Router {
         }
         let now = Instant::now();
         if !self.left {
-            if !self.mesh.eof_settled() && !self.eof_while_stuck() {
+            if !self.mesh.eof_settled()
+                && !self.eof_while_stuck()
+                && !self.eof_acks_behind_stdout(now)
+            {
                 return;
             }
             let Some(final_acks) = self.ready_to_leave(now, LEAVE_WAIT) else {
@@ -556,6 +560,33 @@ impl Router {
             log::warn!(
                 "stdout is stuck, so this node reads nothing from its links: not waiting \
                  for the members to acknowledge our lines"
+            );
+        }
+        true
+    }
+
+    /// At the end of stdin, our lines still wait for acknowledgements
+    /// after `--stall-timeout`, and our stdout is behind: the frames on
+    /// our links, acknowledgements among them, come only as fast as it
+    /// prints (a member streaming to us fills them). So we go on to
+    /// leave: we stop printing (at most a catch-up wait later,
+    /// `ready_to_leave`), and from then on read our links at once
+    /// (`next_step`), so that the acknowledgements reach our books before
+    /// we go. Before, a node whose stdout took 20 KB/s while a member
+    /// streamed to it waited minutes, and exited 3 on a signal with its
+    /// lines "not acknowledged" by a member that had them (attack27 F1).
+    fn eof_acks_behind_stdout(&mut self, now: Instant) -> bool {
+        let waited = self
+            .eof_at
+            .is_some_and(|at| now >= at + self.node.config.stall_timeout);
+        if !waited || !self.mesh.is_output_waiting() {
+            return false;
+        }
+        if !self.eof_gave_up {
+            self.eof_gave_up = true;
+            log::info!(
+                "stdout is behind, and the acknowledgements of our lines wait behind it on \
+                 our links: leaving now, to read them"
             );
         }
         true

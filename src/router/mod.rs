@@ -149,8 +149,10 @@ pub struct Router {
     /// moves (slowly) may push `drain_by` on, up to `--stall-timeout`
     /// later (at the end of stdin, not on a signal).
     drain_since: Option<(Instant, bool)>,
-    /// At the end of stdin our stdout was stuck: we stopped waiting for
-    /// acknowledgements (`check_eof`).
+    /// When stdin ended (`--exit-on-eof`).
+    eof_at: Option<Instant>,
+    /// At the end of stdin our stdout was stuck or behind: we stopped
+    /// waiting for acknowledgements before we leave (`check_eof`).
     eof_gave_up: bool,
     /// Our leaving STATUS went out.
     left: bool,
@@ -252,6 +254,7 @@ impl Router {
             stdin_after: None,
             drain_by: None,
             drain_since: None,
+            eof_at: None,
             eof_gave_up: false,
             left: false,
             seeds_warned: HashSet::new(),
@@ -287,7 +290,7 @@ impl Router {
             }
             // While outputs wait for stdout, frames from neighbours wait
             // unread (next_step): the mesh stops counting their silence.
-            let held = !self.backlog.is_empty();
+            let held = !self.backlog.is_empty() && !self.mesh.printing_stopped();
             if held != self.mesh.is_inbound_held() {
                 log::debug!(
                     "{}",
@@ -331,10 +334,19 @@ impl Router {
             Some(found) => sel.recv(found),
             None => usize::MAX,
         };
-        let (inbound, printed) = if self.backlog.is_empty() {
-            (sel.recv(&self.inbound), usize::MAX)
-        } else {
-            (usize::MAX, sel.send(&self.stdout))
+        // Frames wait while outputs wait for stdout, unless we stopped
+        // printing to leave: then what they bring adds nothing to the
+        // backlog but events (bounded), and the acknowledgements of our
+        // lines and our neighbours' goodbyes among them come at once,
+        // not at the pace of a slow stdout (attack27 F1).
+        let reads = self.backlog.is_empty() || self.mesh.printing_stopped();
+        let inbound = match reads {
+            true => sel.recv(&self.inbound),
+            false => usize::MAX,
+        };
+        let printed = match self.backlog.is_empty() {
+            true => usize::MAX,
+            false => sel.send(&self.stdout),
         };
         // With the gate shut, stdin is watched only for its end: a chunk can
         // still slip in (the stdin thread's one-byte look ahead, or a read

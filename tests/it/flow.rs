@@ -859,6 +859,54 @@ fn a_member_whose_stdout_nobody_reads_exits_at_the_end_of_its_stdin() {
     assert!(log.contains("not waiting for the members"), "{log}");
 }
 
+/// A member whose stdout is read steadily but slowly (20 KB/s) while
+/// another streams to it, and whose stdin ends under `--exit-on-eof`,
+/// leaves within a few seconds and exits 0: the acknowledgements of its
+/// lines wait on its link behind the stream, which it reads only as fast
+/// as it prints, so once they are late by `--stall-timeout` it stops
+/// printing to leave and reads its links at once. Before, it waited for
+/// them for minutes (attack27 F1: still running 107 s after its stdin
+/// ended).
+#[test]
+fn a_member_read_slowly_while_another_streams_leaves_at_the_end_of_its_stdin() {
+    const RATE: f64 = 20_000.0;
+    let args = ["--stall-timeout", "2"];
+    let dir = TempDir::new("leave-slow");
+    let mut n1 = node("n1")
+        .args(&args)
+        .arg("--exit-on-eof")
+        .raw_stdout()
+        .start();
+    let (reader, read) = read_slowly(n1.take_stdout(), RATE);
+    let _n0 = file_sender(
+        &dir,
+        "n0",
+        60_000,
+        &[&args[..], &["--wait-members", "1"]].concat(),
+        Some(&n1),
+    );
+    // The stream has filled n1's buffers: its stdout is behind.
+    let by = Instant::now() + DEADLINE;
+    while read.load(Ordering::Relaxed) < 60_000 {
+        assert!(Instant::now() < by, "n1 printed nothing: {}", n1.log_text());
+        thread::sleep(Duration::from_millis(50));
+    }
+    n1.send(b"n1-1\nn1-2\nn1-3\n");
+    n1.close_stdin();
+    let ended = Instant::now();
+    let status = n1.expect_exit(Duration::from_secs(40));
+    let took = ended.elapsed();
+    let log = n1.log_text();
+    assert_eq!(status.code(), Some(0), "n1:\n{log}");
+    assert!(
+        took < Duration::from_secs(15),
+        "n1 exited {took:?} after its stdin ended:\n{log}"
+    );
+    let summary = n1.wait_log("summary");
+    assert!(summary.contains("3 lines delivered"), "{summary}");
+    drop(reader);
+}
+
 /// a, b and c with `args`, c's stdout a pipe the test holds and never
 /// reads; a (--exit-on-eof) sent lines through b: when a logged c down.
 struct UnreadMember {

@@ -312,7 +312,9 @@ fn two_processes_under_one_key_both_say_so_and_neither_exits_0() {
         "members.txt",
         format!("{a_pub} a\n{b_pub} b\n{x_pub} x\n").as_bytes(),
     );
-    let common = ["--allow", &members, "--keepalive", "1"];
+    // Degree 1: x1 links to a alone, x2 to b alone (b linked to x1 would
+    // refuse x2 as a duplicate of it, and x2 would never get in).
+    let common = ["--allow", &members, "--keepalive", "1", "--degree", "1"];
     let a = node("a").args(&["--key", &a_key]).args(&common).start();
     let b = node("b")
         .args(&["--key", &b_key])
