@@ -164,6 +164,8 @@ pub struct Router {
     /// read again only from here on, so that what neighbours sent meanwhile
     /// (a member's goodbye among it) is read first ([`RESUMED_READS`]).
     stdin_after: Option<Instant>,
+    /// When the last wait for work ended (`next_step`).
+    woke: Instant,
     /// Seeds whose failures were logged as warnings since they last worked.
     seeds_warned: HashSet<usize>,
     stopping: bool,
@@ -252,6 +254,7 @@ impl Router {
             leave_by: None,
             settle_by: None,
             stdin_after: None,
+            woke: Instant::now(),
             drain_by: None,
             drain_since: None,
             eof_at: None,
@@ -328,6 +331,13 @@ impl Router {
     }
 
     fn next_step(&mut self, stop: &Receiver<Never>, hurry: &Receiver<Never>) -> Step {
+        // Stopped while it worked, not while it waited (the wait below
+        // only sees a stop that began in it): the last turn took over a
+        // second. Under load a SIGSTOP landed there often enough that a
+        // node cut meanwhile did not say why (a CI run).
+        if note_oversleep(&mut self.mesh, self.woke) {
+            self.stdin_after = Some(Instant::now() + RESUMED_READS);
+        }
         let mut sel = Select::new();
         let events = sel.recv(&self.events);
         let found = match &self.found {
@@ -414,12 +424,17 @@ impl Router {
                 if note_oversleep(&mut self.mesh, at.max(now)) {
                     self.stdin_after = Some(Instant::now() + RESUMED_READS);
                 }
+                self.woke = Instant::now();
                 match oper {
                     Ok(oper) => oper,
                     Err(_) => return Step::Timer,
                 }
             }
-            None => sel.select(),
+            None => {
+                let oper = sel.select();
+                self.woke = Instant::now();
+                oper
+            }
         };
         match oper.index() {
             i if i == events => {
