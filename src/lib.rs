@@ -45,8 +45,13 @@
 //! leaving at the end of its stdin first prints what is on its way to it
 //! (at most 2 s, or `--stall-timeout` while a member still sends,
 //! `Mesh::members_sending`), then stops printing, and once stdout took
-//! what it was handed its leaving STATUS acknowledges exactly that,
-//! finally, `mesh::leave`; lines it did not print are reported as gaps).
+//! what it was handed (at most 1 s, or `--stall-timeout` while stdout
+//! still moves) its leaving STATUS acknowledges exactly that,
+//! finally, `mesh::leave`; lines it did not print are reported as gaps;
+//! once it prints no more, it reads its links at once, not at its
+//! stdout's pace, `Router::next_step`; with its stdout stuck, or behind
+//! while its lines' acknowledgements are late by `--stall-timeout`, it
+//! goes on to leave without them, `Router::check_eof`).
 //! What a node holds of other senders' lines, what it queues for each
 //! neighbour and its repair answers are bounded node-wide
 //! (`mesh::memory_budget`, `Router::queue_has_room`, `Mesh::repair_room`),
@@ -61,12 +66,15 @@
 //! (`Action::Cut` -> `Outbox::cut`). A member back after it was taken for
 //! down is told which of its lines each sender no longer keeps (unkept
 //! entries, `mesh::lost`); a member restarted under the same `--key` is
-//! told from its last life by its `status_seq` jump, and each sender keeps
+//! told from its last life by its `status_seq` jump (or a goodbye, or a
+//! `sent_seq` that went down), and each sender keeps
 //! books per life and forgets where its lines stood (`Mesh::new_life`);
 //! two processes running at once under one id find each other and count
 //! no delivery as certain (`Mesh::id_conflict`). A node woken long after
-//! its deadline (stopped) reads its neighbours for half a second before
-//! more stdin (`router::RESUMED_READS`).
+//! its deadline, or whose turn took over a second (stopped), reads its
+//! neighbours for half a second before more stdin
+//! (`router::RESUMED_READS`). A member whose stdout takes part of a long
+//! line says so (`mesh::FLAG_PRINTING`), so its senders wait for it.
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
 //! acknowledged -> stops printing, lets stdout take what it was handed (at
 //! most 1 s) -> tells the group it leaves, with acknowledgements of exactly
