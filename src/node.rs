@@ -262,13 +262,18 @@ fn advertise(config: &Config, listening: Option<SocketAddr>) -> Option<SocketAdd
     }
 }
 
-/// Microseconds since the epoch: where our STATUS frames count from
-/// ([`Mesh::count_status_from`]).
-pub fn epoch_micros() -> u64 {
+/// Nanoseconds since the epoch: where our STATUS frames count from
+/// ([`Mesh::count_status_from`]). Nanoseconds, not microseconds: a
+/// process restarted 5 ms after the last one joined then jumps 5,000,000
+/// ahead, far past any jump the same process makes one STATUS at a time
+/// (`mesh::members::NEW_LIFE_JUMP`); in microseconds it jumped 5,000, no
+/// more than the same process may, and was taken for it (attack27 F2,
+/// attack28 F1). A u64 holds them until the year 2554.
+pub fn epoch_nanos() -> u64 {
     let since_epoch = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
+    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX / 2)
 }
 
 /// Runs a node until it stops: Ctrl-C, stdin EOF under `--exit-on-eof`, or

@@ -219,27 +219,29 @@ pub const LIVES_KEPT: usize = 8;
 /// Whether a STATUS with `status_seq`, from a member whose last one had
 /// `before` and came `quiet` ago, is from a new process under its id (a
 /// restart with the same `--key`). A node counts its status_seq from the
-/// microseconds since the epoch when it first got a neighbour, one more
+/// nanoseconds since the epoch when it first got a neighbour, one more
 /// per STATUS: a new life jumps ahead by about how long the last one was
 /// in the group plus the time since, while the same process, stopped or
 /// cut off, sends 500 STATUS frames a second at most (`STATUS_GAP`):
 /// a jump of more than half the microseconds it was quiet, and of
-/// [`NEW_LIFE_JUMP`] at least, is a restart.
+/// [`NEW_LIFE_JUMP`] at least, is a restart. (Nodes before 2026-11-28
+/// counted in microseconds: a jump of 1,000 per microsecond is a restart
+/// all the more.)
 pub fn is_new_life(before: u64, status_seq: u64, quiet: Duration) -> bool {
     let jump = status_seq.saturating_sub(before);
     let quiet_us = u64::try_from(quiet.as_micros()).unwrap_or(u64::MAX);
     jump > (quiet_us / 2).max(NEW_LIFE_JUMP)
 }
 
-/// The least jump of a member's status_seq, in microseconds, that is a new
-/// process under its id whatever the silence before it ([`is_new_life`]):
-/// 10 ms. The same process would need 5,000 STATUS frames to jump as far
-/// (20 s of them, reordered past one another), and a restart takes longer
-/// than that to get its first neighbour. It was 100 ms, and a process
-/// restarted under the same `--key` within 100 ms of the last one's first
-/// link was taken for that one: members dropped its first lines as
-/// duplicates of the last one's, and it counted them delivered (attack26
-/// F1).
+/// The least jump of a member's status_seq that is a new process under
+/// its id whatever the silence before it ([`is_new_life`]): 10 µs of the
+/// clock its lives count from (10 ms for a node counting in microseconds).
+/// The same process would need 10,000 STATUS frames to jump as far (20 s
+/// of them, reordered past one another). It was 100,000, in microseconds,
+/// and a process restarted under the same `--key` within 100 ms of the
+/// last one's first link was taken for that one: members dropped its first
+/// lines as duplicates of the last one's, and it counted them delivered
+/// (attack26 F1); at 10 ms, within 5 ms (attack27 F2).
 pub const NEW_LIFE_JUMP: u64 = 10_000;
 
 /// How the reason of a member down for silence starts.

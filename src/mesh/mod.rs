@@ -870,7 +870,7 @@ impl Mesh {
     }
 
     /// Our STATUS frames count from `first` on (the router passes the
-    /// microseconds since the epoch as it greets its first neighbour,
+    /// nanoseconds since the epoch as it greets its first neighbour,
     /// [`Mesh::has_joined`]): a node restarted under the same id
     /// (`--key`) must announce newer STATUS frames than its last life did,
     /// or every member takes them for old ones, ignores them and keeps it

@@ -271,7 +271,7 @@ impl Router {
         entry.in_mesh = true;
         let info = &entry.info;
         if !self.mesh.has_joined() {
-            self.mesh.count_status_from(crate::node::epoch_micros());
+            self.mesh.count_status_from(crate::node::epoch_nanos());
         }
         self.mesh.neighbour_up(
             Instant::now(),
