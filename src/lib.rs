@@ -50,8 +50,9 @@
 //! finally, `mesh::leave`; lines it did not print are reported as gaps;
 //! once it prints no more, it reads its links at once, not at its
 //! stdout's pace, `Router::next_step`; with its stdout stuck, or behind
-//! while its lines' acknowledgements are late by `--stall-timeout`, it
-//! goes on to leave without them, `Router::check_eof`).
+//! (its links held back for `--stall-timeout` since stdin ended) while
+//! its lines wait for acknowledgements, it goes on to leave without
+//! waiting for them, `Router::check_eof`).
 //! What a node holds of other senders' lines, what it queues for each
 //! neighbour and its repair answers are bounded node-wide
 //! (`mesh::memory_budget`, `Router::queue_has_room`, `Mesh::repair_room`),

@@ -782,6 +782,15 @@ impl Mesh {
         }
     }
 
+    /// How long the router has held back its neighbours' frames in all
+    /// (its stdout blocked, or the process stopped), up to `now`.
+    pub fn held_back_in_all(&self, now: Instant) -> Duration {
+        self.held_before
+            + self
+                .held_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
     /// How long the router held back its neighbours' frames (its stdout
     /// blocked, or the process stopped), if that lasted half a stall
     /// timeout or more and is going on or ended less than a stall timeout

@@ -160,7 +160,7 @@ impl Router {
         if self.node.config.exit_on_eof {
             log::info!("stdin ended: stopping once every member has acknowledged every line");
             self.eof_pending = true;
-            self.eof_at = Some(Instant::now());
+            self.held_at_eof = Some(self.mesh.held_back_in_all(Instant::now()));
             self.mesh.draining();
         } else {
             log::info!("stdin ended; still relaying and printing until Ctrl-C");
@@ -565,21 +565,26 @@ impl Router {
         true
     }
 
-    /// At the end of stdin, our lines still wait for acknowledgements
-    /// after `--stall-timeout`, and our stdout is behind: the frames on
-    /// our links, acknowledgements among them, come only as fast as it
-    /// prints (a member streaming to us fills them). So we go on to
+    /// At the end of stdin, our lines still wait for acknowledgements,
+    /// and our stdout is behind: the frames on our links, acknowledgements
+    /// among them, come only as fast as it prints (a member streaming to
+    /// us fills them). So we go on to
     /// leave: we stop printing (at most a catch-up wait later,
     /// `ready_to_leave`), and from then on read our links at once
     /// (`next_step`), so that the acknowledgements reach our books before
     /// we go. Before, a node whose stdout took 20 KB/s while a member
     /// streamed to it waited minutes, and exited 3 on a signal with its
     /// lines "not acknowledged" by a member that had them (attack27 F1).
+    /// Behind: since stdin ended, our links waited unread behind our
+    /// stdout for `--stall-timeout` in all (a stdout that merely lags a
+    /// batch holds nothing back that long, and a member slow to
+    /// acknowledge is waited for as before, `Mesh::find_stalled`).
     fn eof_acks_behind_stdout(&mut self, now: Instant) -> bool {
-        let waited = self
-            .eof_at
-            .is_some_and(|at| now >= at + self.node.config.stall_timeout);
-        if !waited || !self.mesh.is_output_waiting() {
+        let Some(held_at_eof) = self.held_at_eof else {
+            return false;
+        };
+        let held = self.mesh.held_back_in_all(now).saturating_sub(held_at_eof);
+        if held < self.node.config.stall_timeout {
             return false;
         }
         if !self.eof_gave_up {

@@ -149,8 +149,9 @@ pub struct Router {
     /// moves (slowly) may push `drain_by` on, up to `--stall-timeout`
     /// later (at the end of stdin, not on a signal).
     drain_since: Option<(Instant, bool)>,
-    /// When stdin ended (`--exit-on-eof`).
-    eof_at: Option<Instant>,
+    /// How long our links had waited unread behind our stdout in all when
+    /// stdin ended (`--exit-on-eof`).
+    held_at_eof: Option<Duration>,
     /// At the end of stdin our stdout was stuck or behind: we stopped
     /// waiting for acknowledgements before we leave (`check_eof`).
     eof_gave_up: bool,
@@ -257,7 +258,7 @@ impl Router {
             woke: Instant::now(),
             drain_by: None,
             drain_since: None,
-            eof_at: None,
+            held_at_eof: None,
             eof_gave_up: false,
             left: false,
             seeds_warned: HashSet::new(),
