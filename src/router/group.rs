@@ -517,10 +517,7 @@ impl Router {
         }
         let now = Instant::now();
         if !self.left {
-            if !self.mesh.eof_settled()
-                && !self.eof_while_stuck()
-                && !self.eof_acks_behind_stdout(now)
-            {
+            if !self.mesh.eof_settled() && !self.eof_acks_behind_stdout(now) {
                 return;
             }
             let Some(final_acks) = self.ready_to_leave(now, LEAVE_WAIT) else {
@@ -543,56 +540,49 @@ impl Router {
         self.node.shutdown.trigger(Cause::StdinEof);
     }
 
-    /// At the end of stdin, our stdout is stuck: we told our neighbours,
-    /// they cut us, and we read nothing from our links while stdout takes
-    /// nothing (a link's end included: its reader's last frames wait
-    /// behind stdout). No acknowledgement can reach us, so we wait for
-    /// none: we leave, and our lines not acknowledged by then count as
-    /// such (exit 3). Before, such a node (`peercat --exit-on-eof |
-    /// less`, paused) waited for its members forever, its links taken
-    /// for up (attack26 F2).
-    fn eof_while_stuck(&mut self) -> bool {
-        if !self.mesh.is_output_stuck() {
-            return false;
-        }
-        if !self.eof_gave_up {
-            self.eof_gave_up = true;
-            log::warn!(
-                "stdout is stuck, so this node reads nothing from its links: not waiting \
-                 for the members to acknowledge our lines"
-            );
-        }
-        true
-    }
-
-    /// At the end of stdin, our lines still wait for acknowledgements,
-    /// and our stdout is behind: the frames on our links, acknowledgements
-    /// among them, come only as fast as it prints (a member streaming to
-    /// us fills them). So we go on to
-    /// leave: we stop printing (at most a catch-up wait later,
-    /// `ready_to_leave`), and from then on read our links at once
-    /// (`next_step`), so that the acknowledgements reach our books before
-    /// we go. Before, a node whose stdout took 20 KB/s while a member
-    /// streamed to it waited minutes, and exited 3 on a signal with its
-    /// lines "not acknowledged" by a member that had them (attack27 F1).
-    /// Behind: since stdin ended, our links waited unread behind our
-    /// stdout for `--stall-timeout` in all (a stdout that merely lags a
-    /// batch holds nothing back that long, and a member slow to
-    /// acknowledge is waited for as before, `Mesh::find_stalled`).
+    /// At the end of stdin, whether we go on to leave though our lines
+    /// still wait for acknowledgements, because those wait unread behind
+    /// our stdout on our links (true once that was logged).
+    /// - Our stdout is stuck: we told our neighbours, they cut us, and we
+    ///   read nothing from our links while stdout takes nothing (a link's
+    ///   end included: its reader's last frames wait behind stdout). No
+    ///   acknowledgement can reach us, so we wait for none, and our lines
+    ///   not acknowledged by then count as such (exit 3). Before, such a
+    ///   node (`peercat --exit-on-eof | less`, paused) waited for its
+    ///   members forever, its links taken for up (attack26 F2).
+    /// - Our stdout is behind: since stdin ended, our links waited unread
+    ///   behind it for `--stall-timeout` in all (a member streaming to us
+    ///   fills them; a stdout that merely lags a batch holds nothing back
+    ///   that long, and a member slow to acknowledge is waited for as
+    ///   before, `Mesh::find_stalled`). We stop printing (at most a
+    ///   catch-up wait later, `ready_to_leave`), and from then on read our
+    ///   links at once (`next_step`), so that the acknowledgements reach
+    ///   our books before we go. Before, a node whose stdout took 20 KB/s
+    ///   while a member streamed to it waited minutes, and exited 3 on a
+    ///   signal with its lines "not acknowledged" by a member that had
+    ///   them (attack27 F1).
     fn eof_acks_behind_stdout(&mut self, now: Instant) -> bool {
-        let Some(held_at_eof) = self.held_at_eof else {
-            return false;
-        };
-        let held = self.mesh.held_back_in_all(now).saturating_sub(held_at_eof);
-        if held < self.node.config.stall_timeout {
+        let stuck = self.mesh.is_output_stuck();
+        let behind = self.held_at_eof.is_some_and(|at_eof| {
+            let held = self.mesh.held_back_in_all(now).saturating_sub(at_eof);
+            held >= self.node.config.stall_timeout
+        });
+        if !stuck && !behind {
             return false;
         }
         if !self.eof_gave_up {
             self.eof_gave_up = true;
-            log::info!(
-                "stdout is behind, and the acknowledgements of our lines wait behind it on \
-                 our links: leaving now, to read them"
-            );
+            if stuck {
+                log::warn!(
+                    "stdout is stuck, so this node reads nothing from its links: not \
+                     waiting for the members to acknowledge our lines"
+                );
+            } else {
+                log::info!(
+                    "stdout is behind, and the acknowledgements of our lines wait behind \
+                     it on our links: leaving now, to read them"
+                );
+            }
         }
         true
     }

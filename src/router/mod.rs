@@ -336,9 +336,13 @@ impl Router {
         // only sees a stop that began in it): the last turn took over a
         // second. Under load a SIGSTOP landed there often enough that a
         // node cut meanwhile did not say why (a CI run).
-        if note_oversleep(&mut self.mesh, self.woke) {
-            self.stdin_after = Some(Instant::now() + RESUMED_READS);
-        }
+        let turn_began = self.woke;
+        note_stop(
+            &mut self.mesh,
+            &mut self.woke,
+            &mut self.stdin_after,
+            turn_began,
+        );
         let mut sel = Select::new();
         let events = sel.recv(&self.events);
         let found = match &self.found {
@@ -422,10 +426,8 @@ impl Router {
                 // spun, and members stalled for 2 x --stall-timeout were
                 // "printing again": the node never exited, attack17 F7).
                 let oper = sel.select_deadline(at);
-                if note_oversleep(&mut self.mesh, at.max(now)) {
-                    self.stdin_after = Some(Instant::now() + RESUMED_READS);
-                }
-                self.woke = Instant::now();
+                let due = at.max(now);
+                note_stop(&mut self.mesh, &mut self.woke, &mut self.stdin_after, due);
                 match oper {
                     Ok(oper) => oper,
                     Err(_) => return Step::Timer,
@@ -812,21 +814,26 @@ impl Router {
     }
 }
 
-/// Woken long after the deadline we slept to: the process was stopped
-/// (SIGSTOP, a suspended host) or starved meanwhile, and frames from
-/// neighbours waited unread all that time. The mesh does not count it as
-/// their silence (a resumed node called live members down, "silent for
-/// 15s", before it had read what they sent), nor, when stdout was already
-/// blocked, as our stdout taking nothing (`mesh::FLAG_STUCK`).
-fn note_oversleep(mesh: &mut Mesh, deadline: Instant) -> bool {
+/// Now is long after `due` (the deadline we slept to, or the start of a
+/// turn that should have been short): the process was stopped (SIGSTOP,
+/// a suspended host) or starved meanwhile, and frames from neighbours
+/// waited unread all that time. The mesh does not count it as their
+/// silence (a resumed node called live members down, "silent for 15s",
+/// before it had read what they sent), nor, when stdout was already
+/// blocked, as our stdout taking nothing (`mesh::FLAG_STUCK`); and stdin
+/// waits until the neighbours had their turn (`stdin_after`,
+/// [`RESUMED_READS`]). Either way, `woke` is now. (The router's fields,
+/// not the router: its channels are borrowed by the wait.)
+fn note_stop(mesh: &mut Mesh, woke: &mut Instant, stdin_after: &mut Option<Instant>, due: Instant) {
     let now = Instant::now();
-    if now > deadline + crate::threads::OVERSLEPT {
-        mesh.overslept(now);
-        if !mesh.is_inbound_held() {
-            mesh.inbound_held(deadline, true);
-            mesh.inbound_held(now, false);
-        }
-        return true;
+    *woke = now;
+    if now <= due + crate::threads::OVERSLEPT {
+        return;
     }
-    false
+    mesh.overslept(now);
+    if !mesh.is_inbound_held() {
+        mesh.inbound_held(due, true);
+        mesh.inbound_held(now, false);
+    }
+    *stdin_after = Some(now + RESUMED_READS);
 }
