@@ -2256,6 +2256,15 @@ fn printing_status(member: NodeId, status_seq: u64, other: u64) -> Status {
     }
 }
 
+/// A mesh with members 7 and 8 (two hops away) that owe our lines 1..=10.
+fn seven_and_eight_owing_ten_lines() -> (Mesh, Instant) {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 2, 0));
+    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
+    own_lines(&mut m, t0, 1, 10);
+    (m, t0)
+}
+
 fn stalled(m: &Mesh, id: NodeId) -> bool {
     m.books().iter().any(|b| b.id == id && b.stalled)
 }
@@ -2265,10 +2274,7 @@ fn a_member_whose_stdout_takes_part_of_a_long_line_says_so_and_is_not_stalled() 
     // 7's stdout takes a long line slowly: its acknowledgements stand
     // still, but every STATUS says its stdout moved (FLAG_PRINTING); 8's
     // say nothing of the kind. 2 x --stall-timeout is 10 s.
-    let (mut m, t0) = with_neighbours(config(), 1);
-    on_status(&mut m, t0, 1, status(7, 1, 2, 0));
-    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
-    own_lines(&mut m, t0, 1, 10);
+    let (mut m, t0) = seven_and_eight_owing_ten_lines();
     for step in 1..=7 {
         let now = t0 + Duration::from_secs(2 * step);
         let moving = Status {
@@ -2326,10 +2332,7 @@ fn a_member_printing_other_senders_lines_is_not_stalled_but_one_printing_nothing
     // 7 prints sender 9's lines while ours wait behind them; 8 prints
     // nothing (`peercat | sleep 600`). Both send a STATUS every 2 s (not
     // silent). 2 x --stall-timeout is 10 s.
-    let (mut m, t0) = with_neighbours(config(), 1);
-    on_status(&mut m, t0, 1, status(7, 1, 2, 0));
-    on_status(&mut m, t0, 1, status(8, 1, 2, 0));
-    own_lines(&mut m, t0, 1, 10);
+    let (mut m, t0) = seven_and_eight_owing_ten_lines();
     let mut other = 0;
     let mut at = |m: &mut Mesh, step: u64, printing: bool| {
         let now = t0 + Duration::from_secs(2 * step);

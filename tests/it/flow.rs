@@ -277,6 +277,35 @@ fn file_sender(dir: &TempDir, name: &str, lines: u64, args: &[&str], seed: Optio
     builder.start()
 }
 
+/// Waits until the slow reader of `node`'s stdout took `bytes` (`read`:
+/// how much it took so far).
+fn wait_taken(read: &AtomicUsize, bytes: usize, node: &Node) {
+    let by = Instant::now() + DEADLINE;
+    while read.load(Ordering::Relaxed) < bytes {
+        assert!(
+            Instant::now() < by,
+            "{}'s stdout was not read: {}",
+            node.name,
+            node.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ends `node`'s stdin after `lines`; its exit status (within `secs`
+/// seconds), how long after its stdin ended it exited, and its log.
+fn end_stdin(
+    node: &mut Node,
+    lines: &[u8],
+    secs: u64,
+) -> (std::process::ExitStatus, Duration, String) {
+    node.send(lines);
+    node.close_stdin();
+    let ended = Instant::now();
+    let status = node.expect_exit(Duration::from_secs(secs));
+    (status, ended.elapsed(), node.log_text())
+}
+
 /// `s`, sending to `r` whose stdout is read slowly (`read`: how much
 /// its reader took), exits 0, and neither logged a stall, a stuck stdout
 /// or giving up on the other.
@@ -571,11 +600,7 @@ fn a_member_leaving_in_the_middle_of_a_long_line_read_slowly_finishes_it() {
     s.send(&padded_lines(1, 1, LENGTH));
     s.close_stdin();
     // r's stdin ends once its stdout has taken the line's first 2 KB.
-    let by = Instant::now() + DEADLINE;
-    while read.load(Ordering::Relaxed) < 2_000 {
-        assert!(Instant::now() < by, "r printed nothing: {}", r.log_text());
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_taken(&read, 2_000, &r);
     r.close_stdin();
     r.expect_exit(Duration::from_secs(20));
     let took = read.load(Ordering::Relaxed);
@@ -613,15 +638,7 @@ fn a_member_read_slowly_stopped_by_a_signal_ends_on_a_whole_line_and_counts_it()
     let _a = file_sender(&dir, "a", 200_000, &["--wait-members", "1"], Some(&b));
     // Stopped while its reader is busy: once 12 KB were read (the
     // reader's count, looked at every 50 ms).
-    let by = Instant::now() + DEADLINE;
-    while read.load(Ordering::Relaxed) < 12_000 {
-        assert!(
-            Instant::now() < by,
-            "b's stdout was not read: {}",
-            b.log_text()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_taken(&read, 12_000, &b);
     b.signal("TERM");
     b.expect_exit(Duration::from_secs(10));
     // What its pipe still holds, read at once.
@@ -845,12 +862,7 @@ fn a_member_whose_stdout_nobody_reads_exits_at_the_end_of_its_stdin() {
     let (_feeder, _) = feed(a.take_stdin(), 100_000);
     c.wait_log_for("stdout has taken nothing", DEADLINE);
     // Lines read now go out, but their acknowledgements wait unread.
-    c.send(b"c-1\nc-2\nc-3\n");
-    c.close_stdin();
-    let ended = Instant::now();
-    let status = c.expect_exit(Duration::from_secs(30));
-    let took = ended.elapsed();
-    let log = c.log_text();
+    let (status, took, log) = end_stdin(&mut c, b"c-1\nc-2\nc-3\n", 30);
     assert_eq!(status.code(), Some(3), "c:\n{log}");
     assert!(
         took < Duration::from_secs(8),
@@ -886,17 +898,8 @@ fn a_member_read_slowly_while_another_streams_leaves_at_the_end_of_its_stdin() {
         Some(&n1),
     );
     // The stream has filled n1's buffers: its stdout is behind.
-    let by = Instant::now() + DEADLINE;
-    while read.load(Ordering::Relaxed) < 60_000 {
-        assert!(Instant::now() < by, "n1 printed nothing: {}", n1.log_text());
-        thread::sleep(Duration::from_millis(50));
-    }
-    n1.send(b"n1-1\nn1-2\nn1-3\n");
-    n1.close_stdin();
-    let ended = Instant::now();
-    let status = n1.expect_exit(Duration::from_secs(40));
-    let took = ended.elapsed();
-    let log = n1.log_text();
+    wait_taken(&read, 60_000, &n1);
+    let (status, took, log) = end_stdin(&mut n1, b"n1-1\nn1-2\nn1-3\n", 40);
     assert_eq!(status.code(), Some(0), "n1:\n{log}");
     assert!(
         took < Duration::from_secs(15),
