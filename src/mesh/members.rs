@@ -455,7 +455,8 @@ impl Mesh {
     pub(super) fn send_status(&mut self, now: Instant) {
         let status = self.own_status(now);
         match self.own_route(now, &status) {
-            Some(to) => {
+            Some(mut to) => {
+                self.printing_to_all(now, &status, &mut to);
                 let mut routed = status;
                 routed.flags |= FLAG_ROUTED;
                 let bytes = Arc::new(Frame::Status(routed).to_bytes());
@@ -464,6 +465,9 @@ impl Mesh {
             None => {
                 let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
                 self.flood_due = false;
+                if status.flags & super::FLAG_PRINTING != 0 {
+                    self.printing_told_all = Some(now);
+                }
                 self.flooded = Some((now, status));
                 self.broadcast(&bytes, 0, None);
             }

@@ -467,6 +467,9 @@ pub struct Mesh {
     /// Our stdout took output since our last STATUS without finishing a
     /// line ([`FLAG_PRINTING`]).
     moved_unsaid: bool,
+    /// When a STATUS saying our stdout moved last went to every neighbour,
+    /// not only to our parents (`stuck.rs`, `printing_to_all`).
+    printing_told_all: Option<Instant>,
 }
 
 /// Something refused again and again (a stranger's doing, as often as
@@ -557,6 +560,7 @@ impl Mesh {
             id_conflict: None,
             joined: false,
             moved_unsaid: false,
+            printing_told_all: None,
             foreign_status: None,
         }
     }

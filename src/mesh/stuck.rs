@@ -123,6 +123,35 @@ impl Mesh {
         }
     }
 
+    /// Our routed STATUS goes `to` our parents; one saying our stdout
+    /// moved ([`FLAG_PRINTING`]) goes to every neighbour now and then,
+    /// at most every third of a stall timeout. Any neighbour's frames may
+    /// wait unread behind our stdout, not only our parents': in a triangle
+    /// a relay's copies of a sender's stream wait behind the sender's own
+    /// link (the first arrivals, which make the sender our parent, until
+    /// we read the copies and prune the relay). The relay's writer then
+    /// cut us as "read none of our messages" after `--stall-timeout`, our
+    /// stdout printing all along (attack29 F1), when our flooded STATUS
+    /// comes only every keepalive. A neighbour not on the route passes it
+    /// on toward the origins as any routed STATUS; they drop the copy.
+    pub(super) fn printing_to_all(&mut self, now: Instant, status: &Status, to: &mut Vec<Conn>) {
+        if status.flags & FLAG_PRINTING == 0 {
+            return;
+        }
+        let due = self.printing_told_all.map_or(true, |at| {
+            now.saturating_duration_since(at) >= self.cfg.stall_timeout / 3
+        });
+        if !due {
+            return;
+        }
+        self.printing_told_all = Some(now);
+        for conn in self.neighbours.keys() {
+            if !to.contains(conn) {
+                to.push(*conn);
+            }
+        }
+    }
+
     /// `status` came on `conn`: a neighbour that says its stdout is stuck
     /// (one hop, on its own link) is cut.
     pub(super) fn cut_if_stuck(&mut self, conn: Conn, status: &Status) {

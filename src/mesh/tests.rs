@@ -4594,6 +4594,55 @@ fn an_acknowledgement_goes_to_the_origins_parent_only_while_a_flood_is_recent() 
     assert_eq!(acked(1100, 2001, 4000), [(1, 0), (2, 0), (3, 0)]);
 }
 
+/// Lines of 7 come through conn 1, our parent for 7, and go out while
+/// our stdout moves: the STATUS acknowledging them goes toward 7 only,
+/// but saying that our stdout moves ([`FLAG_PRINTING`]) it goes to every
+/// neighbour at least every third of a stall timeout. Any of them may
+/// have frames waiting unread behind our stdout (a relay's copies of 7's
+/// stream), and its writer cuts us if it hears of no progress for a
+/// stall timeout (3 s here), where our keepalive STATUS is 10 s apart
+/// (attack29 F1).
+#[test]
+fn a_status_saying_our_stdout_moves_goes_to_every_neighbour_every_third_of_a_stall_timeout() {
+    let cfg = MeshConfig {
+        keepalive: secs(10.0),
+        stall_timeout: secs(3.0),
+        ..config()
+    };
+    let (mut m, t0) = with_neighbours(cfg, 3);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
+    m.tick(t0 + Duration::from_millis(60));
+    drain(&mut m);
+    m.output_waiting(t0 + Duration::from_millis(60), true);
+    let routed = super::members::FLAG_ROUTED;
+    // 7's seqs `first..=last` arrive `at_ms` after t0 and our stdout
+    // moved (`moved`) or not: where the STATUS acknowledging them went,
+    // and whether it said our stdout moves.
+    let mut acked = |at_ms: u64, first: u64, last: u64, moved: bool| {
+        let t = t0 + Duration::from_millis(at_ms);
+        let msgs: Vec<_> = (first..=last).map(|s| (7, s, 1, 16)).collect();
+        if moved {
+            m.output_moved(t);
+        }
+        let mut actions = feed(&mut m, t, 1, &msgs);
+        m.tick(t + Duration::from_millis(3));
+        actions.extend(drain(&mut m));
+        let mut sent: Vec<(Conn, bool)> = statuses_sent(&actions)
+            .into_iter()
+            .inspect(|(_, s)| assert_ne!(s.flags & routed, 0, "{s:?}"))
+            .map(|(c, s)| (c, s.flags & FLAG_PRINTING != 0))
+            .collect();
+        sent.sort();
+        sent
+    };
+    let all = [(1, true), (2, true), (3, true)];
+    assert_eq!(acked(100, 2, 2000, true), all);
+    assert_eq!(acked(600, 2001, 4000, true), [(1, true)], "0.5 s later");
+    assert_eq!(acked(1100, 4001, 6000, true), all, "a third of 3 s later");
+    assert_eq!(acked(2200, 6001, 8000, false), [(1, false)], "not moved");
+}
+
 #[test]
 fn a_routed_status_is_passed_toward_the_origin_and_flooded_where_no_parent_is_known() {
     let (mut m, t0) = parent_of_7_is_conn_1();
