@@ -75,7 +75,9 @@
 //! its deadline, or whose turn took over a second (stopped), reads its
 //! neighbours for half a second before more stdin
 //! (`router::RESUMED_READS`). A member whose stdout takes part of a long
-//! line says so (`mesh::FLAG_PRINTING`), so its senders wait for it.
+//! line says so (`mesh::FLAG_PRINTING`), so its senders wait for it, and
+//! to every neighbour now and then (`Mesh::printing_to_all`), so that none
+//! whose frames wait behind its stdout cuts it.
 //! Ctrl-C: shutdown trigger -> router waits (at most 2 s) for our lines to be
 //! acknowledged -> stops printing, lets stdout take what it was handed (at
 //! most 1 s) -> tells the group it leaves, with acknowledgements of exactly
