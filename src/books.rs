@@ -73,7 +73,10 @@ impl Books {
         }
         let mut received = format!("received {}", plural(self.delivered, "message"));
         if self.gaps > 0 {
-            received += &format!(" ({} lost to this node: see the gap lines)", self.gaps);
+            received += &format!(
+                " ({} lost to this node: see the \"lost ... from\" warnings)",
+                self.gaps
+            );
         }
         parts.push(received);
         parts.join("; ")

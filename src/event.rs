@@ -165,6 +165,19 @@ impl fmt::Display for Ending {
     }
 }
 
+/// What a failed dial says about the address dialed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialFailure {
+    /// Not reached, or the connection failed: try again later.
+    Failed,
+    /// The HELLO was our own: the address is this node.
+    Myself,
+    /// A node there that this one cannot join as it is configured (a
+    /// private group, a refusal in the handshake, a key that is not its
+    /// id): the user must hear it, even after earlier failures.
+    CannotJoin,
+}
+
 /// What connection threads tell the router.
 pub enum Event {
     /// HELLOs exchanged: admit or refuse this connection.
@@ -190,12 +203,11 @@ pub enum Event {
     },
     /// The outbox went back under its low-water mark.
     Drained { conn: ConnId },
-    /// A dial asked for by the mesh did not get as far as a HELLO
-    /// (`myself`: the HELLO was our own).
+    /// A dial asked for by the mesh did not get as far as a HELLO.
     DialFailed {
         target: DialTarget,
         reason: String,
-        myself: bool,
+        kind: DialFailure,
     },
     /// The probe of a member asked for by the mesh ended.
     Probed { member: NodeId, result: ProbeResult },

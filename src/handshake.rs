@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::frame::{self, Frame, FrameError, Hello, NodeId, MAX_HELLO_LEN};
 use crate::secure::link::Link;
 use crate::secure::noise::MAGIC;
+use crate::secure::record::OpenError;
 use crate::wire::{classify, describe, IoFailure, ReadBuf};
 
 /// How long a new connection may take to say HELLO.
@@ -137,7 +138,13 @@ pub fn exchange(
                 IoFailure::Timeout | IoFailure::Interrupted => {}
                 // A bad record on an encrypted link, or a refusal.
                 _ if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Err(HandshakeError::Protocol(e.to_string()))
+                    let refused = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<OpenError>());
+                    return Err(match refused {
+                        Some(OpenError::Refused(reason)) => HandshakeError::Refused(reason.clone()),
+                        _ => HandshakeError::Protocol(e.to_string()),
+                    });
                 }
                 _ => return Err(HandshakeError::Io(e)),
             },

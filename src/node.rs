@@ -413,7 +413,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
         gate,
         dialer,
     };
-    let outcome = Router::new(node.clone(), mesh, wiring).run();
+    let finished = Router::new(node.clone(), mesh, wiring).run();
 
     node.shut_all_streams();
     if let Some(addr) = local {
@@ -431,14 +431,20 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     if handed > written {
         // Never acknowledged (see `event::PrintedSoFar`): the senders count
         // them as not acknowledged, and this node says so too.
+        let lost = handed - written;
         log::warn!(
-            "{} received were not printed: stdout did not take them before the node stopped",
-            crate::books::plural(handed - written, "message")
+            "{} received {} not printed: stdout did not take {} before the node stopped",
+            crate::books::plural(lost, "message"),
+            if lost == 1 { "was" } else { "were" },
+            if lost == 1 { "it" } else { "them" }
         );
+    }
+    for (level, line) in finished.summary {
+        log::log!(level, "{line}");
     }
     if panicked || shutdown.cause() == Some(Cause::Fatal) {
         return Err(Error::Internal);
     }
     log::info!("stopped");
-    Ok(outcome)
+    Ok(finished.outcome)
 }

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, TryRecvError};
 use parking_lot::Mutex;
 
-use crate::event::{ConnId, Direction, Ending, Event, Handover, InFrame, Inbound, PeerInfo};
+use crate::event::{
+    ConnId, DialFailure, Direction, Ending, Event, Handover, InFrame, Inbound, PeerInfo,
+};
 use crate::frame::{self, Frame, NodeId};
 use crate::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
 use crate::mesh::{DialTarget, MsgRef};
@@ -55,7 +57,7 @@ pub fn start(
                 "connection {conn} closed before it started: {}",
                 describe(&e)
             );
-            dial_failed(&node.events, dialed, describe(&e), false);
+            dial_failed(&node.events, dialed, describe(&e), DialFailure::Failed);
             return;
         }
     };
@@ -96,7 +98,7 @@ fn connection(
     let mut link = match opened {
         Ok(link) => link,
         Err(reason) => {
-            dial_failed(&node.events, dialed, reason, false);
+            dial_failed(&node.events, dialed, reason, DialFailure::Failed);
             return;
         }
     };
@@ -111,9 +113,20 @@ fn connection(
     let hello = match handshake {
         Ok(hello) => hello,
         Err(e) => {
-            handshake_failed(&stream, &mut link.tx, addr, &e, direction);
-            let myself = matches!(e, HandshakeError::ItsMe);
-            dial_failed(&node.events, dialed, format!("{addr}: {e}"), myself);
+            let kind = match e {
+                HandshakeError::ItsMe => DialFailure::Myself,
+                HandshakeError::Private
+                | HandshakeError::Refused(_)
+                | HandshakeError::NotItsId { .. } => DialFailure::CannotJoin,
+                _ => DialFailure::Failed,
+            };
+            // A dial's failure is logged by the router, with when it dials
+            // again; only the other side's are logged here.
+            if direction == Direction::In || dialed.is_none() {
+                handshake_failed(&addr, &e);
+            }
+            close_failed(&stream, &mut link.tx, &e);
+            dial_failed(&node.events, dialed, format!("{addr}: {e}"), kind);
             return;
         }
     };
@@ -141,7 +154,7 @@ fn connection(
             Err(e) => {
                 log::warn!("{info}: cannot start its writer: {}", describe(&e));
                 let _ = stream.shutdown(SocketShutdown::Both);
-                dial_failed(&node.events, dialed, describe(&e), false);
+                dial_failed(&node.events, dialed, describe(&e), DialFailure::Failed);
                 return;
             }
         };
@@ -206,13 +219,13 @@ pub fn dial_failed(
     events: &crossbeam_channel::Sender<Event>,
     dialed: Option<DialTarget>,
     reason: String,
-    myself: bool,
+    kind: DialFailure,
 ) {
     if let Some(target) = dialed {
         let _ = events.send(Event::DialFailed {
             target,
             reason,
-            myself,
+            kind,
         });
     }
 }
@@ -229,38 +242,30 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Logs a failed handshake and closes the connection. A connection we
-/// dialed is logged by its dialer, in the one line that also says when it
-/// dials again; one a stranger opened is logged here, rate-limited per
-/// address (a stranger can fail handshakes as fast as it can connect).
-fn handshake_failed(
-    stream: &TcpStream,
-    tx: &mut SendHalf,
-    addr: SocketAddr,
-    e: &HandshakeError,
-    dir: Direction,
-) {
-    match (e, dir) {
+/// Logs a failed handshake on a connection we did not dial: one a
+/// stranger opened is logged here, rate-limited per address (a stranger
+/// can fail handshakes as fast as it can connect). A connection we dialed
+/// is logged by the router, in the one line that also says when it dials
+/// again (`Router::log_dial_failure`).
+fn handshake_failed(addr: &SocketAddr, e: &HandshakeError) {
+    match e {
         // Anyone who has seen our HELLO can echo our id back.
-        (HandshakeError::ItsMe, Direction::In) => {
-            ratelog::log(log::Level::Info, "echoed ids", addr.ip(), || {
-                format!("{addr}: {e}; closing that connection")
-            })
-        }
-        (_, Direction::In) => ratelog::warn("failed handshakes", addr.ip(), || {
+        HandshakeError::ItsMe => ratelog::log(log::Level::Info, "echoed ids", addr.ip(), || {
+            format!("{addr}: {e}; closing that connection")
+        }),
+        _ => ratelog::warn("failed handshakes", addr.ip(), || {
             format!(
                 "{addr}: {e}; closing (more failures from {} are counted, not logged, for {}s)",
                 ratelog::describe_source(addr.ip()),
                 ratelog::WINDOW.as_secs()
             )
         }),
-        // Private groups: the user must hear why this node cannot join.
-        (
-            HandshakeError::Private | HandshakeError::Refused(_) | HandshakeError::NotItsId { .. },
-            Direction::Out,
-        ) => log::warn!("{addr}: {e}"),
-        (_, Direction::Out) => log::debug!("{addr}: {e}; closing"),
     }
+}
+
+/// Closes a connection whose handshake failed, telling a peercat peer why
+/// where that helps it.
+fn close_failed(stream: &TcpStream, tx: &mut SendHalf, e: &HandshakeError) {
     let reason = match e {
         HandshakeError::Protocol(reason) => Some(reason.clone()),
         HandshakeError::NotItsId { .. } => Some(e.to_string()),

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use super::{resolve, Dialer, Failure, Plug};
-use crate::event::Direction;
+use crate::event::{DialFailure, Direction};
 use crate::mesh::DialTarget;
 use crate::node::Node;
 use crate::peer;
@@ -56,6 +56,11 @@ impl Plug for MeshPlug {
     }
 
     fn failed(&self, target: DialTarget, failure: Failure) {
-        peer::dial_failed(&self.node.events, Some(target), failure.to_string(), false);
+        peer::dial_failed(
+            &self.node.events,
+            Some(target),
+            failure.to_string(),
+            DialFailure::Failed,
+        );
     }
 }

@@ -67,6 +67,14 @@ const CACHE_SOON: Duration = Duration::from_secs(1);
 /// were booked as lost to them (attack23 F4).
 const RESUMED_READS: Duration = Duration::from_millis(500);
 
+/// How the router's run ended: the outcome, and the summary lines the
+/// node logs last, after what its stdout thread did at exit (lines it
+/// did not take), so that the summary is the last word before `stopped`.
+pub struct Finished {
+    pub outcome: Outcome,
+    pub summary: Vec<(log::Level, String)>,
+}
+
 /// How the node's run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -168,7 +176,7 @@ pub struct Router {
     /// When the last wait for work ended (`next_step`).
     woke: Instant,
     /// Seeds whose failures were logged as warnings since they last worked.
-    seeds_warned: HashSet<usize>,
+    seeds_warned: HashSet<(usize, bool)>,
     stopping: bool,
     deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
@@ -271,7 +279,7 @@ impl Router {
 
     /// Routes until the node has stopped and every peer is closed (or the
     /// flush deadline has passed), then logs the summary.
-    pub fn run(mut self) -> Outcome {
+    pub fn run(mut self) -> Finished {
         let stop = self.node.shutdown.stopping();
         let hurry = self.node.shutdown.hurrying();
         // The mesh dials the command-line PEERs on its first tick.
@@ -589,8 +597,8 @@ impl Router {
             Event::DialFailed {
                 target,
                 reason,
-                myself,
-            } => self.dial_failed(target, reason, myself),
+                kind,
+            } => self.dial_failed(target, reason, kind),
             Event::Learned(addrs) => self.mesh.learned(Instant::now(), &addrs),
             Event::Probed { member, result } => {
                 if result != crate::mesh::ProbeResult::Refused {
@@ -742,8 +750,9 @@ impl Router {
         totals
     }
 
-    /// Closes what is still open, logs the summary and decides the outcome.
-    fn finish(mut self) -> Outcome {
+    /// Closes what is still open, writes the summary and decides the
+    /// outcome.
+    fn finish(mut self) -> Finished {
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
         for conn in conns {
             let entry = self.peers.remove(&conn).expect("present");
@@ -788,29 +797,36 @@ impl Router {
                 if dropped == 1 { "was" } else { "were" }
             );
         }
-        log::info!("{}", self.books.summary(&members, skipped, unsent));
+        let mut summary = vec![(
+            log::Level::Info,
+            self.books.summary(&members, skipped, unsent),
+        )];
         if self.node.config.stats.is_some() {
             let mut books = std::mem::take(&mut self.books);
             books.totals.missed = members.iter().map(|m| m.lost).sum();
-            log::info!("{}", books.totals_line());
+            summary.push((log::Level::Info, books.totals_line()));
         }
         // Two processes under one id: members may have printed the other
         // one's lines in place of ours, and acknowledged them as ours.
         let conflict = self.mesh.id_conflict();
         if let Some(what) = conflict {
-            log::error!(
-                "{what} The deliveries counted above are not certain: members may have \
-                 printed its lines in place of ours"
-            );
+            summary.push((
+                log::Level::Error,
+                format!(
+                    "{what} The deliveries counted above are not certain: members may have \
+                     printed its lines in place of ours"
+                ),
+            ));
         }
         let missed = members.iter().any(|m| missed(m) > 0)
             || skipped > 0
             || unsent > 0
             || conflict.is_some();
-        match self.outcome {
+        let outcome = match self.outcome {
             Outcome::Complete if missed && self.node.config.exit_on_eof => Outcome::Incomplete,
             outcome => outcome,
-        }
+        };
+        Finished { outcome, summary }
     }
 }
 

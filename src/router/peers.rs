@@ -9,7 +9,7 @@ use crossbeam_channel::Sender;
 
 use super::Router;
 use crate::books::plural;
-use crate::event::{ConnId, Direction, Ending, Handover, Output, PeerInfo};
+use crate::event::{ConnId, DialFailure, Direction, Ending, Handover, Output, PeerInfo};
 use crate::frame::{Frame, NodeId, MAX_PEERS_ENTRIES};
 use crate::handshake::HANDSHAKE_TIMEOUT;
 use crate::mesh::{DialResult, DialTarget};
@@ -223,7 +223,7 @@ impl Router {
         let info = entry.info.clone();
         if let Some(target) = entry.dialed.clone() {
             if let DialTarget::Seed(i) = target {
-                self.seeds_warned.remove(&i);
+                self.seeds_warned.retain(|(seed, _)| *seed != i);
             }
             self.mesh
                 .dial_result(Instant::now(), &target, DialResult::Connected);
@@ -394,6 +394,9 @@ impl Router {
         if let Ending::Refused(reason) = ending {
             self.refused_as_connected(entry, reason);
         }
+        self.mesh.dial_result(Instant::now(), &target, result);
+        let line = format!("{}: {ending}", entry.info);
+        self.log_dial_failure(&target, &line, DialFailure::Failed);
         if !entry.alternatives.is_empty() {
             log::info!(
                 "{} refused us and named {} to try instead",
@@ -401,8 +404,6 @@ impl Router {
                 plural(entry.alternatives.len() as u64, "other member")
             );
         }
-        self.mesh.dial_result(Instant::now(), &target, result);
-        self.log_dial_failure(&target, &format!("{}: {ending}", entry.info));
     }
 
     /// Refused as "already connected" while our only link to that node
@@ -444,8 +445,8 @@ impl Router {
     }
 
     /// A dial that never reached a HELLO.
-    pub(super) fn dial_failed(&mut self, target: DialTarget, reason: String, myself: bool) {
-        if myself {
+    pub(super) fn dial_failed(&mut self, target: DialTarget, reason: String, kind: DialFailure) {
+        if kind == DialFailure::Myself {
             let what = match &target {
                 DialTarget::Seed(i) => self.node.config.peers.get(*i).map(|p| p.to_string()),
                 DialTarget::Addr(addr) => Some(addr.to_string()),
@@ -460,14 +461,16 @@ impl Router {
         }
         self.mesh
             .dial_result(Instant::now(), &target, DialResult::Failed);
-        self.log_dial_failure(&target, &reason);
+        self.log_dial_failure(&target, &reason, kind);
     }
 
     /// One line per failed dial, saying when the next one comes. A
     /// command-line PEER that fails is a warning the first time (so a
-    /// mistyped PEER shows even under `-q`), then info until it works; an
-    /// address the mesh learned is detail.
-    fn log_dial_failure(&mut self, target: &DialTarget, reason: &str) {
+    /// mistyped PEER shows even under `-q`), and again the first time it
+    /// says this node cannot join (a private group, a refusal), then info
+    /// until it works; an address the mesh learned is detail, unless this
+    /// node cannot join it (a warning, rate-limited per address).
+    fn log_dial_failure(&mut self, target: &DialTarget, reason: &str, kind: DialFailure) {
         let again = match self.mesh.next_dial_at(target) {
             Some(at) => format!(
                 "; dialing again in {:.2}s",
@@ -475,11 +478,17 @@ impl Router {
             ),
             None => String::new(),
         };
+        let cannot_join = kind == DialFailure::CannotJoin;
         match target {
-            DialTarget::Seed(i) if self.seeds_warned.insert(*i) => {
+            DialTarget::Seed(i) if self.seeds_warned.insert((*i, cannot_join)) => {
                 log::warn!("{reason}{again}")
             }
             DialTarget::Seed(_) => log::info!("{reason}{again}"),
+            DialTarget::Addr(addr) if cannot_join => {
+                ratelog::warn("dials that cannot join, to", addr.ip(), || {
+                    format!("{reason}{again}")
+                })
+            }
             DialTarget::Addr(_) => log::debug!("{reason}{again}"),
         }
     }

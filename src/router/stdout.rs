@@ -8,6 +8,7 @@ use crossbeam_channel::TrySendError;
 
 use super::{Router, FLUSH_DEADLINE};
 use crate::books::plural;
+use crate::config::Format;
 use crate::event::{Output, STDOUT_MOVING};
 use crate::shutdown::Cause;
 
@@ -25,6 +26,11 @@ impl Router {
     /// they do.
     pub(super) fn output(&mut self, output: Output) {
         let is_event = !matches!(output, Output::Msgs(_));
+        // Only `-f json` prints events: in another format they were queued
+        // for nothing, and counted as "not printed" behind a blocked stdout.
+        if is_event && self.node.config.format != Format::Json {
+            return;
+        }
         // Peer events go unprinted in pairs: a peer_up that was not printed
         // takes its peer_down with it, and a printed one keeps it (there
         // are at most as many of those as peers).

@@ -48,8 +48,11 @@ impl Security {
         let allow = config.allow.as_deref().map(read_allow).transpose()?;
         let private = match &config.key {
             Some(path) => {
+                // Read first: a public key file given as --key is refused,
+                // not told to be chmod-ed.
+                let key = keys::read_private(path)?;
                 warn_if_readable_by_others(path);
-                keys::read_private(path)?
+                key
             }
             None => generate_keypair()?.0,
         };

@@ -1447,6 +1447,15 @@ fn a_receiver_with_a_blocked_stdout_stops_in_time_and_counts_what_it_did_not_pri
         received,
         "printed {printed}, received {received}:\n{log}"
     );
+    // The summary is the last word before `stopped`: no warning after it
+    // (the count of what stdout did not take came after it).
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("[WARN]") || l.contains("summary:"));
+    assert!(
+        last.is_some_and(|l| l.contains("summary:")),
+        "a warning after the summary:\n{log}"
+    );
 }
 
 /// The number right after `marker` in `line`.

@@ -201,6 +201,23 @@ fn a_node_without_a_secret_and_a_private_group_refuse_each_other() {
     );
     let told = p.wait_log("a private peercat node");
     assert!(told.contains(&a.addr()), "{told}");
+    // One line per dial, saying when the next comes; the first is a
+    // warning, the repeats are not (each was two lines, both warnings).
+    p.wait_log_count("a private peercat node", 3);
+    let log = p.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("a private peercat node"))
+        .collect();
+    assert!(
+        lines.iter().all(|l| l.contains("dialing again in")),
+        "{log}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("[WARN]")).count(),
+        1,
+        "{log}"
+    );
     no_line_leaks(&mut a, &c, &p);
     // ...and a private node dials a plaintext one.
     let q = node("q").start();
@@ -507,6 +524,8 @@ fn a_key_not_on_the_allow_list_is_refused_on_both_sides() {
     assert!(seen.contains("127.0.0.1:"), "{seen}");
     let told = x.wait_log("refused by the peer");
     assert!(told.contains("is not on this node's --allow list") && told.contains(&a.addr()));
+    // A refusal, as the README words it, not "a protocol error".
+    assert!(!told.contains("protocol error"), "{told}");
     no_line_leaks(&mut a, &c, &x);
 }
 
@@ -889,6 +908,8 @@ fn a_low_order_or_misplaced_key_is_an_error_naming_the_file() {
     let (code, stderr) = run_to_exit(&["--key", &format!("{key}.pub"), "--allow", &allow]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("is a public key file"), "{stderr}");
+    // Refused, not first told to be made private (it is mode 644).
+    assert!(!stderr.contains("chmod 600"), "{stderr}");
     // A private key as --allow.
     let (code, stderr) = run_to_exit(&["--key", &key, "--allow", &key]);
     assert_eq!(code, Some(1), "{stderr}");
