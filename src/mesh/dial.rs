@@ -117,6 +117,11 @@ impl DialPolicy {
         }
     }
 
+    /// Whether a dial of `addr` reached this node itself.
+    pub fn is_myself(&self, addr: &SocketAddr) -> bool {
+        self.addrs.get(addr).is_some_and(|k| k.myself)
+    }
+
     pub fn learn(&mut self, addr: SocketAddr, node: Option<NodeId>, now: Instant) {
         if addr.ip().is_unspecified() || addr.port() == 0 {
             return;

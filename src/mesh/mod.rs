@@ -953,11 +953,13 @@ impl Mesh {
         out
     }
 
-    /// Every member address we know, for `--peer-cache`.
+    /// Every member address we know, for `--peer-cache`, but those a dial
+    /// found to be this node (an earlier run's, under its id then).
     pub fn known_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
         self.members
             .iter()
             .flat_map(|(id, m)| m.dialable().map(move |a| (*id, a)))
+            .filter(|(_, a)| !self.dial.is_myself(a))
             .collect()
     }
 

@@ -591,11 +591,29 @@ impl Router {
     /// atomically (a crash leaves the old file or the new one). An empty
     /// list leaves the file alone: a node that never joined keeps what it
     /// remembered.
+    /// Whether `addr` is where this node listens: its listen address, or,
+    /// listening on every address, a loopback one with its port.
+    fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        let Some(listen) = self.node.config.listen else {
+            return false;
+        };
+        if addr.port() != self.node.listen_port {
+            return false;
+        }
+        match listen.ip().is_unspecified() {
+            true => addr.ip().is_loopback(),
+            false => addr.ip() == listen.ip(),
+        }
+    }
+
     pub(super) fn save_peer_cache(&mut self) {
         let Some(path) = &self.node.config.peer_cache else {
             return;
         };
-        let known = self.mesh.known_addrs();
+        let mut known = self.mesh.known_addrs();
+        // Our own address comes back from the members under an earlier
+        // run's id (a restart without --key): not a member to rejoin by.
+        known.retain(|(_, addr)| !self.is_own_addr(*addr));
         if known.is_empty() {
             return;
         }

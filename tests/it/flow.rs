@@ -652,14 +652,14 @@ fn a_member_read_slowly_stopped_by_a_signal_ends_on_a_whole_line_and_counts_it()
     );
     let printed = text.lines().count() as u64;
     let log = b.log_text();
-    let number_after = |marker: &str| -> u64 {
-        log.lines()
-            .find_map(|l| l.split(marker).nth(1))
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let received = number_after("received ");
+    // The summary's count ("received N messages").
+    let received = log
+        .lines()
+        .filter(|l| l.contains("summary:"))
+        .find_map(|l| l.split("received ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no summary with a received count:\n{log}"));
     let not_printed = log
         .lines()
         .find(|l| l.contains("received were not printed"))

@@ -891,9 +891,12 @@ fn a_node_restarted_with_its_peer_cache_and_no_peer_rejoins() {
         !saved.trim().is_empty(),
         "c left an empty or no peer cache at {cache}"
     );
+    let port = c.port;
     drop(c);
-    // Restarted with nothing but its cache.
-    let c = Group::extra("c", &args(None), Fmt::Json);
+    // Restarted with nothing but its cache, at the same address.
+    let mut again = args(None);
+    again.extend(["-l".to_owned(), format!("127.0.0.1:{port}")]);
+    let mut c = Group::extra("c", &again, Fmt::Json);
     let rejoined = c.out.wait_until(LONG, |p| p.live_members().len() >= 2);
     assert!(
         rejoined,
@@ -905,6 +908,16 @@ fn a_node_restarted_with_its_peer_cache_and_no_peer_rejoins() {
     assert!(
         c.out.wait_until(LONG, |p| p.count_from("a") == 1),
         "a's line did not reach the restarted c"
+    );
+    // The members hand c its own address, under its first run's id: its
+    // cache keeps them, not that.
+    c.signal("TERM");
+    assert!(c.expect_exit(LONG).success());
+    let saved = std::fs::read_to_string(&cache).unwrap_or_default();
+    let own = format!("127.0.0.1:{port}");
+    assert!(
+        !saved.contains(&own) && saved.contains(&g.addr(0)),
+        "c's cache:\n{saved}"
     );
 }
 
