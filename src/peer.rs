@@ -122,7 +122,7 @@ fn connection(
             };
             // A dial's failure is logged by the router, with when it dials
             // again; only the other side's are logged here.
-            if direction == Direction::In || dialed.is_none() {
+            if direction == Direction::In {
                 handshake_failed(&addr, &e);
             }
             close_failed(&stream, &mut link.tx, &e);
