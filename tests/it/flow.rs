@@ -653,20 +653,9 @@ fn a_member_read_slowly_stopped_by_a_signal_ends_on_a_whole_line_and_counts_it()
     let printed = text.lines().count() as u64;
     let log = b.log_text();
     // The summary's count ("received N messages").
-    let received = log
-        .lines()
-        .filter(|l| l.contains("summary:"))
-        .find_map(|l| l.split("received ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
+    let received = number_in(&log, "summary:", "received ")
         .unwrap_or_else(|| panic!("no summary with a received count:\n{log}"));
-    let not_printed = log
-        .lines()
-        .find(|l| l.contains("received were not printed"))
-        .and_then(|l| l.split("] ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
+    let not_printed = number_in(&log, "received were not printed", "] ").unwrap_or(0);
     // Every line of b's JSON output is a message (no peer came or went).
     let events = text
         .lines()
@@ -678,6 +667,13 @@ fn a_member_read_slowly_stopped_by_a_signal_ends_on_a_whole_line_and_counts_it()
         "b's stdout took {printed} lines ({events} events); it says it received \
          {received} and did not print {not_printed}:\n{log}"
     );
+}
+
+/// The number right after `marker` in the first line of `log` that
+/// contains `key`.
+fn number_in(log: &str, key: &str, marker: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains(key))?;
+    line.split(marker).nth(1)?.split(' ').next()?.parse().ok()
 }
 
 /// A PONG can come back before the write that carried its PING has
