@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{Level, LevelFilter, Log as _, Record};
@@ -18,6 +18,7 @@ use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
 
 use crate::error::Error;
 use crate::node::ANNOUNCE;
+use crate::output::rfc3339_micros;
 use crate::wire::describe;
 
 /// Lines that may wait for the writer: enough for any burst a healthy stderr
@@ -73,7 +74,7 @@ pub fn init(level: LevelFilter, log_file: Option<&Path>) -> Result<LogSink, Erro
     let to_file = matches!(target, Target::File { .. });
     let (tx, rx) = bounded(QUEUE_LINES);
     let dropped = Arc::new(AtomicU64::new(0));
-    let queue = || QueueWriter::new(tx.clone(), dropped.clone());
+    let queue = || QueueWriter::new(tx.clone(), dropped.clone(), to_file);
     let mut loggers: Vec<Box<dyn SharedLogger>> =
         vec![WriteLogger::new(level, format(to_file, false), queue())];
     if level < LevelFilter::Info {
@@ -104,7 +105,8 @@ fn format(to_file: bool, announcements_only: bool) -> simplelog::Config {
         .set_thread_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off);
     if to_file {
-        format.set_time_format_rfc3339();
+        // The queue writer dates each line itself (`QueueWriter::stamp`).
+        format.set_time_level(LevelFilter::Off);
     }
     if announcements_only {
         format.add_filter_allow_str(ANNOUNCE);
@@ -127,6 +129,7 @@ fn open_log_file(path: &Path) -> Result<File, Error> {
     let probe = Probe {
         file: file.try_clone().map_err(error)?,
         error: Arc::new(Mutex::new(None)),
+        line: Vec::new(),
     };
     let failed = probe.error.clone();
     let logger = WriteLogger::new(LevelFilter::Info, format(true, false), probe);
@@ -152,19 +155,39 @@ fn open_log_file(path: &Path) -> Result<File, Error> {
 struct Probe {
     file: File,
     error: Arc<Mutex<Option<io::Error>>>,
+    /// The line so far, dated as the queue writer dates its lines.
+    line: Vec<u8>,
 }
 
 impl Write for Probe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf).inspect_err(|e| {
+        stamp_line(&mut self.line, true);
+        self.line.extend_from_slice(buf);
+        if !buf.ends_with(b"\n") {
+            return Ok(buf.len());
+        }
+        let line = std::mem::take(&mut self.line);
+        self.file.write_all(&line).inspect_err(|e| {
             self.error
                 .lock()
                 .get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
-        })
+        })?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Starts a log file's line (`line` empty) with the date and time: RFC
+/// 3339 in UTC, microseconds, always as many digits (simplelog's own RFC
+/// 3339 dropped trailing zeros, so a plain `sort` of merged logs put lines
+/// out of order).
+fn stamp_line(line: &mut Vec<u8>, stamp: bool) {
+    if stamp && line.is_empty() {
+        line.extend_from_slice(rfc3339_micros(SystemTime::now()).as_bytes());
+        line.push(b' ');
     }
 }
 
@@ -174,20 +197,25 @@ struct QueueWriter {
     tx: Sender<Entry>,
     dropped: Arc<AtomicU64>,
     line: Vec<u8>,
+    /// Each line starts with the date and time (the log file's lines,
+    /// `stamp_line`).
+    stamp: bool,
 }
 
 impl QueueWriter {
-    fn new(tx: Sender<Entry>, dropped: Arc<AtomicU64>) -> QueueWriter {
+    fn new(tx: Sender<Entry>, dropped: Arc<AtomicU64>, stamp: bool) -> QueueWriter {
         QueueWriter {
             tx,
             dropped,
             line: Vec::new(),
+            stamp,
         }
     }
 }
 
 impl Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        stamp_line(&mut self.line, self.stamp);
         self.line.extend_from_slice(buf);
         // simplelog writes a record in pieces and ends it with "\n".
         if buf.ends_with(b"\n") {
@@ -341,7 +369,7 @@ mod tests {
             }),
         };
         std::thread::spawn(move || writer.run(&rx));
-        let mut queue = QueueWriter::new(tx.clone(), dropped.clone());
+        let mut queue = QueueWriter::new(tx.clone(), dropped.clone(), false);
         let lines = 10 * QUEUE_LINES;
         let started = Instant::now();
         for n in 0..lines {

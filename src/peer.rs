@@ -253,6 +253,15 @@ fn handshake_failed(addr: &SocketAddr, e: &HandshakeError) {
         HandshakeError::ItsMe => ratelog::log(log::Level::Info, "echoed ids", addr.ip(), || {
             format!("{addr}: {e}; closing that connection")
         }),
+        // Not a byte sent: a member checking that an address still answers
+        // (a node restarted at a dead member's address gets those), or a
+        // port scan. Nothing went wrong.
+        HandshakeError::Closed { got: 0 } => ratelog::log(
+            log::Level::Info,
+            "connections closed before a byte",
+            addr.ip(),
+            || format!("{addr}: {e}"),
+        ),
         _ => ratelog::warn("failed handshakes", addr.ip(), || {
             format!(
                 "{addr}: {e}; closing (more failures from {} are counted, not logged, for {}s)",

@@ -398,7 +398,13 @@ impl Router {
         let line = format!("{}: {ending}", entry.info);
         self.log_dial_failure(&target, &line, DialFailure::Failed);
         if !entry.alternatives.is_empty() {
-            log::info!(
+            // Detail for an address the mesh learned, as its failures are.
+            let level = match target {
+                DialTarget::Seed(_) => log::Level::Info,
+                DialTarget::Addr(_) => log::Level::Debug,
+            };
+            log::log!(
+                level,
                 "{} refused us and named {} to try instead",
                 entry.info,
                 plural(entry.alternatives.len() as u64, "other member")

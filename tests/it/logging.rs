@@ -101,6 +101,11 @@ fn a_log_file_keeps_every_line_to_the_last_with_dated_timestamps() {
     for line in log.lines() {
         assert!(is_rfc3339_stamped(line), "not dated: {line}");
     }
+    // One width for every stamp (microseconds, trailing zeros kept): a
+    // plain `sort` of merged logs keeps them in time order.
+    let widths: std::collections::BTreeSet<usize> =
+        log.lines().filter_map(|l| l.find(' ')).collect();
+    assert_eq!(widths.len(), 1, "stamps of several widths:\n{log}");
 }
 
 /// `2026-11-27T08:01:02.123Z ...` or with an offset.

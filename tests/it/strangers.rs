@@ -672,3 +672,16 @@ fn repair_answers_to_many_neighbours_that_read_nothing_stay_within_the_queue_bou
     assert!(grown < 200 * 1024, "{what}");
     drop(greedy);
 }
+
+/// A connection closed before it sent a byte is what a member's check
+/// that an address still answers looks like (a node restarted at a dead
+/// member's address gets those from the group): told at info, not as a
+/// warning that reads like an attack (attack32 F2).
+#[test]
+fn a_connection_closed_before_a_byte_is_told_at_info_not_as_a_warning() {
+    let a = node("a").start();
+    drop(TcpStream::connect(a.addr()).expect("connect"));
+    let line = a.wait_log("closed the connection before sending HELLO");
+    assert!(line.contains("[INFO]"), "{line}");
+    assert_eq!(a.count_log("[WARN] 127.0.0.1"), 0, "{}", a.log_text());
+}
