@@ -954,13 +954,19 @@ impl Mesh {
     }
 
     /// Every member address we know, for `--peer-cache`, but those a dial
-    /// found to be this node (an earlier run's, under its id then).
+    /// found to be this node (an earlier run's, under its id then): live
+    /// members first, since the cache keeps the first ones
+    /// (`peer_cache::MAX_ENTRIES`), then members down or gone, which may
+    /// come back at their address.
     pub fn known_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
-        self.members
+        let mut known: Vec<(bool, NodeId, SocketAddr)> = self
+            .members
             .iter()
-            .flat_map(|(id, m)| m.dialable().map(move |a| (*id, a)))
-            .filter(|(_, a)| !self.dial.is_myself(a))
-            .collect()
+            .flat_map(|(id, m)| m.dialable().map(move |a| (!m.up, *id, a)))
+            .filter(|(_, _, a)| !self.dial.is_myself(a))
+            .collect();
+        known.sort_by_key(|(down, _, _)| *down);
+        known.into_iter().map(|(_, id, a)| (id, a)).collect()
     }
 
     /// Every owed line acknowledged by every owing member, or it is down.

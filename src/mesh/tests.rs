@@ -630,6 +630,28 @@ fn a_status_makes_a_member_and_is_forwarded_once_with_the_neighbours_ip() {
     assert_eq!(statuses_sent(&far)[0].1.addrs, [addr("0.0.0.0:7001")]);
 }
 
+/// The peer cache keeps its first entries: live members come first, then
+/// those that left (they may come back at their address).
+#[test]
+fn the_peer_cache_lists_live_members_before_those_that_left() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let at = |a: &str, s: Status| Status {
+        addrs: vec![addr(a)],
+        ..s
+    };
+    on_status(&mut m, t0, 1, at("10.0.0.7:7000", status(7, 1, 2, 0)));
+    on_status(&mut m, t0, 1, at("10.0.0.8:7000", status(8, 1, 2, 0)));
+    let left = Status {
+        flags: FLAG_LEAVING,
+        ..at("10.0.0.7:7000", status(7, 2, 2, 0))
+    };
+    on_status(&mut m, t0, 1, left);
+    assert_eq!(
+        m.known_addrs(),
+        [(8, addr("10.0.0.8:7000")), (7, addr("10.0.0.7:7000"))]
+    );
+}
+
 #[test]
 fn a_new_neighbour_gets_our_status_and_every_live_members() {
     let (mut m, t0) = with_neighbours(config(), 1);
