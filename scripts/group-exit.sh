@@ -4,15 +4,25 @@
 # 200 bytes with --exit-on-eof --wait-members N-1. Checks that every node
 # exits 0 and prints every other node's lines once each, in order.
 #
-#   scripts/group-exit.sh [N] [LINES] [BASEPORT]     (defaults: 20 30000 29500)
+#   scripts/group-exit.sh [N] [LINES] [BASEPORT]     (defaults: 20 30000 29600)
 #
-# PEERCAT_BIN picks the binary (default: target/release/peercat);
-# PEERCAT_ARGS adds options to every node (e.g. "--stall-timeout 60").
+# PEERCAT_BIN picks the binary (default: a release build, made here, in
+# $CARGO_TARGET_DIR or the checkout's target/); PEERCAT_ARGS adds options
+# to every node (e.g. "--stall-timeout 60").
 set -euo pipefail
 n=${1:-20}
 lines=${2:-30000}
-base=${3:-29500}
-bin=${PEERCAT_BIN:-target/release/peercat}
+base=${3:-29600}
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "${PEERCAT_BIN:-}" ]; then
+  bin=$PEERCAT_BIN
+else
+  (cd "$root" && cargo build --release --quiet)
+  target=${CARGO_TARGET_DIR:-target}
+  case $target in /*) ;; *) target=$root/$target ;; esac
+  bin=$target/release/peercat
+fi
+[ -x "$bin" ] || { echo "group-exit: no peercat binary at $bin (set PEERCAT_BIN)" >&2; exit 1; }
 read -r -a extra <<< "${PEERCAT_ARGS:-}"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

@@ -25,11 +25,14 @@
 #   and over the whole run: per origin, each node printed each line at most
 #   once and in order, and every line it skipped is reported in a `gap`
 #   event (delivered or reported: never a silent hole).
-# The namespaces, processes and files are removed on exit, however it ends
-# (--keep keeps the logs and prints where they are). --no-discover joins
-# every node through h0 instead of discovery (to try the rest on a build
-# whose discovery does not work).
+# The namespaces and processes are removed on exit, however it ends; the
+# logs and outputs too, unless it failed or was interrupted (then it prints
+# where they are; --keep keeps them always). --bin PATH runs that binary;
+# without it, a release build is made ($CARGO_TARGET_DIR or target/).
+# --no-discover joins every node through h0 instead of discovery (to try
+# the rest on a build whose discovery does not work).
 set -euo pipefail
+here=$PWD
 cd "$(dirname "$0")/.."
 
 BIN=""
@@ -42,7 +45,7 @@ KEEP=0
 DISCOVER=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --bin) BIN=$2; shift 2 ;;
+    --bin) BIN=$2; case $BIN in /*) ;; *) BIN=$here/$BIN ;; esac; shift 2 ;;
     --hosts) HOSTS=$2; shift 2 ;;
     --loss) LOSS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
@@ -50,7 +53,7 @@ while [ $# -gt 0 ]; do
     --partition) PART_SECS=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --no-discover) DISCOVER=0; shift ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "netns-lab: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,7 +75,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ -z "$BIN" ]; then
   cargo build --release --quiet
-  BIN=target/release/peercat
+  BIN=${CARGO_TARGET_DIR:-target}/release/peercat
 fi
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 [ -x "$BIN" ] || { echo "netns-lab: no peercat binary at $BIN" >&2; exit 1; }
