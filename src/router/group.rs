@@ -587,10 +587,6 @@ impl Router {
         true
     }
 
-    /// Writes `--peer-cache` (if set) with the members' addresses we know,
-    /// atomically (a crash leaves the old file or the new one). An empty
-    /// list leaves the file alone: a node that never joined keeps what it
-    /// remembered.
     /// Whether `addr` is where this node listens: its listen address, or,
     /// listening on every address, a loopback one with its port.
     fn is_own_addr(&self, addr: SocketAddr) -> bool {
@@ -606,6 +602,10 @@ impl Router {
         }
     }
 
+    /// Writes `--peer-cache` (if set) with the members' addresses we know
+    /// (not our own), atomically (a crash leaves the old file or the new
+    /// one). An empty list leaves the file alone: a node that never joined
+    /// keeps what it remembered.
     pub(super) fn save_peer_cache(&mut self) {
         let Some(path) = &self.node.config.peer_cache else {
             return;

@@ -175,7 +175,9 @@ pub struct Router {
     stdin_after: Option<Instant>,
     /// When the last wait for work ended (`next_step`).
     woke: Instant,
-    /// Seeds whose failures were logged as warnings since they last worked.
+    /// Seeds whose failures were logged as warnings since they last
+    /// worked, with whether the failure said this node cannot join there
+    /// (each kind is warned about once).
     seeds_warned: HashSet<(usize, bool)>,
     stopping: bool,
     deadline: Option<Instant>,
