@@ -855,11 +855,7 @@ impl Mesh {
     /// `now` on the clock silence is measured by: real time less the time
     /// the router held back frames from neighbours.
     fn silence_clock(&self, now: Instant) -> Instant {
-        let held = self.held_before
-            + self
-                .held_since
-                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
-        now.checked_sub(held).unwrap_or(now)
+        now.checked_sub(self.held_back_in_all(now)).unwrap_or(now)
     }
 
     /// Bytes of our own lines that may be read now.

@@ -280,7 +280,8 @@ impl Router {
     }
 
     /// Routes until the node has stopped and every peer is closed (or the
-    /// flush deadline has passed), then logs the summary.
+    /// flush deadline has passed); returns the outcome and the summary
+    /// lines, which the node logs last.
     pub fn run(mut self) -> Finished {
         let stop = self.node.shutdown.stopping();
         let hurry = self.node.shutdown.hurrying();
@@ -752,7 +753,7 @@ impl Router {
         totals
     }
 
-    /// Closes what is still open, writes the summary and decides the
+    /// Closes what is still open, makes the summary lines and decides the
     /// outcome.
     fn finish(mut self) -> Finished {
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
