@@ -2060,15 +2060,12 @@ fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
     // Its new life, 5 s later: from the base it takes from our STATUS.
     let t2 = t0 + Duration::from_secs(9);
     on_status(&mut m, t2, 1, ack_status(7, START + 9_000_000, 11, 10));
-    let books = m.books();
-    let lives: Vec<_> = books.iter().filter(|b| b.id == 7).collect();
     // The new life owes nothing yet: no books of its own.
-    assert_eq!(lives.len(), 1, "{books:?}");
+    let life = earlier_life_only(&m, 7);
     assert_eq!(
-        (lives[0].owed.clone(), lives[0].delivered, lives[0].lost),
+        (life.owed.clone(), life.delivered, life.lost),
         (1..11, 8, 0)
     );
-    assert!(lives[0].name.contains("earlier life"), "{:?}", lives[0]);
     m.tick(t2 + Duration::from_secs(1));
     let st = statuses_sent(&drain(&mut m));
     assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
@@ -2108,6 +2105,15 @@ fn a_member_restarted_under_its_id_starts_new_books_and_keeps_the_old_ones() {
     ));
 }
 
+/// `id`'s books, which must be one entry: its earlier life's (a new
+/// life that owes nothing yet has none of its own).
+fn earlier_life_only(m: &Mesh, id: NodeId) -> MemberBooks {
+    let books: Vec<_> = m.books().into_iter().filter(|b| b.id == id).collect();
+    assert_eq!(books.len(), 1, "{books:?}");
+    assert!(books[0].name.contains("earlier life"), "{:?}", books[0]);
+    books.into_iter().next().expect("one")
+}
+
 /// A member whose STATUS says it sent fewer lines than its last one did
 /// is a new process under its id, however small its status_seq jump:
 /// one process's count only grows (attack27 F2: a restart 5 ms after the
@@ -2124,9 +2130,7 @@ fn a_member_that_says_it_sent_fewer_lines_is_a_new_life() {
     assert_eq!(m.books().iter().filter(|b| b.id == 7).count(), 1);
     let t1 = t0 + Duration::from_millis(1);
     on_status(&mut m, t1, 1, status(7, START + 3_000, 1, 0));
-    let books: Vec<_> = m.books().into_iter().filter(|b| b.id == 7).collect();
-    assert_eq!(books.len(), 1, "{books:?}");
-    assert!(books[0].name.contains("earlier life"), "{:?}", books[0]);
+    earlier_life_only(&m, 7);
     // The new life's own counts grow from there: no further new life.
     on_status(&mut m, t1, 1, status(7, START + 3_001, 1, 2));
     let lives = m
@@ -2173,10 +2177,8 @@ fn a_member_back_from_leaving_is_a_new_life_however_soon() {
     drain(&mut m);
     let t1 = t0 + Duration::from_millis(5);
     let actions = on_status(&mut m, t1, 1, ack_status(7, START + 2_000, 5, 4));
-    let books: Vec<_> = m.books().into_iter().filter(|b| b.id == 7).collect();
-    assert_eq!(books.len(), 1, "{books:?}");
-    assert!(books[0].name.contains("earlier life"), "{:?}", books[0]);
-    assert_eq!((books[0].owed.clone(), books[0].delivered), (1..5, 4));
+    let life = earlier_life_only(&m, 7);
+    assert_eq!((life.owed.clone(), life.delivered), (1..5, 4));
     assert!(
         actions
             .iter()
