@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use peercat::frame::{self, Ack, Frame, Status};
 
-use crate::support::{free_port, hello, node, texts, Node, RawPeer, DEADLINE};
+use crate::support::{free_port, hello, node, number_after, texts, Node, RawPeer, DEADLINE};
 
 /// A file holding `lines` numbered lines, removed on drop.
 struct Input(std::path::PathBuf);
@@ -1460,11 +1460,7 @@ fn a_receiver_with_a_blocked_stdout_stops_in_time_and_counts_what_it_did_not_pri
 
 /// The number right after `marker` in `line`.
 fn count_after(line: &str, marker: &str) -> u64 {
-    line.split(marker)
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count after {marker:?} in {line:?}"))
+    number_after(line, marker).unwrap_or_else(|| panic!("no count after {marker:?} in {line:?}"))
 }
 
 /// A node stopped (Ctrl-C) while it lacks lines it knows were sent prints

@@ -14,7 +14,7 @@ use crossbeam_channel::{unbounded, Receiver};
 
 use std::process::Stdio;
 
-use crate::support::{node, padded_lines, text, Node, TempDir, DEADLINE};
+use crate::support::{node, number_after, padded_lines, text, Node, TempDir, DEADLINE};
 
 /// Line `n` of a flood: numbered, and long enough to fill buffers quickly.
 fn line(n: usize) -> String {
@@ -672,8 +672,7 @@ fn a_member_read_slowly_stopped_by_a_signal_ends_on_a_whole_line_and_counts_it()
 /// The number right after `marker` in the first line of `log` that
 /// contains `key`.
 fn number_in(log: &str, key: &str, marker: &str) -> Option<u64> {
-    let line = log.lines().find(|l| l.contains(key))?;
-    line.split(marker).nth(1)?.split(' ').next()?.parse().ok()
+    number_after(log.lines().find(|l| l.contains(key))?, marker)
 }
 
 /// A PONG can come back before the write that carried its PING has

@@ -512,6 +512,11 @@ pub fn hello(name: &str, node_id: u64) -> Vec<u8> {
     .to_bytes()
 }
 
+/// The number right after `marker` in `line` (a count in a log line).
+pub fn number_after(line: &str, marker: &str) -> Option<u64> {
+    line.split(marker).nth(1)?.split(' ').next()?.parse().ok()
+}
+
 /// Lines as text, for readable assertions.
 pub fn texts(lines: &[Vec<u8>]) -> Vec<String> {
     lines.iter().map(|l| text(l)).collect()
