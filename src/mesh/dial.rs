@@ -2,7 +2,8 @@
 //! learned member addresses while below `--degree` (per-address backoff
 //! with jitter), now and then a remembered member that is not in the view
 //! (partition heal), at once a member cut off by a lost link (the dial
-//! across), and trimming above 2 × degree.
+//! across), trimming above 2 × degree, and the check by a node let go
+//! that trims at once did not split the group ([`LetGo`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -83,7 +84,37 @@ pub struct DialPolicy {
     /// Per member, how its newest STATUS reached us (see
     /// `heard_status_via`); emptied when it reaches `MAX_ADDRS` members.
     first_via: HashMap<NodeId, Heard>,
+    /// Neighbours that let us go while we kept other links, until their
+    /// next STATUS reaches us through one of those (see [`LetGo`]).
+    let_go: Vec<LetGo>,
 }
+
+/// A neighbour that let us go (PEERS, then BYE "too many neighbours")
+/// while we kept other links. Each trim is safe alone, but two nodes
+/// trimming at once can close two links of one cycle and split the group
+/// into islands where every node still has its degree, so nobody dials
+/// (attack34 F1: nothing crossed for 16.5 s, until members fell silent).
+/// So a trimmer floods a new STATUS of its own right after it trims, on
+/// the links it keeps (no STATUS crosses a link either end is closing:
+/// `Mesh::flood_status`), and the node it let go waits for that STATUS to
+/// come round through its other links. If it does not within
+/// [`Mesh::let_go_wait`], the trimmer is in another part of the group:
+/// we dial one of the members it handed us, whatever our degree. The last
+/// trim of any set that splits the group crossed the split, and its
+/// STATUS went out after every other trim of the set: its node let go
+/// sees the split.
+#[derive(Debug, Clone)]
+struct LetGo {
+    node: NodeId,
+    /// The newest of its flooded STATUS frames that came to us through
+    /// the link it closed: the next one comes only through other links.
+    seq: u64,
+    due: Instant,
+    alternatives: Vec<SocketAddr>,
+}
+
+/// The most trimmers watched at once; an older watch gives way.
+const LET_GO_WATCHED: usize = 8;
 
 /// How a member's newest STATUS reached us.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +145,7 @@ impl DialPolicy {
             next_heal: now + rng.jitter(HEAL_EVERY),
             preferred: Vec::new(),
             first_via: HashMap::new(),
+            let_go: Vec::new(),
         }
     }
 
@@ -250,7 +282,104 @@ impl Mesh {
         self.dial_seeds(now);
         self.dial_for_degree(now);
         self.dial_to_heal(now);
+        self.dial_past_trim(now);
         self.trim(now);
+    }
+
+    /// How long a node let go waits for its trimmer's STATUS through its
+    /// other links (see [`LetGo`]): a flood crosses a group in
+    /// milliseconds, and half a keepalive keeps a split shorter than the
+    /// 3 × keepalive of silence that finds it otherwise.
+    pub(super) fn let_go_wait(&self) -> Duration {
+        (self.cfg.keepalive / 2).max(Duration::from_millis(500))
+    }
+
+    /// `node`, on link `conn`, is letting us go and handed us `alternatives`.
+    pub(super) fn watch_let_go(
+        &mut self,
+        now: Instant,
+        conn: Conn,
+        node: NodeId,
+        alternatives: Vec<SocketAddr>,
+    ) {
+        let Some(n) = self.neighbours.get(&conn) else {
+            return;
+        };
+        let seq = n.direct_seq;
+        // Its new STATUS may have come round before its PEERS did.
+        if self.members.get(&node).is_some_and(|m| m.flood_seq > seq) {
+            return;
+        }
+        let due = now + self.let_go_wait();
+        let watches = &mut self.dial.let_go;
+        watches.retain(|w| w.node != node);
+        if watches.len() >= LET_GO_WATCHED {
+            watches.remove(0);
+        }
+        watches.push(LetGo {
+            node,
+            seq,
+            due,
+            alternatives,
+        });
+    }
+
+    /// A flooded STATUS of `member` (seq `seq`) came through `conn`: if we
+    /// watch for it after it let us go, the group is still one.
+    pub(super) fn heard_flooded_status(&mut self, conn: Conn, member: NodeId, seq: u64) {
+        let Some(n) = self.neighbours.get_mut(&conn) else {
+            return;
+        };
+        if n.node == member {
+            n.direct_seq = n.direct_seq.max(seq);
+        }
+        if n.ending() {
+            return;
+        }
+        self.dial
+            .let_go
+            .retain(|w| w.node != member || seq <= w.seq);
+    }
+
+    /// Watches over with no new STATUS of the trimmer through our other
+    /// links: we are in another part of the group than it is, and dial
+    /// one of the members it handed us (its part), whatever our degree.
+    /// With no link left, the degree dialer does that anyway.
+    fn dial_past_trim(&mut self, now: Instant) {
+        let (due, kept): (Vec<LetGo>, Vec<LetGo>) = std::mem::take(&mut self.dial.let_go)
+            .into_iter()
+            .partition(|w| w.due <= now);
+        self.dial.let_go = kept;
+        for w in due {
+            if self.linked_to(w.node) || !self.neighbours.values().any(|n| !n.ending()) {
+                continue;
+            }
+            let mut candidates: Vec<SocketAddr> = w
+                .alternatives
+                .iter()
+                .filter(|a| {
+                    self.dial
+                        .addrs
+                        .get(a)
+                        .is_some_and(|k| self.may_dial(k, now))
+                })
+                .copied()
+                .collect();
+            candidates.sort_unstable();
+            log::info!(
+                "no STATUS of node {:016x} came round in {:.1}s since it let us go: \
+                 the group may be split, dialing one of the members it named",
+                w.node,
+                self.let_go_wait().as_secs_f64()
+            );
+            if candidates.is_empty() {
+                self.dial_member(now, w.node);
+            } else {
+                let addr = candidates[self.rng.below(candidates.len())];
+                self.dial.dialing(addr);
+                self.push(Action::Dial(DialTarget::Addr(addr)));
+            }
+        }
     }
 
     fn dial_seeds(&mut self, now: Instant) {
@@ -507,6 +636,9 @@ impl Mesh {
                 alternatives,
             });
         }
+        // The STATUS each node we let go waits for (see `LetGo`).
+        self.flood_due = true;
+        self.send_status(now);
     }
 }
 

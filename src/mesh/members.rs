@@ -469,7 +469,7 @@ impl Mesh {
                     self.printing_told_all = Some(now);
                 }
                 self.flooded = Some((now, status));
-                self.broadcast(&bytes, 0, None);
+                self.flood_status(&bytes, None);
             }
         }
     }
@@ -627,14 +627,16 @@ impl Mesh {
             }
         }
         let hops = status.hops;
-        let forward = hops < status.ttl && self.cfg.relay;
+        // Not what came through a link being closed (see `flood_status`).
+        let through_ending = self.neighbours.get(&conn).is_some_and(|n| n.ending());
+        let forward = hops < status.ttl && self.cfg.relay && !through_ending;
         status.hops = hops.saturating_add(1);
         let bytes = Arc::new(Frame::Status(status.clone()).to_bytes());
         let routed = status.flags & FLAG_ROUTED != 0;
         if forward {
             match routed.then(|| self.ack_route(&status.acks, Some(conn))) {
                 Some(Some(to)) => self.send_each(&to, &bytes, 0),
-                _ => self.broadcast(&bytes, 0, Some(conn)),
+                _ => self.flood_status(&bytes, Some(conn)),
             }
         }
         // Kept for new neighbours without its acks: they are stale by then

@@ -369,6 +369,10 @@ struct Neighbour {
     /// It sent PEERS: it is letting us go (trimming us) and named whom to
     /// dial instead, so its end is no cut (see `dial.rs`, `dial_across`).
     lets_us_go: bool,
+    /// The highest status_seq of its own flooded STATUS that came through
+    /// this link: a newer one coming through another link after it let
+    /// us go shows the group is still one (see `dial.rs`, `LetGo`).
+    direct_seq: u64,
     /// When a STATUS last showed this link lies on a cycle (see
     /// `dial.rs`, `heard_status_via`): trimming it leaves no one alone.
     on_cycle: Option<Instant>,
@@ -381,6 +385,13 @@ struct Neighbour {
     /// When we last greeted it again because it came back (see
     /// `members.rs`, `merge_status`): at most once a keepalive.
     regreeted: Option<Instant>,
+}
+
+impl Neighbour {
+    /// We are trimming this link, or the other end is letting us go.
+    fn ending(&self) -> bool {
+        self.closing || self.lets_us_go
+    }
 }
 
 /// The state machine. See the module documentation.
@@ -597,6 +608,7 @@ impl Mesh {
                 heard: now,
                 closing: false,
                 lets_us_go: false,
+                direct_seq: 0,
                 on_cycle: None,
                 answers: Vec::new(),
                 regreeted: None,
@@ -657,6 +669,9 @@ impl Mesh {
         match frame {
             Frame::Status(status) => {
                 self.heard_status_via(now, conn, status.member, status.status_seq);
+                if status.flags & members::FLAG_ROUTED == 0 {
+                    self.heard_flooded_status(conn, status.member, status.status_seq);
+                }
                 self.on_status(now, conn, status);
                 self.heard_acks(conn, status);
             }
@@ -684,6 +699,9 @@ impl Mesh {
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
                 self.learned(now, &addrs);
                 self.dial.prefer(entries.iter().map(|(_, a)| *a));
+                if let Some(node) = self.neighbours.get(&conn).map(|n| n.node) {
+                    self.watch_let_go(now, conn, node, entries.iter().map(|(_, a)| *a).collect());
+                }
                 if let Some(n) = self.neighbours.get_mut(&conn) {
                     n.lets_us_go = true;
                 }
@@ -1115,6 +1133,22 @@ impl Mesh {
                     to: conn,
                     frames: frames.clone(),
                     msgs,
+                });
+            }
+        }
+    }
+
+    /// A flooded STATUS goes on every link but `except` that neither end
+    /// is closing: a STATUS that crossed a link being trimmed could tell a
+    /// node let go elsewhere at the same moment that it is still in the
+    /// group when the two trims together split it (see `dial.rs`, `LetGo`).
+    fn flood_status(&mut self, frames: &Bytes, except: Option<Conn>) {
+        for (&conn, n) in &self.neighbours {
+            if Some(conn) != except && !n.ending() {
+                self.actions.push_back(Action::Send {
+                    to: conn,
+                    frames: frames.clone(),
+                    msgs: 0,
                 });
             }
         }
