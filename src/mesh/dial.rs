@@ -346,6 +346,10 @@ impl Mesh {
     /// one of the members it handed us (its part), whatever our degree.
     /// With no link left, the degree dialer does that anyway.
     fn dial_past_trim(&mut self, now: Instant) {
+        if self.own.leaving {
+            self.dial.let_go.clear();
+            return;
+        }
         let (due, kept): (Vec<LetGo>, Vec<LetGo>) = std::mem::take(&mut self.dial.let_go)
             .into_iter()
             .partition(|w| w.due <= now);
@@ -366,8 +370,9 @@ impl Mesh {
                 .copied()
                 .collect();
             candidates.sort_unstable();
+            let name = self.members.get(&w.node).map_or("", |m| m.name.as_str());
             log::info!(
-                "no STATUS of node {:016x} came round in {:.1}s since it let us go: \
+                "no STATUS of {name} (node {:016x}) came round in {:.1}s since it let us go: \
                  the group may be split, dialing one of the members it named",
                 w.node,
                 self.let_go_wait().as_secs_f64()
