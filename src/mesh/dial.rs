@@ -7,10 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::rng::Rng;
 use super::{Action, Conn, DialResult, DialTarget, Mesh, Neighbour, NodeId};
+use crate::frame::Frame;
 
 /// The first retry after a failed dial; doubled after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -107,7 +109,8 @@ pub struct DialPolicy {
 struct LetGo {
     node: NodeId,
     /// The newest of its flooded STATUS frames that came to us through
-    /// the link it closed: the next one comes only through other links.
+    /// the link it closed (it sends its newest there right before PEERS):
+    /// a newer one went out after the trim, and only on other links.
     seq: u64,
     due: Instant,
     alternatives: Vec<SocketAddr>,
@@ -633,7 +636,19 @@ impl Mesh {
         for &(_, _, conn) in &extra {
             self.neighbours.get_mut(&conn).expect("listed").closing = true;
         }
+        // Our newest STATUS goes first on each link we close: the node let
+        // go then holds every one of ours from before the trim, and only
+        // the one we flood below is newer (see `LetGo`). Without it, a new
+        // status_seq we greeted another neighbour with a moment before
+        // reached it round the group as if it were that one (attack35 F1).
+        let newest = self
+            .own_sent
+            .clone()
+            .map(|status| Arc::new(Frame::Status(status).to_bytes()));
         for (_, _, conn) in extra {
+            if let Some(frames) = &newest {
+                self.send_each(&[conn], frames, 0);
+            }
             let alternatives = self.trim_alternatives(8);
             self.push(Action::Close {
                 conn,

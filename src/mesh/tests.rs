@@ -1801,8 +1801,12 @@ fn a_trimmed_node_dials_the_alternatives_it_was_handed() {
 
 /// A node let go while it keeps other links waits half a keepalive for its
 /// trimmer's next STATUS through one of them. None came: it dials one of
-/// the members the trimmer handed it, whatever its degree. One came
-/// (flooded, newer than the last it sent us directly): nothing is dialed.
+/// the members the trimmer handed it, whatever its degree, also when a
+/// newer STATUS of the trimmer than its last direct one had come round
+/// before it trimmed (attack35 F1: it had greeted another neighbour with
+/// a new status_seq; the trimmer now repeats its newest before PEERS).
+/// One came after the trim (flooded, newer than the last it sent us
+/// directly): nothing is dialed.
 /// A STATUS that came through the link being closed proves nothing and is
 /// not passed on (it might have crossed just before another trim split
 /// the group).
@@ -1824,16 +1828,20 @@ fn a_node_let_go_dials_the_members_it_was_handed_unless_its_trimmer_is_heard_rou
         let mut kept = status(33, 1, 2, 0);
         kept.addrs = vec![addr("10.1.0.33:7000")];
         on_status(&mut m, ms(1), 1, kept);
+        // Round the group before the trim: a new status_seq it greeted
+        // another neighbour with. Then its newest, repeated as it trims.
+        on_status(&mut m, ms(1), 2, status(101, 6, 3, 0));
+        on_status(&mut m, ms(2), 1, status(101, 6, 1, 0));
         m.on_frame(ms(2), 1, &Frame::Peers(vec![(33, addr("10.1.0.33:7000"))]));
         // Through the link it closes: merged, not passed on.
-        let through_closing = on_status(&mut m, ms(3), 1, status(101, 6, 1, 0));
+        let through_closing = on_status(&mut m, ms(3), 1, status(101, 7, 1, 0));
         assert!(
             sent(&through_closing).is_empty(),
             "passed on: {through_closing:?}"
         );
         m.neighbour_down(ms(4), 1, None);
         if heard_round {
-            on_status(&mut m, ms(50), 2, status(101, 7, 3, 0));
+            on_status(&mut m, ms(50), 2, status(101, 8, 3, 0));
         }
         // Half of config()'s keepalive of 1 s.
         m.tick(ms(400));
@@ -1888,8 +1896,19 @@ fn a_trimming_node_floods_a_new_status_on_the_links_it_keeps() {
             _ => None,
         })
         .collect();
-    let to: Vec<Conn> = statuses.iter().map(|(c, _)| *c).collect();
-    assert_eq!(to, [1, 2], "{statuses:?}");
+    // Our newest before the trim goes to the node let go, ahead of its
+    // PEERS and BYE; the new one to the links we keep.
+    let before = statuses[0].1;
+    assert_eq!(statuses, [(3, before), (1, before + 1), (2, before + 1)]);
+    let close_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Close { .. }))
+        .unwrap();
+    let status_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Send { to: 3, .. }))
+        .unwrap();
+    assert!(status_at < close_at, "{actions:?}");
 }
 
 /// The heal dialer tries members that went down, never ones we only know
