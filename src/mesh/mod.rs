@@ -700,6 +700,7 @@ impl Mesh {
                 self.learned(now, &addrs);
                 self.dial.prefer(entries.iter().map(|(_, a)| *a));
                 if let Some(node) = self.neighbours.get(&conn).map(|n| n.node) {
+                    self.dial.let_us_go(node, now);
                     self.watch_let_go(now, conn, node, entries.iter().map(|(_, a)| *a).collect());
                 }
                 if let Some(n) = self.neighbours.get_mut(&conn) {
