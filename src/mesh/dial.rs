@@ -316,6 +316,12 @@ impl DialPolicy {
 }
 
 impl Mesh {
+    /// Dials the learned address `addr` (pending until its result).
+    fn dial_addr(&mut self, addr: SocketAddr) {
+        self.dial.dialing(addr);
+        self.push(Action::Dial(DialTarget::Addr(addr)));
+    }
+
     pub(super) fn dial_tick(&mut self, now: Instant) {
         if self.stuck {
             // Our stdout takes nothing: our neighbours cut us for it, and
@@ -339,18 +345,16 @@ impl Mesh {
         (self.cfg.keepalive / 2).max(Duration::from_millis(500))
     }
 
-    /// `node`, on link `conn`, is letting us go and handed us `alternatives`.
+    /// `node` is letting us go and handed us `alternatives`; `seq` is the
+    /// newest of its flooded STATUS frames that came through its link.
     pub(super) fn watch_let_go(
         &mut self,
         now: Instant,
-        conn: Conn,
         node: NodeId,
+        seq: u64,
         alternatives: Vec<SocketAddr>,
     ) {
-        let Some(n) = self.neighbours.get(&conn) else {
-            return;
-        };
-        let seq = n.direct_seq;
+        self.dial.let_us_go(node, now);
         // Its new STATUS may have come round before its PEERS did.
         if self.members.get(&node).is_some_and(|m| m.flood_seq > seq) {
             return;
@@ -427,8 +431,7 @@ impl Mesh {
                 self.dial_member(now, w.node);
             } else {
                 let addr = candidates[self.rng.below(candidates.len())];
-                self.dial.dialing(addr);
-                self.push(Action::Dial(DialTarget::Addr(addr)));
+                self.dial_addr(addr);
             }
         }
     }
@@ -498,8 +501,7 @@ impl Mesh {
                 }
                 chosen_nodes.push(node);
             }
-            self.dial.dialing(addr);
-            self.push(Action::Dial(DialTarget::Addr(addr)));
+            self.dial_addr(addr);
         }
     }
 
@@ -517,8 +519,7 @@ impl Mesh {
         let Some(addr) = addr else {
             return false;
         };
-        self.dial.dialing(addr);
-        self.push(Action::Dial(DialTarget::Addr(addr)));
+        self.dial_addr(addr);
         true
     }
 
@@ -556,8 +557,7 @@ impl Mesh {
             return;
         }
         let addr = candidates[self.rng.below(candidates.len())];
-        self.dial.dialing(addr);
-        self.push(Action::Dial(DialTarget::Addr(addr)));
+        self.dial_addr(addr);
     }
 
     /// A member worth a heal dial: one that was live and went down (maybe

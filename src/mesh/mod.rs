@@ -699,12 +699,11 @@ impl Mesh {
                 let addrs: Vec<_> = entries.iter().map(|(n, a)| (Some(*n), *a)).collect();
                 self.learned(now, &addrs);
                 self.dial.prefer(entries.iter().map(|(_, a)| *a));
-                if let Some(node) = self.neighbours.get(&conn).map(|n| n.node) {
-                    self.dial.let_us_go(node, now);
-                    self.watch_let_go(now, conn, node, entries.iter().map(|(_, a)| *a).collect());
-                }
                 if let Some(n) = self.neighbours.get_mut(&conn) {
                     n.lets_us_go = true;
+                    let (node, seq) = (n.node, n.direct_seq);
+                    let alternatives = entries.iter().map(|(_, a)| *a).collect();
+                    self.watch_let_go(now, node, seq, alternatives);
                 }
             }
             _ => {}
@@ -1144,15 +1143,13 @@ impl Mesh {
     /// node let go elsewhere at the same moment that it is still in the
     /// group when the two trims together split it (see `dial.rs`, `LetGo`).
     fn flood_status(&mut self, frames: &Bytes, except: Option<Conn>) {
-        for (&conn, n) in &self.neighbours {
-            if Some(conn) != except && !n.ending() {
-                self.actions.push_back(Action::Send {
-                    to: conn,
-                    frames: frames.clone(),
-                    msgs: 0,
-                });
-            }
-        }
+        let to: Vec<Conn> = self
+            .neighbours
+            .iter()
+            .filter(|(&conn, n)| Some(conn) != except && !n.ending())
+            .map(|(&conn, _)| conn)
+            .collect();
+        self.send_each(&to, frames, 0);
     }
 
     /// Sends `frames` to each of the neighbours `to`.
