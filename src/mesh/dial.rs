@@ -28,6 +28,22 @@ const HEAL_SOON: Duration = Duration::from_secs(1);
 const MAX_ADDRS: usize = 16384;
 /// How many keepalives a link's evidence of lying on a cycle lasts.
 const CYCLE_KEEPALIVES: u32 = 3;
+/// Up to this many times the degree, bridges and links not yet judged are
+/// kept (see `trim`).
+const BRIDGES_KEPT: usize = 3;
+
+/// What `trim` knows of a link; the later variants go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Standing {
+    /// Some member's announcements reach us only through it.
+    Bridge,
+    /// Up for less than a keepalive, on no known cycle.
+    Unjudged,
+    /// Judged, and no bridge.
+    NoBridge,
+    /// A STATUS showed it lies on a cycle: closing it splits nothing.
+    OnCycle,
+}
 
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -146,6 +162,10 @@ struct Heard {
     /// before too: copies of the newest may still be on their way.)
     other: bool,
     other_before: bool,
+    /// A copy came through a link that was up when the first came: not a
+    /// greeting repeating what it had from us. The first link is no
+    /// bridge to the member, as far as this STATUS shows (see `bridges`).
+    round: bool,
 }
 
 impl DialPolicy {
@@ -601,6 +621,7 @@ impl Mesh {
                     at: now,
                     other: false,
                     other_before,
+                    round: false,
                 };
                 self.dial.first_via.insert(member, heard);
                 return;
@@ -609,6 +630,9 @@ impl Mesh {
         if let Some(n) = self.neighbours.get_mut(&conn) {
             if first != conn && at > n.added {
                 n.on_cycle = Some(now);
+                if let Some(h) = self.dial.first_via.get_mut(&member) {
+                    h.round = true;
+                }
             }
         }
     }
@@ -647,8 +671,10 @@ impl Mesh {
 
     /// Above 2 × degree, non-PEER links are closed politely, with
     /// alternatives, never below the degree: first the newest of the links
-    /// known to lie on a cycle (see `heard_status_via`), then the newest of
-    /// the rest.
+    /// known to lie on a cycle (see `heard_status_via`), then, once no link
+    /// is waiting to be judged, the newest of the judged ones that are no
+    /// bridge (see `bridges`). Bridges and links not judged yet are kept up
+    /// to 3 × degree; past it the newest go, whatever they are.
     ///
     /// We do not know a neighbour's degree. The newest link is the likeliest
     /// to be the other side's only one (a node joining through us): trimmed
@@ -657,7 +683,10 @@ impl Mesh {
     /// node of 600 in the simulator). A link on a cycle is no one's only
     /// link, and closing it splits nothing. Trimming an older link of
     /// unknown shape instead could cut a bridge: a hub's kept `--degree 1`
-    /// spoke and the spoke that joined through it became an island.
+    /// spoke and the spoke that joined through it became an island. And
+    /// the newest link may be the bridge: a node healing a split dialed
+    /// full members of the other part, and each closed the new link at
+    /// once (attack37 F1: `--degree 1` groups split for 7-25 s).
     fn trim(&mut self, now: Instant) {
         let limit = 2 * self.cfg.degree;
         let open = self.neighbours.values().filter(|n| !n.closing).count();
@@ -668,15 +697,40 @@ impl Mesh {
         // other links may be gone (every member's keepalive STATUS renews
         // it while the cycle stands).
         let since = now.checked_sub(self.cfg.keepalive * CYCLE_KEEPALIVES);
-        let on_cycle = |n: &Neighbour| n.on_cycle.is_some_and(|at| since.map_or(true, |s| at >= s));
-        let mut extra: Vec<(bool, Instant, u64)> = self
+        let fresh = |at: &Instant| since.map_or(true, |s| *at >= s);
+        let bridges = self.bridges(fresh);
+        let keepalive = self.cfg.keepalive;
+        let standing = |c: &Conn, n: &Neighbour| {
+            if n.on_cycle.as_ref().is_some_and(fresh) {
+                Standing::OnCycle
+            } else if now < n.added + keepalive {
+                // Up for a keepalive, every member's keepalive STATUS had
+                // its chance to come through it, or round another way.
+                Standing::Unjudged
+            } else if bridges.contains(c) {
+                Standing::Bridge
+            } else {
+                Standing::NoBridge
+            }
+        };
+        let mut links: Vec<(Standing, Instant, Conn)> = self
             .neighbours
             .iter()
             .filter(|(_, n)| !n.seed && !n.closing)
-            .map(|(c, n)| (on_cycle(n), n.added, *c))
+            .map(|(c, n)| (standing(c, n), n.added, *c))
             .collect();
-        extra.sort_by(|a, b| b.cmp(a));
-        extra.truncate(open - limit);
+        // The order they go in: on a cycle, no bridge, the rest; each
+        // newest first.
+        links.sort_by(|a, b| b.cmp(a));
+        // An unjudged link may turn out no bridge, newer than the others.
+        let judging = links.iter().any(|l| l.0 == Standing::Unjudged);
+        let closable = links
+            .iter()
+            .filter(|l| l.0 == Standing::OnCycle || (l.0 == Standing::NoBridge && !judging))
+            .count();
+        let past_hard = open.saturating_sub(BRIDGES_KEPT * self.cfg.degree);
+        links.truncate((open - limit).min(closable).max(past_hard));
+        let extra = links;
         for &(_, _, conn) in &extra {
             self.neighbours.get_mut(&conn).expect("listed").closing = true;
         }
@@ -707,6 +761,31 @@ impl Mesh {
 }
 
 impl Mesh {
+    /// The links that are bridges, as far as we can tell: the newest
+    /// STATUS of some live member other than its neighbour came through it
+    /// (lately: `fresh`), and no copy came round through another link
+    /// since. Closing one splits that member off from us. A copy that
+    /// comes round refutes it: a STATUS a node was greeted with a moment
+    /// before it greeted us comes through the group too, a moment later.
+    /// A copy through a link newer than the first copy refutes nothing: a
+    /// greeting repeats what its sender had, maybe from us.
+    fn bridges(&self, fresh: impl Fn(&Instant) -> bool) -> BTreeSet<Conn> {
+        self.dial
+            .first_via
+            .iter()
+            .filter(|(_, h)| !h.round && fresh(&h.at))
+            // Not our own STATUS, which a greeting repeats back to us, nor
+            // one of a member that left.
+            .filter(|(member, _)| self.members.get(member).is_some_and(|m| m.is_live()))
+            .filter(|(member, h)| {
+                self.neighbours
+                    .get(&h.first)
+                    .is_some_and(|n| n.node != **member)
+            })
+            .map(|(_, h)| h.first)
+            .collect()
+    }
+
     /// Whom a trimmed neighbour should dial instead: the neighbours we
     /// keep (they are in our part of the group for sure, so it rejoins the
     /// group through them); other live members only if none of those has

@@ -190,7 +190,8 @@ pub enum Arrival {
     /// Later than the next one: kept in the hold-back buffer.
     Hold,
     /// Already delivered, already held, or before a base that came from
-    /// the origin's STATUS (not owed to us).
+    /// the origin's STATUS once a line from the base on was delivered (the
+    /// origin's miss entry tells us if it was owed).
     Duplicate,
     /// Before a base that only the first message set: the origin sent it
     /// before the message we started with, and it can no longer be
@@ -323,6 +324,16 @@ impl Origin {
         if self.next == 0 {
             self.start_at(seq);
             self.base_from_msg = true;
+        } else if seq < self.base && !self.base_from_msg {
+            // A STATUS set the base (`sent_seq + 1`) and nothing was
+            // delivered since: the origin may have known us before we knew
+            // it, and a line it read then is owed to us. Taken, with the
+            // lines after it, as the base a first message sets: the stream
+            // that brought it brings the rest in order. Dropped, a line
+            // owed to us was a gap as soon as its origin's miss entry came
+            // round, for we had delivered the lines after it by then (a
+            // late joiner behind a slow path lost its first line so).
+            self.reopen(seq);
         }
         if seq < self.base && self.base_from_msg {
             Arrival::Late
@@ -919,8 +930,19 @@ mod tests {
     #[test]
     fn lines_below_the_base_are_late_only_when_a_message_set_it() {
         let mut o = Origin::default();
-        o.start_at(5); // from a STATUS: earlier lines were not ours
-        assert_eq!(o.arrive(3, 10, 100), Arrival::Duplicate);
+        o.start_at(5); // from a STATUS: earlier lines may be ours
+        assert_eq!(
+            o.arrive(3, 10, 100),
+            Arrival::Deliver,
+            "nothing delivered yet"
+        );
+        assert_eq!((o.base, o.next), (3, 3));
+        o.next = 4;
+        assert_eq!(
+            o.arrive(2, 10, 100),
+            Arrival::Duplicate,
+            "too late: not ours"
+        );
         let mut o = Origin::default();
         assert_eq!(o.arrive(5, 10, 100), Arrival::Deliver);
         o.next = 6;

@@ -468,14 +468,43 @@ fn a_held_message_costs_its_own_length_not_its_share_of_a_large_buffer() {
 fn the_base_comes_from_the_first_status_or_the_first_message() {
     let (mut m, t0) = with_neighbours(config(), 1);
     on_status(&mut m, t0, 1, status(7, 1, 1, 10));
-    assert!(delivered(&feed(&mut m, t0, 1, &[(7, 10, 1, 16)])).is_empty());
     assert_eq!(
         delivered(&feed(&mut m, t0, 1, &[(7, 11, 1, 16)])),
         [(7, 11)]
     );
+    assert!(
+        delivered(&feed(&mut m, t0, 1, &[(7, 10, 1, 16)])).is_empty(),
+        "below the base, after a delivery: the origin's miss entry says if it was ours"
+    );
     // No STATUS from 8: its first message sets the base.
     assert_eq!(delivered(&feed(&mut m, t0, 1, &[(8, 5, 1, 16)])), [(8, 5)]);
     assert!(delivered(&feed(&mut m, t0, 1, &[(8, 4, 1, 16)])).is_empty());
+}
+
+#[test]
+fn a_line_below_a_base_a_status_set_is_taken_while_nothing_was_delivered() {
+    // 7 knew us when it read line 1, but its STATUS reached us after it:
+    // base 2. Lines 1..=6 then come along a slow path in one batch.
+    // Dropping line 1 made it a gap once 7's miss entry came round
+    // (attack37 F1b: a late joiner lost its first line at a live member).
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 2, 1));
+    let lines: Vec<_> = (1..=6).map(|s| (7, s, 4, 16)).collect();
+    let got = delivered(&feed(&mut m, t0, 1, &lines));
+    assert_eq!(got, (1..=6).map(|s| (7, s)).collect::<Vec<_>>());
+    let mut told = status(7, 2, 2, 6);
+    told.misses = vec![frame::Miss {
+        member: ME,
+        first: 1,
+        last: 1,
+    }];
+    assert!(gaps(&on_status(&mut m, t0, 1, told)).is_empty());
+    // Once a line was delivered, one from below the base is no longer
+    // taken: it could not be delivered in order.
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 2, 4));
+    assert_eq!(delivered(&feed(&mut m, t0, 1, &[(7, 5, 4, 16)])), [(7, 5)]);
+    assert!(delivered(&feed(&mut m, t0, 1, &[(7, 4, 4, 16)])).is_empty());
 }
 
 fn secs(s: f64) -> Duration {
@@ -1697,7 +1726,7 @@ fn trimmed_neighbours_are_sent_to_the_ones_kept_not_to_each_other() {
         on_status(&mut m, at, c, s);
     }
     drain(&mut m);
-    m.tick(t0 + Duration::from_secs(1));
+    m.tick(t0 + Duration::from_secs(2));
     let closes: Vec<(Conn, Vec<NodeId>)> = drain(&mut m)
         .into_iter()
         .filter_map(|a| match a {
@@ -1769,8 +1798,97 @@ fn a_greeting_repeating_a_status_we_had_shows_no_cycle() {
     on_status(&mut m, ms(11), 3, status(7, 1, 3, 0));
     up(&mut m, ms(12), 4);
     up(&mut m, ms(13), 5);
-    m.tick(ms(20));
+    // Their greetings: their own STATUS.
+    for c in 2..=5 {
+        on_status(&mut m, ms(14), c, status(100 + c, 1, 1, 0));
+    }
+    // Judged after a keepalive (1 s).
+    m.tick(ms(1020));
     assert_eq!(closed(&drain(&mut m)), [5], "degree 2: one of 5 links goes");
+}
+
+/// A link whose greeting brought news of other members (a STATUS newer
+/// than any we had) and shows no cycle is their only way to us: closing
+/// it split the group (attack37 F1: a `--degree 1` node healing a split
+/// dialed inner nodes of the other part, each at 2 × degree, and each
+/// closed the new link at once, for 7-25 s). Up to 3 × degree, it is kept
+/// above 2 × degree, and so is a link up for less than a keepalive (the
+/// news of the members behind it may not have come yet); a link judged no
+/// bridge is closed as before, and so is a bridge once a cycle shows.
+#[test]
+fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let degree_1 = || {
+        Mesh::new(
+            MeshConfig {
+                degree: 1,
+                ..config()
+            },
+            t0,
+        )
+    };
+    let up = |m: &mut Mesh, at, c: u64| {
+        let remote = addr(&format!("10.0.0.{c}:1"));
+        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
+        on_status(m, at, c, status(100 + c, 1, 1, 0));
+    };
+    let mut m = degree_1();
+    up(&mut m, ms(1), 1);
+    on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
+    on_status(&mut m, ms(2), 1, status(9, 1, 3, 0));
+    up(&mut m, ms(3), 2);
+    on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+    // The other part of a split: 9 went on sending STATUS frames there.
+    up(&mut m, ms(10), 3);
+    on_status(&mut m, ms(11), 3, status(9, 2, 2, 0));
+    m.tick(ms(1100));
+    assert!(closed(&drain(&mut m)).is_empty(), "every link is a bridge");
+    // A node joining through us knows nothing we do not.
+    up(&mut m, ms(1200), 4);
+    on_status(&mut m, ms(1201), 4, status(7, 1, 2, 0));
+    m.tick(ms(2300));
+    assert_eq!(closed(&drain(&mut m)), [4]);
+    // A cycle through link 3 shows: trimmed like any other.
+    on_status(&mut m, ms(2400), 1, status(8, 2, 3, 0));
+    on_status(&mut m, ms(2401), 3, status(8, 2, 3, 0));
+    m.tick(ms(2500));
+    assert_eq!(closed(&drain(&mut m)), [3]);
+
+    // News that comes round through an older link a moment later was a
+    // race (a STATUS its sender was greeted with just before): no bridge.
+    let mut m = degree_1();
+    up(&mut m, ms(1), 1);
+    on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
+    on_status(&mut m, ms(2), 1, status(9, 1, 2, 0));
+    up(&mut m, ms(3), 2);
+    on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+    up(&mut m, ms(10), 3);
+    on_status(&mut m, ms(11), 3, status(7, 2, 3, 0));
+    m.tick(ms(1100));
+    assert!(closed(&drain(&mut m)).is_empty(), "news through 3, for now");
+    // The copy coming round puts link 1 on a cycle: it goes first.
+    on_status(&mut m, ms(1150), 1, status(7, 2, 2, 0));
+    m.tick(ms(1200));
+    assert_eq!(closed(&drain(&mut m)), [1]);
+    // Link 4 brings news of 10; link 3's news came round: 3 goes.
+    up(&mut m, ms(1300), 4);
+    on_status(&mut m, ms(1301), 4, status(10, 1, 2, 0));
+    m.tick(ms(2400));
+    assert_eq!(closed(&drain(&mut m)), [3]);
+    // Our own STATUS, repeated back in a greeting, is no news of anyone.
+    up(&mut m, ms(2500), 5);
+    on_status(&mut m, ms(2501), 5, status(ME, 9, 3, 0));
+    m.tick(ms(3600));
+    assert_eq!(closed(&drain(&mut m)), [5]);
+
+    // Past 3 × degree the newest go at once, judged or not.
+    let mut m = degree_1();
+    for c in 1..=5 {
+        up(&mut m, ms(c), c);
+    }
+    m.tick(ms(10));
+    assert_eq!(closed(&drain(&mut m)), [5, 4]);
 }
 
 /// A node let go with PEERS dials those first, not any member it knows.
@@ -1874,19 +1992,14 @@ fn a_trimming_node_floods_a_new_status_on_the_links_it_keeps() {
         },
         2,
     );
-    m.tick(t0 + Duration::from_millis(1));
+    let ms = |n| t0 + Duration::from_millis(n);
+    m.tick(ms(1000)); // the keepalive STATUS
     drain(&mut m);
-    m.neighbour_up(
-        t0 + Duration::from_millis(2),
-        3,
-        103,
-        "",
-        addr("10.0.0.3:1"),
-        7000,
-        None,
-    );
+    m.neighbour_up(ms(1050), 3, 103, "", addr("10.0.0.3:1"), 7000, None);
     drain(&mut m);
-    m.tick(t0 + Duration::from_millis(3));
+    m.tick(ms(2000)); // the next one; link 3 is judged from 2050 on
+    assert!(closed(&drain(&mut m)).is_empty());
+    m.tick(ms(2060));
     let actions = drain(&mut m);
     assert_eq!(closed(&actions), [3], "the newest link");
     let statuses: Vec<(Conn, u64)> = sent(&actions)
