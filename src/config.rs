@@ -87,7 +87,8 @@ struct Cli {
     max_frame: u32,
 
     /// Keep about D connections: dial learned members while below D; above
-    /// 2xD, close the extra ones politely (never below D) [default: 4, or
+    /// 2xD, close the extra ones politely (never below D; up to 3xD, not
+    /// one that is some members' only way to us) [default: 4, or
     /// --max-peers if lower]
     #[arg(long, value_name = "D",
           value_parser = clap::value_parser!(u32).range(1..=MAX_DEGREE as i64))]
