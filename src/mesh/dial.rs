@@ -762,7 +762,7 @@ impl Mesh {
 
 impl Mesh {
     /// The links that are bridges, as far as we can tell: the newest
-    /// STATUS of some live member other than its neighbour came through it
+    /// STATUS of some member other than its neighbour came through it
     /// (lately: `fresh`), and no copy came round through another link
     /// since. Closing one splits that member off from us. A copy that
     /// comes round refutes it: a STATUS a node was greeted with a moment
@@ -774,9 +774,12 @@ impl Mesh {
             .first_via
             .iter()
             .filter(|(_, h)| !h.round && fresh(&h.at))
-            // Not our own STATUS, which a greeting repeats back to us, nor
-            // one of a member that left.
-            .filter(|(member, _)| self.members.get(member).is_some_and(|m| m.is_live()))
+            // Not our own STATUS, which a greeting repeats back to us. A
+            // member that just left counts: its final acknowledgements
+            // come that way (a node leaving at the end of its stdin lost
+            // its last link to a trim, and its senders counted a line it
+            // printed as lost).
+            .filter(|(member, _)| **member != self.cfg.id)
             .filter(|(member, h)| {
                 self.neighbours
                     .get(&h.first)

@@ -1882,6 +1882,21 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     m.tick(ms(3600));
     assert_eq!(closed(&drain(&mut m)), [5]);
 
+    // A member leaving behind a link counts: its final acknowledgements
+    // come that way.
+    let mut m = degree_1();
+    up(&mut m, ms(1), 1);
+    on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
+    up(&mut m, ms(3), 2);
+    on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+    up(&mut m, ms(10), 3);
+    on_status(&mut m, ms(11), 3, status(12, 1, 2, 0));
+    let mut leaving = status(12, 2, 2, 0);
+    leaving.flags = FLAG_LEAVING;
+    on_status(&mut m, ms(1050), 3, leaving);
+    m.tick(ms(1100));
+    assert!(closed(&drain(&mut m)).is_empty(), "12 is leaving through 3");
+
     // Past 3 × degree the newest go at once, judged or not.
     let mut m = degree_1();
     for c in 1..=5 {
