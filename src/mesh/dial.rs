@@ -704,8 +704,8 @@ impl Mesh {
             if n.on_cycle.as_ref().is_some_and(fresh) {
                 Standing::OnCycle
             } else if now < n.added + keepalive {
-                // Up for a keepalive, every member's keepalive STATUS had
-                // its chance to come through it, or round another way.
+                // Not up for a keepalive yet: some member's keepalive
+                // STATUS may still have to come through it, or round.
                 Standing::Unjudged
             } else if bridges.contains(c) {
                 Standing::Bridge

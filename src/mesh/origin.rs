@@ -324,15 +324,18 @@ impl Origin {
         if self.next == 0 {
             self.start_at(seq);
             self.base_from_msg = true;
-        } else if seq < self.base && !self.base_from_msg {
+        } else if seq < self.base && !self.base_from_msg && self.held.is_empty() {
             // A STATUS set the base (`sent_seq + 1`) and nothing was
-            // delivered since: the origin may have known us before we knew
-            // it, and a line it read then is owed to us. Taken, with the
-            // lines after it, as the base a first message sets: the stream
-            // that brought it brings the rest in order. Dropped, a line
-            // owed to us was a gap as soon as its origin's miss entry came
-            // round, for we had delivered the lines after it by then (a
-            // late joiner behind a slow path lost its first line so).
+            // delivered or held since: the origin may have known us before
+            // we knew it, and a line it read then is owed to us. Taken,
+            // with the lines after it, as the base a first message sets:
+            // the stream that brought it brings the rest in order. Dropped,
+            // a line owed to us was a gap as soon as its origin's miss
+            // entry came round, for we had delivered the lines after it by
+            // then (a late joiner behind a slow path lost its first line
+            // so). Not while later lines are held: another path already
+            // brings those, and the lines in between may be no one's to
+            // fetch for us (sent before we joined).
             self.reopen(seq);
         }
         if seq < self.base && self.base_from_msg {
@@ -942,6 +945,15 @@ mod tests {
             o.arrive(2, 10, 100),
             Arrival::Duplicate,
             "too late: not ours"
+        );
+        let mut o = Origin::default();
+        o.start_at(5);
+        assert_eq!(o.arrive(7, 10, 100), Arrival::Hold);
+        o.hold(7, kept(10));
+        assert_eq!(
+            o.arrive(3, 10, 100),
+            Arrival::Duplicate,
+            "later lines held: not taken"
         );
         let mut o = Origin::default();
         assert_eq!(o.arrive(5, 10, 100), Arrival::Deliver);
