@@ -219,8 +219,11 @@ impl DialPolicy {
     }
 
     /// `node` let us go (PEERS, then "too many neighbours"): it is full
-    /// for a while (see `full`).
-    pub fn let_us_go(&mut self, node: NodeId, now: Instant) {
+    /// for a while (see `full`), and its addresses wait their backoff, as
+    /// after a failed dial. A member with nobody to hand us let us go
+    /// again as soon as we were back, and we dialed it again at once,
+    /// ten times a second for as long as it stayed full (attack39 F1).
+    pub fn let_us_go(&mut self, node: NodeId, now: Instant, rng: &mut Rng) {
         if self.full.len() >= FULL_KEPT && !self.full.contains_key(&node) {
             let oldest = self.full.iter().min_by_key(|(_, at)| **at).map(|(n, _)| *n);
             if let Some(oldest) = oldest {
@@ -228,17 +231,24 @@ impl DialPolicy {
             }
         }
         self.full.insert(node, now);
+        for known in self.addrs.values_mut().filter(|k| k.node == Some(node)) {
+            if !known.attempt.pending {
+                known.attempt.failed(now, rng);
+            }
+        }
+    }
+
+    /// Whether `node` let us go in the last [`FULL_FOR`].
+    fn was_full(&self, node: Option<NodeId>, now: Instant) -> bool {
+        node.and_then(|n| self.full.get(&n))
+            .is_some_and(|at| now.saturating_duration_since(*at) < FULL_FOR)
     }
 
     /// Leaves out of `candidates` the addresses of members that let us go
     /// in the last [`FULL_FOR`], unless that leaves none: they are full,
     /// and each would let us go again at once.
     fn skip_full(&self, candidates: &mut Vec<SocketAddr>, now: Instant) {
-        let full = |a: &SocketAddr| {
-            let node = self.addrs.get(a).and_then(|k| k.node);
-            node.and_then(|n| self.full.get(&n))
-                .is_some_and(|at| now.saturating_duration_since(*at) < FULL_FOR)
-        };
+        let full = |a: &SocketAddr| self.was_full(self.addrs.get(a).and_then(|k| k.node), now);
         if candidates.iter().any(|a| !full(a)) {
             candidates.retain(|a| !full(a));
         }
@@ -249,7 +259,7 @@ impl DialPolicy {
         self.preferred = addrs.filter(|a| self.addrs.contains_key(a)).collect();
     }
 
-    pub fn connected(&mut self, target: &DialTarget, node: Option<NodeId>) {
+    pub fn connected(&mut self, now: Instant, target: &DialTarget, node: Option<NodeId>) {
         self.preferred.clear();
         match target {
             DialTarget::Seed(i) => {
@@ -260,12 +270,20 @@ impl DialPolicy {
             }
             DialTarget::Addr(addr) => {
                 self.dialing.remove(addr);
-                if let Some(known) = self.addrs.get_mut(addr) {
-                    known.attempt = Attempt::new(known.attempt.next_try);
-                    if node.is_some() {
-                        known.node = node;
-                    }
+                let Some(known) = self.addrs.get(addr) else {
+                    return;
+                };
+                // A member that let us go lately keeps its backoff
+                // growing: it may let us go again at once.
+                let node = node.or(known.node);
+                let keep = self.was_full(node, now);
+                let known = self.addrs.get_mut(addr).expect("looked up");
+                let backoff = known.attempt.backoff;
+                known.attempt = Attempt::new(known.attempt.next_try);
+                if keep {
+                    known.attempt.backoff = backoff;
                 }
+                known.node = node;
             }
         }
     }
@@ -282,7 +300,7 @@ impl DialPolicy {
         rng: &mut Rng,
     ) {
         match (target, result) {
-            (_, DialResult::Connected) => self.connected(target, None),
+            (_, DialResult::Connected) => self.connected(now, target, None),
             (DialTarget::Seed(i), DialResult::Myself) => {
                 // A PEER that is ourselves is "reached": never dialed again.
                 if let Some(seed) = self.seeds.get_mut(*i) {
@@ -374,7 +392,7 @@ impl Mesh {
         seq: u64,
         alternatives: Vec<SocketAddr>,
     ) {
-        self.dial.let_us_go(node, now);
+        self.dial.let_us_go(node, now, &mut self.rng);
         // Its new STATUS may have come round before its PEERS did.
         if self.members.get(&node).is_some_and(|m| m.flood_seq > seq) {
             return;

@@ -313,7 +313,8 @@ pub enum Action {
     Cut {
         conn: Conn,
     },
-    /// Close this neighbour politely (BYE `reason`), PEERS `alternatives` first.
+    /// Close this neighbour politely (BYE `reason`), PEERS `alternatives`
+    /// first (also when empty: it tells the other end we let it go).
     Close {
         conn: Conn,
         reason: String,
@@ -592,7 +593,7 @@ impl Mesh {
         let seed = matches!(dialed, Some(DialTarget::Seed(_)));
         self.joined = true;
         if let Some(target) = &dialed {
-            self.dial.connected(target, Some(node));
+            self.dial.connected(now, target, Some(node));
         }
         if listen_port != 0 {
             let addr = SocketAddr::new(remote.ip(), listen_port);

@@ -419,8 +419,9 @@ impl Sim {
                     if !self.nodes[node].alive {
                         continue;
                     }
-                    // As the router does: PEERS arrive before the BYE.
-                    if node != closer && !alternatives.is_empty() {
+                    // As the router does: PEERS (empty too) arrive before
+                    // the BYE.
+                    if node != closer {
                         let peers = Frame::Peers(alternatives.clone());
                         self.nodes[node].mesh.on_frame(now, conn, &peers);
                     }

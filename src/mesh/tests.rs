@@ -1906,6 +1906,53 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     assert_eq!(closed(&drain(&mut m)), [5, 4]);
 }
 
+/// A member that lets us go with nobody to hand us is dialed again only
+/// after a backoff, longer each time (attack39 F1: a joiner let go by a
+/// member whose other links were all strangers' dialed it again ten times
+/// a second, with no end).
+#[test]
+fn a_member_that_keeps_letting_us_go_is_dialed_again_with_a_growing_backoff() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut m = Mesh::new(
+        MeshConfig {
+            degree: 1,
+            ..config()
+        },
+        t0,
+    );
+    let seven = addr("10.0.0.7:7000");
+    let mut at = 0;
+    let mut waits = Vec::new();
+    for conn in 1..=4 {
+        let dialed = (conn > 1).then_some(DialTarget::Addr(seven));
+        m.neighbour_up(ms(at), conn, 7, "", addr("10.0.0.7:40000"), 7000, dialed);
+        let mut s = status(7, conn, 1, 0);
+        s.addrs = vec![seven];
+        on_status(&mut m, ms(at), conn, s);
+        m.on_frame(ms(at), conn, &Frame::Peers(vec![]));
+        m.neighbour_down(ms(at), conn, None);
+        drain(&mut m);
+        let from = at;
+        loop {
+            at += 50;
+            assert!(at < from + 10_000, "dialed again within 10 s");
+            m.tick(ms(at));
+            if dials(&drain(&mut m)).contains(&DialTarget::Addr(seven)) {
+                break;
+            }
+        }
+        waits.push(at - from);
+    }
+    // 0.5 s, 1 s, 2 s, 4 s, each ±25% and to the next tick.
+    for (wait, backoff) in waits.iter().zip([500, 1000, 2000, 4000]) {
+        assert!(
+            *wait >= backoff * 3 / 4 && *wait <= backoff * 5 / 4 + 100,
+            "waits {waits:?}"
+        );
+    }
+}
+
 /// A node let go with PEERS dials those first, not any member it knows.
 #[test]
 fn a_trimmed_node_dials_the_alternatives_it_was_handed() {

@@ -404,12 +404,13 @@ impl Router {
         }
         log::info!("closing the connection to {}: {reason}", entry.info);
         entry.closing = true;
-        if !alternatives.is_empty() {
-            entry.outbox.push(Batch {
-                bytes: Frame::Peers(alternatives).to_bytes().into(),
-                msgs: 0,
-            });
-        }
+        // Empty too: PEERS tells the other end we let it go, and it waits
+        // its backoff before it dials us again (attack39 F1: with nobody
+        // to hand, a node let go dialed back ten times a second).
+        entry.outbox.push(Batch {
+            bytes: Frame::Peers(alternatives).to_bytes().into(),
+            msgs: 0,
+        });
         entry.outbox.close(Close::Graceful(reason));
         self.full.remove(&conn);
     }
