@@ -49,6 +49,11 @@ fn with_neighbours(cfg: MeshConfig, n: u64) -> (Mesh, Instant) {
     (m, t0)
 }
 
+/// A mesh with no neighbours yet, keeping about `degree` of them.
+fn of_degree(degree: usize, t0: Instant) -> Mesh {
+    Mesh::new(MeshConfig { degree, ..config() }, t0)
+}
+
 fn drain(m: &mut Mesh) -> Vec<Action> {
     std::iter::from_fn(|| m.poll_action()).collect()
 }
@@ -1762,13 +1767,7 @@ fn closed(actions: &[Action]) -> Vec<Conn> {
 fn a_link_a_status_came_through_second_is_trimmed_before_a_newer_one() {
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
-    let mut m = Mesh::new(
-        MeshConfig {
-            degree: 1,
-            ..config()
-        },
-        t0,
-    );
+    let mut m = of_degree(1, t0);
     for c in 1..=3u64 {
         let remote = addr(&format!("10.0.0.{c}:1"));
         m.neighbour_up(ms(c), c, 100 + c, "", remote, 7000, None);
@@ -1819,26 +1818,23 @@ fn a_greeting_repeating_a_status_we_had_shows_no_cycle() {
 fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
-    let degree_1 = || {
-        Mesh::new(
-            MeshConfig {
-                degree: 1,
-                ..config()
-            },
-            t0,
-        )
-    };
+    let degree_1 = || of_degree(1, t0);
     let up = |m: &mut Mesh, at, c: u64| {
         let remote = addr(&format!("10.0.0.{c}:1"));
         m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
         on_status(m, at, c, status(100 + c, 1, 1, 0));
     };
-    let mut m = degree_1();
-    up(&mut m, ms(1), 1);
-    on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
-    on_status(&mut m, ms(2), 1, status(9, 1, 3, 0));
-    up(&mut m, ms(3), 2);
-    on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+    // Links 1 and 2, the only way 7 and 9, and 8, are heard.
+    let bridged = || {
+        let mut m = degree_1();
+        up(&mut m, ms(1), 1);
+        on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
+        on_status(&mut m, ms(2), 1, status(9, 1, 3, 0));
+        up(&mut m, ms(3), 2);
+        on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+        m
+    };
+    let mut m = bridged();
     // The other part of a split: 9 went on sending STATUS frames there.
     up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(9, 2, 2, 0));
@@ -1857,12 +1853,7 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
 
     // News that comes round through an older link a moment later was a
     // race (a STATUS its sender was greeted with just before): no bridge.
-    let mut m = degree_1();
-    up(&mut m, ms(1), 1);
-    on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
-    on_status(&mut m, ms(2), 1, status(9, 1, 2, 0));
-    up(&mut m, ms(3), 2);
-    on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+    let mut m = bridged();
     up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(7, 2, 3, 0));
     m.tick(ms(1100));
@@ -1884,11 +1875,7 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
 
     // A member leaving behind a link counts: its final acknowledgements
     // come that way.
-    let mut m = degree_1();
-    up(&mut m, ms(1), 1);
-    on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
-    up(&mut m, ms(3), 2);
-    on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
+    let mut m = bridged();
     up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(12, 1, 2, 0));
     let mut leaving = status(12, 2, 2, 0);
@@ -1914,13 +1901,7 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
 fn a_member_that_keeps_letting_us_go_is_dialed_again_with_a_growing_backoff() {
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
-    let mut m = Mesh::new(
-        MeshConfig {
-            degree: 1,
-            ..config()
-        },
-        t0,
-    );
+    let mut m = of_degree(1, t0);
     let seven = addr("10.0.0.7:7000");
     let mut at = 0;
     let mut waits = Vec::new();
