@@ -270,20 +270,17 @@ impl DialPolicy {
             }
             DialTarget::Addr(addr) => {
                 self.dialing.remove(addr);
-                let Some(known) = self.addrs.get(addr) else {
-                    return;
-                };
+                let node = node.or(self.addrs.get(addr).and_then(|k| k.node));
                 // A member that let us go lately keeps its backoff
                 // growing: it may let us go again at once.
-                let node = node.or(known.node);
-                let keep = self.was_full(node, now);
-                let known = self.addrs.get_mut(addr).expect("looked up");
-                let backoff = known.attempt.backoff;
-                known.attempt = Attempt::new(known.attempt.next_try);
-                if keep {
-                    known.attempt.backoff = backoff;
+                let keep_backoff = self.was_full(node, now);
+                if let Some(known) = self.addrs.get_mut(addr) {
+                    known.attempt.pending = false;
+                    if !keep_backoff {
+                        known.attempt.backoff = FIRST_BACKOFF;
+                    }
+                    known.node = node;
                 }
-                known.node = node;
             }
         }
     }
@@ -622,10 +619,13 @@ impl Mesh {
     /// trimmed a moment ago). The copies come anyway, as every STATUS
     /// floods; nothing is sent for it.
     pub(super) fn heard_status_via(&mut self, now: Instant, conn: Conn, member: NodeId, seq: u64) {
-        let (first, at) = match self.dial.first_via.get_mut(&member) {
+        let came_round = match self.dial.first_via.get_mut(&member) {
             Some(h) if h.seq == seq => {
                 h.other |= h.first != conn;
-                (h.first, h.at)
+                let round =
+                    h.first != conn && self.neighbours.get(&conn).is_some_and(|n| h.at > n.added);
+                h.round |= round;
+                round
             }
             Some(h) if h.seq > seq => return,
             old => {
@@ -645,12 +645,9 @@ impl Mesh {
                 return;
             }
         };
-        if let Some(n) = self.neighbours.get_mut(&conn) {
-            if first != conn && at > n.added {
+        if came_round {
+            if let Some(n) = self.neighbours.get_mut(&conn) {
                 n.on_cycle = Some(now);
-                if let Some(h) = self.dial.first_via.get_mut(&member) {
-                    h.round = true;
-                }
             }
         }
     }
@@ -731,7 +728,8 @@ impl Mesh {
                 Standing::NoBridge
             }
         };
-        let mut links: Vec<(Standing, Instant, Conn)> = self
+        // Every link we may close, then cut down to those we do.
+        let mut extra: Vec<(Standing, Instant, Conn)> = self
             .neighbours
             .iter()
             .filter(|(_, n)| !n.seed && !n.closing)
@@ -739,16 +737,15 @@ impl Mesh {
             .collect();
         // The order they go in: on a cycle, no bridge, the rest; each
         // newest first.
-        links.sort_by(|a, b| b.cmp(a));
+        extra.sort_by(|a, b| b.cmp(a));
         // An unjudged link may turn out no bridge, newer than the others.
-        let judging = links.iter().any(|l| l.0 == Standing::Unjudged);
-        let closable = links
+        let judging = extra.iter().any(|l| l.0 == Standing::Unjudged);
+        let closable = extra
             .iter()
             .filter(|l| l.0 == Standing::OnCycle || (l.0 == Standing::NoBridge && !judging))
             .count();
         let past_hard = open.saturating_sub(BRIDGES_KEPT * self.cfg.degree);
-        links.truncate((open - limit).min(closable).max(past_hard));
-        let extra = links;
+        extra.truncate((open - limit).min(closable).max(past_hard));
         for &(_, _, conn) in &extra {
             self.neighbours.get_mut(&conn).expect("listed").closing = true;
         }
