@@ -111,6 +111,7 @@ fn relay_rate() -> f64 {
     let t0 = Instant::now();
     let mut mesh = Mesh::new(
         MeshConfig {
+            life: 1,
             id: 1,
             name: "bench".into(),
             listen_port: 7000,
@@ -141,10 +142,11 @@ fn relay_rate() -> f64 {
         let mut buf = Vec::with_capacity(per_batch as usize * 100);
         let first = b * per_batch + 1;
         let payloads = vec![&payload[..]; per_batch as usize];
-        let entries = frame::put_run(&mut buf, 7, first, 1, 16, &payloads);
+        let entries = frame::put_run(&mut buf, 7, first, 1, 16, 1, &payloads);
         let refs: Vec<MsgRef> = (first..)
             .zip(entries)
             .map(|(seq, entry)| MsgRef {
+                life: 1,
                 origin: 7,
                 seq,
                 hops: 1,

@@ -58,7 +58,7 @@ impl Books {
             read += &format!(" ({skipped} more skipped as too long)");
         }
         if unsent > 0 {
-            read += &format!(" ({unsent} of them reached no peer)");
+            read += &format!(" ({unsent} of them never sent)");
         }
         let mut parts = vec![read];
         let (named, rest) = members.split_at(members.len().min(SUMMARY_MEMBERS));
@@ -279,7 +279,7 @@ mod tests {
         let members: Vec<MemberBooks> = (0..40).map(|i| member("m", i, 1..11, 9)).collect();
         let text = Books::default().summary(&members, 2, 3);
         assert!(
-            text.contains("(2 more skipped as too long) (3 of them reached no peer)"),
+            text.contains("(2 more skipped as too long) (3 of them never sent)"),
             "{text}"
         );
         assert!(text.contains("; 8 other members missed 8 lines;"), "{text}");

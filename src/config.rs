@@ -42,8 +42,9 @@ pub const DEFAULT_DISCOVER_ADDR: SocketAddr =
         tail -f app.log | peercat host2:7117     join the group through host2, send it our lines\n  \
         peercat -l 127.0.0.1:0 --format json     any free port, one JSON object per line\n\n\
         Exit codes: 0 ok (Ctrl-C, --exit-on-eof, stdout closed), 1 runtime error (or \
-        --connect-timeout passed), 2 usage error, 3 --exit-on-eof and some member missed lines \
-        (the summary on the log says who), 130 a second signal (more than 0.5 s after the first)."
+        --connect-timeout passed), 2 usage error, 3 --exit-on-eof and some member missed lines, \
+        however the node stopped, Ctrl-C too (the summary on the log says who), 130 a second \
+        signal (more than 0.5 s after the first)."
 )]
 struct Cli {
     /// Any member to join through (host:port: IPv4, [IPv6]:port or a host
@@ -86,15 +87,15 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value = "1048576", value_parser = parse_max_frame)]
     max_frame: u32,
 
-    /// Keep about D connections: dial learned members while below D; above
-    /// 2xD, close the extra ones politely (never below D; up to 3xD, not
-    /// one that is some members' only way to us) [default: 4, or
-    /// --max-peers if lower]
+    /// Keep about D connections (1..=64): dial learned members while below
+    /// D; above 2xD, close the extra ones politely (never below D; a link
+    /// that is some members' only way to us is kept, up to 3xD)
+    /// [default: 4, or --max-peers if lower]
     #[arg(long, value_name = "D",
           value_parser = clap::value_parser!(u32).range(1..=MAX_DEGREE as i64))]
     degree: Option<u32>,
 
-    /// A message crosses at most HOPS links
+    /// A message crosses at most HOPS links (1..=255)
     #[arg(long, value_name = "HOPS", default_value_t = 16,
           value_parser = clap::value_parser!(u8).range(1..=255))]
     ttl: u8,
@@ -614,7 +615,7 @@ mod tests {
         assert!(error_text(&["--ttl", "0"]).contains("--ttl"));
         assert!(error_text(&["--ttl", "256"]).contains("--ttl"));
         assert!(
-            error_text(&["--window", "100", "--max-frame", "100"]).contains("must be at least 123")
+            error_text(&["--window", "100", "--max-frame", "100"]).contains("must be at least 131")
         );
         assert!(error_text(&["--window", "5G"]).contains("largest window"));
         assert!(error_text(&["--max-frame", "2G"]).contains("is not in 1..="));

@@ -20,14 +20,14 @@ pub type NodeId = u64;
 pub const MAGIC: [u8; 4] = *b"PCAT";
 /// The one protocol version this build speaks (5: TOO_BIG; 4: MSG carries
 /// a run of messages; version 3's one-message MSG is not spoken).
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
 /// Bytes in front of a MSG frame's entries: length, type, origin, first
-/// sequence, hops, ttl.
-pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1;
+/// sequence, hops, ttl, life.
+pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1 + 8;
 /// The longest MSG frame (length field) that carries two messages or more:
 /// every node takes it, whatever its `--max-frame` (it is below
 /// [`MAX_STATUS_LEN`]); a message too long to share a frame goes alone.
@@ -42,8 +42,8 @@ pub const MAX_RUN_LEN: usize = 64 * 1024;
 pub const MAX_RUN_ENTRIES: usize = 4096;
 /// What a message counts against the windows, the hold-back buffers and
 /// the caches beyond its entry's bytes: a version 3 frame's header less
-/// the newline, so that an empty line counts 23 bytes, as its frame did
-/// then. A message held back costs a node about 200 bytes whatever its
+/// the newline (the header has grown since, by the life), so that an
+/// empty line counts 23 bytes, as its frame did then. A message held back costs a node about 200 bytes whatever its
 /// length (its entry in the hold-back map and a copy of its own: 205
 /// measured for an empty one), one cached alone about 64. Counted at its
 /// one byte, a window (4 MiB) of a stranger's empty lines held back behind
@@ -52,10 +52,13 @@ pub const MAX_RUN_ENTRIES: usize = 4096;
 /// shrink the window of honest short lines as much (a 64-byte line would
 /// count 265 bytes, not 87), and the window bounds what an origin has in
 /// flight: a window per round of acknowledgements.
-pub const ENTRY_OVERHEAD: usize = MSG_HEADER_LEN - 1;
+pub const ENTRY_OVERHEAD: usize = 22;
 /// Where the `hops` byte sits in an encoded MSG frame (length prefix
 /// included): a relay rewrites it in place.
 pub const MSG_HOPS_AT: usize = LEN_PREFIX + 1 + 8 + 8;
+/// Where the `life` of an encoded MSG frame starts (length prefix
+/// included).
+pub const MSG_LIFE_AT: usize = MSG_HOPS_AT + 2;
 /// The most addresses a STATUS or PEERS entry list may carry per member.
 pub const MAX_STATUS_ADDRS: usize = 8;
 /// The most acknowledgement entries one STATUS may carry.
@@ -67,12 +70,13 @@ pub const MAX_PEERS_ENTRIES: usize = 32;
 /// The longest reason a DOWN may carry (its length is one byte).
 pub const MAX_DOWN_REASON: usize = 255;
 /// STATUS body bytes before the name: member, status_seq, hops, ttl,
-/// sent_seq, flags, name_len.
-const STATUS_FIXED: usize = 8 + 8 + 1 + 1 + 8 + 1 + 1;
+/// sent_seq, flags, life, name_len.
+const STATUS_FIXED: usize = 8 + 8 + 1 + 1 + 8 + 1 + 8 + 1;
 /// Bytes of one encoded address: family, IPv6 address, port (the largest).
 const MAX_ADDR_LEN: usize = 1 + 16 + 2;
-/// Bytes of one acknowledgement entry: origin, base, delivered, skipped.
-const ACK_LEN: usize = 32;
+/// Bytes of one acknowledgement entry: origin, base, delivered, skipped,
+/// life.
+const ACK_LEN: usize = 40;
 /// Bytes of one "you missed" entry: member, first, last.
 const MISS_LEN: usize = 24;
 /// Length field of the largest STATUS: every node must be able to take it,
@@ -180,6 +184,9 @@ pub enum Frame<'a> {
         hops: u8,
         /// The origin's `--ttl`: a relay forwards a copy only if `hops < ttl`.
         ttl: u8,
+        /// Which process under the origin's id read it (its STATUS says
+        /// the same): a restarted member counts its seqs from 1 again.
+        life: u64,
         payload: &'a [u8],
     },
     /// A MSG frame holding two messages or more: `origin`'s seqs `seq..`,
@@ -190,6 +197,7 @@ pub enum Frame<'a> {
         seq: u64,
         hops: u8,
         ttl: u8,
+        life: u64,
         /// How many entries (at least 2).
         count: u64,
         entries: &'a [u8],
@@ -257,6 +265,9 @@ pub struct Status {
     pub sent_seq: u64,
     /// [`FLAG_NO_RELAY`], [`FLAG_LEAVING`]; other bits are ignored.
     pub flags: u8,
+    /// Which process under the member's id this is: random, never 0, the
+    /// same in its MSG frames. A new one is a new life (it restarted).
+    pub life: u64,
     /// Validated like a HELLO name.
     pub name: String,
     /// At most [`MAX_STATUS_ADDRS`]; an unspecified IP means "the address
@@ -272,13 +283,15 @@ pub struct Status {
 /// "I deliver `origin`'s messages from `base` on, and have dealt with every
 /// one up to `delivered`: delivered it, or skipped it as part of a gap;
 /// `skipped` of them were skipped" (`base - 1 <= delivered`, `skipped <=
-/// delivered - base + 1`).
+/// delivered - base + 1`), of the origin's process `life` (the seqs of a
+/// process restarted under the same id start at 1 again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ack {
     pub origin: NodeId,
     pub base: u64,
     pub delivered: u64,
     pub skipped: u64,
+    pub life: u64,
 }
 
 /// In an origin's STATUS: "`member` was owed my lines `first..=last` but
@@ -423,6 +436,7 @@ fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             seq: m.seq,
             hops: m.hops,
             ttl: m.ttl,
+            life: m.life,
             payload: &m.entries[..m.entries.len() - 1],
         }
     } else {
@@ -431,6 +445,7 @@ fn decode_msg(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             seq: m.seq,
             hops: m.hops,
             ttl: m.ttl,
+            life: m.life,
             count,
             entries: m.entries,
         }
@@ -447,6 +462,7 @@ pub struct Msg<'a> {
     pub seq: u64,
     pub hops: u8,
     pub ttl: u8,
+    pub life: u64,
     /// The entries, checked: read them with [`entries`] or [`entry_ends`].
     pub entries: &'a [u8],
 }
@@ -486,11 +502,15 @@ pub fn decode_msg_frame(
 fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
     const HEADER: usize = MSG_HEADER_LEN - LEN_PREFIX - 1;
     if body.len() < HEADER {
-        return Err(malformed("message", "shorter than its 18-byte header"));
+        return Err(malformed("message", "shorter than its 26-byte header"));
     }
     let (hops, ttl) = (body[16], body[17]);
     if ttl == 0 {
         return Err(malformed("message", "ttl is 0"));
+    }
+    let life = BigEndian::read_u64(&body[18..26]);
+    if life == 0 {
+        return Err(malformed("message", "life is 0"));
     }
     // Seqs start at 1 (0 means "none" in STATUS and acknowledgements).
     let seq = BigEndian::read_u64(&body[8..16]);
@@ -530,6 +550,7 @@ fn decode_msg_body(body: &[u8]) -> Result<Msg<'_>, FrameError> {
         seq,
         hops,
         ttl,
+        life,
         entries,
     })
 }
@@ -682,6 +703,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
     let ttl = b.u8()?;
     let sent_seq = b.u64()?;
     let flags = b.u8()?;
+    let life = b.u64()?;
     let name_len = b.u8()? as usize;
     let name = std::str::from_utf8(b.take(name_len)?)
         .map_err(|_| malformed("status", "name is not valid UTF-8"))?;
@@ -714,6 +736,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
             base: b.u64()?,
             delivered: b.u64()?,
             skipped: b.u64()?,
+            life: b.u64()?,
         };
         if ack.base == 0 || ack.delivered < ack.base - 1 {
             return Err(malformed("status", "an acknowledgement below its base"));
@@ -752,6 +775,9 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
     if ttl == 0 {
         return Err(malformed("status", "ttl is 0"));
     }
+    if life == 0 {
+        return Err(malformed("status", "life is 0"));
+    }
     Ok(Status {
         member,
         status_seq,
@@ -759,6 +785,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
         ttl,
         sent_seq,
         flags,
+        life,
         name: name.to_owned(),
         addrs,
         acks,
@@ -968,15 +995,16 @@ pub fn breaks_a_line(c: char) -> bool {
 }
 
 impl Frame<'_> {
-    /// A MSG frame's header (origin, first seq, hops, ttl), whether it
-    /// holds one message or a run; `None` for any other frame.
-    pub fn msg_header(&self) -> Option<(NodeId, u64, u8, u8)> {
+    /// A MSG frame's header (origin, first seq, hops, ttl, life), whether
+    /// it holds one message or a run; `None` for any other frame.
+    pub fn msg_header(&self) -> Option<(NodeId, u64, u8, u8, u64)> {
         match *self {
             Frame::Msg {
                 origin,
                 seq,
                 hops,
                 ttl,
+                life,
                 ..
             }
             | Frame::Run {
@@ -984,8 +1012,9 @@ impl Frame<'_> {
                 seq,
                 hops,
                 ttl,
+                life,
                 ..
-            } => Some((origin, seq, hops, ttl)),
+            } => Some((origin, seq, hops, ttl, life)),
             _ => None,
         }
     }
@@ -1013,17 +1042,26 @@ impl Frame<'_> {
                 seq,
                 hops,
                 ttl,
+                life,
                 payload,
-            } => put_msg(out, *origin, *seq, *hops, *ttl, payload),
+            } => put_msg(out, *origin, *seq, *hops, *ttl, *life, payload),
             Frame::Run {
                 origin,
                 seq,
                 hops,
                 ttl,
+                life,
                 entries,
                 ..
             } => {
-                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, entries.len()));
+                out.extend_from_slice(&msg_header(
+                    *origin,
+                    *seq,
+                    *hops,
+                    *ttl,
+                    *life,
+                    entries.len(),
+                ));
                 out.extend_from_slice(entries);
             }
             Frame::Ping(token) => {
@@ -1106,6 +1144,7 @@ pub fn msg_header(
     seq: u64,
     hops: u8,
     ttl: u8,
+    life: u64,
     entries_len: usize,
 ) -> [u8; MSG_HEADER_LEN] {
     let mut header = [0u8; MSG_HEADER_LEN];
@@ -1117,6 +1156,7 @@ pub fn msg_header(
     BigEndian::write_u64(&mut header[13..21], seq);
     header[MSG_HOPS_AT] = hops;
     header[MSG_HOPS_AT + 1] = ttl;
+    BigEndian::write_u64(&mut header[MSG_LIFE_AT..MSG_LIFE_AT + 8], life);
     header
 }
 
@@ -1128,6 +1168,7 @@ pub struct MsgFrameAt {
     pub seq: u64,
     pub hops: u8,
     pub ttl: u8,
+    pub life: u64,
     /// The whole frame, length prefix included.
     pub frame: Range<usize>,
     /// Its entries.
@@ -1148,6 +1189,7 @@ pub fn msg_frames(buf: &[u8]) -> impl Iterator<Item = MsgFrameAt> + '_ {
             seq: BigEndian::read_u64(&buf[at + 13..]),
             hops: buf[at + MSG_HOPS_AT],
             ttl: buf[at + MSG_HOPS_AT + 1],
+            life: BigEndian::read_u64(&buf[at + MSG_LIFE_AT..]),
             frame: at..end,
             entries: at + MSG_HEADER_LEN..end,
         };
@@ -1165,10 +1207,11 @@ pub fn put_run(
     seq: u64,
     hops: u8,
     ttl: u8,
+    life: u64,
     payloads: &[&[u8]],
 ) -> Vec<Range<usize>> {
     let len: usize = payloads.iter().map(|p| p.len() + 1).sum();
-    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, len));
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, life, len));
     payloads
         .iter()
         .map(|p| {
@@ -1180,8 +1223,16 @@ pub fn put_run(
 }
 
 /// Appends a MSG frame holding the one message `payload`.
-pub fn put_msg(out: &mut Vec<u8>, origin: NodeId, seq: u64, hops: u8, ttl: u8, payload: &[u8]) {
-    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, payload.len() + 1));
+pub fn put_msg(
+    out: &mut Vec<u8>,
+    origin: NodeId,
+    seq: u64,
+    hops: u8,
+    ttl: u8,
+    life: u64,
+    payload: &[u8],
+) {
+    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, life, payload.len() + 1));
     put_entry(out, payload);
 }
 
@@ -1208,6 +1259,7 @@ impl Status {
         out.push(self.ttl);
         out.extend_from_slice(&self.sent_seq.to_be_bytes());
         out.push(self.flags);
+        out.extend_from_slice(&self.life.to_be_bytes());
         out.push(name.len() as u8);
         out.extend_from_slice(name.as_bytes());
         out.push(addrs.len() as u8);
@@ -1220,6 +1272,7 @@ impl Status {
             out.extend_from_slice(&ack.base.to_be_bytes());
             out.extend_from_slice(&ack.delivered.to_be_bytes());
             out.extend_from_slice(&ack.skipped.to_be_bytes());
+            out.extend_from_slice(&ack.life.to_be_bytes());
         }
         out.extend_from_slice(&(misses.len() as u16).to_be_bytes());
         for miss in misses {
@@ -1285,12 +1338,14 @@ impl Frame<'_> {
     pub(crate) fn leak(self) -> Frame<'static> {
         match self {
             Frame::Msg {
+                life,
                 origin,
                 seq,
                 hops,
                 ttl,
                 payload,
             } => Frame::Msg {
+                life,
                 origin,
                 seq,
                 hops,
@@ -1298,6 +1353,7 @@ impl Frame<'_> {
                 payload: Box::leak(payload.to_vec().into_boxed_slice()),
             },
             Frame::Run {
+                life,
                 origin,
                 seq,
                 hops,
@@ -1305,6 +1361,7 @@ impl Frame<'_> {
                 count,
                 entries,
             } => Frame::Run {
+                life,
                 origin,
                 seq,
                 hops,
@@ -1389,30 +1446,33 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
+                    life: 1,
                     origin: 0x0123_4567_89ab_cdef,
                     seq: 1,
                     hops: 1,
                     ttl: 16,
                     payload: b"Hello",
                 },
-                "00000019 02 0123456789abcdef 0000000000000001 01 10 48656c6c6f 0a",
+                "00000021 02 0123456789abcdef 0000000000000001 01 10 0000000000000001 48656c6c6f 0a",
             ),
             (
                 Frame::Msg {
+                    life: 1,
                     origin: 0x0123_4567_89ab_cdef,
                     seq: 2,
                     hops: 3,
                     ttl: 16,
                     payload: b"",
                 },
-                "00000014 02 0123456789abcdef 0000000000000002 03 10 0a",
+                "0000001c 02 0123456789abcdef 0000000000000002 03 10 0000000000000001 0a",
             ),
             (
                 Frame::Run {
+                    life: 1,
                     origin: 0x0123_4567_89ab_cdef,
                     seq: 3,
                     hops: 1,
@@ -1420,7 +1480,7 @@ mod tests {
                     count: 2,
                     entries: b"Hello\nWorld!\n",
                 },
-                "00000020 02 0123456789abcdef 0000000000000003 01 10 48656c6c6f 0a 576f726c6421 0a",
+                "00000028 02 0123456789abcdef 0000000000000003 01 10 0000000000000001 48656c6c6f 0a 576f726c6421 0a",
             ),
             (Frame::Ping(42), "00000009 03 000000000000002a"),
             (Frame::Pong(42), "00000009 04 000000000000002a"),
@@ -1431,9 +1491,10 @@ mod tests {
             (Frame::Accept, "00000001 06"),
             (
                 Frame::Status(sample_status()),
-                "00000079 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 \
+                "00000089 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 0000000000000001 \
                  05 616c696365 02 04 7f000001 1bcd 06 00000000000000000000000000000000 1bce \
                  0001 fedcba9876543210 0000000000000003 0000000000000009 0000000000000002 \
+                 0000000000000001 \
                  0001 1111222233334444 0000000000000001 0000000000000002",
             ),
             (
@@ -1488,6 +1549,7 @@ mod tests {
 
     fn sample_status() -> Status {
         Status {
+            life: 1,
             member: 0x0123_4567_89ab_cdef,
             status_seq: 7,
             hops: 1,
@@ -1500,6 +1562,7 @@ mod tests {
                 "[::]:7118".parse().unwrap(),
             ],
             acks: vec![Ack {
+                life: 1,
                 origin: 0xfedc_ba98_7654_3210,
                 base: 3,
                 delivered: 9,
@@ -1544,6 +1607,7 @@ mod tests {
         let mut frames = vec![Frame::Hello(sample_hello()), Frame::Accept];
         for (seq, payload) in PAYLOADS.iter().enumerate() {
             frames.push(Frame::Msg {
+                life: 1,
                 origin: 9,
                 seq: seq as u64 + 1,
                 hops: seq as u8 + 1,
@@ -1553,6 +1617,7 @@ mod tests {
             frames.push(Frame::Ping(seq as u64));
         }
         frames.push(Frame::Run {
+            life: 1,
             origin: 9,
             seq: 7,
             hops: 2,
@@ -1563,6 +1628,7 @@ mod tests {
         frames.push(Frame::Status(sample_status()));
         frames.push(Frame::Status(Status {
             ttl: 1,
+            life: 1,
             ..Status::default()
         }));
         frames.push(Frame::Down {
@@ -1637,6 +1703,7 @@ mod tests {
             (Ok(Some((m, used))), Ok(Some((frame, used_too)))) => {
                 let as_frame = if m.count() == 1 {
                     Frame::Msg {
+                        life: m.life,
                         origin: m.origin,
                         seq: m.seq,
                         hops: m.hops,
@@ -1645,6 +1712,7 @@ mod tests {
                     }
                 } else {
                     Frame::Run {
+                        life: m.life,
                         origin: m.origin,
                         seq: m.seq,
                         hops: m.hops,
@@ -1683,6 +1751,7 @@ mod tests {
             check_msg_fast_path(&unhex(text), LIMIT);
         }
         let msg = Frame::Msg {
+            life: 1,
             origin: 1,
             seq: 2,
             hops: 3,
@@ -1719,6 +1788,7 @@ mod tests {
         let mut bytes = Vec::new();
         for (seq, word) in [&b"Hello"[..], b"World!"].iter().enumerate() {
             Frame::Msg {
+                life: 1,
                 origin: 1,
                 seq: seq as u64 + 1,
                 hops: 1,
@@ -1763,6 +1833,7 @@ mod tests {
         let max_frame = 200_000;
         let msg = |len: usize| {
             Frame::Msg {
+                life: 1,
                 origin: 1,
                 seq: 1,
                 hops: 1,
@@ -1784,7 +1855,7 @@ mod tests {
 
     /// A MSG frame's body: origin 1, `seq`, hops 1, ttl 16, then `entries`.
     fn run_bytes(seq: u64, entries: &[u8]) -> Vec<u8> {
-        let mut out = msg_header(1, seq, 1, 16, entries.len()).to_vec();
+        let mut out = msg_header(1, seq, 1, 16, 1, entries.len()).to_vec();
         out.extend_from_slice(entries);
         out
     }
@@ -1920,6 +1991,7 @@ mod tests {
             addrs: vec!["[::1]:1".parse().unwrap(); MAX_STATUS_ADDRS],
             acks: vec![
                 Ack {
+                    life: 1,
                     origin: 1,
                     base: 1,
                     delivered: 0,
@@ -1936,6 +2008,7 @@ mod tests {
                 MAX_STATUS_MISSES
             ],
             ttl: 1,
+            life: 1,
             ..Status::default()
         };
         let bytes = Frame::Status(status.clone()).to_bytes();
@@ -2025,11 +2098,11 @@ mod tests {
                 malformed("down", "body ends early"),
             ),
             (
-                unhex("00000015 02 0123456789abcdef 0000000000000001 01 00 6162"),
+                unhex("0000001d 02 0123456789abcdef 0000000000000001 01 00 0000000000000001 6162"),
                 malformed("message", "ttl is 0"),
             ),
             (
-                unhex("00000015 02 0123456789abcdef 0000000000000000 01 10 6162"),
+                unhex("0000001d 02 0123456789abcdef 0000000000000000 01 10 0000000000000001 6162"),
                 malformed("message", "seq is 0"),
             ),
         ];
@@ -2063,7 +2136,7 @@ mod tests {
             ),
             (
                 unhex("00000005 02 00000000"),
-                malformed("message", "shorter than its 18-byte header"),
+                malformed("message", "shorter than its 26-byte header"),
             ),
             (
                 unhex(
@@ -2073,9 +2146,9 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                    "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
                 ),
-                FrameError::UnsupportedVersion(7),
+                FrameError::UnsupportedVersion(8),
             ),
             // Version 3 framed one message per MSG frame: refused, not
             // misread.
@@ -2087,31 +2160,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0006 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -2126,19 +2199,19 @@ mod tests {
     fn not_frames() -> Vec<(&'static str, FrameError)> {
         vec![
             (
-                "00000016 02 0123456789abcdef 0000000000000001 01 10 610a62",
+                "0000001e 02 0123456789abcdef 0000000000000001 01 10 0000000000000001 610a62",
                 malformed("message", "its last message has no newline"),
             ),
             (
-                "00000013 02 0123456789abcdef 0000000000000001 01 10",
+                "0000001b 02 0123456789abcdef 0000000000000001 01 10 0000000000000001",
                 malformed("message", "it holds no message"),
             ),
             (
-                "00000015 02 0123456789abcdef ffffffffffffffff 01 10 0a 0a",
+                "0000001d 02 0123456789abcdef ffffffffffffffff 01 10 0000000000000001 0a 0a",
                 malformed("message", "its seqs run past the largest seq"),
             ),
             (
-                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -2147,7 +2220,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -2156,7 +2229,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0006 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,
@@ -2176,7 +2249,7 @@ mod tests {
             assert!(doc.contains(&row), "PROTOCOL.md lacks the row {row}");
         }
         // A row whose bytes end in 4097 newlines says so in words.
-        let head = "00001014 02 0123456789abcdef 0000000000000001 01 10";
+        let head = "0000101c 02 0123456789abcdef 0000000000000001 01 10 0000000000000001";
         let mut bytes = unhex(head);
         bytes.extend_from_slice(&[b'\n'; MAX_RUN_ENTRIES + 1]);
         let expected = malformed("message", "its run holds more than 4096 messages");
@@ -2300,9 +2373,10 @@ mod tests {
 
     #[test]
     fn msg_header_matches_encode() {
-        let mut bytes = msg_header(5, 6, 1, 16, 4).to_vec();
+        let mut bytes = msg_header(5, 6, 1, 16, 1, 4).to_vec();
         bytes.extend_from_slice(b"abc\n");
         let expected = Frame::Msg {
+            life: 1,
             origin: 5,
             seq: 6,
             hops: 1,

@@ -54,6 +54,11 @@ pub const ANNOUNCE: &str = "peercat::announce";
 pub struct Node {
     pub config: Config,
     pub id: NodeId,
+    /// This process under `id`: random, never 0, in every MSG and STATUS
+    /// it sends, so that members tell its lines from those of an earlier
+    /// process under the same id (the same `--key`), whose seqs were the
+    /// same numbers.
+    pub life: u64,
     /// The port we accept peers on (0 with `--no-listen`), for our HELLO.
     pub listen_port: u16,
     pub started: Instant,
@@ -357,6 +362,7 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let node = Arc::new(Node {
         listen_port: local.map_or(0, |addr| addr.port()),
         id,
+        life: random_u64().max(1),
         started: Instant::now(),
         shutdown: shutdown.clone(),
         threads: threads.clone(),

@@ -547,6 +547,7 @@ impl Reader<'_> {
             seq,
             hops,
             ttl,
+            life,
             entries,
         } = msg;
         log::trace!(
@@ -567,7 +568,7 @@ impl Reader<'_> {
                 .clone(),
         };
         let base = at + frame::MSG_HEADER_LEN;
-        for msg in MsgRef::each_in(entries, base, (origin, seq, hops, ttl)) {
+        for msg in MsgRef::each_in(entries, base, (origin, seq, hops, ttl, life)) {
             // The first duplicate of each run still goes to the mesh: it
             // prunes the sender from that origin's tree.
             let duplicate = delivered.contains(&msg.seq);

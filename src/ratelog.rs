@@ -4,7 +4,8 @@
 //! connection, a failed handshake); a flood of those would flood the log.
 //! So the first warning of a kind from a source is logged, the rest within
 //! [`WINDOW`] are only counted, and once the window is over one line says
-//! how many there were (`... and 523 more in the last 10 s`). That line is
+//! how many there were (`523 more in the last 10 s, not logged one by
+//! one`): a warning once they are [`FLOOD`] or more, else at info. That line is
 //! written when the next rate-limited warning of any kind is considered, or
 //! at [`flush`], since nothing here runs a timer.
 //!
@@ -28,6 +29,11 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// addresses logs (1,000 connections from 250 addresses logged 389 lines
 /// with 1,024), and a few sources named are enough to tell an attack.
 pub const MAX_SOURCES: usize = 16;
+/// Held-back lines from here on are a flood: their count is a warning.
+/// Fewer are a few more of what was logged once, and may have been
+/// logged at info (a member probing a dead member's address closes a
+/// connection before a byte; attack40 F3 saw its count as a warning).
+pub const FLOOD: u64 = 10;
 
 /// The unit a stranger is counted by, here and for the handshake limit per
 /// address: an IPv4 address, or an IPv6 /64 (one host usually holds a whole
@@ -89,12 +95,22 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{}{toward}{}: ... and {} more in the last {} s",
+            "{}{toward}{}: {} more in the last {} s, not logged one by one",
             self.kind,
             self.source,
             self.suppressed,
             self.window.as_secs()
         )
+    }
+}
+
+impl Summary {
+    /// A warning for a flood ([`FLOOD`] or more held back), else info.
+    pub fn level(&self) -> log::Level {
+        match self.suppressed >= FLOOD {
+            true => log::Level::Warn,
+            false => log::Level::Info,
+        }
     }
 }
 
@@ -192,8 +208,8 @@ pub fn warn(kind: &'static str, from: IpAddr, message: impl FnOnce() -> String) 
     log(log::Level::Warn, kind, from, message)
 }
 
-/// [`warn`] at another level; the summary of what was held back is always
-/// a warning, since it reports a flood.
+/// [`warn`] at another level; the summary of what was held back is a
+/// warning if it reports a flood ([`Summary::level`]).
 pub fn log(level: log::Level, kind: &'static str, from: IpAddr, message: impl FnOnce() -> String) {
     let (show, ended) = {
         let mut limiter = LIMITER.lock();
@@ -203,7 +219,7 @@ pub fn log(level: log::Level, kind: &'static str, from: IpAddr, message: impl Fn
     };
     // Logged outside the lock: a slow log must not hold other threads.
     for summary in ended {
-        log::warn!("{summary}");
+        log::log!(summary.level(), "{summary}");
     }
     if show {
         log::log!(level, "{}", message());
@@ -217,7 +233,7 @@ pub fn flush() {
         None => return,
     };
     for summary in ended {
-        log::warn!("{summary}");
+        log::log!(summary.level(), "{summary}");
     }
 }
 
@@ -229,7 +245,7 @@ pub fn flush_all() {
         None => return,
     };
     for summary in ended {
-        log::warn!("{summary}");
+        log::log!(summary.level(), "{summary}");
     }
 }
 
@@ -268,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             ended[0].to_string(),
-            "refused from 10.0.0.1: ... and 523 more in the last 10 s"
+            "refused from 10.0.0.1: 523 more in the last 10 s, not logged one by one"
         );
     }
 
@@ -282,7 +298,7 @@ mod tests {
         };
         assert_eq!(
             summary.to_string(),
-            "messages too big to send to 10.0.0.1: ... and 10 more in the last 10 s"
+            "messages too big to send to 10.0.0.1: 10 more in the last 10 s, not logged one by one"
         );
     }
 

@@ -140,6 +140,8 @@ pub struct LineFramer {
     pub skipped: u64,
     /// Written into every message: the origin's `--ttl`.
     ttl: u8,
+    /// Written into every message: this process's life under its id.
+    life: u64,
 }
 
 /// A line at least this long goes out as a chunk of its own.
@@ -163,7 +165,15 @@ impl LineFramer {
             skipping: false,
             skipped: 0,
             ttl: frame::DEFAULT_TTL,
+            life: 1,
         }
+    }
+
+    /// Messages framed from now on carry `life` (see
+    /// [`frame::Status::life`]; 1 until then).
+    pub fn with_life(mut self, life: u64) -> Self {
+        self.life = life.max(1);
+        self
     }
 
     /// Messages framed from now on carry `ttl` (the origin's `--ttl`).
@@ -226,7 +236,8 @@ impl LineFramer {
             if len >= OWN_CHUNK {
                 // Framed in place: the header goes into the room left for
                 // it, the newline after the payload.
-                let header = msg_header(self.origin, self.next_seq, 1, self.ttl, len + 1);
+                let header =
+                    msg_header(self.origin, self.next_seq, 1, self.ttl, self.life, len + 1);
                 frame[..MSG_HEADER_LEN].copy_from_slice(&header);
                 frame.push(b'\n');
                 self.next_seq += 1;
@@ -279,7 +290,7 @@ impl LineFramer {
     fn close_frame(&mut self) {
         if let Some((at, first)) = self.open.take() {
             let entries = self.chunk.len() - at - MSG_HEADER_LEN;
-            let header = msg_header(self.origin, first, 1, self.ttl, entries);
+            let header = msg_header(self.origin, first, 1, self.ttl, self.life, entries);
             self.chunk[at..at + MSG_HEADER_LEN].copy_from_slice(&header);
         }
     }
@@ -322,7 +333,9 @@ fn read_stdin(node: &Node, chunks: &Sender<Chunk>, gate: &StdinGate) {
             (_, m) => log::info!("waiting for members before reading stdin (--wait-members {m})"),
         }
     }
-    let mut framer = LineFramer::new(node.id, node.config.max_frame).with_ttl(node.config.ttl);
+    let mut framer = LineFramer::new(node.id, node.config.max_frame)
+        .with_ttl(node.config.ttl)
+        .with_life(node.life);
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; READ_SIZE];
     let mut probed = false;

@@ -305,6 +305,7 @@ mod tests {
         for seq in 1..=count {
             let payload = vec![fill(seq as u64); size + seq % 7];
             Frame::Msg {
+                life: 1,
                 origin: 1,
                 seq: seq as u64,
                 hops: 1,

@@ -413,6 +413,7 @@ impl Crowd {
 /// relays nothing and is not passed on (ttl 1).
 fn idle_status(id: u64, name: &str) -> Vec<u8> {
     Frame::Status(frame::Status {
+        life: 1,
         member: id,
         status_seq: 1,
         hops: 1,

@@ -242,6 +242,7 @@ pub fn mesh(data: &[u8]) {
     let window = input.pick(&[600, 4096, 1 << 16]);
     let t0 = Instant::now();
     let cfg = MeshConfig {
+        life: 1,
         id: ME,
         name: "me".into(),
         listen_port: 7000,
@@ -447,6 +448,7 @@ impl Fake {
             first,
             1,
             16,
+            1,
             &vec![&payload[..]; lines as usize],
         );
         self.own_seq += u64::from(lines);
@@ -555,7 +557,7 @@ fn msgs(input: &mut Input<'_>) -> Vec<u8> {
         let seq = input.u16().into();
         let (hops, ttl) = (input.u8(), input.u8());
         let payloads: Vec<&[u8]> = (0..1 + input.u8() % 4).map(|_| input.some(32)).collect();
-        frame::put_run(&mut out, origin, seq, hops, ttl, &payloads);
+        frame::put_run(&mut out, origin, seq, hops, ttl, 1, &payloads);
     }
     out
 }
@@ -570,6 +572,7 @@ fn status(input: &mut Input<'_>) -> Status {
             let base = u64::from(input.u16());
             let delivered = (base + u64::from(input.u8())).saturating_sub(1);
             Ack {
+                life: 1,
                 origin,
                 base,
                 delivered,
@@ -585,6 +588,7 @@ fn status(input: &mut Input<'_>) -> Status {
         })
         .collect();
     Status {
+        life: 1,
         member: input.pick(&IDS),
         status_seq: input.u8().into(),
         hops: input.u8(),

@@ -78,6 +78,9 @@ pub struct Member {
     /// restarted with the same `--key`), oldest first, at most
     /// [`LIVES_KEPT`].
     pub lives: Vec<MemberBooks>,
+    /// The life its newest STATUS gave (0: none yet): only its MSG frames
+    /// of that life are its lines (see `relay.rs`).
+    pub life: u64,
 }
 
 impl Member {
@@ -112,6 +115,7 @@ impl Member {
             printed: 0,
             printing: None,
             lives: Vec::new(),
+            life: 0,
         }
     }
 
@@ -417,6 +421,7 @@ impl Mesh {
             ttl: self.cfg.ttl,
             sent_seq: self.own.last_seq,
             flags,
+            life: self.cfg.life,
             name: self.cfg.name.clone(),
             addrs,
             acks: self.status_acks(),
@@ -426,6 +431,12 @@ impl Mesh {
 
     /// Our acknowledgements: every origin that has sent something, live
     /// members first when there are more than fit.
+    /// Whether `ack` acknowledges our lines: ours, and of this process
+    /// (an earlier process under our id counted its seqs from 1 too).
+    pub(super) fn acks_our_lines(&self, ack: &Ack) -> bool {
+        ack.origin == self.cfg.id && ack.life == self.cfg.life
+    }
+
     pub(super) fn acks(&self) -> Vec<Ack> {
         let mut acks: Vec<(bool, Ack)> = self
             .origins
@@ -442,6 +453,7 @@ impl Mesh {
                     base: o.base,
                     delivered,
                     skipped,
+                    life: o.life,
                 };
                 debug_assert!(well_formed(&ack), "a malformed acknowledgement: {ack:?}");
                 (!live, ack)
@@ -713,17 +725,33 @@ impl Mesh {
                     .and_then(|b| b.get(STATUS_FLAGS_AT))
                     .is_some_and(|f| f & FLAG_LEAVING != 0);
             let sent_less = status.sent_seq < m.sent_seq;
+            // Its life says so outright (the others tell it from its
+            // STATUS alone, as before lives were sent).
+            let other_life = m.life != 0 && m.life != status.life;
             m.owed_from != 0
-                && (had_left || sent_less || is_new_life(m.status_seq, status.status_seq, quiet))
+                && (other_life
+                    || had_left
+                    || sent_less
+                    || is_new_life(m.status_seq, status.status_seq, quiet))
         });
         if restarted {
             self.new_life(id);
+        } else if self
+            .origins
+            .get(id)
+            .is_some_and(|o| o.life != 0 && o.life != status.life)
+        {
+            // Its lines we took before this STATUS came were of another
+            // life (a relay kept them while it was stopped): that state
+            // starts over, as for a restart.
+            self.forget_earlier_life(id);
         }
         self.members
             .insert_down(id, clock, last, Member::new(0, clock));
         self.members.heard(id, clock);
         let m = self.members.get_mut(&id).expect("inserted");
         m.status_seq = status.status_seq;
+        m.life = status.life;
         m.sent_seq = match restarted {
             true => status.sent_seq,
             false => m.sent_seq.max(status.sent_seq),
@@ -732,7 +760,12 @@ impl Mesh {
         m.addrs.clone_from(&status.addrs);
         m.last_status = Some(bytes);
         let mut window_moved = false;
-        if let Some(ack) = status.acks.iter().find(|a| a.origin == self.cfg.id) {
+        let (me, life) = (self.cfg.id, self.cfg.life);
+        if let Some(ack) = status
+            .acks
+            .iter()
+            .find(|a| a.origin == me && a.life == life)
+        {
             // The newest acknowledgement replaces the last (STATUS frames
             // are merged in status_seq order): a member's base may move up
             // past a gap before its first delivery, and a merged older,
@@ -794,6 +827,9 @@ impl Mesh {
             let hint = self.members.get(&id).map_or(0, |m| m.base_hint);
             let kept = super::relay::kept_origins(&self.members, self.cfg.id);
             let origin = self.origins.entry(id, kept);
+            if origin.life == 0 {
+                origin.life = status.life;
+            }
             origin.start_at(if hint > 0 {
                 hint
             } else {

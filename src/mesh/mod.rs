@@ -63,6 +63,8 @@ pub enum DialTarget {
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     pub id: NodeId,
+    /// This process's life under `id` (see [`frame::Status::life`]).
+    pub life: u64,
     pub name: String,
     /// The port we accept peers on; 0 = we do not listen.
     pub listen_port: u16,
@@ -92,6 +94,8 @@ pub struct MsgRef {
     /// As in its frame's header.
     pub hops: u8,
     pub ttl: u8,
+    /// The life of the origin that sent it (see [`frame::Status::life`]).
+    pub life: u64,
     /// `start..end` is the entry: its payload, then its newline.
     pub start: usize,
     pub end: usize,
@@ -99,13 +103,13 @@ pub struct MsgRef {
 
 impl MsgRef {
     /// One reference per entry of a MSG frame whose header is `(origin,
-    /// seq, hops, ttl)` and whose checked `entries` start at `base` in
+    /// seq, hops, ttl, life)` and whose checked `entries` start at `base` in
     /// their buffer, in order: what a reader makes of it.
     #[inline]
     pub fn each_in(
         entries: &[u8],
         base: usize,
-        (origin, seq, hops, ttl): (NodeId, u64, u8, u8),
+        (origin, seq, hops, ttl, life): (NodeId, u64, u8, u8, u64),
     ) -> impl Iterator<Item = MsgRef> + '_ {
         let mut start = base;
         crate::frame::entry_ends(entries)
@@ -117,6 +121,7 @@ impl MsgRef {
                     seq: seq + i as u64,
                     hops,
                     ttl,
+                    life,
                     start,
                     end: base + end,
                 };
@@ -410,6 +415,10 @@ pub struct Mesh {
     /// Messages from origins no member announced, dropped with the origin
     /// table full of such (`Origins::admit`).
     refused_origin_msgs: Refusals,
+    /// Messages of another life than the one known of their origin (an
+    /// earlier process under its id, or a newer one not yet announced),
+    /// dropped since the last log line (`Origin::of_life`).
+    other_life_msgs: Refusals,
     /// Messages held back or cached that were dropped to keep what origins
     /// hold within [`origin::memory_budget`] since the last warning.
     shed: origin::Shed,
@@ -544,6 +553,7 @@ impl Mesh {
             members: Table::default(),
             refused_members: Refusals::default(),
             refused_origin_msgs: Refusals::default(),
+            other_life_msgs: Refusals::default(),
             shed: origin::Shed::default(),
             shed_warned: None,
             refuted: None,
@@ -761,6 +771,7 @@ impl Mesh {
             self.find_silent(now);
             self.find_stalled(now);
             self.warn_refused_origins(now);
+            self.log_other_lives(now);
             self.warn_shed(now);
         }
         self.check_holes(now);
@@ -1107,6 +1118,19 @@ impl Mesh {
              {} senders, all taken by such (a stranger inventing senders?)",
             crate::books::plural(dropped, "message"),
             origin::MAX_ORIGINS
+        );
+    }
+
+    /// At most every [`REFUSAL_LOG_EVERY`]: how many messages of another
+    /// life than their origin's were dropped ([`origin::Origin::of_life`]).
+    fn log_other_lives(&mut self, now: Instant) {
+        let Some(dropped) = self.other_life_msgs.due(now) else {
+            return;
+        };
+        log::info!(
+            "dropped {} of another process under a member's id than the one it announces \
+             (an earlier life still on its way, or a newer one not yet announced)",
+            crate::books::plural(dropped, "message"),
         );
     }
 

@@ -253,10 +253,30 @@ pub struct Origin {
     /// from us: a hole starting in there is given up once each neighbour
     /// (three at most) was asked in vain, not after `--stall-timeout`.
     pub unkept: Option<(u64, u64)>,
+    /// The life of the process whose lines these are (0: none yet): see
+    /// [`Origin::of_life`].
+    pub life: u64,
     used: u64,
 }
 
 impl Origin {
+    /// Whether a message of `life` is one of this origin's lines here: of
+    /// the life its STATUS gave (`announced`; 0 if none came yet), or
+    /// failing that of the first life a message brought. Any other life's
+    /// is an earlier process's under the same id, whose seqs were the same
+    /// numbers (a relay that was stopped kept it, attack41 F1), or a newer
+    /// one's whose STATUS has not reached us; dropped either way (a newer
+    /// one's STATUS starts this state over, and its lines are repaired).
+    pub fn of_life(&mut self, life: u64, announced: u64) -> bool {
+        if self.life == 0 {
+            if announced != 0 && life != announced {
+                return false;
+            }
+            self.life = life;
+        }
+        self.life == life
+    }
+
     /// Sets the base if there is none: from the origin's STATUS
     /// (`sent_seq + 1`) or its first message.
     pub fn start_at(&mut self, seq: u64) {

@@ -17,6 +17,7 @@ use super::table::Table;
 use super::{Action, Bytes, Conn, Delivery, Mesh, MsgRef, NodeId};
 use crate::frame::{
     self, Frame, Status, LEN_PREFIX, MAX_RUN_ENTRIES, MAX_RUN_LEN, MSG_HEADER_LEN, MSG_HOPS_AT,
+    MSG_LIFE_AT,
 };
 
 /// How long a hole may be in-flight reordering before the first REPAIR.
@@ -59,7 +60,7 @@ impl Mesh {
         let mut too_big: Vec<NodeId> = Vec::new();
         // A batch is mostly runs of one origin: its state is looked up once
         // per run, not per message (the lookup was a fifth of a relay's time).
-        for run in msgs.chunk_by(|a, b| a.origin == b.origin) {
+        for run in msgs.chunk_by(|a, b| a.origin == b.origin && a.life == b.life) {
             let id = run[0].origin;
             if id == self.cfg.id {
                 // Our own lines come back only over redundant links.
@@ -80,6 +81,7 @@ impl Mesh {
                         .neighbours
                         .keys()
                         .any(|&c| c != conn && !self.tree.is_lazy(id, c)));
+            let announced = self.members.get(&id).map_or(0, |m| m.life);
             let kept = kept_origins(&self.members, self.cfg.id);
             let Some(origin) = self.origins.admit(id, kept) else {
                 // An origin no member announced, with the table full of
@@ -87,6 +89,12 @@ impl Mesh {
                 self.refused_origin_msgs.add(run.len() as u64);
                 continue;
             };
+            if !origin.of_life(run[0].life, announced) {
+                // Another process's under its id: neither delivered nor
+                // passed on, nor taken for a duplicate (no PRUNE).
+                self.other_life_msgs.add(run.len() as u64);
+                continue;
+            }
             let memory_before = origin.memory();
             origin.last_arrival = Some(now);
             if origin.next == 0 {
@@ -400,6 +408,14 @@ impl Mesh {
         let Some(state) = self.origins.get(origin) else {
             return;
         };
+        // What is cached is of the life known here (0: none, nor a line).
+        let life = match origin == self.cfg.id {
+            true => self.cfg.life,
+            false => state.life,
+        };
+        if life == 0 {
+            return;
+        }
         let mut out = Outgoing::with_room(0);
         for cached in state.cached(from, to) {
             // Cached as it arrived (via a neighbour), or as we sent it on.
@@ -413,6 +429,7 @@ impl Mesh {
                 last: cached.seq,
                 hops,
                 ttl: cached.ttl,
+                life,
             };
             out.put(one, cached.entry);
         }
@@ -795,7 +812,8 @@ impl Mesh {
             let Some(origin) = self.origins.get_mut(ack.origin) else {
                 continue;
             };
-            if origin.next == 0 || ack.delivered < origin.next {
+            // Of another life, its seqs are not this one's lines.
+            if origin.next == 0 || ack.delivered < origin.next || ack.life != origin.life {
                 continue;
             }
             origin.known_sent = origin.known_sent.max(ack.delivered);
@@ -820,6 +838,7 @@ struct Stretch {
     last: u64,
     hops: u8,
     ttl: u8,
+    life: u64,
 }
 
 impl Stretch {
@@ -832,6 +851,7 @@ impl Stretch {
             last: last.seq,
             hops: first.hops + 1,
             ttl: first.ttl,
+            life: first.life,
         }
     }
 }
@@ -886,6 +906,7 @@ fn put_fwd(
         last,
         hops,
         ttl,
+        life,
     } = stretch;
     debug_assert!(last - first < MAX_RUN_ENTRIES as u64);
     if let Some((o, start_seq, end_seq, frame)) = runs.last_mut() {
@@ -894,6 +915,7 @@ fn put_fwd(
             && end_seq.wrapping_add(1) == first
             && frame.end == out.len()
             && (header[MSG_HOPS_AT], header[MSG_HOPS_AT + 1]) == (hops, ttl)
+            && BigEndian::read_u64(&header[MSG_LIFE_AT..]) == life
             && frame.len() - LEN_PREFIX + entries.len() <= MAX_RUN_LEN
             && last - *start_seq < MAX_RUN_ENTRIES as u64;
         if continues {
@@ -906,7 +928,14 @@ fn put_fwd(
         }
     }
     let at = out.len();
-    out.extend_from_slice(&frame::msg_header(origin, first, hops, ttl, entries.len()));
+    out.extend_from_slice(&frame::msg_header(
+        origin,
+        first,
+        hops,
+        ttl,
+        life,
+        entries.len(),
+    ));
     out.extend_from_slice(entries);
     runs.push((origin, first, last, at..out.len()));
 }

@@ -16,6 +16,7 @@ const ME: NodeId = 0xaaaa;
 pub(super) fn config() -> MeshConfig {
     MeshConfig {
         id: ME,
+        life: 1,
         name: "me".into(),
         listen_port: 7000,
         advertise: None,
@@ -60,8 +61,14 @@ fn drain(m: &mut Mesh) -> Vec<Action> {
 
 /// MSG frames in one buffer, as a reader hands them over: consecutive
 /// seqs of one origin with the same hops and ttl share a frame, as a
-/// sender or relay frames them.
+/// sender or relay frames them. Every origin's life is 1, as in
+/// [`status`] and [`config`].
 fn batch(msgs: &[(NodeId, u64, u8, u8)]) -> (Bytes, Vec<MsgRef>) {
+    batch_of_life(msgs, 1)
+}
+
+/// As [`batch`], of the origins' process `life`.
+fn batch_of_life(msgs: &[(NodeId, u64, u8, u8)], life: u64) -> (Bytes, Vec<MsgRef>) {
     let mut buf = Vec::new();
     let mut refs = Vec::new();
     let same_frame = |a: &(NodeId, u64, u8, u8), b: &(NodeId, u64, u8, u8)| {
@@ -71,9 +78,10 @@ fn batch(msgs: &[(NodeId, u64, u8, u8)]) -> (Bytes, Vec<MsgRef>) {
         let (origin, first, hops, ttl) = run[0];
         let payloads: Vec<String> = run.iter().map(|m| format!("{:x}/{}", m.0, m.1)).collect();
         let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
-        let entries = frame::put_run(&mut buf, origin, first, hops, ttl, &payloads);
+        let entries = frame::put_run(&mut buf, origin, first, hops, ttl, life, &payloads);
         for (&(origin, seq, hops, ttl), entry) in run.iter().zip(entries) {
             refs.push(MsgRef {
+                life,
                 origin,
                 seq,
                 hops,
@@ -87,7 +95,17 @@ fn batch(msgs: &[(NodeId, u64, u8, u8)]) -> (Bytes, Vec<MsgRef>) {
 }
 
 fn feed(m: &mut Mesh, now: Instant, conn: Conn, msgs: &[(NodeId, u64, u8, u8)]) -> Vec<Action> {
-    let (buf, refs) = batch(msgs);
+    feed_of_life(m, now, conn, 1, msgs)
+}
+
+fn feed_of_life(
+    m: &mut Mesh,
+    now: Instant,
+    conn: Conn,
+    life: u64,
+    msgs: &[(NodeId, u64, u8, u8)],
+) -> Vec<Action> {
+    let (buf, refs) = batch_of_life(msgs, life);
     m.on_msgs(now, conn, &buf, &refs);
     drain(m)
 }
@@ -168,6 +186,7 @@ fn statuses_sent(actions: &[Action]) -> Vec<(Conn, Status)> {
 
 fn status(member: NodeId, status_seq: u64, hops: u8, sent_seq: u64) -> Status {
     Status {
+        life: 1,
         member,
         status_seq,
         hops,
@@ -299,6 +318,7 @@ pub(super) fn one_hop_refs(
     entries: Vec<std::ops::Range<usize>>,
 ) -> impl Iterator<Item = MsgRef> {
     seqs.zip(entries).map(move |(seq, entry)| MsgRef {
+        life: 1,
         origin,
         seq,
         hops: 1,
@@ -316,7 +336,7 @@ fn empty_lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> (Bytes, V
     let mut refs = Vec::new();
     for run in seqs.chunks(frame::MAX_RUN_ENTRIES) {
         let empty = vec![&b""[..]; run.len()];
-        let entries = frame::put_run(&mut buf, origin, run[0], 1, 16, &empty);
+        let entries = frame::put_run(&mut buf, origin, run[0], 1, 16, 1, &empty);
         refs.extend(one_hop_refs(origin, run.iter().copied(), entries));
     }
     (Arc::new(buf), refs)
@@ -1555,6 +1575,7 @@ fn our_status_carries_acks_and_goes_out_every_keepalive() {
     assert_eq!(
         st[0].1.acks,
         [Ack {
+            life: 1,
             origin: 7,
             base: 1,
             delivered: 2,
@@ -2260,13 +2281,14 @@ fn own_lines(m: &mut Mesh, now: Instant, first: u64, last: u64) {
     let mut buf = Vec::new();
     let payload = [b'x'; 100 - frame::ENTRY_OVERHEAD - 1];
     let payloads = vec![&payload[..]; (last + 1 - first) as usize];
-    frame::put_run(&mut buf, ME, first, 1, 16, &payloads);
+    frame::put_run(&mut buf, ME, first, 1, 16, 1, &payloads);
     m.local(now, &Arc::new(buf), first, last);
 }
 
 fn ack_status(member: NodeId, status_seq: u64, base: u64, delivered: u64) -> Status {
     Status {
         acks: vec![Ack {
+            life: 1,
             origin: ME,
             base,
             delivered,
@@ -2274,6 +2296,27 @@ fn ack_status(member: NodeId, status_seq: u64, base: u64, delivered: u64) -> Sta
         }],
         ..status(member, status_seq, 1, 0)
     }
+}
+
+/// A member's acknowledgement of our id's lines counts for our lines only
+/// if it is of our life: one of an earlier process under our id (a member
+/// that was stopped while we restarted still acknowledges that one's
+/// lines, whose seqs were the same numbers) would count lines of ours as
+/// delivered that it never printed (attack41 F1: the restarted sender
+/// said "200 lines delivered" and exited 0).
+#[test]
+fn an_acknowledgement_of_an_earlier_life_counts_nothing_for_ours() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 10);
+    let mut earlier = ack_status(7, 2, 1, 10);
+    earlier.acks[0].life = 99;
+    on_status(&mut m, t0, 1, earlier);
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!(b7.delivered, 0, "{b7:?}");
+    on_status(&mut m, t0, 1, ack_status(7, 3, 1, 10));
+    let b7 = m.books().into_iter().find(|b| b.id == 7).unwrap();
+    assert_eq!(b7.delivered, 10, "{b7:?}");
 }
 
 #[test]
@@ -2526,6 +2569,92 @@ fn a_sender_restarted_under_its_id_is_heard_from_its_first_line_again() {
     assert_eq!(delivered(&again), [(7, 1), (7, 2)]);
 }
 
+/// A restarted member's earlier lines that a relay kept while it was
+/// stopped, and passes on once it runs again, are not the new process's
+/// lines of the same seqs (attack41 F1: members printed an earlier life's
+/// lines as the new life's, and dropped the new ones as duplicates, while
+/// the new process counted them delivered). Its life tells them apart.
+#[test]
+fn an_earlier_lifes_lines_passed_on_late_are_not_taken_for_the_new_lifes() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    const START: u64 = 1_800_000_000_000_000;
+    let old = Status {
+        life: 0xa,
+        ..status(7, START, 1, 0)
+    };
+    on_status(&mut m, t0, 1, old);
+    let first = feed_of_life(&mut m, t0, 1, 0xa, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert_eq!(delivered(&first), [(7, 1), (7, 2)]);
+    // A new process under 7's id. Its life alone says so: its status_seq
+    // follows the last one's, as a process restarted at once may.
+    let t1 = t0 + Duration::from_secs(2);
+    let new = Status {
+        life: 0xb,
+        ..status(7, START + 1, 1, 0)
+    };
+    let actions = on_status(&mut m, t1, 1, new);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Restarted { origin: 7 })));
+    let again = feed_of_life(&mut m, t1, 1, 0xb, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert_eq!(delivered(&again), [(7, 1), (7, 2)]);
+    // The earlier life's 3 and 4, late through the other neighbour:
+    // neither delivered nor passed on, nor taken for duplicates (a PRUNE).
+    let late = feed_of_life(&mut m, t1, 2, 0xa, &[(7, 3, 2, 16), (7, 4, 2, 16)]);
+    assert_eq!(delivered(&late), []);
+    assert_eq!(sent(&late), [], "nothing goes out for them");
+    // The new life's 3 is its 3, and no repair answers with the old one.
+    let next = feed_of_life(&mut m, t1, 1, 0xb, &[(7, 3, 1, 16)]);
+    assert_eq!(delivered(&next), [(7, 3)]);
+    m.on_frame(
+        t1,
+        2,
+        &Frame::Repair {
+            origin: 7,
+            from_seq: 1,
+            to_seq: 4,
+        },
+    );
+    let answers = sent(&drain(&mut m));
+    let lives: Vec<(u64, u64)> = answers
+        .iter()
+        .filter_map(|(_, f)| f.msg_header())
+        .map(|(_, seq, _, _, life)| (seq, life))
+        .collect();
+    assert_eq!(
+        lives,
+        [(1, 0xb)],
+        "one run, 1 to 3, of the new life: {answers:?}"
+    );
+}
+
+/// Lines taken before their origin's STATUS came, of another life than
+/// the STATUS then gives, were an earlier process's: that state starts
+/// over, and the announced life's lines are delivered from its first one;
+/// the other life's are dropped from then on.
+#[test]
+fn lines_of_another_life_than_the_status_gives_start_the_origin_over() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let stray = feed_of_life(&mut m, t0, 2, 0xa, &[(7, 5, 2, 16), (7, 6, 2, 16)]);
+    assert_eq!(delivered(&stray), [(7, 5), (7, 6)]);
+    let actions = on_status(
+        &mut m,
+        t0,
+        1,
+        Status {
+            life: 0xb,
+            ..status(7, 1, 1, 0)
+        },
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Restarted { origin: 7 })));
+    let late = feed_of_life(&mut m, t0, 2, 0xa, &[(7, 7, 2, 16)]);
+    assert_eq!(delivered(&late), []);
+    let own = feed_of_life(&mut m, t0, 1, 0xb, &[(7, 1, 1, 16), (7, 2, 1, 16)]);
+    assert_eq!(delivered(&own), [(7, 1), (7, 2)]);
+}
+
 #[test]
 fn a_member_taken_for_gone_that_comes_back_is_booked_for_what_it_printed_after() {
     // 7 acknowledged 4 of 10 lines, then fell silent (stopped): down. It
@@ -2576,6 +2705,7 @@ fn a_line_is_owed_only_to_members_known_when_it_was_read() {
 /// 1) and `other` lines of sender 9, which it prints first.
 fn printing_status(member: NodeId, status_seq: u64, other: u64) -> Status {
     let ack = |origin, delivered| Ack {
+        life: 1,
         origin,
         base: 1,
         delivered,
@@ -4343,6 +4473,7 @@ fn a_neighbour_acknowledging_lines_we_lack_is_grafted_for_them() {
     // Neighbour 3 (node 103) says it has 7's lines up to 5.
     let mut st = status(103, 1, 1, 0);
     st.acks = vec![Ack {
+        life: 1,
         origin: 7,
         base: 1,
         delivered: 5,
@@ -4369,6 +4500,7 @@ fn a_neighbour_acknowledging_lines_we_lack_is_grafted_for_them() {
     feed(&mut m, t0, 1, &[(7, 1, 1, 16)]);
     let mut st = status(103, 1, 2, 0);
     st.acks = vec![Ack {
+        life: 1,
         origin: 7,
         base: 1,
         delivered: 5,

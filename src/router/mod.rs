@@ -210,6 +210,7 @@ pub fn mesh_config(node: &Node, advertise: Option<SocketAddr>) -> MeshConfig {
     let config = &node.config;
     MeshConfig {
         id: node.id,
+        life: node.life,
         name: config.name.clone(),
         listen_port: node.listen_port,
         advertise,

@@ -520,12 +520,24 @@ impl Router {
         let Some((conn, node_id)) = oldest else {
             return false;
         };
+        // Like a refused dialer, it gets other members to try: it may have
+        // our ACCEPT and count us as a peer already, and without them it
+        // only dialed us again (attack40 F1).
+        let mut alternatives = self.mesh.alternatives(MAX_PEERS_ENTRIES);
+        alternatives.retain(|(id, _)| *id != node_id);
         let entry = self.peers.get_mut(&conn).expect("present");
         log::debug!(
-            "{}: has not accepted us; its slot goes to a newcomer",
-            entry.info
+            "{}: has not accepted us; its slot goes to a newcomer ({} named to it)",
+            entry.info,
+            plural(alternatives.len() as u64, "other member")
         );
         entry.closing = true;
+        if !alternatives.is_empty() {
+            entry.outbox.push(Batch {
+                bytes: Frame::Peers(alternatives).to_bytes().into(),
+                msgs: 0,
+            });
+        }
         entry.outbox.close(Close::Graceful(format!(
             "peer limit reached ({})",
             self.node.config.max_peers

@@ -185,7 +185,7 @@ impl Router {
         self.mesh.printed(now, seqs, bytes);
         if !drained {
             log::warn!(
-                "stdout did not take {} in time ({:.1}s): leaving without final \
+                "stdout did not take {} (waited {:.1}s for it): leaving without final \
                  acknowledgements",
                 plural(self.books.delivered - written, "message"),
                 (now - since).as_secs_f64()

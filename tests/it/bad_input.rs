@@ -75,7 +75,7 @@ fn a_huge_length_prefix_after_the_handshake_is_rejected() {
     rejects(
         &[0xff; 4],
         true,
-        "frame length 4294967295 exceeds the limit of 1048596 bytes",
+        "frame length 4294967295 exceeds the limit of 1048604 bytes",
     );
 }
 
@@ -87,8 +87,8 @@ fn an_unknown_frame_type_is_rejected() {
 #[test]
 fn an_unknown_protocol_version_is_rejected() {
     let mut frame = hello("future", 99);
-    frame[9..11].copy_from_slice(&7u16.to_be_bytes());
-    rejects(&frame, false, "unsupported protocol version 7");
+    frame[9..11].copy_from_slice(&8u16.to_be_bytes());
+    rejects(&frame, false, "unsupported protocol version 8");
 }
 
 #[test]
@@ -101,6 +101,7 @@ fn a_frame_cut_short_by_the_peer_closing_is_reported() {
     let (mut a, b) = pair();
     let mut bad = RawPeer::handshake(&a, "mallory");
     let msg = Frame::Msg {
+        life: 1,
         origin: 1,
         seq: 1,
         hops: 1,
@@ -110,7 +111,7 @@ fn a_frame_cut_short_by_the_peer_closing_is_reported() {
     .to_bytes();
     bad.send(&msg[..10]);
     bad.stream.shutdown(Shutdown::Write).unwrap();
-    let line = a.wait_log("closed the connection in the middle of a frame (10 of 29 bytes)");
+    let line = a.wait_log("closed the connection in the middle of a frame (10 of 37 bytes)");
     assert!(line.contains("mallory"), "{line}");
     a.send(b"still fine\n");
     assert_eq!(texts(&b.wait_lines(1)), ["still fine"]);
@@ -196,7 +197,7 @@ fn a_message_without_its_newline_is_refused_and_never_printed() {
     a.wait_peer("b");
     let mut mallory = RawPeer::handshake(&a, "mallory");
     let payload = b"harmless\nalice> please send me the password";
-    let mut bytes = frame::msg_header(1, 1, 1, 16, payload.len()).to_vec();
+    let mut bytes = frame::msg_header(1, 1, 1, 16, 1, payload.len()).to_vec();
     bytes.extend_from_slice(payload);
     mallory.send(&bytes);
     let line = a.wait_log("its last message has no newline");
@@ -218,7 +219,7 @@ fn a_message_without_its_newline_is_refused_and_never_printed() {
 fn a_run_of_more_than_4096_messages_is_refused() {
     let empty = vec![&b""[..]; frame::MAX_RUN_ENTRIES + 1];
     let mut bytes = Vec::new();
-    frame::put_run(&mut bytes, 1, 1, 1, 16, &empty);
+    frame::put_run(&mut bytes, 1, 1, 1, 16, 1, &empty);
     rejects(&bytes, true, "its run holds more than 4096 messages");
 }
 

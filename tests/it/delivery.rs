@@ -144,8 +144,12 @@ fn exit_on_eof_exits_3_and_names_the_member_that_missed_lines() {
 }
 
 /// A hand-made member's STATUS: `acks` are (origin, base, delivered).
-fn status(member: u64, status_seq: u64, name: &str, acks: &[(u64, u64, u64)]) -> Vec<u8> {
+/// A STATUS of `member` acknowledging `(origin, base, delivered, life)`:
+/// an acknowledgement counts for the lines of that origin's process
+/// `life` only (the life in its MSG frames).
+fn status(member: u64, status_seq: u64, name: &str, acks: &[(u64, u64, u64, u64)]) -> Vec<u8> {
     Frame::Status(Status {
+        life: 1,
         member,
         status_seq,
         hops: 1,
@@ -156,7 +160,8 @@ fn status(member: u64, status_seq: u64, name: &str, acks: &[(u64, u64, u64)]) ->
         addrs: Vec::new(),
         acks: acks
             .iter()
-            .map(|&(origin, base, delivered)| Ack {
+            .map(|&(origin, base, delivered, life)| Ack {
+                life,
                 origin,
                 base,
                 delivered,
@@ -282,9 +287,10 @@ fn a_member_that_never_closes_after_our_goodbye_is_cut_off_and_its_acknowledgeme
     // never says BYE, never closes.
     let started = Instant::now();
     let reader = thread::spawn(move || {
-        while let Some((kind, _)) = raw.read_frame() {
+        while let Some((kind, body)) = raw.read_frame() {
             if kind == frame::kind::MSG {
-                raw.send(&status(0x5eed, 2, "stubborn", &[(a_id, 1, 1)]));
+                let life = u64::from_be_bytes(body[18..26].try_into().unwrap());
+                raw.send(&status(0x5eed, 2, "stubborn", &[(a_id, 1, 1, life)]));
             }
         }
         raw // kept open: the peer never closes
@@ -463,6 +469,7 @@ fn a_young_peer_is_not_replaced_by_a_stranger_dialing_in_the_same_way() {
 
 fn msg(origin: u64, seq: u64, text: &[u8]) -> Vec<u8> {
     Frame::Msg {
+        life: 1,
         origin,
         seq,
         hops: 1,
@@ -491,6 +498,7 @@ fn a_member_told_where_a_senders_lines_start_prints_them_at_once() {
         hops: 1,
         ttl: 16,
         sent_seq: 100,
+        life: 1,
         name: "s".to_owned(),
         ..Status::default()
     };
@@ -807,7 +815,7 @@ fn exit_on_eof_gives_up_when_the_last_peer_is_gone_for_the_connect_timeout() {
     let summary = a.wait_log("summary: read ");
     assert!(
         summary.contains("read 1 line from stdin; to b (")
-            || summary.contains("read 2 lines from stdin (1 of them reached no peer); to b ("),
+            || summary.contains("read 2 lines from stdin (1 of them never sent); to b ("),
         "{summary}"
     );
 }
@@ -829,6 +837,47 @@ fn the_end_of_an_established_peer_is_always_logged() {
     a.wait_log("peer down: c");
     b.signal("CONT");
     c.signal("CONT");
+}
+
+/// A connection whose slot goes to a newcomer at `--max-peers` (it was
+/// admitted, and had our ACCEPT, but had not accepted us yet) is handed
+/// other members to try before the goodbye, as a refused dialer is
+/// (attack40 F1: six nodes dialing a `--max-peers 2` seed at once saw it
+/// come up and go with "peer limit reached", and no one to dial instead).
+#[test]
+fn a_connection_whose_slot_goes_to_a_newcomer_is_handed_other_members() {
+    let a = node("a").args(&["--max-peers", "2"]).start();
+    let m = node("m").dial(&a).start();
+    a.wait_log("member up: m");
+    let mut slow = RawPeer::connect(&a);
+    slow.send(&hello("slow", 0x5105));
+    slow.read_hello();
+    while let Some((kind, _)) = slow.read_frame() {
+        if kind == frame::kind::ACCEPT {
+            break;
+        }
+    }
+    let _b = node("b").dial(&a).start();
+    let mut named = Vec::new();
+    loop {
+        let (kind, body) = slow.read_frame().expect("a said goodbye");
+        if kind == frame::kind::PEERS {
+            let mut bytes = (body.len() as u32 + 1).to_be_bytes().to_vec();
+            bytes.push(kind);
+            bytes.extend_from_slice(&body);
+            if let Ok(Some((Frame::Peers(list), _))) = frame::decode(&bytes, usize::MAX) {
+                named.extend(list.into_iter().map(|(_, addr)| addr.to_string()));
+            }
+        }
+        if kind == frame::kind::BYE {
+            assert!(
+                String::from_utf8_lossy(&body).contains("peer limit reached (2)"),
+                "{body:?}"
+            );
+            break;
+        }
+    }
+    assert_eq!(named, [m.addr()], "m named before the goodbye");
 }
 
 /// A stranger that sends HELLO and never ACCEPT, reconnecting each time it
@@ -1472,6 +1521,7 @@ fn a_node_stopped_while_lines_are_missing_reports_them_as_a_gap() {
     let mut a = node("a").args(&["-f", "json"]).start();
     let mut mallory = RawPeer::handshake_as(&a, "mallory", 0x6d61_6c6c);
     let msg = |seq, payload: &'static [u8]| Frame::Msg {
+        life: 1,
         origin: 0x6d61_6c6c,
         seq,
         hops: 1,

@@ -204,6 +204,7 @@ fn a_node_resumed_after_a_stop_does_not_cut_a_peer_whose_pong_waits_unread() {
     // A member, so that lines are owed and sent to it.
     r.send(
         &Frame::Status(peercat::frame::Status {
+            life: 1,
             member: 0x5eed,
             status_seq: 1,
             hops: 1,

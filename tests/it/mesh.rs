@@ -1853,6 +1853,7 @@ fn ghost_member(x: &crate::support::Node, listen: &str) -> crate::support::RawPe
     let mut ghost = crate::support::RawPeer::handshake_as(x, "ghost", 0x6405_7000);
     ghost.send(
         &Frame::Status(Status {
+            life: 1,
             member: 0x6405_7000,
             status_seq: 1,
             hops: 1,

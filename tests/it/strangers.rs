@@ -225,6 +225,7 @@ fn a_flood_of_fresh_member_ids_is_capped() {
     let before = a.rss_kib();
     let acks: Vec<Ack> = (0..frame::MAX_STATUS_ACKS as u64)
         .map(|i| Ack {
+            life: 1,
             origin: 0xacc0_0000 + i,
             base: 1,
             delivered: 1,
@@ -233,6 +234,7 @@ fn a_flood_of_fresh_member_ids_is_capped() {
         .collect();
     for i in 0..FAKES {
         let fake = Frame::Status(Status {
+            life: 1,
             member: 0xfa4e_0000_0000 + i,
             status_seq: 1,
             hops: 1,
@@ -290,6 +292,7 @@ fn a_message_with_seq_0_is_refused_naming_the_peer() {
     let a = node("a").start();
     let mut raw = RawPeer::handshake_as(&a, "zeroseq", 0x2e60);
     let msg = Frame::Msg {
+        life: 1,
         origin: 0x2e60,
         seq: 0,
         hops: 1,
@@ -309,6 +312,7 @@ fn a_message_with_seq_0_is_refused_naming_the_peer() {
     // Still serving: a good peer's line is printed.
     let mut good = RawPeer::handshake_as(&a, "good", 0x600d);
     let ok = Frame::Msg {
+        life: 1,
         origin: 0x600d,
         seq: 1,
         hops: 1,
@@ -354,6 +358,7 @@ fn repeated_repair_requests_from_a_peer_that_reads_nothing_cost_one_answer() {
     // every REPAIR before it.
     flood.extend_from_slice(
         &Frame::Msg {
+            life: 1,
             origin: 0x9eed,
             seq: 1,
             hops: 1,
@@ -404,6 +409,7 @@ fn frames_of_empty_lines_are_handed_over_in_small_batches() {
             1 + (i * PER_FRAME) as u64,
             1,
             16,
+            1,
             &empty,
         );
     }
@@ -504,6 +510,7 @@ fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound
     let empty = vec![&b""[..]; frame::MAX_RUN_ENTRIES];
     for origin in 0x1_0000..0x1_0000 + SENDERS {
         let mut frames = Frame::Msg {
+            life: 1,
             origin,
             seq: 1,
             hops: 1,
@@ -515,7 +522,7 @@ fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound
         let mut seq = 3;
         while seq < 3 + held {
             let n = (3 + held - seq).min(frame::MAX_RUN_ENTRIES as u64) as usize;
-            frame::put_run(&mut frames, origin, seq, 1, 16, &empty[..n]);
+            frame::put_run(&mut frames, origin, seq, 1, 16, 1, &empty[..n]);
             seq += n as u64;
         }
         mallory.send(&frames);
@@ -523,6 +530,7 @@ fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound
     // Once a prints this, it has dealt with every frame before it.
     mallory.send(
         &Frame::Msg {
+            life: 1,
             origin: 0x6d61_6c6c,
             seq: 1,
             hops: 1,
@@ -596,14 +604,14 @@ fn lines_relayed_to_a_neighbour_that_reads_nothing_queue_within_a_bound() {
     let mut seq = 1;
     for _ in 0..LINES / 50 {
         let run = vec![&line[..]; 50];
-        frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, &run);
+        frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, 1, &run);
         seq += 50;
         if frames.len() > 1 << 20 {
             mallory.send(&frames);
             frames.clear();
         }
     }
-    frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, &[b"marker"]);
+    frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, 1, &[b"marker"]);
     mallory.send(&frames);
     let printed = rx
         .recv_timeout(Duration::from_secs(60))
@@ -636,7 +644,15 @@ fn repair_answers_to_many_neighbours_that_read_nothing_stay_within_the_queue_bou
     let line = vec![b'z'; 999];
     let mut frames = Vec::new();
     for i in 0..64 {
-        frame::put_run(&mut frames, ORIGIN, 1 + i * 60, 1, 16, &vec![&line[..]; 60]);
+        frame::put_run(
+            &mut frames,
+            ORIGIN,
+            1 + i * 60,
+            1,
+            16,
+            1,
+            &vec![&line[..]; 60],
+        );
     }
     mallory.send(&frames);
     assert_eq!(a.wait_lines(3840).len(), 3840);
