@@ -741,6 +741,9 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
         if ack.base == 0 || ack.delivered < ack.base - 1 {
             return Err(malformed("status", "an acknowledgement below its base"));
         }
+        if ack.life == 0 {
+            return Err(malformed("status", "an acknowledgement of life 0"));
+        }
         if ack.skipped > ack.delivered - (ack.base - 1) {
             return Err(malformed(
                 "status",
@@ -2042,6 +2045,11 @@ mod tests {
                 malformed("status", "an acknowledgement skipped more than it covers"),
             ),
             (
+                status(&|s| s.acks[0].life = 0),
+                malformed("status", "an acknowledgement of life 0"),
+            ),
+            (status(&|s| s.life = 0), malformed("status", "life is 0")),
+            (
                 status(&|s| {
                     s.misses[0].first = 5;
                     s.misses[0].last = 3;
@@ -2100,6 +2108,10 @@ mod tests {
             (
                 unhex("0000001d 02 0123456789abcdef 0000000000000001 01 00 0000000000000001 6162"),
                 malformed("message", "ttl is 0"),
+            ),
+            (
+                unhex("0000001d 02 0123456789abcdef 0000000000000001 01 10 0000000000000000 6162"),
+                malformed("message", "life is 0"),
             ),
             (
                 unhex("0000001d 02 0123456789abcdef 0000000000000000 01 10 0000000000000001 6162"),

@@ -441,7 +441,9 @@ impl Mesh {
         let mut acks: Vec<(bool, Ack)> = self
             .origins
             .iter()
-            .filter(|(id, o)| **id != self.cfg.id && o.next > 0 && (o.next > 1 || o.known_sent > 0))
+            .filter(|(id, o)| {
+                **id != self.cfg.id && o.life != 0 && o.next > 0 && (o.next > 1 || o.known_sent > 0)
+            })
             .map(|(id, o)| {
                 let live = self.members.get(id).is_some_and(|m| m.up);
                 // When acknowledging what was printed: only what is
@@ -717,7 +719,21 @@ impl Mesh {
         // process's count only grows (a restart 5 ms after the last one
         // joined, attack27 F2, is below any jump we can trust).
         let returns_from_leaving = status.flags & FLAG_LEAVING == 0;
+        //
+        // Its life says so outright: the rules above are for a member
+        // whose life we do not know yet (none of its STATUS had one). With
+        // the same life it is the same process, whatever they say: a
+        // joiner that had only the earlier life's goodbye took the new
+        // life's first STATUS for that member's, kept the higher sent_seq,
+        // and called the next STATUS a restart (attack42 F1).
+        let other_life = self
+            .members
+            .get(&id)
+            .is_some_and(|m| m.life != 0 && m.life != status.life);
         let restarted = self.members.get(&id).is_some_and(|m| {
+            if m.life != 0 {
+                return m.owed_from != 0 && other_life;
+            }
             let quiet = clock.saturating_duration_since(m.heard);
             let had_left = returns_from_leaving
                 && m.last_status
@@ -725,17 +741,11 @@ impl Mesh {
                     .and_then(|b| b.get(STATUS_FLAGS_AT))
                     .is_some_and(|f| f & FLAG_LEAVING != 0);
             let sent_less = status.sent_seq < m.sent_seq;
-            // Its life says so outright (the others tell it from its
-            // STATUS alone, as before lives were sent).
-            let other_life = m.life != 0 && m.life != status.life;
             m.owed_from != 0
-                && (other_life
-                    || had_left
-                    || sent_less
-                    || is_new_life(m.status_seq, status.status_seq, quiet))
+                && (had_left || sent_less || is_new_life(m.status_seq, status.status_seq, quiet))
         });
         if restarted {
-            self.new_life(id);
+            self.new_life(now, id);
         } else if self
             .origins
             .get(id)
@@ -752,7 +762,7 @@ impl Mesh {
         let m = self.members.get_mut(&id).expect("inserted");
         m.status_seq = status.status_seq;
         m.life = status.life;
-        m.sent_seq = match restarted {
+        m.sent_seq = match restarted || other_life {
             true => status.sent_seq,
             false => m.sent_seq.max(status.sent_seq),
         };
@@ -1017,7 +1027,7 @@ impl Mesh {
     /// life acknowledged a base above the lines the earlier one had
     /// printed, our miss entry made it report them as a gap, and they were
     /// counted lost (a sender exited 3 for lines its member had printed).
-    fn new_life(&mut self, id: NodeId) {
+    fn new_life(&mut self, now: Instant, id: NodeId) {
         let last = self.own.last_seq;
         let Some(m) = self.members.get_mut(&id) else {
             return;
@@ -1027,11 +1037,14 @@ impl Mesh {
             m.owed_end = Some(last + 1);
         }
         let books = m.books(id, last);
-        log::info!(
-            "member {} ({id:016x}) restarted: a new process under its id; the books of its \
-             earlier life are closed",
-            m.name
-        );
+        self.restarts.add(1);
+        if self.restarts.due(now).is_some() {
+            log::info!(
+                "member {} ({id:016x}) restarted: a new process under its id; the books of its \
+                 earlier life are closed",
+                m.name
+            );
+        }
         if let Some(mut books) = books {
             books.name = format!("{} (an earlier life)", m.name);
             // A closed life is not up, so not "stalled" (which says why a

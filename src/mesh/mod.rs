@@ -419,6 +419,10 @@ pub struct Mesh {
     /// earlier process under its id, or a newer one not yet announced),
     /// dropped since the last log line (`Origin::of_life`).
     other_life_msgs: Refusals,
+    /// Members' restarts (new lives) not logged one by one: a stranger in
+    /// an open group can forge one per STATUS (attack42 F2: 477,000 log
+    /// lines in a minute).
+    restarts: Refusals,
     /// Messages held back or cached that were dropped to keep what origins
     /// hold within [`origin::memory_budget`] since the last warning.
     shed: origin::Shed,
@@ -554,6 +558,7 @@ impl Mesh {
             refused_members: Refusals::default(),
             refused_origin_msgs: Refusals::default(),
             other_life_msgs: Refusals::default(),
+            restarts: Refusals::default(),
             shed: origin::Shed::default(),
             shed_warned: None,
             refuted: None,
@@ -772,6 +777,13 @@ impl Mesh {
             self.find_stalled(now);
             self.warn_refused_origins(now);
             self.log_other_lives(now);
+            if let Some(more) = self.restarts.due(now) {
+                log::info!(
+                    "{} more members restarted (a new process under a member's id) since the \
+                     last such line, not logged one by one",
+                    more
+                );
+            }
             self.warn_shed(now);
         }
         self.check_holes(now);
