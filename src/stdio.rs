@@ -170,7 +170,7 @@ impl LineFramer {
     }
 
     /// Messages framed from now on carry `life` (see
-    /// [`frame::Status::life`]; 1 until then).
+    /// [`crate::frame::Status::life`]; 1 until then).
     pub fn with_life(mut self, life: u64) -> Self {
         self.life = life.max(1);
         self

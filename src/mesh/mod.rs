@@ -63,7 +63,7 @@ pub enum DialTarget {
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     pub id: NodeId,
-    /// This process's life under `id` (see [`frame::Status::life`]).
+    /// This process's life under `id` (see [`crate::frame::Status::life`]).
     pub life: u64,
     pub name: String,
     /// The port we accept peers on; 0 = we do not listen.
@@ -94,7 +94,7 @@ pub struct MsgRef {
     /// As in its frame's header.
     pub hops: u8,
     pub ttl: u8,
-    /// The life of the origin that sent it (see [`frame::Status::life`]).
+    /// The life of the origin that sent it (see [`crate::frame::Status::life`]).
     pub life: u64,
     /// `start..end` is the entry: its payload, then its newline.
     pub start: usize,
