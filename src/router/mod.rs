@@ -297,6 +297,11 @@ impl Router {
                 Step::Stdin(None) => self.stdin_ended(),
                 Step::Printed | Step::Idle => {}
                 Step::Stop => self.begin_stop(),
+                // A signal readies both at once, and a select picks either:
+                // the stop goes first, or a hurry's deadline could expire
+                // while the stop waited for acknowledgements, and the node
+                // closed its links with no goodbye (attack43 F2).
+                Step::Hurry if self.stop_pending() => self.begin_stop(),
                 Step::Hurry => self.hurry(),
                 Step::Timer => {
                     if self.on_timer() {
@@ -719,6 +724,12 @@ impl Router {
         if cause != Some(Cause::StdinEof) {
             self.hurry();
         }
+    }
+
+    /// Whether a stop was asked for and not yet taken up (`begin_stop`
+    /// makes it stop, or settle first).
+    fn stop_pending(&self) -> bool {
+        self.node.shutdown.is_triggered() && !self.stopping && self.settle_by.is_none()
     }
 
     fn hurry(&mut self) {
