@@ -429,14 +429,14 @@ impl Mesh {
         }
     }
 
-    /// Our acknowledgements: every origin that has sent something, live
-    /// members first when there are more than fit.
     /// Whether `ack` acknowledges our lines: ours, and of this process
     /// (an earlier process under our id counted its seqs from 1 too).
     pub(super) fn acks_our_lines(&self, ack: &Ack) -> bool {
         ack.origin == self.cfg.id && ack.life == self.cfg.life
     }
 
+    /// Our acknowledgements: every origin that has sent something, live
+    /// members first when there are more than fit.
     pub(super) fn acks(&self) -> Vec<Ack> {
         let mut acks: Vec<(bool, Ack)> = self
             .origins
@@ -719,13 +719,12 @@ impl Mesh {
         // process's count only grows (a restart 5 ms after the last one
         // joined, attack27 F2, is below any jump we can trust).
         let returns_from_leaving = status.flags & FLAG_LEAVING == 0;
-        //
-        // Its life says so outright: the rules above are for a member
-        // whose life we do not know yet (none of its STATUS had one). With
-        // the same life it is the same process, whatever they say: a
-        // joiner that had only the earlier life's goodbye took the new
-        // life's first STATUS for that member's, kept the higher sent_seq,
-        // and called the next STATUS a restart (attack42 F1).
+        // Those rules are for a member whose life we do not know yet (none
+        // of its STATUS had one). Its life says it outright: with the same
+        // life it is the same process, whatever they say (a joiner that
+        // had only the earlier life's goodbye took the new life's first
+        // STATUS for that member's, kept the higher sent_seq, and called
+        // the next STATUS a restart: attack42 F1).
         let other_life = self
             .members
             .get(&id)
