@@ -70,7 +70,12 @@ struct Cli {
     format: Format,
 
     /// Read stdin only once N peers are connected
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value_t = 0
+    )]
     wait_peers: u32,
 
     /// When stdin ends: wait until every member owed a line has acknowledged it (or is
@@ -79,7 +84,7 @@ struct Cli {
     exit_on_eof: bool,
 
     /// Refuse connections beyond N peers
-    #[arg(long, value_name = "N", default_value_t = 64,
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_peers: u32,
 
@@ -91,12 +96,12 @@ struct Cli {
     /// D; above 2xD, close the extra ones politely (never below D; a link
     /// that is some members' only way to us is kept, up to 3xD)
     /// [default: 4, or --max-peers if lower]
-    #[arg(long, value_name = "D",
+    #[arg(long, allow_negative_numbers = true, value_name = "D",
           value_parser = clap::value_parser!(u32).range(1..=MAX_DEGREE as i64))]
     degree: Option<u32>,
 
     /// A message crosses at most HOPS links (1..=255)
-    #[arg(long, value_name = "HOPS", default_value_t = 16,
+    #[arg(long, allow_negative_numbers = true, value_name = "HOPS", default_value_t = 16,
           value_parser = clap::value_parser!(u8).range(1..=255))]
     ttl: u8,
 
@@ -125,7 +130,12 @@ struct Cli {
     advertise: Option<PeerAddr>,
 
     /// Read stdin only once N other members are known through the mesh
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value_t = 0
+    )]
     wait_members: u32,
 
     /// Bytes of this node's lines that may be on their way, not yet
@@ -135,12 +145,12 @@ struct Cli {
     window: Option<u64>,
 
     /// Ping every peer every SECS, busy or idle; drop a peer silent for 3x this
-    #[arg(long, value_name = "SECS", default_value_t = 5,
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     keepalive: u64,
 
     /// Drop a peer that accepts no data for SECS while data waits for it
-    #[arg(long, value_name = "SECS", default_value_t = 10,
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: u64,
 
@@ -148,12 +158,12 @@ struct Cli {
     /// connected, or --wait-members members not known, within SECS; with
     /// --exit-on-eof, also when no peer has been connected for SECS while
     /// lines wait (exit 3) [default: wait forever]
-    #[arg(long, value_name = "SECS",
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: Option<u64>,
 
     /// Log a one-line summary of traffic every SECS, and totals at exit
-    #[arg(long, value_name = "SECS",
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stats: Option<u64>,
 
@@ -618,6 +628,18 @@ mod tests {
             error_text(&["--window", "100", "--max-frame", "100"]).contains("must be at least 131")
         );
         assert!(error_text(&["--window", "5G"]).contains("largest window"));
+        // A negative number is a bad value of its flag, not a tip to pass
+        // it after `--` (where it would be a PEER; attack40 F7).
+        for flag in [
+            "--connect-timeout",
+            "--wait-members",
+            "--ttl",
+            "--stall-timeout",
+        ] {
+            let text = error_text(&[flag, "-1"]);
+            assert!(text.contains(&format!("'-1' for '{flag}")), "{text}");
+            assert!(!text.contains("-- -1"), "{text}");
+        }
         assert!(error_text(&["--max-frame", "2G"]).contains("is not in 1..="));
         assert!(error_text(&["--advertise", "host1"]).contains("missing port"));
         assert!(error_text(&["--advertise", "host1:0"]).contains("is not a port"));

@@ -179,6 +179,8 @@ pub struct Router {
     /// worked, with whether the failure said this node cannot join there
     /// (each kind is warned about once).
     seeds_warned: HashSet<(usize, bool)>,
+    /// A node with no PEER said that its peer cache's members do not answer.
+    cache_warned: bool,
     stopping: bool,
     deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
@@ -273,6 +275,7 @@ impl Router {
             eof_gave_up: false,
             left: false,
             seeds_warned: HashSet::new(),
+            cache_warned: false,
             stopping: false,
             deadline: None,
             outcome: Outcome::Complete,

@@ -495,8 +495,28 @@ impl Router {
                     format!("{reason}{again}")
                 })
             }
+            // With no PEER and no link yet, the remembered members are all
+            // there is to join through: the first failure says so, or a node
+            // restarted after the group was gone said nothing (attack40 F5).
+            DialTarget::Addr(_) if self.alone_with_the_cache() => {
+                self.cache_warned = true;
+                log::warn!(
+                    "{reason}{again} (no PEER given and no peer connected yet: the members \
+                     remembered in --peer-cache are tried again with backoff, and this node \
+                     waits to be dialed; the next failures are logged with -v)"
+                )
+            }
             DialTarget::Addr(_) => log::debug!("{reason}{again}"),
         }
+    }
+
+    /// No PEER on the command line, a peer cache, no link up, and no
+    /// warning about it yet.
+    fn alone_with_the_cache(&self) -> bool {
+        !self.cache_warned
+            && self.node.config.peers.is_empty()
+            && self.node.config.peer_cache.is_some()
+            && self.live_peers() == 0
     }
 
     /// Adds a finished connection's traffic to the totals.

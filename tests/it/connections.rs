@@ -268,6 +268,23 @@ fn members_learn_the_advertised_address() {
     assert!(line.contains("at 127.0.0.9:7777;"), "{line}");
 }
 
+/// A node started with `--peer-cache` and no PEER, whose remembered
+/// members all refuse, says so once at the default level (attack40 F5: it
+/// logged nothing, and a user restarting after the group was gone could
+/// not tell why nothing happened); the next failures are detail.
+#[test]
+fn a_node_whose_cached_members_all_refuse_says_so_once() {
+    let dir = crate::support::TempDir::new("dead-cache");
+    let cache = dir.path("cache");
+    std::fs::write(&cache, format!("127.0.0.1:{}\n", free_port())).unwrap();
+    let a = node("a")
+        .args(&["--peer-cache", cache.to_str().unwrap()])
+        .start();
+    let line = a.wait_log("remembered in --peer-cache are tried again");
+    assert!(line.contains("[WARN]"), "{line}");
+    assert!(line.contains("refused"), "{line}");
+}
+
 /// `--peer-cache` is written soon after a member comes up (not only every
 /// 10 s and at exit), so a node killed right after joining can rejoin.
 #[test]
