@@ -34,18 +34,19 @@ pub const MSG_HEADER_LEN: usize = LEN_PREFIX + 1 + 8 + 8 + 1 + 1 + 8;
 pub const MAX_RUN_LEN: usize = 64 * 1024;
 /// The most messages one MSG frame may carry; more is a protocol error.
 /// Each message a reader takes from a frame becomes a reference of its own
-/// (40 bytes, and work for the router), so a frame of newlines must not
+/// (48 bytes, and work for the router), so a frame of newlines must not
 /// make a million of them. 4096 is about what a run of 15-byte lines fills
 /// [`MAX_RUN_LEN`] with: longer lines fill a frame by its bytes first, and
-/// shorter ones pay a header (23 bytes) per 4096 lines at most, under 1%
+/// shorter ones pay a header (31 bytes) per 4096 lines at most, under 1%
 /// of their bytes. Keep it in the error text below.
 pub const MAX_RUN_ENTRIES: usize = 4096;
 /// What a message counts against the windows, the hold-back buffers and
 /// the caches beyond its entry's bytes: a version 3 frame's header less
 /// the newline (the header has grown since, by the life), so that an
-/// empty line counts 23 bytes, as its frame did then. A message held back costs a node about 200 bytes whatever its
-/// length (its entry in the hold-back map and a copy of its own: 205
-/// measured for an empty one), one cached alone about 64. Counted at its
+/// empty line counts 23 bytes, as its frame did then. A message held back
+/// costs a node about 200 bytes whatever its length (its entry in the
+/// hold-back map and a copy of its own: 205 measured for an empty one),
+/// one cached alone about 64. Counted at its
 /// one byte, a window (4 MiB) of a stranger's empty lines held back behind
 /// a jump in seq was four million messages, some 800 MB per origin; at 23
 /// it is 182,361, about 37 MB, as in version 3. Counting all 200 would
