@@ -218,11 +218,16 @@ pub fn log(level: log::Level, kind: &'static str, from: IpAddr, message: impl Fn
             .check(kind, from, Instant::now())
     };
     // Logged outside the lock: a slow log must not hold other threads.
-    for summary in ended {
-        log::log!(summary.level(), "{summary}");
-    }
+    log_summaries(ended);
     if show {
         log::log!(level, "{}", message());
+    }
+}
+
+/// One line per window that held warnings back ([`Summary::level`]).
+fn log_summaries(ended: Vec<Summary>) {
+    for summary in ended {
+        log::log!(summary.level(), "{summary}");
     }
 }
 
@@ -232,9 +237,7 @@ pub fn flush() {
         Some(limiter) => limiter.expire(Instant::now()),
         None => return,
     };
-    for summary in ended {
-        log::log!(summary.level(), "{summary}");
-    }
+    log_summaries(ended);
 }
 
 /// Logs every count held back so far, windows still open included: for
@@ -244,9 +247,7 @@ pub fn flush_all() {
         Some(limiter) => limiter.expire(Instant::now() + WINDOW),
         None => return,
     };
-    for summary in ended {
-        log::log!(summary.level(), "{summary}");
-    }
+    log_summaries(ended);
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ impl Mesh {
     /// After a member's STATUS: a miss entry for us is acted on, and a
     /// member newly in need of an entry of ours is told soon.
     pub(super) fn after_status(&mut self, status: &Status) {
-        let acked = status.acks.iter().any(|a| self.acks_our_lines(a));
+        let acked = status.acks.iter().any(|a| self.cfg.acknowledges_us(a));
         let (last, kept_from) = (self.own.last_seq, self.kept_from());
         if acked
             && self

@@ -429,12 +429,6 @@ impl Mesh {
         }
     }
 
-    /// Whether `ack` acknowledges our lines: ours, and of this process
-    /// (an earlier process under our id counted its seqs from 1 too).
-    pub(super) fn acks_our_lines(&self, ack: &Ack) -> bool {
-        ack.origin == self.cfg.id && ack.life == self.cfg.life
-    }
-
     /// Our acknowledgements: every origin that has sent something, live
     /// members first when there are more than fit.
     pub(super) fn acks(&self) -> Vec<Ack> {
@@ -725,24 +719,27 @@ impl Mesh {
         // had only the earlier life's goodbye took the new life's first
         // STATUS for that member's, kept the higher sent_seq, and called
         // the next STATUS a restart: attack42 F1).
-        let other_life = self
-            .members
-            .get(&id)
-            .is_some_and(|m| m.life != 0 && m.life != status.life);
-        let restarted = self.members.get(&id).is_some_and(|m| {
-            if m.life != 0 {
-                return m.owed_from != 0 && other_life;
+        let (other_life, restarted) = match self.members.get(&id) {
+            None => (false, false),
+            Some(m) if m.life != 0 => {
+                let other_life = m.life != status.life;
+                (other_life, other_life && m.owed_from != 0)
             }
-            let quiet = clock.saturating_duration_since(m.heard);
-            let had_left = returns_from_leaving
-                && m.last_status
-                    .as_ref()
-                    .and_then(|b| b.get(STATUS_FLAGS_AT))
-                    .is_some_and(|f| f & FLAG_LEAVING != 0);
-            let sent_less = status.sent_seq < m.sent_seq;
-            m.owed_from != 0
-                && (had_left || sent_less || is_new_life(m.status_seq, status.status_seq, quiet))
-        });
+            Some(m) => {
+                let quiet = clock.saturating_duration_since(m.heard);
+                let had_left = returns_from_leaving
+                    && m.last_status
+                        .as_ref()
+                        .and_then(|b| b.get(STATUS_FLAGS_AT))
+                        .is_some_and(|f| f & FLAG_LEAVING != 0);
+                let sent_less = status.sent_seq < m.sent_seq;
+                let new_life = m.owed_from != 0
+                    && (had_left
+                        || sent_less
+                        || is_new_life(m.status_seq, status.status_seq, quiet));
+                (false, new_life)
+            }
+        };
         if restarted {
             self.new_life(now, id);
         } else if self
@@ -769,12 +766,7 @@ impl Mesh {
         m.addrs.clone_from(&status.addrs);
         m.last_status = Some(bytes);
         let mut window_moved = false;
-        let (me, life) = (self.cfg.id, self.cfg.life);
-        if let Some(ack) = status
-            .acks
-            .iter()
-            .find(|a| a.origin == me && a.life == life)
-        {
+        if let Some(ack) = status.acks.iter().find(|a| self.cfg.acknowledges_us(a)) {
             // The newest acknowledgement replaces the last (STATUS frames
             // are merged in status_seq order): a member's base may move up
             // past a gap before its first delivery, and a merged older,

@@ -86,6 +86,14 @@ pub struct MeshConfig {
     pub rng_seed: u64,
 }
 
+impl MeshConfig {
+    /// Whether `ack` acknowledges our lines: ours, and of this process (an
+    /// earlier process under our id counted its seqs from 1 too).
+    pub(super) fn acknowledges_us(&self, ack: &crate::frame::Ack) -> bool {
+        ack.origin == self.id && ack.life == self.life
+    }
+}
+
 /// One message inside a received buffer: an entry of a MSG frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgRef {

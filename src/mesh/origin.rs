@@ -261,14 +261,16 @@ pub struct Origin {
 
 impl Origin {
     /// Whether a message of `life` is one of this origin's lines here: of
-    /// the life its STATUS gave (`announced`; 0 if none came yet), or
+    /// the life its STATUS gave (`announced()`, asked only while this
+    /// state has no life yet; 0 if no STATUS came), or
     /// failing that of the first life a message brought. Any other life's
     /// is an earlier process's under the same id, whose seqs were the same
     /// numbers (a relay that was stopped kept it, attack41 F1), or a newer
     /// one's whose STATUS has not reached us; dropped either way (a newer
     /// one's STATUS starts this state over, and its lines are repaired).
-    pub fn of_life(&mut self, life: u64, announced: u64) -> bool {
+    pub fn of_life(&mut self, life: u64, announced: impl FnOnce() -> u64) -> bool {
         if self.life == 0 {
+            let announced = announced();
             if announced != 0 && life != announced {
                 return false;
             }

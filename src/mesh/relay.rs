@@ -81,7 +81,6 @@ impl Mesh {
                         .neighbours
                         .keys()
                         .any(|&c| c != conn && !self.tree.is_lazy(id, c)));
-            let announced = self.members.get(&id).map_or(0, |m| m.life);
             let kept = kept_origins(&self.members, self.cfg.id);
             let Some(origin) = self.origins.admit(id, kept) else {
                 // An origin no member announced, with the table full of
@@ -89,6 +88,10 @@ impl Mesh {
                 self.refused_origin_msgs.add(run.len() as u64);
                 continue;
             };
+            // The member's life is looked up only for a state that has
+            // none yet: this runs once per run of every batch.
+            let members = &self.members;
+            let announced = || members.get(&id).map_or(0, |m| m.life);
             if !origin.of_life(run[0].life, announced) {
                 // Another process's under its id: neither delivered nor
                 // passed on, nor taken for a duplicate (no PRUNE).

@@ -407,10 +407,7 @@ impl Router {
         // Empty too: PEERS tells the other end we let it go, and it waits
         // its backoff before it dials us again (attack39 F1: with nobody
         // to hand, a node let go dialed back ten times a second).
-        entry.outbox.push(Batch {
-            bytes: Frame::Peers(alternatives).to_bytes().into(),
-            msgs: 0,
-        });
+        entry.hand_alternatives(alternatives);
         entry.outbox.close(Close::Graceful(reason));
         self.full.remove(&conn);
     }

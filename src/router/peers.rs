@@ -58,6 +58,17 @@ pub(super) struct Entry {
 /// the name of the one it has follows.
 const ALREADY_CONNECTED: &str = "already connected";
 
+impl Entry {
+    /// Queues a PEERS frame naming `alternatives`, members to dial instead,
+    /// ahead of the goodbye that follows it.
+    pub(super) fn hand_alternatives(&mut self, alternatives: Vec<(NodeId, SocketAddr)>) {
+        self.outbox.push(Batch {
+            bytes: Frame::Peers(alternatives).to_bytes().into(),
+            msgs: 0,
+        });
+    }
+}
+
 impl Router {
     pub(super) fn admit(
         &mut self,
@@ -104,8 +115,7 @@ impl Router {
             });
             // The refused dialer gets other members to try (Gnutella's
             // X-Try), so it joins the group anyway.
-            let mut alternatives = self.mesh.alternatives(MAX_PEERS_ENTRIES);
-            alternatives.retain(|(id, _)| *id != entry.info.node_id);
+            let alternatives = self.alternatives_to(entry.info.node_id);
             Self::refuse(&mut entry, &reason, alternatives);
         } else {
             self.by_node.insert(entry.info.node_id, conn);
@@ -195,11 +205,7 @@ impl Router {
         );
         entry.closing = true;
         if !alternatives.is_empty() {
-            let peers = Frame::Peers(alternatives).to_bytes();
-            entry.outbox.push(Batch {
-                bytes: peers.into(),
-                msgs: 0,
-            });
+            entry.hand_alternatives(alternatives);
         }
         entry.outbox.close(Close::Refuse(reason.to_owned()));
         // Whatever it sends is dropped; its reader must not wait for us.
@@ -543,8 +549,7 @@ impl Router {
         // Like a refused dialer, it gets other members to try: it may have
         // our ACCEPT and count us as a peer already, and without them it
         // only dialed us again (attack40 F1).
-        let mut alternatives = self.mesh.alternatives(MAX_PEERS_ENTRIES);
-        alternatives.retain(|(id, _)| *id != node_id);
+        let alternatives = self.alternatives_to(node_id);
         let entry = self.peers.get_mut(&conn).expect("present");
         log::debug!(
             "{}: has not accepted us; its slot goes to a newcomer ({} named to it)",
@@ -553,10 +558,7 @@ impl Router {
         );
         entry.closing = true;
         if !alternatives.is_empty() {
-            entry.outbox.push(Batch {
-                bytes: Frame::Peers(alternatives).to_bytes().into(),
-                msgs: 0,
-            });
+            entry.hand_alternatives(alternatives);
         }
         entry.outbox.close(Close::Graceful(format!(
             "peer limit reached ({})",
@@ -564,6 +566,14 @@ impl Router {
         )));
         self.by_node.remove(&node_id);
         true
+    }
+
+    /// Up to a PEERS frame's worth of live members for `node` to dial
+    /// instead of us, never itself.
+    fn alternatives_to(&self, node: NodeId) -> Vec<(NodeId, SocketAddr)> {
+        let mut alternatives = self.mesh.alternatives(MAX_PEERS_ENTRIES);
+        alternatives.retain(|(id, _)| *id != node);
+        alternatives
     }
 
     /// Admitted connections from `addr`'s source that have not accepted us.
