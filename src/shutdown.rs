@@ -51,18 +51,28 @@ impl Default for Shutdown {
 impl Shutdown {
     /// Fires the trigger. Returns false if it had already fired; a signal
     /// still makes a slower shutdown hurry.
+    ///
+    /// The cause and the stop come first, the hurry last: a thread that
+    /// sees the hurry then finds the stop asked for too (the router takes
+    /// the stop up first; with the hurry seen before the cause was set,
+    /// its deadline ran out while the stop waited for acknowledgements,
+    /// and the node left with no goodbye: attack43 F2).
     pub fn trigger(&self, cause: Cause) -> bool {
+        let first = {
+            let mut current = self.cause.lock();
+            let first = current.is_none();
+            if first {
+                *current = Some(cause);
+            }
+            first
+        };
+        if first {
+            self.stop_tx.lock().take();
+        }
         if matches!(cause, Cause::Signal | Cause::NoPeers | Cause::Fatal) {
             self.hurry_tx.lock().take();
         }
-        let mut current = self.cause.lock();
-        if current.is_some() {
-            return false;
-        }
-        *current = Some(cause);
-        drop(current);
-        self.stop_tx.lock().take();
-        true
+        first
     }
 
     pub fn cause(&self) -> Option<Cause> {
