@@ -68,8 +68,7 @@
 //! down is told which of its lines each sender no longer keeps (unkept
 //! entries, `mesh::lost`); a member restarted under the same `--key` is
 //! told from its last life by the `life` in its STATUS and MSG frames
-//! (a random number per process; before it is known, by its `status_seq`
-//! jump, or a goodbye, or a `sent_seq` that went down): each sender keeps
+//! (a random number per process): each sender keeps
 //! books per life and forgets where its lines stood (`Mesh::new_life`),
 //! and lines of another life than the member's are dropped
 //! (`Origin::of_life`);

@@ -268,12 +268,11 @@ fn advertise(config: &Config, listening: Option<SocketAddr>) -> Option<SocketAdd
 }
 
 /// Nanoseconds since the epoch: where our STATUS frames count from
-/// ([`Mesh::count_status_from`]). Nanoseconds, not microseconds: a
-/// process restarted 5 ms after the last one joined then jumps 5,000,000
-/// ahead, far past any jump the same process makes one STATUS at a time
-/// (`mesh::members::NEW_LIFE_JUMP`); in microseconds it jumped 5,000, no
-/// more than the same process may, and was taken for it (attack27 F2,
-/// attack28 F1). A u64 holds them until the year 2554.
+/// ([`Mesh::count_status_from`]), so a process restarted under the same
+/// id announces newer ones than its last life did. (Before protocol
+/// version 7 the size of that jump told a restart from the same process;
+/// now the life in every STATUS does.) A u64 holds them until the year
+/// 2554.
 pub fn epoch_nanos() -> u64 {
     let since_epoch = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

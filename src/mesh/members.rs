@@ -220,34 +220,6 @@ impl Member {
 /// summed with those of forgotten members.
 pub const LIVES_KEPT: usize = 8;
 
-/// Whether a STATUS with `status_seq`, from a member whose last one had
-/// `before` and came `quiet` ago, is from a new process under its id (a
-/// restart with the same `--key`). A node counts its status_seq from the
-/// nanoseconds since the epoch when it first got a neighbour, one more
-/// per STATUS: a new life jumps ahead by about how long the last one was
-/// in the group plus the time since, while the same process, stopped or
-/// cut off, sends 500 STATUS frames a second at most (`STATUS_GAP`):
-/// a jump of more than half the microseconds it was quiet, and of
-/// [`NEW_LIFE_JUMP`] at least, is a restart. (Nodes before 2026-11-28
-/// counted in microseconds: a jump of 1,000 per microsecond is a restart
-/// all the more.)
-pub fn is_new_life(before: u64, status_seq: u64, quiet: Duration) -> bool {
-    let jump = status_seq.saturating_sub(before);
-    let quiet_us = u64::try_from(quiet.as_micros()).unwrap_or(u64::MAX);
-    jump > (quiet_us / 2).max(NEW_LIFE_JUMP)
-}
-
-/// The least jump of a member's status_seq that is a new process under
-/// its id whatever the silence before it ([`is_new_life`]): 10 µs of the
-/// clock its lives count from (10 ms for a node counting in microseconds).
-/// The same process would need 10,000 STATUS frames to jump as far (20 s
-/// of them, reordered past one another). It was 100,000, in microseconds,
-/// and a process restarted under the same `--key` within 100 ms of the
-/// last one's first link was taken for that one: members dropped its first
-/// lines as duplicates of the last one's, and it counted them delivered
-/// (attack26 F1); at 10 ms, within 5 ms (attack27 F2).
-pub const NEW_LIFE_JUMP: u64 = 10_000;
-
 /// How the reason of a member down for silence starts.
 const SILENT: &str = "silent for";
 
@@ -706,39 +678,16 @@ impl Mesh {
         let owed_from = self.own.last_seq + 1;
         let last = self.own.last_seq;
         let clock = self.silence_clock(now);
-        // A member that left politely says so in every STATUS after: one
-        // that does not is a new process under its id, whatever its jump
-        // (a restart right after Ctrl-C, attack26 F1). So is one that
-        // says it sent fewer lines than an earlier STATUS did: one
-        // process's count only grows (a restart 5 ms after the last one
-        // joined, attack27 F2, is below any jump we can trust).
-        let returns_from_leaving = status.flags & FLAG_LEAVING == 0;
-        // Those rules are for a member whose life we do not know yet (none
-        // of its STATUS had one). Its life says it outright: with the same
-        // life it is the same process, whatever they say (a joiner that
-        // had only the earlier life's goodbye took the new life's first
-        // STATUS for that member's, kept the higher sent_seq, and called
-        // the next STATUS a restart: attack42 F1).
+        // Its life tells a new process under its id (a restart with the
+        // same `--key`) from the same process: with the same life it is
+        // the same process, whatever its sent_seq, flags or status_seq say
+        // (a joiner that had only the earlier life's goodbye took the new
+        // life's second STATUS, saying fewer lines sent, for a restart:
+        // attack42 F1). A member we owe nothing yet (`owed_from` 0) has no
+        // books to close: another life only starts its state over.
         let (other_life, restarted) = match self.members.get(&id) {
-            None => (false, false),
-            Some(m) if m.life != 0 => {
-                let other_life = m.life != status.life;
-                (other_life, other_life && m.owed_from != 0)
-            }
-            Some(m) => {
-                let quiet = clock.saturating_duration_since(m.heard);
-                let had_left = returns_from_leaving
-                    && m.last_status
-                        .as_ref()
-                        .and_then(|b| b.get(STATUS_FLAGS_AT))
-                        .is_some_and(|f| f & FLAG_LEAVING != 0);
-                let sent_less = status.sent_seq < m.sent_seq;
-                let new_life = m.owed_from != 0
-                    && (had_left
-                        || sent_less
-                        || is_new_life(m.status_seq, status.status_seq, quiet));
-                (false, new_life)
-            }
+            Some(m) if m.life != 0 && m.life != status.life => (true, m.owed_from != 0),
+            _ => (false, false),
         };
         if restarted {
             self.new_life(now, id);
@@ -1010,7 +959,7 @@ impl Mesh {
         self.broadcast(&Arc::new(frame.to_bytes()), 0, None);
     }
 
-    /// `id` is a new process under the same id (see [`is_new_life`]): the
+    /// `id` is a new process under the same id (another life): the
     /// books of its earlier life close (what it printed then counts as
     /// delivered, what it did not as missed by that life), and the new one
     /// owes our lines from the next one we read, as a member that just

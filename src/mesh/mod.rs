@@ -333,8 +333,8 @@ pub enum Action {
         reason: String,
         alternatives: Vec<(NodeId, SocketAddr)>,
     },
-    /// `origin` restarted (a new process under its id, see
-    /// `members::is_new_life`): its seqs count from 1 again, so what was
+    /// `origin` restarted (a new process under its id: a STATUS of
+    /// another life): its seqs count from 1 again, so what was
     /// delivered of its earlier life no longer makes a line a duplicate.
     Restarted {
         origin: NodeId,
@@ -934,14 +934,8 @@ impl Mesh {
     /// (`--key`) must announce newer STATUS frames than its last life did,
     /// or every member takes them for old ones, ignores them and keeps it
     /// down until it forgets that life (about 20 s: attack20, its lines
-    /// meanwhile printed in slices between gaps). And newer by far (a new
-    /// life, `members::is_new_life`) than those of a process under our id
-    /// that was in the group while we could not get in: counted from our
-    /// start, a process refused by a seed ("already connected") while
-    /// another under its key and name ran (started a moment before or
-    /// after it) got in once that one left, was taken for that one, and
-    /// its lines were dropped as duplicates of the other's, though it
-    /// counted them delivered (attack24 N3).
+    /// meanwhile printed in slices between gaps). (Which process a STATUS
+    /// is from, its life says, since protocol version 7.)
     pub fn count_status_from(&mut self, first: u64) {
         self.own.status_seq = self.own.status_seq.max(first);
         self.own.first_status_seq = self.own.status_seq;
