@@ -43,6 +43,11 @@ enum Standing {
     NoBridge,
     /// A STATUS showed it lies on a cycle: closing it splits nothing.
     OnCycle,
+    /// Up for a keepalive, and its neighbour is no member we know (it
+    /// never announced itself): no member's lines or news depend on it.
+    /// A stranger's handshakes that then sat idle were kept while real
+    /// members' links on cycles went (attack44 F2).
+    NoMember,
 }
 
 #[derive(Debug, Clone)]
@@ -685,7 +690,9 @@ impl Mesh {
     }
 
     /// Above 2 × degree, non-PEER links are closed politely, with
-    /// alternatives, never below the degree: first the newest of the links
+    /// alternatives, never below the degree: first the links up for a
+    /// keepalive to a neighbour that never announced itself as a member
+    /// (before that, such a link does not count), then the newest of the links
     /// known to lie on a cycle (see `heard_status_via`), then, once no link
     /// is waiting to be judged, the newest of the judged ones that are no
     /// bridge (see `bridges`). Bridges and links not judged yet are kept up
@@ -704,7 +711,17 @@ impl Mesh {
     /// once (attack37 F1: `--degree 1` groups split for 7-25 s).
     fn trim(&mut self, now: Instant) {
         let limit = 2 * self.cfg.degree;
-        let open = self.neighbours.values().filter(|n| !n.closing).count();
+        let keepalive = self.cfg.keepalive;
+        let members = &self.members;
+        // A member's greeting announces it at once. A link whose neighbour
+        // has not announced itself neither counts nor is closed during its
+        // first keepalive, and goes first after it: a stranger's idle
+        // handshakes made members' links on a cycle go, at once and then
+        // again each time the stranger came back (attack44 F2).
+        let counts = |n: &Neighbour| {
+            !n.closing && (members.get(&n.node).is_some() || now >= n.added + keepalive)
+        };
+        let open = self.neighbours.values().filter(|n| counts(n)).count();
         if open <= limit {
             return;
         }
@@ -714,11 +731,13 @@ impl Mesh {
         let since = now.checked_sub(self.cfg.keepalive * CYCLE_KEEPALIVES);
         let fresh = |at: &Instant| since.map_or(true, |s| *at >= s);
         let bridges = self.bridges(fresh);
-        let keepalive = self.cfg.keepalive;
         let standing = |c: &Conn, n: &Neighbour| {
-            if n.on_cycle.as_ref().is_some_and(fresh) {
+            let judged = now >= n.added + keepalive;
+            if judged && members.get(&n.node).is_none() {
+                Standing::NoMember
+            } else if n.on_cycle.as_ref().is_some_and(fresh) {
                 Standing::OnCycle
-            } else if now < n.added + keepalive {
+            } else if !judged {
                 // Not up for a keepalive yet: some member's keepalive
                 // STATUS may still have to come through it, or round.
                 Standing::Unjudged
@@ -732,17 +751,21 @@ impl Mesh {
         let mut extra: Vec<(Standing, Instant, Conn)> = self
             .neighbours
             .iter()
-            .filter(|(_, n)| !n.seed && !n.closing)
+            .filter(|(_, n)| !n.seed && counts(n))
             .map(|(c, n)| (standing(c, n), n.added, *c))
             .collect();
-        // The order they go in: on a cycle, no bridge, the rest; each
-        // newest first.
+        // The order they go in: no member behind it, on a cycle, no
+        // bridge, the rest; each newest first.
         extra.sort_by(|a, b| b.cmp(a));
         // An unjudged link may turn out no bridge, newer than the others.
         let judging = extra.iter().any(|l| l.0 == Standing::Unjudged);
         let closable = extra
             .iter()
-            .filter(|l| l.0 == Standing::OnCycle || (l.0 == Standing::NoBridge && !judging))
+            .filter(|l| match l.0 {
+                Standing::NoMember | Standing::OnCycle => true,
+                Standing::NoBridge => !judging,
+                Standing::Bridge | Standing::Unjudged => false,
+            })
             .count();
         let past_hard = open.saturating_sub(BRIDGES_KEPT * self.cfg.degree);
         extra.truncate((open - limit).min(closable).max(past_hard));

@@ -166,7 +166,10 @@ impl Mesh {
     }
 
     /// An origin's STATUS says our lines from it start at `first`, and we
-    /// wait for earlier ones, having delivered none: we took our base from
+    /// have delivered none since our base. If our base is above `first`,
+    /// it came from a STATUS sent after the lines owed to us: they become
+    /// a hole, repaired from caches (the origin keeps them until we
+    /// acknowledge them). If it is below, we wait for earlier ones: we took our base from
     /// an old STATUS of it that reached us as we joined (a greeting repeats
     /// the STATUS frames a neighbour last saw, and relays run seconds
     /// behind a fast sender), and no cache keeps the lines between for us,
@@ -177,10 +180,21 @@ impl Mesh {
     /// a group while a member streamed froze that member for a stall
     /// timeout (attack19 F2: 116,508 lines owed, 0 printed in 3 s).
     fn told_start(&mut self, origin: NodeId, first: u64) {
-        let Some(o) = self.origins.get(origin) else {
+        let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        if o.next == 0 || o.next != o.base || o.next >= first {
+        if o.next == 0 || o.next != o.base || o.next == first {
+            return;
+        }
+        if first < o.next {
+            // Our base came from a STATUS of the origin sent after the
+            // lines it owes us from `first` on: they are a hole (the
+            // origin keeps them until we acknowledge them), not lines
+            // to skip.
+            if o.reopen(first) {
+                self.holes.insert(origin);
+                self.status_due = true;
+            }
             return;
         }
         let next = o.next;
@@ -199,7 +213,8 @@ impl Mesh {
 ///   first line it owes us: it reports them as a gap, or fetches them;
 /// - a start entry ([`Miss::start`]) when its base is below the first
 ///   line it owes and it delivered nothing since, so that it likely waits
-///   for lines nobody keeps for it;
+///   for lines nobody keeps for it; or when it has acknowledged none of
+///   our lines yet, so that we do not know its base;
 /// - an unkept entry (`delivered + 1..=kept_from - 1`, at most up to
 ///   `back_at`) when it came back after we took it for down and still
 ///   lacks lines sent while it was away that we no longer keep: nobody is
@@ -212,7 +227,16 @@ fn miss_entry(member: NodeId, m: &Member, last: u64, kept_from: u64) -> Option<M
     if owed_from == 0 || owed_from > last {
         return None;
     }
-    let (base, delivered, _) = m.ack?;
+    let Some((base, delivered, _)) = m.ack else {
+        // It has acknowledged none of our lines yet, so we cannot know
+        // where it starts them: it may have taken its base from a STATUS
+        // of ours that said we had sent far more than the lines we read
+        // while we knew it (a link to us came up while we streamed, and
+        // our lines along other paths ran behind). Told where they start,
+        // it waits for them instead of delivering the later ones first
+        // and then giving these up (attack44 F1).
+        return Some(Miss::start(member, owed_from));
+    };
     if base < owed_from && delivered < base {
         return Some(Miss::start(member, owed_from));
     }

@@ -1724,6 +1724,51 @@ fn above_twice_the_degree_the_newest_non_peer_links_are_closed() {
         .all(|a| !matches!(a, Action::Close { .. })));
 }
 
+/// Above 2 × degree, links to neighbours that never announced themselves
+/// as members go first, before members' links on a cycle: a stranger's
+/// handshakes that then sat idle were kept while real members' links went,
+/// six times in 20 s (attack44 F2). A link up for less than a keepalive is
+/// not judged yet, whoever is behind it.
+#[test]
+fn links_to_neighbours_that_never_announced_themselves_go_before_members_links() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut m = Mesh::new(
+        MeshConfig {
+            degree: 1,
+            ..config()
+        },
+        t0,
+    );
+    let up = |m: &mut Mesh, at, c: u64| {
+        let remote = addr(&format!("10.0.0.{c}:1"));
+        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
+    };
+    // Two strangers first, then two members whose links lie on a cycle
+    // (member 7's STATUS frames come through both).
+    up(&mut m, ms(1), 3);
+    up(&mut m, ms(2), 4);
+    up(&mut m, ms(10), 1);
+    up(&mut m, ms(11), 2);
+    for c in 1..=2 {
+        on_status(&mut m, ms(12), c, status(100 + c, 1, 1, 0));
+    }
+    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
+        for c in via {
+            on_status(&mut m, ms(13 + seq), c, status(7, seq, 2, 0));
+        }
+    }
+    drain(&mut m);
+    m.tick(ms(500));
+    assert_eq!(closed(&drain(&mut m)), [], "nothing judged yet");
+    m.tick(ms(1020));
+    assert_eq!(
+        closed(&drain(&mut m)),
+        [4, 3],
+        "the strangers, newest first"
+    );
+}
+
 /// A hub trimming several neighbours at once hands each of them members
 /// it keeps, never one of the others let go at the same moment (handing
 /// them each other is how islands formed).
@@ -1792,6 +1837,8 @@ fn a_link_a_status_came_through_second_is_trimmed_before_a_newer_one() {
     for c in 1..=3u64 {
         let remote = addr(&format!("10.0.0.{c}:1"));
         m.neighbour_up(ms(c), c, 100 + c, "", remote, 7000, None);
+        // Its greeting: its own STATUS.
+        on_status(&mut m, ms(c), c, status(100 + c, 1, 1, 0));
     }
     on_status(&mut m, ms(10), 2, status(7, 1, 2, 0));
     on_status(&mut m, ms(11), 1, status(7, 1, 3, 0));
@@ -1819,7 +1866,7 @@ fn a_greeting_repeating_a_status_we_had_shows_no_cycle() {
     up(&mut m, ms(12), 4);
     up(&mut m, ms(13), 5);
     // Their greetings: their own STATUS.
-    for c in 2..=5 {
+    for c in 1..=5 {
         on_status(&mut m, ms(14), c, status(100 + c, 1, 1, 0));
     }
     // Judged after a keepalive (1 s).
@@ -2057,9 +2104,15 @@ fn a_trimming_node_floods_a_new_status_on_the_links_it_keeps() {
         2,
     );
     let ms = |n| t0 + Duration::from_millis(n);
+    // Members all: a link to a neighbour that never announced itself
+    // goes first.
+    for c in 1..=2 {
+        on_status(&mut m, t0, c, status(100 + c, 1, 1, 0));
+    }
     m.tick(ms(1000)); // the keepalive STATUS
     drain(&mut m);
     m.neighbour_up(ms(1050), 3, 103, "", addr("10.0.0.3:1"), 7000, None);
+    on_status(&mut m, ms(1050), 3, status(103, 1, 1, 0));
     drain(&mut m);
     m.tick(ms(2000)); // the next one; link 3 is judged from 2050 on
     assert!(closed(&drain(&mut m)).is_empty());
@@ -3660,6 +3713,58 @@ fn a_member_that_delivered_lines_ignores_where_an_origin_says_they_start() {
     told.misses = vec![frame::Miss::start(ME, 10)];
     let actions = on_status(&mut m, t0, 1, told);
     assert!(gaps(&actions).is_empty() && delivered(&actions).is_empty());
+}
+
+/// A member that has acknowledged none of our lines yet is told where
+/// they start for it, in every STATUS until it acknowledges: it may have
+/// taken its base from a STATUS of ours sent long after the lines we owe
+/// it (attack44 F1).
+#[test]
+fn an_origin_tells_a_member_that_acknowledged_nothing_yet_where_its_lines_start() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    own_lines(&mut m, t0, 1, 5);
+    m.tick(t0 + Duration::from_secs(2));
+    let st = statuses_sent(&drain(&mut m));
+    assert_eq!(st[0].1.misses, [frame::Miss::start(7, 1)]);
+    // Once it acknowledges (here all of them), it is told no more.
+    on_status(&mut m, t0, 1, ack_status(7, 2, 1, 5));
+    m.tick(t0 + Duration::from_secs(4));
+    let st = statuses_sent(&drain(&mut m));
+    assert!(st[0].1.misses.is_empty(), "{:?}", st[0].1.misses);
+}
+
+/// The member's side: its first STATUS of origin 7 came through a link
+/// that 7 greeted it on while 7 streamed, saying 1,000 lines sent, ahead
+/// of the lines 7 owes it, which other paths bring late. Told that its
+/// lines start at 1, it holds the lines after 1,000 that come straight
+/// from 7 and delivers all of them in order once 1 to 1,000 arrive.
+/// Before, it took 1,001 as its base, delivered 1,001 on at once, and
+/// then reported 1 to 1,000 as a gap; 7 counted them lost (attack44 F1:
+/// 86,469 lines in a ring of 8 with no fault).
+#[test]
+fn a_member_whose_first_status_of_an_origin_says_more_was_sent_waits_for_the_lines_owed_to_it() {
+    let (mut m, t0) = with_neighbours(config(), 2);
+    let mut greeting = status(7, 1, 1, 1000);
+    greeting.misses = vec![frame::Miss::start(ME, 1)];
+    let actions = on_status(&mut m, t0, 1, greeting);
+    assert!(gaps(&actions).is_empty(), "{actions:?}");
+    let early = feed(&mut m, t0, 1, &[(7, 1001, 1, 16), (7, 1002, 1, 16)]);
+    assert!(delivered(&early).is_empty(), "{early:?}");
+    let mut late = Vec::new();
+    for first in (1..=1000).step_by(100) {
+        let run: Vec<_> = (first..first + 100).map(|seq| (7, seq, 7, 16)).collect();
+        late.extend(feed(&mut m, t0, 2, &run));
+    }
+    assert!(gaps(&late).is_empty(), "{:?}", gaps(&late));
+    let got = delivered(&late);
+    assert_eq!(got.len(), 1002);
+    assert!(got
+        .iter()
+        .zip(1..)
+        .all(|(&(o, seq), want)| o == 7 && seq == want));
+    let ack = our_ack(&mut m, t0, 7).unwrap();
+    assert_eq!((ack.base, ack.delivered, ack.skipped), (1, 1002, 0));
 }
 
 /// An origin tells a member that came back after it was taken for down
