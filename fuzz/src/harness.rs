@@ -227,6 +227,10 @@ fn decode_whole(mut stream: &[u8], limit: usize) -> Decoded {
 
 /// Node ids the fake neighbours speak of: a few members, and us.
 const IDS: [NodeId; 6] = [0x0b, 0x0c, 0x0d, 0x0e, 0x0f, ME];
+/// The lives frames claim: ours and a member's usual one (1), others (a
+/// member restarted, or a relay passing an earlier life's lines on late),
+/// and 0, which the decoder refuses.
+const LIVES: [u64; 5] = [1, 1, 2, 3, 0];
 /// The fake neighbours' connections.
 const CONNS: [Conn; 3] = [1, 2, 3];
 
@@ -557,7 +561,8 @@ fn msgs(input: &mut Input<'_>) -> Vec<u8> {
         let seq = input.u16().into();
         let (hops, ttl) = (input.u8(), input.u8());
         let payloads: Vec<&[u8]> = (0..1 + input.u8() % 4).map(|_| input.some(32)).collect();
-        frame::put_run(&mut out, origin, seq, hops, ttl, 1, &payloads);
+        let life = input.pick(&LIVES);
+        frame::put_run(&mut out, origin, seq, hops, ttl, life, &payloads);
     }
     out
 }
@@ -572,7 +577,7 @@ fn status(input: &mut Input<'_>) -> Status {
             let base = u64::from(input.u16());
             let delivered = (base + u64::from(input.u8())).saturating_sub(1);
             Ack {
-                life: 1,
+                life: input.pick(&LIVES),
                 origin,
                 base,
                 delivered,
@@ -588,7 +593,7 @@ fn status(input: &mut Input<'_>) -> Status {
         })
         .collect();
     Status {
-        life: 1,
+        life: input.pick(&LIVES),
         member: input.pick(&IDS),
         status_seq: input.u8().into(),
         hops: input.u8(),
