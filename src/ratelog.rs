@@ -195,6 +195,82 @@ impl RateLimiter {
     }
 }
 
+/// Lines of one kind, whatever their source, logged at most `limit` per
+/// [`WINDOW`]; the rest are counted, and one line says how many once the
+/// window is over ([`Burst::roll`], called by the router's timer) or at
+/// exit ([`Burst::flush`]). For lines each a legitimate event, too many
+/// only from a stranger: a peer up per completed handshake, in an open
+/// group (attack44 F3: 773 lines in 8 s from one stranger's flood).
+#[derive(Debug)]
+pub struct Burst {
+    /// Read "N more KIND in the last 10 s".
+    kind: &'static str,
+    limit: u64,
+    since: Option<Instant>,
+    shown: u64,
+    held: u64,
+}
+
+impl Burst {
+    pub const fn new(kind: &'static str, limit: u64) -> Self {
+        Burst {
+            kind,
+            limit,
+            since: None,
+            shown: 0,
+            held: 0,
+        }
+    }
+
+    /// Whether a line at `now` is logged (else it is counted).
+    pub fn admit(&mut self, now: Instant) -> bool {
+        self.roll(now);
+        self.since.get_or_insert(now);
+        if self.shown < self.limit {
+            self.shown += 1;
+            return true;
+        }
+        self.held += 1;
+        false
+    }
+
+    /// Ends the window if it is over by `now`, logging its count.
+    pub fn roll(&mut self, now: Instant) {
+        if self
+            .since
+            .is_some_and(|at| now.saturating_duration_since(at) >= WINDOW)
+        {
+            self.flush();
+        }
+    }
+
+    /// Logs the count held back so far, and starts a new window.
+    pub fn flush(&mut self) {
+        if let Some(line) = self.summary() {
+            let level = match self.held >= FLOOD {
+                true => log::Level::Warn,
+                false => log::Level::Info,
+            };
+            log::log!(level, "{line}");
+        }
+        self.since = None;
+        self.shown = 0;
+        self.held = 0;
+    }
+
+    /// The line for what the window held back, if anything.
+    fn summary(&self) -> Option<String> {
+        (self.held > 0).then(|| {
+            format!(
+                "{} more {} in the last {} s, not logged one by one",
+                self.held,
+                self.kind,
+                WINDOW.as_secs()
+            )
+        })
+    }
+}
+
 /// The node's limiter. A process runs one node, and warnings come from
 /// many threads. Mutex: every thread that warns checks and updates it.
 static LIMITER: Mutex<Option<RateLimiter>> = parking_lot::const_mutex(None);
@@ -256,6 +332,25 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn a_burst_logs_its_limit_per_window_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut burst = Burst::new("peers up", 3);
+        let shown: Vec<bool> = (0..5)
+            .map(|i| burst.admit(t0 + Duration::from_millis(i)))
+            .collect();
+        assert_eq!(shown, [true, true, true, false, false]);
+        assert_eq!(
+            burst.summary().as_deref(),
+            Some("2 more peers up in the last 10 s, not logged one by one")
+        );
+        burst.roll(t0 + WINDOW - Duration::from_millis(1));
+        assert!(!burst.admit(t0 + WINDOW - Duration::from_millis(1)));
+        // A new window: logged again, nothing held.
+        assert!(burst.admit(t0 + WINDOW));
+        assert_eq!(burst.summary(), None);
     }
 
     #[test]

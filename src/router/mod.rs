@@ -66,6 +66,10 @@ const CACHE_SOON: Duration = Duration::from_secs(1);
 /// went to members whose goodbye sat unread in our socket buffers, and
 /// were booked as lost to them (attack23 F4).
 const RESUMED_READS: Duration = Duration::from_millis(500);
+/// The most "peer up" lines logged per 10 s for peers that dialed us: in an
+/// open group a stranger completes a handshake per connection, and each
+/// was a line (attack44 F3: 773 in 8 s). The JSON events are not limited.
+const PEER_UP_LINES: u64 = 64;
 
 /// How the router's run ended: the outcome, and the summary lines the
 /// node logs last, after what its stdout thread did at exit (lines it
@@ -122,6 +126,8 @@ pub struct Router {
     announced: HashSet<NodeId>,
     /// Peers that have been up, ever.
     announced_any: u64,
+    /// The "peer up" lines of peers that dialed us ([`PEER_UP_LINES`]).
+    peer_up_lines: ratelog::Burst,
     /// Connections held back until the one they replace is gone.
     successors: HashMap<ConnId, ConnId>,
     /// Connections whose outbox is over its high-water mark.
@@ -253,6 +259,7 @@ impl Router {
             by_node: HashMap::new(),
             announced: HashSet::new(),
             announced_any: 0,
+            peer_up_lines: ratelog::Burst::new("peers up that dialed us", PEER_UP_LINES),
             successors: HashMap::new(),
             full: HashSet::new(),
             names: HashMap::new(),
@@ -554,6 +561,7 @@ impl Router {
         if self.next_flush <= now {
             self.next_flush = now + ratelog::WINDOW;
             ratelog::flush();
+            self.peer_up_lines.roll(now);
         }
         if self.next_stats.is_some_and(|at| at <= now) {
             self.log_stats();
@@ -783,6 +791,7 @@ impl Router {
         let unsent =
             self.unsent.take().map_or(0, |chunk| chunk.frames as u64) + self.mesh.waiting_lines();
         ratelog::flush_all();
+        self.peer_up_lines.flush();
         // Lines that arrived after we stopped printing to leave: `gap`
         // events, before the last events go to stdout.
         self.mesh.report_dropped_after_leaving();

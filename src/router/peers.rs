@@ -236,16 +236,22 @@ impl Router {
         }
         if self.announced.insert(info.node_id) {
             self.announced_any += 1;
-            log::info!(
-                "peer up: {info}{} [{}], node {:016x}; {} connected",
-                self.listed_as(&info),
-                match info.direction {
-                    Direction::In => "they dialed",
-                    Direction::Out => "we dialed",
-                },
-                info.node_id,
-                self.live_peers()
-            );
+            let shown = match info.direction {
+                Direction::In => self.peer_up_lines.admit(Instant::now()),
+                Direction::Out => true,
+            };
+            if shown {
+                log::info!(
+                    "peer up: {info}{} [{}], node {:016x}; {} connected",
+                    self.listed_as(&info),
+                    match info.direction {
+                        Direction::In => "they dialed",
+                        Direction::Out => "we dialed",
+                    },
+                    info.node_id,
+                    self.live_peers()
+                );
+            }
             self.output(Output::PeerUp(info));
         }
         self.join_mesh(conn);

@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use peercat::frame::{self, Frame};
 
-use crate::support::{node, texts, RawPeer, DEADLINE};
+use crate::support::{hello, node, texts, RawPeer, DEADLINE};
 
 /// Waits until every reader thread (`rx-N`) of process `pid` is asleep,
 /// three samples in a row: blocked in `read`, done with whatever the last
@@ -207,6 +207,41 @@ fn a_flood_of_bad_connections_is_logged_a_few_times() {
         a.log_text()
     );
     assert!(a.count_log("WARN") <= 2 * windows, "{}", a.log_text());
+}
+
+/// A stranger that completes handshakes one after another (an open group
+/// lets anyone in) gets a "peer up" line for each of the first 64 in 10 s,
+/// then one line with the count of the rest, not a line each (attack44 F3:
+/// 773 lines in 8 s).
+#[test]
+fn a_flood_of_completed_handshakes_logs_a_bounded_number_of_peer_up_lines() {
+    const FLOOD: u64 = 100;
+    let mut a = node("a").args(&["--exit-on-eof"]).start();
+    let began = Instant::now();
+    for i in 0..FLOOD {
+        let mut p = RawPeer::connect(&a);
+        p.send(&hello(&format!("h{i}"), 0x5eed_0000 + i));
+        p.read_hello();
+        p.send(&Frame::Accept.to_bytes());
+        p.send(&Frame::Ping(i).to_bytes());
+        wait_pong(&mut p, i);
+    }
+    let windows = 1 + began.elapsed().as_secs() / 10;
+    a.close_stdin();
+    assert!(a.wait_exit(DEADLINE).is_some(), "{}", a.log_text());
+    let log = a.log_text();
+    let shown = a.count_log("peer up: ") as u64;
+    let held: u64 = log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("] ")?
+                .1
+                .split_once(" more peers up that dialed us")
+        })
+        .map(|(n, _)| n.parse::<u64>().expect("a count"))
+        .sum();
+    assert!(shown <= 64 * windows, "{shown} peer up lines:\n{log}");
+    assert_eq!(shown + held, FLOOD, "{log}");
 }
 
 /// One stranger announces thousands of members, each STATUS with a fresh id

@@ -439,8 +439,15 @@ impl RawPeer {
         peer.send(&hello(name, id));
         peer.read_hello();
         peer.send(&Frame::Accept.to_bytes());
-        node.wait_peer(name);
-        peer
+        // A node greets a peer with its STATUS once it has taken it as a
+        // peer. (Its "peer up" lines for peers that dialed it stop at 64
+        // per 10 s, so they cannot be waited for.)
+        while let Some((kind, _)) = peer.read_frame() {
+            if kind == peercat::frame::kind::STATUS {
+                return peer;
+            }
+        }
+        panic!("{name}: the node closed the connection before greeting it");
     }
 
     pub fn local_addr(&self) -> String {
