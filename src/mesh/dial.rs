@@ -718,9 +718,8 @@ impl Mesh {
         // first keepalive, and goes first after it: a stranger's idle
         // handshakes made members' links on a cycle go, at once and then
         // again each time the stranger came back (attack44 F2).
-        let counts = |n: &Neighbour| {
-            !n.closing && (members.get(&n.node).is_some() || now >= n.added + keepalive)
-        };
+        let live = |n: &Neighbour| members.get(&n.node).is_some_and(|m| m.is_live());
+        let counts = |n: &Neighbour| !n.closing && (live(n) || now >= n.added + keepalive);
         let open = self.neighbours.values().filter(|n| counts(n)).count();
         if open <= limit {
             return;
@@ -733,7 +732,7 @@ impl Mesh {
         let bridges = self.bridges(fresh);
         let standing = |c: &Conn, n: &Neighbour| {
             let judged = now >= n.added + keepalive;
-            if judged && members.get(&n.node).is_none() {
+            if judged && !live(n) {
                 Standing::NoMember
             } else if n.on_cycle.as_ref().is_some_and(fresh) {
                 Standing::OnCycle
@@ -759,16 +758,42 @@ impl Mesh {
         extra.sort_by(|a, b| b.cmp(a));
         // An unjudged link may turn out no bridge, newer than the others.
         let judging = extra.iter().any(|l| l.0 == Standing::Unjudged);
-        let closable = extra
-            .iter()
-            .filter(|l| match l.0 {
-                Standing::NoMember | Standing::OnCycle => true,
+        // One link on a cycle per turn: two links of the same cycle may be
+        // our only ways to the rest of the group (strangers that announced
+        // themselves took the other places: a node closed both its
+        // members' links at once, and had only the strangers' left,
+        // attack45 F1). Closing it breaks the cycles the others were seen
+        // on, so their evidence goes too; a STATUS coming round again
+        // renews it where a cycle still stands.
+        let mut cycle_closed = false;
+        let mut closing: Vec<(Standing, Instant, Conn)> = Vec::new();
+        for &link in &extra {
+            let close = match link.0 {
+                Standing::NoMember => true,
+                Standing::OnCycle => !std::mem::replace(&mut cycle_closed, true),
                 Standing::NoBridge => !judging,
                 Standing::Bridge | Standing::Unjudged => false,
-            })
-            .count();
+            };
+            if close && closing.len() < open - limit {
+                closing.push(link);
+            }
+        }
+        // Past 3 × degree the newest go, whatever they are.
         let past_hard = open.saturating_sub(BRIDGES_KEPT * self.cfg.degree);
-        extra.truncate((open - limit).min(closable).max(past_hard));
+        for &link in &extra {
+            if closing.len() >= past_hard {
+                break;
+            }
+            if !closing.contains(&link) {
+                closing.push(link);
+            }
+        }
+        let extra = closing;
+        if extra.iter().any(|l| l.0 == Standing::OnCycle) {
+            for n in self.neighbours.values_mut() {
+                n.on_cycle = None;
+            }
+        }
         for &(_, _, conn) in &extra {
             self.neighbours.get_mut(&conn).expect("listed").closing = true;
         }

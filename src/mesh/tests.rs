@@ -1769,6 +1769,65 @@ fn links_to_neighbours_that_never_announced_themselves_go_before_members_links()
     );
 }
 
+/// Strangers that each announce themselves once and then sit idle: a node
+/// above 2 × degree closes at most one link on a cycle per turn (two links
+/// on the same cycle may be its only ways to the group), and once the
+/// strangers are silent for 3 × keepalive their links go first. Before,
+/// a node closed both its members' links at once, and closed its members'
+/// links again and again while it held links to members it had itself
+/// taken for gone (attack45 F1).
+#[test]
+fn strangers_that_announce_themselves_once_cannot_push_every_member_off() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut m = of_degree(2, t0);
+    let up = |m: &mut Mesh, at, c: u64| {
+        let remote = addr(&format!("10.0.0.{c}:1"));
+        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
+        on_status(m, at, c, status(100 + c, 1, 1, 0));
+    };
+    // Members 101 and 102, their links on a cycle (7's STATUS frames come
+    // through both), then four strangers.
+    up(&mut m, ms(1), 1);
+    up(&mut m, ms(2), 2);
+    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
+        for c in via {
+            on_status(&mut m, ms(2 + seq), c, status(7, seq, 2, 0));
+        }
+    }
+    for c in 3..=6 {
+        up(&mut m, ms(10 + c), c);
+    }
+    drain(&mut m);
+    m.tick(ms(1100));
+    assert_eq!(
+        closed(&drain(&mut m)),
+        [2, 6],
+        "one cycle link, then the newest"
+    );
+    m.neighbour_down(ms(1150), 2, None);
+    m.neighbour_down(ms(1150), 6, None);
+    // 101 and 7 go on announcing themselves; the strangers are silent.
+    for (i, at) in [1500, 2500, 3500].into_iter().enumerate() {
+        let seq = 2 + i as u64;
+        on_status(&mut m, ms(at), 1, status(101, seq, 1, 0));
+        on_status(&mut m, ms(at), 1, status(7, 1 + seq, 2, 0));
+    }
+    m.tick(ms(3200));
+    drain(&mut m);
+    // 102 dials back: five links, degree 2.
+    m.neighbour_up(ms(3300), 7, 102, "", addr("10.0.0.2:1"), 7000, None);
+    on_status(&mut m, ms(3300), 7, status(102, 2, 1, 0));
+    m.tick(ms(4400));
+    let mut gone = closed(&drain(&mut m));
+    gone.sort_unstable();
+    assert!(
+        !gone.contains(&1) && !gone.contains(&7),
+        "a member's link closed while links to silent strangers stayed: {gone:?}"
+    );
+    assert!(!gone.is_empty());
+}
+
 /// A hub trimming several neighbours at once hands each of them members
 /// it keeps, never one of the others let go at the same moment (handing
 /// them each other is how islands formed).
@@ -1938,6 +1997,9 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     // Our own STATUS, repeated back in a greeting, is no news of anyone.
     up(&mut m, ms(2500), 5);
     on_status(&mut m, ms(2501), 5, status(ME, 9, 3, 0));
+    // (Neighbour 2's keepalive: a member silent for 3 × keepalive is
+    // down, and a link to no live member would go first.)
+    on_status(&mut m, ms(2600), 2, status(102, 2, 1, 0));
     m.tick(ms(3600));
     assert_eq!(closed(&drain(&mut m)), [5]);
 
