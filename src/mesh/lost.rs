@@ -18,6 +18,12 @@ use super::members::Member;
 use super::{Action, Bytes, Conn, Mesh, NodeId};
 use crate::frame::{Miss, Status, MAX_STATUS_MISSES};
 
+/// The reason of a `gap` that is no loss: lines an origin sent before it
+/// knew us, which we waited for (our base came from an old STATUS of
+/// it) until it told us where ours start. The event says where this
+/// origin's lines start here; the node does not count the run as lost.
+pub const NOT_OWED: &str = "sent before this node joined, none of them owed to it";
+
 impl Mesh {
     /// Whether a REPAIR answer for `conn` may be queued: the answers still
     /// waiting for its writer (their buffers shared with its queue) add up
@@ -198,12 +204,7 @@ impl Mesh {
             return;
         }
         let next = o.next;
-        self.give_up(
-            origin,
-            next,
-            first - 1,
-            "sent before this node joined, none of them owed to it",
-        );
+        self.give_up(origin, next, first - 1, NOT_OWED);
     }
 }
 

@@ -37,6 +37,7 @@ mod tree;
 use dial::DialPolicy;
 use flow::Own;
 use leave::Leaving;
+pub use lost::NOT_OWED;
 pub use origin::memory_budget;
 use origin::Origins;
 use rng::Rng;

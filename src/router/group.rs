@@ -252,11 +252,21 @@ impl Router {
                 let name = self.name_of(origin);
                 // Saturating: a stranger's seqs may span nearly 2^64.
                 let lost = last.saturating_sub(first).saturating_add(1);
-                self.books.gaps = self.books.gaps.saturating_add(lost);
-                log::warn!(
-                    "lost {} from {name} ({origin:016x}), seq {first} to {last}: {reason}",
-                    plural(lost, "message")
-                );
+                if reason == crate::mesh::NOT_OWED {
+                    // No loss: where its lines start for us (attack45 F2
+                    // saw them counted as "lost to this node").
+                    log::info!(
+                        "not waiting for {} from {name} ({origin:016x}), seq {first} to \
+                         {last}: {reason}",
+                        plural(lost, "message")
+                    );
+                } else {
+                    self.books.gaps = self.books.gaps.saturating_add(lost);
+                    log::warn!(
+                        "lost {} from {name} ({origin:016x}), seq {first} to {last}: {reason}",
+                        plural(lost, "message")
+                    );
+                }
                 self.output(Output::Gap {
                     origin,
                     name,

@@ -115,14 +115,18 @@ impl Router {
     pub(super) fn ready_to_leave(&mut self, now: Instant, catch_up: Duration) -> Option<bool> {
         if self.drain_by.is_none() {
             let leave_by = *self.leave_by.get_or_insert(now + catch_up);
-            let caught_up = self.mesh.caught_up(now) && self.backlog.is_empty();
+            // Lines handed to stdout and not written yet are not "on their
+            // way": the drain below waits for them (attack45 F2 saw the
+            // warning below from a node that then printed every line).
+            let arrived = self.mesh.caught_up(now);
+            let caught_up = arrived && self.backlog.is_empty();
             let longest = leave_by - catch_up + self.node.config.stall_timeout;
             let others_send = self.mesh.members_sending(now) && now < longest;
             if (!caught_up && now < leave_by) || others_send || self.mesh.id_in_doubt(now) {
                 return None;
             }
             log::info!("every member that was owed a line has it, is gone, or was given up on");
-            if !caught_up {
+            if !arrived {
                 log::warn!(
                     "a member said more lines were coming, or lines were still on \
                      their way to this node after {:.0}s: \

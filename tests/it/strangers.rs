@@ -244,6 +244,49 @@ fn a_flood_of_completed_handshakes_logs_a_bounded_number_of_peer_up_lines() {
     assert_eq!(shown + held, FLOOD, "{log}");
 }
 
+/// A member's STATUS says its lines for this node start at 150, while the
+/// node waits from 101 on (its base from an earlier STATUS of it): the
+/// node moves on and delivers what it held, and logs the run it stops
+/// waiting for as what it is, at info, not as lines lost to it (attack45
+/// F2: a joiner warned "lost 47492 messages" and counted them lost to
+/// it, for lines the same line said were never owed to it).
+#[test]
+fn lines_sent_before_a_node_joined_are_not_counted_as_lost_to_it() {
+    use peercat::frame::{Miss, Status};
+    let mut a = node("a").args(&["--exit-on-eof"]).start();
+    let mut s = RawPeer::connect(&a);
+    s.send(&hello("s", 0x5e4d));
+    let a_id = s.read_hello().node_id;
+    s.send(&Frame::Accept.to_bytes());
+    let status = |status_seq, sent_seq, misses| Status {
+        life: 1,
+        member: 0x5e4d,
+        status_seq,
+        hops: 1,
+        ttl: 16,
+        sent_seq,
+        flags: 0,
+        name: "s".into(),
+        addrs: Vec::new(),
+        acks: Vec::new(),
+        misses,
+    };
+    s.send(&Frame::Status(status(1, 100, Vec::new())).to_bytes());
+    let mut lines = Vec::new();
+    frame::put_run(&mut lines, 0x5e4d, 150, 1, 16, 1, &[b"one", b"two"]);
+    s.send(&lines);
+    let told = status(2, 151, vec![Miss::start(a_id, 150)]);
+    s.send(&Frame::Status(told).to_bytes());
+    assert_eq!(texts(&a.wait_lines(2)), ["one", "two"]);
+    let skipped = a.wait_log("not waiting for 49 messages from s");
+    assert!(skipped.contains("[INFO]"), "{skipped}");
+    a.close_stdin();
+    assert!(a.wait_exit(DEADLINE).is_some(), "{}", a.log_text());
+    let log = a.log_text();
+    assert!(!log.contains("lost"), "{log}");
+    drop(s);
+}
+
 /// One stranger announces thousands of members, each STATUS with a fresh id
 /// and a full load of acknowledgements. Before, every one became a member
 /// and its whole STATUS (~100 KB) was kept: the node grew by hundreds of
