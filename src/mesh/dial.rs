@@ -624,6 +624,11 @@ impl Mesh {
     /// trimmed a moment ago). The copies come anyway, as every STATUS
     /// floods; nothing is sent for it.
     pub(super) fn heard_status_via(&mut self, now: Instant, conn: Conn, member: NodeId, seq: u64) {
+        if member != self.cfg.id {
+            if let Some(n) = self.neighbours.get_mut(&conn).filter(|n| n.node != member) {
+                n.relayed = Some(now);
+            }
+        }
         let came_round = match self.dial.first_via.get_mut(&member) {
             Some(h) if h.seq == seq => {
                 h.other |= h.first != conn;
@@ -765,10 +770,25 @@ impl Mesh {
         // attack45 F1). Closing it breaks the cycles the others were seen
         // on, so their evidence goes too; a STATUS coming round again
         // renews it where a cycle still stands.
+        //
+        // And at least `degree` links that relay other members' STATUS
+        // frames stay: links that carry only their neighbour's own (a
+        // leaf, or a stranger that announced itself and sits idle) go
+        // before those. Strangers that filled a node's places made it
+        // close its members' links, one after another, as they came back.
+        let relays: BTreeSet<Conn> = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| counts(n) && n.relayed.as_ref().is_some_and(fresh))
+            .map(|(c, _)| *c)
+            .collect();
+        let mut relays_kept = relays.len();
         let mut cycle_closed = false;
         let mut closing: Vec<(Standing, Instant, Conn)> = Vec::new();
         for &link in &extra {
+            let relay = relays.contains(&link.2);
             let close = match link.0 {
+                _ if relay && relays_kept <= self.cfg.degree => false,
                 Standing::NoMember => true,
                 Standing::OnCycle => !std::mem::replace(&mut cycle_closed, true),
                 Standing::NoBridge => !judging,
@@ -776,16 +796,20 @@ impl Mesh {
             };
             if close && closing.len() < open - limit {
                 closing.push(link);
+                relays_kept -= usize::from(relay);
             }
         }
-        // Past 3 × degree the newest go, whatever they are.
+        // Past 3 × degree the newest go, whatever they are: those that
+        // relay last.
         let past_hard = open.saturating_sub(BRIDGES_KEPT * self.cfg.degree);
-        for &link in &extra {
-            if closing.len() >= past_hard {
-                break;
-            }
-            if !closing.contains(&link) {
-                closing.push(link);
+        for relay in [false, true] {
+            for &link in &extra {
+                if closing.len() >= past_hard {
+                    break;
+                }
+                if relays.contains(&link.2) == relay && !closing.contains(&link) {
+                    closing.push(link);
+                }
             }
         }
         let extra = closing;

@@ -391,6 +391,10 @@ struct Neighbour {
     /// When a STATUS last showed this link lies on a cycle (see
     /// `dial.rs`, `heard_status_via`): trimming it leaves no one alone.
     on_cycle: Option<Instant>,
+    /// When a STATUS of a member other than this neighbour last came
+    /// through it (see `dial.rs`, `trim`): it is one of our ways to the
+    /// rest of the group, not only to its own node.
+    relayed: Option<Instant>,
     /// REPAIR answers we queued for it, while its writer still holds them
     /// (see `lost.rs`, `repair_room`).
     /// Weak: an answer the router did not queue (its queue was over the
@@ -635,6 +639,7 @@ impl Mesh {
                 lets_us_go: false,
                 direct_seq: 0,
                 on_cycle: None,
+                relayed: None,
                 answers: Vec::new(),
                 regreeted: None,
             },
