@@ -43,10 +43,11 @@ enum Standing {
     NoBridge,
     /// A STATUS showed it lies on a cycle: closing it splits nothing.
     OnCycle,
-    /// Up for a keepalive, and its neighbour is no member we know (it
-    /// never announced itself): no member's lines or news depend on it.
-    /// A stranger's handshakes that then sat idle were kept while real
-    /// members' links on cycles went (attack44 F2).
+    /// Up for a keepalive, and its neighbour is no live member (it never
+    /// announced itself, or went silent for 3 × keepalive): no member's
+    /// lines or news depend on it. A stranger's handshakes that then sat
+    /// idle were kept while real members' links on cycles went (attack44
+    /// F2).
     NoMember,
 }
 
@@ -696,12 +697,14 @@ impl Mesh {
 
     /// Above 2 × degree, non-PEER links are closed politely, with
     /// alternatives, never below the degree: first the links up for a
-    /// keepalive to a neighbour that never announced itself as a member
-    /// (before that, such a link does not count), then the newest of the links
-    /// known to lie on a cycle (see `heard_status_via`), then, once no link
-    /// is waiting to be judged, the newest of the judged ones that are no
-    /// bridge (see `bridges`). Bridges and links not judged yet are kept up
-    /// to 3 × degree; past it the newest go, whatever they are.
+    /// keepalive to a neighbour that is no live member (before that, such
+    /// a link does not count), then the newest of the links known to lie
+    /// on a cycle (see `heard_status_via`), one per turn, then, once no
+    /// link is waiting to be judged, the newest of the judged ones that are
+    /// no bridge (see `bridges`); of the links that relay other members'
+    /// STATUS frames, `degree` are kept before any that relays nothing.
+    /// Bridges and links not judged yet are kept up to 3 × degree; past it
+    /// the newest go, whatever they are, those that relay last.
     ///
     /// We do not know a neighbour's degree. The newest link is the likeliest
     /// to be the other side's only one (a node joining through us): trimmed
