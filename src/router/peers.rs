@@ -397,6 +397,19 @@ impl Router {
         let Some(target) = entry.dialed.clone() else {
             return;
         };
+        if self
+            .by_node
+            .get(&entry.info.node_id)
+            .is_some_and(|kept| *kept != entry.info.conn)
+        {
+            // A mutual dial: we kept the connection the node dialed, and
+            // closed ours (`duplicate`). The dial reached its node; nothing
+            // refused it (attack46 F4 saw it warned as a refusal).
+            log::debug!("{}: {ending} (connected through its own dial)", entry.info);
+            self.mesh
+                .dial_result(Instant::now(), &target, DialResult::Connected);
+            return;
+        }
         let result = match ending {
             Ending::Refused(_) => DialResult::Refused {
                 alternatives: entry.alternatives.clone(),
@@ -408,7 +421,13 @@ impl Router {
         }
         self.mesh.dial_result(Instant::now(), &target, result);
         let line = format!("{}: {ending}", entry.info);
-        self.log_dial_failure(&target, &line, DialFailure::Failed);
+        if matches!(ending, Ending::Refused(r) if r == DUPLICATE) {
+            // The other side of a mutual dial kept its own connection,
+            // which we have not admitted yet: a tie-break, no refusal.
+            log::debug!("{line} (a mutual dial: its connection is kept)");
+        } else {
+            self.log_dial_failure(&target, &line, DialFailure::Failed);
+        }
         if !entry.alternatives.is_empty() {
             // Detail for an address the mesh learned, as its failures are.
             let level = match target {

@@ -448,6 +448,7 @@ fn a_no_relay_node_delivers_but_forwards_nothing() {
 #[test]
 fn nodes_all_naming_each_other_lose_nothing_in_the_mutual_dials() {
     let _turn = one_at_a_time();
+    let mut mutual_dials = 0;
     for round in 0..4 {
         let specs = (0..4)
             .map(|i| {
@@ -461,7 +462,24 @@ fn nodes_all_naming_each_other_lose_nothing_in_the_mutual_dials() {
         let g = Group::start(&format!("mutual{round}"), specs, Fmt::Json);
         g.wait_complete(&all(4), &all(4), 50, DEADLINE);
         assert_exactly(&g, 50);
+        // A mutual dial's tie-break refuses nothing (attack46 F4: the
+        // dialer whose connection lost it warned "refused the connection").
+        for n in &g.nodes {
+            let log = n.log_text();
+            let warned = log
+                .lines()
+                .filter(|l| l.contains("[WARN]") && l.contains("refused the connection"))
+                .count();
+            assert_eq!(warned, 0, "{log}");
+        }
+        mutual_dials += g
+            .nodes
+            .iter()
+            .map(|n| n.count_log("two connections to"))
+            .sum::<usize>();
     }
+    // Otherwise the check above checked nothing.
+    assert!(mutual_dials > 0, "no mutual dial in 4 rounds");
 }
 
 /// n0 - n1 - n2 (--no-relay) - n3, n3 joining once n2 knows n0: a leaf
