@@ -1048,7 +1048,11 @@ impl Frame<'_> {
                 ttl,
                 life,
                 payload,
-            } => put_msg(out, *origin, *seq, *hops, *ttl, *life, payload),
+            } => {
+                let len = payload.len() + 1;
+                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, *life, len));
+                put_entry(out, payload);
+            }
             Frame::Run {
                 origin,
                 seq,
@@ -1224,20 +1228,6 @@ pub fn put_run(
             at..out.len()
         })
         .collect()
-}
-
-/// Appends a MSG frame holding the one message `payload`.
-pub fn put_msg(
-    out: &mut Vec<u8>,
-    origin: NodeId,
-    seq: u64,
-    hops: u8,
-    ttl: u8,
-    life: u64,
-    payload: &[u8],
-) {
-    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, life, payload.len() + 1));
-    put_entry(out, payload);
 }
 
 impl Status {

@@ -1740,24 +1740,16 @@ fn links_to_neighbours_that_never_announced_themselves_go_before_members_links()
         },
         t0,
     );
-    let up = |m: &mut Mesh, at, c: u64| {
-        let remote = addr(&format!("10.0.0.{c}:1"));
-        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
-    };
     // Two strangers first, then two members whose links lie on a cycle
     // (member 7's STATUS frames come through both).
-    up(&mut m, ms(1), 3);
-    up(&mut m, ms(2), 4);
-    up(&mut m, ms(10), 1);
-    up(&mut m, ms(11), 2);
+    link_up(&mut m, ms(1), 3);
+    link_up(&mut m, ms(2), 4);
+    link_up(&mut m, ms(10), 1);
+    link_up(&mut m, ms(11), 2);
     for c in 1..=2 {
         on_status(&mut m, ms(12), c, status(100 + c, 1, 1, 0));
     }
-    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
-        for c in via {
-            on_status(&mut m, ms(13 + seq), c, status(7, seq, 2, 0));
-        }
-    }
+    on_a_cycle_through_1_and_2(&mut m, ms(13));
     drain(&mut m);
     m.tick(ms(500));
     assert_eq!(closed(&drain(&mut m)), [], "nothing judged yet");
@@ -1770,33 +1762,24 @@ fn links_to_neighbours_that_never_announced_themselves_go_before_members_links()
 }
 
 /// Strangers that each announce themselves once and then sit idle: a node
-/// above 2 × degree closes at most one link on a cycle per turn (two links
-/// on the same cycle may be its only ways to the group), and once the
-/// strangers are silent for 3 × keepalive their links go first. Before,
-/// a node closed both its members' links at once, and closed its members'
-/// links again and again while it held links to members it had itself
-/// taken for gone (attack45 F1).
+/// above 2 × degree keeps `degree` links that relay other members' news
+/// before any that relay nothing, closes at most one link on a cycle per
+/// turn, and once the strangers are silent for 3 × keepalive their links
+/// go first. Before, a node closed both its members' links at once (both
+/// on one cycle), and closed its members' links again and again while it
+/// held links to members it had itself taken for gone (attack45 F1).
 #[test]
 fn strangers_that_announce_themselves_once_cannot_push_every_member_off() {
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
     let mut m = of_degree(2, t0);
-    let up = |m: &mut Mesh, at, c: u64| {
-        let remote = addr(&format!("10.0.0.{c}:1"));
-        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
-        on_status(m, at, c, status(100 + c, 1, 1, 0));
-    };
     // Members 101 and 102, their links on a cycle (7's STATUS frames come
     // through both), then four strangers.
-    up(&mut m, ms(1), 1);
-    up(&mut m, ms(2), 2);
-    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
-        for c in via {
-            on_status(&mut m, ms(2 + seq), c, status(7, seq, 2, 0));
-        }
-    }
+    member_link_up(&mut m, ms(1), 1);
+    member_link_up(&mut m, ms(2), 2);
+    on_a_cycle_through_1_and_2(&mut m, ms(2));
     for c in 3..=6 {
-        up(&mut m, ms(10 + c), c);
+        member_link_up(&mut m, ms(10 + c), c);
     }
     drain(&mut m);
     m.tick(ms(1100));
@@ -1816,8 +1799,8 @@ fn strangers_that_announce_themselves_once_cannot_push_every_member_off() {
     m.tick(ms(3200));
     drain(&mut m);
     // Two more strangers: six links, degree 2. The silent ones go first.
-    up(&mut m, ms(3300), 8);
-    up(&mut m, ms(3300), 9);
+    member_link_up(&mut m, ms(3300), 8);
+    member_link_up(&mut m, ms(3300), 9);
     m.tick(ms(4400));
     let mut gone = closed(&drain(&mut m));
     gone.sort_unstable();
@@ -1827,13 +1810,9 @@ fn strangers_that_announce_themselves_once_cannot_push_every_member_off() {
     // go, not both.
     let mut m = of_degree(1, t0);
     for c in 1..=4 {
-        up(&mut m, ms(c), c);
+        member_link_up(&mut m, ms(c), c);
     }
-    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
-        for c in via {
-            on_status(&mut m, ms(5 + seq), c, status(7, seq, 2, 0));
-        }
-    }
+    on_a_cycle_through_1_and_2(&mut m, ms(5));
     m.tick(ms(1100));
     assert_eq!(
         closed(&drain(&mut m)),
@@ -1889,6 +1868,29 @@ fn trimmed_neighbours_are_sent_to_the_ones_kept_not_to_each_other() {
     }
 }
 
+/// Neighbour `c` (node `100 + c`, from 10.0.0.`c`) comes up at `at`; no
+/// greeting from it yet.
+fn link_up(m: &mut Mesh, at: Instant, c: u64) {
+    let remote = addr(&format!("10.0.0.{c}:1"));
+    m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
+}
+
+/// [`link_up`], and its greeting: its own STATUS, as a member's.
+fn member_link_up(m: &mut Mesh, at: Instant, c: u64) {
+    link_up(m, at, c);
+    on_status(m, at, c, status(100 + c, 1, 1, 0));
+}
+
+/// Member 7's STATUS frames come through links 1 and 2, each of them
+/// first once, from 1 ms after `at`: both links lie on a cycle.
+fn on_a_cycle_through_1_and_2(m: &mut Mesh, at: Instant) {
+    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
+        for c in via {
+            on_status(m, at + Duration::from_millis(seq), c, status(7, seq, 2, 0));
+        }
+    }
+}
+
 fn closed(actions: &[Action]) -> Vec<Conn> {
     actions
         .iter()
@@ -1908,10 +1910,7 @@ fn a_link_a_status_came_through_second_is_trimmed_before_a_newer_one() {
     let ms = |n| t0 + Duration::from_millis(n);
     let mut m = of_degree(1, t0);
     for c in 1..=3u64 {
-        let remote = addr(&format!("10.0.0.{c}:1"));
-        m.neighbour_up(ms(c), c, 100 + c, "", remote, 7000, None);
-        // Its greeting: its own STATUS.
-        on_status(&mut m, ms(c), c, status(100 + c, 1, 1, 0));
+        member_link_up(&mut m, ms(c), c);
     }
     on_status(&mut m, ms(10), 2, status(7, 1, 2, 0));
     on_status(&mut m, ms(11), 1, status(7, 1, 3, 0));
@@ -1927,17 +1926,13 @@ fn a_greeting_repeating_a_status_we_had_shows_no_cycle() {
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
     let mut m = Mesh::new(config(), t0);
-    let up = |m: &mut Mesh, at, c: u64| {
-        let remote = addr(&format!("10.0.0.{c}:1"));
-        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
-    };
-    up(&mut m, ms(1), 1);
-    up(&mut m, ms(2), 2);
+    link_up(&mut m, ms(1), 1);
+    link_up(&mut m, ms(2), 2);
     on_status(&mut m, ms(5), 1, status(7, 1, 2, 0));
-    up(&mut m, ms(10), 3);
+    link_up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(7, 1, 3, 0));
-    up(&mut m, ms(12), 4);
-    up(&mut m, ms(13), 5);
+    link_up(&mut m, ms(12), 4);
+    link_up(&mut m, ms(13), 5);
     // Their greetings: their own STATUS.
     for c in 1..=5 {
         on_status(&mut m, ms(14), c, status(100 + c, 1, 1, 0));
@@ -1960,29 +1955,24 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
     let degree_1 = || of_degree(1, t0);
-    let up = |m: &mut Mesh, at, c: u64| {
-        let remote = addr(&format!("10.0.0.{c}:1"));
-        m.neighbour_up(at, c, 100 + c, "", remote, 7000, None);
-        on_status(m, at, c, status(100 + c, 1, 1, 0));
-    };
     // Links 1 and 2, the only way 7 and 9, and 8, are heard.
     let bridged = || {
         let mut m = degree_1();
-        up(&mut m, ms(1), 1);
+        member_link_up(&mut m, ms(1), 1);
         on_status(&mut m, ms(2), 1, status(7, 1, 2, 0));
         on_status(&mut m, ms(2), 1, status(9, 1, 3, 0));
-        up(&mut m, ms(3), 2);
+        member_link_up(&mut m, ms(3), 2);
         on_status(&mut m, ms(4), 2, status(8, 1, 2, 0));
         m
     };
     let mut m = bridged();
     // The other part of a split: 9 went on sending STATUS frames there.
-    up(&mut m, ms(10), 3);
+    member_link_up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(9, 2, 2, 0));
     m.tick(ms(1100));
     assert!(closed(&drain(&mut m)).is_empty(), "every link is a bridge");
     // A node joining through us knows nothing we do not.
-    up(&mut m, ms(1200), 4);
+    member_link_up(&mut m, ms(1200), 4);
     on_status(&mut m, ms(1201), 4, status(7, 1, 2, 0));
     m.tick(ms(2300));
     assert_eq!(closed(&drain(&mut m)), [4]);
@@ -1995,7 +1985,7 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     // News that comes round through an older link a moment later was a
     // race (a STATUS its sender was greeted with just before): no bridge.
     let mut m = bridged();
-    up(&mut m, ms(10), 3);
+    member_link_up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(7, 2, 3, 0));
     m.tick(ms(1100));
     assert!(closed(&drain(&mut m)).is_empty(), "news through 3, for now");
@@ -2004,12 +1994,12 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     m.tick(ms(1200));
     assert_eq!(closed(&drain(&mut m)), [1]);
     // Link 4 brings news of 10; link 3's news came round: 3 goes.
-    up(&mut m, ms(1300), 4);
+    member_link_up(&mut m, ms(1300), 4);
     on_status(&mut m, ms(1301), 4, status(10, 1, 2, 0));
     m.tick(ms(2400));
     assert_eq!(closed(&drain(&mut m)), [3]);
     // Our own STATUS, repeated back in a greeting, is no news of anyone.
-    up(&mut m, ms(2500), 5);
+    member_link_up(&mut m, ms(2500), 5);
     on_status(&mut m, ms(2501), 5, status(ME, 9, 3, 0));
     // (Neighbour 2's keepalive: a member silent for 3 × keepalive is
     // down, and a link to no live member would go first.)
@@ -2020,7 +2010,7 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     // A member leaving behind a link counts: its final acknowledgements
     // come that way.
     let mut m = bridged();
-    up(&mut m, ms(10), 3);
+    member_link_up(&mut m, ms(10), 3);
     on_status(&mut m, ms(11), 3, status(12, 1, 2, 0));
     let mut leaving = status(12, 2, 2, 0);
     leaving.flags = FLAG_LEAVING;
@@ -2031,7 +2021,7 @@ fn a_link_that_brings_other_members_news_is_kept_above_twice_the_degree() {
     // Past 3 × degree the newest go at once, judged or not.
     let mut m = degree_1();
     for c in 1..=5 {
-        up(&mut m, ms(c), c);
+        member_link_up(&mut m, ms(c), c);
     }
     m.tick(ms(10));
     assert_eq!(closed(&drain(&mut m)), [5, 4]);
