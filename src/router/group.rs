@@ -222,25 +222,29 @@ impl Router {
                 if let Some(at) = self.next_cache {
                     self.next_cache = Some(at.min(Instant::now() + super::CACHE_SOON));
                 }
-                let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-                log::info!(
-                    "member up: {name} ({id:016x}) at {}; {} known",
-                    if at.is_empty() {
-                        "no address".to_owned()
-                    } else {
-                        at.join(", ")
-                    },
-                    plural(self.members.len() as u64, "member")
-                );
+                if self.member_lines.admit(Instant::now()) {
+                    let at: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                    log::info!(
+                        "member up: {name} ({id:016x}) at {}; {} known",
+                        if at.is_empty() {
+                            "no address".to_owned()
+                        } else {
+                            at.join(", ")
+                        },
+                        plural(self.members.len() as u64, "member")
+                    );
+                }
                 self.output(Output::MemberUp { id, name, addrs });
             }
             Action::MemberDown { id, name, reason } => {
                 self.names.remove(&id);
                 self.members.remove(&id);
-                log::info!(
-                    "member down: {name} ({id:016x}): {reason}; {} known",
-                    plural(self.members.len() as u64, "member")
-                );
+                if self.member_lines.admit(Instant::now()) {
+                    log::info!(
+                        "member down: {name} ({id:016x}): {reason}; {} known",
+                        plural(self.members.len() as u64, "member")
+                    );
+                }
                 self.output(Output::MemberDown { id, name, reason });
             }
             Action::Gap {

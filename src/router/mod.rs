@@ -70,6 +70,12 @@ const RESUMED_READS: Duration = Duration::from_millis(500);
 /// open group a stranger completes a handshake per connection, and each
 /// was a line (attack44 F3: 773 in 8 s). The JSON events are not limited.
 const PEER_UP_LINES: u64 = 64;
+/// The most "member up" and "member down" lines logged per 10 s: in an
+/// open group a stranger can announce (and let expire) a member per
+/// STATUS frame, about 2,000 lines per 15 s before this limit. A group
+/// of a hundred members starting at once still shows every line; the
+/// JSON events are not limited.
+const MEMBER_LINES: u64 = 128;
 
 /// How the router's run ended: the outcome, and the summary lines the
 /// node logs last, after what its stdout thread did at exit (lines it
@@ -128,6 +134,8 @@ pub struct Router {
     announced_any: u64,
     /// The "peer up" lines of peers that dialed us ([`PEER_UP_LINES`]).
     peer_up_lines: ratelog::Burst,
+    /// The "member up" and "member down" lines ([`MEMBER_LINES`]).
+    member_lines: ratelog::Burst,
     /// Connections held back until the one they replace is gone.
     successors: HashMap<ConnId, ConnId>,
     /// Connections whose outbox is over its high-water mark.
@@ -260,6 +268,7 @@ impl Router {
             announced: HashSet::new(),
             announced_any: 0,
             peer_up_lines: ratelog::Burst::new("peers up that dialed us", PEER_UP_LINES),
+            member_lines: ratelog::Burst::new("members up or down", MEMBER_LINES),
             successors: HashMap::new(),
             full: HashSet::new(),
             names: HashMap::new(),
@@ -562,6 +571,7 @@ impl Router {
             self.next_flush = now + ratelog::WINDOW;
             ratelog::flush();
             self.peer_up_lines.roll(now);
+            self.member_lines.roll(now);
         }
         if self.next_stats.is_some_and(|at| at <= now) {
             self.log_stats();
@@ -792,6 +802,7 @@ impl Router {
             self.unsent.take().map_or(0, |chunk| chunk.frames as u64) + self.mesh.waiting_lines();
         ratelog::flush_all();
         self.peer_up_lines.flush();
+        self.member_lines.flush();
         // Lines that arrived after we stopped printing to leave: `gap`
         // events, before the last events go to stdout.
         self.mesh.report_dropped_after_leaving();

@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use peercat::frame::{self, Frame};
 
-use crate::support::{hello, node, texts, RawPeer, DEADLINE};
+use crate::support::{hello, node, texts, Json, RawPeer, DEADLINE};
 
 /// Waits until every reader thread (`rx-N`) of process `pid` is asleep,
 /// three samples in a row: blocked in `read`, done with whatever the last
@@ -291,14 +291,17 @@ fn lines_sent_before_a_node_joined_are_not_counted_as_lost_to_it() {
 /// and a full load of acknowledgements. Before, every one became a member
 /// and its whole STATUS (~100 KB) was kept: the node grew by hundreds of
 /// MB. Now the table stops at its cap, refusals are warned about naming the
-/// neighbour, memory stays bounded, and a real peer is still served.
+/// neighbour, memory stays bounded, and a real peer is still served. The
+/// members the stranger invents (and lets expire) cost a bounded number of
+/// log lines: every one is a `member_up` event, but not a log line each.
 #[test]
 #[cfg(target_os = "linux")]
 fn a_flood_of_fresh_member_ids_is_capped() {
     use peercat::frame::{Ack, Status};
     use peercat::mesh::MAX_MEMBERS;
     const FAKES: u64 = 2000;
-    let a = node("a").start();
+    let mut a = node("a").args(&["-f", "json", "--exit-on-eof"]).start();
+    let began = Instant::now();
     let mut stranger = RawPeer::handshake(&a, "stranger");
     let before = a.rss_kib();
     let acks: Vec<Ack> = (0..frame::MAX_STATUS_ACKS as u64)
@@ -335,31 +338,50 @@ fn a_flood_of_fresh_member_ids_is_capped() {
     let mut b = node("b").dial(&a).start();
     b.wait_peer("a");
     b.send(b"hello from b\n");
-    assert_eq!(texts(&a.wait_lines(1)), ["hello from b"]);
+    let heard = |lines: &[Vec<u8>]| {
+        lines.iter().any(|l| {
+            Json::parse(l).is_ok_and(|e| e.kind() == "msg" && e.payload() == b"hello from b")
+        })
+    };
+    assert!(a.out.wait_until(DEADLINE, heard), "{}", a.log_text());
     let grown = a.rss_kib().saturating_sub(before);
     assert!(
         grown < 48 * 1024,
         "{FAKES} fake members grew the node by {grown} KiB"
     );
-    // Live members at any moment, from the log in order: on a loaded
+    drop(stranger);
+    drop(b);
+    a.close_stdin();
+    assert!(a.wait_exit(DEADLINE).is_some(), "{}", a.log_text());
+    let windows = 1 + began.elapsed().as_secs() / 10;
+    // Live members at any moment, from the events in order: on a loaded
     // machine the flood may take longer than the fakes' expiry (3 x
     // keepalive), and expired ones make room for later ones.
-    let mut live: usize = 0;
-    let mut most = 0;
-    for line in a.log_text().lines() {
-        if line.contains("member up") {
-            live += 1;
-        } else if line.contains("member down") {
-            live = live.saturating_sub(1);
+    let (mut live, mut most, mut events) = (0usize, 0, 0u64);
+    for line in a.out.snapshot() {
+        match Json::parse(&line).map(|e| e.kind().to_owned()).as_deref() {
+            Ok("member_up") => live += 1,
+            Ok("member_down") => live = live.saturating_sub(1),
+            _ => continue,
         }
+        events += 1;
         most = most.max(live);
     }
     assert!(
-        most <= MAX_MEMBERS + 1,
+        most > 100 && most <= MAX_MEMBERS + 1,
         "{most} members at once (cap {MAX_MEMBERS})"
     );
     assert_eq!(a.count_log("refusing new member"), 1, "{}", a.log_text());
-    drop(stranger);
+    // Every event is in the log, one line each or counted.
+    let log = a.log_text();
+    let shown = (a.count_log("member up: ") + a.count_log("member down: ")) as u64;
+    let held: u64 = log
+        .lines()
+        .filter_map(|l| l.split_once("] ")?.1.split_once(" more members up or down"))
+        .map(|(n, _)| n.parse::<u64>().expect("a count"))
+        .sum();
+    assert!(shown <= 128 * windows, "{shown} member lines:\n{log}");
+    assert_eq!(shown + held, events, "{log}");
 }
 
 /// A MSG with seq 0 (seqs start at 1) from a raw peer: the node does not
