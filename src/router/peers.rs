@@ -356,7 +356,11 @@ impl Router {
             self.output(Output::PeerDown(entry.info, ending));
         } else if entry.dialed.is_none() {
             let line = || format!("{}: ended before it was a peer: {ending}", entry.info);
-            if ending.is_polite() {
+            if matches!(&ending, Ending::Refused(r) if r == DUPLICATE) {
+                // Its dialer kept the connection we dialed in a mutual
+                // dial: a tie-break, no failure (as in `dial_ended_early`).
+                log::debug!("{} (a mutual dial: the other connection is kept)", line());
+            } else if ending.is_polite() {
                 log::info!("{}", line());
             } else if self.node.security.is_some() {
                 log::warn!("{}", line()); // a member: see log_peer_down
