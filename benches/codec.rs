@@ -19,7 +19,7 @@ fn encode(payload: &[u8], count: usize) -> Vec<u8> {
     let mut seq = 1;
     while seq <= count as u64 {
         let n = per_frame.min(count + 1 - seq as usize);
-        frame::put_run(&mut out, 7, seq, 1, 16, 1, &vec![payload; n]);
+        frame::put_run(&mut out, frame::MsgHeader::new(7, seq), &vec![payload; n]);
         seq += n as u64;
     }
     out

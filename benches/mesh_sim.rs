@@ -142,7 +142,7 @@ fn relay_rate() -> f64 {
         let mut buf = Vec::with_capacity(per_batch as usize * 100);
         let first = b * per_batch + 1;
         let payloads = vec![&payload[..]; per_batch as usize];
-        let entries = frame::put_run(&mut buf, 7, first, 1, 16, 1, &payloads);
+        let entries = frame::put_run(&mut buf, frame::MsgHeader::new(7, first), &payloads);
         let refs: Vec<MsgRef> = (first..)
             .zip(entries)
             .map(|(seq, entry)| MsgRef {

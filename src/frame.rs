@@ -1001,7 +1001,7 @@ pub fn breaks_a_line(c: char) -> bool {
 impl Frame<'_> {
     /// A MSG frame's header (origin, first seq, hops, ttl, life), whether
     /// it holds one message or a run; `None` for any other frame.
-    pub fn msg_header(&self) -> Option<(NodeId, u64, u8, u8, u64)> {
+    pub fn msg_header(&self) -> Option<MsgHeader> {
         match *self {
             Frame::Msg {
                 origin,
@@ -1018,7 +1018,13 @@ impl Frame<'_> {
                 ttl,
                 life,
                 ..
-            } => Some((origin, seq, hops, ttl, life)),
+            } => Some(MsgHeader {
+                origin,
+                seq,
+                hops,
+                ttl,
+                life,
+            }),
             _ => None,
         }
     }
@@ -1049,8 +1055,14 @@ impl Frame<'_> {
                 life,
                 payload,
             } => {
-                let len = payload.len() + 1;
-                out.extend_from_slice(&msg_header(*origin, *seq, *hops, *ttl, *life, len));
+                let header = MsgHeader {
+                    origin: *origin,
+                    seq: *seq,
+                    hops: *hops,
+                    ttl: *ttl,
+                    life: *life,
+                };
+                out.extend_from_slice(&header.encode(payload.len() + 1));
                 put_entry(out, payload);
             }
             Frame::Run {
@@ -1062,14 +1074,14 @@ impl Frame<'_> {
                 entries,
                 ..
             } => {
-                out.extend_from_slice(&msg_header(
-                    *origin,
-                    *seq,
-                    *hops,
-                    *ttl,
-                    *life,
-                    entries.len(),
-                ));
+                let header = MsgHeader {
+                    origin: *origin,
+                    seq: *seq,
+                    hops: *hops,
+                    ttl: *ttl,
+                    life: *life,
+                };
+                out.extend_from_slice(&header.encode(entries.len()));
                 out.extend_from_slice(entries);
             }
             Frame::Ping(token) => {
@@ -1144,28 +1156,48 @@ impl Frame<'_> {
     }
 }
 
-/// The header of a MSG frame whose entries are `entries_len` bytes long,
-/// its first seq `seq`. Lets a caller write entries straight after it
-/// without building a `Frame`.
-pub fn msg_header(
-    origin: NodeId,
-    seq: u64,
-    hops: u8,
-    ttl: u8,
-    life: u64,
-    entries_len: usize,
-) -> [u8; MSG_HEADER_LEN] {
-    let mut header = [0u8; MSG_HEADER_LEN];
-    let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + entries_len)
-        .expect("a frame is bounded by --max-frame");
-    BigEndian::write_u32(&mut header[0..4], len);
-    header[4] = kind::MSG;
-    BigEndian::write_u64(&mut header[5..13], origin);
-    BigEndian::write_u64(&mut header[13..21], seq);
-    header[MSG_HOPS_AT] = hops;
-    header[MSG_HOPS_AT + 1] = ttl;
-    BigEndian::write_u64(&mut header[MSG_LIFE_AT..MSG_LIFE_AT + 8], life);
-    header
+/// What a MSG frame's header says of the messages it holds: whose
+/// (origin and life) and where (the first one's seq, the hops so far, the
+/// hops allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgHeader {
+    pub origin: NodeId,
+    /// The first message's seq; the others follow it.
+    pub seq: u64,
+    pub hops: u8,
+    pub ttl: u8,
+    pub life: u64,
+}
+
+impl MsgHeader {
+    /// `origin`'s messages from `seq` on as they leave it, in its first
+    /// life with the default `--ttl`: for tests, benchmarks and tools.
+    pub fn new(origin: NodeId, seq: u64) -> MsgHeader {
+        MsgHeader {
+            origin,
+            seq,
+            hops: 1,
+            ttl: DEFAULT_TTL,
+            life: 1,
+        }
+    }
+
+    /// The header of a MSG frame whose entries are `entries_len` bytes
+    /// long. Lets a caller write entries straight after it without
+    /// building a `Frame`.
+    pub fn encode(&self, entries_len: usize) -> [u8; MSG_HEADER_LEN] {
+        let mut header = [0u8; MSG_HEADER_LEN];
+        let len = u32::try_from(MSG_HEADER_LEN - LEN_PREFIX + entries_len)
+            .expect("a frame is bounded by --max-frame");
+        BigEndian::write_u32(&mut header[0..4], len);
+        header[4] = kind::MSG;
+        BigEndian::write_u64(&mut header[5..13], self.origin);
+        BigEndian::write_u64(&mut header[13..21], self.seq);
+        header[MSG_HOPS_AT] = self.hops;
+        header[MSG_HOPS_AT + 1] = self.ttl;
+        BigEndian::write_u64(&mut header[MSG_LIFE_AT..MSG_LIFE_AT + 8], self.life);
+        header
+    }
 }
 
 /// One MSG frame in a buffer of MSG frames that we wrote or checked.
@@ -1206,20 +1238,13 @@ pub fn msg_frames(buf: &[u8]) -> impl Iterator<Item = MsgFrameAt> + '_ {
     })
 }
 
-/// Appends one MSG frame holding `payloads` (at least one) as `origin`'s
-/// seqs `seq..`; where each entry went in `out`. For tests, benchmarks and
-/// tools: the node's own paths write entries straight into their buffers.
-pub fn put_run(
-    out: &mut Vec<u8>,
-    origin: NodeId,
-    seq: u64,
-    hops: u8,
-    ttl: u8,
-    life: u64,
-    payloads: &[&[u8]],
-) -> Vec<Range<usize>> {
+/// Appends one MSG frame holding `payloads` (at least one) as the seqs
+/// from `header.seq` on; where each entry went in `out`. For tests,
+/// benchmarks and tools: the node's own paths write entries straight into
+/// their buffers.
+pub fn put_run(out: &mut Vec<u8>, header: MsgHeader, payloads: &[&[u8]]) -> Vec<Range<usize>> {
     let len: usize = payloads.iter().map(|p| p.len() + 1).sum();
-    out.extend_from_slice(&msg_header(origin, seq, hops, ttl, life, len));
+    out.extend_from_slice(&header.encode(len));
     payloads
         .iter()
         .map(|p| {
@@ -1849,7 +1874,7 @@ mod tests {
 
     /// A MSG frame's body: origin 1, `seq`, hops 1, ttl 16, then `entries`.
     fn run_bytes(seq: u64, entries: &[u8]) -> Vec<u8> {
-        let mut out = msg_header(1, seq, 1, 16, 1, entries.len()).to_vec();
+        let mut out = MsgHeader::new(1, seq).encode(entries.len()).to_vec();
         out.extend_from_slice(entries);
         out
     }
@@ -2376,7 +2401,7 @@ mod tests {
 
     #[test]
     fn msg_header_matches_encode() {
-        let mut bytes = msg_header(5, 6, 1, 16, 1, 4).to_vec();
+        let mut bytes = MsgHeader::new(5, 6).encode(4).to_vec();
         bytes.extend_from_slice(b"abc\n");
         let expected = Frame::Msg {
             life: 1,

@@ -568,7 +568,14 @@ impl Reader<'_> {
                 .clone(),
         };
         let base = at + frame::MSG_HEADER_LEN;
-        for msg in MsgRef::each_in(entries, base, (origin, seq, hops, ttl, life)) {
+        let header = frame::MsgHeader {
+            origin,
+            seq,
+            hops,
+            ttl,
+            life,
+        };
+        for msg in MsgRef::each_in(entries, base, header) {
             // The first duplicate of each run still goes to the mesh: it
             // prunes the sender from that origin's tree.
             let duplicate = delivered.contains(&msg.seq);

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::event::{Event, Line, Lines, Output};
-use crate::frame::{self, msg_header, NodeId, MSG_HEADER_LEN};
+use crate::frame::{self, MsgHeader, NodeId, MSG_HEADER_LEN};
 use crate::node::{Node, SPARE_BUFFER_MAX};
 use crate::outbox::Bytes;
 use crate::output;
@@ -236,8 +236,7 @@ impl LineFramer {
             if len >= OWN_CHUNK {
                 // Framed in place: the header goes into the room left for
                 // it, the newline after the payload.
-                let header =
-                    msg_header(self.origin, self.next_seq, 1, self.ttl, self.life, len + 1);
+                let header = self.header(self.next_seq).encode(len + 1);
                 frame[..MSG_HEADER_LEN].copy_from_slice(&header);
                 frame.push(b'\n');
                 self.next_seq += 1;
@@ -286,11 +285,22 @@ impl LineFramer {
         self.largest = self.largest.max(payload.len());
     }
 
+    /// The header of our own messages from `seq` on.
+    fn header(&self, seq: u64) -> MsgHeader {
+        MsgHeader {
+            origin: self.origin,
+            seq,
+            hops: 1,
+            ttl: self.ttl,
+            life: self.life,
+        }
+    }
+
     /// Writes the open frame's header, now that its entries are known.
     fn close_frame(&mut self) {
         if let Some((at, first)) = self.open.take() {
             let entries = self.chunk.len() - at - MSG_HEADER_LEN;
-            let header = msg_header(self.origin, first, 1, self.ttl, self.life, entries);
+            let header = self.header(first).encode(entries);
             self.chunk[at..at + MSG_HEADER_LEN].copy_from_slice(&header);
         }
     }

@@ -404,7 +404,7 @@ impl Fake {
                 Ok(Some((f, used))) => {
                     if let Some(header) = f.msg_header() {
                         // One reference per entry, as the reader makes.
-                        self.origins.insert(header.0);
+                        self.origins.insert(header.origin);
                         run.extend(MsgRef::each_in(
                             &buf[at + frame::MSG_HEADER_LEN..at + used],
                             at + frame::MSG_HEADER_LEN,
@@ -448,11 +448,7 @@ impl Fake {
         let mut bytes = Vec::new();
         frame::put_run(
             &mut bytes,
-            ME,
-            first,
-            1,
-            16,
-            1,
+            frame::MsgHeader::new(ME, first),
             &vec![&payload[..]; lines as usize],
         );
         self.own_seq += u64::from(lines);
@@ -562,7 +558,17 @@ fn msgs(input: &mut Input<'_>) -> Vec<u8> {
         let (hops, ttl) = (input.u8(), input.u8());
         let payloads: Vec<&[u8]> = (0..1 + input.u8() % 4).map(|_| input.some(32)).collect();
         let life = input.pick(&LIVES);
-        frame::put_run(&mut out, origin, seq, hops, ttl, life, &payloads);
+        frame::put_run(
+            &mut out,
+            frame::MsgHeader {
+                origin,
+                seq,
+                hops,
+                ttl,
+                life,
+            },
+            &payloads,
+        );
     }
     out
 }

@@ -202,14 +202,16 @@ fn reframe(bytes: &[u8], from: (usize, usize), to: (usize, usize), mut first: u6
         };
         let z = if frame_at == to.0 { to.1 } else { end };
         let entries = &bytes[a..z];
-        out.extend_from_slice(&frame::msg_header(
-            f.origin,
-            first,
-            f.hops,
-            f.ttl,
-            f.life,
-            entries.len(),
-        ));
+        out.extend_from_slice(
+            &frame::MsgHeader {
+                origin: f.origin,
+                seq: first,
+                hops: f.hops,
+                ttl: f.ttl,
+                life: f.life,
+            }
+            .encode(entries.len()),
+        );
         out.extend_from_slice(entries);
         first += frame::entries(entries).count() as u64;
     }
@@ -242,7 +244,7 @@ mod tests {
         let mut bytes = Vec::new();
         let lines: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![b'0' + i; 99]).collect();
         let payloads: Vec<&[u8]> = lines.iter().map(|l| &l[..]).collect();
-        frame::put_run(&mut bytes, 9, 1, 1, 16, 1, &payloads);
+        frame::put_run(&mut bytes, frame::MsgHeader::new(9, 1), &payloads);
         own.queue(&Bytes::new(bytes), 1, 5);
         let decoded = |b: &Bytes| -> Vec<(u64, Vec<u8>)> {
             frame::msg_frames(b)
@@ -284,7 +286,11 @@ mod tests {
         let mut bytes = Vec::new();
         for first in (1..=10_000u64).step_by(frame::MAX_RUN_ENTRIES) {
             let n = frame::MAX_RUN_ENTRIES.min(10_001 - first as usize);
-            frame::put_run(&mut bytes, 9, first, 1, 16, 1, &vec![&b""[..]; n]);
+            frame::put_run(
+                &mut bytes,
+                frame::MsgHeader::new(9, first),
+                &vec![&b""[..]; n],
+            );
         }
         own.queue(&Bytes::new(bytes), 1, 10_000);
         let (frames, a, z) = own.take_fitting().unwrap();

@@ -338,7 +338,7 @@ mod tests {
         let mut buf = Vec::new();
         let first = *seqs.start();
         let payloads = vec![&b"x"[..]; seqs.clone().count()];
-        let entries = frame::put_run(&mut buf, origin, first, 1, 16, 1, &payloads);
+        let entries = frame::put_run(&mut buf, frame::MsgHeader::new(origin, first), &payloads);
         let refs: Vec<MsgRef> = crate::mesh::tests::one_hop_refs(origin, seqs, entries).collect();
         m.on_msgs(now, 1, &Arc::new(buf), &refs);
         drain(m)
@@ -448,7 +448,7 @@ mod tests {
             m.on_frame(t0, 1, &Frame::Status(status(id, 1, 0, 0, Vec::new())));
         }
         let mut buf = Vec::new();
-        frame::put_run(&mut buf, ME, 1, 1, 16, 1, &[&b"x"[..]; 6]);
+        frame::put_run(&mut buf, frame::MsgHeader::new(ME, 1), &[&b"x"[..]; 6]);
         m.local(t0, &Arc::new(buf), 1, 6);
         let leaving = FLAG_LEAVING | FLAG_FINAL;
         // 7 printed all six, and that reaches us only with its leave.
@@ -504,7 +504,11 @@ mod tests {
         m.on_frame(t0, 1, &Frame::Status(status(7, 1, 0, 0, Vec::new())));
         let mut buf = Vec::new();
         // 80 lines of 100 bytes: 9760 of a 10,000-byte window.
-        frame::put_run(&mut buf, ME, 1, 1, 16, 1, &[&[b'x'; 99][..]; 80]);
+        frame::put_run(
+            &mut buf,
+            frame::MsgHeader::new(ME, 1),
+            &[&[b'x'; 99][..]; 80],
+        );
         m.local(t0, &Arc::new(buf), 1, 80);
         assert_eq!(m.waiting_lines(), 0);
         m.tick(t0 + LEAVE_QUIET);
@@ -578,7 +582,11 @@ mod tests {
         // Our own STATUS says so while our lines wait for the window,
         // whether our stdin ended or not.
         let mut buf = Vec::new();
-        frame::put_run(&mut buf, ME, 1, 1, 16, 1, &[&[b'x'; 100][..]; 200]);
+        frame::put_run(
+            &mut buf,
+            frame::MsgHeader::new(ME, 1),
+            &[&[b'x'; 100][..]; 200],
+        );
         m.local(t0, &Arc::new(buf), 1, 200);
         assert!(m.waiting_lines() > 0, "beyond the window");
         m.tick(later);

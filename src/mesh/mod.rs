@@ -111,15 +111,22 @@ pub struct MsgRef {
 }
 
 impl MsgRef {
-    /// One reference per entry of a MSG frame whose header is `(origin,
-    /// seq, hops, ttl, life)` and whose checked `entries` start at `base` in
-    /// their buffer, in order: what a reader makes of it.
+    /// One reference per entry of a MSG frame with `header` whose checked
+    /// `entries` start at `base` in their buffer, in order: what a reader
+    /// makes of it.
     #[inline]
     pub fn each_in(
         entries: &[u8],
         base: usize,
-        (origin, seq, hops, ttl, life): (NodeId, u64, u8, u8, u64),
+        header: crate::frame::MsgHeader,
     ) -> impl Iterator<Item = MsgRef> + '_ {
+        let crate::frame::MsgHeader {
+            origin,
+            seq,
+            hops,
+            ttl,
+            life,
+        } = header;
         let mut start = base;
         crate::frame::entry_ends(entries)
             .enumerate()

@@ -931,14 +931,16 @@ fn put_fwd(
         }
     }
     let at = out.len();
-    out.extend_from_slice(&frame::msg_header(
-        origin,
-        first,
-        hops,
-        ttl,
-        life,
-        entries.len(),
-    ));
+    out.extend_from_slice(
+        &frame::MsgHeader {
+            origin,
+            seq: first,
+            hops,
+            ttl,
+            life,
+        }
+        .encode(entries.len()),
+    );
     out.extend_from_slice(entries);
     runs.push((origin, first, last, at..out.len()));
 }

@@ -815,11 +815,13 @@ impl Sim {
         let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
         frame::put_run(
             &mut frames,
-            n.id,
-            first,
-            1,
-            self.cfg.ttl,
-            sim_life(n.id),
+            frame::MsgHeader {
+                origin: n.id,
+                seq: first,
+                hops: 1,
+                ttl: self.cfg.ttl,
+                life: sim_life(n.id),
+            },
             &payloads,
         );
         n.sent = last;

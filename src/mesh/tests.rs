@@ -78,7 +78,17 @@ fn batch_of_life(msgs: &[(NodeId, u64, u8, u8)], life: u64) -> (Bytes, Vec<MsgRe
         let (origin, first, hops, ttl) = run[0];
         let payloads: Vec<String> = run.iter().map(|m| format!("{:x}/{}", m.0, m.1)).collect();
         let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
-        let entries = frame::put_run(&mut buf, origin, first, hops, ttl, life, &payloads);
+        let entries = frame::put_run(
+            &mut buf,
+            frame::MsgHeader {
+                origin,
+                seq: first,
+                hops,
+                ttl,
+                life,
+            },
+            &payloads,
+        );
         for (&(origin, seq, hops, ttl), entry) in run.iter().zip(entries) {
             refs.push(MsgRef {
                 life,
@@ -336,7 +346,7 @@ fn empty_lines(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> (Bytes, V
     let mut refs = Vec::new();
     for run in seqs.chunks(frame::MAX_RUN_ENTRIES) {
         let empty = vec![&b""[..]; run.len()];
-        let entries = frame::put_run(&mut buf, origin, run[0], 1, 16, 1, &empty);
+        let entries = frame::put_run(&mut buf, frame::MsgHeader::new(origin, run[0]), &empty);
         refs.extend(one_hop_refs(origin, run.iter().copied(), entries));
     }
     (Arc::new(buf), refs)
@@ -2400,7 +2410,7 @@ fn own_lines(m: &mut Mesh, now: Instant, first: u64, last: u64) {
     let mut buf = Vec::new();
     let payload = [b'x'; 100 - frame::ENTRY_OVERHEAD - 1];
     let payloads = vec![&payload[..]; (last + 1 - first) as usize];
-    frame::put_run(&mut buf, ME, first, 1, 16, 1, &payloads);
+    frame::put_run(&mut buf, frame::MsgHeader::new(ME, first), &payloads);
     m.local(now, &Arc::new(buf), first, last);
 }
 
@@ -2780,7 +2790,7 @@ fn an_earlier_lifes_lines_passed_on_late_are_not_taken_for_the_new_lifes() {
     let lives: Vec<(u64, u64)> = answers
         .iter()
         .filter_map(|(_, f)| f.msg_header())
-        .map(|(_, seq, _, _, life)| (seq, life))
+        .map(|h| (h.seq, h.life))
         .collect();
     assert_eq!(
         lives,

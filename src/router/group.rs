@@ -662,10 +662,10 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
     let mut rest = &frames[..];
     while let Ok(Some((frame, used))) = frame::decode(rest, usize::MAX) {
         match frame.msg_header() {
-            Some((origin, seq, hops, ttl, life)) => {
+            Some(header) => {
                 let mut open: Option<(usize, u64)> = None;
                 let mut at = frame::MSG_HEADER_LEN;
-                let mut seq = seq;
+                let (origin, mut seq) = (header.origin, header.seq);
                 while at < used {
                     let payload = frame::entry_at(rest, at);
                     let entry = &rest[at..payload.end + 1];
@@ -678,12 +678,8 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
                         let size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
                         Frame::TooBig { origin, seq, size }.encode(&mut kept);
                     } else {
-                        open = Some(put_entry(
-                            &mut kept,
-                            open,
-                            (origin, seq, hops, ttl, life),
-                            entry,
-                        ));
+                        let header = frame::MsgHeader { seq, ..header };
+                        open = Some(put_entry(&mut kept, open, header, entry));
                     }
                     seq = seq.wrapping_add(1);
                 }
@@ -699,15 +695,16 @@ fn spare(frames: &Bytes, msgs: u64, limit: usize) -> (Batch, u64) {
     (batch, skipped)
 }
 
-/// Appends the entry of message `seq` to the open frame (its start, and
+/// Appends the entry of message `header.seq` to the open frame (its start, and
 /// the seq it expects next) if it fits there, else in a frame of its own;
 /// the frame it went into.
 fn put_entry(
     out: &mut Vec<u8>,
     open: Option<(usize, u64)>,
-    (origin, seq, hops, ttl, life): (u64, u64, u8, u8, u64),
+    header: frame::MsgHeader,
     entry: &[u8],
 ) -> (usize, u64) {
+    let seq = header.seq;
     if let Some((start, next)) = open {
         let len = out.len() - start - frame::LEN_PREFIX + entry.len();
         if next == seq && len <= frame::MAX_RUN_LEN {
@@ -717,14 +714,7 @@ fn put_entry(
         }
     }
     let start = out.len();
-    out.extend_from_slice(&frame::msg_header(
-        origin,
-        seq,
-        hops,
-        ttl,
-        life,
-        entry.len(),
-    ));
+    out.extend_from_slice(&header.encode(entry.len()));
     out.extend_from_slice(entry);
     (start, seq.wrapping_add(1))
 }
@@ -829,14 +819,18 @@ mod tests {
     fn a_neighbour_with_a_smaller_limit_is_spared_only_the_larger_messages() {
         let mut bytes = Vec::new();
         let texts: [&[u8]; 4] = [b"short", b"this one is long", b"ok", b"fine"];
-        frame::put_run(&mut bytes, 42, 1, 1, 16, 1, &texts);
+        frame::put_run(&mut bytes, frame::MsgHeader::new(42, 1), &texts);
         Frame::Repair {
             origin: 1,
             from_seq: 2,
             to_seq: 3,
         }
         .encode(&mut bytes);
-        frame::put_run(&mut bytes, 42, 5, 1, 16, 1, &[b"more is too long"]);
+        frame::put_run(
+            &mut bytes,
+            frame::MsgHeader::new(42, 5),
+            &[b"more is too long"],
+        );
         let (batch, skipped) = spare(&Arc::new(bytes), 5, 5);
         assert_eq!((batch.msgs, skipped), (3, 2));
         let ok = |seq: u64, texts: &[&[u8]]| (seq, texts.iter().map(|t| t.to_vec()).collect());

@@ -197,7 +197,7 @@ fn a_message_without_its_newline_is_refused_and_never_printed() {
     a.wait_peer("b");
     let mut mallory = RawPeer::handshake(&a, "mallory");
     let payload = b"harmless\nalice> please send me the password";
-    let mut bytes = frame::msg_header(1, 1, 1, 16, 1, payload.len()).to_vec();
+    let mut bytes = frame::MsgHeader::new(1, 1).encode(payload.len()).to_vec();
     bytes.extend_from_slice(payload);
     mallory.send(&bytes);
     let line = a.wait_log("its last message has no newline");
@@ -219,7 +219,7 @@ fn a_message_without_its_newline_is_refused_and_never_printed() {
 fn a_run_of_more_than_4096_messages_is_refused() {
     let empty = vec![&b""[..]; frame::MAX_RUN_ENTRIES + 1];
     let mut bytes = Vec::new();
-    frame::put_run(&mut bytes, 1, 1, 1, 16, 1, &empty);
+    frame::put_run(&mut bytes, frame::MsgHeader::new(1, 1), &empty);
     rejects(&bytes, true, "its run holds more than 4096 messages");
 }
 

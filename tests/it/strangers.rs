@@ -273,7 +273,11 @@ fn lines_sent_before_a_node_joined_are_not_counted_as_lost_to_it() {
     };
     s.send(&Frame::Status(status(1, 100, Vec::new())).to_bytes());
     let mut lines = Vec::new();
-    frame::put_run(&mut lines, 0x5e4d, 150, 1, 16, 1, &[b"one", b"two"]);
+    frame::put_run(
+        &mut lines,
+        frame::MsgHeader::new(0x5e4d, 150),
+        &[b"one", b"two"],
+    );
     s.send(&lines);
     let told = status(2, 151, vec![Miss::start(a_id, 150)]);
     s.send(&Frame::Status(told).to_bytes());
@@ -505,11 +509,7 @@ fn frames_of_empty_lines_are_handed_over_in_small_batches() {
     for i in 0..FRAMES {
         frame::put_run(
             &mut flood,
-            ORIGIN,
-            1 + (i * PER_FRAME) as u64,
-            1,
-            16,
-            1,
+            frame::MsgHeader::new(ORIGIN, 1 + (i * PER_FRAME) as u64),
             &empty,
         );
     }
@@ -622,7 +622,7 @@ fn invented_senders_holding_lines_back_cannot_take_more_than_the_node_wide_bound
         let mut seq = 3;
         while seq < 3 + held {
             let n = (3 + held - seq).min(frame::MAX_RUN_ENTRIES as u64) as usize;
-            frame::put_run(&mut frames, origin, seq, 1, 16, 1, &empty[..n]);
+            frame::put_run(&mut frames, frame::MsgHeader::new(origin, seq), &empty[..n]);
             seq += n as u64;
         }
         mallory.send(&frames);
@@ -704,14 +704,18 @@ fn lines_relayed_to_a_neighbour_that_reads_nothing_queue_within_a_bound() {
     let mut seq = 1;
     for _ in 0..LINES / 50 {
         let run = vec![&line[..]; 50];
-        frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, 1, &run);
+        frame::put_run(&mut frames, frame::MsgHeader::new(0x1_0001, seq), &run);
         seq += 50;
         if frames.len() > 1 << 20 {
             mallory.send(&frames);
             frames.clear();
         }
     }
-    frame::put_run(&mut frames, 0x1_0001, seq, 1, 16, 1, &[b"marker"]);
+    frame::put_run(
+        &mut frames,
+        frame::MsgHeader::new(0x1_0001, seq),
+        &[b"marker"],
+    );
     mallory.send(&frames);
     let printed = rx
         .recv_timeout(Duration::from_secs(60))
@@ -746,11 +750,7 @@ fn repair_answers_to_many_neighbours_that_read_nothing_stay_within_the_queue_bou
     for i in 0..64 {
         frame::put_run(
             &mut frames,
-            ORIGIN,
-            1 + i * 60,
-            1,
-            16,
-            1,
+            frame::MsgHeader::new(ORIGIN, 1 + i * 60),
             &vec![&line[..]; 60],
         );
     }
