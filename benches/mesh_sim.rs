@@ -13,8 +13,8 @@
 //!
 //! The issue asks for 10,000 nodes. Every node keeps every member and
 //! every STATUS is flooded, so the full simulation's work and memory grow
-//! with nodes² (1,000 nodes: 92 s of CPU and 1.3 GB; 2,000: 6 times the
-//! CPU, 4 times the memory; 10,000 would need about 100 GB and hours),
+//! with nodes² (1,000 nodes: 71 s of CPU and 1.5 GB; 3,000: 1,280 s and
+//! 12.6 GB; 10,000 would need about 140 GB and 5 hours),
 //! hence the smaller default; see BENCHMARKS.md. Above 1,024 nodes each node's member cap
 //! is raised to the group's size: a real node keeps at most
 //! `MAX_MEMBERS` live members.
