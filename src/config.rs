@@ -130,6 +130,7 @@ struct Cli {
     advertise: Option<PeerAddr>,
 
     /// Read stdin only once N other members are known through the mesh
+    /// (at most 1024: a node knows no more)
     #[arg(
         long,
         allow_negative_numbers = true,
@@ -310,6 +311,15 @@ where
         return Err(usage(format!(
             "--wait-peers {} can never be reached with --max-peers {}",
             cli.wait_peers, cli.max_peers
+        )));
+    }
+    // A node keeps at most MAX_MEMBERS other live members: more would
+    // be waited for forever (attack47 F3).
+    if starts && cli.wait_members as usize > crate::mesh::MAX_MEMBERS {
+        return Err(usage(format!(
+            "--wait-members {} can never be reached: a node knows at most {} other members",
+            cli.wait_members,
+            crate::mesh::MAX_MEMBERS
         )));
     }
     let finds_members = !cli.peers.is_empty() || cli.peer_cache.is_some() || cli.discover;
@@ -654,6 +664,9 @@ mod tests {
         );
         assert!(error_text(&["--discover-addr", "239.1.1.1:5"]).contains("--discover"));
         assert!(error_text(&["--wait-members", "lots"]).contains("--wait-members"));
+        assert!(error_text(&["--wait-members", "1025"])
+            .contains("--wait-members 1025 can never be reached: a node knows at most 1024"));
+        assert!(parse_args(&["--wait-members", "1024"]).is_ok());
     }
 
     #[test]

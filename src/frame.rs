@@ -20,7 +20,7 @@ pub type NodeId = u64;
 pub const MAGIC: [u8; 4] = *b"PCAT";
 /// The one protocol version this build speaks (5: TOO_BIG; 4: MSG carries
 /// a run of messages; version 3's one-message MSG is not spoken).
-pub const VERSION: u16 = 7;
+pub const VERSION: u16 = 8;
 /// The default `--ttl`: the most links a message crosses.
 pub const DEFAULT_TTL: u8 = 16;
 /// Size of the length prefix in front of every frame.
@@ -71,8 +71,8 @@ pub const MAX_PEERS_ENTRIES: usize = 32;
 /// The longest reason a DOWN may carry (its length is one byte).
 pub const MAX_DOWN_REASON: usize = 255;
 /// STATUS body bytes before the name: member, status_seq, hops, ttl,
-/// sent_seq, flags, life, name_len.
-const STATUS_FIXED: usize = 8 + 8 + 1 + 1 + 8 + 1 + 8 + 1;
+/// sent_seq, flags, life, keepalive, name_len.
+const STATUS_FIXED: usize = 8 + 8 + 1 + 1 + 8 + 1 + 8 + 2 + 1;
 /// Bytes of one encoded address: family, IPv6 address, port (the largest).
 const MAX_ADDR_LEN: usize = 1 + 16 + 2;
 /// Bytes of one acknowledgement entry: origin, base, delivered, skipped,
@@ -269,6 +269,10 @@ pub struct Status {
     /// Which process under the member's id this is: random, never 0, the
     /// same in its MSG frames. A new one is a new life (it restarted).
     pub life: u64,
+    /// The member's `--keepalive`, in seconds (within
+    /// [`KEEPALIVE_SECS`]): it floods a STATUS at least this often, so
+    /// members time its silence on it (or on their own, if longer).
+    pub keepalive_secs: u16,
     /// Validated like a HELLO name.
     pub name: String,
     /// At most [`MAX_STATUS_ADDRS`]; an unspecified IP means "the address
@@ -705,6 +709,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
     let sent_seq = b.u64()?;
     let flags = b.u8()?;
     let life = b.u64()?;
+    let keepalive_secs = b.u16()?;
     let name_len = b.u8()? as usize;
     let name = std::str::from_utf8(b.take(name_len)?)
         .map_err(|_| malformed("status", "name is not valid UTF-8"))?;
@@ -782,6 +787,9 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
     if life == 0 {
         return Err(malformed("status", "life is 0"));
     }
+    if !KEEPALIVE_SECS.contains(&keepalive_secs) {
+        return Err(malformed("status", "keepalive outside 1..=3600 s"));
+    }
     Ok(Status {
         member,
         status_seq,
@@ -790,6 +798,7 @@ fn decode_status(body: &[u8]) -> Result<Status, FrameError> {
         sent_seq,
         flags,
         life,
+        keepalive_secs,
         name: name.to_owned(),
         addrs,
         acks,
@@ -1279,6 +1288,7 @@ impl Status {
         out.extend_from_slice(&self.sent_seq.to_be_bytes());
         out.push(self.flags);
         out.extend_from_slice(&self.life.to_be_bytes());
+        out.extend_from_slice(&self.keepalive_secs.to_be_bytes());
         out.push(name.len() as u8);
         out.extend_from_slice(name.as_bytes());
         out.push(addrs.len() as u8);
@@ -1465,7 +1475,7 @@ mod tests {
         vec![
             (
                 Frame::Hello(sample_hello()),
-                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
             ),
             (
                 Frame::Msg {
@@ -1510,8 +1520,8 @@ mod tests {
             (Frame::Accept, "00000001 06"),
             (
                 Frame::Status(sample_status()),
-                "00000089 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 0000000000000001 \
-                 05 616c696365 02 04 7f000001 1bcd 06 00000000000000000000000000000000 1bce \
+                "0000008b 07 0123456789abcdef 0000000000000007 01 10 0000000000000005 01 0000000000000001 \
+                 0005 05 616c696365 02 04 7f000001 1bcd 06 00000000000000000000000000000000 1bce \
                  0001 fedcba9876543210 0000000000000003 0000000000000009 0000000000000002 \
                  0000000000000001 \
                  0001 1111222233334444 0000000000000001 0000000000000002",
@@ -1569,6 +1579,7 @@ mod tests {
     fn sample_status() -> Status {
         Status {
             life: 1,
+            keepalive_secs: 5,
             member: 0x0123_4567_89ab_cdef,
             status_seq: 7,
             hops: 1,
@@ -1648,6 +1659,7 @@ mod tests {
         frames.push(Frame::Status(Status {
             ttl: 1,
             life: 1,
+            keepalive_secs: 5,
             ..Status::default()
         }));
         frames.push(Frame::Down {
@@ -2028,6 +2040,7 @@ mod tests {
             ],
             ttl: 1,
             life: 1,
+            keepalive_secs: 5,
             ..Status::default()
         };
         let bytes = Frame::Status(status.clone()).to_bytes();
@@ -2174,12 +2187,18 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                    "0000001d 01 50434154 0009 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
                 ),
-                FrameError::UnsupportedVersion(8),
+                FrameError::UnsupportedVersion(9),
             ),
-            // Version 3 framed one message per MSG frame: refused, not
-            // misread.
+            // Version 7 had no keepalive in STATUS, version 3 framed one
+            // message per MSG frame: refused, not misread.
+            (
+                unhex(
+                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
+                ),
+                FrameError::UnsupportedVersion(7),
+            ),
             (
                 unhex(
                     "0000001d 01 50434154 0003 0123456789abcdef 1bcd 00100000 0005 05 616c696365",
@@ -2188,31 +2207,31 @@ mod tests {
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
+                    "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 06 616c696365",
                 ),
                 malformed("hello", "name length does not match the frame length"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
+                    "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 05 616c69ff65",
                 ),
                 malformed("hello", "name is not valid UTF-8"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
+                    "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 05 616c690a65",
                 ),
                 malformed("hello", "name contains control characters"),
             ),
             (
                 unhex(
-                    "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
+                    "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 05 616c3e6365",
                 ),
                 malformed("hello", "name contains '>'"),
             ),
             (
                 unhex(
-                    "0000001f 01 50434154 0007 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
+                    "0000001f 01 50434154 0008 0123456789abcdef 1bcd 00100000 0005 07 61e280a8696365",
                 ),
                 malformed("hello", "name contains a line or paragraph separator"),
             ),
@@ -2239,7 +2258,7 @@ mod tests {
                 malformed("message", "its seqs run past the largest seq"),
             ),
             (
-                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
+                "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 ffff 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 65535,
@@ -2248,7 +2267,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
+                "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00100000 0000 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "keepalive",
                     value: 0,
@@ -2257,7 +2276,7 @@ mod tests {
                 },
             ),
             (
-                "0000001d 01 50434154 0007 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
+                "0000001d 01 50434154 0008 0123456789abcdef 1bcd 00000000 0005 05 616c696365",
                 FrameError::OutOfBounds {
                     field: "max_frame",
                     value: 0,

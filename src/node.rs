@@ -435,13 +435,18 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let written = node.printed.written.load(Ordering::Relaxed);
     if handed > written {
         // Never acknowledged (see `event::PrintedSoFar`): the senders count
-        // them as not acknowledged, and this node says so too.
+        // them as not acknowledged (as lost, after a closed stdout), and
+        // this node says so too.
         let lost = handed - written;
+        let why = match shutdown.cause() {
+            Some(Cause::StdoutClosed) => "stdout was closed",
+            _ if lost == 1 => "stdout did not take it before the node stopped",
+            _ => "stdout did not take them before the node stopped",
+        };
         log::warn!(
-            "{} received {} not printed: stdout did not take {} before the node stopped",
+            "{} received {} not printed: {why}",
             crate::books::plural(lost, "message"),
             if lost == 1 { "was" } else { "were" },
-            if lost == 1 { "it" } else { "them" }
         );
     }
     for (level, line) in finished.summary {

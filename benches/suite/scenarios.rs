@@ -414,6 +414,7 @@ impl Crowd {
 fn idle_status(id: u64, name: &str) -> Vec<u8> {
     Frame::Status(frame::Status {
         life: 1,
+        keepalive_secs: 1,
         member: id,
         status_seq: 1,
         hops: 1,

@@ -231,6 +231,9 @@ const IDS: [NodeId; 6] = [0x0b, 0x0c, 0x0d, 0x0e, 0x0f, ME];
 /// member restarted, or a relay passing an earlier life's lines on late),
 /// and 0, which the decoder refuses.
 const LIVES: [u64; 5] = [1, 1, 2, 3, 0];
+/// The keepalives STATUS frames give, in seconds: the harness node's own
+/// (1), longer ones (members then stay live longer), the longest allowed.
+const KEEPALIVES: [u16; 4] = [1, 1, 5, 3600];
 /// The fake neighbours' connections.
 const CONNS: [Conn; 3] = [1, 2, 3];
 
@@ -600,6 +603,7 @@ fn status(input: &mut Input<'_>) -> Status {
         .collect();
     Status {
         life: input.pick(&LIVES),
+        keepalive_secs: input.pick(&KEEPALIVES),
         member: input.pick(&IDS),
         status_seq: input.u8().into(),
         hops: input.u8(),

@@ -734,17 +734,18 @@ impl Mesh {
         }
         // Evidence older than a few keepalives may be stale: the cycle's
         // other links may be gone (every member's keepalive STATUS renews
-        // it while the cycle stands).
-        let since = now.checked_sub(self.cfg.keepalive * CYCLE_KEEPALIVES);
+        // it while the cycle stands). The longest keepalive counts: a
+        // member announcing less often than we do renews it less often.
+        let group_keepalive = self.group_keepalive();
+        let since = now.checked_sub(group_keepalive * CYCLE_KEEPALIVES);
         let fresh = |at: &Instant| since.map_or(true, |s| *at >= s);
         let bridges = self.bridges(fresh);
         let standing = |c: &Conn, n: &Neighbour| {
-            let judged = now >= n.added + keepalive;
-            if judged && !live(n) {
+            if now >= n.added + keepalive && !live(n) {
                 Standing::NoMember
             } else if n.on_cycle.as_ref().is_some_and(fresh) {
                 Standing::OnCycle
-            } else if !judged {
+            } else if now < n.added + group_keepalive {
                 // Not up for a keepalive yet: some member's keepalive
                 // STATUS may still have to come through it, or round.
                 Standing::Unjudged

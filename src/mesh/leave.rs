@@ -305,6 +305,7 @@ mod tests {
     fn status(member: NodeId, status_seq: u64, sent_seq: u64, flags: u8, acks: Vec<Ack>) -> Status {
         Status {
             life: 1,
+            keepalive_secs: 1,
             member,
             status_seq,
             hops: 1,

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::table::Filed;
 use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult};
-use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
+use crate::frame::{
+    Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, KEEPALIVE_SECS, MAX_STATUS_ACKS,
+};
 
 /// What we know of another member.
 #[derive(Debug, Clone)]
@@ -81,6 +83,9 @@ pub struct Member {
     /// The life its newest STATUS gave (0: none yet): only its MSG frames
     /// of that life are its lines (see `relay.rs`).
     pub life: u64,
+    /// The `--keepalive` its newest STATUS gave (zero: none yet): it
+    /// floods a STATUS at least this often ([`Mesh::silence_limit`]).
+    pub keepalive: Duration,
 }
 
 impl Member {
@@ -116,6 +121,7 @@ impl Member {
             printing: None,
             lives: Vec::new(),
             life: 0,
+            keepalive: Duration::ZERO,
         }
     }
 
@@ -219,6 +225,19 @@ impl Member {
 /// Earlier lives' books kept per member; the books of older ones are
 /// summed with those of forgotten members.
 pub const LIVES_KEPT: usize = 8;
+
+/// A member silent for this many of its keepalives is down.
+const SILENT_KEEPALIVES: u32 = 3;
+
+/// A `--keepalive` as a STATUS gives it: whole seconds within
+/// [`KEEPALIVE_SECS`] (the command line allows no other).
+fn keepalive_secs(keepalive: Duration) -> u16 {
+    let secs = keepalive.as_secs().clamp(
+        (*KEEPALIVE_SECS.start()).into(),
+        (*KEEPALIVE_SECS.end()).into(),
+    );
+    secs as u16
+}
 
 /// How the reason of a member down for silence starts.
 const SILENT: &str = "silent for";
@@ -393,6 +412,7 @@ impl Mesh {
             ttl: self.cfg.ttl,
             sent_seq: self.own.last_seq,
             flags,
+            keepalive_secs: keepalive_secs(self.cfg.keepalive),
             life: self.cfg.life,
             name: self.cfg.name.clone(),
             addrs,
@@ -713,6 +733,7 @@ impl Mesh {
         };
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
+        m.keepalive = Duration::from_secs(status.keepalive_secs.into());
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| self.cfg.acknowledges_us(a)) {
@@ -1063,15 +1084,35 @@ impl Mesh {
 
     /// Members silent for 3 × keepalive are down.
     pub(super) fn find_silent(&mut self, now: Instant) {
-        let limit = self.cfg.keepalive * 3;
-        let silent = self.members.silent(self.silence_clock(now), limit);
-        let reason = format!("{SILENT} {}s", limit.as_secs_f64());
+        let least = SILENT_KEEPALIVES * self.cfg.keepalive;
+        let clock = self.silence_clock(now);
+        let silent = self.members.silent(clock, least, |m| self.silence_limit(m));
         if !silent.is_empty() {
             self.dial.heal_soon(now, &mut self.rng);
         }
-        for id in silent {
-            self.mark_down(id, &reason);
+        for (id, limit) in silent {
+            self.mark_down(id, &format!("{SILENT} {}s", limit.as_secs_f64()));
         }
+    }
+
+    /// How long `m` may be silent before it is down: 3 × its keepalive
+    /// (it floods a STATUS at least that often), or 3 × ours if that is
+    /// longer. On ours alone, a node with `--keepalive 1` took a member
+    /// announcing every 5 s for down 3 s after each STATUS, and back up
+    /// 2 s later (attack47 F1).
+    fn silence_limit(&self, m: &Member) -> Duration {
+        SILENT_KEEPALIVES * self.cfg.keepalive.max(m.keepalive)
+    }
+
+    /// The longest keepalive in the group as far as we know: ours, or a
+    /// live member's. Its STATUS may take that long to come round again,
+    /// so evidence about the group's shape is judged over it (`dial.rs`).
+    pub(super) fn group_keepalive(&self) -> Duration {
+        self.members
+            .values()
+            .filter(|m| m.up)
+            .map(|m| m.keepalive)
+            .fold(self.cfg.keepalive, Duration::max)
     }
 
     /// Members that owe us lines and acknowledged none of them, nor more

@@ -732,10 +732,16 @@ impl Mesh {
         let Some(conn) = self.tree.parent(id).filter(|_| origin_live) else {
             return false;
         };
-        let silent = self.cfg.keepalive.mul_f64(PARENT_SILENT);
-        self.neighbours
-            .get(&conn)
-            .is_some_and(|n| now.saturating_duration_since(n.heard) >= silent)
+        let Some(n) = self.neighbours.get(&conn) else {
+            return false;
+        };
+        // It sends its STATUS every keepalive of its own.
+        let its = self
+            .members
+            .get(&n.node)
+            .map_or(Duration::ZERO, |m| m.keepalive);
+        let silent = self.cfg.keepalive.max(its).mul_f64(PARENT_SILENT);
+        now.saturating_duration_since(n.heard) >= silent
     }
 
     /// Whether `id` may still hold lines for us and is not a neighbour.

@@ -185,13 +185,22 @@ impl Table {
         }
     }
 
-    /// Live members not heard from for longer than `limit`, oldest first:
-    /// O(log n) each, nothing for the ones still fresh.
-    pub fn silent(&self, now: Instant, limit: Duration) -> Vec<NodeId> {
+    /// Live members not heard from for longer than their `limit`, oldest
+    /// first, with that limit. No limit is below `least`: O(log n) for
+    /// each member silent for longer than that, nothing for the others.
+    pub fn silent(
+        &self,
+        now: Instant,
+        least: Duration,
+        limit: impl Fn(&Member) -> Duration,
+    ) -> Vec<(NodeId, Duration)> {
         self.silence
             .iter()
-            .take_while(|(heard, _)| now.saturating_duration_since(*heard) > limit)
-            .map(|(_, id)| *id)
+            .take_while(|(heard, _)| now.saturating_duration_since(*heard) > least)
+            .filter_map(|(heard, id)| {
+                let limit = limit(self.map.get(id)?);
+                (now.saturating_duration_since(*heard) > limit).then_some((*id, limit))
+            })
             .collect()
     }
 }

@@ -197,6 +197,7 @@ fn statuses_sent(actions: &[Action]) -> Vec<(Conn, Status)> {
 fn status(member: NodeId, status_seq: u64, hops: u8, sent_seq: u64) -> Status {
     Status {
         life: 1,
+        keepalive_secs: 1,
         member,
         status_seq,
         hops,
@@ -893,6 +894,34 @@ fn a_member_silent_for_three_keepalives_is_down() {
     // A newer STATUS brings it back.
     let back = on_status(&mut m, t0 + Duration::from_secs(4), 1, status(7, 2, 1, 0));
     assert_eq!(member_events(&back), ["up 7"]);
+}
+
+/// A member whose STATUS says it announces every 5 s is timed on that,
+/// not on our keepalive of 1 s (attack47 F1: a node with `--keepalive 1`
+/// took a default member for down 3 s after each of its STATUS frames,
+/// and up again 2 s later); one announcing every second is timed on ours.
+#[test]
+fn a_member_announcing_less_often_than_we_do_is_timed_on_its_own_keepalive() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let every = |member, secs| Status {
+        keepalive_secs: secs,
+        ..status(member, 1, 1, 0)
+    };
+    on_status(&mut m, t0, 1, every(7, 5));
+    on_status(&mut m, t0, 1, every(8, 1));
+    m.tick(t0 + Duration::from_millis(3300));
+    assert_eq!(member_events(&drain(&mut m)), ["down 8: silent for 3s"]);
+    // 7's next STATUS, a keepalive of its own later: it was never down.
+    let next = Status {
+        status_seq: 2,
+        ..every(7, 5)
+    };
+    let again = on_status(&mut m, t0 + Duration::from_secs(5), 1, next);
+    assert!(member_events(&again).is_empty(), "{again:?}");
+    m.tick(t0 + Duration::from_millis(19_900));
+    assert!(member_events(&drain(&mut m)).is_empty());
+    m.tick(t0 + Duration::from_millis(20_300));
+    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 15s"]);
 }
 
 /// A stranger announcing fresh ids fills the table up to the cap and no

@@ -664,6 +664,9 @@ impl Router {
     /// and a receiver that waited for that stopped 2 s later into a stream
     /// it then could not close politely.)
     fn begin_stop(&mut self) {
+        if self.node.shutdown.cause() == Some(Cause::StdoutClosed) && !self.left {
+            self.leave_printed_for_good();
+        }
         if self.node.shutdown.cause() != Some(Cause::Signal) || self.left {
             self.stop_now();
             return;
@@ -680,6 +683,21 @@ impl Router {
             );
         }
         self.settle();
+    }
+
+    /// Our stdout was closed (`peercat | head -1`): nothing more will be
+    /// printed, so we leave at once with final acknowledgements of
+    /// exactly what was (the stdout thread counted every write that went
+    /// through before the one that failed). Its senders count the rest as
+    /// lost to us, which it is. Before, the goodbye was not final, and
+    /// they counted those lines as "not acknowledged" (attack47 F2).
+    fn leave_printed_for_good(&mut self) {
+        let now = Instant::now();
+        self.mesh.stop_printing();
+        let (seqs, bytes) = self.node.printed.take();
+        self.mesh.printed(now, seqs, bytes);
+        self.left = true;
+        self.mesh.leave(now, true);
     }
 
     /// While stopping on a signal: once settled or at the deadline, we

@@ -87,8 +87,8 @@ fn an_unknown_frame_type_is_rejected() {
 #[test]
 fn an_unknown_protocol_version_is_rejected() {
     let mut frame = hello("future", 99);
-    frame[9..11].copy_from_slice(&8u16.to_be_bytes());
-    rejects(&frame, false, "unsupported protocol version 8");
+    frame[9..11].copy_from_slice(&9u16.to_be_bytes());
+    rejects(&frame, false, "unsupported protocol version 9");
 }
 
 #[test]

@@ -150,6 +150,7 @@ fn exit_on_eof_exits_3_and_names_the_member_that_missed_lines() {
 fn status(member: u64, status_seq: u64, name: &str, acks: &[(u64, u64, u64, u64)]) -> Vec<u8> {
     Frame::Status(Status {
         life: 1,
+        keepalive_secs: 1,
         member,
         status_seq,
         hops: 1,
@@ -500,6 +501,7 @@ fn a_member_told_where_a_senders_lines_start_prints_them_at_once() {
         sent_seq: 100,
         life: 1,
         name: "s".to_owned(),
+        keepalive_secs: 1,
         ..Status::default()
     };
     s.send(&Frame::Status(st.clone()).to_bytes());

@@ -77,6 +77,33 @@ fn a_healthy_peer_with_a_longer_keepalive_is_not_taken_for_dead() {
 /// peers (a's STATUS frames among them) while it waits for stdout. Before,
 /// its timers ran on and it declared a down, "silent for 3s", though a was
 /// alive and talking; now silence is not counted while c is not listening.
+/// A member announces itself every keepalive of its own: a node with a
+/// shorter `--keepalive` must not take it for down between two of its
+/// STATUS frames. Before, a node at `--keepalive 1` took an idle member at
+/// `--keepalive 4` for down 3 s after each of its STATUS frames and back
+/// up a second later, over and over (attack47 F1, with 5: 8 times in 40 s).
+#[test]
+fn a_member_with_a_longer_keepalive_is_not_taken_for_down_between_its_announcements() {
+    let z = node("z").args(&["--keepalive", "4"]).start();
+    let k = node("k").args(&["--keepalive", "1"]).dial(&z).start();
+    k.wait_log("member up: z");
+    let up_at = Instant::now();
+    // Over a keepalive of z and a half: the first false "down" came 3 s
+    // after z's STATUS.
+    let window = Duration::from_secs(6);
+    let wrongly_down = k.log.wait_until(window, |lines| {
+        lines
+            .iter()
+            .any(|l| String::from_utf8_lossy(l).contains("member down"))
+    });
+    assert!(
+        up_at.elapsed() >= window || wrongly_down,
+        "the log ended early"
+    );
+    assert!(!wrongly_down, "k called z down:\n{}", k.log_text());
+    drop(z);
+}
+
 #[test]
 fn a_node_with_a_blocked_stdout_does_not_call_live_members_silent() {
     use std::io::{BufRead, BufReader};
@@ -205,6 +232,7 @@ fn a_node_resumed_after_a_stop_does_not_cut_a_peer_whose_pong_waits_unread() {
     r.send(
         &Frame::Status(peercat::frame::Status {
             life: 1,
+            keepalive_secs: 1,
             member: 0x5eed,
             status_seq: 1,
             hops: 1,

@@ -1877,6 +1877,7 @@ fn ghost_member(x: &crate::support::Node, listen: &str) -> crate::support::RawPe
     ghost.send(
         &Frame::Status(Status {
             life: 1,
+            keepalive_secs: 1,
             member: 0x6405_7000,
             status_seq: 1,
             hops: 1,

@@ -273,3 +273,43 @@ fn a_closed_stdout_stops_the_node_with_exit_0() {
     assert!(status.success(), "{status:?}");
     a.wait_log("stdout was closed");
 }
+
+/// A member whose stdout is closed prints nothing more, and knows exactly
+/// what it printed: it leaves with final acknowledgements, so its sender
+/// books what it printed as delivered and the rest as lost to it. Before,
+/// the sender called those lines "not acknowledged", as for a member that
+/// might still print them (attack47 F2).
+#[test]
+fn a_member_whose_stdout_was_closed_leaves_with_final_acknowledgements() {
+    let mut h = node("h").raw_stdout().start();
+    let mut s = node("s")
+        .args(&["--exit-on-eof", "--wait-members", "1"])
+        .dial(&h)
+        .start();
+    let mut stdout = std::io::BufReader::new(h.take_stdout());
+    s.send(b"first\n");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "first\n");
+    drop(stdout);
+    // The next lines make h's write to stdout fail: h stops, and the
+    // lines of that write were delivered to h but never printed.
+    s.send(&crate::support::numbered_lines(2, 5_000));
+    s.close_stdin();
+    let status = h.expect_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", h.log_text());
+    h.wait_log("stdout was closed");
+    let status = s.expect_exit(Duration::from_secs(20));
+    let summary = s.wait_log("summary:");
+    let to_h = summary
+        .split("to h (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("h unnamed: {summary}"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(to_h.contains(" lost"), "{summary}");
+    assert!(!to_h.contains("not acknowledged"), "{summary}");
+    assert_eq!(status.code(), Some(3), "{}", s.log_text());
+}

@@ -260,6 +260,7 @@ fn lines_sent_before_a_node_joined_are_not_counted_as_lost_to_it() {
     s.send(&Frame::Accept.to_bytes());
     let status = |status_seq, sent_seq, misses| Status {
         life: 1,
+        keepalive_secs: 1,
         member: 0x5e4d,
         status_seq,
         hops: 1,
@@ -320,6 +321,7 @@ fn a_flood_of_fresh_member_ids_is_capped() {
     for i in 0..FAKES {
         let fake = Frame::Status(Status {
             life: 1,
+            keepalive_secs: 1,
             member: 0xfa4e_0000_0000 + i,
             status_seq: 1,
             hops: 1,
