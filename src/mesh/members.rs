@@ -83,8 +83,9 @@ pub struct Member {
     /// The life its newest STATUS gave (0: none yet): only its MSG frames
     /// of that life are its lines (see `relay.rs`).
     pub life: u64,
-    /// The `--keepalive` its newest STATUS gave (zero: none yet): it
-    /// floods a STATUS at least this often ([`Mesh::silence_limit`]).
+    /// The `--keepalive` its newest STATUS gave (zero: none yet), at most
+    /// [`HONOURED_KEEPALIVES`] of ours: it floods a STATUS at least this
+    /// often (`Mesh::silence_limit`).
     pub keepalive: Duration,
 }
 
@@ -228,6 +229,13 @@ pub const LIVES_KEPT: usize = 8;
 
 /// A member silent for this many of its keepalives is down.
 const SILENT_KEEPALIVES: u32 = 3;
+/// A member's keepalive counts up to this many of ours. In an open group a
+/// stranger's invented members each announcing `--keepalive 3600` would
+/// otherwise stay live for three hours after one STATUS each, holding the
+/// member table's places (and judging links over an hour, `dial.rs`); so
+/// they last at most 36 of our keepalives (3 min by default), and members
+/// whose keepalives differ by up to 36 times never look silent.
+const HONOURED_KEEPALIVES: u32 = 12;
 
 /// A `--keepalive` as a STATUS gives it: whole seconds within
 /// [`KEEPALIVE_SECS`] (the command line allows no other).
@@ -733,7 +741,8 @@ impl Mesh {
         };
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
-        m.keepalive = Duration::from_secs(status.keepalive_secs.into());
+        m.keepalive = Duration::from_secs(status.keepalive_secs.into())
+            .min(HONOURED_KEEPALIVES * self.cfg.keepalive);
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| self.cfg.acknowledges_us(a)) {

@@ -924,6 +924,23 @@ fn a_member_announcing_less_often_than_we_do_is_timed_on_its_own_keepalive() {
     assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 15s"]);
 }
 
+/// A member's keepalive counts up to 12 of ours: one announcing an hour
+/// (a stranger's invention, in an open group) is down after 36 of ours,
+/// not after three hours.
+#[test]
+fn a_member_announcing_an_hour_is_down_after_thirty_six_of_our_keepalives() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let hour = Status {
+        keepalive_secs: 3600,
+        ..status(7, 1, 1, 0)
+    };
+    on_status(&mut m, t0, 1, hour);
+    m.tick(t0 + Duration::from_millis(35_900));
+    assert!(member_events(&drain(&mut m)).is_empty());
+    m.tick(t0 + Duration::from_millis(36_300));
+    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 36s"]);
+}
+
 /// A stranger announcing fresh ids fills the table up to the cap and no
 /// further: later ones are neither members nor forwarded, the live ones
 /// stay, and once the fakes fall silent a real newcomer gets in.
