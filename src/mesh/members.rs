@@ -288,7 +288,20 @@ impl Mesh {
         // A leaf passes on no STATUS: who only reaches the group through
         // it cannot exchange lines with the group, so is no member of it.
         let relay = self.cfg.relay;
-        for m in self.members.values().filter(|m| m.up && relay) {
+        // Nor one of a member silent for 3 of its own keepalives: we may
+        // keep it longer (our keepalive is longer), but a newcomer would
+        // owe it lines, and wait for it (attack48 F2: a node with
+        // `--keepalive 60` handed a member stopped 11 s before, announcing
+        // every second, to a sender that then exited 3 naming it).
+        let clock = self.silence_clock(now);
+        let fresh = |m: &Member| {
+            let its = match m.keepalive.is_zero() {
+                true => self.cfg.keepalive,
+                false => m.keepalive,
+            };
+            clock.saturating_duration_since(m.heard) <= SILENT_KEEPALIVES * its
+        };
+        for m in self.members.values().filter(|m| m.up && relay && fresh(m)) {
             if let Some(status) = &m.last_status {
                 // Stored as forwarded (hops already counts the next link):
                 // one that came at its ttl's last hop goes no further.

@@ -924,6 +924,35 @@ fn a_member_announcing_less_often_than_we_do_is_timed_on_its_own_keepalive() {
     assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 15s"]);
 }
 
+/// A greeting passes on the STATUS of live members, but not of one silent
+/// for 3 of its own keepalives, though we keep it live for 3 of ours (a
+/// newcomer would owe it lines and wait for it: attack48 F2).
+#[test]
+fn a_greeting_leaves_out_a_member_silent_for_three_of_its_keepalives() {
+    let cfg = MeshConfig {
+        keepalive: Duration::from_secs(10),
+        ..config()
+    };
+    let (mut m, t0) = with_neighbours(cfg, 1);
+    on_status(&mut m, t0, 1, status(7, 1, 1, 0));
+    let greeted = |m: &mut Mesh, at: Instant, c: u64| {
+        link_up(m, at, c);
+        let members: Vec<NodeId> = statuses_sent(&drain(m))
+            .into_iter()
+            .filter(|(to, _)| *to == c)
+            .map(|(_, s)| s.member)
+            .collect();
+        members
+    };
+    assert!(greeted(&mut m, t0 + Duration::from_secs(2), 2).contains(&7));
+    let later = greeted(&mut m, t0 + Duration::from_millis(3100), 3);
+    assert_eq!(later, [ME], "only our own");
+    assert!(
+        m.members.get(&7).is_some_and(|x| x.up),
+        "7 is still live to us"
+    );
+}
+
 /// A member's keepalive counts up to 12 of ours: one announcing an hour
 /// (a stranger's invention, in an open group) is down after 36 of ours,
 /// not after three hours.
