@@ -655,30 +655,44 @@ impl Router {
         }
     }
 
-    /// A stop was asked for. On a signal, while our lines are not all
-    /// acknowledged, we first wait for that (at most [`SETTLE_WAIT`],
-    /// reading no more stdin): a sender stopped mid-transfer then says
-    /// what the group got (summary and exit code), not what was still on
-    /// its way at the instant of the signal. (Lines on their way to us
-    /// are not waited for: under steady traffic a node never catches up,
-    /// and a receiver that waited for that stopped 2 s later into a stream
-    /// it then could not close politely.)
+    /// A stop was asked for. On a signal, or our stdout closed, while our
+    /// lines are not all acknowledged, we first wait for that (at most
+    /// [`SETTLE_WAIT`], reading no more stdin): a sender stopped
+    /// mid-transfer then says what the group got (summary and exit code),
+    /// not what was still on its way at the instant of the stop (a sender
+    /// whose stdout closed counted every member "not acknowledged" for
+    /// lines they all had, and exited 3: attack48 F3). (Lines on their way
+    /// to us are not waited for: under steady traffic a node never catches
+    /// up, and a receiver that waited for that stopped 2 s later into a
+    /// stream it then could not close politely.)
     fn begin_stop(&mut self) {
-        if self.node.shutdown.cause() == Some(Cause::StdoutClosed) && !self.left {
-            self.leave_printed_for_good();
-        }
-        if self.node.shutdown.cause() != Some(Cause::Signal) || self.left {
+        let (why, settles) = match self.node.shutdown.cause() {
+            Some(Cause::Signal) if !self.left => ("signal", true),
+            Some(Cause::StdoutClosed) if !self.left => {
+                // Leaves at once: it prints nothing more.
+                self.leave_printed_for_good();
+                ("stdout closed", true)
+            }
+            _ => ("", false),
+        };
+        if !settles {
             self.stop_now();
             return;
         }
         self.gate.shut();
+        if self.stdin_open && self.books.lines_read > 0 {
+            log::info!(
+                "stopping ({why}) before the end of stdin: {} read and sent, the rest not read",
+                plural(self.books.lines_read, "line")
+            );
+        }
         let now = Instant::now();
         if self.mesh.eof_settled() {
             self.settle_by = Some(now);
         } else {
             self.settle_by = Some(now + SETTLE_WAIT);
             log::info!(
-                "stopping (signal): waiting up to {}s for the group to acknowledge our lines",
+                "stopping ({why}): waiting up to {}s for the group to acknowledge our lines",
                 SETTLE_WAIT.as_secs()
             );
         }
@@ -721,6 +735,10 @@ impl Router {
             };
             self.left = true;
             self.mesh.leave(now, final_acks);
+        } else if !self.mesh.eof_settled() && now < by {
+            // Left already (our stdout closed): the acknowledgements of
+            // our lines may still come.
+            return;
         }
         self.settle_by = None;
         self.stop_now();

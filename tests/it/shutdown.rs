@@ -274,6 +274,44 @@ fn a_closed_stdout_stops_the_node_with_exit_0() {
     a.wait_log("stdout was closed");
 }
 
+/// A sender whose own stdout is closed stops reading stdin, but first
+/// waits (up to 2 s) for the group to acknowledge the lines it sent, as
+/// on a signal: it exits 0 when they all have them, and says the rest of
+/// stdin was not read. Before, it stopped at once and counted the member
+/// that had every line as "not acknowledged", exit 3 (attack48 F3).
+#[test]
+fn a_sender_whose_stdout_was_closed_waits_for_its_lines_to_be_acknowledged() {
+    const LINES: u64 = 20_000;
+    let mut s = node("s")
+        .args(&["--exit-on-eof", "--keepalive", "1"])
+        .raw_stdout()
+        .start();
+    let mut b = node("b").dial(&s).start();
+    b.wait_peer("s");
+    s.wait_log("member up: b");
+    let mut stdout = std::io::BufReader::new(s.take_stdout());
+    b.send(b"first\n");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "first\n");
+    drop(stdout);
+    // s sends its lines while b's next line makes its stdout fail.
+    s.send(&crate::support::numbered_lines(1, LINES));
+    b.send(b"more\n");
+    let status = s.expect_exit(Duration::from_secs(10));
+    s.wait_log("stdout was closed");
+    let summary = s.wait_log("summary:");
+    let read = crate::support::number_after(&summary, "summary: read ").unwrap_or(0);
+    assert!(read > 0, "{summary}");
+    assert!(
+        summary.contains("to b (") && !summary.contains("not acknowledged"),
+        "{}",
+        s.log_text()
+    );
+    assert!(status.success(), "{status:?}\n{}", s.log_text());
+    assert_eq!(b.wait_lines(read as usize).len() as u64, read);
+}
+
 /// A member whose stdout is closed prints nothing more, and knows exactly
 /// what it printed: it leaves with final acknowledgements, so its sender
 /// books what it printed as delivered and the rest as lost to it. Before,
