@@ -1056,40 +1056,13 @@ impl Frame<'_> {
                 out.push(name.len() as u8);
                 out.extend_from_slice(name.as_bytes());
             }
-            Frame::Msg {
-                origin,
-                seq,
-                hops,
-                ttl,
-                life,
-                payload,
-            } => {
-                let header = MsgHeader {
-                    origin: *origin,
-                    seq: *seq,
-                    hops: *hops,
-                    ttl: *ttl,
-                    life: *life,
-                };
+            Frame::Msg { payload, .. } => {
+                let header = self.msg_header().expect("a MSG frame has one");
                 out.extend_from_slice(&header.encode(payload.len() + 1));
                 put_entry(out, payload);
             }
-            Frame::Run {
-                origin,
-                seq,
-                hops,
-                ttl,
-                life,
-                entries,
-                ..
-            } => {
-                let header = MsgHeader {
-                    origin: *origin,
-                    seq: *seq,
-                    hops: *hops,
-                    ttl: *ttl,
-                    life: *life,
-                };
+            Frame::Run { entries, .. } => {
+                let header = self.msg_header().expect("a MSG frame has one");
                 out.extend_from_slice(&header.encode(entries.len()));
                 out.extend_from_slice(entries);
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 #[cfg(unix)]
 use std::time::Instant;
 
-use crate::support::node;
+use crate::support::{node, Node};
 
 #[cfg(unix)]
 fn stops_politely_on(signal: &str) {
@@ -255,18 +255,23 @@ fn stdin_eof_without_exit_on_eof_keeps_the_node_running() {
     assert_eq!(a.wait_lines(1), [b"still listening".to_vec()]);
 }
 
+/// Like `peercat | head -1`: `sender` sends a line, `reader`'s stdout
+/// (started with `raw_stdout`) is read up to it, then closed; the next
+/// line `reader` prints fails with a broken pipe.
+fn read_one_line_and_close_stdout(reader: &mut Node, sender: &mut Node) {
+    let mut stdout = std::io::BufReader::new(reader.take_stdout());
+    sender.send(b"first\n");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "first\n");
+}
+
 #[test]
 fn a_closed_stdout_stops_the_node_with_exit_0() {
     let mut a = node("a").raw_stdout().start();
     let mut b = node("b").dial(&a).start();
     b.wait_peer("a");
-    // Like `peercat | head -1`: read one line, then close the pipe.
-    let mut stdout = std::io::BufReader::new(a.take_stdout());
-    b.send(b"first\n");
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-    assert_eq!(first, "first\n");
-    drop(stdout);
+    read_one_line_and_close_stdout(&mut a, &mut b);
     // The next message makes a's write to stdout fail with a broken pipe.
     b.send(b"more\n");
     let status = a.expect_exit(Duration::from_secs(5));
@@ -289,12 +294,7 @@ fn a_sender_whose_stdout_was_closed_waits_for_its_lines_to_be_acknowledged() {
     let mut b = node("b").dial(&s).start();
     b.wait_peer("s");
     s.wait_log("member up: b");
-    let mut stdout = std::io::BufReader::new(s.take_stdout());
-    b.send(b"first\n");
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-    assert_eq!(first, "first\n");
-    drop(stdout);
+    read_one_line_and_close_stdout(&mut s, &mut b);
     // s sends its lines while b's next line makes its stdout fail.
     s.send(&crate::support::numbered_lines(1, LINES));
     b.send(b"more\n");
@@ -324,12 +324,7 @@ fn a_member_whose_stdout_was_closed_leaves_with_final_acknowledgements() {
         .args(&["--exit-on-eof", "--wait-members", "1"])
         .dial(&h)
         .start();
-    let mut stdout = std::io::BufReader::new(h.take_stdout());
-    s.send(b"first\n");
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-    assert_eq!(first, "first\n");
-    drop(stdout);
+    read_one_line_and_close_stdout(&mut h, &mut s);
     // The next lines make h's write to stdout fail: h stops, and the
     // lines of that write were delivered to h but never printed.
     s.send(&crate::support::numbered_lines(2, 5_000));
