@@ -734,16 +734,23 @@ impl Mesh {
         }
         // Evidence older than a few keepalives may be stale: the cycle's
         // other links may be gone (every member's keepalive STATUS renews
-        // it while the cycle stands). The longest keepalive counts: a
-        // member announcing less often than we do renews it less often.
+        // it while the cycle stands). Evidence that makes a link go (it
+        // lies on a cycle) counts over our keepalive; evidence that keeps
+        // one (a bridge, a relay) over the longest in the group: a member
+        // announcing less often than we do renews it less often, and its
+        // only link must not look like no bridge between two of its STATUS.
         let group_keepalive = self.group_keepalive();
-        let since = now.checked_sub(group_keepalive * CYCLE_KEEPALIVES);
-        let fresh = |at: &Instant| since.map_or(true, |s| *at >= s);
+        let within = |keepalive: Duration| {
+            let since = now.checked_sub(keepalive * CYCLE_KEEPALIVES);
+            move |at: &Instant| since.map_or(true, |s| *at >= s)
+        };
+        let fresh = within(group_keepalive);
+        let fresh_cycle = within(keepalive);
         let bridges = self.bridges(fresh);
         let standing = |c: &Conn, n: &Neighbour| {
             if now >= n.added + keepalive && !live(n) {
                 Standing::NoMember
-            } else if n.on_cycle.as_ref().is_some_and(fresh) {
+            } else if n.on_cycle.as_ref().is_some_and(fresh_cycle) {
                 Standing::OnCycle
             } else if now < n.added + group_keepalive {
                 // Not up for a keepalive yet: some member's keepalive

@@ -2003,6 +2003,35 @@ fn a_link_a_status_came_through_second_is_trimmed_before_a_newer_one() {
     assert_eq!(closed(&drain(&mut m)), [1], "not the newest (3)");
 }
 
+/// Links are judged over the longest keepalive in the group (members
+/// announcing every 10 s while ours is 1 s), but evidence that a link
+/// lies on a cycle, which makes it go first, only over ours: 12 s old, it
+/// may be stale, and the newest link goes as when nothing is known.
+#[test]
+fn evidence_of_a_cycle_is_judged_over_our_own_keepalive() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut m = of_degree(1, t0);
+    let every_10s = |member, seq, hops| Status {
+        keepalive_secs: 10,
+        ..status(member, seq, hops, 0)
+    };
+    for c in 1..=3u64 {
+        link_up(&mut m, ms(c), c);
+        on_status(&mut m, ms(c), c, every_10s(100 + c, 1, 1));
+    }
+    // 7's STATUS through 1 and 2, each first once: both on a cycle.
+    for (seq, via) in [(1, [1, 2]), (2, [2, 1])] {
+        for c in via {
+            on_status(&mut m, ms(10 + seq), c, every_10s(7, seq, 2));
+        }
+    }
+    // Up for the group's keepalive (10 s): judged. The cycle was seen
+    // 12 s ago, more than 3 of our keepalives.
+    m.tick(ms(12_000));
+    assert_eq!(closed(&drain(&mut m)), [3], "the newest, not 1 or 2");
+}
+
 /// A greeting repeats the STATUS frames its sender had, maybe from links
 /// it no longer has: a copy of one we had before the link came up shows
 /// no cycle, and the newest link is trimmed as before.
