@@ -251,6 +251,10 @@ pub struct PrintedSoFar {
     pub mid_line: std::sync::atomic::AtomicBool,
     /// Since when the write to stdout under way has waited, if one is.
     pub writing_since: Mutex<Option<std::time::Instant>>,
+    /// stdout failed (closed) after taking part of what was not counted as
+    /// printed yet: some of the lines not in `seqs` may have been printed,
+    /// so no acknowledgement can say exactly which were not.
+    pub failed_mid_write: std::sync::atomic::AtomicBool,
 }
 
 impl PrintedSoFar {

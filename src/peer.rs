@@ -917,7 +917,18 @@ impl Writer {
                     }
                 }
                 AfterBye::PeerDone => break,
-                AfterBye::Abort => return,
+                AfterBye::Abort => {
+                    // Cut while we waited for its goodbye (its STATUS says
+                    // its stdout is stuck): the socket goes now, as in the
+                    // main loop. Returning alone left the link open, its
+                    // reader reading on, and a node stopping at the end of
+                    // stdin waited for it to close (the test of a member
+                    // whose stdout nobody reads, 1 of 5 suite runs).
+                    if self.outbox.is_cut() {
+                        self.fail(Ending::OutputStuck);
+                    }
+                    return;
+                }
                 AfterBye::TimedOut => {
                     self.fail(Ending::NoClose(linger));
                     return;

@@ -415,6 +415,7 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
                 inner: raw_stdout(),
                 node,
                 size: PIPE_STEP,
+                taken: 0,
             },
         ),
         scratch: Vec::new(),
@@ -448,6 +449,12 @@ fn write_stdout(node: &Node, outputs: &Receiver<Output>) {
         return;
     }
     if let Err(e) = printed {
+        // Bytes stdout took since the last count: lines that may have
+        // reached it, or may not (`BufWriter` writes what fills it before
+        // we count it as printed).
+        if printer.out.get_ref().taken > 0 {
+            node.printed.failed_mid_write.store(true, Ordering::Relaxed);
+        }
         if e.kind() == io::ErrorKind::BrokenPipe {
             log::info!("stdout was closed: stopping");
         } else {
@@ -596,6 +603,7 @@ impl Printer<'_> {
             };
         }
         self.unflushed_bytes = 0;
+        self.out.get_mut().taken = 0;
         if !self.unflushed.is_empty() && self.node.printed.record(&mut self.unflushed) {
             let _ = self.node.events.send(Event::Printed);
         }
@@ -615,6 +623,9 @@ struct Pieces<'a> {
     node: &'a Node,
     /// [`PIPE_STEP`] while stdout reads slowly, [`WRITE_SIZE`] else.
     size: usize,
+    /// Bytes stdout took since the lines written were last counted as
+    /// printed (`Printer::flush`).
+    taken: u64,
 }
 
 impl Pieces<'_> {
@@ -631,6 +642,7 @@ impl Pieces<'_> {
         let wrote = write(&mut *self.inner);
         *printed.writing_since.lock() = None;
         let wrote = wrote?;
+        self.taken += wrote as u64;
         if wrote > 0 {
             printed.mid_line.store(!ends_line(wrote), Ordering::Relaxed);
             if printed.moved(Instant::now()) {

@@ -229,13 +229,17 @@ pub const LIVES_KEPT: usize = 8;
 
 /// A member silent for this many of its keepalives is down.
 const SILENT_KEEPALIVES: u32 = 3;
-/// A member's keepalive counts up to this many of ours. In an open group a
-/// stranger's invented members each announcing `--keepalive 3600` would
-/// otherwise stay live for three hours after one STATUS each, holding the
-/// member table's places (and judging links over an hour, `dial.rs`); so
-/// they last at most 36 of our keepalives (3 min by default), and members
-/// whose keepalives differ by up to 36 times never look silent.
+/// A member's keepalive counts up to this many of ours, or up to
+/// [`HONOURED_AT_LEAST`] if that is more. In an open group a stranger's
+/// invented members each announcing `--keepalive 3600` would otherwise
+/// stay live for three hours after one STATUS each, holding the member
+/// table's places (and judging links over an hour, `dial.rs`); so they
+/// last at most 3 min (36 of our keepalives, if more), and a member with
+/// a keepalive up to 60 s, or up to 36 of ours, never looks silent (with
+/// 12 × ours alone, a member at 60 s among nodes at 1 s went down after
+/// 36 s of each minute: attack49 F2).
 const HONOURED_KEEPALIVES: u32 = 12;
+const HONOURED_AT_LEAST: Duration = Duration::from_secs(60);
 
 /// A `--keepalive` as a STATUS gives it: whole seconds within
 /// [`KEEPALIVE_SECS`] (the command line allows no other).
@@ -293,11 +297,17 @@ impl Mesh {
         // owe it lines, and wait for it (attack48 F2: a node with
         // `--keepalive 60` handed a member stopped 11 s before, announcing
         // every second, to a sender that then exited 3 naming it).
+        // And over our keepalive too, if shorter: what a greeting passes
+        // on, its receiver takes as just heard, and keeps for 3 of the
+        // member's keepalives in turn; a stranger's invented members,
+        // announced once, went from greeting to greeting, each newcomer
+        // keeping them 3 min more, as long as one joined every 3 min
+        // (attack49 F1).
         let clock = self.silence_clock(now);
         let fresh = |m: &Member| {
             let its = match m.keepalive.is_zero() {
                 true => self.cfg.keepalive,
-                false => m.keepalive,
+                false => m.keepalive.min(self.cfg.keepalive),
             };
             clock.saturating_duration_since(m.heard) <= SILENT_KEEPALIVES * its
         };
@@ -755,7 +765,7 @@ impl Mesh {
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
         m.keepalive = Duration::from_secs(status.keepalive_secs.into())
-            .min(HONOURED_KEEPALIVES * self.cfg.keepalive);
+            .min((HONOURED_KEEPALIVES * self.cfg.keepalive).max(HONOURED_AT_LEAST));
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| self.cfg.acknowledges_us(a)) {

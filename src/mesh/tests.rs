@@ -951,23 +951,46 @@ fn a_greeting_leaves_out_a_member_silent_for_three_of_its_keepalives() {
         m.members.get(&7).is_some_and(|x| x.up),
         "7 is still live to us"
     );
-}
-
-/// A member's keepalive counts up to 12 of ours: one announcing an hour
-/// (a stranger's invention, in an open group) is down after 36 of ours,
-/// not after three hours.
-#[test]
-fn a_member_announcing_an_hour_is_down_after_thirty_six_of_our_keepalives() {
-    let (mut m, t0) = with_neighbours(config(), 1);
+    // One announcing every hour (120 s for us, 12 of ours) is passed on
+    // only while heard within 3 of our keepalives: its receiver keeps it
+    // 3 of its keepalives from then on, and would pass it on in turn
+    // (attack49 F1: a stranger's invented members went from greeting to
+    // greeting).
     let hour = Status {
         keepalive_secs: 3600,
-        ..status(7, 1, 1, 0)
+        ..status(8, 1, 1, 0)
     };
-    on_status(&mut m, t0, 1, hour);
-    m.tick(t0 + Duration::from_millis(35_900));
+    on_status(&mut m, t0 + Duration::from_secs(4), 1, hour);
+    assert!(greeted(&mut m, t0 + Duration::from_secs(33), 4).contains(&8));
+    assert!(!greeted(&mut m, t0 + Duration::from_millis(34_100), 5).contains(&8));
+    assert!(m.members.get(&8).is_some_and(|x| x.up), "8 is still live");
+}
+
+/// A member's keepalive counts up to 60 s (or 12 of ours, if more): one
+/// announcing an hour (a stranger's invention, in an open group) is down
+/// after 3 min, not after three hours; one announcing every 60 s among
+/// nodes at 1 s is not taken for down between two of its STATUS frames
+/// (attack49 F2: with 12 of ours alone it was, after 36 s).
+#[test]
+fn a_member_announcing_an_hour_is_down_after_three_minutes() {
+    let (mut m, t0) = with_neighbours(config(), 1);
+    let every = |member, secs| Status {
+        keepalive_secs: secs,
+        ..status(member, 1, 1, 0)
+    };
+    on_status(&mut m, t0, 1, every(7, 3600));
+    on_status(&mut m, t0, 1, every(8, 60));
+    m.tick(t0 + Duration::from_millis(59_000));
     assert!(member_events(&drain(&mut m)).is_empty());
-    m.tick(t0 + Duration::from_millis(36_300));
-    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 36s"]);
+    let next = Status {
+        status_seq: 2,
+        ..every(8, 60)
+    };
+    on_status(&mut m, t0 + Duration::from_secs(60), 1, next);
+    m.tick(t0 + Duration::from_millis(179_900));
+    assert!(member_events(&drain(&mut m)).is_empty());
+    m.tick(t0 + Duration::from_millis(180_300));
+    assert_eq!(member_events(&drain(&mut m)), ["down 7: silent for 180s"]);
 }
 
 /// A stranger announcing fresh ids fills the table up to the cap and no
