@@ -84,8 +84,8 @@ pub struct Member {
     /// of that life are its lines (see `relay.rs`).
     pub life: u64,
     /// The `--keepalive` its newest STATUS gave (zero: none yet), at most
-    /// [`HONOURED_KEEPALIVES`] of ours: it floods a STATUS at least this
-    /// often (`Mesh::silence_limit`).
+    /// [`HONOURED_KEEPALIVES`] of ours or [`HONOURED_AT_LEAST`]: it floods
+    /// a STATUS at least this often (`Mesh::silence_limit`).
     pub keepalive: Duration,
 }
 
