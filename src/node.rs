@@ -435,8 +435,9 @@ pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<Outcome, Error> {
     let written = node.printed.written.load(Ordering::Relaxed);
     if handed > written {
         // Never acknowledged (see `event::PrintedSoFar`): the senders count
-        // them as not acknowledged (as lost, after a closed stdout), and
-        // this node says so too.
+        // them as not acknowledged (as lost, after a stdout closed between
+        // two writes: `Router::leave_printed_for_good`), and this node
+        // says so too.
         let lost = handed - written;
         let why = match shutdown.cause() {
             Some(Cause::StdoutClosed) => "stdout was closed",
