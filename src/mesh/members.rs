@@ -240,6 +240,9 @@ const SILENT_KEEPALIVES: u32 = 3;
 /// 36 s of each minute: attack49 F2).
 const HONOURED_KEEPALIVES: u32 = 12;
 const HONOURED_AT_LEAST: Duration = Duration::from_secs(60);
+/// A member announcing more is warned about at most this often (one
+/// line, whoever announces it: a stranger's invented members may all).
+const LONG_KEEPALIVE_WARN_EVERY: Duration = Duration::from_secs(600);
 
 /// A `--keepalive` as a STATUS gives it: whole seconds within
 /// [`KEEPALIVE_SECS`] (the command line allows no other).
@@ -764,8 +767,26 @@ impl Mesh {
         };
         m.name.clone_from(&status.name);
         m.addrs.clone_from(&status.addrs);
-        m.keepalive = Duration::from_secs(status.keepalive_secs.into())
-            .min((HONOURED_KEEPALIVES * self.cfg.keepalive).max(HONOURED_AT_LEAST));
+        let announced = Duration::from_secs(status.keepalive_secs.into());
+        let counted = (HONOURED_KEEPALIVES * self.cfg.keepalive).max(HONOURED_AT_LEAST);
+        m.keepalive = announced.min(counted);
+        if announced > counted {
+            let warn = !self
+                .long_keepalive_warned
+                .is_some_and(|at| now.saturating_duration_since(at) < LONG_KEEPALIVE_WARN_EVERY);
+            if warn {
+                self.long_keepalive_warned = Some(now);
+                log::warn!(
+                    "member {} ({id:016x}) announces --keepalive {}s, more than this node counts \
+                     ({}s): it is taken for down between its announcements; give every member \
+                     a --keepalive within {}s",
+                    status.name,
+                    announced.as_secs(),
+                    counted.as_secs(),
+                    counted.as_secs()
+                );
+            }
+        }
         m.last_status = Some(bytes);
         let mut window_moved = false;
         if let Some(ack) = status.acks.iter().find(|a| self.cfg.acknowledges_us(a)) {

@@ -501,6 +501,9 @@ pub struct Mesh {
     ack_printed: bool,
     /// Members being probed (see `members.rs`, `probe`).
     probes: BTreeSet<NodeId>,
+    /// When we last warned of a member announcing a longer keepalive than
+    /// we count (`members.rs`, `merge_status`): at most every 10 min.
+    long_keepalive_warned: Option<Instant>,
     /// Another process announces itself under our id (`members.rs`,
     /// `foreign_status`): what we know of it, once seen.
     id_conflict: Option<String>,
@@ -605,6 +608,7 @@ impl Mesh {
             ack_printed: false,
             probes: BTreeSet::new(),
             id_conflict: None,
+            long_keepalive_warned: None,
             joined: false,
             moved_unsaid: false,
             printing_told_all: None,

@@ -104,6 +104,45 @@ fn a_member_with_a_longer_keepalive_is_not_taken_for_down_between_its_announceme
     drop(z);
 }
 
+/// A member's keepalive counts up to 60 s (12 of ours, if more): one
+/// announcing more is taken for down between its announcements, and the
+/// node says so, once, naming the member and the bound (attack50 F2: a
+/// member at 240 s flapped with no word why).
+#[test]
+fn a_member_announcing_a_keepalive_beyond_what_is_counted_is_warned_about() {
+    use peercat::frame::{Frame, Status};
+    let a = node("a").start();
+    let mut r = crate::support::RawPeer::handshake_as(&a, "r", 0x5eed);
+    for (member, name) in [(0x5eed, "r"), (0x5eee, "r2")] {
+        r.send(
+            &Frame::Status(Status {
+                life: 1,
+                keepalive_secs: 240,
+                member,
+                status_seq: 1,
+                hops: 1,
+                ttl: 16,
+                sent_seq: 0,
+                flags: 0,
+                name: name.into(),
+                addrs: Vec::new(),
+                acks: Vec::new(),
+                misses: Vec::new(),
+            })
+            .to_bytes(),
+        );
+    }
+    a.wait_log("member up: r2");
+    let line = a.wait_log("announces --keepalive 240s");
+    assert!(
+        line.contains("[WARN]")
+            && line.contains("member r (0000000000005eed)")
+            && line.contains("more than this node counts (60s)"),
+        "{line}"
+    );
+    assert_eq!(a.count_log("announces --keepalive"), 1, "{}", a.log_text());
+}
+
 #[test]
 fn a_node_with_a_blocked_stdout_does_not_call_live_members_silent() {
     use std::io::{BufRead, BufReader};
