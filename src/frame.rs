@@ -106,6 +106,16 @@ pub const MAX_HELLO_LEN: usize = 1 + HELLO_FIXED + MAX_NAME_LEN;
 /// `--keepalive`. Zero would mean pinging without pause; more than an hour
 /// would let a stranger hold a connection open for days.
 pub const KEEPALIVE_SECS: RangeInclusive<u16> = 1..=3600;
+
+/// A `--keepalive` as HELLO and STATUS give it: whole seconds within
+/// [`KEEPALIVE_SECS`] (the command line allows no other).
+pub fn keepalive_secs(keepalive: std::time::Duration) -> u16 {
+    let secs = keepalive.as_secs().clamp(
+        (*KEEPALIVE_SECS.start()).into(),
+        (*KEEPALIVE_SECS.end()).into(),
+    );
+    secs as u16
+}
 /// The `max_frame` a HELLO may announce: the bounds of `--max-frame`. Zero
 /// would make every message too big for that peer.
 pub const MAX_FRAME: RangeInclusive<u32> = 1..=1 << 30;

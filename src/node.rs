@@ -105,7 +105,7 @@ impl Node {
             node_id: self.id,
             listen_port: self.listen_port,
             max_frame: self.config.max_frame as u32,
-            keepalive_secs: u16::try_from(self.config.keepalive.as_secs()).unwrap_or(u16::MAX),
+            keepalive_secs: crate::frame::keepalive_secs(self.config.keepalive),
             name: self.config.name.clone(),
         }
     }

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::table::Filed;
 use super::{Action, Bytes, Conn, MemberBooks, Mesh, NodeId, ProbeResult};
-use crate::frame::{
-    Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, KEEPALIVE_SECS, MAX_STATUS_ACKS,
-};
+use crate::frame::{Ack, Frame, Status, FLAG_LEAVING, FLAG_NO_RELAY, MAX_STATUS_ACKS};
 
 /// What we know of another member.
 #[derive(Debug, Clone)]
@@ -244,16 +242,6 @@ const HONOURED_AT_LEAST: Duration = Duration::from_secs(60);
 /// line, whoever announces it: a stranger's invented members may all).
 const LONG_KEEPALIVE_WARN_EVERY: Duration = Duration::from_secs(600);
 
-/// A `--keepalive` as a STATUS gives it: whole seconds within
-/// [`KEEPALIVE_SECS`] (the command line allows no other).
-fn keepalive_secs(keepalive: Duration) -> u16 {
-    let secs = keepalive.as_secs().clamp(
-        (*KEEPALIVE_SECS.start()).into(),
-        (*KEEPALIVE_SECS.end()).into(),
-    );
-    secs as u16
-}
-
 /// How the reason of a member down for silence starts.
 const SILENT: &str = "silent for";
 
@@ -446,7 +434,7 @@ impl Mesh {
             ttl: self.cfg.ttl,
             sent_seq: self.own.last_seq,
             flags,
-            keepalive_secs: keepalive_secs(self.cfg.keepalive),
+            keepalive_secs: crate::frame::keepalive_secs(self.cfg.keepalive),
             life: self.cfg.life,
             name: self.cfg.name.clone(),
             addrs,
@@ -1154,7 +1142,14 @@ impl Mesh {
     /// announcing every 5 s for down 3 s after each STATUS, and back up
     /// 2 s later (attack47 F1).
     fn silence_limit(&self, m: &Member) -> Duration {
-        SILENT_KEEPALIVES * self.cfg.keepalive.max(m.keepalive)
+        SILENT_KEEPALIVES * self.longer_keepalive(m)
+    }
+
+    /// How long `m` may go between two STATUS frames: its own keepalive,
+    /// or ours if that is longer (our silence rules, and the advice on
+    /// `--stall-timeout`, are set against our keepalive).
+    pub(super) fn longer_keepalive(&self, m: &Member) -> Duration {
+        self.cfg.keepalive.max(m.keepalive)
     }
 
     /// The longest keepalive in the group as far as we know: ours, or a

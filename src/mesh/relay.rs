@@ -736,11 +736,11 @@ impl Mesh {
             return false;
         };
         // It sends its STATUS every keepalive of its own.
-        let its = self
+        let every = self
             .members
             .get(&n.node)
-            .map_or(Duration::ZERO, |m| m.keepalive);
-        let silent = self.cfg.keepalive.max(its).mul_f64(PARENT_SILENT);
+            .map_or(self.cfg.keepalive, |m| self.longer_keepalive(m));
+        let silent = every.mul_f64(PARENT_SILENT);
         now.saturating_duration_since(n.heard) >= silent
     }
 

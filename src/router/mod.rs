@@ -699,35 +699,6 @@ impl Router {
         self.settle();
     }
 
-    /// Our stdout was closed (`peercat | head -1`): nothing more will be
-    /// printed, so we leave at once with final acknowledgements of
-    /// exactly what was (the stdout thread counted every write that went
-    /// through before the one that failed). Its senders count the rest as
-    /// lost to us, which it is. Before, the goodbye was not final, and
-    /// they counted those lines as "not acknowledged" (attack47 F2).
-    ///
-    /// Unless stdout closed in the middle of a write: then some of the
-    /// lines not counted may have been printed, and final
-    /// acknowledgements would count them as lost (attack49 F3: a sender
-    /// booked 4,949 lines a member printed as lost to it). It leaves
-    /// with acknowledgements that are not final: those lines are "not
-    /// acknowledged", which is true.
-    fn leave_printed_for_good(&mut self) {
-        let now = Instant::now();
-        self.mesh.stop_printing();
-        let (seqs, bytes) = self.node.printed.take();
-        self.mesh.printed(now, seqs, bytes);
-        let exact = !self.node.printed.failed_mid_write.load(Ordering::Relaxed);
-        if !exact {
-            log::info!(
-                "stdout closed in the middle of a write: some of the lines it was handed \
-                 may have been printed, so the goodbye does not say which were not"
-            );
-        }
-        self.left = true;
-        self.mesh.leave(now, exact);
-    }
-
     /// While stopping on a signal: once settled or at the deadline, we
     /// stop printing and leave with acknowledgements of exactly what we
     /// printed, once our stdout thread has written out what it was handed

@@ -190,8 +190,7 @@ impl Router {
         };
         self.drain_by = None;
         self.drain_since = None;
-        let (seqs, bytes) = self.node.printed.take();
-        self.mesh.printed(now, seqs, bytes);
+        self.record_printed(now);
         if !drained {
             log::warn!(
                 "stdout did not take {} (waited {:.1}s for it): leaving without final \
@@ -201,6 +200,41 @@ impl Router {
             );
         }
         Some(drained)
+    }
+
+    /// Our stdout was closed (`peercat | head -1`): nothing more will be
+    /// printed, so we leave at once with final acknowledgements of
+    /// exactly what was (the stdout thread counted every write that went
+    /// through before the one that failed). Its senders count the rest as
+    /// lost to us, which it is. Before, the goodbye was not final, and
+    /// they counted those lines as "not acknowledged" (attack47 F2).
+    ///
+    /// Unless stdout closed in the middle of a write: then some of the
+    /// lines not counted may have been printed, and final
+    /// acknowledgements would count them as lost (attack49 F3: a sender
+    /// booked 4,949 lines a member printed as lost to it). It leaves
+    /// with acknowledgements that are not final: those lines are "not
+    /// acknowledged", which is true.
+    pub(super) fn leave_printed_for_good(&mut self) {
+        let now = Instant::now();
+        self.mesh.stop_printing();
+        self.record_printed(now);
+        let exact = !self.node.printed.failed_mid_write.load(Ordering::Relaxed);
+        if !exact {
+            log::info!(
+                "stdout closed in the middle of a write: some of the lines it was handed \
+                 may have been printed, so the goodbye does not say which were not"
+            );
+        }
+        self.left = true;
+        self.mesh.leave(now, exact);
+    }
+
+    /// Tells the mesh what the stdout thread wrote out since it last
+    /// looked: what our acknowledgements say we printed.
+    fn record_printed(&mut self, now: Instant) {
+        let (seqs, bytes) = self.node.printed.take();
+        self.mesh.printed(now, seqs, bytes);
     }
 
     fn push_backlog(&mut self, output: Output, is_event: bool) {
