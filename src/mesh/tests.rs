@@ -211,6 +211,14 @@ fn status(member: NodeId, status_seq: u64, hops: u8, sent_seq: u64) -> Status {
     }
 }
 
+/// [`status`] (hops 1, nothing sent) of a member announcing every `secs`.
+fn announcing_every(member: NodeId, status_seq: u64, secs: u16) -> Status {
+    Status {
+        keepalive_secs: secs,
+        ..status(member, status_seq, 1, 0)
+    }
+}
+
 fn on_status(m: &mut Mesh, now: Instant, conn: Conn, s: Status) -> Vec<Action> {
     m.on_frame(now, conn, &Frame::Status(s));
     drain(m)
@@ -903,19 +911,12 @@ fn a_member_silent_for_three_keepalives_is_down() {
 #[test]
 fn a_member_announcing_less_often_than_we_do_is_timed_on_its_own_keepalive() {
     let (mut m, t0) = with_neighbours(config(), 1);
-    let every = |member, secs| Status {
-        keepalive_secs: secs,
-        ..status(member, 1, 1, 0)
-    };
-    on_status(&mut m, t0, 1, every(7, 5));
-    on_status(&mut m, t0, 1, every(8, 1));
+    on_status(&mut m, t0, 1, announcing_every(7, 1, 5));
+    on_status(&mut m, t0, 1, announcing_every(8, 1, 1));
     m.tick(t0 + Duration::from_millis(3300));
     assert_eq!(member_events(&drain(&mut m)), ["down 8: silent for 3s"]);
     // 7's next STATUS, a keepalive of its own later: it was never down.
-    let next = Status {
-        status_seq: 2,
-        ..every(7, 5)
-    };
+    let next = announcing_every(7, 2, 5);
     let again = on_status(&mut m, t0 + Duration::from_secs(5), 1, next);
     assert!(member_events(&again).is_empty(), "{again:?}");
     m.tick(t0 + Duration::from_millis(19_900));
@@ -956,10 +957,7 @@ fn a_greeting_leaves_out_a_member_silent_for_three_of_its_keepalives() {
     // 3 of its keepalives from then on, and would pass it on in turn
     // (attack49 F1: a stranger's invented members went from greeting to
     // greeting).
-    let hour = Status {
-        keepalive_secs: 3600,
-        ..status(8, 1, 1, 0)
-    };
+    let hour = announcing_every(8, 1, 3600);
     on_status(&mut m, t0 + Duration::from_secs(4), 1, hour);
     assert!(greeted(&mut m, t0 + Duration::from_secs(33), 4).contains(&8));
     assert!(!greeted(&mut m, t0 + Duration::from_millis(34_100), 5).contains(&8));
@@ -974,18 +972,11 @@ fn a_greeting_leaves_out_a_member_silent_for_three_of_its_keepalives() {
 #[test]
 fn a_member_announcing_an_hour_is_down_after_three_minutes() {
     let (mut m, t0) = with_neighbours(config(), 1);
-    let every = |member, secs| Status {
-        keepalive_secs: secs,
-        ..status(member, 1, 1, 0)
-    };
-    on_status(&mut m, t0, 1, every(7, 3600));
-    on_status(&mut m, t0, 1, every(8, 60));
+    on_status(&mut m, t0, 1, announcing_every(7, 1, 3600));
+    on_status(&mut m, t0, 1, announcing_every(8, 1, 60));
     m.tick(t0 + Duration::from_millis(59_000));
     assert!(member_events(&drain(&mut m)).is_empty());
-    let next = Status {
-        status_seq: 2,
-        ..every(8, 60)
-    };
+    let next = announcing_every(8, 2, 60);
     on_status(&mut m, t0 + Duration::from_secs(60), 1, next);
     m.tick(t0 + Duration::from_millis(179_900));
     assert!(member_events(&drain(&mut m)).is_empty());

@@ -6,7 +6,24 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::node;
+use crate::support::{node, Node};
+
+/// Whether `n` logs a "member down" within `window` from now. Its log
+/// must not end first: a node that exited says nothing either way.
+fn member_down_within(n: &Node, window: Duration) -> bool {
+    let from = Instant::now();
+    let down = n.log.wait_until(window, |lines| {
+        lines
+            .iter()
+            .any(|l| String::from_utf8_lossy(l).contains("member down"))
+    });
+    assert!(
+        from.elapsed() >= window || down,
+        "{}'s log ended early",
+        n.name
+    );
+    down
+}
 
 /// Freezes b (its kernel still ACKs, like a hung host) and checks that a,
 /// running `--keepalive 1`, drops it 3 s later, whatever b announced.
@@ -87,19 +104,9 @@ fn a_member_with_a_longer_keepalive_is_not_taken_for_down_between_its_announceme
     let z = node("z").args(&["--keepalive", "4"]).start();
     let k = node("k").args(&["--keepalive", "1"]).dial(&z).start();
     k.wait_log("member up: z");
-    let up_at = Instant::now();
     // Over a keepalive of z and a half: the first false "down" came 3 s
     // after z's STATUS.
-    let window = Duration::from_secs(6);
-    let wrongly_down = k.log.wait_until(window, |lines| {
-        lines
-            .iter()
-            .any(|l| String::from_utf8_lossy(l).contains("member down"))
-    });
-    assert!(
-        up_at.elapsed() >= window || wrongly_down,
-        "the log ended early"
-    );
+    let wrongly_down = member_down_within(&k, Duration::from_secs(6));
     assert!(!wrongly_down, "k called z down:\n{}", k.log_text());
     drop(z);
 }
@@ -159,18 +166,8 @@ fn a_node_with_a_blocked_stdout_does_not_call_live_members_silent() {
     a.wait_log("member up: c");
     a.send(&crate::support::padded_lines(1, LINES, 100));
     c.wait_log("stdout is blocked: frames from peers wait unread");
-    let held_at = Instant::now();
     // Twice 3 x keepalive: the member-down would have come by then.
-    let window = Duration::from_secs(6);
-    let wrongly_down = c.log.wait_until(window, |lines| {
-        lines
-            .iter()
-            .any(|l| String::from_utf8_lossy(l).contains("member down"))
-    });
-    assert!(
-        held_at.elapsed() >= window || wrongly_down,
-        "the log ended early"
-    );
+    let wrongly_down = member_down_within(&c, Duration::from_secs(6));
     assert!(
         !wrongly_down,
         "c called a live member down:\n{}",
@@ -224,24 +221,10 @@ fn a_node_resumed_after_a_stop_does_not_call_live_members_silent() {
     c.wait_lines(100);
     c.signal("STOP");
     // Stopped for 5 s, past c's 3 s silence limit; a must keep it.
-    let stopped = Duration::from_secs(5);
-    let cut = a.log.wait_until(stopped, |lines| {
-        lines
-            .iter()
-            .any(|l| String::from_utf8_lossy(l).contains("member down"))
-    });
+    let cut = member_down_within(&a, Duration::from_secs(5));
     assert!(!cut, "a cut c:\n{}", a.log_text());
     c.signal("CONT");
-    let resumed = Instant::now();
-    let wrongly_down = c.log.wait_until(Duration::from_secs(4), |lines| {
-        lines
-            .iter()
-            .any(|l| String::from_utf8_lossy(l).contains("member down"))
-    });
-    assert!(
-        resumed.elapsed() >= Duration::from_secs(4) || wrongly_down,
-        "c's log ended early"
-    );
+    let wrongly_down = member_down_within(&c, Duration::from_secs(4));
     assert!(
         !wrongly_down,
         "c called a live member down:\n{}",
