@@ -27,6 +27,12 @@ const ANNOUNCE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The BYE reason of a connection closed in a mutual-dial tie-break.
 const DUPLICATE: &str = "duplicate connection";
 
+/// The other end closed this connection in a mutual-dial tie-break: it
+/// kept the other one, so nothing was refused.
+fn lost_tie_break(ending: &Ending) -> bool {
+    matches!(ending, Ending::Refused(r) if r == DUPLICATE)
+}
+
 pub(super) struct Entry {
     pub info: PeerInfo,
     pub outbox: Outbox,
@@ -356,7 +362,7 @@ impl Router {
             self.output(Output::PeerDown(entry.info, ending));
         } else if entry.dialed.is_none() {
             let line = || format!("{}: ended before it was a peer: {ending}", entry.info);
-            if matches!(&ending, Ending::Refused(r) if r == DUPLICATE) {
+            if lost_tie_break(&ending) {
                 // Its dialer kept the connection we dialed in a mutual
                 // dial: a tie-break, no failure (as in `dial_ended_early`).
                 log::debug!("{} (a mutual dial: the other connection is kept)", line());
@@ -425,7 +431,7 @@ impl Router {
         }
         self.mesh.dial_result(Instant::now(), &target, result);
         let line = format!("{}: {ending}", entry.info);
-        if matches!(ending, Ending::Refused(r) if r == DUPLICATE) {
+        if lost_tie_break(ending) {
             // The other side of a mutual dial kept its own connection,
             // which we have not admitted yet: a tie-break, no refusal.
             log::debug!("{line} (a mutual dial: its connection is kept)");
